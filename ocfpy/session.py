@@ -1,0 +1,287 @@
+"""Sessions: what consumers hold. One transform, one key, served by whichever driver the
+dispatcher chose, and moved to another driver if that one fails, invisibly to the consumer.
+
+Hot paths (seal/open) stay short on purpose: the per-operation overhead over a direct
+`cryptography` call is a measured target (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .catalogue import Primitive, Transform
+from .driver import Context
+from .errors import AuthenticationError, DriverFailure, InvalidInput
+
+if TYPE_CHECKING:
+    from .dispatcher import Dispatcher
+    from .registry import DriverRecord
+
+
+class Session:
+    """Base of all sessions. ``driver`` names who serves it right now."""
+
+    __slots__ = (
+        "transform", "_key", "_dispatcher", "_record", "_ctx", "_policy",
+        "ops", "bytes", "errors", "auth_failures", "migrations", "batches", "time_ns",
+        "__weakref__",
+    )
+
+    def __init__(
+        self, dispatcher: Dispatcher, transform: Transform, key: bytes | None,
+        record: DriverRecord, ctx: Context, policy: Any,
+    ):
+        self.transform = transform
+        self._key = key
+        self._dispatcher = dispatcher
+        self._record = record
+        self._ctx = ctx
+        self._policy = policy
+        self.ops = self.bytes = self.errors = self.auth_failures = 0
+        self.migrations = self.batches = self.time_ns = 0
+
+    @property
+    def driver(self) -> str:
+        return self._record.name
+
+    @property
+    def algorithm(self) -> str:
+        return self.transform.keyword
+
+    def counters(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in (
+            "ops", "bytes", "errors", "auth_failures", "migrations", "batches", "time_ns")}
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._dispatcher._session_closed(self)
+            try:
+                self._ctx.close()
+            finally:
+                self._ctx = None  # type: ignore[assignment]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.transform.keyword} on {self.driver}>"
+
+    # -- migration -------------------------------------------------------------------------
+    def _retry(self, failure: DriverFailure, method: str, *args):
+        """The driver failed this request: move to the next driver and run it again there."""
+        self.errors += 1
+        self._dispatcher._migrate(self, failure)
+        return getattr(self._ctx, method)(*args)
+
+
+class AeadSession(Session):
+    __slots__ = ()
+
+    def seal(self, iv: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
+        """Encrypt and authenticate; returns ciphertext || ICV."""
+        try:
+            out = self._ctx.seal(iv, plaintext, aad)
+        except DriverFailure as e:
+            out = self._retry(e, "seal", iv, plaintext, aad)
+        self.ops += 1
+        self.bytes += len(plaintext)
+        return out
+
+    def open(self, iv: bytes, ciphertext: bytes, aad: bytes = b"") -> bytes:
+        """Verify and decrypt ciphertext || ICV; raises AuthenticationError."""
+        try:
+            out = self._ctx.open(iv, ciphertext, aad)
+        except DriverFailure as e:
+            out = self._retry(e, "open", iv, ciphertext, aad)
+        except AuthenticationError:
+            self.auth_failures += 1
+            raise
+        self.ops += 1
+        self.bytes += len(ciphertext)
+        return out
+
+    def seal_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes]:
+        t0 = time.perf_counter_ns()
+        try:
+            out = self._ctx.seal_batch(items)
+        except DriverFailure as e:
+            out = self._retry(e, "seal_batch", items)
+        self.time_ns += time.perf_counter_ns() - t0
+        self.batches += 1
+        self.ops += len(items)
+        self.bytes += sum(len(i[1]) for i in items)
+        return out
+
+    def open_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes | None]:
+        """Per item the plaintext, or None where authentication failed."""
+        t0 = time.perf_counter_ns()
+        try:
+            out = self._ctx.open_batch(items)
+        except DriverFailure as e:
+            out = self._retry(e, "open_batch", items)
+        self.time_ns += time.perf_counter_ns() - t0
+        self.batches += 1
+        self.ops += len(items)
+        self.bytes += sum(len(i[1]) for i in items)
+        self.auth_failures += out.count(None)
+        return out
+
+
+class CipherSession(Session):
+    __slots__ = ()
+
+    def encrypt(self, iv: bytes, data: bytes) -> bytes:
+        try:
+            out = self._ctx.encrypt(iv, data)
+        except DriverFailure as e:
+            out = self._retry(e, "encrypt", iv, data)
+        self.ops += 1
+        self.bytes += len(data)
+        return out
+
+    def decrypt(self, iv: bytes, data: bytes) -> bytes:
+        try:
+            out = self._ctx.decrypt(iv, data)
+        except DriverFailure as e:
+            out = self._retry(e, "decrypt", iv, data)
+        self.ops += 1
+        self.bytes += len(data)
+        return out
+
+    def encrypt_batch(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        return self._batch("encrypt_batch", items)
+
+    def decrypt_batch(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        return self._batch("decrypt_batch", items)
+
+    def _batch(self, method: str, items):
+        t0 = time.perf_counter_ns()
+        try:
+            out = getattr(self._ctx, method)(items)
+        except DriverFailure as e:
+            out = self._retry(e, method, items)
+        self.time_ns += time.perf_counter_ns() - t0
+        self.batches += 1
+        self.ops += len(items)
+        self.bytes += sum(len(d) for _, d in items)
+        return out
+
+
+class MacSession(Session):
+    """Integrity: compute returns the truncated ICV; verify compares in constant time."""
+
+    __slots__ = ()
+
+    def compute(self, data: bytes) -> bytes:
+        try:
+            out = self._ctx.compute(data)
+        except DriverFailure as e:
+            out = self._retry(e, "compute", data)
+        self.ops += 1
+        self.bytes += len(data)
+        return out
+
+    def verify(self, data: bytes, icv: bytes) -> None:
+        try:
+            self._ctx.verify(data, icv)
+        except DriverFailure as e:
+            self._retry(e, "verify", data, icv)
+        except AuthenticationError:
+            self.auth_failures += 1
+            raise
+        finally:
+            self.ops += 1
+            self.bytes += len(data)
+
+    def compute_batch(self, items: Sequence[bytes]) -> list[bytes]:
+        t0 = time.perf_counter_ns()
+        try:
+            out = self._ctx.compute_batch(items)
+        except DriverFailure as e:
+            out = self._retry(e, "compute_batch", items)
+        self.time_ns += time.perf_counter_ns() - t0
+        self.batches += 1
+        self.ops += len(items)
+        self.bytes += sum(len(d) for d in items)
+        return out
+
+
+class PrfSession(Session):
+    __slots__ = ()
+
+    def prf(self, data: bytes) -> bytes:
+        try:
+            out = self._ctx.prf(data)
+        except DriverFailure as e:
+            out = self._retry(e, "prf", data)
+        self.ops += 1
+        self.bytes += len(data)
+        return out
+
+    def prf_plus(self, seed: bytes, length: int) -> bytes:
+        """prf+ (RFC 7296 section 2.13): T1 | T2 | ..., Tn = prf(K, Tn-1 | S | n)."""
+        size = self.transform.output_size
+        if length > 255 * size:
+            raise InvalidInput(f"prf+ can give at most {255 * size} bytes with {self.transform}")
+        out = bytearray()
+        t = b""
+        n = 1
+        while len(out) < length:
+            t = self.prf(t + seed + bytes((n,)))
+            out += t
+            n += 1
+        return bytes(out[:length])
+
+
+class KeyExchangeSession(Session):
+    __slots__ = ()
+
+    def public_value(self) -> bytes:
+        try:
+            out = self._ctx.public_value()
+        except DriverFailure as e:
+            out = self._retry(e, "public_value")
+        if self._key is None:
+            # Keep the private value (where the driver lets it go) so that a migration can
+            # finish this exchange on another driver with the public value already sent.
+            self._key = self._ctx.private_value()
+        self.ops += 1
+        return out
+
+    def shared_secret(self, peer_public: bytes) -> bytes:
+        """The shared secret; raises InvalidPublicValue for a bad peer value (RFC 6989)."""
+        try:
+            out = self._ctx.shared_secret(peer_public)
+        except DriverFailure as e:
+            out = self._retry(e, "shared_secret", peer_public)
+        self.ops += 1
+        self.bytes += len(peer_public)
+        return out
+
+
+class HashSession(Session):
+    __slots__ = ()
+
+    def digest(self, data: bytes) -> bytes:
+        try:
+            out = self._ctx.digest(data)
+        except DriverFailure as e:
+            out = self._retry(e, "digest", data)
+        self.ops += 1
+        self.bytes += len(data)
+        return out
+
+
+SESSION_CLASS: dict[Primitive, type[Session]] = {
+    Primitive.AEAD: AeadSession,
+    Primitive.CIPHER: CipherSession,
+    Primitive.INTEG: MacSession,
+    Primitive.PRF: PrfSession,
+    Primitive.KE: KeyExchangeSession,
+    Primitive.HASH: HashSession,
+}

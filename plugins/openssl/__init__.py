@@ -1,0 +1,1 @@
+"""Software backend: OpenSSL through the cryptography package."""
