@@ -57,9 +57,12 @@ ALG_SET_AEAD_AUTHSIZE = getattr(socket, "ALG_SET_AEAD_AUTHSIZE", 5)
 ALG_OP_DECRYPT = getattr(socket, "ALG_OP_DECRYPT", 0)
 ALG_OP_ENCRYPT = getattr(socket, "ALG_OP_ENCRYPT", 1)
 
-DEFAULT_TIMEOUT = 10.0
-"""Seconds one request may take before it counts as a driver failure. Without it a hung
-device (or a request larger than the socket buffer) would block the caller forever."""
+DEFAULT_TIMEOUT: float | None = None
+"""Operation sockets block by default. A socket timeout puts the fd in non-blocking mode and
+makes CPython poll() it, but AF_ALG hash sockets implement no poll (it never reports ready),
+and the kernel waits for a crypto request uninterruptibly anyway, so a timeout cannot rescue
+a hung device. We avoid the one socket-level hang (a request larger than the socket buffer
+blocks sendmsg until a recv that never comes) by checking `max_request` before sending."""
 
 _WANTED_BUFFER = 4 << 20  # the kernel caps this at 2 * net.core.{w,r}mem_max
 
@@ -171,7 +174,8 @@ class _Op:
                 op.setsockopt(socket.SOL_SOCKET, opt, _WANTED_BUFFER)
             except OSError:
                 pass
-        op.settimeout(self.timeout)
+        if self.timeout is not None:
+            op.settimeout(self.timeout)
         return op
 
     @cached_property
