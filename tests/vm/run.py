@@ -185,11 +185,17 @@ def main(argv: list[str] | None = None) -> int:
             "-object", "cryptodev-backend-builtin,id=cryptodev0",
             "-device", f"virtio-crypto-pci,id={CRYPTO_DEVICE_ID},cryptodev=cryptodev0",
         ]
+    # virtme-ng passes --exec to the guest base64-encoded on the kernel command line, which
+    # x86 truncates at 2048 bytes (the guest then hangs idle before running anything:
+    # measured). So the real script goes in a file in the shared results directory.
+    script = results / "guest.sh"
+    script.write_text("#!/bin/sh\n" + guest_command(python, str(results), args.pytest_args,
+                                                     not args.no_kat, args.bench) + "\n")
     cmd = [
-        vng, "--run", kernel, "--disable-kvm", "--memory", args.memory,
+        vng, *(["-v"] if os.environ.get("OCFPY_VM_VERBOSE") else []),
+        "--run", kernel, "--disable-kvm", "--memory", args.memory,
         f"--rwdir={results}", f"--qemu-opts={' '.join(qemu_opts)}",
-        "--exec", guest_command(python, str(results), args.pytest_args, not args.no_kat,
-                                   args.bench),
+        "--exec", f"sh {shlex.quote(str(script))}",
     ]
     env = dict(os.environ, PATH=f"{Path(vng).parent}:{os.environ.get('PATH', '')}")
     relay = QmpRelay(qmp_sock, port_sock)
