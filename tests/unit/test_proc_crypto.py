@@ -51,3 +51,11 @@ def test_unknown_fields_are_kept_and_junk_is_ignored():
     text = "name : x\ndriver : x-generic\npriority : nan\nnew field : 7\n\ngarbage line\n"
     [a] = proc_crypto.parse(text)
     assert a.priority == 0 and a.fields["new field"] == "7" and a.usable
+
+
+def test_virtio_crypto_entry_is_found_by_driver_but_loses_by_priority(algs):
+    v = proc_crypto.by_driver("virtio_crypto_aes_cbc", algs)
+    assert v is not None and v.name == "cbc(aes)" and v.priority == 150
+    assert v.module == "virtio_crypto" and proc_crypto.afalg_type_of(v) == "skcipher"
+    # a plain cbc(aes) bind gets aesni (priority 400): accelerators must bind by driver name
+    assert proc_crypto.resolve("cbc(aes)", "skcipher", algs).driver == "cbc-aes-aesni"
