@@ -126,3 +126,56 @@ def test_prf_plus_refuses_more_than_255_blocks(driver, transform):
     assert len(s.prf_plus(b"seed", 255 * transform.output_size)) == 255 * transform.output_size
     with pytest.raises(InvalidInput):
         s.prf_plus(b"seed", 255 * transform.output_size + 1)
+
+
+def _reference(transform, key: bytes, iv: bytes, data: bytes, decrypt: bool) -> bytes:
+    """One fresh streaming cryptography context per call: the textbook construction."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    if transform.salt_size:  # RFC 3686 counter block
+        aes = algorithms.AES(key[: transform.key_size])
+        mode = modes.CTR(key[transform.key_size:] + iv + b"\x00\x00\x00\x01")
+    else:
+        aes, mode = algorithms.AES(key), modes.CBC(iv)
+    ctx = Cipher(aes, mode).decryptor() if decrypt else Cipher(aes, mode).encryptor()
+    return ctx.update(data) + ctx.finalize()
+
+
+@pytest.mark.parametrize(("driver", "transform"), _pairs(CIPHERS))
+@PROFILE
+@given(data=st.data(), calls=st.lists(st.tuples(st.booleans(), st.integers(0, 8),
+                                                st.integers(0, 15)), min_size=1, max_size=12))
+def test_cipher_sequence_matches_fresh_contexts(driver, transform, data, calls):
+    """Drivers may keep state between calls (the OpenSSL CBC context does): any sequence of
+    encrypts and decrypts with changing IVs must equal fresh per-call contexts."""
+    key = data.draw(st.binary(min_size=transform.keymat_size, max_size=transform.keymat_size))
+    s = _session(driver, transform, key)
+    for decrypt, blocks, tail in calls:
+        iv = data.draw(st.binary(min_size=transform.iv_size, max_size=transform.iv_size))
+        size = blocks * 16 + (tail if transform.block_size == 1 else 0)
+        payload = data.draw(st.binary(min_size=size, max_size=size))
+        got = s.decrypt(iv, payload) if decrypt else s.encrypt(iv, payload)
+        assert got == _reference(transform, key, iv, payload, decrypt)
+
+
+@pytest.mark.parametrize(("driver", "transform"), _pairs(CIPHERS))
+def test_cipher_context_shared_by_threads(driver, transform):
+    import os
+    import threading
+
+    key = os.urandom(transform.keymat_size)
+    s = _session(driver, transform, key)
+    jobs = [(os.urandom(transform.iv_size), os.urandom(16 * (1 + n % 20))) for n in range(400)]
+    want = [_reference(transform, key, iv, d, False) for iv, d in jobs]
+    got: list = [None] * len(jobs)
+
+    def work(start: int) -> None:
+        for n in range(start, len(jobs), 4):
+            got[n] = s.encrypt(*jobs[n])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert got == want
