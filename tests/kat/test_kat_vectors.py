@@ -24,6 +24,11 @@ from .sources import MissingVectors
 
 ENV = "OCFPY_KAT_DRIVERS"
 
+# The VM lane (tests/vm/run.py) boots a kernel with AF_ALG, sets OCFPY_VM_LANE=1 and
+# OCFPY_KAT_DRIVERS, and selects tests with -m "kernel or virtio": there, this runner is
+# kernel-lane work and carries the marker; on the host it is plain unit-lane work.
+LANE_MARKS = [pytest.mark.kernel] if os.environ.get("OCFPY_VM_LANE") == "1" else []
+
 
 @cache
 def registry() -> Registry:
@@ -56,14 +61,15 @@ def _params() -> list:
     params = []
     names = driver_names()
     if not names:  # never an empty (silently skipped) parameter set
-        params.append(pytest.param("(none)", "-", "-", id="no-active-driver"))
+        params.append(pytest.param("(none)", "-", "-", id="no-active-driver", marks=LANE_MARKS))
     for driver in names:
         for file_id, by_keyword in cases_by_file().items():
             if not by_keyword:
-                params.append(pytest.param(driver, "-", file_id, id=f"{driver}-{file_id}"))
+                params.append(pytest.param(driver, "-", file_id, id=f"{driver}-{file_id}",
+                                           marks=LANE_MARKS))
             for keyword in sorted(by_keyword):
                 params.append(pytest.param(driver, keyword, file_id,
-                                           id=f"{driver}-{keyword}-{file_id}"))
+                                           id=f"{driver}-{keyword}-{file_id}", marks=LANE_MARKS))
     return params
 
 
