@@ -1,4 +1,5 @@
-"""The KAT runner: every driver x every transform x every vector file, through sessions.
+"""The KAT runner: every driver x every transform x every vector file, through dispatcher
+sessions and through the driver's raw contexts.
 
 Drivers come from OCFPY_KAT_DRIVERS (comma list of driver names), or else every driver the
 entry points make active here. The same file runs inside the kernel VM for af_alg
@@ -100,12 +101,18 @@ def test_known_answers(driver: str, keyword: str, file_id: str) -> None:
     def open_session(t, key):
         return dispatcher.open(t, key=key)
 
+    # Both layers: the session (which may call a one-shot context's C function itself) and
+    # the driver's raw context (what admission tests and what a migration lands on).
+    openers = {"session": open_session, "context": record.driver.new_context}
     failures = []
     cases = cases_by_file()[file_id][keyword]
     for case in cases:
-        try:
-            check_vector(open_session, transform, case.vector)
-        except Exception as exc:
-            failures.append(f"{case.case}: {type(exc).__name__}: {exc}")
-    assert not failures, (f"{len(failures)} of {len(cases)} cases failed on {driver}:\n"
+        for layer, opener in openers.items():
+            if layer == "context" and "seed" in case.vector:
+                continue  # prf+ lives in PrfSession, contexts only have prf()
+            try:
+                check_vector(opener, transform, case.vector)
+            except Exception as exc:
+                failures.append(f"{case.case} [{layer}]: {type(exc).__name__}: {exc}")
+    assert not failures, (f"{len(failures)} checks of {len(cases)} cases failed on {driver}:\n"
                           + "\n".join(failures[:10]))
