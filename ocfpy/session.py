@@ -89,9 +89,11 @@ class Session:
     def _retry(self, failure: DriverFailure, method: str, *args):
         """The driver failed this request: move to the next driver and run it again there,
         as often as drivers fail, until one serves it or none is left (then _migrate raises)."""
+        failed: set[str] = set()
         while True:
             self.errors += 1
-            self._dispatcher._migrate(self, failure)  # rebinds through _bind()
+            failed.add(self._record.name)
+            self._dispatcher._migrate(self, failure, failed)  # rebinds through _bind()
             try:
                 return getattr(self._ctx, method)(*args)
             except DriverFailure as again:
