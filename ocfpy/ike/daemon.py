@@ -196,7 +196,8 @@ class IkeDaemon:
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # no SO_REUSEADDR: on Linux it lets a second daemon bind the same UDP port and
+            # silently steal its datagrams; "address in use" is the answer we want
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
