@@ -147,6 +147,8 @@ def test_unknown_child_key_reports_its_line():
      "connections.home.children.net.local_ts", "not a subnet"),
     ('"10.2.0.0/16[tcp/443]"', '"10.2.0.0/16[tcp/99999]"',
      "connections.home.children.net.remote_ts", "port"),
+    ('"10.3.0.0/24"]', '"10.3.0.1-10.3.0.9"]', "connections.home.children.net.remote_ts",
+     "ranges"),
     ('dpd_delay = "30s"', 'dpd_delay = "30 seconds"', "connections.home.dpd_delay",
      "not a duration"),
     ('start_action = "start"', 'start_action = "always"',
