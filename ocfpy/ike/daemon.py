@@ -385,7 +385,8 @@ class IkeDaemon:
                       ev.unique_id, exc)
 
     def _on_NegotiationFailed(self, ev: Any) -> None:
-        log.warning("%s: negotiation failed (%s): %s", ev.name, ev.notify, ev.explanation)
+        log.warning("%s: negotiation failed (%s): %s", ev.name, notify_name(ev.notify),
+                    ev.explanation)
 
     def _on_SendKeepalive(self, ev: Any) -> None:
         self._send(NAT_KEEPALIVE, tuple(ev.local), tuple(ev.remote))  # type: ignore[arg-type]
@@ -439,7 +440,7 @@ class IkeDaemon:
                     return {"ike_id": ev.ike_id, "state": "established"}
                 if kind == "NegotiationFailed" and ev.name == name:
                     return {"ike_id": ike_ids[0] if ike_ids else None, "state": "failed",
-                            "notify": str(ev.notify), "explanation": ev.explanation}
+                            "notify": notify_name(ev.notify), "explanation": ev.explanation}
                 if kind == "IkeSaClosed" and ev.ike_id in ike_ids:
                     return {"ike_id": ev.ike_id, "state": "failed", "notify": None,
                             "explanation": str(ev.reason)}
@@ -463,7 +464,9 @@ class IkeDaemon:
         finally:
             self._waiters = [w for w in self._waiters if w[1] is not fut]
         if result["state"] == "failed":
-            raise CommandError(f"{name}: {result['explanation']}")
+            notify, text = result.get("notify"), result["explanation"]
+            prefix = f"{notify}: " if notify and notify not in text else ""
+            raise CommandError(f"{name}: {prefix}{text}")
         return result
 
     def _cmd_terminate(self, request: dict) -> dict:
@@ -497,6 +500,18 @@ class IkeDaemon:
         if self.dispatcher is None:
             return []
         return [r.as_dict() for r in self.dispatcher.registry.records()]
+
+
+def notify_name(notify: int | None) -> str | None:
+    """AUTHENTICATION_FAILED rather than 24, for people."""
+    if notify is None:
+        return None
+    try:
+        from .constants import NotifyType
+
+        return NotifyType(notify).name
+    except (ImportError, ValueError):
+        return str(notify)
 
 
 def _pktinfo(family: int, address: str) -> tuple[int, int, bytes]:
