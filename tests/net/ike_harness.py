@@ -137,8 +137,9 @@ class Iked:
 
     def sa_cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
         """`ocfpy sa ...` against this daemon, as an operator would run it."""
+        env = {**os.environ, "COLUMNS": "200"}  # a wide terminal: whole words in the table
         return subprocess.run([OCFPY, "sa", *args, "--control", str(self.control)],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, env=env)
 
     def stop(self, timeout: float = 8.0) -> int | None:
         if self.proc is None:

@@ -89,12 +89,14 @@ def test_establish_both_directions(pair: Pair, ike: str, esp: str):
             children = sa.get("children", [])
             assert len(children) == 1, sa
             child = children[0]
-            for word in esp.split("-"):
-                assert word in _algorithms(child).values(), (word, child)
-        # the SPIs agree across the wire: each side's IKE SPI pair is the other's
-        spis_i = initiator.established()[0]["spis"]
-        spis_r = responder.established()[0]["spis"]
-        assert spis_i == spis_r
+            assert [child["encr"], child["integ"]] == (esp.split("-") + [None])[:2], child
+            assert child["driver"] == "openssl", child
+        # the SPIs agree across the wire, and the roles are the right way round
+        sa_i, sa_r = initiator.established()[0], responder.established()[0]
+        assert (sa_i["spi_i"], sa_i["spi_r"]) == (sa_r["spi_i"], sa_r["spi_r"])
+        assert sa_i["initiator"] and not sa_r["initiator"]
+        child_i, child_r = sa_i["children"][0], sa_r["children"][0]
+        assert (child_i["spi_in"], child_i["spi_out"]) == (child_r["spi_out"], child_r["spi_in"])
         initiator.call("terminate", name="t")
         wait_for(lambda: _both_empty(pair), 5, "both sides to forget the SA", on_fail=pair.logs)
 
@@ -121,7 +123,7 @@ def test_wrong_psk_fails_on_both_sides(pair: Pair):
     with pytest.raises(ControlError, match="AUTHENTICATION_FAILED"):
         pair.b.call("initiate", name="t", wait=10, timeout=15)
     wait_for(lambda: _both_empty(pair), 5, "no SA on either side", on_fail=pair.logs)
-    assert "AUTHENTICATION_FAILED" in (pair.a.call("why", name="t") or "")
+    assert "pre-shared key" in (pair.a.call("why", name="t") or "")
     assert "AUTHENTICATION_FAILED" in (pair.b.call("why", name="t") or "")
 
 
@@ -136,7 +138,7 @@ def test_proposal_mismatch_is_explained(pair: Pair):
     explanation = out.stdout
     # the responder names what was offered and what it would have accepted
     assert "aes256" in explanation and "aes128gcm16" in explanation, explanation
-    assert "NO_PROPOSAL_CHOSEN" in pair.b.call("why", name="t")
+    assert "aes256-sha256" in pair.b.call("why", name="t")  # the initiator names its offer
 
 
 def test_invalid_ke_retry(pair: Pair):
@@ -149,7 +151,10 @@ def test_invalid_ke_retry(pair: Pair):
     for side in (pair.a, pair.b):
         sa = wait_for(side.established, 5, "established", on_fail=pair.logs)[0]
         assert _algorithms(sa).get("ke") == "ecp256", sa
-    assert "INVALID_KE" in pair.b.log() or "invalid_ke" in json.dumps(pair.b.stats()).lower()
+    # the retry itself: b sent IKE_SA_INIT twice (x25519, refused with INVALID_KE_PAYLOAD;
+    # then ecp256) and IKE_AUTH once; without the retry it would be 2 messages
+    assert pair.b.stats()["engine"]["sent"] == 3, pair.b.stats()
+    assert pair.a.stats()["engine"]["received"] == 3, pair.a.stats()
 
 
 @pytest.mark.skipif(not have_nft(), reason="nft (package nftables) is needed to drop packets")
