@@ -54,6 +54,15 @@ def flow(packet: bytes) -> tuple[bytes, bytes, int, int, int] | None:
     return src, dst, proto, 0, 0
 
 
+def _address_key(packet: bytes) -> bytes:
+    """Source and destination bytes: the cache key when no selector names ports/protocols."""
+    return packet[12:20] if packet[0] >> 4 == 4 else packet[8:40]
+
+
+def _uses_ports(selectors: Sequence[TrafficSelector]) -> bool:
+    return any(ts.protocol or (ts.start_port, ts.end_port) != (0, 65535) for ts in selectors)
+
+
 def _match(selectors: Sequence[TrafficSelector], addr: bytes, proto: int, port: int) -> bool:
     ip = ipaddress.ip_address(addr)
     return any(ts.contains(ip, proto, port) for ts in selectors)
@@ -77,30 +86,44 @@ class Policy(Generic[T]):
 class PolicyTable(Generic[T]):
     def __init__(self) -> None:
         self._policies: list[tuple[int, Policy[T]]] = []  # (key, policy), newest last
-        self._cache: dict[tuple, T | None] = {}
+        self._cache: dict[object, T | None] = {}
+        self._ports = False  # whether any selector looks past the addresses
 
     def add(self, key: int, local_ts: list[TrafficSelector], remote_ts: list[TrafficSelector],
             sa: T) -> None:
         self._policies.append((key, Policy(local_ts, remote_ts, sa)))
-        self._cache.clear()
+        self._changed()
 
     def remove(self, key: int) -> None:
         self._policies = [(k, p) for k, p in self._policies if k != key]
+        self._changed()
+
+    def _changed(self) -> None:
         self._cache.clear()
+        self._ports = any(_uses_ports(p.local_ts) or _uses_ports(p.remote_ts)
+                          for _, p in self._policies)
 
     def __len__(self) -> int:
         return len(self._policies)
 
     def lookup(self, packet: bytes) -> T | None:
         """The outbound SA for this packet (None: no policy, drop)."""
+        cache = self._cache
+        if not self._ports and packet:
+            key: object = _address_key(packet)  # the fast path: one slice, one dict lookup
+            try:
+                return cache[key]
+            except KeyError:
+                pass
         f = flow(packet)
         if f is None:
             return None
-        cache = self._cache
-        try:
-            return cache[f]
-        except KeyError:
-            pass
+        if self._ports:
+            key = f
+            try:
+                return cache[key]
+            except KeyError:
+                pass
         found = None
         for _key, policy in reversed(self._policies):
             if policy.matches_out(*f):
@@ -108,28 +131,39 @@ class PolicyTable(Generic[T]):
                 break
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
-        cache[f] = found
+        cache[key] = found
         return found
 
 
 class InboundCheck:
     """The inbound selector check of one SA, cached per flow (RFC 4301 s. 5.2 step 4)."""
 
-    __slots__ = ("policy", "_cache")
+    __slots__ = ("policy", "_cache", "_ports")
 
     def __init__(self, local_ts: list[TrafficSelector], remote_ts: list[TrafficSelector]):
         self.policy: Policy[None] = Policy(local_ts, remote_ts, None)
-        self._cache: dict[tuple, bool] = {}
+        self._cache: dict[object, bool] = {}
+        self._ports = _uses_ports(local_ts) or _uses_ports(remote_ts)
 
     def allows(self, packet: bytes) -> bool:
+        cache = self._cache
+        key: object = _address_key(packet) if not self._ports and packet else None
+        if key is not None:
+            try:
+                return cache[key]
+            except KeyError:
+                pass
         f = flow(packet)
         if f is None:
             return False
-        try:
-            return self._cache[f]
-        except KeyError:
-            ok = self.policy.allows_in(*f)
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[f] = ok
-            return ok
+        if key is None:
+            key = f
+            try:
+                return cache[key]
+            except KeyError:
+                pass
+        ok = self.policy.allows_in(*f)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = ok
+        return ok
