@@ -34,7 +34,7 @@ async def main():
     loop = asyncio.get_running_loop()
     dp = UserspaceDataplane(Dispatcher(), tun_name="oes-tun0")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("%(B)s", 4500)); sock.setblocking(False)
+    sock.bind(("@B@", 4500)); sock.setblocking(False)
     ike = loop.create_future()
     events = []
     hard = loop.create_future()
@@ -47,8 +47,8 @@ async def main():
             hard.set_result(None)
     assert dp.attach_udp_encap(sock, on_ike) is True
     dp.set_event_handler(on_event)
-    spec = static_spec("b", local="%(B)s", remote="%(A)s", local_ts=["%(IB)s/32"],
-                       remote_ts=["%(IA)s/32"], seed=sys.argv[1], encap=True,
+    spec = static_spec("b", local="@B@", remote="@A@", local_ts=["@IB@/32"],
+                       remote_ts=["@IA@/32"], seed=sys.argv[1], encap=True,
                        lifetime_packets=10, unique_id=7)
     dp.install(spec)
     print("ready", flush=True)
@@ -66,23 +66,29 @@ async def main():
     dp.close()
 
 asyncio.run(main())
-""" % {"A": A, "B": B, "IA": IA, "IB": IB}
+"""
 
 # Plays the peer's IKE on side a: one IKE message and one keepalive to b's port 4500.
 _IKE_PEER = r"""
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("%(A)s", 4501)); s.settimeout(10)
-s.sendto(b"\xff", ("%(B)s", 4500))
-s.sendto(b"\0\0\0\0" + b"IKE_SA_INIT-stand-in-28-bytes", ("%(B)s", 4500))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("@A@", 4501)); s.settimeout(10)
+s.sendto(b"\xff", ("@B@", 4500))
+s.sendto(b"\0\0\0\0" + b"IKE_SA_INIT-stand-in-28-bytes", ("@B@", 4500))
 print(s.recv(2048).hex())
-""" % {"A": A, "B": B}
+"""
+
+
+def _fill(script: str) -> str:
+    for key, value in (("@IA@", IA), ("@IB@", IB), ("@A@", A), ("@B@", B)):
+        script = script.replace(key, value)
+    return script
 
 
 def test_daemon_socket_ike_demux_and_lifetimes(tmp_path):
     seed = "lifetimes"
     with Lab("oesd") as lab:
         a, b, _ = two_hosts(lab, outer=(f"{A}/24", f"{B}/24"), inner=(f"{IA}/32", f"{IB}/32"))
-        daemon = lab.popen(b, [sys.executable, "-c", _DAEMON_SIDE, seed],
+        daemon = lab.popen(b, [sys.executable, "-c", _fill(_DAEMON_SIDE), seed],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert daemon.stdout.readline().strip() == "ready", daemon.stderr.read()
         peer = lab.popen(a, [sys.executable, "-m", "ocfpy.esp.static", "--side", "a",
@@ -94,7 +100,7 @@ def test_daemon_socket_ike_demux_and_lifetimes(tmp_path):
         while not (tmp_path / "a.ready").exists():
             assert peer.poll() is None and time.monotonic() < deadline, peer.stderr.read()
             time.sleep(0.05)
-        reply = lab.run(a, [sys.executable, "-c", _IKE_PEER], timeout=20)
+        reply = lab.run(a, [sys.executable, "-c", _fill(_IKE_PEER)], timeout=20)
         assert reply.returncode == 0, reply.stderr
         assert bytes.fromhex(reply.stdout.strip()) == b"\0\0\0\0reply:IKE_SA_INIT-stand-in-28-bytes"
         # 10 packets in either direction use up the SA: 9 pass before the soft limit...
