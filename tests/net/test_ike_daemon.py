@@ -304,3 +304,32 @@ def test_port_in_use_is_refused(pair: Pair, tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "in use" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("encap", [False, True], ids=["esp", "esp-in-udp"])
+def test_userspace_dataplane_carries_traffic(pair: Pair, encap: bool):
+    pytest.importorskip("ocfpy.esp.dataplane.userspace", reason="no userspace dataplane (esp)")
+    ike, esp = SETS[0]
+    extra = "encap = true" if encap else ""
+    for side, d in ((0, pair.a), (1, pair.b)):
+        text = config(side, proposals=[ike], esp=[esp], dataplane="userspace")
+        d.start(text.replace("keyingtries = 1", f"keyingtries = 1\n{extra}"))
+    assert pair.b.call("initiate", name="t", wait=10, timeout=15)["state"] == "established"
+    child = wait_for(pair.a.established, 5, "a established")[0]["children"][0]
+    assert child["encap"] is encap, child
+    ping = pair.lab.run(pair.a.ns, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-I",
+                                    "10.177.1.1", "10.177.2.1"], timeout=20)
+    assert ping.returncode == 0, ping.stdout + ping.stderr + pair.logs()
+    for d in (pair.a, pair.b):
+        counters = d.sas()[0]["children"][0]["dataplane"]
+        assert counters["name"] == "userspace"
+        assert counters["packets_out"] >= 3 and counters["packets_in"] >= 3, counters
+        assert counters["auth_failures"] == 0 and counters["replay_drops"] == 0
+    if encap:  # IKE moved to 4500 with the non-ESP marker, read back through the dataplane
+        assert pair.a.sas()[0]["local"]["port"] == 4500
+    pair.a.call("terminate", name="t")
+    wait_for(lambda: _both_empty(pair), 5, "deleted")
+    # the routes went with the SA: the inner address is unreachable again
+    ping = pair.lab.run(pair.a.ns, ["ping", "-c", "1", "-W", "1", "-I", "10.177.1.1",
+                                    "10.177.2.1"], timeout=10)
+    assert ping.returncode != 0
