@@ -20,7 +20,7 @@ if _why:
     pytest.skip(f"namespace lab unavailable: {_why}", allow_module_level=True)
 pytest.importorskip("ocfpy.ike.engine", reason="the IKE engine (branch ike-core) is not merged")
 
-from ike_harness import OCFPY, OUTER, Pair, config, have_nft, ike_lab, wait_for  # noqa: E402
+from ike_harness import OCFPY, OUTER, OUTER6, Pair, config, have_nft, ike_lab, wait_for  # noqa: E402
 
 from ocfpy.ike.control import ControlError  # noqa: E402
 
@@ -333,3 +333,14 @@ def test_userspace_dataplane_carries_traffic(pair: Pair, encap: bool):
     ping = pair.lab.run(pair.a.ns, ["ping", "-c", "1", "-W", "1", "-I", "10.177.1.1",
                                     "10.177.2.1"], timeout=10)
     assert ping.returncode != 0
+
+
+def test_ipv6_on_wildcard_sockets(pair: Pair):
+    """IKE over IPv6, the daemons bound to the wildcards of both families (PKTINFO path)."""
+    ike, esp = SETS[0]
+    for side, d in ((0, pair.a), (1, pair.b)):
+        d.start(config(side, proposals=[ike], esp=[esp], outer=OUTER6, listen=["0.0.0.0", "::"]))
+    assert pair.a.call("initiate", name="t", wait=10, timeout=15)["state"] == "established"
+    sa = wait_for(pair.b.established, 5, "b established")[0]
+    assert (sa["local"]["addr"], sa["remote"]["addr"]) == (OUTER6[1], OUTER6[0])
+    assert "[::]:500" in pair.a.stats()["listening"]
