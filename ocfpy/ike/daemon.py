@@ -19,6 +19,7 @@ import errno
 import inspect
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import struct
@@ -31,6 +32,7 @@ from typing import Any
 from ..esp.dataplane.base import Dataplane
 from .config import IkeConfig
 from .control import CommandError, ControlServer
+from .errors import IkeUsageError
 
 log = logging.getLogger(__name__)
 
@@ -472,7 +474,9 @@ class IkeDaemon:
             self._waiters.append((match, fut))
         try:
             ike_id = self.engine.initiate(name, loop.time(), child=child)
-        except (KeyError, ValueError) as exc:
+        except (IkeUsageError, KeyError, ValueError) as exc:
+            if fut is not None:
+                self._waiters = [w for w in self._waiters if w[1] is not fut]
             raise CommandError(f"cannot initiate {name}: {exc}") from None
         ike_ids.append(ike_id)
         self._service()
@@ -502,7 +506,7 @@ class IkeDaemon:
             raise CommandError("terminate needs a connection name or an IKE_SA id")
         try:
             self.engine.terminate(target, self._loop.time())  # type: ignore[union-attr]
-        except (KeyError, ValueError) as exc:
+        except (IkeUsageError, KeyError, ValueError) as exc:
             raise CommandError(f"cannot terminate {target}: {exc}") from None
         self._service()
         return {"terminating": target}
@@ -515,6 +519,7 @@ class IkeDaemon:
             "engine": dict(self.engine.stats),
             "daemon": dict(self.stats),
             "dataplane": self.dataplane.name,
+            "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),
             "listening": [f"[{ep.address}]:{ep.port}" for ep in self.endpoints],
         }
