@@ -179,6 +179,8 @@ class IkeDaemon:
                     self.endpoints.append(self._bind(ip, port, nat_t))
                 except OSError as exc:
                     why = f"UDP {address} port {port}: {exc.strerror or exc}"
+                    if exc.errno == errno.EACCES and port < 1024:
+                        why += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
                     if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) and ip.is_unspecified:
                         log.warning("not listening on %s (this host has no IPv%d?)", why,
                                     ip.version)

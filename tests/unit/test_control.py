@@ -359,3 +359,21 @@ def test_iked_detaches_once_listening_and_stops_on_sigterm(tmp_path):
         time.sleep(0.05)
     assert not sock.exists()
     assert "stopped" in log.read_text()
+
+
+def test_dataplane_selection_is_explicit():
+    from ocfpy.esp.dataplane.null import NullDataplane
+    from ocfpy.ike.daemon import DaemonError, _try_dataplane, select_dataplane
+
+    assert isinstance(select_dataplane("none"), NullDataplane)
+    with pytest.raises(DaemonError, match="unknown dataplane 'kernel'"):
+        select_dataplane("kernel")
+    dp, why = _try_dataplane("nosuch", None, None)
+    assert dp is None and "no ocfpy.esp.dataplane.nosuch module" in why
+    # xfrm: either this ocfpy lacks the module, or this kernel lacks ESP; the reason is given
+    try:
+        dp = select_dataplane("xfrm")
+    except DaemonError as exc:
+        assert str(exc).startswith("dataplane xfrm is not available: ") and len(str(exc)) > 40
+    else:
+        dp.close()
