@@ -71,12 +71,27 @@ def sequential(pair: Pair, n: int) -> float:
     return time.perf_counter() - t0
 
 
+def charon_figures(n: int) -> dict:
+    """The same measurement with charon on both sides, for ratios taken in one run."""
+    try:
+        from ocfpy.benchmarks import strongswan
+    except ImportError as exc:
+        return {"skipped": f"ocfpy.benchmarks.strongswan is not in this tree ({exc})"}
+    try:
+        return strongswan.ike_establishment_rate(n, prefix="oidc").as_dict()
+    except strongswan.BenchmarkUnavailable as exc:
+        return {"skipped": str(exc)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--concurrent", type=int, default=200)
     ap.add_argument("--sequential", type=int, default=50)
     ap.add_argument("--memory", type=int, default=10000, help="SAs held for the RSS figure (0: skip)")
     ap.add_argument("--batch", type=int, default=500, help="initiations per burst while filling")
+    ap.add_argument("--charon", action="store_true",
+                    help="also measure charon -> charon in the same run (needs strongSwan and "
+                    "ocfpy.benchmarks.strongswan from the interop branch)")
     args = ap.parse_args()
     results: dict[str, object] = {}
     with ike_lab() as pair:
@@ -118,6 +133,8 @@ def main() -> int:
             results["responder_rss_after_kib"] = after
             results["responder_kib_per_sa"] = round((after - before) / args.memory, 2)
             results["initiator_rss_after_kib"] = rss_kib(pair.b.proc.pid)
+    if args.charon:
+        results["charon"] = charon_figures(args.concurrent or 200)
     print(json.dumps(results, indent=2))
     return 0
 
