@@ -90,20 +90,29 @@ class IkeDaemon:
 
     # -- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
+        """Bind the sockets, hand 4500 to the dataplane if it wants it, open the control socket.
+        Raises DaemonError / ControlError / OSError with the reason; nothing is left open then."""
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self._open_sockets()
-        self.dataplane.set_event_handler(self._on_dataplane_event)
-        for ep in self.endpoints:
-            if ep.nat_t and self.dataplane.attach_udp_encap(
-                    ep.sock, lambda data, remote, ep=ep: self._ike_from_dataplane(ep, data, remote)):
-                ep.taken_by_dataplane = True
-                log.info("dataplane %s reads UDP %s:%d (ESP-in-UDP)", self.dataplane.name,
-                         ep.address, ep.port)
-            else:
-                self._loop.add_reader(ep.sock.fileno(), self._on_readable, ep)
-        self.control = ControlServer(self.control_path, self._control_handlers())
-        await self.control.start()
+        try:
+            self.dataplane.set_event_handler(self._on_dataplane_event)
+            for ep in self.endpoints:
+                if ep.nat_t and self.dataplane.attach_udp_encap(
+                        ep.sock, lambda data, remote, ep=ep: self._ike_from_dataplane(ep, data, remote)):
+                    ep.taken_by_dataplane = True
+                    log.info("dataplane %s reads UDP %s:%d (ESP-in-UDP)", self.dataplane.name,
+                             ep.address, ep.port)
+                else:
+                    self._loop.add_reader(ep.sock.fileno(), self._on_readable, ep)
+            self.control = ControlServer(self.control_path, self._control_handlers())
+            await self.control.start()
+        except BaseException:
+            for ep in self.endpoints:
+                self._loop.remove_reader(ep.sock.fileno())
+                ep.sock.close()
+            self.endpoints.clear()
+            raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, self.stop)
@@ -114,18 +123,25 @@ class IkeDaemon:
         now = self._loop.time()  # type: ignore[union-attr]
         for conn in self.config.connections.values():
             for child in conn.children.values():
-                if child.start_action == "start":
-                    log.info("start_action: initiating %s/%s", conn.name, child.name)
+                if child.start_action != "start":
+                    continue
+                log.info("start_action: initiating %s/%s", conn.name, child.name)
+                try:
                     self.engine.initiate(conn.name, now, child=child.name)
+                except IkeUsageError as exc:  # one bad connection must not stop the others
+                    log.error("start_action of %s/%s: %s", conn.name, child.name, exc)
         self._service()
 
     def stop(self) -> None:
         if self._stopped is not None:
             self._stopped.set()
 
-    async def run(self) -> int:
-        """Serve until stop() (SIGTERM/SIGINT), then shut down cleanly; returns the exit code."""
+    async def run(self, ready: Callable[[], None] | None = None) -> int:
+        """Start, call ready() (the CLI tells its parent it may exit), run the start actions,
+        serve until stop() (SIGTERM/SIGINT), then shut down cleanly; returns the exit code."""
         await self.start()
+        if ready is not None:
+            ready()
         self.start_actions()
         await self._stopped.wait()  # type: ignore[union-attr]
         await self.shutdown()
