@@ -344,3 +344,13 @@ def test_ipv6_on_wildcard_sockets(pair: Pair):
     sa = wait_for(pair.b.established, 5, "b established")[0]
     assert (sa["local"]["addr"], sa["remote"]["addr"]) == (OUTER6[1], OUTER6[0])
     assert "[::]:500" in pair.a.stats()["listening"]
+
+
+def test_start_action_start_connects_at_startup(pair: Pair):
+    ike, esp = SETS[0]
+    pair.b.start(config(1, proposals=[ike], esp=[esp]))
+    text = config(0, proposals=[ike], esp=[esp])
+    pair.a.start(text.replace(f'esp_proposals = ["{esp}"]',
+                              f'esp_proposals = ["{esp}"]\nstart_action = "start"'))
+    sa = wait_for(pair.b.established, 10, "a to connect on its own", on_fail=pair.logs)[0]
+    assert not sa["initiator"] and sa["children"][0]["name"] == "net"
