@@ -394,7 +394,15 @@ class IkeEngine:
             if exc.notify == NotifyType.INVALID_MAJOR_VERSION and len(data) >= 28:
                 self._answer_major_version(data, local, remote)
             raise
-        msg = codec.decode(data, h)
+        try:
+            msg = codec.decode(data, h)
+        except DecodeError as exc:
+            if exc.notify == NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD and not h.is_response \
+                    and h.exchange == ExchangeType.IKE_SA_INIT and h.from_initiator:
+                # RFC 7296 2.5: tell the initiator which payload type we do not understand
+                self.stats["unsupported_critical_payload"] += 1
+                self._answer(h, [NotifyPayload(exc.notify, exc.data)], local, remote)
+            raise
         if not h.is_response and h.exchange == ExchangeType.IKE_SA_INIT and h.message_id == 0 \
                 and h.from_initiator and not h.spi_r.strip(b"\x00"):
             self._receive_init(msg, h, local, remote, now)
