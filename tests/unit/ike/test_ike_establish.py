@@ -249,9 +249,12 @@ def test_cookie_challenge_under_a_burst(initiator_and_responder):
 
     pair = initiator_and_responder(r_kw={"daemon": DaemonOptions(cookie_threshold=3)})
     # a burst of half-open SAs from initiators that never follow up
+    from ocfpy.ike.engine import IkeEngine
+
     for _ in range(3):
-        pair.i.initiate("home", pair.now)
-        pair.deliver(pair.i, pair.r)
+        ghost = IkeEngine(pair.i.config, pair.i.dispatcher)
+        ghost.initiate("home", pair.now)
+        pair.deliver(ghost, pair.r)
         pair.r.datagrams_to_send(pair.now)
     assert len(pair.r._half_open) == 3
     # the next initiator is challenged statelessly and completes after echoing the COOKIE
@@ -399,3 +402,26 @@ def test_a_forged_response_does_not_disturb_the_initiator(initiator_and_responde
     assert pair.i.stats["dropped_unexpected_response"] == 1
     pair.run()
     assert len(pair.of_type("i", IkeSaEstablished)) == 1
+
+
+def test_initiating_another_child_reuses_the_ike_sa(dispatcher):
+    """Like charon: `initiate(conn, child=...)` twice gives one IKE SA with two CHILD_SAs."""
+    from ocfpy.ike.config import ChildConfig
+
+    from .conftest import I_ADDR, R_ADDR, Pair, make_config
+
+    i_cfg = make_config(I_ADDR, R_ADDR, "moon.example.org", "sun.example.org")
+    r_cfg = make_config(R_ADDR, I_ADDR, "sun.example.org", "moon.example.org",
+                        local_ts=["10.2.0.0/16"], remote_ts=["10.1.0.0/16"])
+    for cfg, lts, rts in ((i_cfg, "10.1.0.0/16", "10.4.0.0/16"),
+                          (r_cfg, "10.4.0.0/16", "10.1.0.0/16")):
+        cfg.connections["home"].children["db"] = ChildConfig("db", [lts], [rts], ["aes128gcm16"])
+    pair = Pair(i_cfg, r_cfg, dispatcher)
+    a = pair.i.initiate("home", pair.now, child="net")
+    b = pair.i.initiate("home", pair.now, child="db")  # while the first is still connecting
+    c = pair.i.initiate("home", pair.now, child="db")  # already queued: nothing more
+    assert a == b == c
+    pair.run()
+    assert len(pair.i.sa_list()) == 1 == len(pair.r.sa_list())
+    names = sorted(e.spec.name for e in pair.of_type("r", ChildSaEstablished))
+    assert names == ["home/db", "home/net"]
