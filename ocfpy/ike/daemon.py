@@ -474,13 +474,20 @@ class IkeDaemon:
         assert loop is not None
         fut: asyncio.Future | None = None
         ike_ids: list[int] = []
+        want_child = False  # an established IKE SA was reused: wait for the new CHILD_SA
+        prior: dict[int, dict] = {}
         if wait > 0:
+            # the engine reuses an IKE SA of the connection (like charon); know which exist
+            prior = {sa["id"]: sa for sa in self.engine.sa_list() if sa.get("name") == name}
             fut = loop.create_future()
 
             def match(ev: Any) -> dict | None:
                 kind = type(ev).__name__
-                if kind == "IkeSaEstablished" and ev.ike_id in ike_ids:
+                if kind == "IkeSaEstablished" and ev.ike_id in ike_ids and not want_child:
                     return {"ike_id": ev.ike_id, "state": "established"}
+                if kind == "ChildSaEstablished" and ev.ike_id in ike_ids and want_child:
+                    return {"ike_id": ev.ike_id, "state": "established", "reused": True,
+                            "child": ev.spec.name}
                 if kind == "NegotiationFailed" and ev.name == name:
                     return {"ike_id": ike_ids[0] if ike_ids else None, "state": "failed",
                             "notify": notify_name(ev.notify), "explanation": ev.explanation}
@@ -497,6 +504,13 @@ class IkeDaemon:
                 self._waiters = [w for w in self._waiters if w[1] is not fut]
             raise CommandError(f"cannot initiate {name}: {exc}") from None
         ike_ids.append(ike_id)
+        reused = prior.get(ike_id)
+        if fut is not None and reused is not None and reused.get("state") == "established":
+            have = {c.get("name") for c in reused.get("children", [])}
+            if child is None or child in have:
+                self._waiters = [w for w in self._waiters if w[1] is not fut]
+                return {"ike_id": ike_id, "state": "established", "reused": True}
+            want_child = True
         self._service()
         if fut is None:
             return {"ike_id": ike_id, "state": "connecting"}

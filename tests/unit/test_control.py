@@ -208,6 +208,11 @@ local_ts = ["10.{me}.0.0/16"]
 remote_ts = ["10.{peer}.0.0/16"]
 esp_proposals = ["aes128gcm16"]
 
+[connections.t.children.web]
+local_ts = ["10.{me + 10}.0.0/16[tcp/443]"]
+remote_ts = ["10.{peer + 10}.0.0/16[tcp]"]
+esp_proposals = ["aes256gcm16"]
+
 [secrets.ike]
 secret = "{psk}"
 """
@@ -377,3 +382,31 @@ def test_dataplane_selection_is_explicit():
         assert str(exc).startswith("dataplane xfrm is not available: ") and len(str(exc)) > 40
     else:
         dp.close()
+
+
+def test_initiate_reuses_the_ike_sa_and_adds_children(tmp_path):
+    a, b = _daemon_pair(tmp_path)
+
+    async def scenario():
+        await a.start()
+        await b.start()
+        try:
+            first = await _call(b, {"cmd": "initiate", "name": "t", "wait": 5})
+            assert first["ok"] and first["result"]["state"] == "established", first
+            again = await _call(b, {"cmd": "initiate", "name": "t", "wait": 5})
+            assert again["ok"], again
+            assert again["result"] == {"ike_id": first["result"]["ike_id"],
+                                       "state": "established", "reused": True}
+            web = await _call(b, {"cmd": "initiate", "name": "t", "child": "web", "wait": 5})
+            assert web["ok"] and web["result"]["child"] == "t/web", web
+            await asyncio.sleep(0.05)
+            for d in (a, b):
+                (sa,) = d.engine.sa_list()
+                assert sorted(c["name"] for c in sa["children"]) == ["net", "web"]
+                assert len(d.dataplane.installed) == 2
+            assert not a._waiters and not b._waiters
+        finally:
+            await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
