@@ -14,6 +14,7 @@ own measurement in the same run, on the same machine, and compare ratios.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -22,6 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,17 @@ def _require(*tools: str) -> None:
             raise BenchmarkUnavailable(f"{tool} missing (apt-get install {tool})")
 
 
+@contextlib.contextmanager
+def _workdir(given: str | None, prefix: str) -> Iterator[Path]:
+    """The caller's folder (kept, with charon's logs), or a temporary one removed afterwards."""
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        yield Path(given)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
 def _rss_kb(pid: int | None) -> int:
     if pid is None:
         return 0
@@ -126,8 +139,7 @@ def ike_establishment_rate(n: int = 200, *, proposal: str = "aes128gcm16-prfsha2
     _require()
     if n < 1:
         raise ValueError("n must be at least 1")
-    base = Path(workdir or tempfile.mkdtemp(prefix=f"{prefix}-ikerate-"))
-    with NetnsPair(prefix) as pair:
+    with _workdir(workdir, f"{prefix}-ikerate-") as base, NetnsPair(prefix) as pair:
         moon, sun = pair.left, pair.right
         with Charon(moon, base / "moon", settings=_RATE_SETTINGS, ike_log=0) as ini, \
                 Charon(sun, base / "sun", settings=_RATE_SETTINGS, ike_log=0) as resp:
@@ -257,9 +269,8 @@ def esp_throughput(*, esp_proposal: str = "aes128gcm16",
     With ``runs`` > 1 each figure is the median of the runs.
     """
     _require("iperf3", "ping")
-    base = Path(workdir or tempfile.mkdtemp(prefix=f"{prefix}-esp-"))
     settings = {"plugins": {"kernel-libipsec": {"mtu": mtu}}}
-    with NetnsPair(prefix) as pair:
+    with _workdir(workdir, f"{prefix}-esp-") as base, NetnsPair(prefix) as pair:
         moon, sun = pair.left, pair.right
         with Charon(moon, base / "moon", settings=settings, ike_log=0) as a, \
                 Charon(sun, base / "sun", settings=settings, ike_log=0) as b:
