@@ -15,6 +15,9 @@ import pytest
 from ocfpy.benchmarks.charon import Charon, unavailable_reason
 from ocfpy.benchmarks.netns import NetnsPair
 
+from .ocfpy_peer import Iked
+from .peers import Peers
+
 PREFIX = "oss"
 PSK = "interop-psk-0123456789"
 MOON_ID, SUN_ID = "moon.oss.test", "sun.oss.test"
@@ -63,3 +66,23 @@ def sun_charon(pair: NetnsPair, workdir: Path) -> Iterator[Charon]:
     with Charon(pair.right, workdir / "sun", ike_log=2) as c:
         c.load_psk(PSK, [MOON_ID, SUN_ID])
         yield c
+
+
+@pytest.fixture(scope="session")
+def ocfpy_ok(charon_ok: None) -> None:
+    from .ocfpy_peer import unavailable_reason as ocfpy_unavailable
+
+    reason = ocfpy_unavailable()
+    if reason:
+        pytest.skip(f"ocfpy daemon unavailable: {reason}")
+
+
+@pytest.fixture
+def peers(ocfpy_ok: None, pair: NetnsPair, workdir: Path) -> Iterator[Peers]:
+    """ocfpy (not started yet: the test configures it) in oss-moon, charon in oss-sun."""
+    iked = Iked(pair.left, workdir / "ocfpy")
+    with Charon(pair.right, workdir / "charon", ike_log=2) as charon:
+        try:
+            yield Peers(pair, iked, charon, workdir)
+        finally:
+            iked.stop()
