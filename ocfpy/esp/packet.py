@@ -44,6 +44,15 @@ NEXT_HEADER_NONE = 59  # "dummy packet" for traffic flow confidentiality (RFC 43
 
 _HEADER = struct.Struct("!II")  # SPI, sequence number (low 32 bits)
 _PADS = [bytes(range(1, n + 1)) for n in range(256)]  # RFC 4303 s. 2.4: 1, 2, 3, ...
+# padding || pad length || next header, by next header and pad length (built on first use)
+class _Trailers(dict):
+    def __missing__(self, nh: int) -> list[bytes]:
+        table = [_PADS[n] + bytes((n, nh)) for n in range(256)]
+        self[nh] = table
+        return table
+
+
+_TRAILERS = _Trailers()
 
 
 class Drop(StrEnum):
@@ -128,17 +137,17 @@ class EspCrypto:
     def encapsulate_batch(self, items: Sequence[tuple[int, bytes, int]]) -> list[bytes]:
         """ESP packets for (64-bit sequence number, payload, next header) items."""
         spi = self._spi_bytes
-        pads = _PADS
         align = self.align
+        trailers = _TRAILERS
         if self.aead:
             batch = []
             headers = []
+            esn = self.esn
             for seq, payload, nh in items:
-                pad = -(len(payload) + 2) % align
-                hdr = spi + (seq & 0xFFFFFFFF).to_bytes(4, "big")
-                iv = seq.to_bytes(8, "big")
-                aad = spi + seq.to_bytes(8, "big") if self.esn else hdr
-                batch.append((iv, payload + pads[pad] + bytes((pad, nh)), aad))
+                iv = seq.to_bytes(8, "big")  # its low half is the wire's sequence number
+                hdr = spi + iv[4:]
+                batch.append((iv, payload + trailers[nh][-(len(payload) + 2) % align],
+                              spi + iv if esn else hdr))
                 headers.append(hdr + iv)
             sealed = self.cipher.seal_batch(batch)
             return [h + s for h, s in zip(headers, sealed, strict=True)]
@@ -147,10 +156,9 @@ class EspCrypto:
         enc_items = []
         heads = []
         for i, (seq, payload, nh) in enumerate(items):
-            pad = -(len(payload) + 2) % align
             iv = ivs[i * size:(i + 1) * size]
             heads.append(spi + (seq & 0xFFFFFFFF).to_bytes(4, "big") + iv)
-            enc_items.append((iv, payload + pads[pad] + bytes((pad, nh))))
+            enc_items.append((iv, payload + trailers[nh][-(len(payload) + 2) % align]))
         cts = self.cipher.encrypt_batch(enc_items)
         packets = [h + c for h, c in zip(heads, cts, strict=True)]
         if self.esn:

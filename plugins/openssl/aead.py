@@ -10,6 +10,7 @@ AESGCM object only produces and accepts 16-byte tags.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -20,6 +21,8 @@ from ocfpy.driver import AeadContext
 from ocfpy.errors import AuthenticationError, InvalidInput
 
 from ._util import bad_iv, exact_key
+
+_first = itemgetter(0)
 
 
 def _auth_failed(transform: Transform) -> AuthenticationError:
@@ -58,32 +61,30 @@ class OneShotAead(AeadContext):
         except (ValueError, TypeError, OverflowError) as exc:
             raise InvalidInput(f"{self.transform}: {exc}") from None
 
-    # Batches keep everything in locals: at 1400 bytes the attribute lookups are a visible
-    # share of the per-packet cost.
+    # Batches keep everything in locals and check every IV in one C-level pass (map/set),
+    # so the per-packet cost stays at the direct call's: at 1400 bytes a Python-level check
+    # per item is a visible share of it.
+    def _check_ivs(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> None:
+        if items and set(map(len, map(_first, items))) != {8}:
+            bad = next(iv for iv, _, _ in items if len(iv) != 8)
+            raise bad_iv(self.transform, bad)
+
     def seal_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes]:
+        self._check_ivs(items)
         encrypt = self._encrypt
         salt = self._salt
-        out: list[bytes] = []
-        append = out.append
         try:
-            for iv, plaintext, aad in items:
-                if len(iv) != 8:
-                    raise bad_iv(self.transform, iv)
-                append(encrypt(salt + iv, plaintext, aad))
+            return [encrypt(salt + iv, plaintext, aad) for iv, plaintext, aad in items]
         except (ValueError, TypeError, OverflowError) as exc:
-            if isinstance(exc, InvalidInput):
-                raise
-            raise InvalidInput(f"{self.transform}: item {len(out)}: {exc}") from None
-        return out
+            raise InvalidInput(f"{self.transform}: {exc}") from None
 
     def open_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes | None]:
+        self._check_ivs(items)
         decrypt = self._decrypt
         salt = self._salt
         out: list[bytes | None] = []
         append = out.append
         for iv, ciphertext, aad in items:
-            if len(iv) != 8:
-                raise bad_iv(self.transform, iv)
             try:
                 append(decrypt(salt + iv, ciphertext, aad))
             except InvalidTag:
