@@ -64,3 +64,19 @@ def test_both_sides_agree(pair: NetnsPair, moon_charon: Charon, sun_charon: Char
     assert ca["local-ts"] == cb["remote-ts"] and ca["remote-ts"] == cb["local-ts"]
     expected_encr = "CHACHA20_POLY1305" if esp.startswith("chacha") else "AES_CBC"
     assert ca["encr-alg"] == cb["encr-alg"] == expected_encr
+
+
+def test_libipsec_refuses_esn(pair: NetnsPair, moon_charon: Charon, sun_charon: Charon) -> None:
+    """The assumption the ocfpy ESN row rests on: kernel-libipsec keeps the IKE_SA and refuses
+    the CHILD_SA (responder: N(NO_PROP) in IKE_AUTH). If a strongSwan update adds ESN, this
+    fails and the ocfpy row must change with it."""
+    from vici.exception import CommandException
+
+    _load_pair(moon_charon, sun_charon, pair, "aes256gcm16-prfsha384-ecp384", "aes256gcm16-esn")
+    with pytest.raises(CommandException, match="CHILD_SA 'net' failed"):
+        moon_charon.initiate("t", "net")
+    for c in (moon_charon, sun_charon):
+        sa = c.list_sas("t")["t"]
+        assert sa["state"] == "ESTABLISHED" and not sa.get("child-sas")
+    assert "IPsec SA: ESN not supported" in sun_charon.log_text()
+    assert "generating IKE_AUTH response 1 [ IDr AUTH N(NO_PROP) ]" in sun_charon.log_text()
