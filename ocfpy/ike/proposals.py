@@ -156,3 +156,136 @@ def check_proposal_strings(texts: list[str], esp: bool) -> None:
     """Raise ProposalSyntaxError for the first string that does not parse."""
     for text in texts:
         (parse_esp if esp else parse_ike)(text)
+
+
+# -- SA payload conversion ---------------------------------------------------------------------
+def to_raw(prop: Proposal, number: int, spi: bytes = b""):
+    from .codec.payloads import RawProposal, RawTransform
+
+    raw = RawProposal(number, prop.protocol, spi)
+    for lst in prop.transforms.values():
+        for t in lst:
+            tt, tid, bits = t.ike_id  # type: ignore[misc]
+            raw.transforms.append(RawTransform(int(tt), tid, bits))
+    return raw
+
+
+def from_raw(raw) -> Proposal:
+    """A peer's proposal in catalogue terms; transforms we do not know stay in ``unknown``."""
+    prop = Proposal(raw.protocol, number=raw.number, spi=raw.spi)
+    for rt in raw.transforms:
+        t = None
+        if not rt.unknown_attributes and rt.type in TYPE_NAMES:
+            t = catalogue.by_ike_id(rt.type, rt.id, rt.key_bits)
+        if t is None:
+            prop.unknown.append(rt.key())
+            # a type we know with only unknown IDs still counts as present (for explanations)
+            if rt.type in TYPE_NAMES:
+                prop.transforms.setdefault(TransformType(rt.type), [])
+            continue
+        prop.transforms.setdefault(TransformType(rt.type), []).append(t)
+    return prop
+
+
+def servable(props: list[Proposal], can_serve) -> tuple[list[Proposal], list[str]]:
+    """Only what the dispatcher can serve (a forced backend narrows this); also what was dropped."""
+    out: list[Proposal] = []
+    dropped: list[str] = []
+    for p in props:
+        q = Proposal(p.protocol, number=p.number, spi=p.spi)
+        ok = True
+        for tt, lst in p.transforms.items():
+            keep = [t for t in lst if t.primitive is Primitive.FLAG or can_serve(t)]
+            dropped += [t.keyword for t in lst if t not in keep and t.keyword not in dropped]
+            if not keep:
+                ok = False
+            q.transforms[tt] = keep
+        if ok:
+            out.append(q)
+    return out, dropped
+
+
+# -- selection --------------------------------------------------------------------------------
+def _types(prop: Proposal, ignore_ke: bool) -> set[TransformType]:
+    types = set(prop.transforms)
+    if ignore_ke:
+        types.discard(TransformType.KE)
+    return types
+
+
+def _match(offered: Proposal, ours: Proposal, ignore_ke: bool
+           ) -> tuple[Proposal | None, list[TransformType]]:
+    """The chosen proposal (one transform per type, the peer's preference), or the types with
+    no overlap."""
+    if offered.protocol != ours.protocol:
+        return None, []
+    chosen = Proposal(offered.protocol, number=offered.number, spi=offered.spi)
+    missing: list[TransformType] = []
+    for tt in sorted(_types(offered, ignore_ke) | _types(ours, ignore_ke)):
+        mine = ours.of(tt)
+        pick = next((t for t in offered.of(tt) if t in mine), None)
+        if pick is None:
+            missing.append(tt)
+        else:
+            chosen.transforms[tt] = [pick]
+    if missing:
+        return None, missing
+    return _ordered(chosen), []
+
+
+def select(offered: list[Proposal], ours: list[Proposal], *, ignore_ke: bool = False
+           ) -> Proposal | None:
+    """strongSwan's default: the first of the peer's proposals that matches one of ours."""
+    for o in offered:
+        for m in ours:
+            chosen, _ = _match(o, m, ignore_ke)
+            if chosen is not None:
+                return chosen
+    return None
+
+
+def accepts(chosen: Proposal, offered: list[Proposal], *, ignore_ke: bool = False) -> bool:
+    """Whether the peer's choice is one transform per type out of one of our proposals."""
+    for o in offered:
+        if all(len(lst) == 1 for lst in chosen.transforms.values()) and \
+                _match(chosen, o, ignore_ke)[0] is not None and \
+                _types(chosen, ignore_ke) == _types(o, ignore_ke):
+            return True
+    return False
+
+
+def _fmt(props: list[Proposal]) -> str:
+    return "; ".join(str(p) for p in props) if props else "nothing"
+
+
+def explain_mismatch(offered: list[Proposal], ours: list[Proposal], *, what: str = "IKE",
+                     ignore_ke: bool = False, backend: str | None = None,
+                     dropped: list[str] | None = None) -> str:
+    """One paragraph: what the peer offered, what we accept, which type had no overlap,
+    and the nearest match."""
+    best: tuple[int, Proposal, Proposal, list[TransformType]] | None = None
+    for o in offered:
+        for m in ours:
+            _, missing = _match(o, m, ignore_ke)
+            if o.protocol != m.protocol:
+                continue
+            if best is None or len(missing) < best[0]:
+                best = (len(missing), o, m, missing)
+    text = [f"no {what} proposal in common. The peer offered: {_fmt(offered)}. "
+            f"We accept: {_fmt(ours)}."]
+    if best is not None and best[3]:
+        _, o, m, missing = best
+        for tt in missing:
+            theirs = ", ".join(t.keyword for t in o.of(tt)) or "none"
+            unknown = [u for u in o.unknown if u[0] == tt]
+            if unknown:
+                theirs += f" (+{len(unknown)} transform(s) ocfpy does not know)"
+            mine = ", ".join(t.keyword for t in m.of(tt)) or "none"
+            text.append(f"No overlap in the {TYPE_NAMES.get(tt, tt)}: peer offers {theirs}, "
+                        f"we accept {mine}.")
+        text.append(f"Nearest match: peer proposal #{o.number} ({o}) against our {m}; "
+                    f"it differs only in the {', '.join(TYPE_NAMES.get(t, str(t)) for t in missing)}.")
+    if dropped:
+        who = f"the forced crypto backend {backend!r}" if backend else "no active driver"
+        text.append(f"Not offered/accepted because {who} cannot serve them: {', '.join(dropped)}.")
+    return " ".join(text)
