@@ -55,6 +55,30 @@ def spi(value: Any) -> int:
     return int(str(value).removeprefix("0x").replace(":", ""), 16)
 
 
+def ocfpy_algorithms(entry: dict[str, Any]) -> dict[str, str]:
+    """{encr, integ, prf, ke} of an IKE or CHILD SA in `ocfpy sa list --json` (the core puts a
+    child's algorithms at its top level, an IKE SA's under "algorithms")."""
+    merged = {**{k: entry.get(k) for k in ("encr", "integ", "prf", "ke")},
+              **(entry.get("algorithms") or {})}
+    return {k: str(v) for k, v in merged.items() if v and k in ("encr", "integ", "prf", "ke")}
+
+
+def ocfpy_ike_spis(entry: dict[str, Any]) -> tuple[int, int]:
+    """(initiator SPI, responder SPI) of an IKE SA in `ocfpy sa list --json`."""
+    if "spi_i" in entry:
+        return spi(entry["spi_i"]), spi(entry["spi_r"])
+    spis = entry["spis"]
+    return spi(spis["initiator"]), spi(spis["responder"])
+
+
+def ocfpy_child_spis(child: dict[str, Any]) -> tuple[int, int]:
+    """(inbound SPI, outbound SPI) of a CHILD SA in `ocfpy sa list --json`."""
+    if "spi_in" in child:
+        return spi(child["spi_in"]), spi(child["spi_out"])
+    spis = child["spis"]
+    return spi(spis["in"]), spi(spis["out"])
+
+
 @dataclass
 class Peers:
     pair: NetnsPair
@@ -123,8 +147,10 @@ class Peers:
                         on_fail=self.logs)
 
     def logs(self) -> str:
-        return (f"--- ocfpy log ---\n{self.iked.log()[-5000:]}\n"
-                f"--- charon log ---\n{self.charon.log_text()[-5000:]}")
+        """Both daemons' recent log lines, for assertion messages (netlink chatter left out)."""
+        ours = "\n".join(line for line in self.iked.log().splitlines() if "pyroute2" not in line)
+        return (f"\n--- ocfpy log ---\n{ours[-4000:]}\n"
+                f"--- charon log ---\n{self.charon.log_text()[-4000:]}")
 
     # -- traffic ---------------------------------------------------------------------------
     def ping(self, count: int = 3) -> subprocess.CompletedProcess[str]:

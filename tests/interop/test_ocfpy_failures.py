@@ -11,7 +11,7 @@ import re
 import pytest
 
 from .ocfpy_peer import wait_for
-from .peers import Peers, spi
+from .peers import Peers, ocfpy_child_spis, spi
 
 pytestmark = pytest.mark.interop
 
@@ -174,8 +174,7 @@ def test_child_rekey_by_charon(peers: Peers, request: pytest.FixtureRequest) -> 
                    on_fail=peers.logs)
     (ours,) = peers.ocfpy_established()
     (child,) = ours["children"]
-    spis = child["spis"]
-    assert (spi(spis["in"]), spi(spis["out"])) == (spi(new["spi-out"]), spi(new["spi-in"]))
+    assert ocfpy_child_spis(child) == (spi(new["spi-out"]), spi(new["spi-in"]))
     if peers.dataplane() == "userspace":
         ping = peers.ping()
         assert ping.returncode == 0, ping.stdout + peers.logs()
