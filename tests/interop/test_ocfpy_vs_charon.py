@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from .capture import Capture
 from .ocfpy_peer import userspace_dataplane_reason
 from .peers import (
     Peers,
@@ -67,10 +68,16 @@ def test_psk_establish_and_traffic(peers: Peers, ike: str, esp: str, who: str) -
     reason = userspace_dataplane_reason()
     if reason:
         pytest.skip(f"established and checked; traffic not run: {reason}")
-    ping = peers.ping()
-    assert ping.returncode == 0, ping.stdout + ping.stderr + peers.logs()
-    sent, received = peers.tcp_transfer()
-    assert sent == received, peers.logs()
+    with Capture(peers.sun, peers.workdir / "wire.pcap") as cap:
+        ping = peers.ping()
+        assert ping.returncode == 0, ping.stdout + ping.stderr + peers.logs()
+        sent, received = peers.tcp_transfer()
+        assert sent == received, peers.logs()
+    # On the wire, read by scapy: ESP in UDP 4500 under exactly the negotiated SPIs, and
+    # not one inner packet in clear.
+    wire = cap.summary((peers.moon.inner, peers.sun.inner))
+    assert wire.esp_in_udp > 1000 and wire.clear_inner == 0 and wire.esp_raw == 0, wire
+    assert wire.esp_spis == set(ocfpy_child_spis(our_child)), wire
     their_child = next(iter(peers.charon_sas()[0]["child-sas"].values()))
     assert int(their_child["packets-in"]) >= 3 and int(their_child["packets-out"]) >= 3
 
