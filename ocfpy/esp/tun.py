@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import fcntl
 import logging
 import os
 import struct
-from collections.abc import Callable
-from typing import TypeVar
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -21,22 +16,6 @@ IFF_NO_PI = 0x1000
 
 class TunError(OSError):
     pass
-
-
-def outside_event_loop(fn: Callable[[], T]) -> T:
-    """Run a pyroute2 (netlink) call where it can run.
-
-    pyroute2 >= 0.9's synchronous IPRoute drives its own asyncio loop with
-    run_until_complete(), which fails with "This event loop is already running" when called
-    from a coroutine or callback of a running loop, as the IKE daemon does. There the call
-    goes to a short-lived thread, which has no loop of its own.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return fn()
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink") as pool:
-        return pool.submit(fn).result()
 
 
 def open_tun(name: str, *, mtu: int = 1400, up: bool = True) -> int:
@@ -54,7 +33,7 @@ def open_tun(name: str, *, mtu: int = 1400, up: bool = True) -> int:
     except OSError as exc:
         os.close(fd)
         raise TunError(exc.errno, f"cannot create TUN device {name}: {exc.strerror}") from exc
-    def configure() -> None:
+    try:
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:
@@ -62,9 +41,6 @@ def open_tun(name: str, *, mtu: int = 1400, up: bool = True) -> int:
             ipr.link("set", index=index, mtu=mtu)
             if up:
                 ipr.link("set", index=index, state="up")
-
-    try:
-        outside_event_loop(configure)
     except Exception:
         os.close(fd)
         raise

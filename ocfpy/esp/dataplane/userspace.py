@@ -356,16 +356,6 @@ class UserspaceDataplane(Dataplane):
 
     # -- routes ---------------------------------------------------------------------------
     def _add_routes(self, entry: _Installed) -> None:
-        from ..tun import outside_event_loop
-
-        outside_event_loop(lambda: self._add_routes_now(entry))
-
-    def _remove_routes(self, entry: _Installed) -> None:
-        from ..tun import outside_event_loop
-
-        outside_event_loop(lambda: self._remove_routes_now(entry))
-
-    def _add_routes_now(self, entry: _Installed) -> None:
         from pyroute2 import IPRoute
 
         spec = entry.spec
@@ -386,7 +376,7 @@ class UserspaceDataplane(Dataplane):
                         raise DataplaneError(f"CHILD_SA {spec.name}: cannot add route {key} "
                                              f"via {self.tun_name}: {exc}") from exc
 
-    def _remove_routes_now(self, entry: _Installed) -> None:
+    def _remove_routes(self, entry: _Installed) -> None:
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:
