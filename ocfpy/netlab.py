@@ -101,6 +101,7 @@ class Lab:
         self.root_links: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self._closed = False
+        self._owner = os.getpid()
         _LIVE_LABS.add(self)
 
     # -- naming ----------------------------------------------------------------------------
@@ -124,11 +125,26 @@ class Lab:
         if name in netns.listnetns():
             log.warning("namespace %s exists (a previous run crashed?): removing it", name)
             netns.remove(name)
-        try:
-            netns.create(name)
-        except OSError as exc:
-            raise LabError(f"cannot create namespace {name}: {exc}") from exc
         ns = Namespace(name)
+        for attempt in range(3):
+            try:
+                netns.create(name)
+            except OSError as exc:
+                raise LabError(f"cannot create namespace {name}: {exc}") from exc
+            # Others on this machine create namespaces too; their `ip netns add` re-mounting
+            # /run/netns at the same moment can leave our file unmounted or hidden (seen as
+            # "Cannot open network namespace" a moment later). Check, and try again.
+            deadline = time.monotonic() + 2
+            while not os.path.ismount(ns.path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if os.path.ismount(ns.path):
+                break
+            log.warning("namespace %s did not appear (attempt %d); creating it again", name,
+                        attempt + 1)
+            with contextlib.suppress(OSError):
+                netns.remove(name)
+        else:
+            raise LabError(f"namespace {name} could not be created: {ns.path} is not mounted")
         self.namespaces[name] = ns
         with IPRoute(netns=name) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
@@ -265,6 +281,10 @@ class Lab:
         """Stop processes, delete namespaces and root links. Safe to call twice."""
         if self._closed:
             return
+        if os.getpid() != self._owner:
+            # A forked child (pyroute2 forks to create namespaces; so does multiprocessing)
+            # that unwinds through our `with` block must not tear down its parent's lab.
+            return
         self._closed = True
         # Ctrl-C during teardown must not leave half a lab behind.
         old = signal.getsignal(signal.SIGINT)
@@ -329,3 +349,78 @@ def two_hosts(lab: Lab, *, outer: tuple[str, str] = ("10.99.0.1/24", "10.99.0.2/
     lab.address(a, inner[0])
     lab.address(b, inner[1])
     return a, b, pair
+
+
+# A TCP transfer with a checksum on both ends, run as two small Python programs (one per
+# namespace), so the bytes really cross whatever sits between the namespaces.
+_SINK = """
+import hashlib, socket, sys, json, time
+s = socket.create_server((sys.argv[1], int(sys.argv[2])))
+s.settimeout(float(sys.argv[3]))
+print("listening", flush=True)
+c, _ = s.accept()
+c.settimeout(float(sys.argv[3]))
+h = hashlib.sha256(); n = 0; t0 = time.monotonic()
+while True:
+    b = c.recv(1 << 20)
+    if not b:
+        break
+    h.update(b); n += len(b)
+print(json.dumps({"bytes": n, "sha256": h.hexdigest(), "seconds": time.monotonic() - t0}))
+"""
+_SOURCE = """
+import hashlib, os, socket, sys, json, time
+dst, port, src, total = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+block = os.urandom(1 << 20)
+h = hashlib.sha256(); sent = 0
+c = socket.create_connection((dst, port), timeout=float(sys.argv[5]), source_address=(src, 0))
+t0 = time.monotonic()
+while sent < total:
+    chunk = block[: min(len(block), total - sent)]
+    chunk = hashlib.sha256(sent.to_bytes(8, "big")).digest() + chunk[32:]  # no two chunks alike
+    c.sendall(chunk); h.update(chunk); sent += len(chunk)
+c.shutdown(socket.SHUT_WR)
+c.recv(1)
+print(json.dumps({"bytes": sent, "sha256": h.hexdigest(), "seconds": time.monotonic() - t0}))
+"""
+
+
+@dataclass
+class Transfer:
+    sent: dict
+    received: dict
+
+    @property
+    def ok(self) -> bool:
+        return (self.sent["bytes"] == self.received["bytes"]
+                and self.sent["sha256"] == self.received["sha256"])
+
+    @property
+    def mbit_per_s(self) -> float:
+        return self.received["bytes"] * 8 / max(self.sent["seconds"], 1e-9) / 1e6
+
+
+def tcp_transfer(lab: Lab, client: Namespace, client_ip: str, server: Namespace,
+                 server_ip: str, nbytes: int, *, port: int = 5001,
+                 timeout: float = 120) -> Transfer:
+    """Send nbytes from client to server over TCP; both ends hash what they saw."""
+    import json
+    import sys
+
+    sink = lab.popen(server, [sys.executable, "-c", _SINK, server_ip, str(port), str(timeout)],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = sink.stdout.readline()
+        if "listening" not in line:
+            raise LabError(f"TCP sink did not start: {sink.stderr.read()[-500:]}")
+        src = lab.run(client, [sys.executable, "-c", _SOURCE, server_ip, str(port), client_ip,
+                               str(nbytes), str(timeout)], timeout=timeout + 10)
+        if src.returncode != 0:
+            raise LabError(f"TCP source failed: {src.stderr[-500:]}")
+        out, err = sink.communicate(timeout=timeout)
+        if sink.returncode != 0:
+            raise LabError(f"TCP sink failed: {err[-500:]}")
+        return Transfer(json.loads(src.stdout.strip().splitlines()[-1]),
+                        json.loads(out.strip().splitlines()[-1]))
+    finally:
+        lab.stop(sink)

@@ -78,6 +78,96 @@ def static_spec(side: str, *, local: str, remote: str, local_ts: list[str],
         crypto_backend=crypto_backend)
 
 
+class StaticTunnel:
+    """Two namespaces (<prefix>-a, <prefix>-b) joined by a veth pair, each running this module
+    as a static-key ESP gateway, for tests, the benchmark and `ocfpy demo --static`.
+
+    Inner hosts: 10.199.1.1 (a) and 10.199.2.1 (b); outer: 10.99.0.1 and 10.99.0.2.
+    """
+
+    OUTER = ("10.99.0.1", "10.99.0.2")
+    INNER = ("10.199.1.1", "10.199.2.1")
+
+    def __init__(self, lab, *, esp: str = "aes128gcm16", encap: bool = False,
+                 seed: str | None = None, mtu: int = 1400, tun: str = "ocfpy0",
+                 crypto_backend: str | None = None, workdir: Path | None = None,
+                 verbose: bool = False):
+        import os
+        import tempfile
+
+        self.lab = lab
+        self.esp = esp
+        self.encap = encap
+        self.seed = seed or os.urandom(16).hex()
+        self.mtu = mtu
+        self.tun = tun
+        self.crypto_backend = crypto_backend
+        self.verbose = verbose
+        self.dir = workdir or Path(tempfile.mkdtemp(prefix=f"{lab.prefix}-static-"))
+        self.procs: dict[str, object] = {}
+        self.drivers: dict[str, dict] = {}
+
+    def __enter__(self) -> StaticTunnel:
+        from ..netlab import two_hosts
+
+        self.a, self.b, self.link = two_hosts(
+            self.lab, outer=(f"{self.OUTER[0]}/24", f"{self.OUTER[1]}/24"),
+            inner=(f"{self.INNER[0]}/32", f"{self.INNER[1]}/32"))
+        self.ns = {"a": self.a, "b": self.b}
+        for side, (me, peer) in (("a", (0, 1)), ("b", (1, 0))):
+            argv = [sys.executable, "-m", "ocfpy.esp.static", "--side", side,
+                    "--local", self.OUTER[me], "--remote", self.OUTER[peer],
+                    "--local-ts", f"{self.INNER[me]}/32", "--remote-ts", f"{self.INNER[peer]}/32",
+                    "--esp", self.esp, "--seed", self.seed, "--tun", self.tun,
+                    "--mtu", str(self.mtu), "--counters", str(self.dir / f"{side}.json"),
+                    "--ready", str(self.dir / f"{side}.ready")]
+            argv += ["--encap"] if self.encap else []
+            argv += ["--crypto-backend", self.crypto_backend] if self.crypto_backend else []
+            argv += ["-v"] if self.verbose else []
+            log_file = open(self.dir / f"{side}.log", "w")  # noqa: SIM115 - closed by the lab
+            self.procs[side] = self.lab.popen(self.ns[side], argv, stdout=log_file,
+                                              stderr=log_file)
+        deadline = time.monotonic() + 30
+        for side in "ab":
+            ready = self.dir / f"{side}.ready"
+            while not ready.exists():
+                if self.procs[side].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"static ESP gateway {side} did not come up: "
+                                       f"{self.log(side)[-2000:]}")
+                time.sleep(0.05)
+            self.drivers[side] = json.loads(ready.read_text())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs.values():
+            self.lab.stop(proc)
+
+    def log(self, side: str) -> str:
+        path = self.dir / f"{side}.log"
+        return path.read_text() if path.exists() else ""
+
+    def counters(self, side: str) -> dict:
+        """Ask the gateway for fresh counters (SIGUSR1) and read them."""
+        path = self.dir / f"{side}.json"
+        before = path.stat().st_mtime_ns if path.exists() else 0
+        import os
+
+        os.kill(self.procs[side].pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if path.exists() and path.stat().st_mtime_ns != before:
+                return json.loads(path.read_text())
+            time.sleep(0.02)
+        raise RuntimeError(f"gateway {side} wrote no counters: {self.log(side)[-1000:]}")
+
+    def ping(self, count: int = 3, *, pattern: str | None = None, size: int = 56):
+        argv = ["ping", "-c", str(count), "-i", "0.2", "-W", "2", "-s", str(size),
+                "-I", self.INNER[0], self.INNER[1]]
+        if pattern:
+            argv[1:1] = ["-p", pattern]
+        return self.lab.run(self.a, argv, timeout=count * 2 + 10)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ocfpy.esp.static", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

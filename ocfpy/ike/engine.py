@@ -339,8 +339,6 @@ class IkeEngine:
             sa.half_open_key = None
         if sa.established_at is not None:
             self.emit(IkeSaClosed(sa.id, sa.name, reason))
-        else:
-            self.stats["ike_failed"] += 1
 
     # -- internals ----------------------------------------------------------------------------
     def _sa_by_id(self, ike_id: int) -> IkeSa:

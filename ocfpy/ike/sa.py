@@ -240,6 +240,8 @@ class IkeSa:
         if self.is_closed:
             return Status.FAILED
         log.warning("%s: %s", self.name, explanation)
+        if self.established_at is None:
+            self.engine.count("ike_failed")
         self.engine.record_failure(self.name, notify, explanation)
         self.close(explanation if notify is None else f"{notify_name(notify)}: {explanation}")
         return Status.FAILED
@@ -254,7 +256,11 @@ class IkeSa:
     def responder_error(self, exchange: int, error: IkeProtocolError) -> None:
         """We answered a request with an error notify; IKE_SA_INIT and IKE_AUTH errors end
         the SA (the peer sees the notify, we explain ours in why())."""
-        if exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
+        if error.notify == NotifyType.INVALID_KE_PAYLOAD:
+            # an ordinary step of negotiation, not a failure: the initiator retries
+            self.engine.count("invalid_ke_sent")
+            self.close(error.reason)
+        elif exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
             self.fail(error.notify, error.reason)
 
     def gave_up(self, tries: int, now: float) -> None:

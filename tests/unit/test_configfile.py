@@ -246,3 +246,25 @@ def test_key_lines_understands_toml_forms():
     assert ("a", "b", "line") not in lines  # inside a multi-line string
     assert lines[("a", "b", "after")] == 12
     assert lines[("arr", "k")] == 14
+
+
+def test_iked_reports_config_errors_and_exits_78(tmp_path, capsys):
+    from ocfpy.cli.main import main
+
+    f = tmp_path / "oid-bad.toml"
+    f.write_text(GOOD.replace("dpd_delay", "dpd_dealy"))
+    assert main(["iked", "--config", str(f), "--foreground"]) == 78
+    err = capsys.readouterr().err
+    assert f"{f}:{_line_of(f.read_text(), 'dpd_dealy')}: connections.home.dpd_dealy: " in err
+
+
+def test_iked_refuses_unavailable_backend(tmp_path, capsys):
+    from ocfpy.cli.main import main
+
+    f = tmp_path / "oid.toml"
+    f.write_text(GOOD)
+    assert main(["iked", "--config", str(f), "--crypto-backend", "nosuchdriver", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "nosuchdriver" in err and "no such driver is registered" in err and "openssl" in err
+    assert main(["iked", "--config", str(f), "--check"]) == 0
+    assert "config OK: 1 connection(s), 1 secret(s)" in capsys.readouterr().out
