@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -137,8 +138,10 @@ class Iked:
 
     def sa_cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """`ocfpy sa ...` against this daemon, as an operator runs it (root namespace)."""
+        # A wide virtual terminal: rich wraps table cells at 80 columns otherwise.
+        env = {**os.environ, "COLUMNS": "250"}
         return subprocess.run([OCFPY, "sa", *args, "--control", str(self.control)],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, env=env)
 
     def sas(self) -> list[dict[str, Any]]:
         return self.call("list")

@@ -104,4 +104,13 @@ def test_sa_list_agrees_with_charon(peers: Peers, who: str) -> None:
     assert [str(t) for t in our_child["local_ts"]] == their_child["remote-ts"]
     assert [str(t) for t in our_child["remote_ts"]] == their_child["local-ts"]
 
+    # The operator's table shows the same: both CHILD_SA SPIs as charon lists them, the ESP
+    # algorithm and the IKE SPIs.
+    table = peers.iked.sa_cli("list")
+    assert table.returncode == 0, table.stderr
+    text = table.stdout.lower()
+    for word in (their_child["spi-in"], their_child["spi-out"], theirs["initiator-spi"],
+                 esp, "x25519"):
+        assert word.lower() in text, f"{word!r} missing from `ocfpy sa list`:\n{table.stdout}"
+
 
