@@ -91,6 +91,7 @@ class IkeDaemon:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self._open_sockets()
+        self.dataplane.set_event_handler(self._on_dataplane_event)
         for ep in self.endpoints:
             if ep.nat_t and self.dataplane.attach_udp_encap(
                     ep.sock, lambda data, remote, ep=ep: self._ike_from_dataplane(ep, data, remote)):
@@ -394,6 +395,28 @@ class IkeDaemon:
 
     def _on_SendKeepalive(self, ev: Any) -> None:
         self._send(NAT_KEEPALIVE, tuple(ev.local), tuple(ev.remote))  # type: ignore[arg-type]
+
+    def _on_dataplane_event(self, event: Any) -> None:
+        """A CHILD_SA lifetime limit (SaEvent soft/hard). May come from another thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            loop.call_soon_threadsafe(self._on_dataplane_event, event)
+            return
+        self.stats[f"dataplane_{event.kind}"] += 1
+        handler = getattr(self.engine, "child_sa_expired", None)
+        if handler is None:  # the engine cannot rekey on volume yet: say so, loudly
+            log.warning("CHILD_SA #%d hit its %s lifetime (%s); the engine has no rekey on "
+                        "volume yet%s", event.unique_id, event.kind, event.reason,
+                        ": the dataplane removed it" if event.kind == "hard" else "")
+            return
+        handler(event.unique_id, event.kind, loop.time())
+        self._service()
 
     # -- control ---------------------------------------------------------------------------
     def _control_handlers(self) -> dict[str, Callable]:
