@@ -41,6 +41,9 @@ class OneShotAead(AeadContext):
         self._encrypt = aead.encrypt
         self._decrypt = aead.decrypt
 
+    def one_shot(self):
+        return self._encrypt, self._salt
+
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         # The IV check matters: AESGCM accepts any nonce of 8 to 128 bytes, so a short IV
         # would otherwise silently produce a different (non-RFC 4106) nonce.
