@@ -59,8 +59,13 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
                 local_ts: Iterable[str] | None = None, remote_ts: Iterable[str] | None = None,
                 control: Path, name: str = "t", child: str = "net",
                 backend: str = "openssl") -> str:
-    """The TOML config (docs/configuration.md) of one connection with one child to ``peer``."""
+    """The TOML config (docs/configuration.md) of one connection with one child to ``peer``.
+
+    A proposal list of ["default"] leaves the key out: ocfpy's defaults apply."""
     local_ts = list(local_ts or [me.inner_net])
+    proposals, esp_proposals = list(proposals), list(esp_proposals)
+    ike_line = "" if proposals == ["default"] else f"proposals = {toml_list(proposals)}"
+    esp_line = "" if esp_proposals == ["default"] else f"esp_proposals = {toml_list(esp_proposals)}"
     remote_ts = list(remote_ts or [peer.inner_net])
     return f"""\
 [daemon]
@@ -72,7 +77,7 @@ control_socket = "{control}"
 [connections.{name}]
 local_addrs = ["{me.outer}"]
 remote_addrs = ["{peer.outer}"]
-proposals = {toml_list(proposals)}
+{ike_line}
 dpd_delay = "0s"
 keyingtries = 1
 retransmit = {{ timeout = "1s", tries = 2, base = 1.5 }}
@@ -88,7 +93,7 @@ id = "{remote_id}"
 [connections.{name}.children.{child}]
 local_ts = {toml_list(local_ts)}
 remote_ts = {toml_list(remote_ts)}
-esp_proposals = {toml_list(esp_proposals)}
+{esp_line}
 
 [secrets.ike-{name}]
 id = [{json.dumps(local_id)}, {json.dumps(remote_id)}]

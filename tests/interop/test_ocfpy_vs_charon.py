@@ -83,6 +83,22 @@ def test_psk_establish_and_traffic(peers: Peers, ike: str, esp: str, who: str) -
 
 
 @pytest.mark.parametrize("who", DIRECTIONS, ids=lambda w: f"{w}-initiates")
+def test_defaults_on_both_sides(peers: Peers, who: str) -> None:
+    """No proposals configured anywhere: ocfpy's defaults meet charon's ("default")."""
+    peers.configure("default", "default")
+    assert "proposals" not in peers.iked.conf_path.read_text()
+    peers.initiate(who)
+    ours, theirs = peers.wait_established()
+    assert ocfpy_algorithms(ours) == charon_algorithms(theirs)
+    (our_child,) = ours["children"]
+    (their_child,) = theirs["child-sas"].values()
+    assert ocfpy_algorithms(our_child) == charon_algorithms(their_child)
+    if not userspace_dataplane_reason():
+        ping = peers.ping()
+        assert ping.returncode == 0, ping.stdout + peers.logs()
+
+
+@pytest.mark.parametrize("who", DIRECTIONS, ids=lambda w: f"{w}-initiates")
 def test_sa_list_agrees_with_charon(peers: Peers, who: str) -> None:
     ike, esp = ROWS[0]
     peers.configure(ike, esp)
