@@ -399,6 +399,10 @@ class IkeDaemon:
                       spec.name, spec.unique_id, exc)
 
     def _on_ChildSaClosed(self, ev: Any) -> None:
+        # Say why: a peer that deletes a CHILD_SA right after creating it (charon when its
+        # kernel interface refuses the SA) leaves no other trace here.
+        log.info("CHILD_SA #%d (IKE_SA #%d) closed: %s", ev.unique_id, ev.ike_id,
+                 getattr(ev, "reason", "?"))
         try:
             self.dataplane.remove(ev.unique_id)
         except Exception as exc:
