@@ -9,6 +9,12 @@
 Run as root from the repository root:
     .venv/bin/python tests/bench/ike_netns_bench.py --concurrent 200 --sequential 50 --memory 10000
 Compare with charon in the same run where possible (docs/performance.md has the anchors).
+
+Measured 2026-11-27 05:42 UTC, 2 vCPU shared with other jobs (load average 9-10), one run,
+`--concurrent 200 --sequential 50 --memory 10000 --charon`:
+    ocfpy: 184 IKE_SA+CHILD_SA/s concurrent, 12.0 ms sequential, 10.8 KiB RSS per SA on the
+           responder with 10,000 up (initiator 208 MiB with 10,000 connections configured)
+    charon (same run): 521/s concurrent, 6.5 ms sequential, 19.9 KB per SA (200 up)
 """
 
 from __future__ import annotations
