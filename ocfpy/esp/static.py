@@ -91,9 +91,13 @@ class StaticTunnel:
     def __init__(self, lab, *, esp: str = "aes128gcm16", encap: bool = False,
                  seed: str | None = None, mtu: int = 1400, tun: str = "ocfpy0",
                  crypto_backend: str | None = None, workdir: Path | None = None,
-                 verbose: bool = False, gso: int = 0):
+                 verbose: bool = False, gso: int = 0,
+                 outer: tuple[str, str] | None = None, inner: tuple[str, str] | None = None):
         import os
         import tempfile
+
+        self.OUTER = outer or self.OUTER  # instance values shadow the IPv4 defaults
+        self.INNER = inner or self.INNER
 
         self.lab = lab
         self.esp = esp
@@ -112,13 +116,14 @@ class StaticTunnel:
         from ..netlab import two_hosts
 
         self.a, self.b, self.link = two_hosts(
-            self.lab, outer=(f"{self.OUTER[0]}/24", f"{self.OUTER[1]}/24"),
-            inner=(f"{self.INNER[0]}/32", f"{self.INNER[1]}/32"))
+            self.lab, outer=(self._net(self.OUTER[0], 24, 64), self._net(self.OUTER[1], 24, 64)),
+            inner=(self._host(self.INNER[0]), self._host(self.INNER[1])))
         self.ns = {"a": self.a, "b": self.b}
         for side, (me, peer) in (("a", (0, 1)), ("b", (1, 0))):
             argv = [sys.executable, "-m", "ocfpy.esp.static", "--side", side,
                     "--local", self.OUTER[me], "--remote", self.OUTER[peer],
-                    "--local-ts", f"{self.INNER[me]}/32", "--remote-ts", f"{self.INNER[peer]}/32",
+                    "--local-ts", self._host(self.INNER[me]),
+                    "--remote-ts", self._host(self.INNER[peer]),
                     "--esp", self.esp, "--seed", self.seed, "--tun", self.tun,
                     "--mtu", str(self.mtu), "--counters", str(self.dir / f"{side}.json"),
                     "--ready", str(self.dir / f"{side}.ready")]
@@ -144,6 +149,14 @@ class StaticTunnel:
         for proc in self.procs.values():
             self.lab.stop(proc)
 
+    @staticmethod
+    def _net(addr: str, v4: int, v6: int) -> str:
+        return f"{addr}/{v6 if ':' in addr else v4}"
+
+    @classmethod
+    def _host(cls, addr: str) -> str:
+        return cls._net(addr, 32, 128)
+
     def log(self, side: str) -> str:
         path = self.dir / f"{side}.log"
         return path.read_text() if path.exists() else ""
@@ -165,6 +178,8 @@ class StaticTunnel:
     def ping(self, count: int = 3, *, pattern: str | None = None, size: int = 56):
         argv = ["ping", "-c", str(count), "-i", "0.2", "-W", "2", "-s", str(size),
                 "-I", self.INNER[0], self.INNER[1]]
+        if ":" in self.INNER[1]:
+            argv.insert(1, "-6")
         if pattern:
             argv[1:1] = ["-p", pattern]
         return self.lab.run(self.a, argv, timeout=count * 2 + 10)
