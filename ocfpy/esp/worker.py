@@ -67,6 +67,7 @@ class WorkerContext:
     batch: int = 64
     forward_ike: bool = False  # whether IKE datagrams on UDP sockets go back to the daemon
     gso: bool = False  # the TUN carries virtio_net_hdr (see gso.py)
+    close_fds: list[int] = field(default_factory=list)  # the daemon's ends, inherited by fork
     mtu: int = 1400
 
 
@@ -409,8 +410,14 @@ def tune_socket(sock: socket.socket) -> None:
 
 def worker_main(ctx: WorkerContext) -> None:
     """Entry point of a worker process (forked: it inherits the dispatcher and its drivers)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the daemon's asyncio handler
+    # The daemon decides when we stop: it sends "stop", or it dies and our control socket
+    # reads EOF. (A SIGTERM to the daemon's process group must not kill us before it can
+    # remove its routes.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for fd in ctx.close_fds:  # else we would hold the daemon's end open and never see EOF
+        with contextlib.suppress(OSError):
+            os.close(fd)
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)  # the daemon's loop must not hear our signals
     ctx.ctrl.setblocking(True)
@@ -418,8 +425,18 @@ def worker_main(ctx: WorkerContext) -> None:
         s.setblocking(False)
         tune_socket(s)
     loop = OutboundLoop(ctx) if ctx.role == "out" else InboundLoop(ctx)
+    profile_dir = os.environ.get("OCFPY_ESP_PROFILE")  # a directory: cProfile each worker
     try:
-        loop.run()
+        if profile_dir:
+            import cProfile
+
+            prof = cProfile.Profile()
+            try:
+                prof.runcall(loop.run)
+            finally:
+                prof.dump_stats(os.path.join(profile_dir, f"esp-{ctx.role}-{os.getpid()}.prof"))
+        else:
+            loop.run()
     finally:
         for sa_uid in list(getattr(loop, "sas", {}) or getattr(loop, "by_uid", {})):
             loop.remove(sa_uid)

@@ -126,9 +126,10 @@ class UserspaceDataplane(Dataplane):
             ctx = multiprocessing.get_context("fork")
             for role in ("out", "in"):
                 parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                ours = [c.fileno() for _, c in self._workers.values()] + [parent.fileno()]
                 wctx = WorkerContext(role, self.dispatcher, self._tun_fd, child,
                                      self.counter_block, dict(self._raw), batch=self.batch,
-                                     gso=bool(self.gso_max), mtu=self.mtu)
+                                     gso=bool(self.gso_max), mtu=self.mtu, close_fds=ours)
                 proc = ctx.Process(target=worker_main, args=(wctx,), daemon=True,
                                    name=f"ocfpy-esp-{role}")
                 proc.start()
