@@ -38,7 +38,9 @@ CASES = [  # (ESP proposal, UDP encapsulation, TUN segmentation offload: super-p
 def _capture(lab: Lab, ns, ifname: str, path: Path) -> subprocess.Popen:
     if shutil.which("tcpdump") is None:
         pytest.skip("tcpdump is not installed (apt-get install tcpdump)")
-    proc = lab.popen(ns, ["tcpdump", "-i", ifname, "-U", "-n", "-w", str(path)],
+    # a 32 MiB buffer and 300-byte snapshots: a busy machine must not make tcpdump drop
+    proc = lab.popen(ns, ["tcpdump", "-i", ifname, "-U", "-n", "-B", "32768", "-s", "300",
+                          "-w", str(path)],
                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)  # tcpdump needs a moment before it sees packets
     return proc
@@ -74,10 +76,13 @@ def test_ping_tcp_and_only_esp_on_the_wire(tmp_path, esp, encap, gso):
         assert marker not in wire.read_bytes(), "plaintext ping payload on the veth"
         esp_filter = "udp port 4500" if encap else "ip proto 50"
         n_esp = _pcap_count(wire, esp_filter)
-        if gso:  # fewer, bigger ESP packets, fragmented on the veth (fragments count too)
-            assert n_esp + _pcap_count(wire, "ip[6:2] & 0x1fff != 0") > 50 * 10**6 // 1500
+        # The transfer went through as ESP (with GSO: fewer, bigger ESP packets, fragmented on
+        # the veth). Half, because a capture on a loaded machine may still lose packets; the
+        # exact counts are checked on the SA counters below.
+        if gso:
+            assert n_esp + _pcap_count(wire, "ip[6:2] & 0x1fff != 0") > 0.5 * 50 * 10**6 / 1500
         else:
-            assert n_esp > 50 * 10**6 // 1400  # the transfer went through as ESP
+            assert n_esp > 0.5 * 50 * 10**6 / 1400
         # non-first fragments of ESP-in-UDP carry no UDP header: recognise them by protocol
         fragment = "(ip[6:2] & 0x1fff != 0 and ip proto 17)"
         leaked = _pcap_count(wire, f"not ({esp_filter} or {fragment}) and not arp and not ip6")
