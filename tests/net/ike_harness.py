@@ -102,12 +102,13 @@ class Iked:
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
 
-    def start(self, config_text: str, *extra_args: str, timeout: float = 20.0) -> Iked:
+    def start(self, config_text: str, *extra_args: str, timeout: float = 20.0,
+              verbosity: str = "-vv") -> Iked:
         self.config_text = config_text
         conf = self.workdir / f"{self.name}.toml"
         conf.write_text(config_text)
         self.log_path.write_text("")
-        argv = [OCFPY, "-vv", "iked", "--config", str(conf), "--foreground",
+        argv = [OCFPY, *([verbosity] if verbosity else []), "iked", "--config", str(conf), "--foreground",
                 "--control", str(self.control), "--log-file", str(self.log_path), *extra_args]
         self.proc = self.lab.popen(self.ns, argv, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)

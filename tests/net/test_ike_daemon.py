@@ -344,3 +344,31 @@ def test_ipv6_on_wildcard_sockets(pair: Pair):
     sa = wait_for(pair.b.established, 5, "b established")[0]
     assert (sa["local"]["addr"], sa["remote"]["addr"]) == (OUTER6[1], OUTER6[0])
     assert "[::]:500" in pair.a.stats()["listening"]
+
+
+def test_start_action_start_connects_at_startup(pair: Pair):
+    ike, esp = SETS[0]
+    pair.b.start(config(1, proposals=[ike], esp=[esp]))
+    text = config(0, proposals=[ike], esp=[esp])
+    pair.a.start(text.replace(f'esp_proposals = ["{esp}"]',
+                              f'esp_proposals = ["{esp}"]\nstart_action = "start"'))
+    sa = wait_for(pair.b.established, 10, "a to connect on its own", on_fail=pair.logs)[0]
+    assert not sa["initiator"] and sa["children"][0]["name"] == "net"
+
+
+def test_nat_t_framing_read_by_the_daemon(pair: Pair):
+    """encap = true moves IKE to 4500 after IKE_SA_INIT; with no dataplane reading 4500 the
+    daemon itself strips and adds the non-ESP marker, and keeps ESP-in-UDP out of the engine."""
+    ike, esp = SETS[1]
+    for side, d in ((0, pair.a), (1, pair.b)):
+        d.start(config(side, proposals=[ike], esp=[esp]).replace(
+            "keyingtries = 1", "keyingtries = 1\nencap = true"))
+    assert pair.b.call("initiate", name="t", wait=10, timeout=15)["state"] == "established"
+    for d in (pair.a, pair.b):
+        sa = wait_for(d.established, 5, f"{d.name} established")[0]
+        assert sa["local"]["port"] == 4500 and sa["remote"]["port"] == 4500, sa
+        assert sa["children"][0]["encap"] is True
+    # a terminate travels on 4500 too, and is understood
+    pair.a.call("terminate", name="t")
+    wait_for(lambda: _both_empty(pair), 5, "deleted over 4500", on_fail=pair.logs)
+    assert pair.a.stats()["daemon"].get("engine_errors", 0) == 0
