@@ -91,7 +91,7 @@ class StaticTunnel:
     def __init__(self, lab, *, esp: str = "aes128gcm16", encap: bool = False,
                  seed: str | None = None, mtu: int = 1400, tun: str = "ocfpy0",
                  crypto_backend: str | None = None, workdir: Path | None = None,
-                 verbose: bool = False):
+                 verbose: bool = False, gso: int = 0):
         import os
         import tempfile
 
@@ -103,6 +103,7 @@ class StaticTunnel:
         self.tun = tun
         self.crypto_backend = crypto_backend
         self.verbose = verbose
+        self.gso = gso
         self.dir = workdir or Path(tempfile.mkdtemp(prefix=f"{lab.prefix}-static-"))
         self.procs: dict[str, object] = {}
         self.drivers: dict[str, dict] = {}
@@ -124,6 +125,7 @@ class StaticTunnel:
             argv += ["--encap"] if self.encap else []
             argv += ["--crypto-backend", self.crypto_backend] if self.crypto_backend else []
             argv += ["-v"] if self.verbose else []
+            argv += ["--gso", str(self.gso)] if self.gso else []
             log_file = open(self.dir / f"{side}.log", "w")  # noqa: SIM115 - closed by the lab
             self.procs[side] = self.lab.popen(self.ns[side], argv, stdout=log_file,
                                               stderr=log_file)
@@ -181,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encap", action="store_true", help="UDP-encapsulate (RFC 3948, port 4500)")
     p.add_argument("--tun", default="ocfpy0")
     p.add_argument("--mtu", type=int, default=1400)
+    p.add_argument("--gso", type=int, default=0, metavar="BYTES",
+                   help="TCP segmentation offload on the TUN, super-packets up to BYTES")
     p.add_argument("--crypto-backend", default=None)
     p.add_argument("--replay-window", type=int, default=128)
     p.add_argument("--counters", type=Path, help="write counters here on SIGUSR1 and at exit")
@@ -215,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
-    with UserspaceDataplane(dispatcher, tun_name=args.tun, mtu=args.mtu) as dp:
+    with UserspaceDataplane(dispatcher, tun_name=args.tun, mtu=args.mtu,
+                            gso_max=args.gso) as dp:
         dp.install(spec)
         signal.signal(signal.SIGUSR1, dump)
         dump()

@@ -27,6 +27,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from .counters import WIDTH, CounterBlock, F, G
+from .gso import VNET_HDR_LEN, from_tun, to_tun_header
 from .packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop, parse_header
 from .sad import Expiry, InboundSa, OutboundSa, build_inbound, build_outbound
 from .spd import PolicyTable
@@ -65,6 +66,8 @@ class WorkerContext:
     udp_ids: dict[int, int] = field(default_factory=dict)  # fileno -> the daemon's id for it
     batch: int = 64
     forward_ike: bool = False  # whether IKE datagrams on UDP sockets go back to the daemon
+    gso: bool = False  # the TUN carries virtio_net_hdr (see gso.py)
+    mtu: int = 1400
 
 
 class _Loop:
@@ -177,9 +180,11 @@ class OutboundLoop(_Loop):
         packets = []
         for _ in range(self.ctx.batch):
             try:
-                packets.append(read(tun, MAX_DATAGRAM))
+                packets.append(read(tun, MAX_DATAGRAM + VNET_HDR_LEN))
             except (BlockingIOError, InterruptedError):
                 break
+        if self.ctx.gso:
+            packets = [from_tun(p) for p in packets if len(p) > VNET_HDR_LEN]
         groups: dict[int, list[bytes]] = {}
         lookup = self.spd.lookup
         no_policy = 0
@@ -328,6 +333,9 @@ class InboundLoop(_Loop):
             groups.setdefault(sa.spi, []).append((p, seq))
         write = os.write
         tun = self.ctx.tun_fd
+        gso = self.ctx.gso
+        mtu = self.ctx.mtu
+        writev = os.writev
         for spi, items in groups.items():
             sa = by_spi[spi]
             base = sa.slot * WIDTH
@@ -356,7 +364,10 @@ class InboundLoop(_Loop):
                     cells[base + F.POLICY_DROPS] += 1
                     continue
                 try:
-                    write(tun, payload)
+                    if gso:
+                        writev(tun, (to_tun_header(payload, mtu), payload))
+                    else:
+                        write(tun, payload)
                 except OSError:
                     cells[G.TUN_WRITE_ERRORS] += 1
                     continue
@@ -373,11 +384,21 @@ class InboundLoop(_Loop):
                     self.event(sa.unique_id, kind, reason)
 
 
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)  # <linux/in.h>; the module lacks
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)  # the PMTUDISC_* values
+PMTUDISC_DONT = 0
 SOCKET_BUFFER = 8 << 20  # a burst the other loop cannot take at once must not be lost
 
 
 def tune_socket(sock: socket.socket) -> None:
-    """Big buffers: a drop here costs TCP a retransmit and halves its window."""
+    """Big buffers: a drop here costs TCP a retransmit and halves its window. And let the
+    kernel fragment ESP packets larger than the link MTU (as IPsec gateways do with DF
+    clear) instead of refusing them."""
+    with contextlib.suppress(OSError):
+        if sock.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, PMTUDISC_DONT)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC_DONT)
     for opt, forced in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE
         try:
             sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER)

@@ -68,6 +68,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--crypto-backend", default="openssl")
     p.add_argument("--mtu", type=int, default=1400)
+    p.add_argument("--gso", type=int, default=0, metavar="BYTES",
+                   help="TUN segmentation offload with super-packets up to BYTES (0: off)")
     p.add_argument("--strongswan", action="store_true",
                    help="also measure strongSwan kernel-libipsec in the same run (needs the "
                         "strongSwan packages; ocfpy.benchmarks.strongswan)")
@@ -81,7 +83,7 @@ def main() -> int:
     results: dict[str, list[float]] = {"tcp_mbit": [], "udp64_pps": [], "udp1400_pps": []}
     with Lab("oesb") as lab, StaticTunnel(lab, esp=args.esp, encap=args.encap, mtu=args.mtu,
                                           crypto_backend=args.crypto_backend,
-                                          tun="oesb-tun0") as tun:
+                                          tun="oesb-tun0", gso=args.gso) as tun:
         for _ in range(args.runs):
             results["tcp_mbit"].append(tcp_mbit(lab, tun, args.seconds))
             results["udp64_pps"].append(udp_pps(lab, tun, 64, args.seconds))
@@ -98,7 +100,7 @@ def main() -> int:
         reference = {"libipsec_tcp_mbit": sw.tcp_mbit_s, "libipsec_udp64_pps": sw.udp64_pps}
         reference_from = f"strongSwan {sw.strongswan} kernel-libipsec, measured in this run"
     report = {
-        "esp": args.esp, "encap": args.encap, "mtu": args.mtu, "backend": args.crypto_backend,
+        "esp": args.esp, "encap": args.encap, "mtu": args.mtu, "gso": args.gso, "backend": args.crypto_backend,
         "runs": results, "median": median,
         "reference": reference, "reference_from": reference_from,
         "vs_libipsec": {
