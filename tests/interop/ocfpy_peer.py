@@ -59,7 +59,7 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
                 local_ts: Iterable[str] | None = None, remote_ts: Iterable[str] | None = None,
                 control: Path, name: str = "t", child: str = "net",
                 extra_children: dict[str, tuple[list[str], list[str]]] | None = None,
-                backend: str = "openssl") -> str:
+                dpd_delay: str = "0s", backend: str = "openssl") -> str:
     """The TOML config (docs/configuration.md) of one connection with one child to ``peer``.
 
     A proposal list of ["default"] leaves the key out: ocfpy's defaults apply."""
@@ -85,7 +85,7 @@ control_socket = "{control}"
 local_addrs = ["{me.outer}"]
 remote_addrs = ["{peer.outer}"]
 {ike_line}
-dpd_delay = "0s"
+dpd_delay = "{dpd_delay}"
 keyingtries = 1
 retransmit = {{ timeout = "1s", tries = 2, base = 1.5 }}
 

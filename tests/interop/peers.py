@@ -101,7 +101,8 @@ class Peers:
                   ocfpy_esp: str | None = None, ocfpy_psk: str = PSK, charon_psk: str = PSK,
                   charon_local_ts: list[str] | None = None,
                   charon_remote_ts: list[str] | None = None,
-                  extra_children: dict[str, tuple[list[str], list[str]]] | None = None) -> None:
+                  extra_children: dict[str, tuple[list[str], list[str]]] | None = None,
+                  ocfpy_dpd: str = "0s", charon_dpd: str = "0s") -> None:
         """charon's connection "t"/"net" loaded, ocfpy started with its connection "t"/"net".
 
         ``extra_children``: more children on both sides, name -> (moon's subnets, sun's)."""
@@ -113,12 +114,12 @@ class Peers:
             children[name] = child(sun_ts, moon_ts, [esp])
         self.charon.load_conn("t", psk_connection(
             local_addr=s.outer, remote_addr=m.outer, local_id=CHARON_ID, remote_id=OCFPY_ID,
-            proposals=[ike], children=children))
+            proposals=[ike], children=children, dpd_delay=charon_dpd))
         self.iked.start(iked_config(
             me=m, peer=s, local_id=OCFPY_ID, remote_id=CHARON_ID, psk=ocfpy_psk,
             proposals=[ocfpy_ike or ike], esp_proposals=[ocfpy_esp or esp],
             dataplane=self.dataplane(), control=self.iked.control,
-            extra_children=extra_children))
+            extra_children=extra_children, dpd_delay=ocfpy_dpd))
 
     def initiate(self, who: str, wait: float = 10.0, child: str = "net") -> Any:
         """Start "t"/``child`` from ``who`` ("ocfpy" or "charon"); the initiator's answer (or
