@@ -118,9 +118,10 @@ class QmpRelay(threading.Thread):
 
 def guest_command(python: Path, results_guest: str, pytest_args: list[str], kat: bool,
                   bench: bool = False) -> str:
-    """The shell line the guest runs: the kernel/virtio tests (tests/kernel also collects the
-    shared KAT runner, restricted to af_alg by OCFPY_KAT_DRIVERS); with ``kat`` the whole of
-    tests/kat again (coverage checks too). Exit code: the first failing run's, else 0."""
+    """The shell line the guest runs: every kernel/virtio test (the shared KAT runner in
+    tests/kat carries the kernel marker when OCFPY_VM_LANE=1 and runs for the drivers in
+    OCFPY_KAT_DRIVERS, here af_alg); with ``kat`` all of tests/kat again (its coverage
+    checks too). Exit code: the first failing run's, else 0."""
     env = {
         "OCFPY_VM_LANE": "1",
         "OCFPY_VM_RESULTS": results_guest,
@@ -144,7 +145,9 @@ def guest_command(python: Path, results_guest: str, pytest_args: list[str], kat:
     steps = " ".join(f"{shlex.join(r)} >> {log} 2>&1; r=$?; [ $rc -eq 0 ] && rc=$r;"
                      for r in runs)
     return (f"cd {shlex.quote(str(REPO))} && export {exports} && rc=0; "
-            f"uname -a > {log}; {steps} "
+            # /dev/net/tun appears only once tun is loaded (no udev static nodes here), and
+            # kernel-lane tests of the ESP dataplane need it.
+            f"uname -a > {log}; modprobe -q tun 2>/dev/null; {steps} "
             f"cat /proc/crypto > {results_guest}/proc-crypto.txt; "
             f"grep -E '^(=+ .* in [0-9.]+s|FAILED|ERROR|[|] )' {log} | tail -n 40; exit $rc")
 
@@ -159,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench", action="store_true",
                         help="also run tests/bench/afalg_bench.py (af_alg vs openssl)")
     parser.add_argument("--full-kat", action="store_true",
-                        help="also run all of tests/kat (the KAT vectors for af_alg already "
-                             "run inside tests/kernel)")
+                        help="also run all of tests/kat (its af_alg vectors already run "
+                             "in the kernel-marked session)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
 
