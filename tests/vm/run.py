@@ -153,19 +153,22 @@ def guest_command(python: Path, results_guest: str, pytest_args: list[str], kat:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--results", type=Path, default=REPO / "results" / "vm",
                         help="where junit.xml and pytest.log land (default: results/vm)")
-    parser.add_argument("--timeout", type=int, default=1500, help="wall-clock limit, s")
-    parser.add_argument("--memory", default="2G")
+    parser.add_argument("--vm-timeout", type=int, default=1800, help="wall-clock limit, s")
+    parser.add_argument("--vm-memory", default="2G")
     parser.add_argument("--no-virtio-crypto", action="store_true")
     parser.add_argument("--bench", action="store_true",
                         help="also run tests/bench/afalg_bench.py (af_alg vs openssl)")
     parser.add_argument("--full-kat", action="store_true",
                         help="also run all of tests/kat (its af_alg vectors already run "
                              "in the kernel-marked session)")
-    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--junitxml", type=Path, default=None,
+                        help="also copy the guest's junit.xml here (scripts/test.sh uses it)")
+    # Anything else is for the guest's pytest (scripts/test.sh passes its own arguments on).
+    args, extra = parser.parse_known_args(argv)
+    args.pytest_args = [a for a in extra if a != "--"]
 
     python = REPO / ".venv" / "bin" / "python"
     vng, kernel = find_vng(), find_kernel()
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      args.full_kat, args.bench) + "\n")
     cmd = [
         vng, *(["-v"] if os.environ.get("OCFPY_VM_VERBOSE") else []),
-        "--run", kernel, "--disable-kvm", "--memory", args.memory,
+        "--run", kernel, "--disable-kvm", "--memory", args.vm_memory,
         f"--rwdir={results}", f"--qemu-opts={' '.join(qemu_opts)}",
         "--exec", f"sh {shlex.quote(str(script))}",
     ]
@@ -208,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     print(f"vm-lane: booting {kernel} (TCG) with {vng}", flush=True)
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, env=env, timeout=args.timeout,
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, env=env, timeout=args.vm_timeout,
                               check=False)
         rc = proc.returncode
     except subprocess.TimeoutExpired:
-        print(f"vm-lane: TIMEOUT after {args.timeout} s", file=sys.stderr)
+        print(f"vm-lane: TIMEOUT after {args.vm_timeout} s", file=sys.stderr)
         rc = 124
     finally:
         relay.stop.set()
@@ -220,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     junit = results / "junit.xml"
     print(f"vm-lane: exit {rc}, wall {wall:.1f} s, results in {results}"
           f"{'' if junit.exists() else ' (no junit.xml: the guest did not get to pytest)'}")
+    if args.junitxml and junit.exists():
+        args.junitxml.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(junit, args.junitxml)
     if rc == 0 and not junit.exists():
         return 1  # never report success without evidence
     return rc
