@@ -38,7 +38,10 @@ CRYPTO_DEVICE_ID = "crypto0"
 
 
 def find_vng() -> str | None:
-    for candidate in (os.environ.get("OCFPY_VNG"), str(REPO / ".vm/vng/bin/vng"),
+    explicit = os.environ.get("OCFPY_VNG")
+    if explicit:  # an explicit choice is never silently replaced by another vng
+        return explicit if os.access(explicit, os.X_OK) else None
+    for candidate in (str(REPO / ".vm/vng/bin/vng"),
                       "/opt/ocfpy-vng/bin/vng", shutil.which("vng")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
