@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     load = ", ".join(f"{x:.1f}" for x in result["load_average"])
     md = [f"Kernel {result['kernel']} ({result['machine']}), Python {result['python']}, "
-          f"load average {load}; per-operation time through dispatcher sessions, best "
+          f"guest load average {load}; per-operation time through dispatcher sessions, best "
           "(median) of interleaved rounds, one run.", "",
           "| operation | bytes | af_alg us/op | openssl us/op | af_alg / openssl | kernel implementation |",
           "| --- | ---: | ---: | ---: | ---: | --- |"]
