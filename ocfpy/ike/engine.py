@@ -161,20 +161,41 @@ class IkeEngine:
             raise IkeUsageError(f"connection {connection!r}: no IKE proposal can be served "
                                 f"(cannot serve: {', '.join(dropped)}; backend "
                                 f"{self.dispatcher.backend or 'auto'})")
-        sa = IkeSa(self, next(self._ids), conn, True, (local_ip, conn.local_port),
-                   (remote_ip, conn.remote_port), now)
+        cfg = conn.children.get(child) if child else next(iter(conn.children.values()), None)
+        self.stats["initiated"] += 1
+        return self._start(conn, next(self._ids), (local_ip, conn.local_port),
+                           (remote_ip, conn.remote_port), [cfg] if cfg else [], 1, now).id
+
+    def _start(self, conn: Connection, sa_id: int, local: Addr, remote: Addr,
+               children: list[ChildConfig], attempt: int, now: float) -> IkeSa:
+        sa = IkeSa(self, sa_id, conn, True, local, remote, now)
+        sa.attempt = attempt
         sa.spi_i = self._new_ike_spi()
         self._sas[sa.spi_i] = sa
         self._by_id[sa.id] = sa
         sa.tasks.queue_task(IkeInit())
         sa.tasks.queue_task(IkeAuth())
-        cfg = conn.children.get(child) if child else next(iter(conn.children.values()), None)
-        if cfg is not None:
-            sa.tasks.queue_task(ChildCreate(cfg))
-        self.stats["initiated"] += 1
+        for i, cfg in enumerate(children):
+            sa.tasks.queue_task(ChildCreate(cfg, in_ike_auth=i == 0))
         sa.tasks.initiate(sa, now)
         self._reschedule(sa)
-        return sa.id
+        return sa
+
+    def retry_keying(self, sa: IkeSa, now: float, pending: list) -> bool:
+        """keyingtries (swanctl): start the negotiation again after a timeout, with a fresh
+        IKE SA under the same id. False when the tries are used up."""
+        tries = sa.conn.keyingtries
+        if tries and sa.attempt >= tries:
+            return False
+        children = [t.cfg for t in pending if isinstance(t, ChildCreate) and t.cfg is not None]
+        log.info("%s: %s is not responding, trying again (%d/%s)", sa.name, sa.remote[0],
+                 sa.attempt + 1, tries or "forever")
+        self.stats["keying_retries"] += 1
+        remote = (sa.remote[0], sa.conn.remote_port)
+        local = (sa.local[0], sa.conn.local_port)
+        sa.close("retrying")
+        self._start(sa.conn, sa.id, local, remote, children, sa.attempt + 1, now)
+        return True
 
     def _reusable_sa(self, conn: Connection) -> IkeSa | None:
         for sa in self._by_id.values():

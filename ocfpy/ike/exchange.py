@@ -151,9 +151,10 @@ class TaskManager:
             log.debug("%s: retransmit %d of message %d", sa.name, out.tries, out.mid)
             sa.send(out.raw, out.local, out.remote, now)
             return
+        pending = self.active + self.queue
         self.out = None
         self.active = []
-        sa.gave_up(out.tries, now)
+        sa.gave_up(out.tries, now, pending)
 
     # -- as responder ---------------------------------------------------------------------
     def on_request(self, sa: IkeSa, msg: Message, local: Addr, remote: Addr, now: float) -> None:

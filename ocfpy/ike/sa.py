@@ -67,7 +67,7 @@ class IkeSa:
         "tasks", "proposal", "encr", "integ", "prf", "ke_transform", "ke", "ni", "nr",
         "init_request", "init_response", "keys", "crypto", "local_id", "remote_id", "children",
         "nat_local", "nat_remote", "last_in", "last_out", "created", "deadline",
-        "_close_after", "established_at", "half_open_key",
+        "_close_after", "established_at", "half_open_key", "attempt",
     )
 
     def __init__(self, engine: IkeEngine, sa_id: int, conn: Connection, initiator: bool,
@@ -107,6 +107,7 @@ class IkeSa:
         self._close_after: str | None = None
         self.established_at: float | None = None
         self.half_open_key: tuple | None = None
+        self.attempt = 1  # keyingtries
 
     # -- plumbing used by the tasks --------------------------------------------------------
     @property
@@ -274,9 +275,12 @@ class IkeSa:
         elif exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
             self.fail(error.notify, error.reason)
 
-    def gave_up(self, tries: int, now: float) -> None:
+    def gave_up(self, tries: int, now: float, pending: list) -> None:
         what = "dead peer detection" if self.is_established else "negotiation"
         rt = self.conn.retransmit
+        if self.initiator and not self.is_established and \
+                self.engine.retry_keying(self, now, pending):
+            return
         self.fail(None, f"{self.remote[0]} did not answer ({what}): no response after "
                   f"{tries} retransmits ({rt.timeout:g}s x {rt.base:g}^n)")
 

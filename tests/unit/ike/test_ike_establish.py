@@ -425,3 +425,25 @@ def test_initiating_another_child_reuses_the_ike_sa(dispatcher):
     assert len(pair.i.sa_list()) == 1 == len(pair.r.sa_list())
     names = sorted(e.spec.name for e in pair.of_type("r", ChildSaEstablished))
     assert names == ["home/db", "home/net"]
+
+
+def test_keyingtries_start_again_after_a_timeout(initiator_and_responder):
+    pair = initiator_and_responder(i_kw={"keyingtries": 3})
+    ike_id = pair.i.initiate("home", pair.now)
+    one_try = sum(4.0 * 1.8 ** n for n in range(6))  # 5 retransmits, then the last wait
+    pair.advance(one_try + 1, drop=lambda d: True)
+    assert pair.i.stats["keying_retries"] == 1 and not pair.of_type("i", NegotiationFailed)
+    assert [sa["id"] for sa in pair.i.sa_list()] == [ike_id]
+    pair.advance(1.0)  # the peer is back: the next retransmission of try 2 gets through
+    pair.advance(60.0)
+    assert [e.ike_id for e in pair.of_type("i", IkeSaEstablished)] == [ike_id]
+    assert len(pair.of_type("i", ChildSaEstablished)) == 1
+
+
+def test_keyingtries_exhausted_fails_once(initiator_and_responder):
+    pair = initiator_and_responder(i_kw={"keyingtries": 2})
+    pair.i.initiate("home", pair.now)
+    pair.advance(1000.0, drop=lambda d: True)
+    assert pair.i.stats["keying_retries"] == 1
+    (fail,) = pair.of_type("i", NegotiationFailed)
+    assert "did not answer" in fail.explanation and pair.i.sa_list() == []
