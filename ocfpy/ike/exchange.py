@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .codec.message import Message, encode
+from .codec.message import Message, _xname, encode
 from .codec.payloads import NotifyPayload
 from .codec.sk import IntegrityCheckFailed
 from .constants import ExchangeType, NotifyType
 from .errors import DecodeError, IkeProtocolError
+from .state import REQUESTS_ALLOWED
 from .tasks.base import Status, Task
 from .tasks.child_create import ChildCreate
 from .tasks.delete import Informational
@@ -175,7 +176,7 @@ class TaskManager:
         try:
             if encrypted:
                 if sa.crypto is None:
-                    raise DecodeError(f"{ExchangeType(msg.exchange).name} before IKE_SA_INIT "
+                    raise DecodeError(f"{_xname(msg.exchange)} before IKE_SA_INIT "
                                       "completed")
                 msg.decrypt(sa.crypto)
             else:
@@ -194,6 +195,12 @@ class TaskManager:
             sa.heard_from_peer(now)
             sa.local, sa.remote = local, remote  # RFC 7296 2.23: follow the authenticated peer
         tasks = responder_tasks(msg.exchange) if error is None else []
+        if error is None and (msg.exchange not in REQUESTS_ALLOWED[sa.state] or
+                              (sa.initiator and msg.exchange == ExchangeType.IKE_AUTH)):
+            sa.engine.count("dropped_wrong_state")
+            error = IkeProtocolError(NotifyType.INVALID_SYNTAX,
+                                     f"{_xname(msg.exchange)} request in state "
+                                     f"{sa.state.value}")
         if tasks is None:
             error = IkeProtocolError(NotifyType.INVALID_SYNTAX, f"exchange {msg.exchange} unknown")
         if error is None:

@@ -272,7 +272,8 @@ class IkeSa:
             # an ordinary step of negotiation, not a failure: the initiator retries
             self.engine.count("invalid_ke_sent")
             self.close(error.reason)
-        elif exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
+        elif exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH) and \
+                not self.is_established:
             self.fail(error.notify, error.reason)
 
     def gave_up(self, tries: int, now: float, pending: list) -> None:
