@@ -124,13 +124,21 @@ class ChildCreate(Task):
             return
         offered_i = [selectors.from_raw(r) for r in tsi.selectors]
         offered_r = [selectors.from_raw(r) for r in tsr.selectors]
+        # strongSwan's child_cfg priority: a child whose selectors equal the offer beats one
+        # that takes the offer unchanged, which beats one that has to narrow it
         match = None
+        best = -1
         for cfg in sa.conn.children.values():
-            ts_i = selectors.narrow(offered_i, selectors.parse(cfg.remote_ts, sa.remote[0]))
-            ts_r = selectors.narrow(offered_r, selectors.parse(cfg.local_ts, sa.local[0]))
-            if ts_i and ts_r:
-                match = (cfg, ts_i, ts_r)
-                break
+            conf_i = selectors.parse(cfg.remote_ts, sa.remote[0])
+            conf_r = selectors.parse(cfg.local_ts, sa.local[0])
+            ts_i = selectors.narrow(offered_i, conf_i)
+            ts_r = selectors.narrow(offered_r, conf_r)
+            if not (ts_i and ts_r):
+                continue
+            score = 2 * (conf_i == offered_i) + 2 * (conf_r == offered_r) + \
+                (ts_i == offered_i) + (ts_r == offered_r)
+            if score > best:
+                match, best = (cfg, ts_i, ts_r), score
         if match is None:
             ours = "; ".join(f"{c.name}: {c.remote_ts} <-> {c.local_ts}"
                              for c in sa.conn.children.values()) or "no children configured"

@@ -447,3 +447,42 @@ def test_keyingtries_exhausted_fails_once(initiator_and_responder):
     assert pair.i.stats["keying_retries"] == 1
     (fail,) = pair.of_type("i", NegotiationFailed)
     assert "did not answer" in fail.explanation and pair.i.sa_list() == []
+
+
+def test_responder_picks_a_later_proposal(initiator_and_responder):
+    """The accepted SA carries the number the proposal had in the offer (RFC 7296 3.3.1)."""
+    pair = initiator_and_responder(
+        ["aes256gcm16-prfsha384-ecp384", "aes128gcm16-prfsha256-x25519"],
+        ["aes256-sha256", "aes128gcm16"],
+        r_ike=["aes128gcm16-prfsha256-x25519"], r_esp=["aes128gcm16"])
+    pair.establish()
+    assert pair.i.sa_list()[0]["algorithms"]["ke"] == "x25519"
+    assert pair.of_type("i", ChildSaEstablished)[0].spec.encryption == "aes128gcm16"
+    # we guessed ecp384 (our first proposal's group): one INVALID_KE round, then x25519
+    assert [w[0] for w in pair.wire] == ["i", "r", "i", "r", "i", "r"]
+    assert pair.r.stats["invalid_ke_sent"] == 1
+
+
+def test_responder_prefers_the_child_that_matches_exactly(dispatcher):
+    from ocfpy.ike.config import ChildConfig
+
+    from .conftest import I_ADDR, R_ADDR, Pair, make_config
+
+    i_cfg = make_config(I_ADDR, R_ADDR, "moon.example.org", "sun.example.org")
+    r_cfg = make_config(R_ADDR, I_ADDR, "sun.example.org", "moon.example.org",
+                        local_ts=["10.2.0.0/16"], remote_ts=["10.1.0.0/16"])
+    i_cfg.connections["home"].children["host"] = ChildConfig("host")
+    r_cfg.connections["home"].children = {
+        "wide": ChildConfig("wide", ["0.0.0.0/0"], ["0.0.0.0/0"]),
+        "net": r_cfg.connections["home"].children["net"],
+        "host": ChildConfig("host"),
+    }
+    pair = Pair(i_cfg, r_cfg, dispatcher)
+    ike_id = pair.i.initiate("home", pair.now, child="net")
+    pair.run()
+    pair.i.initiate_child(ike_id, "host", pair.now)
+    pair.run()
+    names = [e.spec.name for e in pair.of_type("r", ChildSaEstablished)]
+    assert names == ["home/net", "home/host"]
+    host = pair.of_type("r", ChildSaEstablished)[1].spec
+    assert [str(t) for t in host.local_ts] == ["10.0.0.2/32"]
