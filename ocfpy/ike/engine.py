@@ -132,7 +132,11 @@ class IkeEngine:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
-    def initiate(self, connection: str, now: float, child: str | None = None) -> int:
+    def initiate(self, connection: str, now: float, child: str | None = None, *,
+                 reuse: bool = True) -> int:
+        """Start the connection (its first child, or ``child``). With ``reuse`` (charon's
+        behaviour) an IKE SA of this connection that is up or coming up takes the CHILD_SA
+        instead; ``reuse=False`` always negotiates a new IKE SA (load tests)."""
         conn = self.config.connections.get(connection)
         if conn is None:
             raise IkeUsageError(f"no connection named {connection!r} (configured: "
@@ -148,7 +152,7 @@ class IkeEngine:
         if child is not None and child not in conn.children:
             raise IkeUsageError(f"connection {connection!r} has no child {child!r} (children: "
                                 f"{', '.join(conn.children) or 'none'})")
-        existing = self._reusable_sa(conn)
+        existing = self._reusable_sa(conn) if reuse else None
         if existing is not None:
             # like charon: a second initiate reuses the IKE SA and only adds the CHILD_SA
             if child is not None and not self._has_child(existing, child):

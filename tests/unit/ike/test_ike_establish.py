@@ -421,10 +421,14 @@ def test_initiating_another_child_reuses_the_ike_sa(dispatcher):
     b = pair.i.initiate("home", pair.now, child="db")  # while the first is still connecting
     c = pair.i.initiate("home", pair.now, child="db")  # already queued: nothing more
     assert a == b == c
+    d = pair.i.initiate("home", pair.now, child="db", reuse=False)
+    assert d != a
     pair.run()
-    assert len(pair.i.sa_list()) == 1 == len(pair.r.sa_list())
-    names = sorted(e.spec.name for e in pair.of_type("r", ChildSaEstablished))
-    assert names == ["home/db", "home/net"]
+    assert len(pair.i.sa_list()) == 2 == len(pair.r.sa_list())
+    by_sa: dict[int, list[str]] = {}
+    for e in pair.of_type("i", ChildSaEstablished):
+        by_sa.setdefault(e.ike_id, []).append(e.spec.name)
+    assert by_sa == {a: ["home/net", "home/db"], d: ["home/db"]}
 
 
 def test_keyingtries_start_again_after_a_timeout(initiator_and_responder):
