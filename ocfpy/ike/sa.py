@@ -312,14 +312,16 @@ class IkeSa:
     # -- CHILD_SAs -----------------------------------------------------------------------------
     def add_child(self, cfg: ChildConfig, chosen: Proposal, spi_in: bytes, spi_out: bytes,
                   ts_i: list[TrafficSelector], ts_r: list[TrafficSelector], ni: bytes, nr: bytes,
-                  transport: bool) -> ChildSa:
+                  transport: bool, exchange_initiator: bool) -> ChildSa:
+        """``exchange_initiator``: we initiated the exchange that created this CHILD_SA. KEYMAT
+        order (RFC 7296 2.17) and TSi/TSr follow the exchange's roles, not the IKE SA's."""
         encr = chosen.first(TransformType.ENCR)
         integ = chosen.first(TransformType.INTEG)
         esn = chosen.first(TransformType.ESN)
         km = kdf.child_keys(self.dispatcher, self.prf, self.keys.sk_d, ni, nr, encr, integ)  # type: ignore[arg-type, union-attr]
         i2r = (km.encr_i2r, km.integ_i2r)
         r2i = (km.encr_r2i, km.integ_r2i)
-        if self.initiator:
+        if exchange_initiator:
             inbound = SaKeys(int.from_bytes(spi_in, "big"), *r2i)
             outbound = SaKeys(int.from_bytes(spi_out, "big"), *i2r)
             local_ts, remote_ts = ts_i, ts_r

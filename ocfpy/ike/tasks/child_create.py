@@ -103,7 +103,7 @@ class ChildCreate(Task):
         transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None and \
             cfg.mode == "transport"
         sa.add_child(cfg, chosen, self.spi_in, chosen.spi, ts_i, ts_r,
-                     self.ni or sa.ni, self.nr or sa.nr, transport)
+                     self.ni or sa.ni, self.nr or sa.nr, transport, True)
         return Status.SUCCESS
 
     # -- responder -----------------------------------------------------------------------
@@ -187,7 +187,7 @@ class ChildCreate(Task):
             msg.payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
         assert self.cfg is not None
         sa.add_child(self.cfg, self.chosen, self.spi_in, self.chosen.spi, self.ts_i, self.ts_r,
-                     self.ni or sa.ni, self.nr or sa.nr, self.transport)
+                     self.ni or sa.ni, self.nr or sa.nr, self.transport, False)
 
 
 def _peer_child_error(sa: IkeSa, cfg: ChildConfig, notify: int) -> str:

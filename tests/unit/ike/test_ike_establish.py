@@ -490,3 +490,28 @@ def test_responder_prefers_the_child_that_matches_exactly(dispatcher):
     assert names == ["home/net", "home/host"]
     host = pair.of_type("r", ChildSaEstablished)[1].spec
     assert [str(t) for t in host.local_ts] == ["10.0.0.2/32"]
+
+
+def test_child_created_by_the_ike_responder(dispatcher):
+    """CREATE_CHILD_SA started by the IKE SA's responder: KEYMAT order and TSi/TSr follow the
+    exchange's roles (RFC 7296 2.17), so both ends still agree."""
+    from ocfpy.ike.config import ChildConfig
+
+    from .conftest import I_ADDR, R_ADDR, Pair, make_config
+
+    i_cfg = make_config(I_ADDR, R_ADDR, "moon.example.org", "sun.example.org")
+    r_cfg = make_config(R_ADDR, I_ADDR, "sun.example.org", "moon.example.org",
+                        local_ts=["10.2.0.0/16"], remote_ts=["10.1.0.0/16"])
+    i_cfg.connections["home"].children["db"] = ChildConfig("db", ["10.1.0.0/16"], ["10.4.0.0/16"])
+    r_cfg.connections["home"].children["db"] = ChildConfig("db", ["10.4.0.0/16"], ["10.1.0.0/16"])
+    pair = Pair(i_cfg, r_cfg, dispatcher)
+    pair.establish()
+    (sa_r,) = pair.r.sa_list()
+    pair.r.initiate_child(sa_r["id"], "db", pair.now)
+    pair.run()
+    di = pair.of_type("i", ChildSaEstablished)[1].spec
+    dr = pair.of_type("r", ChildSaEstablished)[1].spec
+    assert di.name == dr.name == "home/db"
+    assert di.outbound == dr.inbound and di.inbound == dr.outbound
+    assert [str(t) for t in di.local_ts] == ["10.1.0.0/16"] == [str(t) for t in dr.remote_ts]
+    assert [str(t) for t in dr.local_ts] == ["10.4.0.0/16"] == [str(t) for t in di.remote_ts]
