@@ -81,7 +81,7 @@ class IkeEngine:
         self._seq = itertools.count()
         self._why: dict[str, str] = {}
         self._ike_cache: dict[int, tuple[list[Proposal], list[str]]] = {}
-        self._esp_cache: dict[int, tuple[list[Proposal], list[str]]] = {}
+        self._esp_cache: dict[tuple[int, bool], tuple[list[Proposal], list[str]]] = {}
         self._sha1 = dispatcher.open("hashsha1")
         self._cookie_prf = dispatcher.open("prfsha256", self.random(32))
         self._secrets = [([Identity.parse(i) for i in s.ids], bytes(s.secret))
@@ -227,6 +227,21 @@ class IkeEngine:
         sa.tasks.initiate(sa, now)
         self._reschedule(sa)
 
+    def rekey_child(self, unique_id: int, now: float) -> None:
+        """Replace a CHILD_SA with a fresh one (CREATE_CHILD_SA with REKEY_SA, PFS when the
+        child's ESP proposals name a group); the old one is deleted once the new one is up.
+        The daemon calls this on a dataplane soft-lifetime event."""
+        for sa in self._by_id.values():
+            child = sa.child_by_id(unique_id)
+            if child is not None:
+                if not sa.is_established:
+                    raise IkeUsageError(f"IKE SA {sa.id} is {sa.state.value}")
+                sa.tasks.queue_task(ChildCreate(in_ike_auth=False, rekey=child))
+                sa.tasks.initiate(sa, now)
+                self._reschedule(sa)
+                return
+        raise IkeUsageError(f"no CHILD_SA with unique id {unique_id}")
+
     def terminate(self, name_or_id: str | int, now: float) -> None:
         """Delete IKE SAs (by id, or all of a connection name) or one CHILD_SA ("conn/child"
         or a child's unique id as "child:<n>") with an INFORMATIONAL Delete."""
@@ -303,15 +318,18 @@ class IkeEngine:
             self._ike_cache[key] = hit
         return hit
 
-    def esp_proposals(self, cfg: ChildConfig) -> tuple[list[Proposal], list[str]]:
-        key = id(cfg)
+    def esp_proposals(self, cfg: ChildConfig, with_ke: bool = False
+                      ) -> tuple[list[Proposal], list[str]]:
+        """The child's ESP proposals. Without ``with_ke`` (IKE_AUTH) the KE groups are
+        stripped: the first CHILD_SA takes its keys from IKE_AUTH (strongSwan strips them too);
+        CREATE_CHILD_SA keeps them for PFS."""
+        key = (id(cfg), with_ke)
         hit = self._esp_cache.get(key)
         if hit is None:
             props = [parse_esp(p) for p in cfg.esp_proposals]
             for p in props:
-                # the first CHILD_SA takes its keys from IKE_AUTH; PFS groups only matter for
-                # rekeying, which strips nothing else (strongSwan strips them here too)
-                p.transforms.pop(TransformType.KE, None)
+                if not with_ke:
+                    p.transforms.pop(TransformType.KE, None)
             hit = servable_proposals(props, self._can_serve)
             self._esp_cache[key] = hit
         return hit

@@ -152,8 +152,8 @@ class IkeSa:
     def dropped_ike(self) -> list[str]:
         return self.engine.ike_proposals(self.conn)[1]
 
-    def esp_proposals(self, cfg: ChildConfig) -> list[Proposal]:
-        return self.engine.esp_proposals(cfg)[0]
+    def esp_proposals(self, cfg: ChildConfig, with_ke: bool = False) -> list[Proposal]:
+        return self.engine.esp_proposals(cfg, with_ke)[0]
 
     @property
     def dropped_esp(self) -> list[str]:
@@ -312,13 +312,14 @@ class IkeSa:
     # -- CHILD_SAs -----------------------------------------------------------------------------
     def add_child(self, cfg: ChildConfig, chosen: Proposal, spi_in: bytes, spi_out: bytes,
                   ts_i: list[TrafficSelector], ts_r: list[TrafficSelector], ni: bytes, nr: bytes,
-                  transport: bool, exchange_initiator: bool) -> ChildSa:
+                  transport: bool, exchange_initiator: bool, shared: bytes = b"") -> ChildSa:
         """``exchange_initiator``: we initiated the exchange that created this CHILD_SA. KEYMAT
         order (RFC 7296 2.17) and TSi/TSr follow the exchange's roles, not the IKE SA's."""
         encr = chosen.first(TransformType.ENCR)
         integ = chosen.first(TransformType.INTEG)
         esn = chosen.first(TransformType.ESN)
-        km = kdf.child_keys(self.dispatcher, self.prf, self.keys.sk_d, ni, nr, encr, integ)  # type: ignore[arg-type, union-attr]
+        km = kdf.child_keys(self.dispatcher, self.prf, self.keys.sk_d, ni, nr, encr, integ,  # type: ignore[arg-type, union-attr]
+                            shared)
         i2r = (km.encr_i2r, km.integ_i2r)
         r2i = (km.encr_r2i, km.integ_r2i)
         if exchange_initiator:
