@@ -28,7 +28,7 @@ from .codec.payloads import NotifyPayload, SaPayload
 from .config import ChildConfig, Connection, IkeConfig
 from .constants import ExchangeType, HeaderFlag, NotifyType, PayloadType, notify_name
 from .errors import DecodeError, IkeUsageError
-from .events import Addr, Event, IkeSaClosed, NegotiationFailed
+from .events import Addr, Event, IkeSaClosed, IkeSaEstablished, NegotiationFailed
 from .identity import Identity
 from .proposals import Proposal, accepts, explain_mismatch, from_raw, parse_esp, parse_ike, select
 from .proposals import servable as servable_proposals
@@ -38,6 +38,7 @@ from .tasks.child_create import ChildCreate
 from .tasks.delete import ChildDelete, IkeDelete
 from .tasks.ike_auth import IkeAuth
 from .tasks.ike_init import IkeInit
+from .tasks.ike_rekey import IkeRekey
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ class IkeEngine:
                children: list[ChildConfig], attempt: int, now: float) -> IkeSa:
         sa = IkeSa(self, sa_id, conn, True, local, remote, now)
         sa.attempt = attempt
-        sa.spi_i = self._new_ike_spi()
+        sa.spi_i = self.new_ike_spi()
         self._sas[sa.spi_i] = sa
         self._by_id[sa.id] = sa
         sa.tasks.queue_task(IkeInit())
@@ -226,6 +227,46 @@ class IkeEngine:
         sa.tasks.queue_task(ChildCreate(cfg, in_ike_auth=False))
         sa.tasks.initiate(sa, now)
         self._reschedule(sa)
+
+    def rekey_ike(self, ike_id: int, now: float) -> None:
+        """Replace an IKE SA by a new one (CREATE_CHILD_SA); its CHILD_SAs move over."""
+        sa = self._sa_by_id(ike_id)
+        if not sa.is_established:
+            raise IkeUsageError(f"IKE SA {ike_id} is {sa.state.value}")
+        sa.tasks.queue_task(IkeRekey())
+        sa.tasks.initiate(sa, now)
+        self._reschedule(sa)
+
+    def rekeyed(self, old: IkeSa, initiator: bool, spi_i: bytes, spi_r: bytes, chosen,
+                shared: bytes, ni: bytes, nr: bytes) -> IkeSa:
+        """Build the IKE SA that replaces ``old`` (RFC 7296 2.18) and move the children."""
+        from . import keys as kdf
+        from .codec.sk import SkCrypto
+
+        new = IkeSa(self, next(self._ids), old.conn, initiator, old.local, old.remote,
+                    old.last_in)
+        new.spi_i, new.spi_r = spi_i, spi_r
+        new.set_proposal(chosen)
+        # SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), with the old SA's PRF
+        with self.dispatcher.open(old.prf, old.keys.sk_d) as prf:  # type: ignore[union-attr]
+            seed = prf.prf(shared + ni + nr)
+        new.keys = k = kdf.ike_keys(self.dispatcher, new.prf, new.encr, new.integ, seed, ni, nr,  # type: ignore[arg-type]
+                                    spi_i, spi_r)
+        out, inb = ((k.sk_ei, k.sk_ai), (k.sk_er, k.sk_ar)) if initiator else \
+            ((k.sk_er, k.sk_ar), (k.sk_ei, k.sk_ai))
+        new.crypto = SkCrypto(self.dispatcher, new.encr, new.integ, out, inb, self.random)  # type: ignore[arg-type]
+        new.local_id, new.remote_id = old.local_id, old.remote_id
+        new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
+        new.transition("rekeyed")
+        new.established_at = old.last_in
+        new.children, old.children = old.children, []
+        old.replaced_by = new.id
+        self._sas[spi_i if initiator else spi_r] = new
+        self._by_id[new.id] = new
+        self.stats["ike_rekeyed"] += 1
+        self.emit(IkeSaEstablished(new.id, new.name))
+        self._reschedule(new)
+        return new
 
     def rekey_child(self, unique_id: int, now: float) -> None:
         """Replace a CHILD_SA with a fresh one (CREATE_CHILD_SA with REKEY_SA, PFS when the
@@ -405,6 +446,8 @@ class IkeEngine:
             self._half_open.pop(sa.half_open_key, None)
             sa.half_open_key = None
         if sa.established_at is not None:
+            if sa.replaced_by is not None:
+                reason = f"rekeyed: replaced by IKE SA {sa.replaced_by}"
             self.emit(IkeSaClosed(sa.id, sa.name, reason))
 
     # -- internals ----------------------------------------------------------------------------
@@ -433,7 +476,7 @@ class IkeEngine:
             sa.fail(None, "terminated before it was established")
         self._reschedule(sa)
 
-    def _new_ike_spi(self) -> bytes:
+    def new_ike_spi(self) -> bytes:
         while True:
             spi = self.random(8)
             if spi.strip(b"\x00") and spi not in self._sas:
@@ -512,7 +555,7 @@ class IkeEngine:
             return
         sa = IkeSa(self, next(self._ids), conn, False, local, remote, now)
         sa.spi_i = h.spi_i
-        sa.spi_r = self._new_ike_spi()
+        sa.spi_r = self.new_ike_spi()
         sa.transition("recv_init")
         self._sas[sa.spi_r] = sa
         self._by_id[sa.id] = sa

@@ -18,6 +18,7 @@ from .tasks.child_create import ChildCreate
 from .tasks.delete import Informational
 from .tasks.ike_auth import IkeAuth
 from .tasks.ike_init import IkeInit
+from .tasks.ike_rekey import CreateChildSa
 
 if TYPE_CHECKING:
     from .events import Addr
@@ -32,7 +33,7 @@ def responder_tasks(exchange: int) -> list[Task] | None:
     if exchange == ExchangeType.IKE_AUTH:
         return [IkeAuth(), ChildCreate()]
     if exchange == ExchangeType.CREATE_CHILD_SA:
-        return [ChildCreate(in_ike_auth=False)]
+        return [CreateChildSa()]
     if exchange == ExchangeType.INFORMATIONAL:
         return [Informational()]
     return None

@@ -67,7 +67,7 @@ class IkeSa:
         "tasks", "proposal", "encr", "integ", "prf", "ke_transform", "ke", "ni", "nr",
         "init_request", "init_response", "keys", "crypto", "local_id", "remote_id", "children",
         "nat_local", "nat_remote", "last_in", "last_out", "created", "deadline",
-        "_close_after", "established_at", "half_open_key", "attempt",
+        "_close_after", "established_at", "half_open_key", "attempt", "replaced_by",
     )
 
     def __init__(self, engine: IkeEngine, sa_id: int, conn: Connection, initiator: bool,
@@ -108,6 +108,7 @@ class IkeSa:
         self.established_at: float | None = None
         self.half_open_key: tuple | None = None
         self.attempt = 1  # keyingtries
+        self.replaced_by: int | None = None  # the IKE SA that rekeyed this one
 
     # -- plumbing used by the tasks --------------------------------------------------------
     @property
@@ -271,7 +272,8 @@ class IkeSa:
         if error.notify == NotifyType.INVALID_KE_PAYLOAD:
             # an ordinary step of negotiation, not a failure: the initiator retries
             self.engine.count("invalid_ke_sent")
-            self.close(error.reason)
+            if exchange == ExchangeType.IKE_SA_INIT:
+                self.close(error.reason)
         elif exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH) and \
                 not self.is_established:
             self.fail(error.notify, error.reason)

@@ -25,6 +25,7 @@ TRANSITIONS: dict[tuple[IkeState, str], IkeState] = {
     (S.CONNECTING, "send_init"): S.CONNECTING,  # retry with a COOKIE or another KE group
     (S.CONNECTING, "authenticated"): S.ESTABLISHED,
     (S.ESTABLISHED, "delete"): S.DELETING,
+    (S.CREATED, "rekeyed"): S.ESTABLISHED,  # the new SA of an IKE SA rekey
     (S.CREATED, "close"): S.CLOSED,
     (S.CONNECTING, "close"): S.CLOSED,
     (S.ESTABLISHED, "close"): S.CLOSED,

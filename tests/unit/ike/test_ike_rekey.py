@@ -41,3 +41,53 @@ def test_rekey_of_an_unknown_child_is_refused(initiator_and_responder):
     pair.establish()
     with pytest.raises(IkeUsageError):
         pair.i.rekey_child(999, pair.now)
+
+
+@pytest.mark.parametrize("who", ["i", "r"])
+def test_ike_rekey_moves_the_children(initiator_and_responder, who):
+    from ocfpy.ike.events import IkeSaClosed, IkeSaEstablished
+
+    pair = initiator_and_responder(["aes256-sha256-modp2048", "aes128gcm16-prfsha256-x25519"])
+    pair.establish()
+    (old_i,), (old_r,) = pair.i.sa_list(), pair.r.sa_list()
+    engine = pair.i if who == "i" else pair.r
+    engine.rekey_ike((old_i if who == "i" else old_r)["id"], pair.now)
+    pair.run()
+    (new_i,), (new_r,) = pair.i.sa_list(), pair.r.sa_list()
+    assert new_i["id"] != old_i["id"] and new_r["id"] != old_r["id"]
+    assert (new_i["spi_i"], new_i["spi_r"]) == (new_r["spi_i"], new_r["spi_r"])
+    assert new_i["spi_i"] not in (old_i["spi_i"], old_i["spi_r"])
+    # the peer that started the rekey is the new SA's initiator (RFC 7296 2.18)
+    assert new_i["initiator"] is (who == "i") and new_r["initiator"] is (who == "r")
+    assert [c["unique_id"] for c in new_i["children"]] == [c["unique_id"] for c in old_i["children"]]
+    for side, old in (("i", old_i), ("r", old_r)):
+        (closed,) = pair.of_type(side, IkeSaClosed)
+        assert closed.ike_id == old["id"] and closed.reason.startswith("rekeyed")
+        assert not pair.of_type(side, ChildSaClosed)
+        assert len(pair.of_type(side, IkeSaEstablished)) == 2
+    # the new SA works: rekey its child, then delete it all from the other side
+    child = pair.of_type("i", ChildSaEstablished)[0].spec.unique_id
+    pair.i.rekey_child(child, pair.now)
+    pair.run()
+    assert len(pair.of_type("r", ChildSaEstablished)) == 2
+    pair.r.terminate(new_r["id"], pair.now)
+    pair.run()
+    assert pair.i.sa_list() == [] == pair.r.sa_list()
+    assert pair.i.stats["internal_errors"] == 0 == pair.r.stats["internal_errors"]
+
+
+def test_ike_rekey_with_another_group_after_invalid_ke(initiator_and_responder):
+    from ocfpy.ike.proposals import parse_ike
+
+    pair = initiator_and_responder(["aes128gcm16-prfsha256-x25519-ecp256"])
+    pair.establish()
+    assert pair.i.sa_list()[0]["algorithms"]["ke"] == "x25519"
+    # the responder stops accepting x25519 (as after a config reload)
+    (conn,) = pair.r.config.connections.values()
+    pair.r._ike_cache[id(conn)] = ([parse_ike("aes128gcm16-prfsha256-ecp256")], [])
+    pair.i.rekey_ike(pair.i.sa_list()[0]["id"], pair.now)
+    pair.run()
+    assert pair.r.stats["ike_rekeyed"] == 1 == pair.i.stats["ike_rekeyed"]
+    assert pair.i.sa_list()[0]["algorithms"]["ke"] == "ecp256"
+    # CREATE_CHILD_SA refused with INVALID_KE_PAYLOAD, retried, then the old SA deleted
+    assert len(pair.wire) == 4 + 6
