@@ -259,6 +259,7 @@ class IkeEngine:
         new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
         new.transition("rekeyed")
         new.established_at = old.last_in
+        new.rekey_at = new.rekey_deadline(new.conn.rekey_time, old.last_in)
         new.children, old.children = old.children, []
         old.replaced_by = new.id
         self._sas[spi_i if initiator else spi_r] = new

@@ -50,10 +50,11 @@ def _ip(ip: str):
 
 
 class ChildSa:
-    __slots__ = ("unique_id", "cfg", "spi_in", "spi_out", "spec")
+    __slots__ = ("unique_id", "cfg", "spi_in", "spi_out", "spec", "rekey_at")
 
     def __init__(self, unique_id: int, cfg: ChildConfig, spi_in: bytes, spi_out: bytes,
                  spec: ChildSaSpec):
+        self.rekey_at: float | None = None
         self.unique_id = unique_id
         self.cfg = cfg
         self.spi_in = spi_in
@@ -67,7 +68,7 @@ class IkeSa:
         "tasks", "proposal", "encr", "integ", "prf", "ke_transform", "ke", "ni", "nr",
         "init_request", "init_response", "keys", "crypto", "local_id", "remote_id", "children",
         "nat_local", "nat_remote", "last_in", "last_out", "created", "deadline",
-        "_close_after", "established_at", "half_open_key", "attempt", "replaced_by",
+        "_close_after", "established_at", "half_open_key", "attempt", "replaced_by", "rekey_at",
     )
 
     def __init__(self, engine: IkeEngine, sa_id: int, conn: Connection, initiator: bool,
@@ -109,6 +110,7 @@ class IkeSa:
         self.half_open_key: tuple | None = None
         self.attempt = 1  # keyingtries
         self.replaced_by: int | None = None  # the IKE SA that rekeyed this one
+        self.rekey_at: float | None = None
 
     # -- plumbing used by the tasks --------------------------------------------------------
     @property
@@ -236,10 +238,20 @@ class IkeSa:
                 + " from " + self.remote[0])
         self.conn = conn
 
+    def rekey_deadline(self, lifetime: float, now: float) -> float | None:
+        """When to rekey something made now: ``lifetime`` minus up to 10% jitter, like
+        charon's rand_time, so both ends rarely start at once. Only the IKE SA's initiator
+        rekeys on its own (collisions are not handled yet); 0 means never."""
+        if not lifetime or not self.initiator:
+            return None
+        jitter = int.from_bytes(self.random(2), "big") / 65535 * 0.1 * lifetime
+        return now + lifetime - jitter
+
     # -- outcomes ------------------------------------------------------------------------------
     def established(self) -> None:
         self.transition("authenticated")
         self.established_at = self.last_in
+        self.rekey_at = self.rekey_deadline(self.conn.rekey_time, self.last_in)
         self.engine.on_established(self)
         # what IKE_AUTH needed is no longer needed (memory per SA is a target)
         self.init_request = self.init_response = b""
@@ -346,6 +358,7 @@ class IkeSa:
             lifetime_packets=cfg.life_packets, crypto_backend=self.dispatcher.backend,
         )
         child = ChildSa(uid, cfg, spi_in, spi_out, spec)
+        child.rekey_at = self.rekey_deadline(cfg.rekey_time, self.last_in)
         self.children.append(child)
         self.engine.emit(ChildSaEstablished(self.id, spec))
         return child
@@ -380,6 +393,9 @@ class IkeSa:
             ka = self.engine.config.daemon.keepalive_interval
             if self.nat_local and ka:
                 cands.append(self.last_out + ka)
+            if self.rekey_at is not None:
+                cands.append(self.rekey_at)
+            cands += [c.rekey_at for c in self.children if c.rekey_at is not None]
         return min(cands) if cands else None
 
     def handle_timer(self, now: float) -> None:
@@ -399,10 +415,24 @@ class IkeSa:
 
                 self.tasks.queue_task(Dpd())
                 self.tasks.initiate(self, now)
+            self._rekey_due(now)
             ka = self.engine.config.daemon.keepalive_interval
             if self.nat_local and ka and now >= self.last_out + ka:
                 self.last_out = now
                 self.engine.emit(SendKeepalive(self.local, self.remote))
+
+    def _rekey_due(self, now: float) -> None:
+        from .tasks.child_create import ChildCreate
+        from .tasks.ike_rekey import IkeRekey
+
+        if self.rekey_at is not None and now >= self.rekey_at:
+            self.rekey_at = None
+            self.tasks.queue_task(IkeRekey())
+        for c in self.children:
+            if c.rekey_at is not None and now >= c.rekey_at:
+                c.rekey_at = None
+                self.tasks.queue_task(ChildCreate(in_ike_auth=False, rekey=c))
+        self.tasks.initiate(self, now)
 
     # -- reporting -----------------------------------------------------------------------------
     def as_dict(self) -> dict:

@@ -91,3 +91,22 @@ def test_ike_rekey_with_another_group_after_invalid_ke(initiator_and_responder):
     assert pair.i.sa_list()[0]["algorithms"]["ke"] == "ecp256"
     # CREATE_CHILD_SA refused with INVALID_KE_PAYLOAD, retried, then the old SA deleted
     assert len(pair.wire) == 4 + 6
+
+
+def test_rekeys_on_their_own_after_rekey_time(initiator_and_responder):
+    """An hour of traffic-free time on the hand clock: the IKE initiator rekeys the CHILD_SA
+    (ChildConfig.rekey_time, 3600 s less up to 10%) and the IKE SA (Connection.rekey_time)."""
+    from ocfpy.ike.events import IkeSaClosed
+
+    pair = initiator_and_responder(i_kw={"rekey_time": 7200.0})
+    pair.establish()
+    pair.advance(3240.0 - 1)  # 3600 - 10%: nothing may happen before this
+    assert len(pair.wire) == 4
+    pair.advance(361.0)
+    assert len(pair.of_type("r", ChildSaEstablished)) == 2
+    assert len(pair.of_type("i", ChildSaClosed)) == 1
+    pair.advance(7200.0 - 3600.0)
+    (closed,) = pair.of_type("r", IkeSaClosed)
+    assert closed.reason.startswith("rekeyed")
+    assert pair.i.stats["ike_rekeyed"] == 1 and len(pair.i.sa_list()) == 1
+    assert len(pair.i.sa_list()[0]["children"]) == 1
