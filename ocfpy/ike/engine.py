@@ -13,6 +13,7 @@ COOKIE challenge (RFC 7296 2.6).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import ipaddress
 import itertools
@@ -46,8 +47,11 @@ COOKIE_VERSION = b"\x01"
 
 
 def _addr_matches(patterns: list[str], ip: str) -> bool:
-    if not patterns:
-        return True
+    return not patterns or _addr_matches_cached(tuple(patterns), ip)
+
+
+@functools.lru_cache(maxsize=4096)
+def _addr_matches_cached(patterns: tuple[str, ...], ip: str) -> bool:
     try:
         a = ipaddress.ip_address(ip)
     except ValueError:
@@ -85,6 +89,7 @@ class IkeEngine:
         self._esp_cache: dict[tuple[int, bool], tuple[list[Proposal], list[str]]] = {}
         self._sha1 = dispatcher.open("hashsha1")
         self._cookie_prf = dispatcher.open("prfsha256", self.random(32))
+        self._psk_pads: dict[tuple[str, bytes], bytes] = {}
         self._secrets = [([Identity.parse(i) for i in s.ids], bytes(s.secret))
                          for s in config.secrets]
 
@@ -394,6 +399,18 @@ class IkeEngine:
 
     def release_child_spi(self, spi: bytes) -> None:
         self._child_spis.discard(spi)
+
+    def psk_pad(self, prf, psk: bytes) -> bytes:
+        """prf(PSK, "Key Pad for IKEv2"): the same for every SA with this PSK and PRF, so it is
+        computed once (the PSKs are in memory for the engine's life anyway)."""
+        key = (prf.keyword, psk)
+        pad = self._psk_pads.get(key)
+        if pad is None:
+            from .keys import KEY_PAD
+
+            with self.dispatcher.open(prf, psk) as s:
+                pad = self._psk_pads[key] = s.prf(KEY_PAD)
+        return pad
 
     def find_psk(self, local: Identity | None, remote: Identity | None) -> bytes | None:
         best: tuple[int, bytes] | None = None
