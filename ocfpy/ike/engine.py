@@ -549,6 +549,12 @@ class IkeEngine:
             elif sa.spi_r != h.spi_r:
                 self.stats["dropped_unknown_spi"] += 1
                 return
+            if sa.initiator and sa.state is IkeState.CONNECTING and _unspecified(sa.local[0]):
+                # initiated without a local address: now we know which one the peer answers
+                # to; our NAT-D source hash was computed over the wildcard, so the peer sees a
+                # NAT: both sides must then agree on NAT-T (see IkeSa.process_natd)
+                sa.local = (local[0], sa.local[1])
+                sa.source_guessed = True
             sa.tasks.on_response(sa, msg, now)
         else:
             sa.tasks.on_request(sa, msg, local, remote, now)
@@ -637,6 +643,14 @@ class IkeEngine:
         import hmac
 
         return hmac.compare_digest(first.data, self._cookie(msg, remote))
+
+
+@functools.lru_cache(maxsize=256)
+def _unspecified(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_unspecified
+    except ValueError:
+        return False
 
 
 def _is_ip(text: str) -> bool:

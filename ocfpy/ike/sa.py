@@ -69,6 +69,7 @@ class IkeSa:
         "init_request", "init_response", "keys", "crypto", "local_id", "remote_id", "children",
         "nat_local", "nat_remote", "last_in", "last_out", "created", "deadline",
         "_close_after", "established_at", "half_open_key", "attempt", "replaced_by", "rekey_at",
+        "source_guessed",
     )
 
     def __init__(self, engine: IkeEngine, sa_id: int, conn: Connection, initiator: bool,
@@ -111,6 +112,7 @@ class IkeSa:
         self.attempt = 1  # keyingtries
         self.replaced_by: int | None = None  # the IKE SA that rekeyed this one
         self.rekey_at: float | None = None
+        self.source_guessed = False  # initiated from an unspecified local address
 
     # -- plumbing used by the tasks --------------------------------------------------------
     @property
@@ -193,7 +195,9 @@ class IkeSa:
         if srcs and dst is not None:
             self.nat_remote = self._natd_hash(msg.spi_i, msg.spi_r, self.remote) not in srcs
             self.nat_local = self._natd_hash(msg.spi_i, msg.spi_r, self.local) != dst.data
-        if self.conn.encap:
+        if self.conn.encap or (self.source_guessed and srcs):
+            # with a faked or guessed source hash the peer sees a NAT and will encapsulate;
+            # so must we
             self.nat_local = True
         if self.natt and self.initiator:
             # float to the NAT-T port for IKE_AUTH on (RFC 7296 2.23, RFC 3948)
