@@ -539,3 +539,15 @@ def test_initiating_without_a_local_address_still_agrees_on_nat_t(dispatcher):
     cr = pair.of_type("r", ChildSaEstablished)[0].spec
     assert ci.encap is not None and cr.encap is not None
     assert str(ci.local) == I_ADDR
+
+
+def test_sa_list_is_json_and_names_the_drivers(initiator_and_responder):
+    import json
+
+    pair = initiator_and_responder(["aes256-sha256-modp2048"], ["aes256-sha256"])
+    pair.establish()
+    (sa,) = json.loads(json.dumps(pair.i.sa_list()))
+    assert sa["drivers"] == {"encr": "openssl", "integ": "openssl"}
+    (child,) = sa["children"]
+    assert child["driver"] == "openssl" and child["encr"] == "aes256" and child["integ"] == "sha256"
+    assert child["spi_in"] != child["spi_out"] and len(child["spi_in"]) == 8
