@@ -50,11 +50,14 @@ def _ip(ip: str):
 
 
 class ChildSa:
-    __slots__ = ("unique_id", "cfg", "spi_in", "spi_out", "spec", "rekey_at")
+    __slots__ = ("unique_id", "cfg", "spi_in", "spi_out", "spec", "rekey_at", "rekeyed",
+                 "peer_rekey_nonce")
 
     def __init__(self, unique_id: int, cfg: ChildConfig, spi_in: bytes, spi_out: bytes,
                  spec: ChildSaSpec):
         self.rekey_at: float | None = None
+        self.rekeyed = False  # our rekey of it completed; the old SA awaits its Delete
+        self.peer_rekey_nonce: bytes | None = None  # lowest nonce of the peer's rekey of it
         self.unique_id = unique_id
         self.cfg = cfg
         self.spi_in = spi_in
