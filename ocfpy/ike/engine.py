@@ -243,8 +243,9 @@ class IkeEngine:
         self._reschedule(sa)
 
     def rekeyed(self, old: IkeSa, initiator: bool, spi_i: bytes, spi_r: bytes, chosen,
-                shared: bytes, ni: bytes, nr: bytes) -> IkeSa:
-        """Build the IKE SA that replaces ``old`` (RFC 7296 2.18) and move the children."""
+                shared: bytes, ni: bytes, nr: bytes, *, move_children: bool = True) -> IkeSa:
+        """Build the IKE SA that replaces ``old`` (RFC 7296 2.18) and, unless a rekey
+        collision is pending, move the children to it."""
         from . import keys as kdf
         from .codec.sk import SkCrypto
 
@@ -265,14 +266,24 @@ class IkeEngine:
         new.transition("rekeyed")
         new.established_at = old.last_in
         new.rekey_at = new.rekey_deadline(new.conn.rekey_time, old.last_in)
-        new.children, old.children = old.children, []
-        old.replaced_by = new.id
+        if move_children:
+            self.adopt(old, new)
         self._sas[spi_i if initiator else spi_r] = new
         self._by_id[new.id] = new
         self.stats["ike_rekeyed"] += 1
         self.emit(IkeSaEstablished(new.id, new.name))
         self._reschedule(new)
         return new
+
+    def adopt(self, old: IkeSa, new: IkeSa) -> None:
+        """``new`` replaces ``old``: the CHILD_SAs move over (no ChildSaClosed)."""
+        new.children += old.children
+        old.children = []
+        old.replaced_by = new.id
+        old.rekey_at = None
+
+    def reschedule(self, sa: IkeSa) -> None:
+        self._reschedule(sa)
 
     def rekey_child(self, unique_id: int, now: float) -> None:
         """Replace a CHILD_SA with a fresh one (CREATE_CHILD_SA with REKEY_SA, PFS when the

@@ -72,7 +72,7 @@ class IkeSa:
         "init_request", "init_response", "keys", "crypto", "local_id", "remote_id", "children",
         "nat_local", "nat_remote", "last_in", "last_out", "created", "deadline",
         "_close_after", "established_at", "half_open_key", "attempt", "replaced_by", "rekey_at",
-        "source_guessed",
+        "source_guessed", "peer_rekey",
     )
 
     def __init__(self, engine: IkeEngine, sa_id: int, conn: Connection, initiator: bool,
@@ -116,6 +116,7 @@ class IkeSa:
         self.replaced_by: int | None = None  # the IKE SA that rekeyed this one
         self.rekey_at: float | None = None
         self.source_guessed = False  # initiated from an unspecified local address
+        self.peer_rekey: tuple[IkeSa, bytes] | None = None  # a colliding rekey by the peer
 
     # -- plumbing used by the tasks --------------------------------------------------------
     @property
@@ -432,7 +433,7 @@ class IkeSa:
         from .tasks.child_create import ChildCreate
         from .tasks.ike_rekey import IkeRekey
 
-        if self.rekey_at is not None and now >= self.rekey_at:
+        if self.rekey_at is not None and now >= self.rekey_at and self.replaced_by is None:
             self.rekey_at = None
             self.tasks.queue_task(IkeRekey())
         for c in self.children:

@@ -133,3 +133,28 @@ def test_simultaneous_child_rekey_leaves_one_child(initiator_and_responder):
     for side in "ir":
         assert len(pair.of_type(side, ChildSaEstablished)) == 3
         assert len(pair.of_type(side, ChildSaClosed)) == 2
+
+
+def test_simultaneous_ike_rekey_leaves_one_ike_sa(initiator_and_responder):
+    from ocfpy.ike.events import IkeSaClosed
+
+    pair = initiator_and_responder()
+    pair.establish()
+    (old_i,), (old_r,) = pair.i.sa_list(), pair.r.sa_list()
+    pair.i.rekey_ike(old_i["id"], pair.now)
+    pair.r.rekey_ike(old_r["id"], pair.now)
+    pair.run()
+    (new_i,), (new_r,) = pair.i.sa_list(), pair.r.sa_list()
+    assert (new_i["spi_i"], new_i["spi_r"]) == (new_r["spi_i"], new_r["spi_r"])
+    assert new_i["id"] != old_i["id"] and len(new_i["children"]) == 1 == len(new_r["children"])
+    lost = pair.i.stats["rekey_collisions_lost"] + pair.r.stats["rekey_collisions_lost"]
+    won = pair.i.stats["rekey_collisions_won"] + pair.r.stats["rekey_collisions_won"]
+    assert (lost, won) == (1, 1)
+    for side in "ir":
+        assert not pair.of_type(side, ChildSaClosed)
+        assert len(pair.of_type(side, IkeSaClosed)) == 2  # the old one and the redundant one
+    assert pair.i.stats["internal_errors"] == 0 == pair.r.stats["internal_errors"]
+    # the survivor works
+    pair.i.rekey_child(new_i["children"][0]["unique_id"], pair.now)
+    pair.run()
+    assert len(pair.of_type("r", ChildSaEstablished)) == 2
