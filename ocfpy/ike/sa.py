@@ -164,10 +164,6 @@ class IkeSa:
     def esp_proposals(self, cfg: ChildConfig, with_ke: bool = False) -> list[Proposal]:
         return self.engine.esp_proposals(cfg, with_ke)[0]
 
-    @property
-    def dropped_esp(self) -> list[str]:
-        return []
-
     def accepts_ike(self, chosen: Proposal) -> bool:
         return accepts(chosen, self.ike_proposals)
 

@@ -58,10 +58,18 @@ class ChildCreate(Task):
     def build_i(self, sa: IkeSa, msg: Message) -> None:
         cfg = self.cfg
         assert cfg is not None
+        props, dropped = sa.engine.esp_proposals(cfg, not self.in_ike_auth)
+        if not props:
+            # nothing the crypto backend can serve: no CHILD_SA (IKE_AUTH goes on childless)
+            self.error = NotifyType.NO_PROPOSAL_CHOSEN
+            backend = sa.dispatcher.backend
+            sa.child_failed(cfg.name, None, f"none of its ESP proposals ({cfg.esp_proposals}) "
+                            f"can be served by {f'the forced backend {backend!r}' if backend else 'any active driver'}"
+                            f" (cannot serve: {', '.join(dropped)})")
+            return
         self.spi_in = sa.engine.allocate_child_spi()
         if self.rekey is not None:
             msg.payloads.append(NotifyPayload(NotifyType.REKEY_SA, b"", 3, self.rekey.spi_in))
-        props = sa.esp_proposals(cfg, with_ke=not self.in_ike_auth)
         msg.payloads.append(SaPayload([to_raw(p, i + 1, self.spi_in) for i, p in enumerate(props)]))
         if not self.in_ike_auth:
             self.ni = sa.random(NONCE_SIZE)
@@ -84,6 +92,8 @@ class ChildCreate(Task):
     def process_i(self, sa: IkeSa, msg: Message) -> Status:
         cfg = self.cfg
         assert cfg is not None
+        if self.error is not None:
+            return Status.SUCCESS  # never proposed (reported in build_i)
         if not sa.is_established:
             sa.engine.release_child_spi(self.spi_in)
             return Status.SUCCESS  # the IKE SA failed; it reported that
@@ -205,7 +215,7 @@ class ChildCreate(Task):
             self._refuse(sa, NotifyType.NO_PROPOSAL_CHOSEN,
                          explain_mismatch(offered, ours, what=f"ESP (child {cfg.name})",
                                           ignore_ke=ike_auth, backend=sa.dispatcher.backend,
-                                          dropped=sa.dropped_esp))
+                                          dropped=sa.engine.esp_proposals(cfg, not ike_auth)[1]))
             return
         if ike_auth:
             chosen.transforms.pop(TransformType.KE, None)
