@@ -174,12 +174,14 @@ class Dispatcher:
         record.closed.add(Counters(**session.counters()))
         record.sessions.discard(session)
 
-    def _migrate(self, session: Session, failure: BaseException | str) -> None:
-        """Re-create the session on the next driver, with the same key."""
+    def _migrate(self, session: Session, failure: BaseException | str,
+                 failed: set[str] | None = None) -> None:
+        """Re-create the session on the next driver, with the same key, avoiding the drivers
+        that already failed this request."""
         with self._lock:
             old = session._record
             backend, strict = session._policy
-            exclude = {old.name}
+            exclude = {old.name} | (failed or set())
             while True:
                 try:
                     record = self._choose(session.transform, backend, strict, exclude)
@@ -194,7 +196,7 @@ class Dispatcher:
                     continue
                 break
             old_ctx = session._ctx
-            session._ctx = ctx
+            session._bind(ctx)
             session._record = record
             session.migrations += 1
             old.sessions.discard(session)

@@ -70,6 +70,15 @@ class AeadContext(Context):
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """Return ciphertext || ICV."""
 
+    def one_shot(self) -> tuple[Callable[[bytes, bytes, bytes], bytes],
+                                Callable[[bytes, bytes, bytes], bytes], bytes] | None:
+        """(encrypt(nonce, pt, aad), decrypt(nonce, ct, aad), salt) if seal() and open() are
+        exactly those calls with nonce = salt + iv for an 8-byte IV, with no driver state that can
+        fail on its own (a software call). The session then calls them directly and falls back
+        to seal()/open() for anything they raise. Devices that can fail return None, so that
+        every operation goes through seal()/open() and can migrate."""
+        return None
+
     @abstractmethod
     def open(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         """Verify and decrypt ciphertext || ICV; raise AuthenticationError on a bad tag."""

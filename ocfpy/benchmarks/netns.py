@@ -85,6 +85,11 @@ class NetnsPair:
             netns.create(h.netns)
             self._created.append(h.netns)
         with IPRoute() as ip:
+            for h in (self.left, self.right):
+                # A veth end still in the root namespace: a crashed run of ours, half set up.
+                for idx in ip.link_lookup(ifname=h.ifname):
+                    log.warning("removing stale link %s", h.ifname)
+                    ip.link("del", index=idx)
             ip.link("add", ifname=self.left.ifname, kind="veth",
                     peer={"ifname": self.right.ifname})
             for h in (self.left, self.right):

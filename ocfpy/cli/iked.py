@@ -144,20 +144,25 @@ def _serve(config, dispatcher, dataplane, ready_fd: int | None) -> int:
     async def main() -> int:
         engine = IkeEngine(config, dispatcher)
         daemon = IkeDaemon(config, engine, dataplane, dispatcher=dispatcher)
+
+        readied = False
+
+        def ready() -> None:
+            nonlocal readied
+            readied = True
+            if ready_fd is not None:
+                os.write(ready_fd, b"ok\n")
+                os.close(ready_fd)
+            log.info("ocfpy iked %d ready: backend %s, dataplane %s, control %s", os.getpid(),
+                     config.daemon.crypto_backend, dataplane.name, daemon.control_path)
+
         try:
-            await daemon.start()
+            return await daemon.run(ready)
         except (DaemonError, ControlError, OSError) as exc:
-            dataplane.close()
-            raise _StartFailed(str(exc)) from None
-        if ready_fd is not None:
-            os.write(ready_fd, b"ok\n")
-            os.close(ready_fd)
-        log.info("ocfpy iked %d ready: backend %s, dataplane %s, control %s", os.getpid(),
-                 config.daemon.crypto_backend, dataplane.name, daemon.control_path)
-        daemon.start_actions()
-        await daemon._stopped.wait()  # type: ignore[union-attr]
-        await daemon.shutdown()
-        return 0
+            if not readied:  # failed while starting: one line, no traceback
+                dataplane.close()
+                raise _StartFailed(str(exc)) from None
+            raise
 
     try:
         return asyncio.run(main())

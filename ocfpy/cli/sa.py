@@ -86,22 +86,24 @@ def _out(args: argparse.Namespace, result: Any, human) -> int:
 
 
 def _algorithms(d: dict[str, Any]) -> str:
-    algs = d.get("algorithms") or {}
-    return "-".join(str(algs[k]) for k in ("encr", "integ", "prf", "ke", "esn") if algs.get(k))
+    """encr-integ-prf-ke of an IKE SA (its "algorithms"), or encr-integ-esn of a CHILD_SA."""
+    algs = d.get("algorithms") or d
+    words = [str(algs[k]) for k in ("encr", "integ", "prf", "ke") if algs.get(k)]
+    if "esn" in d:
+        words.append("esn" if d["esn"] else "noesn")
+    return "-".join(words)
 
 
 def _drivers(d: dict[str, Any]) -> str:
     drivers = d.get("drivers") or {}
-    if isinstance(drivers, dict):
+    if isinstance(drivers, dict) and drivers:
         return ", ".join(f"{k}: {v}" for k, v in drivers.items())
-    return str(drivers or d.get("driver") or "")
+    return str(d.get("driver") or "")
 
 
-def _spis(d: dict[str, Any]) -> str:
-    spis = d.get("spis") or {}
-    if isinstance(spis, dict):
-        return " / ".join(str(v) for v in spis.values())
-    return str(spis)
+def _endpoint(side: dict[str, Any] | None) -> str:
+    side = side or {}
+    return f"{side.get('addr', '')}:{side.get('port', '')}\n{side.get('id') or ''}"
 
 
 def _print_list(sas: list[dict[str, Any]]) -> None:
@@ -116,24 +118,24 @@ def _print_list(sas: list[dict[str, Any]]) -> None:
     for col in ("SA", "state", "local", "remote", "SPIs", "algorithms", "drivers"):
         table.add_column(col, overflow="fold")
     for sa in sas:
+        role = "initiator" if sa.get("initiator") else "responder"
         table.add_row(
-            f"{sa.get('name')} #{sa.get('id')}", str(sa.get("state", "")),
-            f"{sa.get('local_addr', '')}\n{sa.get('local_id', '')}",
-            f"{sa.get('remote_addr', '')}\n{sa.get('remote_id', '')}",
-            _spis(sa), _algorithms(sa), _drivers(sa),
+            f"{sa.get('name')} #{sa.get('id')}", f"{sa.get('state', '')}\n{role}",
+            _endpoint(sa.get("local")), _endpoint(sa.get("remote")),
+            f"{sa.get('spi_i', '')}_i\n{sa.get('spi_r', '')}_r", _algorithms(sa), _drivers(sa),
         )
         for child in sa.get("children", []):
-            counters = child.get("counters") or child.get("dataplane") or {}
+            counters = child.get("dataplane") or {}
             traffic = ""
             if counters:
-                traffic = (f"\nin {counters.get('packets_in', 0)} pkt/{counters.get('bytes_in', 0)} B"
-                           f", out {counters.get('packets_out', 0)} pkt/"
-                           f"{counters.get('bytes_out', 0)} B")
-            ts = f"{', '.join(map(str, child.get('local_ts', [])))} === " \
-                 f"{', '.join(map(str, child.get('remote_ts', [])))}"
+                traffic = (f"\n{counters.get('name', '')}: in {counters.get('packets_in', 0)} pkt"
+                           f"/{counters.get('bytes_in', 0)} B, out "
+                           f"{counters.get('packets_out', 0)} pkt/{counters.get('bytes_out', 0)} B")
             table.add_row(
-                f"  └ {child.get('name')} #{child.get('unique_id', child.get('id', ''))}",
-                str(child.get("state", "installed")), ts, "", _spis(child),
+                f"  └ {child.get('name')} #{child.get('unique_id', '')}",
+                f"{child.get('mode', '')}" + (" udp-encap" if child.get("encap") else ""),
+                ", ".join(child.get("local_ts", [])), ", ".join(child.get("remote_ts", [])),
+                f"{child.get('spi_in', '')}_i\n{child.get('spi_out', '')}_o",
                 _algorithms(child) + traffic, _drivers(child),
             )
     console.print(table)

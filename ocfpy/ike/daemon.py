@@ -19,6 +19,7 @@ import errno
 import inspect
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import struct
@@ -31,6 +32,7 @@ from typing import Any
 from ..esp.dataplane.base import Dataplane
 from .config import IkeConfig
 from .control import CommandError, ControlServer
+from .errors import IkeUsageError
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +90,29 @@ class IkeDaemon:
 
     # -- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
+        """Bind the sockets, hand 4500 to the dataplane if it wants it, open the control socket.
+        Raises DaemonError / ControlError / OSError with the reason; nothing is left open then."""
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self._open_sockets()
-        for ep in self.endpoints:
-            if ep.nat_t and self.dataplane.attach_udp_encap(
-                    ep.sock, lambda data, remote, ep=ep: self._ike_from_dataplane(ep, data, remote)):
-                ep.taken_by_dataplane = True
-                log.info("dataplane %s reads UDP %s:%d (ESP-in-UDP)", self.dataplane.name,
-                         ep.address, ep.port)
-            else:
-                self._loop.add_reader(ep.sock.fileno(), self._on_readable, ep)
-        self.control = ControlServer(self.control_path, self._control_handlers())
-        await self.control.start()
+        try:
+            self.dataplane.set_event_handler(self._on_dataplane_event)
+            for ep in self.endpoints:
+                if ep.nat_t and self.dataplane.attach_udp_encap(
+                        ep.sock, lambda data, remote, ep=ep: self._ike_from_dataplane(ep, data, remote)):
+                    ep.taken_by_dataplane = True
+                    log.info("dataplane %s reads UDP %s:%d (ESP-in-UDP)", self.dataplane.name,
+                             ep.address, ep.port)
+                else:
+                    self._loop.add_reader(ep.sock.fileno(), self._on_readable, ep)
+            self.control = ControlServer(self.control_path, self._control_handlers())
+            await self.control.start()
+        except BaseException:
+            for ep in self.endpoints:
+                self._loop.remove_reader(ep.sock.fileno())
+                ep.sock.close()
+            self.endpoints.clear()
+            raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, self.stop)
@@ -111,18 +123,25 @@ class IkeDaemon:
         now = self._loop.time()  # type: ignore[union-attr]
         for conn in self.config.connections.values():
             for child in conn.children.values():
-                if child.start_action == "start":
-                    log.info("start_action: initiating %s/%s", conn.name, child.name)
+                if child.start_action != "start":
+                    continue
+                log.info("start_action: initiating %s/%s", conn.name, child.name)
+                try:
                     self.engine.initiate(conn.name, now, child=child.name)
+                except IkeUsageError as exc:  # one bad connection must not stop the others
+                    log.error("start_action of %s/%s: %s", conn.name, child.name, exc)
         self._service()
 
     def stop(self) -> None:
         if self._stopped is not None:
             self._stopped.set()
 
-    async def run(self) -> int:
-        """Serve until stop() (SIGTERM/SIGINT), then shut down cleanly; returns the exit code."""
+    async def run(self, ready: Callable[[], None] | None = None) -> int:
+        """Start, call ready() (the CLI tells its parent it may exit), run the start actions,
+        serve until stop() (SIGTERM/SIGINT), then shut down cleanly; returns the exit code."""
         await self.start()
+        if ready is not None:
+            ready()
         self.start_actions()
         await self._stopped.wait()  # type: ignore[union-attr]
         await self.shutdown()
@@ -176,6 +195,8 @@ class IkeDaemon:
                     self.endpoints.append(self._bind(ip, port, nat_t))
                 except OSError as exc:
                     why = f"UDP {address} port {port}: {exc.strerror or exc}"
+                    if exc.errno == errno.EACCES and port < 1024:
+                        why += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
                     if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) and ip.is_unspecified:
                         log.warning("not listening on %s (this host has no IPv%d?)", why,
                                     ip.version)
@@ -378,6 +399,10 @@ class IkeDaemon:
                       spec.name, spec.unique_id, exc)
 
     def _on_ChildSaClosed(self, ev: Any) -> None:
+        # Say why: a peer that deletes a CHILD_SA right after creating it (charon when its
+        # kernel interface refuses the SA) leaves no other trace here.
+        log.info("CHILD_SA #%d (IKE_SA #%d) closed: %s", ev.unique_id, ev.ike_id,
+                 getattr(ev, "reason", "?"))
         try:
             self.dataplane.remove(ev.unique_id)
         except Exception as exc:
@@ -390,6 +415,28 @@ class IkeDaemon:
 
     def _on_SendKeepalive(self, ev: Any) -> None:
         self._send(NAT_KEEPALIVE, tuple(ev.local), tuple(ev.remote))  # type: ignore[arg-type]
+
+    def _on_dataplane_event(self, event: Any) -> None:
+        """A CHILD_SA lifetime limit (SaEvent soft/hard). May come from another thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            loop.call_soon_threadsafe(self._on_dataplane_event, event)
+            return
+        self.stats[f"dataplane_{event.kind}"] += 1
+        handler = getattr(self.engine, "child_sa_expired", None)
+        if handler is None:  # the engine cannot rekey on volume yet: say so, loudly
+            log.warning("CHILD_SA #%d hit its %s lifetime (%s); the engine has no rekey on "
+                        "volume yet%s", event.unique_id, event.kind, event.reason,
+                        ": the dataplane removed it" if event.kind == "hard" else "")
+            return
+        handler(event.unique_id, event.kind, loop.time())
+        self._service()
 
     # -- control ---------------------------------------------------------------------------
     def _control_handlers(self) -> dict[str, Callable]:
@@ -431,13 +478,20 @@ class IkeDaemon:
         assert loop is not None
         fut: asyncio.Future | None = None
         ike_ids: list[int] = []
+        want_child = False  # an established IKE SA was reused: wait for the new CHILD_SA
+        prior: dict[int, dict] = {}
         if wait > 0:
+            # the engine reuses an IKE SA of the connection (like charon); know which exist
+            prior = {sa["id"]: sa for sa in self.engine.sa_list() if sa.get("name") == name}
             fut = loop.create_future()
 
             def match(ev: Any) -> dict | None:
                 kind = type(ev).__name__
-                if kind == "IkeSaEstablished" and ev.ike_id in ike_ids:
+                if kind == "IkeSaEstablished" and ev.ike_id in ike_ids and not want_child:
                     return {"ike_id": ev.ike_id, "state": "established"}
+                if kind == "ChildSaEstablished" and ev.ike_id in ike_ids and want_child:
+                    return {"ike_id": ev.ike_id, "state": "established", "reused": True,
+                            "child": ev.spec.name}
                 if kind == "NegotiationFailed" and ev.name == name:
                     return {"ike_id": ike_ids[0] if ike_ids else None, "state": "failed",
                             "notify": notify_name(ev.notify), "explanation": ev.explanation}
@@ -449,9 +503,18 @@ class IkeDaemon:
             self._waiters.append((match, fut))
         try:
             ike_id = self.engine.initiate(name, loop.time(), child=child)
-        except (KeyError, ValueError) as exc:
+        except (IkeUsageError, KeyError, ValueError) as exc:
+            if fut is not None:
+                self._waiters = [w for w in self._waiters if w[1] is not fut]
             raise CommandError(f"cannot initiate {name}: {exc}") from None
         ike_ids.append(ike_id)
+        reused = prior.get(ike_id)
+        if fut is not None and reused is not None and reused.get("state") == "established":
+            have = {c.get("name") for c in reused.get("children", [])}
+            if child is None or child in have:
+                self._waiters = [w for w in self._waiters if w[1] is not fut]
+                return {"ike_id": ike_id, "state": "established", "reused": True}
+            want_child = True
         self._service()
         if fut is None:
             return {"ike_id": ike_id, "state": "connecting"}
@@ -479,7 +542,7 @@ class IkeDaemon:
             raise CommandError("terminate needs a connection name or an IKE_SA id")
         try:
             self.engine.terminate(target, self._loop.time())  # type: ignore[union-attr]
-        except (KeyError, ValueError) as exc:
+        except (IkeUsageError, KeyError, ValueError) as exc:
             raise CommandError(f"cannot terminate {target}: {exc}") from None
         self._service()
         return {"terminating": target}
@@ -492,6 +555,7 @@ class IkeDaemon:
             "engine": dict(self.engine.stats),
             "daemon": dict(self.stats),
             "dataplane": self.dataplane.name,
+            "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),
             "listening": [f"[{ep.address}]:{ep.port}" for ep in self.endpoints],
         }

@@ -148,6 +148,14 @@ class IkeEngine:
         if child is not None and child not in conn.children:
             raise IkeUsageError(f"connection {connection!r} has no child {child!r} (children: "
                                 f"{', '.join(conn.children) or 'none'})")
+        existing = self._reusable_sa(conn)
+        if existing is not None:
+            # like charon: a second initiate reuses the IKE SA and only adds the CHILD_SA
+            if child is not None and not self._has_child(existing, child):
+                existing.tasks.queue_task(ChildCreate(conn.children[child], in_ike_auth=False))
+                existing.tasks.initiate(existing, now)
+                self._reschedule(existing)
+            return existing.id
         props, dropped = self.ike_proposals(conn)
         if not props:
             raise IkeUsageError(f"connection {connection!r}: no IKE proposal can be served "
@@ -167,6 +175,22 @@ class IkeEngine:
         sa.tasks.initiate(sa, now)
         self._reschedule(sa)
         return sa.id
+
+    def _reusable_sa(self, conn: Connection) -> IkeSa | None:
+        for sa in self._by_id.values():
+            if sa.initiator and sa.conn is conn and sa.state in (IkeState.CONNECTING,
+                                                                 IkeState.ESTABLISHED,
+                                                                 IkeState.CREATED):
+                return sa
+        return None
+
+    @staticmethod
+    def _has_child(sa: IkeSa, child: str) -> bool:
+        if any(c.cfg.name == child for c in sa.children):
+            return True
+        pending = sa.tasks.active + sa.tasks.queue
+        return any(isinstance(t, ChildCreate) and t.cfg is not None and t.cfg.name == child
+                   for t in pending)
 
     def initiate_child(self, ike_id: int, child: str, now: float) -> None:
         """Another CHILD_SA on an established IKE SA (CREATE_CHILD_SA, no PFS)."""
@@ -394,7 +418,15 @@ class IkeEngine:
             if exc.notify == NotifyType.INVALID_MAJOR_VERSION and len(data) >= 28:
                 self._answer_major_version(data, local, remote)
             raise
-        msg = codec.decode(data, h)
+        try:
+            msg = codec.decode(data, h)
+        except DecodeError as exc:
+            if exc.notify == NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD and not h.is_response \
+                    and h.exchange == ExchangeType.IKE_SA_INIT and h.from_initiator:
+                # RFC 7296 2.5: tell the initiator which payload type we do not understand
+                self.stats["unsupported_critical_payload"] += 1
+                self._answer(h, [NotifyPayload(exc.notify, exc.data)], local, remote)
+            raise
         if not h.is_response and h.exchange == ExchangeType.IKE_SA_INIT and h.message_id == 0 \
                 and h.from_initiator and not h.spi_r.strip(b"\x00"):
             self._receive_init(msg, h, local, remote, now)

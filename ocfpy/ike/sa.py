@@ -7,6 +7,7 @@ measured target)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from typing import TYPE_CHECKING
@@ -36,6 +37,16 @@ if TYPE_CHECKING:
     from .events import Addr
 
 log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4096)
+def _packed(ip: str) -> bytes:
+    return ipaddress.ip_address(ip).packed
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip(ip: str):
+    return ipaddress.ip_address(ip)
 
 
 class ChildSa:
@@ -159,7 +170,7 @@ class IkeSa:
 
     # -- NAT detection (RFC 7296 2.23) ---------------------------------------------------------
     def _natd_hash(self, spi_i: bytes, spi_r: bytes, addr: Addr) -> bytes:
-        ip = ipaddress.ip_address(addr[0]).packed
+        ip = _packed(addr[0])
         return self.engine.sha1(spi_i + spi_r + ip + addr[1].to_bytes(2, "big"))
 
     def natd_payloads(self, spi_i: bytes, spi_r: bytes) -> list[NotifyPayload]:
@@ -314,7 +325,7 @@ class IkeSa:
         uid = self.engine.next_child_id()
         spec = ChildSaSpec(
             name=f"{self.conn.name}/{cfg.name}", unique_id=uid,
-            local=ipaddress.ip_address(self.local[0]), remote=ipaddress.ip_address(self.remote[0]),
+            local=_ip(self.local[0]), remote=_ip(self.remote[0]),
             inbound=inbound, outbound=outbound, encryption=encr.keyword,  # type: ignore[union-attr]
             integrity=integ.keyword if integ is not None else None,
             esn=bool(esn is not None and esn.transform_id == 1),

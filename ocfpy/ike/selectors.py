@@ -6,6 +6,7 @@ empty result is TS_UNACCEPTABLE. The initiator then checks the answer is within 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from ..esp.dataplane.base import TrafficSelector
@@ -16,6 +17,12 @@ _FULL = {4: ("0.0.0.0", "255.255.255.255"), 6: ("::", "ffff:ffff:ffff:ffff:ffff:
 
 
 def parse(texts: list[str], dynamic: str) -> list[TrafficSelector]:
+    """Config strings to selectors (cached: configs are fixed, selectors immutable)."""
+    return list(_parse(tuple(texts), dynamic))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(texts: tuple[str, ...], dynamic: str) -> tuple[TrafficSelector, ...]:
     """Config strings ("10.1.0.0/16", "dynamic", "10.1.0.0/16[tcp/80]" not yet) to selectors;
     "dynamic" is the outer address ``dynamic``."""
     out: list[TrafficSelector] = []
@@ -36,7 +43,7 @@ def parse(texts: list[str], dynamic: str) -> list[TrafficSelector]:
                 lo, _, hi = port.partition("-")
                 ports = (int(lo), int(hi or lo))
         out.append(TrafficSelector.from_network(net, proto, ports))
-    return out
+    return tuple(out)
 
 
 def to_raw(ts: TrafficSelector) -> RawSelector:

@@ -36,7 +36,7 @@ def workdir(request: pytest.FixtureRequest) -> Iterator[Path]:
     yield path
     # Keep the logs of a failed test for the engineer; drop the rest.
     rep = getattr(request.node, "rep_call", None)
-    if rep is None or rep.passed:
+    if rep is None or rep.passed or hasattr(rep, "wasxfail"):
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -57,10 +58,22 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
                 proposals: Iterable[str], esp_proposals: Iterable[str], dataplane: str,
                 local_ts: Iterable[str] | None = None, remote_ts: Iterable[str] | None = None,
                 control: Path, name: str = "t", child: str = "net",
-                backend: str = "openssl") -> str:
-    """The TOML config (docs/configuration.md) of one connection with one child to ``peer``."""
+                extra_children: dict[str, tuple[list[str], list[str]]] | None = None,
+                dpd_delay: str = "0s", backend: str = "openssl") -> str:
+    """The TOML config (docs/configuration.md) of one connection with one child to ``peer``.
+
+    A proposal list of ["default"] leaves the key out: ocfpy's defaults apply."""
     local_ts = list(local_ts or [me.inner_net])
+    proposals, esp_proposals = list(proposals), list(esp_proposals)
+    ike_line = "" if proposals == ["default"] else f"proposals = {toml_list(proposals)}"
+    esp_line = "" if esp_proposals == ["default"] else f"esp_proposals = {toml_list(esp_proposals)}"
     remote_ts = list(remote_ts or [peer.inner_net])
+    extra = "".join(f"""
+[connections.{name}.children.{cname}]
+local_ts = {toml_list(lts)}
+remote_ts = {toml_list(rts)}
+{esp_line}
+""" for cname, (lts, rts) in (extra_children or {}).items())
     return f"""\
 [daemon]
 crypto_backend = "{backend}"
@@ -71,8 +84,8 @@ control_socket = "{control}"
 [connections.{name}]
 local_addrs = ["{me.outer}"]
 remote_addrs = ["{peer.outer}"]
-proposals = {toml_list(proposals)}
-dpd_delay = "0s"
+{ike_line}
+dpd_delay = "{dpd_delay}"
 keyingtries = 1
 retransmit = {{ timeout = "1s", tries = 2, base = 1.5 }}
 
@@ -87,8 +100,8 @@ id = "{remote_id}"
 [connections.{name}.children.{child}]
 local_ts = {toml_list(local_ts)}
 remote_ts = {toml_list(remote_ts)}
-esp_proposals = {toml_list(esp_proposals)}
-
+{esp_line}
+{extra}
 [secrets.ike-{name}]
 id = [{json.dumps(local_id)}, {json.dumps(remote_id)}]
 secret = {json.dumps(psk)}
@@ -137,8 +150,10 @@ class Iked:
 
     def sa_cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """`ocfpy sa ...` against this daemon, as an operator runs it (root namespace)."""
+        # A wide virtual terminal: rich wraps table cells at 80 columns otherwise.
+        env = {**os.environ, "COLUMNS": "250"}
         return subprocess.run([OCFPY, "sa", *args, "--control", str(self.control)],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, env=env)
 
     def sas(self) -> list[dict[str, Any]]:
         return self.call("list")

@@ -160,6 +160,10 @@ def test_esn_refused_by_libipsec_is_reported(peers: Peers, who: str) -> None:
         # The peer refused the CHILD_SA in IKE_AUTH: ocfpy must say which and why.
         why = _ocfpy_reports(peers, "NO_PROPOSAL_CHOSEN")
         assert "net" in why and "aes256gcm16-esn" in why, why
+    else:
+        # We accepted and installed it; charon then deleted it: our log must say so.
+        wait_for(lambda: re.search(r"CHILD_SA #\d+ .*closed: deleted by peer", peers.iked.log()),
+                 5, "ocfpy's log to report the CHILD_SA deleted by charon", on_fail=peers.logs)
 
 
 def test_child_rekey_by_charon(peers: Peers, request: pytest.FixtureRequest) -> None:

@@ -83,6 +83,56 @@ def test_psk_establish_and_traffic(peers: Peers, ike: str, esp: str, who: str) -
 
 
 @pytest.mark.parametrize("who", DIRECTIONS, ids=lambda w: f"{w}-initiates")
+def test_defaults_on_both_sides(peers: Peers, who: str) -> None:
+    """No proposals configured anywhere: ocfpy's defaults meet charon's ("default")."""
+    peers.configure("default", "default")
+    assert "proposals" not in peers.iked.conf_path.read_text()
+    peers.initiate(who)
+    ours, theirs = peers.wait_established()
+    assert ocfpy_algorithms(ours) == charon_algorithms(theirs)
+    (our_child,) = ours["children"]
+    (their_child,) = theirs["child-sas"].values()
+    assert ocfpy_algorithms(our_child) == charon_algorithms(their_child)
+    if not userspace_dataplane_reason():
+        ping = peers.ping()
+        assert ping.returncode == 0, ping.stdout + peers.logs()
+
+
+@pytest.mark.parametrize("who", [
+    "ocfpy",
+    pytest.param("charon", marks=pytest.mark.xfail(strict=True, reason=(
+        "ocfpy as responder takes the first child whose selectors narrow to the offer "
+        "(ocfpy/ike/tasks/child_create.py), so charon's 'more' (10.98.2.1/32 <-> 10.98.1.1/32) "
+        "becomes ocfpy's 'net' (/24s); strongSwan prefers the child that matches exactly"))),
+], ids=lambda w: f"{w}-initiates")
+def test_second_child_by_create_child_sa(peers: Peers, who: str) -> None:
+    """A second CHILD_SA on the same IKE_SA: CREATE_CHILD_SA (no PFS) after IKE_AUTH."""
+    # Host-to-host inside the first child's subnets: charon (libipsec) installs a route per
+    # policy and needs a local address inside the local selector.
+    m, s = f"{peers.moon.inner}/32", f"{peers.sun.inner}/32"
+    peers.configure(*ROWS[0], extra_children={"more": ([m], [s])})
+    peers.initiate(who)
+    peers.wait_established(children=1)
+    peers.initiate(who, child="more")
+    ours, theirs = peers.wait_established(children=2)
+    by_name = {c["name"]: c for c in ours["children"]}
+    theirs_by_name = {c["name"]: c for c in theirs["child-sas"].values()}
+    assert set(by_name) == set(theirs_by_name) == {"net", "more"}
+    for name in ("net", "more"):
+        ours_in, ours_out = ocfpy_child_spis(by_name[name])
+        assert (ours_in, ours_out) == (spi(theirs_by_name[name]["spi-out"]),
+                                       spi(theirs_by_name[name]["spi-in"]))
+    assert theirs_by_name["more"]["local-ts"] == [s] and by_name["more"]["local_ts"] == [m]
+    if not userspace_dataplane_reason():
+        # The more specific CHILD_SA carries moon.inner <-> sun.inner now, on both sides.
+        ping = peers.ping()
+        assert ping.returncode == 0, ping.stdout + peers.logs()
+        (_, theirs) = peers.wait_established(children=2)
+        more = next(c for c in theirs["child-sas"].values() if c["name"] == "more")
+        assert int(more["packets-in"]) >= 3 and int(more["packets-out"]) >= 3, more
+
+
+@pytest.mark.parametrize("who", DIRECTIONS, ids=lambda w: f"{w}-initiates")
 def test_sa_list_agrees_with_charon(peers: Peers, who: str) -> None:
     ike, esp = ROWS[0]
     peers.configure(ike, esp)
@@ -103,5 +153,14 @@ def test_sa_list_agrees_with_charon(peers: Peers, who: str) -> None:
     assert (ours_in, ours_out) == (spi(their_child["spi-out"]), spi(their_child["spi-in"]))
     assert [str(t) for t in our_child["local_ts"]] == their_child["remote-ts"]
     assert [str(t) for t in our_child["remote_ts"]] == their_child["local-ts"]
+
+    # The operator's table shows the same: both CHILD_SA SPIs as charon lists them, the ESP
+    # algorithm and the IKE SPIs.
+    table = peers.iked.sa_cli("list")
+    assert table.returncode == 0, table.stderr
+    text = table.stdout.lower()
+    for word in (their_child["spi-in"], their_child["spi-out"], theirs["initiator-spi"],
+                 esp, "x25519"):
+        assert word.lower() in text, f"{word!r} missing from `ocfpy sa list`:\n{table.stdout}"
 
 

@@ -27,6 +27,7 @@ from ocfpy.netlab import Lab, Namespace, two_hosts
 
 PREFIX = "oid"
 OUTER = ("10.77.0.1", "10.77.0.2")
+OUTER6 = ("fd00:77::1", "fd00:77::2")
 INNER = ("10.177.1.0/24", "10.177.2.0/24")
 IDS = ("a.oid.example", "b.oid.example")
 PSK = "0s" + "b2lkLXRlc3QtcHNrLW5vdC1hLXJlYWwtc2VjcmV0"  # base64("oid-test-psk-not-a-real-secret")
@@ -36,21 +37,23 @@ OCFPY = str(Path(sys.executable).with_name("ocfpy"))
 def config(side: int, *, proposals: list[str], esp: list[str], psk: str = PSK,
            dataplane: str = "none", backend: str = "openssl", dpd_delay: str = "0s",
            retransmit: str = "{ timeout = 0.5, tries = 3, base = 1.4 }",
-           cookie_threshold: int = 30, keyingtries: int = 1, extra_daemon: str = "") -> str:
+           cookie_threshold: int = 30, keyingtries: int = 1, extra_daemon: str = "",
+           outer: tuple[str, str] = OUTER, listen: list[str] | None = None) -> str:
     """The TOML config of side 0 (a) or 1 (b); connection "t" points at the other side."""
     me, peer = side, 1 - side
+    listen = listen or [outer[me]]
     return textwrap.dedent(f"""\
         [daemon]
         crypto_backend = "{backend}"
         dataplane = "{dataplane}"
-        listen = ["{OUTER[me]}"]
+        listen = {_toml_list(listen)}
         cookie_threshold = {cookie_threshold}
         half_open_timeout = "5s"
         {extra_daemon}
 
         [connections.t]
-        local_addrs = ["{OUTER[me]}"]
-        remote_addrs = ["{OUTER[peer]}"]
+        local_addrs = ["{outer[me]}"]
+        remote_addrs = ["{outer[peer]}"]
         proposals = {_toml_list(proposals)}
         dpd_delay = "{dpd_delay}"
         keyingtries = {keyingtries}
@@ -99,12 +102,13 @@ class Iked:
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
 
-    def start(self, config_text: str, *extra_args: str, timeout: float = 20.0) -> Iked:
+    def start(self, config_text: str, *extra_args: str, timeout: float = 20.0,
+              verbosity: str = "-vv") -> Iked:
         self.config_text = config_text
         conf = self.workdir / f"{self.name}.toml"
         conf.write_text(config_text)
         self.log_path.write_text("")
-        argv = [OCFPY, "-vv", "iked", "--config", str(conf), "--foreground",
+        argv = [OCFPY, *([verbosity] if verbosity else []), "iked", "--config", str(conf), "--foreground",
                 "--control", str(self.control), "--log-file", str(self.log_path), *extra_args]
         self.proc = self.lab.popen(self.ns, argv, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
@@ -137,8 +141,9 @@ class Iked:
 
     def sa_cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
         """`ocfpy sa ...` against this daemon, as an operator would run it."""
+        env = {**os.environ, "COLUMNS": "200"}  # a wide terminal: whole words in the table
         return subprocess.run([OCFPY, "sa", *args, "--control", str(self.control)],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, env=env)
 
     def stop(self, timeout: float = 8.0) -> int | None:
         if self.proc is None:
@@ -192,8 +197,10 @@ def ike_lab() -> Iterator[Pair]:
     workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
     try:
         with Lab(PREFIX) as lab:
-            a_ns, b_ns, _ = two_hosts(lab, outer=(f"{OUTER[0]}/24", f"{OUTER[1]}/24"),
-                                      inner=("10.177.1.1/32", "10.177.2.1/32"))
+            a_ns, b_ns, veth = two_hosts(lab, outer=(f"{OUTER[0]}/24", f"{OUTER[1]}/24"),
+                                         inner=("10.177.1.1/32", "10.177.2.1/32"))
+            lab.configure_link(a_ns, veth.a, f"{OUTER6[0]}/64")
+            lab.configure_link(b_ns, veth.b, f"{OUTER6[1]}/64")
             yield Pair(lab, Iked(lab, a_ns, workdir, "a"), Iked(lab, b_ns, workdir, "b"),
                        workdir)
     finally:

@@ -20,7 +20,7 @@ if _why:
     pytest.skip(f"namespace lab unavailable: {_why}", allow_module_level=True)
 pytest.importorskip("ocfpy.ike.engine", reason="the IKE engine (branch ike-core) is not merged")
 
-from ike_harness import OCFPY, OUTER, Pair, config, have_nft, ike_lab, wait_for  # noqa: E402
+from ike_harness import OCFPY, OUTER, OUTER6, Pair, config, have_nft, ike_lab, wait_for  # noqa: E402
 
 from ocfpy.ike.control import ControlError  # noqa: E402
 
@@ -89,12 +89,14 @@ def test_establish_both_directions(pair: Pair, ike: str, esp: str):
             children = sa.get("children", [])
             assert len(children) == 1, sa
             child = children[0]
-            for word in esp.split("-"):
-                assert word in _algorithms(child).values(), (word, child)
-        # the SPIs agree across the wire: each side's IKE SPI pair is the other's
-        spis_i = initiator.established()[0]["spis"]
-        spis_r = responder.established()[0]["spis"]
-        assert spis_i == spis_r
+            assert [child["encr"], child["integ"]] == (esp.split("-") + [None])[:2], child
+            assert child["driver"] == "openssl", child
+        # the SPIs agree across the wire, and the roles are the right way round
+        sa_i, sa_r = initiator.established()[0], responder.established()[0]
+        assert (sa_i["spi_i"], sa_i["spi_r"]) == (sa_r["spi_i"], sa_r["spi_r"])
+        assert sa_i["initiator"] and not sa_r["initiator"]
+        child_i, child_r = sa_i["children"][0], sa_r["children"][0]
+        assert (child_i["spi_in"], child_i["spi_out"]) == (child_r["spi_out"], child_r["spi_in"])
         initiator.call("terminate", name="t")
         wait_for(lambda: _both_empty(pair), 5, "both sides to forget the SA", on_fail=pair.logs)
 
@@ -121,7 +123,7 @@ def test_wrong_psk_fails_on_both_sides(pair: Pair):
     with pytest.raises(ControlError, match="AUTHENTICATION_FAILED"):
         pair.b.call("initiate", name="t", wait=10, timeout=15)
     wait_for(lambda: _both_empty(pair), 5, "no SA on either side", on_fail=pair.logs)
-    assert "AUTHENTICATION_FAILED" in (pair.a.call("why", name="t") or "")
+    assert "pre-shared key" in (pair.a.call("why", name="t") or "")
     assert "AUTHENTICATION_FAILED" in (pair.b.call("why", name="t") or "")
 
 
@@ -136,7 +138,7 @@ def test_proposal_mismatch_is_explained(pair: Pair):
     explanation = out.stdout
     # the responder names what was offered and what it would have accepted
     assert "aes256" in explanation and "aes128gcm16" in explanation, explanation
-    assert "NO_PROPOSAL_CHOSEN" in pair.b.call("why", name="t")
+    assert "aes256-sha256" in pair.b.call("why", name="t")  # the initiator names its offer
 
 
 def test_invalid_ke_retry(pair: Pair):
@@ -149,7 +151,10 @@ def test_invalid_ke_retry(pair: Pair):
     for side in (pair.a, pair.b):
         sa = wait_for(side.established, 5, "established", on_fail=pair.logs)[0]
         assert _algorithms(sa).get("ke") == "ecp256", sa
-    assert "INVALID_KE" in pair.b.log() or "invalid_ke" in json.dumps(pair.b.stats()).lower()
+    # the retry itself: b sent IKE_SA_INIT twice (x25519, refused with INVALID_KE_PAYLOAD;
+    # then ecp256) and IKE_AUTH once; without the retry it would be 2 messages
+    assert pair.b.stats()["engine"]["sent"] == 3, pair.b.stats()
+    assert pair.a.stats()["engine"]["received"] == 3, pair.a.stats()
 
 
 @pytest.mark.skipif(not have_nft(), reason="nft (package nftables) is needed to drop packets")
@@ -299,3 +304,71 @@ def test_port_in_use_is_refused(pair: Pair, tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "in use" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("encap", [False, True], ids=["esp", "esp-in-udp"])
+def test_userspace_dataplane_carries_traffic(pair: Pair, encap: bool):
+    pytest.importorskip("ocfpy.esp.dataplane.userspace", reason="no userspace dataplane (esp)")
+    ike, esp = SETS[0]
+    extra = "encap = true" if encap else ""
+    for side, d in ((0, pair.a), (1, pair.b)):
+        text = config(side, proposals=[ike], esp=[esp], dataplane="userspace")
+        d.start(text.replace("keyingtries = 1", f"keyingtries = 1\n{extra}"))
+    assert pair.b.call("initiate", name="t", wait=10, timeout=15)["state"] == "established"
+    child = wait_for(pair.a.established, 5, "a established")[0]["children"][0]
+    assert child["encap"] is encap, child
+    ping = pair.lab.run(pair.a.ns, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-I",
+                                    "10.177.1.1", "10.177.2.1"], timeout=20)
+    assert ping.returncode == 0, ping.stdout + ping.stderr + pair.logs()
+    for d in (pair.a, pair.b):
+        counters = d.sas()[0]["children"][0]["dataplane"]
+        assert counters["name"] == "userspace"
+        assert counters["packets_out"] >= 3 and counters["packets_in"] >= 3, counters
+        assert counters["auth_failures"] == 0 and counters["replay_drops"] == 0
+    if encap:  # IKE moved to 4500 with the non-ESP marker, read back through the dataplane
+        assert pair.a.sas()[0]["local"]["port"] == 4500
+    pair.a.call("terminate", name="t")
+    wait_for(lambda: _both_empty(pair), 5, "deleted")
+    # the routes went with the SA: the inner address is unreachable again
+    ping = pair.lab.run(pair.a.ns, ["ping", "-c", "1", "-W", "1", "-I", "10.177.1.1",
+                                    "10.177.2.1"], timeout=10)
+    assert ping.returncode != 0
+
+
+def test_ipv6_on_wildcard_sockets(pair: Pair):
+    """IKE over IPv6, the daemons bound to the wildcards of both families (PKTINFO path)."""
+    ike, esp = SETS[0]
+    for side, d in ((0, pair.a), (1, pair.b)):
+        d.start(config(side, proposals=[ike], esp=[esp], outer=OUTER6, listen=["0.0.0.0", "::"]))
+    assert pair.a.call("initiate", name="t", wait=10, timeout=15)["state"] == "established"
+    sa = wait_for(pair.b.established, 5, "b established")[0]
+    assert (sa["local"]["addr"], sa["remote"]["addr"]) == (OUTER6[1], OUTER6[0])
+    assert "[::]:500" in pair.a.stats()["listening"]
+
+
+def test_start_action_start_connects_at_startup(pair: Pair):
+    ike, esp = SETS[0]
+    pair.b.start(config(1, proposals=[ike], esp=[esp]))
+    text = config(0, proposals=[ike], esp=[esp])
+    pair.a.start(text.replace(f'esp_proposals = ["{esp}"]',
+                              f'esp_proposals = ["{esp}"]\nstart_action = "start"'))
+    sa = wait_for(pair.b.established, 10, "a to connect on its own", on_fail=pair.logs)[0]
+    assert not sa["initiator"] and sa["children"][0]["name"] == "net"
+
+
+def test_nat_t_framing_read_by_the_daemon(pair: Pair):
+    """encap = true moves IKE to 4500 after IKE_SA_INIT; with no dataplane reading 4500 the
+    daemon itself strips and adds the non-ESP marker, and keeps ESP-in-UDP out of the engine."""
+    ike, esp = SETS[1]
+    for side, d in ((0, pair.a), (1, pair.b)):
+        d.start(config(side, proposals=[ike], esp=[esp]).replace(
+            "keyingtries = 1", "keyingtries = 1\nencap = true"))
+    assert pair.b.call("initiate", name="t", wait=10, timeout=15)["state"] == "established"
+    for d in (pair.a, pair.b):
+        sa = wait_for(d.established, 5, f"{d.name} established")[0]
+        assert sa["local"]["port"] == 4500 and sa["remote"]["port"] == 4500, sa
+        assert sa["children"][0]["encap"] is True
+    # a terminate travels on 4500 too, and is understood
+    pair.a.call("terminate", name="t")
+    wait_for(lambda: _both_empty(pair), 5, "deleted over 4500", on_fail=pair.logs)
+    assert pair.a.stats()["daemon"].get("engine_errors", 0) == 0

@@ -177,10 +177,14 @@ def _free_udp_port(host: str) -> int:
 def _loopback_config(me: int, ports: list[tuple[int, int]], control: Path, psk: str = "k1"):
     from ocfpy.ike.configfile import loads
 
+    return loads(_config_text(me, ports, control, psk), f"loopback-{me}.toml")
+
+
+def _config_text(me: int, ports: list[tuple[int, int]], control: Path, psk: str = "k1") -> str:
     addrs = ("127.0.0.1", "127.0.0.2")
     ids = ("a.oid.example", "b.oid.example")
     peer = 1 - me
-    return loads(f"""
+    return f"""
 [daemon]
 crypto_backend = "openssl"
 dataplane = "none"
@@ -204,9 +208,14 @@ local_ts = ["10.{me}.0.0/16"]
 remote_ts = ["10.{peer}.0.0/16"]
 esp_proposals = ["aes128gcm16"]
 
+[connections.t.children.web]
+local_ts = ["10.{me + 10}.0.0/16[tcp/443]"]
+remote_ts = ["10.{peer + 10}.0.0/16[tcp]"]
+esp_proposals = ["aes256gcm16"]
+
 [secrets.ike]
 secret = "{psk}"
-""", f"loopback-{me}.toml")
+"""
 
 
 def _daemon_pair(tmp_path: Path, psk_b: str = "k1"):
@@ -257,6 +266,11 @@ def test_two_daemons_on_loopback(tmp_path):
             assert stats["daemon"]["datagrams_in"] >= 2 and stats["daemon"]["datagrams_out"] >= 2
             bad = await _call(a, {"cmd": "initiate", "name": "nope"})
             assert not bad["ok"] and "no connection named 'nope'" in bad["error"]
+            bad = await _call(a, {"cmd": "initiate", "name": "t", "child": "nope", "wait": 1})
+            assert not bad["ok"] and "has no child 'nope'" in bad["error"], bad
+            assert not a._waiters  # a refused initiate leaves no waiter behind
+            bad = await _call(a, {"cmd": "terminate", "name": "other"})
+            assert not bad["ok"] and "no IKE SA matches 'other'" in bad["error"], bad
             # delete from a: b hears it, both dataplanes lose the child
             assert (await _call(a, {"cmd": "terminate", "name": "t"}))["ok"]
             for _ in range(100):
@@ -284,7 +298,7 @@ def test_wrong_psk_on_loopback(tmp_path):
             await asyncio.sleep(0.1)
             assert not a.engine.sa_list() and not b.engine.sa_list()
             why = (await _call(a, {"cmd": "why", "name": "t"}))["result"]
-            assert why and "AUTHENTICATION_FAILED" in why
+            assert why and "pre-shared key" in why  # the responder says what differs
         finally:
             await a.shutdown()
             await b.shutdown()
@@ -309,6 +323,90 @@ def test_shutdown_deletes_and_closes(tmp_path):
             assert not (tmp_path / "0.sock").exists()
             assert not a.endpoints
         finally:
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_iked_detaches_once_listening_and_stops_on_sigterm(tmp_path):
+    """The real command, in the background as an operator starts it; `ocfpy sa` reaches it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("ocfpy.ike.engine", reason="the IKE engine (branch ike-core) is not merged")
+    ports = [(_free_udp_port("127.0.0.1"), _free_udp_port("127.0.0.1")), (1, 2)]
+    sock = tmp_path / "bg.sock"
+    conf = tmp_path / "oid-bg.toml"
+    text = _config_text(0, ports, sock)
+    conf.write_text(text)
+    ocfpy = str(Path(sys.executable).with_name("ocfpy"))
+    log = tmp_path / "bg.log"
+    out = subprocess.run([ocfpy, "iked", "--config", str(conf), "--log-file", str(log)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert sock.exists()  # listening before the parent returned
+    pid = ControlClient(sock, timeout=5).call("stats")["pid"]
+    try:
+        listing = subprocess.run([ocfpy, "sa", "list", "--control", str(sock)],
+                                 capture_output=True, text=True, timeout=30)
+        assert listing.returncode == 0 and "no SAs" in listing.stdout, listing
+        # a second daemon on the same socket and ports is refused, and says why
+        again = subprocess.run([ocfpy, "iked", "--config", str(conf)], capture_output=True,
+                               text=True, timeout=60)
+        assert again.returncode == 1 and "in use" in again.stderr, again.stderr
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if not sock.exists():
+            break
+        time.sleep(0.05)
+    assert not sock.exists()
+    assert "stopped" in log.read_text()
+
+
+def test_dataplane_selection_is_explicit():
+    from ocfpy.esp.dataplane.null import NullDataplane
+    from ocfpy.ike.daemon import DaemonError, _try_dataplane, select_dataplane
+
+    assert isinstance(select_dataplane("none"), NullDataplane)
+    with pytest.raises(DaemonError, match="unknown dataplane 'kernel'"):
+        select_dataplane("kernel")
+    dp, why = _try_dataplane("nosuch", None, None)
+    assert dp is None and "no ocfpy.esp.dataplane.nosuch module" in why
+    # xfrm: either this ocfpy lacks the module, or this kernel lacks ESP; the reason is given
+    try:
+        dp = select_dataplane("xfrm")
+    except DaemonError as exc:
+        assert str(exc).startswith("dataplane xfrm is not available: ") and len(str(exc)) > 40
+    else:
+        dp.close()
+
+
+def test_initiate_reuses_the_ike_sa_and_adds_children(tmp_path):
+    a, b = _daemon_pair(tmp_path)
+
+    async def scenario():
+        await a.start()
+        await b.start()
+        try:
+            first = await _call(b, {"cmd": "initiate", "name": "t", "wait": 5})
+            assert first["ok"] and first["result"]["state"] == "established", first
+            again = await _call(b, {"cmd": "initiate", "name": "t", "wait": 5})
+            assert again["ok"], again
+            assert again["result"] == {"ike_id": first["result"]["ike_id"],
+                                       "state": "established", "reused": True}
+            web = await _call(b, {"cmd": "initiate", "name": "t", "child": "web", "wait": 5})
+            assert web["ok"] and web["result"]["child"] == "t/web", web
+            await asyncio.sleep(0.05)
+            for d in (a, b):
+                (sa,) = d.engine.sa_list()
+                assert sorted(c["name"] for c in sa["children"]) == ["net", "web"]
+                assert len(d.dataplane.installed) == 2
+            assert not a._waiters and not b._waiters
+        finally:
+            await a.shutdown()
             await b.shutdown()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -100,8 +100,13 @@ def pull_sa(buf: Buffer) -> SaPayload:
         proposals.append(prop)
     if not buf.eof():
         raise DecodeError("SA payload: bytes after the last proposal")
-    if proposals and proposals[0].number != 1:
+    # An offer numbers its proposals from 1; an accepted SA carries the one chosen proposal
+    # under the number it had in the offer (RFC 7296 3.3.1), so a lone proposal may be any
+    # number: charon answers "#2" when it picks our second ESP proposal.
+    if len(proposals) > 1 and proposals[0].number != 1:
         raise DecodeError(f"SA payload: first proposal is number {proposals[0].number}, not 1")
+    if proposals and proposals[0].number == 0:
+        raise DecodeError("SA payload: proposal number 0")
     return SaPayload(proposals)
 
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 class ChildCreate(Task):
     __slots__ = ("cfg", "exchange", "spi_in", "chosen", "ts_i", "ts_r", "error", "ni", "nr",
-                 "explanation")
+                 "explanation", "transport")
 
     def __init__(self, cfg: ChildConfig | None = None, *, in_ike_auth: bool = True):
         self.cfg = cfg
@@ -41,6 +41,7 @@ class ChildCreate(Task):
         self.explanation = ""
         self.ni = b""
         self.nr = b""
+        self.transport = False
 
     @property
     def in_ike_auth(self) -> bool:
@@ -99,7 +100,8 @@ class ChildCreate(Task):
             sa.engine.release_child_spi(self.spi_in)
             return sa.child_failed(cfg.name, NotifyType.TS_UNACCEPTABLE,
                                    "the responder's traffic selectors are not within ours")
-        transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None
+        transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None and \
+            cfg.mode == "transport"
         sa.add_child(cfg, chosen, self.spi_in, chosen.spi, ts_i, ts_r,
                      self.ni or sa.ni, self.nr or sa.nr, transport)
         return Status.SUCCESS
@@ -150,11 +152,14 @@ class ChildCreate(Task):
             return
         chosen.transforms.pop(TransformType.KE, None)
         self.chosen = chosen
+        # transport mode only when both ask for it (RFC 7296 1.3.1); otherwise tunnel
+        self.transport = (msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None
+                          and cfg.mode == "transport")
 
     def _refuse(self, sa: IkeSa, notify: int, explanation: str) -> None:
         self.error = notify
         self.explanation = explanation
-        name = self.cfg.name if self.cfg is not None else "?"
+        name = self.cfg.name if self.cfg is not None else "(no child matched)"
         sa.child_failed(name, notify, explanation)
 
     def build_r(self, sa: IkeSa, msg: Message) -> None:
@@ -170,9 +175,11 @@ class ChildCreate(Task):
             msg.payloads.append(NoncePayload(self.nr))
         msg.payloads.append(TsPayload([selectors.to_raw(t) for t in self.ts_i], True))
         msg.payloads.append(TsPayload([selectors.to_raw(t) for t in self.ts_r], False))
+        if self.transport:
+            msg.payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
         assert self.cfg is not None
         sa.add_child(self.cfg, self.chosen, self.spi_in, self.chosen.spi, self.ts_i, self.ts_r,
-                     self.ni or sa.ni, self.nr or sa.nr, False)
+                     self.ni or sa.ni, self.nr or sa.nr, self.transport)
 
 
 def _peer_child_error(sa: IkeSa, cfg: ChildConfig, notify: int) -> str:

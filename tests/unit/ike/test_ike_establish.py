@@ -249,9 +249,12 @@ def test_cookie_challenge_under_a_burst(initiator_and_responder):
 
     pair = initiator_and_responder(r_kw={"daemon": DaemonOptions(cookie_threshold=3)})
     # a burst of half-open SAs from initiators that never follow up
+    from ocfpy.ike.engine import IkeEngine
+
     for _ in range(3):
-        pair.i.initiate("home", pair.now)
-        pair.deliver(pair.i, pair.r)
+        ghost = IkeEngine(pair.i.config, pair.i.dispatcher)
+        ghost.initiate("home", pair.now)
+        pair.deliver(ghost, pair.r)
         pair.r.datagrams_to_send(pair.now)
     assert len(pair.r._half_open) == 3
     # the next initiator is challenged statelessly and completes after echoing the COOKIE
@@ -281,3 +284,144 @@ def test_forced_encapsulation_floats_to_4500(initiator_and_responder):
 
     pair.advance(21.0)
     assert pair.of_type("i", SendKeepalive) and not pair.of_type("r", SendKeepalive)
+
+
+def test_second_child_with_create_child_sa(dispatcher):
+    from ocfpy.ike.config import ChildConfig
+
+    from .conftest import I_ADDR, R_ADDR, Pair, make_config
+
+    i_cfg = make_config(I_ADDR, R_ADDR, "moon.example.org", "sun.example.org")
+    r_cfg = make_config(R_ADDR, I_ADDR, "sun.example.org", "moon.example.org",
+                        local_ts=["10.2.0.0/16"], remote_ts=["10.1.0.0/16"])
+    i_cfg.connections["home"].children["web"] = ChildConfig(
+        "web", ["10.1.0.0/16[tcp]"], ["10.3.0.0/16[tcp/443]"], ["aes256gcm16"])
+    r_cfg.connections["home"].children["web"] = ChildConfig(
+        "web", ["10.3.0.0/16"], ["10.1.0.0/16"], ["aes256gcm16"])
+    pair = Pair(i_cfg, r_cfg, dispatcher)
+    ike_id = pair.establish()
+    pair.i.initiate_child(ike_id, "web", pair.now)
+    pair.run()
+    specs_i = [e.spec for e in pair.of_type("i", ChildSaEstablished)]
+    specs_r = [e.spec for e in pair.of_type("r", ChildSaEstablished)]
+    assert [s.name for s in specs_i] == ["home/net", "home/web"] == [s.name for s in specs_r]
+    wi, wr = specs_i[1], specs_r[1]
+    assert wi.encryption == "aes256gcm16" and wi.outbound == wr.inbound and wi.inbound == wr.outbound
+    assert wi.outbound.encryption_key != specs_i[0].outbound.encryption_key  # fresh nonces
+    assert [str(t) for t in wr.remote_ts] == ["10.1.0.0/16[6/]"]
+    assert [str(t) for t in wi.remote_ts] == ["10.3.0.0/16[6/443]"]
+
+
+def test_transport_mode_when_both_ask(initiator_and_responder):
+    pair = initiator_and_responder()
+    for e in (pair.i, pair.r):
+        e.config.connections["home"].children["net"].mode = "transport"
+    pair.establish()
+    assert pair.of_type("i", ChildSaEstablished)[0].spec.mode.value == "transport"
+    assert pair.of_type("r", ChildSaEstablished)[0].spec.mode.value == "transport"
+
+
+def test_tunnel_mode_when_only_the_initiator_asks_for_transport(initiator_and_responder):
+    pair = initiator_and_responder()
+    pair.i.config.connections["home"].children["net"].mode = "transport"
+    pair.establish()
+    assert pair.of_type("i", ChildSaEstablished)[0].spec.mode.value == "tunnel"
+
+
+def test_ipv6_and_dynamic_selectors(dispatcher):
+    from ocfpy.ike.config import AuthConfig, ChildConfig, Connection, IkeConfig, Secret
+
+    from .conftest import Pair
+
+    def cfg(local, remote, lid, rid):
+        c = Connection("home", [local], [remote], AuthConfig(id=lid), AuthConfig(id=rid),
+                       ["aes128gcm16-prfsha256-x25519"], {"net": ChildConfig("net")})
+        return IkeConfig({"home": c}, [Secret([], b"any-psk")])
+
+    pair = Pair(cfg("2001:db8::1", "2001:db8::2", "user@moon.example", "2001:db8::2"),
+                cfg("2001:db8::2", "2001:db8::1", "2001:db8::2", "user@moon.example"), dispatcher)
+    pair.i.initiate("home", pair.now)
+    for _ in range(4):  # addresses on the wire are the configured IPv6 ones
+        pair.deliver(pair.i, pair.r)
+        pair.deliver(pair.r, pair.i)
+    pair.collect()
+    spec = pair.of_type("i", ChildSaEstablished)[0].spec
+    assert [str(t) for t in spec.local_ts] == ["2001:db8::1/128"]
+    assert [str(t) for t in spec.remote_ts] == ["2001:db8::2/128"]
+    assert pair.r.sa_list()[0]["remote"]["id"] == "user@moon.example"
+
+
+def test_unsupported_critical_payload_is_answered(initiator_and_responder):
+    from ocfpy.ike import codec
+
+    from .test_ike_codec import _with_extra_payload
+
+    pair = initiator_and_responder()
+    pair.r.receive_datagram(_with_extra_payload(True), ("10.0.0.2", 500), ("10.0.0.1", 500),
+                            pair.now)
+    (out,) = pair.r.datagrams_to_send(pair.now)
+    resp = codec.decode(out[0])
+    assert resp.is_response and resp.notify(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD).data == b"\xc8"
+    assert pair.r.sa_list() == []
+
+
+def test_higher_major_version_is_answered_with_ours(initiator_and_responder):
+    from ocfpy.ike import codec
+
+    from .test_ike_codec import _init_raw
+
+    pair = initiator_and_responder()
+    raw = bytearray(_init_raw())
+    raw[17] = 0x30
+    pair.r.receive_datagram(bytes(raw), ("10.0.0.2", 500), ("10.0.0.1", 500), pair.now)
+    (out,) = pair.r.datagrams_to_send(pair.now)
+    resp = codec.decode(out[0])
+    assert resp.notify(NotifyType.INVALID_MAJOR_VERSION).data == b"\x20"
+    assert pair.r.stats["invalid_major_version"] == 1
+
+
+def test_unknown_spi_is_dropped_and_counted(initiator_and_responder):
+    pair = initiator_and_responder()
+    pair.establish()
+    auth_req = pair.wire[2][1]
+    bad = bytearray(auth_req)
+    bad[8:16] = b"\x99" * 8  # a responder SPI that does not exist
+    pair.r.receive_datagram(bytes(bad), ("10.0.0.2", 500), ("10.0.0.1", 500), pair.now)
+    assert pair.r.stats["dropped_unknown_spi"] == 1 and pair.r.datagrams_to_send(pair.now) == []
+
+
+def test_a_forged_response_does_not_disturb_the_initiator(initiator_and_responder):
+    pair = initiator_and_responder()
+    pair.i.initiate("home", pair.now)
+    pair.deliver(pair.i, pair.r)
+    real = pair.r.datagrams_to_send(pair.now)[0]
+    forged = bytearray(real[0])
+    forged[-1] ^= 0xFF  # the last nonce/notify byte: parses, but is not the responder's answer
+    pair.i.receive_datagram(bytes(real[0]), real[2], real[1], pair.now)
+    pair.i.receive_datagram(bytes(forged), real[2], real[1], pair.now)  # a late duplicate
+    assert pair.i.stats["dropped_unexpected_response"] == 1
+    pair.run()
+    assert len(pair.of_type("i", IkeSaEstablished)) == 1
+
+
+def test_initiating_another_child_reuses_the_ike_sa(dispatcher):
+    """Like charon: `initiate(conn, child=...)` twice gives one IKE SA with two CHILD_SAs."""
+    from ocfpy.ike.config import ChildConfig
+
+    from .conftest import I_ADDR, R_ADDR, Pair, make_config
+
+    i_cfg = make_config(I_ADDR, R_ADDR, "moon.example.org", "sun.example.org")
+    r_cfg = make_config(R_ADDR, I_ADDR, "sun.example.org", "moon.example.org",
+                        local_ts=["10.2.0.0/16"], remote_ts=["10.1.0.0/16"])
+    for cfg, lts, rts in ((i_cfg, "10.1.0.0/16", "10.4.0.0/16"),
+                          (r_cfg, "10.4.0.0/16", "10.1.0.0/16")):
+        cfg.connections["home"].children["db"] = ChildConfig("db", [lts], [rts], ["aes128gcm16"])
+    pair = Pair(i_cfg, r_cfg, dispatcher)
+    a = pair.i.initiate("home", pair.now, child="net")
+    b = pair.i.initiate("home", pair.now, child="db")  # while the first is still connecting
+    c = pair.i.initiate("home", pair.now, child="db")  # already queued: nothing more
+    assert a == b == c
+    pair.run()
+    assert len(pair.i.sa_list()) == 1 == len(pair.r.sa_list())
+    names = sorted(e.spec.name for e in pair.of_type("r", ChildSaEstablished))
+    assert names == ["home/db", "home/net"]
