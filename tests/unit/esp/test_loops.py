@@ -132,3 +132,22 @@ def test_selector_check_after_decryption(rig):
     assert len(_drain(rig["tun_b"])) == 1
     c = rig["counters"].sa_counters(rig["slot_b"])
     assert c.malformed == 1 and c.packets_in == 1
+
+
+def test_random_bytes_never_raise(rig):
+    """Fuzz the inbound path: random datagrams (some with the SA's SPI, some with the IKE
+    marker) are dropped and counted, never raised, and nothing reaches the TUN."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    spi = rig["in"].by_uid[2].spi.to_bytes(4, "big")
+    prefixes = st.sampled_from([b"", spi, spi + b"\x00\x00\x00\x05", b"\x00\x00\x00\x00"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(prefixes, st.binary(max_size=300)), min_size=1, max_size=20))
+    def run(datagrams):
+        rig["in"].receive([p + b for p, b in datagrams if not (p + b).startswith(b"\0" * 4)])
+
+    run()
+    assert _drain(rig["tun_b"]) == []
+    assert rig["counters"].sa_counters(rig["slot_b"]).packets_in == 0
