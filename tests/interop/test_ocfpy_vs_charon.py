@@ -75,11 +75,16 @@ def test_psk_establish_and_traffic(peers: Peers, ike: str, esp: str, who: str) -
         assert sent == received, peers.logs()
     # On the wire, read by scapy: ESP in UDP 4500 under exactly the negotiated SPIs, and
     # not one inner packet in clear.
+    # tcpdump drops packets when the machine is loaded (it does in CI: 2 cores, both busy
+    # with the transfer), so the capture proves what is on the wire and charon's own SA
+    # counters prove the volume: the 2 MiB went through this ESP SA.
     wire = cap.summary((peers.moon.inner, peers.sun.inner))
-    assert wire.esp_in_udp > 1000 and wire.clear_inner == 0 and wire.esp_raw == 0, wire
+    assert wire.esp_in_udp > 0 and wire.clear_inner == 0 and wire.esp_raw == 0, wire
     assert wire.esp_spis == set(ocfpy_child_spis(our_child)), wire
     their_child = next(iter(peers.charon_sas()[0]["child-sas"].values()))
     assert int(their_child["packets-in"]) >= 3 and int(their_child["packets-out"]) >= 3
+    carried = max(int(their_child["bytes-in"]), int(their_child["bytes-out"]))
+    assert carried >= 2 << 20, their_child
 
 
 @pytest.mark.parametrize("who", DIRECTIONS, ids=lambda w: f"{w}-initiates")
@@ -100,10 +105,7 @@ def test_defaults_on_both_sides(peers: Peers, who: str) -> None:
 
 @pytest.mark.parametrize("who", [
     "ocfpy",
-    pytest.param("charon", marks=pytest.mark.xfail(strict=True, reason=(
-        "ocfpy as responder takes the first child whose selectors narrow to the offer "
-        "(ocfpy/ike/tasks/child_create.py), so charon's 'more' (10.98.2.1/32 <-> 10.98.1.1/32) "
-        "becomes ocfpy's 'net' (/24s); strongSwan prefers the child that matches exactly"))),
+    "charon",
 ], ids=lambda w: f"{w}-initiates")
 def test_second_child_by_create_child_sa(peers: Peers, who: str) -> None:
     """A second CHILD_SA on the same IKE_SA: CREATE_CHILD_SA (no PFS) after IKE_AUTH."""
