@@ -486,6 +486,19 @@ def newpolicy(sel: Selector, direction: int, tmpl: TemplateParams, *, priority: 
     return encode(msg, msg_type, flags, seq)
 
 
+def socket_policy(direction: int) -> bytes:
+    """A per-socket "allow, no templates" policy for setsockopt(IP_XFRM_POLICY): the
+    socket's traffic bypasses IPsec in that direction (struct xfrm_userpolicy_info only)."""
+    msg = xfrm_userpolicy_info()
+    msg.update(_zero_selector())
+    msg.update(_lifetime_cfg())
+    msg.update({"cur_bytes": 0, "cur_packets": 0, "cur_add_time": 0, "cur_use_time": 0,
+                "priority": 0, "index": 0, "dir": direction, "action": XFRM_POLICY_ALLOW,
+                "pflags": 0, "share": 0})
+    msg["attrs"] = []
+    return encode(msg, 0, 0)[16:]
+
+
 def delpolicy(sel: Selector, direction: int, *, seq: int = 0) -> bytes:
     msg = xfrm_userpolicy_id()
     msg.update(sel.fields())
@@ -503,6 +516,16 @@ def parse(cls: type[nlmsg], data: bytes) -> nlmsg:
     msg = cls(data)
     msg.decode()
     return msg
+
+
+def selector_from(msg: nlmsg, prefix: str = "sel_") -> Selector:
+    """The Selector in a decoded message (``prefix`` picks one of several, e.g. "pol_sel_")."""
+    family = msg[prefix + "family"]
+    return Selector(
+        family, unpack_address(msg[prefix + "saddr"], family), msg[prefix + "prefixlen_s"],
+        unpack_address(msg[prefix + "daddr"], family), msg[prefix + "prefixlen_d"],
+        msg[prefix + "proto"], msg[prefix + "sport"], msg[prefix + "sport_mask"],
+        msg[prefix + "dport"], msg[prefix + "dport_mask"])
 
 
 @dataclass
