@@ -497,7 +497,7 @@ def bypass_socket(sock: socket.socket) -> None:
     level, opt = ((socket.IPPROTO_IPV6, IPV6_XFRM_POLICY) if sock.family == socket.AF_INET6
                   else (socket.IPPROTO_IP, IP_XFRM_POLICY))
     for direction in (X.XFRM_POLICY_IN, X.XFRM_POLICY_OUT):
-        sock.setsockopt(level, opt, X.socket_policy(direction))
+        sock.setsockopt(level, opt, X.socket_policy(direction, sock.family))
 
 
 def _drivers(spec: ChildSaSpec) -> dict[str, str]:

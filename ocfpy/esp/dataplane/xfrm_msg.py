@@ -486,11 +486,13 @@ def newpolicy(sel: Selector, direction: int, tmpl: TemplateParams, *, priority: 
     return encode(msg, msg_type, flags, seq)
 
 
-def socket_policy(direction: int) -> bytes:
+def socket_policy(direction: int, family: int) -> bytes:
     """A per-socket "allow, no templates" policy for setsockopt(IP_XFRM_POLICY): the
-    socket's traffic bypasses IPsec in that direction (struct xfrm_userpolicy_info only)."""
+    socket's traffic bypasses IPsec in that direction (struct xfrm_userpolicy_info only;
+    the kernel insists on a selector family, verify_newpolicy_info)."""
     msg = xfrm_userpolicy_info()
     msg.update(_zero_selector())
+    msg["sel_family"] = family
     msg.update(_lifetime_cfg())
     msg.update({"cur_bytes": 0, "cur_packets": 0, "cur_add_time": 0, "cur_use_time": 0,
                 "priority": 0, "index": 0, "dir": direction, "action": XFRM_POLICY_ALLOW,
