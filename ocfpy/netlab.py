@@ -101,6 +101,7 @@ class Lab:
         self.root_links: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self._closed = False
+        self._owner = os.getpid()
         _LIVE_LABS.add(self)
 
     # -- naming ----------------------------------------------------------------------------
@@ -124,11 +125,26 @@ class Lab:
         if name in netns.listnetns():
             log.warning("namespace %s exists (a previous run crashed?): removing it", name)
             netns.remove(name)
-        try:
-            netns.create(name)
-        except OSError as exc:
-            raise LabError(f"cannot create namespace {name}: {exc}") from exc
         ns = Namespace(name)
+        for attempt in range(3):
+            try:
+                netns.create(name)
+            except OSError as exc:
+                raise LabError(f"cannot create namespace {name}: {exc}") from exc
+            # Others on this machine create namespaces too; their `ip netns add` re-mounting
+            # /run/netns at the same moment can leave our file unmounted or hidden (seen as
+            # "Cannot open network namespace" a moment later). Check, and try again.
+            deadline = time.monotonic() + 2
+            while not os.path.ismount(ns.path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if os.path.ismount(ns.path):
+                break
+            log.warning("namespace %s did not appear (attempt %d); creating it again", name,
+                        attempt + 1)
+            with contextlib.suppress(OSError):
+                netns.remove(name)
+        else:
+            raise LabError(f"namespace {name} could not be created: {ns.path} is not mounted")
         self.namespaces[name] = ns
         with IPRoute(netns=name) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
@@ -264,6 +280,10 @@ class Lab:
     def close(self) -> None:
         """Stop processes, delete namespaces and root links. Safe to call twice."""
         if self._closed:
+            return
+        if os.getpid() != self._owner:
+            # A forked child (pyroute2 forks to create namespaces; so does multiprocessing)
+            # that unwinds through our `with` block must not tear down its parent's lab.
             return
         self._closed = True
         # Ctrl-C during teardown must not leave half a lab behind.

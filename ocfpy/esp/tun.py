@@ -7,6 +7,8 @@ import logging
 import os
 import struct
 
+from .netlink import outside_loop
+
 log = logging.getLogger(__name__)
 
 TUNSETIFF = 0x400454CA
@@ -34,15 +36,19 @@ def open_tun(name: str, *, mtu: int = 1400, up: bool = True) -> int:
         os.close(fd)
         raise TunError(exc.errno, f"cannot create TUN device {name}: {exc.strerror}") from exc
     try:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=name)[0]
-            ipr.link("set", index=index, mtu=mtu)
-            if up:
-                ipr.link("set", index=index, state="up")
+        outside_loop(_configure, name, mtu, up)
     except Exception:
         os.close(fd)
         raise
     log.info("TUN device %s up, MTU %d", name, mtu)
     return fd
+
+
+def _configure(name: str, mtu: int, up: bool) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=name)[0]
+        ipr.link("set", index=index, mtu=mtu)
+        if up:
+            ipr.link("set", index=index, state="up")

@@ -61,7 +61,8 @@ class WorkerContext:
     ctrl: socket.socket
     counters: CounterBlock
     raw: dict[int, socket.socket] = field(default_factory=dict)  # family -> raw ESP socket
-    udp: dict[int, socket.socket] = field(default_factory=dict)  # family -> UDP 4500 socket
+    udp: dict[int, socket.socket] = field(default_factory=dict)  # family -> UDP socket to send on
+    udp_ids: dict[int, int] = field(default_factory=dict)  # fileno -> the daemon's id for it
     batch: int = 64
     forward_ike: bool = False  # whether IKE datagrams on UDP sockets go back to the daemon
 
@@ -71,6 +72,7 @@ class _Loop:
         self.ctx = ctx
         self.cells = ctx.counters.cells
         self.running = True
+        self.udp_sockets: list[socket.socket] = list(ctx.udp.values())  # all are read
 
     # -- control --------------------------------------------------------------------------
     def control(self) -> None:
@@ -93,11 +95,13 @@ class _Loop:
                 if req is not None:
                     send_msg(self.ctx.ctrl, ("ack", req, True, None))
             elif op == "socket":
-                _, req, family, forward_ike = msg
+                _, req, family, forward_ike, sock_id = msg
                 sock = socket.socket(family, socket.SOCK_DGRAM, 0, fileno=fds[0])
                 sock.setblocking(False)
                 tune_socket(sock)
+                self.udp_sockets.append(sock)
                 self.ctx.udp[family] = sock
+                self.ctx.udp_ids[sock.fileno()] = sock_id
                 self.ctx.forward_ike = self.ctx.forward_ike or forward_ike
                 send_msg(self.ctx.ctrl, ("ack", req, True, None))
             elif op == "stop":
@@ -266,7 +270,7 @@ class InboundLoop(_Loop):
             sa.crypto.close()
 
     def readers(self) -> list:
-        return [*self.ctx.udp.values(), *self.ctx.raw.values()]
+        return [*self.udp_sockets, *self.ctx.raw.values()]
 
     def on_readable(self, sock) -> None:
         is_udp = sock.type == socket.SOCK_DGRAM
@@ -291,7 +295,8 @@ class InboundLoop(_Loop):
                 if kind is Kind.IKE:
                     if self.ctx.forward_ike:
                         self.bump(G.IKE_FORWARDED)
-                        send_msg(self.ctx.ctrl, ("ike", data[4:], addr, sock.family))
+                        send_msg(self.ctx.ctrl, ("ike", data[4:], addr,
+                                                 self.ctx.udp_ids.get(sock.fileno())))
                     continue
                 if kind is Kind.KEEPALIVE:
                     self.bump(G.KEEPALIVES)
@@ -384,6 +389,9 @@ def tune_socket(sock: socket.socket) -> None:
 def worker_main(ctx: WorkerContext) -> None:
     """Entry point of a worker process (forked: it inherits the dispatcher and its drivers)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the daemon's asyncio handler
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)  # the daemon's loop must not hear our signals
     ctx.ctrl.setblocking(True)
     for s in (*ctx.raw.values(), *ctx.udp.values()):
         s.setblocking(False)

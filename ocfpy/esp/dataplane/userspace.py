@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from ...errors import OcfError
 from ..counters import CounterBlock
+from ..netlink import outside_loop
 from ..worker import WorkerContext, recv_msg, send_msg, worker_main
 from .base import (
     ChildSaSpec,
@@ -82,8 +83,9 @@ class UserspaceDataplane(Dataplane):
         self._udp: dict[int, socket.socket] = {}  # family -> socket the workers read/send on
         self._own_udp: list[socket.socket] = []
         self._forward_ike = False
+        self._ike_handlers: dict[int, IkeDatagramHandler] = {}  # socket id -> daemon callback
+        self._sock_ids = itertools.count(1)
         self._on_event: EventHandler | None = None
-        self._on_ike: IkeDatagramHandler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acks: dict[int, tuple[bool, object]] = {}
         self._ack_cv = threading.Condition()
@@ -122,8 +124,7 @@ class UserspaceDataplane(Dataplane):
             for role in ("out", "in"):
                 parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 wctx = WorkerContext(role, self.dispatcher, self._tun_fd, child,
-                                     self.counter_block, dict(self._raw), dict(self._udp),
-                                     self.batch, self._forward_ike)
+                                     self.counter_block, dict(self._raw), batch=self.batch)
                 proc = ctx.Process(target=worker_main, args=(wctx,), daemon=True,
                                    name=f"ocfpy-esp-{role}")
                 proc.start()
@@ -142,7 +143,7 @@ class UserspaceDataplane(Dataplane):
             self._closed = True
             for uid in list(self._installed):
                 with contextlib.suppress(Exception):
-                    self._remove_routes(self._installed[uid])
+                    outside_loop(self._remove_routes, self._installed[uid])
             for _proc, ctrl in self._workers.values():
                 with contextlib.suppress(OSError):
                     send_msg(ctrl, ("stop",))
@@ -178,10 +179,9 @@ class UserspaceDataplane(Dataplane):
 
     def attach_udp_encap(self, sock: socket.socket, on_ike: IkeDatagramHandler) -> bool:
         """Read the daemon's UDP 4500 socket from now on; IKE datagrams go to on_ike."""
-        self._on_ike = on_ike
         self._capture_loop()
         self.start()  # from now on only the workers read the socket: they must be running
-        self._give_socket(sock, forward_ike=True)
+        self._give_socket(sock, forward_ike=True, on_ike=on_ike)
         return True
 
     def install(self, spec: ChildSaSpec) -> None:
@@ -208,7 +208,7 @@ class UserspaceDataplane(Dataplane):
                 for role in ("in", "out"):
                     entry.drivers[role] = self._request(role, "install", spec, slot)
                 if self.install_routes:
-                    self._add_routes(entry)
+                    outside_loop(self._add_routes, entry)
             except Exception:
                 for role in ("in", "out"):
                     with contextlib.suppress(Exception):
@@ -231,7 +231,7 @@ class UserspaceDataplane(Dataplane):
                 with contextlib.suppress(OSError):
                     self._send(role, ("remove", None, unique_id))
             with contextlib.suppress(Exception):
-                self._remove_routes(entry)
+                outside_loop(self._remove_routes, entry)
             # The slot is not reused at once: a worker may still count a burst in flight.
             threading.Timer(1.0, self.counter_block.release, (entry.slot,)).start()
 
@@ -270,14 +270,16 @@ class UserspaceDataplane(Dataplane):
         self._own_udp.append(sock)
         self._give_socket(sock, forward_ike=False)
 
-    def _give_socket(self, sock: socket.socket, *, forward_ike: bool) -> None:
+    def _give_socket(self, sock: socket.socket, *, forward_ike: bool,
+                     on_ike: IkeDatagramHandler | None = None) -> None:
         self._udp[sock.family] = sock
         self._forward_ike = self._forward_ike or forward_ike
-        if not self.started:
-            return  # handed to the workers when they fork
+        sock_id = next(self._sock_ids)
+        if on_ike is not None:
+            self._ike_handlers[sock_id] = on_ike
         for role in ("in", "out"):
             req = next(self._req)
-            self._send(role, ("socket", req, sock.family, forward_ike), [sock.fileno()])
+            self._send(role, ("socket", req, sock.family, forward_ike, sock_id), [sock.fileno()])
             self._wait(req, role)
 
     def _send(self, role: str, msg: tuple, fds: list[int] | None = None) -> None:
@@ -339,8 +341,8 @@ class UserspaceDataplane(Dataplane):
                 threading.Thread(target=self.remove, args=(uid,), daemon=True).start()
             self._call(self._on_event, event)
         elif kind == "ike":
-            _, data, addr, _family = msg
-            self._call(self._on_ike, data, addr)
+            _, data, addr, sock_id = msg
+            self._call(self._ike_handlers.get(sock_id), data, addr)
 
     def _call(self, handler, *args) -> None:
         if handler is None:
@@ -397,3 +399,26 @@ def _local_source(ipr, spec: ChildSaSpec):
         if any(ts.contains(addr) for ts in spec.local_ts):
             return addr
     return None
+
+
+def unavailable_reason() -> str | None:
+    """None if the userspace dataplane can run here, else why not."""
+    if os.geteuid() != 0:
+        return "needs root (a TUN device, routes and a raw ESP socket)"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun is missing (no TUN support in this kernel or container)"
+    return None
+
+
+def create(dispatcher, config=None) -> UserspaceDataplane:
+    """The daemon's factory (ike.daemon.select_dataplane): refuses with the reason when this
+    machine cannot run it."""
+    why = unavailable_reason()
+    if why:
+        raise DataplaneError(why)
+    opts = getattr(config, "daemon", None)
+    return UserspaceDataplane(
+        dispatcher,
+        tun_name=getattr(opts, "tun_name", None) or "ocfpy0",
+        mtu=getattr(opts, "tun_mtu", None) or 1400,
+    )
