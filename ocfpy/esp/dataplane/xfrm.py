@@ -8,7 +8,7 @@ traffic selectors, each with a template that names the CHILD_SA's reqid; in tunn
 route per remote selector so that the kernel reaches the policy at all. remove() and close()
 take exactly that back out. Counters are read from the kernel (lifetime bytes/packets, replay
 and integrity failures); soft and hard lifetime expiries and acquires arrive on the XFRM
-multicast groups and go to the daemon as SaEvent.
+multicast groups: expiries go to the daemon as SaEvent, acquires are logged.
 
 Crypto runs in the kernel, so the dispatcher is not used here; the kernel driver that serves
 each SA (from /proc/crypto) is reported in the counters instead.
@@ -461,16 +461,16 @@ class XfrmDataplane(Dataplane):
                     self.remove(uid)
             self._emit(SaEvent(uid, kind, reason))
         elif msg_type == X.XFRM_MSG_ACQUIRE:
-            # The acquire names the policy that matched; the CHILD_SA behind it is the one
-            # whose out policy has that selector.
+            # Traffic hit one of our policies with no state behind it (one direction hard-
+            # expired before we took the CHILD_SA out, or a state was deleted by hand). Logged,
+            # not forwarded: SaEvent kinds are "soft" and "hard", and the daemon's answer to
+            # a CHILD_SA without states is the hard event it already got.
             msg = X.parse(X.xfrm_user_acquire, raw)
             policy = (X.selector_from(msg, "pol_sel_"), msg["pol_dir"])
             users = self._policies.get(policy, [])
             flow = X.selector_from(msg, "sel_")
-            reason = f"the kernel has traffic {flow.src} -> {flow.dst} but no SA for it"
-            log.info("xfrm acquire: %s", reason)
-            if users:
-                self._emit(SaEvent(users[-1][0], "acquire", reason))
+            log.info("xfrm acquire: traffic %s -> %s matches %s but has no SA", flow.src,
+                     flow.dst, f"CHILD_SA #{users[-1][0]}'s policy" if users else "a policy")
 
     def _emit(self, event: SaEvent) -> None:
         handler = self._on_event
