@@ -56,6 +56,7 @@ def _icmp(ts: TrafficSelector) -> tuple[int, int, int, int]:
 def selectors(src_ts: list[TrafficSelector], dst_ts: list[TrafficSelector]) -> list[Selector]:
     """XFRM selectors for traffic from src_ts to dst_ts (both lists of one CHILD_SA side)."""
     out: list[Selector] = []
+    count = 0
     for s, d in itertools.product(src_ts, dst_ts):
         if s.start.version != d.start.version:
             continue
@@ -72,14 +73,17 @@ def selectors(src_ts: list[TrafficSelector], dst_ts: list[TrafficSelector]) -> l
                                            port_blocks(d.start_port, d.end_port)))
             if not proto and ports != [((0, 0), (0, 0))]:
                 raise ValueError(f"traffic selector {s} === {d}: ports without a protocol")
-        for snet, dnet in itertools.product(s.networks(), d.networks()):
+        snets, dnets = s.networks(), d.networks()
+        count += len(snets) * len(dnets) * len(ports)
+        if count > MAX_SELECTORS:  # checked before building them: the product can be huge
+            raise ValueError(f"more than {MAX_SELECTORS} XFRM selectors for {len(src_ts)}x"
+                             f"{len(dst_ts)} traffic selectors (at most {MAX_SELECTORS}): "
+                             "use fewer, CIDR-aligned ranges")
+        for snet, dnet in itertools.product(snets, dnets):
             for (sport, smask), (dport, dmask) in ports:
                 out.append(Selector(family, snet.network_address, snet.prefixlen,
                                     dnet.network_address, dnet.prefixlen, proto,
                                     sport, smask, dport, dmask))
-    if len(out) > MAX_SELECTORS:
-        raise ValueError(f"{len(out)} XFRM selectors for {len(src_ts)}x{len(dst_ts)} traffic "
-                         f"selectors (at most {MAX_SELECTORS}): use fewer, CIDR-aligned ranges")
     return out
 
 
