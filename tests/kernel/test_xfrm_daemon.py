@@ -46,7 +46,7 @@ def _start(pair, *, dataplanes=("xfrm", "xfrm"), encap: bool = False) -> None:
         text = H.config(side, proposals=[IKE], esp=[ESP], dataplane=dataplanes[side])
         if encap:
             text = text.replace("keyingtries = 1", "keyingtries = 1\nencap = true")
-        d.start(text, timeout=90)
+        d.start(text, timeout=240)  # VM lane: pyroute2's import alone takes 20-35 s there
 
 
 def _ip(pair, ns, *args: str) -> str:

@@ -207,12 +207,13 @@ class XfrmDataplane(Dataplane):
         log.info("removed CHILD_SA %s #%d from the kernel", entry.spec.name, unique_id)
 
     def counters(self, unique_id: int) -> SaCounters:
-        entry = self._installed.get(unique_id)
-        if entry is None:
-            raise KeyError(f"no CHILD_SA with id {unique_id} is installed")
-        spec = entry.spec
-        inbound = self._get_state(spec.remote, spec.local, spec.inbound.spi)
-        outbound = self._get_state(spec.local, spec.remote, spec.outbound.spi)
+        with self._lock:  # one request at a time on the socket (the event thread uses it too)
+            entry = self._installed.get(unique_id)
+            if entry is None:
+                raise KeyError(f"no CHILD_SA with id {unique_id} is installed")
+            spec = entry.spec
+            inbound = self._get_state(spec.remote, spec.local, spec.inbound.spi)
+            outbound = self._get_state(spec.local, spec.remote, spec.outbound.spi)
         c = SaCounters(drivers=dict(entry.drivers))
         if inbound is not None:
             c.packets_in, c.bytes_in = inbound.packets, inbound.bytes
