@@ -355,7 +355,8 @@ def two_hosts(lab: Lab, *, outer: tuple[str, str] = ("10.99.0.1/24", "10.99.0.2/
 # namespace), so the bytes really cross whatever sits between the namespaces.
 _SINK = """
 import hashlib, socket, sys, json, time
-s = socket.create_server((sys.argv[1], int(sys.argv[2])))
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.create_server((sys.argv[1], int(sys.argv[2])), family=family)
 s.settimeout(float(sys.argv[3]))
 print("listening", flush=True)
 c, _ = s.accept()

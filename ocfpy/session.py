@@ -87,22 +87,29 @@ class Session:
 
     # -- migration -------------------------------------------------------------------------
     def _retry(self, failure: DriverFailure, method: str, *args):
-        """The driver failed this request: move to the next driver and run it again there."""
-        self.errors += 1
-        self._dispatcher._migrate(self, failure)  # rebinds through _bind()
-        return getattr(self._ctx, method)(*args)
+        """The driver failed this request: move to the next driver and run it again there,
+        as often as drivers fail, until one serves it or none is left (then _migrate raises)."""
+        failed: set[str] = set()
+        while True:
+            self.errors += 1
+            failed.add(self._record.name)
+            self._dispatcher._migrate(self, failure, failed)  # rebinds through _bind()
+            try:
+                return getattr(self._ctx, method)(*args)
+            except DriverFailure as again:
+                failure = again
 
 
 class AeadSession(Session):
     # _enc/_salt: a context whose seal is "salt || iv, then one C call" may expose that call
     # (AeadContext.one_shot()); the session then makes it itself and saves a Python frame per
     # packet, which is most of the dispatch overhead at 1400 bytes.
-    __slots__ = ("_enc", "_salt")
+    __slots__ = ("_enc", "_dec", "_salt")
 
     def _bind(self, ctx: Context) -> None:
         self._ctx = ctx
         parts = ctx.one_shot()  # type: ignore[attr-defined]
-        self._enc, self._salt = parts if parts else (None, b"")
+        self._enc, self._dec, self._salt = parts if parts else (None, None, b"")
 
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
         """Encrypt and authenticate; returns ciphertext || ICV."""
@@ -123,6 +130,15 @@ class AeadSession(Session):
 
     def open(self, iv: bytes, ciphertext: bytes, aad: bytes = b"") -> bytes:
         """Verify and decrypt ciphertext || ICV; raises AuthenticationError."""
+        dec = self._dec
+        if dec is not None and len(iv) == 8:
+            try:
+                out = dec(self._salt + iv, ciphertext, aad)
+                self.ops += 1
+                self.bytes += len(ciphertext)
+                return out
+            except Exception:  # InvalidTag and bad input: the context words the error
+                pass
         try:
             out = self._ctx.open(iv, ciphertext, aad)
         except DriverFailure as e:

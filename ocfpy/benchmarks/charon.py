@@ -119,6 +119,8 @@ class Charon:
         self._load = load
         self._proc: subprocess.Popen[bytes] | None = None
         self._session: Any = None
+        self._conns: dict[str, dict[str, Any]] = {}
+        self._secrets: dict[str, tuple[bytes, list[str]]] = {}
 
     def config(self) -> str:
         charon: dict[str, Any] = {
@@ -199,9 +201,29 @@ class Charon:
     def load_psk(self, secret: str | bytes, owners: Iterable[str] = (), key_id: str = "psk") -> None:
         data = secret if isinstance(secret, bytes) else secret.encode()
         self.vici.load_shared({"id": key_id, "type": "IKE", "data": data, "owners": list(owners)})
+        self._secrets[key_id] = (data, list(owners))
+        self._write_swanctl()
 
     def load_conn(self, name: str, body: Mapping[str, Any]) -> None:
         self.vici.load_conn({name: dict(body)})
+        self._conns[name] = dict(body)
+        self._write_swanctl()
+
+    def swanctl_conf(self) -> str:
+        """What was loaded over vici, as a swanctl.conf: kept next to the logs so that a failed
+        run can be replayed by hand (`swanctl --load-all --file DIR/swanctl.conf --uri ...`)."""
+        secrets: dict[str, Any] = {}
+        for key_id, (data, owners) in self._secrets.items():
+            entry: dict[str, Any] = {f"id-{i}": o for i, o in enumerate(owners, 1)}
+            entry["secret"] = "0x" + data.hex()  # any byte string, no quoting trouble
+            secrets[f"ike-{key_id}"] = entry
+        tree = {"connections": {k: _swanctl_values(v) for k, v in self._conns.items()},
+                "secrets": secrets}
+        return render_conf(tree) + "\n"
+
+    def _write_swanctl(self) -> None:
+        if len(self._conns) <= 50:  # the benchmarks load hundreds: not worth the rewrites
+            (self.dir / "swanctl.conf").write_text(self.swanctl_conf())
 
     def initiate(self, ike: str, child: str | None = None, timeout_ms: int = 10000) -> list[Any]:
         """Initiate and wait; raises vici.exception.CommandException with charon's errmsg."""
@@ -214,6 +236,12 @@ class Charon:
         """IKE_SAs by connection name (the last one wins if a name has several)."""
         out: dict[str, dict[str, Any]] = {}
         for entry in list(self.vici.list_sas({"ike": ike} if ike else None)):
+            out.update(decode(entry))
+        return out
+
+    def list_conns(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for entry in list(self.vici.list_conns()):
             out.update(decode(entry))
         return out
 
@@ -264,6 +292,19 @@ class Charon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _swanctl_values(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """vici values -> swanctl.conf values (lists become comma lists)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out[key] = _swanctl_values(value)
+        elif isinstance(value, list | tuple):
+            out[key] = ", ".join(str(v) for v in value)
+        else:
+            out[key] = value
+    return out
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:

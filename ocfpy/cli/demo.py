@@ -125,72 +125,102 @@ def _config(side: int, args: argparse.Namespace, workdir: Path, psk: str) -> str
         """)
 
 
-def _with_daemons(args: argparse.Namespace) -> dict:
-    try:
-        from ..ike.control import ControlClient, ControlError
-    except ImportError as exc:
-        raise DemoError(f"this ocfpy has no IKE daemon ({exc}); try `ocfpy demo --static`") \
-            from None
-    from ..netlab import Lab, two_hosts
+class Gateways:
+    """Two `ocfpy iked` daemons in namespaces <prefix>-a and <prefix>-b, up and answering on
+    their control sockets; removed on exit. Used by the demo and by the net tests.
 
-    workdir = Path(tempfile.mkdtemp(prefix=f"{args.prefix}-"))
-    psk = os.urandom(24).hex()
-    try:
-        with Lab(args.prefix) as lab:
-            a, b, link = two_hosts(lab, outer=(f"{OUTER[0]}/24", f"{OUTER[1]}/24"),
-                                   inner=(f"{INNER_HOSTS[0]}/32", f"{INNER_HOSTS[1]}/32"))
-            daemons = {}
-            for side, ns in ((0, a), (1, b)):
+    ``options`` are the demo's options (crypto_backend, proposal, esp_proposal, dataplane,
+    encap); ``call(side, command, **params)`` talks to a daemon's control socket.
+    """
+
+    def __init__(self, options: argparse.Namespace, prefix: str):
+        self.options = options
+        self.prefix = prefix
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Gateways:
+        try:
+            from ..ike.control import ControlClient, ControlError
+        except ImportError as exc:
+            raise DemoError(f"this ocfpy has no IKE daemon ({exc}); try `ocfpy demo "
+                            "--static`") from None
+        from ..netlab import Lab, two_hosts
+
+        self._client, self._control_error = ControlClient, ControlError
+        self._stack.callback(shutil.rmtree, self.workdir, ignore_errors=True)
+        try:
+            self.lab = self._stack.enter_context(Lab(self.prefix))
+            self.a, self.b, self.link = two_hosts(
+                self.lab, outer=(f"{OUTER[0]}/24", f"{OUTER[1]}/24"),
+                inner=(f"{INNER_HOSTS[0]}/32", f"{INNER_HOSTS[1]}/32"))
+            psk = os.urandom(24).hex()
+            self.daemons = {}
+            for side, ns in ((0, self.a), (1, self.b)):
                 name = "ab"[side]
-                conf = workdir / f"{name}.toml"
-                conf.write_text(_config(side, args, workdir, psk))
+                conf = self.workdir / f"{name}.toml"
+                conf.write_text(_config(side, self.options, self.workdir, psk))
                 conf.chmod(0o600)
                 argv = [sys.executable, "-m", "ocfpy.cli.main", "-v", "iked", "--config",
-                        str(conf), "--foreground", "--log-file", str(workdir / f"{name}.log")]
-                daemons[name] = lab.popen(ns, argv, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, text=True)
-            controls = {n: workdir / f"{n}.sock" for n in "ab"}
+                        str(conf), "--foreground", "--log-file",
+                        str(self.workdir / f"{name}.log")]
+                self.daemons[name] = self.lab.popen(ns, argv, stdout=subprocess.DEVNULL,
+                                                    stderr=subprocess.PIPE, text=True)
+            for n in "ab":
+                _wait(lambda n=n: self._up(n), 20, f"daemon {n} to start")
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
 
-            def log_tail(n: str) -> str:
-                path = workdir / f"{n}.log"
-                return path.read_text(errors="replace")[-2500:] if path.exists() else ""
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
 
-            def call(n: str, cmd: str, **params):
-                with ControlClient(controls[n], timeout=10) as client:
-                    return client.call(cmd, **params)
+    def control(self, side: str) -> Path:
+        return self.workdir / f"{side}.sock"
 
-            for n, proc in daemons.items():
-                _wait(lambda n=n, proc=proc: _daemon_up(proc, controls[n], call, n, ControlError,
-                                                        log_tail),
-                      20, f"daemon {n} to start")
-            t0 = time.monotonic()
-            call("a", "initiate", name="demo")
-            sas = _wait(lambda: [s for s in call("a", "list")
-                                 if str(s.get("state", "")).lower() == "established"
-                                 and s.get("children")],
-                        15, "the IKE_SA and CHILD_SA", detail=lambda: log_tail("a") + log_tail("b"))
-            established = time.monotonic() - t0
-            traffic = _traffic(lab, a, b, args.megabytes)
-            sa_a = call("a", "list")[0]
-            sa_b = call("b", "list")[0]
-            call("a", "terminate", name="demo")
-            return _report("ike", args, established, traffic, sa_a, sa_b, link, sas)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    def call(self, side: str, cmd: str, **params):
+        with self._client(self.control(side), timeout=10) as client:
+            return client.call(cmd, **params)
+
+    def log_tail(self, side: str, n: int = 2500) -> str:
+        path = self.workdir / f"{side}.log"
+        return path.read_text(errors="replace")[-n:] if path.exists() else ""
+
+    def _up(self, side: str) -> bool:
+        proc = self.daemons[side]
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise DemoError(f"daemon {side} exited with {proc.returncode}: {err.strip()}\n"
+                            f"{self.log_tail(side)}")
+        if not self.control(side).exists():
+            return False
+        try:
+            self.call(side, "stats")
+            return True
+        except self._control_error:
+            return False
+
+    def establish(self, timeout: float = 15) -> float:
+        """a initiates; returns the seconds until IKE_SA and CHILD_SA are up."""
+        t0 = time.monotonic()
+        self.call("a", "initiate", name="demo")
+        _wait(lambda: [s for s in self.call("a", "list")
+                       if str(s.get("state", "")).lower() == "established"
+                       and s.get("children")],
+              timeout, "the IKE_SA and CHILD_SA",
+              detail=lambda: self.log_tail("a") + self.log_tail("b"))
+        return time.monotonic() - t0
 
 
-def _daemon_up(proc, control: Path, call, name, control_error, log_tail) -> bool:
-    if proc.poll() is not None:
-        err = proc.stderr.read() if proc.stderr else ""
-        raise DemoError(f"daemon {name} exited with {proc.returncode}: {err.strip()}\n"
-                        f"{log_tail(name)}")
-    if not control.exists():
-        return False
-    try:
-        call(name, "stats")
-        return True
-    except control_error:
-        return False
+def _with_daemons(args: argparse.Namespace) -> dict:
+    with Gateways(args, args.prefix) as gw:
+        established = gw.establish()
+        traffic = _traffic(gw.lab, gw.a, gw.b, args.megabytes)
+        sa_a = gw.call("a", "list")[0]
+        sa_b = gw.call("b", "list")[0]
+        gw.call("a", "terminate", name="demo")
+        return _report(established, traffic, sa_a, sa_b)
 
 
 def _wait(predicate, timeout: float, what: str, detail=None):
@@ -248,7 +278,7 @@ def _traffic(lab, a, b, megabytes: int, inner: tuple[str, str] = INNER_HOSTS) ->
     return result
 
 
-def _report(mode, args, established, traffic, sa_a, sa_b, link, sas) -> dict:
+def _report(established, traffic, sa_a, sa_b) -> dict:
     child_a = (sa_a.get("children") or [{}])[0]
     child_b = (sa_b.get("children") or [{}])[0]
     return {

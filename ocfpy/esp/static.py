@@ -91,9 +91,13 @@ class StaticTunnel:
     def __init__(self, lab, *, esp: str = "aes128gcm16", encap: bool = False,
                  seed: str | None = None, mtu: int = 1400, tun: str = "ocfpy0",
                  crypto_backend: str | None = None, workdir: Path | None = None,
-                 verbose: bool = False):
+                 verbose: bool = False, gso: int = 0,
+                 outer: tuple[str, str] | None = None, inner: tuple[str, str] | None = None):
         import os
         import tempfile
+
+        self.OUTER = outer or self.OUTER  # instance values shadow the IPv4 defaults
+        self.INNER = inner or self.INNER
 
         self.lab = lab
         self.esp = esp
@@ -103,6 +107,8 @@ class StaticTunnel:
         self.tun = tun
         self.crypto_backend = crypto_backend
         self.verbose = verbose
+        self.gso = gso
+        self._own_dir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix=f"{lab.prefix}-static-"))
         self.procs: dict[str, object] = {}
         self.drivers: dict[str, dict] = {}
@@ -111,22 +117,24 @@ class StaticTunnel:
         from ..netlab import two_hosts
 
         self.a, self.b, self.link = two_hosts(
-            self.lab, outer=(f"{self.OUTER[0]}/24", f"{self.OUTER[1]}/24"),
-            inner=(f"{self.INNER[0]}/32", f"{self.INNER[1]}/32"))
+            self.lab, outer=(self._net(self.OUTER[0], 24, 64), self._net(self.OUTER[1], 24, 64)),
+            inner=(self._host(self.INNER[0]), self._host(self.INNER[1])))
         self.ns = {"a": self.a, "b": self.b}
         for side, (me, peer) in (("a", (0, 1)), ("b", (1, 0))):
             argv = [sys.executable, "-m", "ocfpy.esp.static", "--side", side,
                     "--local", self.OUTER[me], "--remote", self.OUTER[peer],
-                    "--local-ts", f"{self.INNER[me]}/32", "--remote-ts", f"{self.INNER[peer]}/32",
+                    "--local-ts", self._host(self.INNER[me]),
+                    "--remote-ts", self._host(self.INNER[peer]),
                     "--esp", self.esp, "--seed", self.seed, "--tun", self.tun,
                     "--mtu", str(self.mtu), "--counters", str(self.dir / f"{side}.json"),
                     "--ready", str(self.dir / f"{side}.ready")]
             argv += ["--encap"] if self.encap else []
             argv += ["--crypto-backend", self.crypto_backend] if self.crypto_backend else []
             argv += ["-v"] if self.verbose else []
-            log_file = open(self.dir / f"{side}.log", "w")  # noqa: SIM115 - closed by the lab
-            self.procs[side] = self.lab.popen(self.ns[side], argv, stdout=log_file,
-                                              stderr=log_file)
+            argv += ["--gso", str(self.gso)] if self.gso else []
+            with open(self.dir / f"{side}.log", "w") as log_file:  # the child keeps a copy
+                self.procs[side] = self.lab.popen(self.ns[side], argv, stdout=log_file,
+                                                  stderr=log_file)
         deadline = time.monotonic() + 30
         for side in "ab":
             ready = self.dir / f"{side}.ready"
@@ -139,8 +147,20 @@ class StaticTunnel:
         return self
 
     def __exit__(self, *exc) -> None:
+        import shutil
+
         for proc in self.procs.values():
             self.lab.stop(proc)
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    @staticmethod
+    def _net(addr: str, v4: int, v6: int) -> str:
+        return f"{addr}/{v6 if ':' in addr else v4}"
+
+    @classmethod
+    def _host(cls, addr: str) -> str:
+        return cls._net(addr, 32, 128)
 
     def log(self, side: str) -> str:
         path = self.dir / f"{side}.log"
@@ -163,6 +183,8 @@ class StaticTunnel:
     def ping(self, count: int = 3, *, pattern: str | None = None, size: int = 56):
         argv = ["ping", "-c", str(count), "-i", "0.2", "-W", "2", "-s", str(size),
                 "-I", self.INNER[0], self.INNER[1]]
+        if ":" in self.INNER[1]:
+            argv.insert(1, "-6")
         if pattern:
             argv[1:1] = ["-p", pattern]
         return self.lab.run(self.a, argv, timeout=count * 2 + 10)
@@ -181,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encap", action="store_true", help="UDP-encapsulate (RFC 3948, port 4500)")
     p.add_argument("--tun", default="ocfpy0")
     p.add_argument("--mtu", type=int, default=1400)
+    p.add_argument("--gso", type=int, default=0, metavar="BYTES",
+                   help="TCP segmentation offload on the TUN, super-packets up to BYTES")
     p.add_argument("--crypto-backend", default=None)
     p.add_argument("--replay-window", type=int, default=128)
     p.add_argument("--counters", type=Path, help="write counters here on SIGUSR1 and at exit")
@@ -215,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
-    with UserspaceDataplane(dispatcher, tun_name=args.tun, mtu=args.mtu) as dp:
+    with UserspaceDataplane(dispatcher, tun_name=args.tun, mtu=args.mtu,
+                            gso_max=args.gso) as dp:
         dp.install(spec)
         signal.signal(signal.SIGUSR1, dump)
         dump()

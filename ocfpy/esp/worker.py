@@ -23,11 +23,13 @@ import pickle
 import select
 import signal
 import socket
+import struct
 import traceback
 from dataclasses import dataclass, field
 
 from .counters import WIDTH, CounterBlock, F, G
-from .packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop, parse_header
+from .gso import VNET_HDR_LEN, from_tun, to_tun_header
+from .packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop
 from .sad import Expiry, InboundSa, OutboundSa, build_inbound, build_outbound
 from .spd import PolicyTable
 from .udpencap import Kind, classify
@@ -35,6 +37,8 @@ from .udpencap import Kind, classify
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 1 << 16
+_ESP_HEADER = struct.Struct("!II")
+_IP_VERSION = {NEXT_HEADER_IPV4: 4, NEXT_HEADER_IPV6: 6}  # tunnel mode: next header -> version
 MAX_DATAGRAM = 65535
 
 
@@ -65,6 +69,9 @@ class WorkerContext:
     udp_ids: dict[int, int] = field(default_factory=dict)  # fileno -> the daemon's id for it
     batch: int = 64
     forward_ike: bool = False  # whether IKE datagrams on UDP sockets go back to the daemon
+    gso: bool = False  # the TUN carries virtio_net_hdr (see gso.py)
+    close_fds: list[int] = field(default_factory=list)  # the daemon's ends, inherited by fork
+    mtu: int = 1400
 
 
 class _Loop:
@@ -177,9 +184,11 @@ class OutboundLoop(_Loop):
         packets = []
         for _ in range(self.ctx.batch):
             try:
-                packets.append(read(tun, MAX_DATAGRAM))
+                packets.append(read(tun, MAX_DATAGRAM + VNET_HDR_LEN))
             except (BlockingIOError, InterruptedError):
                 break
+        if self.ctx.gso:
+            packets = [from_tun(p) for p in packets if len(p) > VNET_HDR_LEN]
         groups: dict[int, list[bytes]] = {}
         lookup = self.spd.lookup
         no_policy = 0
@@ -312,51 +321,63 @@ class InboundLoop(_Loop):
         groups: dict[int, list[tuple[bytes, int]]] = {}
         cells = self.cells
         by_spi = self.by_spi
+        unpack = _ESP_HEADER.unpack_from
         for p in packets:
-            hdr = parse_header(p)
-            if hdr is None:
+            if len(p) < 8:
                 cells[G.MALFORMED] += 1
                 continue
-            sa = by_spi.get(hdr[0])
+            spi, seq_low = unpack(p)
+            sa = by_spi.get(spi)
             if sa is None:
                 cells[G.UNKNOWN_SPI] += 1
                 continue
-            seq = sa.replay.check(hdr[1])
-            if seq is None:
-                cells[sa.slot * WIDTH + F.REPLAY_DROPS] += 1
-                continue
-            groups.setdefault(sa.spi, []).append((p, seq))
+            rp = sa.replay
+            if not rp.esn and seq_low > rp.top:
+                seq = seq_low  # the common case: in order, 32-bit: nothing to infer or look up
+            else:
+                seq = rp.check(seq_low)
+                if seq is None:
+                    cells[sa.slot * WIDTH + F.REPLAY_DROPS] += 1
+                    continue
+            groups.setdefault(spi, []).append((p, seq))
         write = os.write
         tun = self.ctx.tun_fd
+        gso = self.ctx.gso
+        mtu = self.ctx.mtu
+        writev = os.writev
         for spi, items in groups.items():
             sa = by_spi[spi]
             base = sa.slot * WIDTH
             results = sa.crypto.decapsulate_batch(items)
             good = 0
             nbytes = 0
+            rp = sa.replay
+            allows = sa.check.allows
             for (_, seq), res in zip(items, results, strict=True):
-                if isinstance(res, Drop):
+                if res.__class__ is not tuple:  # a Drop
                     cells[base + (F.AUTH_FAILURES if res is Drop.AUTH else F.MALFORMED)] += 1
                     continue
                 payload, nh = res
                 if nh == NEXT_HEADER_NONE:
-                    if sa.replay.fresh(seq):
-                        sa.replay.accept(seq)  # TFC dummy: authentic, silently dropped
+                    if rp.fresh(seq):
+                        rp.accept(seq)  # TFC dummy: authentic, silently dropped
                     continue
-                if not payload or (nh, payload[0] >> 4) not in ((NEXT_HEADER_IPV4, 4),
-                                                               (NEXT_HEADER_IPV6, 6)):
+                if not payload or _IP_VERSION.get(nh) != payload[0] >> 4:
                     cells[base + F.MALFORMED] += 1
                     continue
-                if not sa.replay.fresh(seq):  # a duplicate within this batch
+                if seq <= rp.top and not rp.fresh(seq):  # a duplicate within this batch
                     cells[base + F.REPLAY_DROPS] += 1
                     continue
-                sa.replay.accept(seq)
-                if not sa.check.allows(payload):
+                rp.accept(seq)
+                if not allows(payload):
                     cells[base + F.MALFORMED] += 1
                     cells[base + F.POLICY_DROPS] += 1
                     continue
                 try:
-                    write(tun, payload)
+                    if gso:
+                        writev(tun, (to_tun_header(payload, mtu), payload))
+                    else:
+                        write(tun, payload)
                 except OSError:
                     cells[G.TUN_WRITE_ERRORS] += 1
                     continue
@@ -373,11 +394,21 @@ class InboundLoop(_Loop):
                     self.event(sa.unique_id, kind, reason)
 
 
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)  # <linux/in.h>; the module lacks
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)  # the PMTUDISC_* values
+PMTUDISC_DONT = 0
 SOCKET_BUFFER = 8 << 20  # a burst the other loop cannot take at once must not be lost
 
 
 def tune_socket(sock: socket.socket) -> None:
-    """Big buffers: a drop here costs TCP a retransmit and halves its window."""
+    """Big buffers: a drop here costs TCP a retransmit and halves its window. And let the
+    kernel fragment ESP packets larger than the link MTU (as IPsec gateways do with DF
+    clear) instead of refusing them."""
+    with contextlib.suppress(OSError):
+        if sock.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, PMTUDISC_DONT)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC_DONT)
     for opt, forced in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE
         try:
             sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER)
@@ -388,8 +419,14 @@ def tune_socket(sock: socket.socket) -> None:
 
 def worker_main(ctx: WorkerContext) -> None:
     """Entry point of a worker process (forked: it inherits the dispatcher and its drivers)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the daemon's asyncio handler
+    # The daemon decides when we stop: it sends "stop", or it dies and our control socket
+    # reads EOF. (A SIGTERM to the daemon's process group must not kill us before it can
+    # remove its routes.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for fd in ctx.close_fds:  # else we would hold the daemon's end open and never see EOF
+        with contextlib.suppress(OSError):
+            os.close(fd)
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)  # the daemon's loop must not hear our signals
     ctx.ctrl.setblocking(True)
@@ -397,8 +434,18 @@ def worker_main(ctx: WorkerContext) -> None:
         s.setblocking(False)
         tune_socket(s)
     loop = OutboundLoop(ctx) if ctx.role == "out" else InboundLoop(ctx)
+    profile_dir = os.environ.get("OCFPY_ESP_PROFILE")  # a directory: cProfile each worker
     try:
-        loop.run()
+        if profile_dir:
+            import cProfile
+
+            prof = cProfile.Profile()
+            try:
+                prof.runcall(loop.run)
+            finally:
+                prof.dump_stats(os.path.join(profile_dir, f"esp-{ctx.role}-{os.getpid()}.prof"))
+        else:
+            loop.run()
     finally:
         for sa_uid in list(getattr(loop, "sas", {}) or getattr(loop, "by_uid", {})):
             loop.remove(sa_uid)

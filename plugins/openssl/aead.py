@@ -42,7 +42,7 @@ class OneShotAead(AeadContext):
         self._decrypt = aead.decrypt
 
     def one_shot(self):
-        return self._encrypt, self._salt
+        return self._encrypt, self._decrypt, self._salt
 
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         # The IV check matters: AESGCM accepts any nonce of 8 to 128 bytes, so a short IV

@@ -58,7 +58,8 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
                 proposals: Iterable[str], esp_proposals: Iterable[str], dataplane: str,
                 local_ts: Iterable[str] | None = None, remote_ts: Iterable[str] | None = None,
                 control: Path, name: str = "t", child: str = "net",
-                backend: str = "openssl") -> str:
+                extra_children: dict[str, tuple[list[str], list[str]]] | None = None,
+                dpd_delay: str = "0s", backend: str = "openssl") -> str:
     """The TOML config (docs/configuration.md) of one connection with one child to ``peer``.
 
     A proposal list of ["default"] leaves the key out: ocfpy's defaults apply."""
@@ -67,6 +68,12 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
     ike_line = "" if proposals == ["default"] else f"proposals = {toml_list(proposals)}"
     esp_line = "" if esp_proposals == ["default"] else f"esp_proposals = {toml_list(esp_proposals)}"
     remote_ts = list(remote_ts or [peer.inner_net])
+    extra = "".join(f"""
+[connections.{name}.children.{cname}]
+local_ts = {toml_list(lts)}
+remote_ts = {toml_list(rts)}
+{esp_line}
+""" for cname, (lts, rts) in (extra_children or {}).items())
     return f"""\
 [daemon]
 crypto_backend = "{backend}"
@@ -78,7 +85,7 @@ control_socket = "{control}"
 local_addrs = ["{me.outer}"]
 remote_addrs = ["{peer.outer}"]
 {ike_line}
-dpd_delay = "0s"
+dpd_delay = "{dpd_delay}"
 keyingtries = 1
 retransmit = {{ timeout = "1s", tries = 2, base = 1.5 }}
 
@@ -94,7 +101,7 @@ id = "{remote_id}"
 local_ts = {toml_list(local_ts)}
 remote_ts = {toml_list(remote_ts)}
 {esp_line}
-
+{extra}
 [secrets.ike-{name}]
 id = [{json.dumps(local_id)}, {json.dumps(remote_id)}]
 secret = {json.dumps(psk)}

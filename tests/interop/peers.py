@@ -100,24 +100,33 @@ class Peers:
     def configure(self, ike: str, esp: str, *, ocfpy_ike: str | None = None,
                   ocfpy_esp: str | None = None, ocfpy_psk: str = PSK, charon_psk: str = PSK,
                   charon_local_ts: list[str] | None = None,
-                  charon_remote_ts: list[str] | None = None) -> None:
-        """charon's connection "t"/"net" loaded, ocfpy started with its connection "t"/"net"."""
+                  charon_remote_ts: list[str] | None = None,
+                  extra_children: dict[str, tuple[list[str], list[str]]] | None = None,
+                  ocfpy_dpd: str = "0s", charon_dpd: str = "0s") -> None:
+        """charon's connection "t"/"net" loaded, ocfpy started with its connection "t"/"net".
+
+        ``extra_children``: more children on both sides, name -> (moon's subnets, sun's)."""
         m, s = self.moon, self.sun
         self.charon.load_psk(charon_psk, [OCFPY_ID, CHARON_ID])
+        children = {"net": child(charon_local_ts or [s.inner_net],
+                                 charon_remote_ts or [m.inner_net], [esp])}
+        for name, (moon_ts, sun_ts) in (extra_children or {}).items():
+            children[name] = child(sun_ts, moon_ts, [esp])
         self.charon.load_conn("t", psk_connection(
             local_addr=s.outer, remote_addr=m.outer, local_id=CHARON_ID, remote_id=OCFPY_ID,
-            proposals=[ike], children={"net": child(charon_local_ts or [s.inner_net],
-                                                    charon_remote_ts or [m.inner_net], [esp])}))
+            proposals=[ike], children=children, dpd_delay=charon_dpd))
         self.iked.start(iked_config(
             me=m, peer=s, local_id=OCFPY_ID, remote_id=CHARON_ID, psk=ocfpy_psk,
             proposals=[ocfpy_ike or ike], esp_proposals=[ocfpy_esp or esp],
-            dataplane=self.dataplane(), control=self.iked.control))
+            dataplane=self.dataplane(), control=self.iked.control,
+            extra_children=extra_children, dpd_delay=ocfpy_dpd))
 
-    def initiate(self, who: str, wait: float = 10.0) -> Any:
-        """Start "t"/"net" from ``who`` ("ocfpy" or "charon"); the initiator's answer (or raise)."""
+    def initiate(self, who: str, wait: float = 10.0, child: str = "net") -> Any:
+        """Start "t"/``child`` from ``who`` ("ocfpy" or "charon"); the initiator's answer (or
+        raise). On an established IKE_SA this is a CREATE_CHILD_SA exchange."""
         if who == "ocfpy":
-            return self.iked.call("initiate", name="t", child="net", wait=wait, timeout=wait + 5)
-        return self.charon.initiate("t", "net", timeout_ms=int(wait * 1000))
+            return self.iked.call("initiate", name="t", child=child, wait=wait, timeout=wait + 5)
+        return self.charon.initiate("t", child, timeout_ms=int(wait * 1000))
 
     # -- both sides' view ------------------------------------------------------------------
     def ocfpy_sas(self) -> list[dict[str, Any]]:

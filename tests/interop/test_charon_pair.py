@@ -80,3 +80,22 @@ def test_libipsec_refuses_esn(pair: NetnsPair, moon_charon: Charon, sun_charon: 
         assert sa["state"] == "ESTABLISHED" and not sa.get("child-sas")
     assert "IPsec SA: ESN not supported" in sun_charon.log_text()
     assert "generating IKE_AUTH response 1 [ IDr AUTH N(NO_PROP) ]" in sun_charon.log_text()
+
+
+def test_swanctl_conf_replays_what_vici_loaded(pair: NetnsPair, moon_charon: Charon,
+                                               sun_charon: Charon, workdir: Path) -> None:
+    """The swanctl.conf kept for a failed run loads into charon as the same connection."""
+    import subprocess
+
+    _load_pair(moon_charon, sun_charon, pair, "aes128gcm16-prfsha256-x25519", "aes128gcm16")
+    before = moon_charon.list_conns()
+    conf = workdir / "moon" / "swanctl.conf"
+    assert "esp_proposals = aes128gcm16" in conf.read_text()
+    moon_charon.vici.unload_conn({"name": "t"})
+    assert "t" not in moon_charon.list_conns()
+    out = subprocess.run(pair.left.argv("swanctl", "--load-all", "--file", str(conf), "--uri",
+                                        f"unix://{moon_charon.vici_path}"),
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert moon_charon.list_conns() == before
+    moon_charon.initiate("t", "net")  # and it still works against sun

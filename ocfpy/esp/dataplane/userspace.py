@@ -67,6 +67,7 @@ class UserspaceDataplane(Dataplane):
     def __init__(
         self, dispatcher, *, tun_name: str = "ocfpy0", mtu: int = 1400, batch: int = 64,
         raw_esp: bool = True, install_routes: bool = True, max_sas: int = 1024,
+        gso_max: int = 0,
     ):
         self.dispatcher = dispatcher
         self.tun_name = tun_name
@@ -74,6 +75,8 @@ class UserspaceDataplane(Dataplane):
         self.batch = batch
         self.raw_esp = raw_esp
         self.install_routes = install_routes
+        # > 0: TCP super-packets of up to this many bytes through the TUN (docs/dataplanes.md)
+        self.gso_max = gso_max
         self.counter_block = CounterBlock(max_sas)
         self._installed: dict[int, _Installed] = {}
         self._routes: dict[str, int] = {}  # route -> number of CHILD_SAs using it
@@ -110,7 +113,7 @@ class UserspaceDataplane(Dataplane):
             from ..tun import TunError, open_tun
 
             try:
-                self._tun_fd = open_tun(self.tun_name, mtu=self.mtu)
+                self._tun_fd = open_tun(self.tun_name, mtu=self.mtu, gso_max=self.gso_max)
             except (TunError, OSError) as exc:
                 raise DataplaneError(f"userspace dataplane: {exc}") from exc
             if self.raw_esp:
@@ -123,8 +126,10 @@ class UserspaceDataplane(Dataplane):
             ctx = multiprocessing.get_context("fork")
             for role in ("out", "in"):
                 parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                ours = [c.fileno() for _, c in self._workers.values()] + [parent.fileno()]
                 wctx = WorkerContext(role, self.dispatcher, self._tun_fd, child,
-                                     self.counter_block, dict(self._raw), batch=self.batch)
+                                     self.counter_block, dict(self._raw), batch=self.batch,
+                                     gso=bool(self.gso_max), mtu=self.mtu, close_fds=ours)
                 proc = ctx.Process(target=worker_main, args=(wctx,), daemon=True,
                                    name=f"ocfpy-esp-{role}")
                 proc.start()
