@@ -3,8 +3,9 @@
 Selection (FreeBSD's probe scores in three classes, VPP's per-algorithm handler):
   1. a per-algorithm override (``overrides={"aes256gcm16": "af_alg"}``), else
   2. a forced backend (``backend="af_alg"``), else
-  3. the best kind: hardware > accelerated software > software; ties go to the driver with
-     the fewest open sessions, then to the one registered first.
+  3. the best kind: hardware > accelerated software > software; within a kind the measured
+     speed (with a calibration), then the driver's priority; ties go to the driver with the
+     fewest open sessions, then to the one registered first.
 A forced backend or override that cannot serve the algorithm raises BackendUnavailable when
 ``strict`` (the default), naming the backend, the algorithm and who could serve it; with
 ``strict=False`` the session falls back to the next driver by rule 3, logged and counted.
@@ -105,7 +106,8 @@ class Dispatcher:
 
         def rank(r: DriverRecord):
             speed = (cal.rate(transform.keyword, r.name, size_hint) or 0.0) if cal else 0.0
-            return (-int(r.kind or 0), -speed, len(r.sessions), r.order)
+            prio = r.driver.priority if r.driver is not None else 0
+            return (-int(r.kind or 0), -speed, -prio, len(r.sessions), r.order)
         return sorted(serving, key=rank)
 
     def _serving(self, transform: Transform) -> list[DriverRecord]:

@@ -185,6 +185,9 @@ class Driver(ABC):
 
     name: str = ""
     kind: DriverKind = DriverKind.SOFTWARE
+    # Within a kind, the higher priority wins (FreeBSD's probe score inside its class): e.g.
+    # OpenSSL in-process beats the kernel's CPU implementations behind two system calls.
+    priority: int = 0
     description: str = ""
     device: DeviceInfo | None = None
 

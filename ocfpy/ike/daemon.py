@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import inspect
 import ipaddress
 import logging
 import os
@@ -98,6 +97,7 @@ class IkeDaemon:
         try:
             self.dataplane.set_event_handler(self._on_dataplane_event)
             for ep in self.endpoints:
+                self.dataplane.prepare_ike_socket(ep.sock)
                 if ep.nat_t and self.dataplane.attach_udp_encap(
                         ep.sock, lambda data, remote, ep=ep: self._ike_from_dataplane(ep, data, remote)):
                     ep.taken_by_dataplane = True
@@ -602,58 +602,11 @@ def _route_source(remote_ip: str, family: int) -> str:
 
 # -- dataplane selection ----------------------------------------------------------------------
 def select_dataplane(name: str, dispatcher: Any = None, config: IkeConfig | None = None) -> Dataplane:
-    """The dataplane named in the config or on the command line.
+    """The dataplane named in the config or on the command line (ocfpy.esp.dataplane.select
+    decides; ``none`` must be asked for, ``auto`` logs which it took and why)."""
+    from ..esp.dataplane.select import DataplaneUnavailable, choose_dataplane
 
-    ``none`` must be asked for; ``auto`` takes the kernel (xfrm) when it can do ESP, else the
-    user-space one, and logs why; when neither is available it refuses and says so rather
-    than fall back to none.
-    """
-    if name == "none":
-        from ..esp.dataplane.null import NullDataplane
-
-        log.warning("dataplane none: IKE only, CHILD_SAs will be negotiated but carry no traffic")
-        return NullDataplane()
-    if name in ("xfrm", "userspace"):
-        dp, why = _try_dataplane(name, dispatcher, config)
-        if dp is None:
-            raise DaemonError(f"dataplane {name} is not available: {why}")
-        return dp
-    if name != "auto":
-        raise DaemonError(f"unknown dataplane {name!r}: use auto, userspace, xfrm or none")
-    reasons = []
-    for candidate in ("xfrm", "userspace"):
-        dp, why = _try_dataplane(candidate, dispatcher, config)
-        if dp is not None:
-            log.info("dataplane auto: using %s%s", candidate,
-                     f" ({'; '.join(reasons)})" if reasons else "")
-            return dp
-        reasons.append(f"{candidate}: {why}")
-    raise DaemonError("dataplane auto found no working ESP dataplane (" + "; ".join(reasons)
-                      + "); set dataplane = \"none\" to run IKE without one")
-
-
-def _try_dataplane(name: str, dispatcher: Any, config: IkeConfig | None) -> tuple[Dataplane | None, str]:
-    import importlib
-
-    module_name = f"ocfpy.esp.dataplane.{name}"
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None, f"this ocfpy has no {module_name} module"
-        return None, f"{module_name} needs {exc.name}, which is not installed"
-    except Exception as exc:
-        return None, f"{module_name} failed to import: {type(exc).__name__}: {exc}"
-    factory = getattr(module, "create", None) or getattr(module, _CLASS_NAMES[name], None)
-    if factory is None:
-        return None, f"{module_name} offers neither create() nor {_CLASS_NAMES[name]}"
-    offered = {"dispatcher": dispatcher, "config": config}
-    try:
-        params = inspect.signature(factory).parameters
-        kwargs = {k: v for k, v in offered.items() if k in params}
-        return factory(**kwargs), ""
-    except Exception as exc:  # the module says why it cannot run here (no ESP in the kernel...)
-        return None, str(exc) or type(exc).__name__
-
-
-_CLASS_NAMES = {"userspace": "UserspaceDataplane", "xfrm": "XfrmDataplane"}
+        return choose_dataplane(name, dispatcher, config)
+    except DataplaneUnavailable as exc:
+        raise DaemonError(str(exc)) from exc

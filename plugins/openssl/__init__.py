@@ -78,6 +78,7 @@ def _how(t: Transform) -> str:
 class OpenSSLDriver(Driver):
     name = "openssl"
     kind = DriverKind.SOFTWARE
+    priority = 100  # in-process, AES-NI/VAES where the CPU has them: the software fast path
 
     def __init__(self) -> None:
         version = _openssl.openssl_version_text()

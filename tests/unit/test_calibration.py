@@ -50,3 +50,15 @@ def test_calibrated_order_within_a_kind_only():
     assert [r.name for r in d.candidates(get("aes128gcm16"), 1400)] == ["hw", "fast", "slow"]
     plain = Dispatcher(reg)
     assert [r.name for r in plain.candidates("aes128gcm16")] == ["hw", "slow", "fast"]
+
+
+def test_priority_orders_drivers_within_a_kind_and_calibration_overrides_it():
+    low, high = _driver("kernelish", DriverKind.SOFTWARE), _driver("inprocess", DriverKind.SOFTWARE)
+    low.priority, high.priority = 50, 100
+    reg = Registry.from_drivers([low, high], run_selftests=False)
+    assert [r.name for r in Dispatcher(reg).candidates("aes128gcm16")] == ["inprocess", "kernelish"]
+    cal = Calibration()
+    cal.add("aes128gcm16", "kernelish", 1400, 1000.0)
+    cal.add("aes128gcm16", "inprocess", 1400, 10.0)
+    measured = Dispatcher(reg, calibration=cal)
+    assert [r.name for r in measured.candidates("aes128gcm16", 1400)] == ["kernelish", "inprocess"]

@@ -148,6 +148,11 @@ class Dataplane(ABC):
     def set_event_handler(self, handler: EventHandler) -> None:  # noqa: B027 - optional
         """Where lifetime events go (the daemon rekeys or deletes)."""
 
+    def prepare_ike_socket(self, sock: socket.socket) -> None:  # noqa: B027 - optional
+        """Called for every IKE socket (ports 500 and 4500) before use. A kernel dataplane
+        exempts it from IPsec policies, so that IKE is never tunnelled even when a CHILD_SA's
+        selectors cover the peer's address."""
+
     def attach_udp_encap(self, sock: socket.socket, on_ike: IkeDatagramHandler) -> bool:
         """Offer the daemon's UDP 4500 socket. Return True if the dataplane now reads it
         (and passes IKE datagrams, marker stripped, to on_ike); False to leave it alone."""

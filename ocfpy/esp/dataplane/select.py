@@ -45,15 +45,18 @@ def _xfrm(netns: str | None) -> Dataplane:
         raise DataplaneUnavailable(str(exc)) from exc
 
 
-def _userspace(dispatcher: Any) -> Dataplane:
+def _userspace(dispatcher: Any, config: Any = None) -> Dataplane:
     why = userspace_unavailable()
     if why:
         raise DataplaneUnavailable(why)
     if dispatcher is None:
         raise DataplaneUnavailable("the userspace dataplane needs the crypto dispatcher")
-    from .userspace import UserspaceDataplane
+    from .userspace import DataplaneError, create
 
-    return UserspaceDataplane(dispatcher)
+    try:
+        return create(dispatcher, config)
+    except DataplaneError as exc:
+        raise DataplaneUnavailable(str(exc)) from exc
 
 
 def _none() -> Dataplane:
@@ -80,7 +83,7 @@ def choose_dataplane(name: str, dispatcher: Any = None, config: Any = None, *,
             raise DataplaneUnavailable(f"dataplane xfrm is not available: {exc}") from exc
     if name == "userspace":
         try:
-            return _userspace(dispatcher)
+            return _userspace(dispatcher, config)
         except DataplaneUnavailable as exc:
             raise DataplaneUnavailable(f"dataplane userspace is not available: {exc}") from exc
     try:
@@ -91,7 +94,7 @@ def choose_dataplane(name: str, dispatcher: Any = None, config: Any = None, *,
         log.info("dataplane auto: xfrm (the kernel does ESP)")
         return dp
     try:
-        dp = _userspace(dispatcher)
+        dp = _userspace(dispatcher, config)
     except DataplaneUnavailable as exc:
         raise DataplaneUnavailable(
             f"dataplane auto found no working ESP dataplane (xfrm: {kernel_reason}; userspace: "

@@ -159,12 +159,16 @@ class XfrmDataplane(Dataplane):
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
 
+    def prepare_ike_socket(self, sock: socket.socket) -> None:
+        """IKE sockets (500 and 4500) bypass IPsec policies: IKE is never caught by a
+        CHILD_SA's selectors (strongSwan does the same)."""
+        bypass_socket(sock)
+
     def attach_udp_encap(self, sock: socket.socket, on_ike: IkeDatagramHandler) -> bool:
         """Let the kernel take ESP-in-UDP out of the daemon's port 4500 socket (UDP_ENCAP);
-        IKE (non-ESP marker) and keepalives still reach the socket. Also exempt the socket
-        from IPsec policies, so IKE is never caught by a CHILD_SA's selectors."""
+        IKE (non-ESP marker) and keepalives still reach the socket."""
         sock.setsockopt(SOL_UDP, UDP_ENCAP, X.UDP_ENCAP_ESPINUDP)
-        bypass_socket(sock)
+        bypass_socket(sock)  # idempotent; for callers that skip prepare_ike_socket
         return False
 
     def install(self, spec: ChildSaSpec) -> None:
