@@ -4,6 +4,7 @@ and AES-CMAC-PRF-128 (RFC 4615)."""
 from __future__ import annotations
 
 import hmac as _stdlib_hmac
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives import cmac, hashes
 from cryptography.hazmat.primitives import hmac as _hmac
@@ -39,12 +40,13 @@ class _Hmac:
         return h.finalize()
 
 
-class HmacIntegrity(MacContext):
-    """HMAC truncated to the ICV (96 bits for SHA-1, half the output for SHA-2)."""
+class TruncatedMac(MacContext):
+    """An integrity transform: a full MAC truncated to the ICV (HMAC-SHA1-96, HMAC-SHA2 at half
+    their output per RFC 4868, AES-XCBC-MAC-96 per RFC 3566)."""
 
-    def __init__(self, transform: Transform, key: bytes | None):
+    def __init__(self, transform: Transform, mac: Callable[[bytes], bytes]):
         self.transform = transform
-        self._mac = _Hmac(exact_key(transform, key), transform.digest or "")
+        self._mac = mac
         self._icv = transform.icv_size
 
     def compute(self, data: bytes) -> bytes:
@@ -110,22 +112,6 @@ def _xcbc_prf_key(key: bytes) -> bytes:
     return _Xcbc(_ZERO_KEY)(key)
 
 
-class XcbcIntegrity(MacContext):
-    """AES-XCBC-MAC-96: the key must be exactly 16 bytes (RFC 3566 section 2.1)."""
-
-    def __init__(self, transform: Transform, key: bytes | None):
-        self.transform = transform
-        self._mac = _Xcbc(exact_key(transform, key))
-        self._icv = transform.icv_size
-
-    def compute(self, data: bytes) -> bytes:
-        return self._mac(data)[: self._icv]
-
-    def verify(self, data: bytes, icv: bytes) -> None:
-        if not _stdlib_hmac.compare_digest(self._mac(data)[: self._icv], icv):
-            raise AuthenticationError(f"{self.transform}: ICV mismatch")
-
-
 class XcbcPrf(PrfContext):
     def __init__(self, transform: Transform, key: bytes | None):
         self.transform = transform
@@ -160,9 +146,10 @@ class CmacPrf(PrfContext):
 
 def new_mac(transform: Transform, key: bytes | None) -> MacContext | PrfContext:
     if transform.primitive is Primitive.INTEG:
+        key = exact_key(transform, key)  # RFC 4868 / RFC 3566: exactly the transform's size
         if transform.digest:
-            return HmacIntegrity(transform, key)
-        return XcbcIntegrity(transform, key)
+            return TruncatedMac(transform, _Hmac(key, transform.digest))
+        return TruncatedMac(transform, _Xcbc(key))
     if transform.digest:
         return HmacPrf(transform, key)
     if transform.keyword == "prfaesxcbc":
