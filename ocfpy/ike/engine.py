@@ -28,7 +28,7 @@ from .codec.payloads import NotifyPayload, SaPayload
 from .config import ChildConfig, Connection, IkeConfig
 from .constants import ExchangeType, HeaderFlag, NotifyType, PayloadType, notify_name
 from .errors import DecodeError, IkeUsageError
-from .events import Addr, Event, IkeSaClosed, NegotiationFailed
+from .events import Addr, Event, IkeSaClosed, IkeSaEstablished, NegotiationFailed
 from .identity import Identity
 from .proposals import Proposal, accepts, explain_mismatch, from_raw, parse_esp, parse_ike, select
 from .proposals import servable as servable_proposals
@@ -38,6 +38,7 @@ from .tasks.child_create import ChildCreate
 from .tasks.delete import ChildDelete, IkeDelete
 from .tasks.ike_auth import IkeAuth
 from .tasks.ike_init import IkeInit
+from .tasks.ike_rekey import IkeRekey
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class IkeEngine:
         self._seq = itertools.count()
         self._why: dict[str, str] = {}
         self._ike_cache: dict[int, tuple[list[Proposal], list[str]]] = {}
-        self._esp_cache: dict[int, tuple[list[Proposal], list[str]]] = {}
+        self._esp_cache: dict[tuple[int, bool], tuple[list[Proposal], list[str]]] = {}
         self._sha1 = dispatcher.open("hashsha1")
         self._cookie_prf = dispatcher.open("prfsha256", self.random(32))
         self._secrets = [([Identity.parse(i) for i in s.ids], bytes(s.secret))
@@ -132,7 +133,11 @@ class IkeEngine:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
-    def initiate(self, connection: str, now: float, child: str | None = None) -> int:
+    def initiate(self, connection: str, now: float, child: str | None = None, *,
+                 reuse: bool = True) -> int:
+        """Start the connection (its first child, or ``child``). With ``reuse`` (charon's
+        behaviour) an IKE SA of this connection that is up or coming up takes the CHILD_SA
+        instead; ``reuse=False`` always negotiates a new IKE SA (load tests)."""
         conn = self.config.connections.get(connection)
         if conn is None:
             raise IkeUsageError(f"no connection named {connection!r} (configured: "
@@ -148,7 +153,7 @@ class IkeEngine:
         if child is not None and child not in conn.children:
             raise IkeUsageError(f"connection {connection!r} has no child {child!r} (children: "
                                 f"{', '.join(conn.children) or 'none'})")
-        existing = self._reusable_sa(conn)
+        existing = self._reusable_sa(conn) if reuse else None
         if existing is not None:
             # like charon: a second initiate reuses the IKE SA and only adds the CHILD_SA
             if child is not None and not self._has_child(existing, child):
@@ -161,20 +166,41 @@ class IkeEngine:
             raise IkeUsageError(f"connection {connection!r}: no IKE proposal can be served "
                                 f"(cannot serve: {', '.join(dropped)}; backend "
                                 f"{self.dispatcher.backend or 'auto'})")
-        sa = IkeSa(self, next(self._ids), conn, True, (local_ip, conn.local_port),
-                   (remote_ip, conn.remote_port), now)
-        sa.spi_i = self._new_ike_spi()
+        cfg = conn.children.get(child) if child else next(iter(conn.children.values()), None)
+        self.stats["initiated"] += 1
+        return self._start(conn, next(self._ids), (local_ip, conn.local_port),
+                           (remote_ip, conn.remote_port), [cfg] if cfg else [], 1, now).id
+
+    def _start(self, conn: Connection, sa_id: int, local: Addr, remote: Addr,
+               children: list[ChildConfig], attempt: int, now: float) -> IkeSa:
+        sa = IkeSa(self, sa_id, conn, True, local, remote, now)
+        sa.attempt = attempt
+        sa.spi_i = self.new_ike_spi()
         self._sas[sa.spi_i] = sa
         self._by_id[sa.id] = sa
         sa.tasks.queue_task(IkeInit())
         sa.tasks.queue_task(IkeAuth())
-        cfg = conn.children.get(child) if child else next(iter(conn.children.values()), None)
-        if cfg is not None:
-            sa.tasks.queue_task(ChildCreate(cfg))
-        self.stats["initiated"] += 1
+        for i, cfg in enumerate(children):
+            sa.tasks.queue_task(ChildCreate(cfg, in_ike_auth=i == 0))
         sa.tasks.initiate(sa, now)
         self._reschedule(sa)
-        return sa.id
+        return sa
+
+    def retry_keying(self, sa: IkeSa, now: float, pending: list) -> bool:
+        """keyingtries (swanctl): start the negotiation again after a timeout, with a fresh
+        IKE SA under the same id. False when the tries are used up."""
+        tries = sa.conn.keyingtries
+        if tries and sa.attempt >= tries:
+            return False
+        children = [t.cfg for t in pending if isinstance(t, ChildCreate) and t.cfg is not None]
+        log.info("%s: %s is not responding, trying again (%d/%s)", sa.name, sa.remote[0],
+                 sa.attempt + 1, tries or "forever")
+        self.stats["keying_retries"] += 1
+        remote = (sa.remote[0], sa.conn.remote_port)
+        local = (sa.local[0], sa.conn.local_port)
+        sa.close("retrying")
+        self._start(sa.conn, sa.id, local, remote, children, sa.attempt + 1, now)
+        return True
 
     def _reusable_sa(self, conn: Connection) -> IkeSa | None:
         for sa in self._by_id.values():
@@ -201,6 +227,62 @@ class IkeEngine:
         sa.tasks.queue_task(ChildCreate(cfg, in_ike_auth=False))
         sa.tasks.initiate(sa, now)
         self._reschedule(sa)
+
+    def rekey_ike(self, ike_id: int, now: float) -> None:
+        """Replace an IKE SA by a new one (CREATE_CHILD_SA); its CHILD_SAs move over."""
+        sa = self._sa_by_id(ike_id)
+        if not sa.is_established:
+            raise IkeUsageError(f"IKE SA {ike_id} is {sa.state.value}")
+        sa.tasks.queue_task(IkeRekey())
+        sa.tasks.initiate(sa, now)
+        self._reschedule(sa)
+
+    def rekeyed(self, old: IkeSa, initiator: bool, spi_i: bytes, spi_r: bytes, chosen,
+                shared: bytes, ni: bytes, nr: bytes) -> IkeSa:
+        """Build the IKE SA that replaces ``old`` (RFC 7296 2.18) and move the children."""
+        from . import keys as kdf
+        from .codec.sk import SkCrypto
+
+        new = IkeSa(self, next(self._ids), old.conn, initiator, old.local, old.remote,
+                    old.last_in)
+        new.spi_i, new.spi_r = spi_i, spi_r
+        new.set_proposal(chosen)
+        # SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), with the old SA's PRF
+        with self.dispatcher.open(old.prf, old.keys.sk_d) as prf:  # type: ignore[union-attr]
+            seed = prf.prf(shared + ni + nr)
+        new.keys = k = kdf.ike_keys(self.dispatcher, new.prf, new.encr, new.integ, seed, ni, nr,  # type: ignore[arg-type]
+                                    spi_i, spi_r)
+        out, inb = ((k.sk_ei, k.sk_ai), (k.sk_er, k.sk_ar)) if initiator else \
+            ((k.sk_er, k.sk_ar), (k.sk_ei, k.sk_ai))
+        new.crypto = SkCrypto(self.dispatcher, new.encr, new.integ, out, inb, self.random)  # type: ignore[arg-type]
+        new.local_id, new.remote_id = old.local_id, old.remote_id
+        new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
+        new.transition("rekeyed")
+        new.established_at = old.last_in
+        new.rekey_at = new.rekey_deadline(new.conn.rekey_time, old.last_in)
+        new.children, old.children = old.children, []
+        old.replaced_by = new.id
+        self._sas[spi_i if initiator else spi_r] = new
+        self._by_id[new.id] = new
+        self.stats["ike_rekeyed"] += 1
+        self.emit(IkeSaEstablished(new.id, new.name))
+        self._reschedule(new)
+        return new
+
+    def rekey_child(self, unique_id: int, now: float) -> None:
+        """Replace a CHILD_SA with a fresh one (CREATE_CHILD_SA with REKEY_SA, PFS when the
+        child's ESP proposals name a group); the old one is deleted once the new one is up.
+        The daemon calls this on a dataplane soft-lifetime event."""
+        for sa in self._by_id.values():
+            child = sa.child_by_id(unique_id)
+            if child is not None:
+                if not sa.is_established:
+                    raise IkeUsageError(f"IKE SA {sa.id} is {sa.state.value}")
+                sa.tasks.queue_task(ChildCreate(in_ike_auth=False, rekey=child))
+                sa.tasks.initiate(sa, now)
+                self._reschedule(sa)
+                return
+        raise IkeUsageError(f"no CHILD_SA with unique id {unique_id}")
 
     def terminate(self, name_or_id: str | int, now: float) -> None:
         """Delete IKE SAs (by id, or all of a connection name) or one CHILD_SA ("conn/child"
@@ -278,15 +360,18 @@ class IkeEngine:
             self._ike_cache[key] = hit
         return hit
 
-    def esp_proposals(self, cfg: ChildConfig) -> tuple[list[Proposal], list[str]]:
-        key = id(cfg)
+    def esp_proposals(self, cfg: ChildConfig, with_ke: bool = False
+                      ) -> tuple[list[Proposal], list[str]]:
+        """The child's ESP proposals. Without ``with_ke`` (IKE_AUTH) the KE groups are
+        stripped: the first CHILD_SA takes its keys from IKE_AUTH (strongSwan strips them too);
+        CREATE_CHILD_SA keeps them for PFS."""
+        key = (id(cfg), with_ke)
         hit = self._esp_cache.get(key)
         if hit is None:
             props = [parse_esp(p) for p in cfg.esp_proposals]
             for p in props:
-                # the first CHILD_SA takes its keys from IKE_AUTH; PFS groups only matter for
-                # rekeying, which strips nothing else (strongSwan strips them here too)
-                p.transforms.pop(TransformType.KE, None)
+                if not with_ke:
+                    p.transforms.pop(TransformType.KE, None)
             hit = servable_proposals(props, self._can_serve)
             self._esp_cache[key] = hit
         return hit
@@ -362,6 +447,8 @@ class IkeEngine:
             self._half_open.pop(sa.half_open_key, None)
             sa.half_open_key = None
         if sa.established_at is not None:
+            if sa.replaced_by is not None:
+                reason = f"rekeyed: replaced by IKE SA {sa.replaced_by}"
             self.emit(IkeSaClosed(sa.id, sa.name, reason))
 
     # -- internals ----------------------------------------------------------------------------
@@ -390,7 +477,7 @@ class IkeEngine:
             sa.fail(None, "terminated before it was established")
         self._reschedule(sa)
 
-    def _new_ike_spi(self) -> bytes:
+    def new_ike_spi(self) -> bytes:
         while True:
             spi = self.random(8)
             if spi.strip(b"\x00") and spi not in self._sas:
@@ -469,7 +556,7 @@ class IkeEngine:
             return
         sa = IkeSa(self, next(self._ids), conn, False, local, remote, now)
         sa.spi_i = h.spi_i
-        sa.spi_r = self._new_ike_spi()
+        sa.spi_r = self.new_ike_spi()
         sa.transition("recv_init")
         self._sas[sa.spi_r] = sa
         self._by_id[sa.id] = sa

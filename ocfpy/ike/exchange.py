@@ -7,16 +7,18 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .codec.message import Message, encode
+from .codec.message import Message, _xname, encode
 from .codec.payloads import NotifyPayload
 from .codec.sk import IntegrityCheckFailed
 from .constants import ExchangeType, NotifyType
 from .errors import DecodeError, IkeProtocolError
+from .state import REQUESTS_ALLOWED
 from .tasks.base import Status, Task
 from .tasks.child_create import ChildCreate
 from .tasks.delete import Informational
 from .tasks.ike_auth import IkeAuth
 from .tasks.ike_init import IkeInit
+from .tasks.ike_rekey import CreateChildSa
 
 if TYPE_CHECKING:
     from .events import Addr
@@ -31,7 +33,7 @@ def responder_tasks(exchange: int) -> list[Task] | None:
     if exchange == ExchangeType.IKE_AUTH:
         return [IkeAuth(), ChildCreate()]
     if exchange == ExchangeType.CREATE_CHILD_SA:
-        return [ChildCreate(in_ike_auth=False)]
+        return [CreateChildSa()]
     if exchange == ExchangeType.INFORMATIONAL:
         return [Informational()]
     return None
@@ -151,9 +153,10 @@ class TaskManager:
             log.debug("%s: retransmit %d of message %d", sa.name, out.tries, out.mid)
             sa.send(out.raw, out.local, out.remote, now)
             return
+        pending = self.active + self.queue
         self.out = None
         self.active = []
-        sa.gave_up(out.tries, now)
+        sa.gave_up(out.tries, now, pending)
 
     # -- as responder ---------------------------------------------------------------------
     def on_request(self, sa: IkeSa, msg: Message, local: Addr, remote: Addr, now: float) -> None:
@@ -174,7 +177,7 @@ class TaskManager:
         try:
             if encrypted:
                 if sa.crypto is None:
-                    raise DecodeError(f"{ExchangeType(msg.exchange).name} before IKE_SA_INIT "
+                    raise DecodeError(f"{_xname(msg.exchange)} before IKE_SA_INIT "
                                       "completed")
                 msg.decrypt(sa.crypto)
             else:
@@ -193,6 +196,12 @@ class TaskManager:
             sa.heard_from_peer(now)
             sa.local, sa.remote = local, remote  # RFC 7296 2.23: follow the authenticated peer
         tasks = responder_tasks(msg.exchange) if error is None else []
+        if error is None and (msg.exchange not in REQUESTS_ALLOWED[sa.state] or
+                              (sa.initiator and msg.exchange == ExchangeType.IKE_AUTH)):
+            sa.engine.count("dropped_wrong_state")
+            error = IkeProtocolError(NotifyType.INVALID_SYNTAX,
+                                     f"{_xname(msg.exchange)} request in state "
+                                     f"{sa.state.value}")
         if tasks is None:
             error = IkeProtocolError(NotifyType.INVALID_SYNTAX, f"exchange {msg.exchange} unknown")
         if error is None:

@@ -50,10 +50,11 @@ def _ip(ip: str):
 
 
 class ChildSa:
-    __slots__ = ("unique_id", "cfg", "spi_in", "spi_out", "spec")
+    __slots__ = ("unique_id", "cfg", "spi_in", "spi_out", "spec", "rekey_at")
 
     def __init__(self, unique_id: int, cfg: ChildConfig, spi_in: bytes, spi_out: bytes,
                  spec: ChildSaSpec):
+        self.rekey_at: float | None = None
         self.unique_id = unique_id
         self.cfg = cfg
         self.spi_in = spi_in
@@ -67,7 +68,7 @@ class IkeSa:
         "tasks", "proposal", "encr", "integ", "prf", "ke_transform", "ke", "ni", "nr",
         "init_request", "init_response", "keys", "crypto", "local_id", "remote_id", "children",
         "nat_local", "nat_remote", "last_in", "last_out", "created", "deadline",
-        "_close_after", "established_at", "half_open_key",
+        "_close_after", "established_at", "half_open_key", "attempt", "replaced_by", "rekey_at",
     )
 
     def __init__(self, engine: IkeEngine, sa_id: int, conn: Connection, initiator: bool,
@@ -107,6 +108,9 @@ class IkeSa:
         self._close_after: str | None = None
         self.established_at: float | None = None
         self.half_open_key: tuple | None = None
+        self.attempt = 1  # keyingtries
+        self.replaced_by: int | None = None  # the IKE SA that rekeyed this one
+        self.rekey_at: float | None = None
 
     # -- plumbing used by the tasks --------------------------------------------------------
     @property
@@ -151,8 +155,8 @@ class IkeSa:
     def dropped_ike(self) -> list[str]:
         return self.engine.ike_proposals(self.conn)[1]
 
-    def esp_proposals(self, cfg: ChildConfig) -> list[Proposal]:
-        return self.engine.esp_proposals(cfg)[0]
+    def esp_proposals(self, cfg: ChildConfig, with_ke: bool = False) -> list[Proposal]:
+        return self.engine.esp_proposals(cfg, with_ke)[0]
 
     @property
     def dropped_esp(self) -> list[str]:
@@ -234,10 +238,20 @@ class IkeSa:
                 + " from " + self.remote[0])
         self.conn = conn
 
+    def rekey_deadline(self, lifetime: float, now: float) -> float | None:
+        """When to rekey something made now: ``lifetime`` minus up to 10% jitter, like
+        charon's rand_time, so both ends rarely start at once. Only the IKE SA's initiator
+        rekeys on its own (collisions are not handled yet); 0 means never."""
+        if not lifetime or not self.initiator:
+            return None
+        jitter = int.from_bytes(self.random(2), "big") / 65535 * 0.1 * lifetime
+        return now + lifetime - jitter
+
     # -- outcomes ------------------------------------------------------------------------------
     def established(self) -> None:
         self.transition("authenticated")
         self.established_at = self.last_in
+        self.rekey_at = self.rekey_deadline(self.conn.rekey_time, self.last_in)
         self.engine.on_established(self)
         # what IKE_AUTH needed is no longer needed (memory per SA is a target)
         self.init_request = self.init_response = b""
@@ -270,13 +284,18 @@ class IkeSa:
         if error.notify == NotifyType.INVALID_KE_PAYLOAD:
             # an ordinary step of negotiation, not a failure: the initiator retries
             self.engine.count("invalid_ke_sent")
-            self.close(error.reason)
-        elif exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
+            if exchange == ExchangeType.IKE_SA_INIT:
+                self.close(error.reason)
+        elif exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH) and \
+                not self.is_established:
             self.fail(error.notify, error.reason)
 
-    def gave_up(self, tries: int, now: float) -> None:
+    def gave_up(self, tries: int, now: float, pending: list) -> None:
         what = "dead peer detection" if self.is_established else "negotiation"
         rt = self.conn.retransmit
+        if self.initiator and not self.is_established and \
+                self.engine.retry_keying(self, now, pending):
+            return
         self.fail(None, f"{self.remote[0]} did not answer ({what}): no response after "
                   f"{tries} retransmits ({rt.timeout:g}s x {rt.base:g}^n)")
 
@@ -307,14 +326,17 @@ class IkeSa:
     # -- CHILD_SAs -----------------------------------------------------------------------------
     def add_child(self, cfg: ChildConfig, chosen: Proposal, spi_in: bytes, spi_out: bytes,
                   ts_i: list[TrafficSelector], ts_r: list[TrafficSelector], ni: bytes, nr: bytes,
-                  transport: bool) -> ChildSa:
+                  transport: bool, exchange_initiator: bool, shared: bytes = b"") -> ChildSa:
+        """``exchange_initiator``: we initiated the exchange that created this CHILD_SA. KEYMAT
+        order (RFC 7296 2.17) and TSi/TSr follow the exchange's roles, not the IKE SA's."""
         encr = chosen.first(TransformType.ENCR)
         integ = chosen.first(TransformType.INTEG)
         esn = chosen.first(TransformType.ESN)
-        km = kdf.child_keys(self.dispatcher, self.prf, self.keys.sk_d, ni, nr, encr, integ)  # type: ignore[arg-type, union-attr]
+        km = kdf.child_keys(self.dispatcher, self.prf, self.keys.sk_d, ni, nr, encr, integ,  # type: ignore[arg-type, union-attr]
+                            shared)
         i2r = (km.encr_i2r, km.integ_i2r)
         r2i = (km.encr_r2i, km.integ_r2i)
-        if self.initiator:
+        if exchange_initiator:
             inbound = SaKeys(int.from_bytes(spi_in, "big"), *r2i)
             outbound = SaKeys(int.from_bytes(spi_out, "big"), *i2r)
             local_ts, remote_ts = ts_i, ts_r
@@ -336,6 +358,7 @@ class IkeSa:
             lifetime_packets=cfg.life_packets, crypto_backend=self.dispatcher.backend,
         )
         child = ChildSa(uid, cfg, spi_in, spi_out, spec)
+        child.rekey_at = self.rekey_deadline(cfg.rekey_time, self.last_in)
         self.children.append(child)
         self.engine.emit(ChildSaEstablished(self.id, spec))
         return child
@@ -370,6 +393,9 @@ class IkeSa:
             ka = self.engine.config.daemon.keepalive_interval
             if self.nat_local and ka:
                 cands.append(self.last_out + ka)
+            if self.rekey_at is not None:
+                cands.append(self.rekey_at)
+            cands += [c.rekey_at for c in self.children if c.rekey_at is not None]
         return min(cands) if cands else None
 
     def handle_timer(self, now: float) -> None:
@@ -389,10 +415,24 @@ class IkeSa:
 
                 self.tasks.queue_task(Dpd())
                 self.tasks.initiate(self, now)
+            self._rekey_due(now)
             ka = self.engine.config.daemon.keepalive_interval
             if self.nat_local and ka and now >= self.last_out + ka:
                 self.last_out = now
                 self.engine.emit(SendKeepalive(self.local, self.remote))
+
+    def _rekey_due(self, now: float) -> None:
+        from .tasks.child_create import ChildCreate
+        from .tasks.ike_rekey import IkeRekey
+
+        if self.rekey_at is not None and now >= self.rekey_at:
+            self.rekey_at = None
+            self.tasks.queue_task(IkeRekey())
+        for c in self.children:
+            if c.rekey_at is not None and now >= c.rekey_at:
+                c.rekey_at = None
+                self.tasks.queue_task(ChildCreate(in_ike_auth=False, rekey=c))
+        self.tasks.initiate(self, now)
 
     # -- reporting -----------------------------------------------------------------------------
     def as_dict(self) -> dict:

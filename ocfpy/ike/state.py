@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from .constants import ExchangeType as X
 from .errors import IkeUsageError
 
 
@@ -24,6 +25,7 @@ TRANSITIONS: dict[tuple[IkeState, str], IkeState] = {
     (S.CONNECTING, "send_init"): S.CONNECTING,  # retry with a COOKIE or another KE group
     (S.CONNECTING, "authenticated"): S.ESTABLISHED,
     (S.ESTABLISHED, "delete"): S.DELETING,
+    (S.CREATED, "rekeyed"): S.ESTABLISHED,  # the new SA of an IKE SA rekey
     (S.CREATED, "close"): S.CLOSED,
     (S.CONNECTING, "close"): S.CLOSED,
     (S.ESTABLISHED, "close"): S.CLOSED,
@@ -36,3 +38,13 @@ def next_state(state: IkeState, event: str) -> IkeState:
         return TRANSITIONS[(state, event)]
     except KeyError:
         raise IkeUsageError(f"IKE SA in state {state.value} cannot take event {event!r}") from None
+
+
+# Which requests the peer may send us in each state (as the other side of the exchange).
+REQUESTS_ALLOWED: dict[IkeState, frozenset[int]] = {
+    S.CREATED: frozenset({X.IKE_SA_INIT}),
+    S.CONNECTING: frozenset({X.IKE_SA_INIT, X.IKE_AUTH}),
+    S.ESTABLISHED: frozenset({X.CREATE_CHILD_SA, X.INFORMATIONAL}),
+    S.DELETING: frozenset({X.INFORMATIONAL}),
+    S.CLOSED: frozenset(),
+}

@@ -50,7 +50,7 @@ def configs(ike: str, esp: str) -> tuple[IkeConfig, IkeConfig]:
 def establish(i: IkeEngine, r: IkeEngine, n: int, now: float = 0.0) -> int:
     """Start n IKE SAs and run both engines until quiet; returns CHILD_SAs established."""
     for _ in range(n):
-        i.initiate("home", now)
+        i.initiate("home", now, reuse=False)
     while True:
         out = i.datagrams_to_send(now)
         back = r.datagrams_to_send(now)
@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     done = 0
     while done < args.count:
-        done += establish(i, r, min(args.batch, args.count - done))
+        n = establish(i, r, min(args.batch, args.count - done))
+        if not n:
+            raise SystemExit("no CHILD_SA was established: see the log")
+        done += n
     rate = done / (time.perf_counter() - t0)
 
     # memory: a fresh pair of engines, measure what holding N pairs costs

@@ -10,8 +10,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from ...catalogue import TransformType
+from ...errors import InvalidPublicValue
 from .. import selectors
-from ..codec.payloads import NoncePayload, NotifyPayload, SaPayload, TsPayload
+from ..codec.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload, TsPayload
 from ..constants import ExchangeType, NotifyType, PayloadType, notify_name
 from ..errors import IkeProtocolError
 from ..proposals import accepts, explain_mismatch, from_raw, select, to_raw
@@ -21,17 +22,22 @@ from .ike_init import NONCE_SIZE
 if TYPE_CHECKING:
     from ..codec.message import Message
     from ..config import ChildConfig
-    from ..sa import IkeSa
+    from ..sa import ChildSa, IkeSa
 
 log = logging.getLogger(__name__)
 
 
 class ChildCreate(Task):
     __slots__ = ("cfg", "exchange", "spi_in", "chosen", "ts_i", "ts_r", "error", "ni", "nr",
-                 "explanation", "transport")
+                 "explanation", "transport", "rekey", "ke", "shared", "error_data")
 
-    def __init__(self, cfg: ChildConfig | None = None, *, in_ike_auth: bool = True):
-        self.cfg = cfg
+    def __init__(self, cfg: ChildConfig | None = None, *, in_ike_auth: bool = True,
+                 rekey: ChildSa | None = None):
+        self.cfg = cfg if rekey is None else rekey.cfg
+        self.rekey = rekey  # the CHILD_SA this one replaces (RFC 7296 1.3.3)
+        self.ke = None  # PFS: our key exchange session in CREATE_CHILD_SA
+        self.shared = b""
+        self.error_data = b""
         self.exchange = ExchangeType.IKE_AUTH if in_ike_auth else ExchangeType.CREATE_CHILD_SA
         self.spi_in = b""
         self.chosen = None
@@ -52,13 +58,23 @@ class ChildCreate(Task):
         cfg = self.cfg
         assert cfg is not None
         self.spi_in = sa.engine.allocate_child_spi()
-        props = sa.esp_proposals(cfg)
+        if self.rekey is not None:
+            msg.payloads.append(NotifyPayload(NotifyType.REKEY_SA, b"", 3, self.rekey.spi_in))
+        props = sa.esp_proposals(cfg, with_ke=not self.in_ike_auth)
         msg.payloads.append(SaPayload([to_raw(p, i + 1, self.spi_in) for i, p in enumerate(props)]))
         if not self.in_ike_auth:
             self.ni = sa.random(NONCE_SIZE)
             msg.payloads.append(NoncePayload(self.ni))
-        self.ts_i = selectors.parse(cfg.local_ts, sa.local[0])
-        self.ts_r = selectors.parse(cfg.remote_ts, sa.remote[0])
+            group = props[0].first(TransformType.KE) if props else None
+            if group is not None:  # PFS (RFC 7296 1.3.1)
+                self.ke = sa.dispatcher.open(group)
+                msg.payloads.append(KePayload(group.group, self.ke.public_value()))  # type: ignore[arg-type]
+        if self.rekey is not None:  # the same selectors as the SA it replaces
+            self.ts_i = list(self.rekey.spec.local_ts)
+            self.ts_r = list(self.rekey.spec.remote_ts)
+        else:
+            self.ts_i = selectors.parse(cfg.local_ts, sa.local[0])
+            self.ts_r = selectors.parse(cfg.remote_ts, sa.remote[0])
         msg.payloads.append(TsPayload([selectors.to_raw(t) for t in self.ts_i], True))
         msg.payloads.append(TsPayload([selectors.to_raw(t) for t in self.ts_r], False))
         if cfg.mode == "transport":
@@ -87,9 +103,9 @@ class ChildCreate(Task):
                 return sa.child_failed(cfg.name, NotifyType.INVALID_SYNTAX, "no Nonce in answer")
             self.nr = nonce.data
         chosen = from_raw(sa_p.proposals[0]) if len(sa_p.proposals) == 1 else None
-        ours = sa.esp_proposals(cfg)
+        ours = sa.esp_proposals(cfg, with_ke=not self.in_ike_auth)
         if chosen is None or chosen.unknown or len(chosen.spi) != 4 or \
-                not accepts(chosen, ours, ignore_ke=True):
+                not accepts(chosen, ours, ignore_ke=self.in_ike_auth):
             sa.engine.release_child_spi(self.spi_in)
             return sa.child_failed(cfg.name, NotifyType.NO_PROPOSAL_CHOSEN,
                                    f"the responder chose ESP proposal {chosen}, which we did not offer")
@@ -102,19 +118,48 @@ class ChildCreate(Task):
                                    "the responder's traffic selectors are not within ours")
         transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None and \
             cfg.mode == "transport"
+        group = chosen.first(TransformType.KE)
+        if not self.in_ike_auth and (group is not None or self.ke is not None):
+            ke_p = msg.get(PayloadType.KE)
+            if group is None or self.ke is None or ke_p is None or \
+                    group is not self.ke.transform or ke_p.group != group.group:
+                sa.engine.release_child_spi(self.spi_in)
+                return sa.child_failed(cfg.name, NotifyType.INVALID_KE_PAYLOAD,
+                                       f"the responder's PFS group {group} does not match ours "
+                                       f"({self.ke.transform if self.ke else 'none'})")
+            try:
+                self.shared = self.ke.shared_secret(ke_p.data)
+            except InvalidPublicValue as exc:
+                return sa.child_failed(cfg.name, NotifyType.INVALID_SYNTAX,
+                                       f"the responder's KE value is invalid: {exc}")
         sa.add_child(cfg, chosen, self.spi_in, chosen.spi, ts_i, ts_r,
-                     self.ni or sa.ni, self.nr or sa.nr, transport)
+                     self.ni or sa.ni, self.nr or sa.nr, transport, True, self.shared)
+        self._close_ke()
+        if self.rekey is not None:  # the rekey initiator deletes the old SA (RFC 7296 2.8)
+            from .delete import ChildDelete
+
+            sa.tasks.queue_task(ChildDelete(self.rekey.unique_id, "rekeyed"))
         return Status.SUCCESS
+
+    def _close_ke(self) -> None:
+        if self.ke is not None:
+            self.ke.close()
+            self.ke = None
 
     # -- responder -----------------------------------------------------------------------
     def process_r(self, sa: IkeSa, msg: Message) -> None:
         if not self.in_ike_auth:
-            nonce = msg.get(PayloadType.NONCE)
-            if msg.get(PayloadType.KE) is not None or msg.notify(NotifyType.REKEY_SA):
-                # rekeying and PFS are later work: refuse cleanly, the IKE SA stays
-                raise IkeProtocolError(NotifyType.NO_ADDITIONAL_SAS,
-                                       "CHILD_SA rekeying / PFS is not implemented yet")
-            self.ni = nonce.data
+            self.ni = msg.get(PayloadType.NONCE).data
+            rekey = msg.notify(NotifyType.REKEY_SA)
+            if rekey is not None:
+                # the notify names the SA by the SPI the peer receives on: our outbound one
+                old = sa.child_by_outbound_spi(rekey.spi) if rekey.protocol == 3 else None
+                if old is None:
+                    raise IkeProtocolError(NotifyType.CHILD_SA_NOT_FOUND,
+                                           f"rekey of unknown CHILD_SA {rekey.spi.hex()}",
+                                           )
+                self.rekey = old
+                self.cfg = old.cfg
         sa_p, tsi, tsr = (msg.get(PayloadType.SA), msg.get(PayloadType.TSi),
                           msg.get(PayloadType.TSr))
         if sa_p is None and tsi is None and tsr is None:
@@ -124,13 +169,22 @@ class ChildCreate(Task):
             return
         offered_i = [selectors.from_raw(r) for r in tsi.selectors]
         offered_r = [selectors.from_raw(r) for r in tsr.selectors]
+        # strongSwan's child_cfg priority: a child whose selectors equal the offer beats one
+        # that takes the offer unchanged, which beats one that has to narrow it
         match = None
-        for cfg in sa.conn.children.values():
-            ts_i = selectors.narrow(offered_i, selectors.parse(cfg.remote_ts, sa.remote[0]))
-            ts_r = selectors.narrow(offered_r, selectors.parse(cfg.local_ts, sa.local[0]))
-            if ts_i and ts_r:
-                match = (cfg, ts_i, ts_r)
-                break
+        best = -1
+        candidates = [self.rekey.cfg] if self.rekey is not None else sa.conn.children.values()
+        for cfg in candidates:
+            conf_i = selectors.parse(cfg.remote_ts, sa.remote[0])
+            conf_r = selectors.parse(cfg.local_ts, sa.local[0])
+            ts_i = selectors.narrow(offered_i, conf_i)
+            ts_r = selectors.narrow(offered_r, conf_r)
+            if not (ts_i and ts_r):
+                continue
+            score = 2 * (conf_i == offered_i) + 2 * (conf_r == offered_r) + \
+                (ts_i == offered_i) + (ts_r == offered_r)
+            if score > best:
+                match, best = (cfg, ts_i, ts_r), score
         if match is None:
             ours = "; ".join(f"{c.name}: {c.remote_ts} <-> {c.local_ts}"
                              for c in sa.conn.children.values()) or "no children configured"
@@ -142,19 +196,47 @@ class ChildCreate(Task):
         self.cfg = cfg
         offered = [from_raw(p) for p in sa_p.proposals]
         offered = [p for p in offered if p.protocol == 3 and len(p.spi) == 4]
-        ours = sa.esp_proposals(cfg)
-        chosen = select(offered, ours, ignore_ke=True)
+        ike_auth = self.in_ike_auth
+        ours = sa.esp_proposals(cfg, with_ke=not ike_auth)
+        chosen = select(offered, ours, ignore_ke=ike_auth)
         if chosen is None:
             self._refuse(sa, NotifyType.NO_PROPOSAL_CHOSEN,
                          explain_mismatch(offered, ours, what=f"ESP (child {cfg.name})",
-                                          ignore_ke=True, backend=sa.dispatcher.backend,
+                                          ignore_ke=ike_auth, backend=sa.dispatcher.backend,
                                           dropped=sa.dropped_esp))
             return
-        chosen.transforms.pop(TransformType.KE, None)
+        if ike_auth:
+            chosen.transforms.pop(TransformType.KE, None)
+        elif not self._pfs_r(sa, msg, chosen, cfg):
+            return
         self.chosen = chosen
         # transport mode only when both ask for it (RFC 7296 1.3.1); otherwise tunnel
         self.transport = (msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None
                           and cfg.mode == "transport")
+
+    def _pfs_r(self, sa: IkeSa, msg: Message, chosen, cfg: ChildConfig) -> bool:
+        """CREATE_CHILD_SA with a KE group: check the KE payload, compute g^ir."""
+        group = chosen.first(TransformType.KE)
+        ke_p = msg.get(PayloadType.KE)
+        if group is None:
+            if ke_p is not None:
+                self._refuse(sa, NotifyType.NO_PROPOSAL_CHOSEN,
+                             "the initiator sent a KE payload (PFS) but chose no group")
+                return False
+            return True
+        if ke_p is None or ke_p.group != group.group:
+            self._refuse(sa, NotifyType.INVALID_KE_PAYLOAD,
+                         f"PFS for child {cfg.name}: we selected {group}, the initiator sent "
+                         f"{'no KE payload' if ke_p is None else f'group {ke_p.group}'}")
+            self.error_data = group.group.to_bytes(2, "big")  # type: ignore[union-attr]
+            return False
+        self.ke = sa.dispatcher.open(group)
+        try:
+            self.shared = self.ke.shared_secret(ke_p.data)
+        except InvalidPublicValue as exc:
+            self._refuse(sa, NotifyType.INVALID_SYNTAX, f"the initiator's KE value: {exc}")
+            return False
+        return True
 
     def _refuse(self, sa: IkeSa, notify: int, explanation: str) -> None:
         self.error = notify
@@ -164,7 +246,7 @@ class ChildCreate(Task):
 
     def build_r(self, sa: IkeSa, msg: Message) -> None:
         if self.error is not None:
-            msg.payloads.append(NotifyPayload(self.error))
+            msg.payloads.append(NotifyPayload(self.error, self.error_data))
             return
         if self.chosen is None:
             return
@@ -173,13 +255,16 @@ class ChildCreate(Task):
         if not self.in_ike_auth:
             self.nr = sa.random(NONCE_SIZE)
             msg.payloads.append(NoncePayload(self.nr))
+            if self.ke is not None:
+                msg.payloads.append(KePayload(self.ke.transform.group, self.ke.public_value()))
         msg.payloads.append(TsPayload([selectors.to_raw(t) for t in self.ts_i], True))
         msg.payloads.append(TsPayload([selectors.to_raw(t) for t in self.ts_r], False))
         if self.transport:
             msg.payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
         assert self.cfg is not None
         sa.add_child(self.cfg, self.chosen, self.spi_in, self.chosen.spi, self.ts_i, self.ts_r,
-                     self.ni or sa.ni, self.nr or sa.nr, self.transport)
+                     self.ni or sa.ni, self.nr or sa.nr, self.transport, False, self.shared)
+        self._close_ke()
 
 
 def _peer_child_error(sa: IkeSa, cfg: ChildConfig, notify: int) -> str:

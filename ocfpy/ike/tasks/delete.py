@@ -39,10 +39,11 @@ class ChildDelete(Task):
     """Initiator: Delete one CHILD_SA; the peer answers with its half (RFC 7296 1.4.1)."""
 
     exchange = ExchangeType.INFORMATIONAL
-    __slots__ = ("unique_id",)
+    __slots__ = ("unique_id", "reason")
 
-    def __init__(self, unique_id: int):
+    def __init__(self, unique_id: int, reason: str = "deleted by us"):
         self.unique_id = unique_id
+        self.reason = reason
 
     def build_i(self, sa: IkeSa, msg: Message) -> None:
         child = sa.child_by_id(self.unique_id)
@@ -50,7 +51,7 @@ class ChildDelete(Task):
             msg.payloads.append(DeletePayload(ProtocolId.ESP, [child.spi_in]))
 
     def process_i(self, sa: IkeSa, msg: Message) -> Status:
-        sa.remove_child(self.unique_id, "deleted by us")
+        sa.remove_child(self.unique_id, self.reason)
         return Status.SUCCESS
 
 

@@ -421,7 +421,97 @@ def test_initiating_another_child_reuses_the_ike_sa(dispatcher):
     b = pair.i.initiate("home", pair.now, child="db")  # while the first is still connecting
     c = pair.i.initiate("home", pair.now, child="db")  # already queued: nothing more
     assert a == b == c
+    d = pair.i.initiate("home", pair.now, child="db", reuse=False)
+    assert d != a
     pair.run()
-    assert len(pair.i.sa_list()) == 1 == len(pair.r.sa_list())
-    names = sorted(e.spec.name for e in pair.of_type("r", ChildSaEstablished))
-    assert names == ["home/db", "home/net"]
+    assert len(pair.i.sa_list()) == 2 == len(pair.r.sa_list())
+    by_sa: dict[int, list[str]] = {}
+    for e in pair.of_type("i", ChildSaEstablished):
+        by_sa.setdefault(e.ike_id, []).append(e.spec.name)
+    assert by_sa == {a: ["home/net", "home/db"], d: ["home/db"]}
+
+
+def test_keyingtries_start_again_after_a_timeout(initiator_and_responder):
+    pair = initiator_and_responder(i_kw={"keyingtries": 3})
+    ike_id = pair.i.initiate("home", pair.now)
+    one_try = sum(4.0 * 1.8 ** n for n in range(6))  # 5 retransmits, then the last wait
+    pair.advance(one_try + 1, drop=lambda d: True)
+    assert pair.i.stats["keying_retries"] == 1 and not pair.of_type("i", NegotiationFailed)
+    assert [sa["id"] for sa in pair.i.sa_list()] == [ike_id]
+    pair.advance(1.0)  # the peer is back: the next retransmission of try 2 gets through
+    pair.advance(60.0)
+    assert [e.ike_id for e in pair.of_type("i", IkeSaEstablished)] == [ike_id]
+    assert len(pair.of_type("i", ChildSaEstablished)) == 1
+
+
+def test_keyingtries_exhausted_fails_once(initiator_and_responder):
+    pair = initiator_and_responder(i_kw={"keyingtries": 2})
+    pair.i.initiate("home", pair.now)
+    pair.advance(1000.0, drop=lambda d: True)
+    assert pair.i.stats["keying_retries"] == 1
+    (fail,) = pair.of_type("i", NegotiationFailed)
+    assert "did not answer" in fail.explanation and pair.i.sa_list() == []
+
+
+def test_responder_picks_a_later_proposal(initiator_and_responder):
+    """The accepted SA carries the number the proposal had in the offer (RFC 7296 3.3.1)."""
+    pair = initiator_and_responder(
+        ["aes256gcm16-prfsha384-ecp384", "aes128gcm16-prfsha256-x25519"],
+        ["aes256-sha256", "aes128gcm16"],
+        r_ike=["aes128gcm16-prfsha256-x25519"], r_esp=["aes128gcm16"])
+    pair.establish()
+    assert pair.i.sa_list()[0]["algorithms"]["ke"] == "x25519"
+    assert pair.of_type("i", ChildSaEstablished)[0].spec.encryption == "aes128gcm16"
+    # we guessed ecp384 (our first proposal's group): one INVALID_KE round, then x25519
+    assert [w[0] for w in pair.wire] == ["i", "r", "i", "r", "i", "r"]
+    assert pair.r.stats["invalid_ke_sent"] == 1
+
+
+def test_responder_prefers_the_child_that_matches_exactly(dispatcher):
+    from ocfpy.ike.config import ChildConfig
+
+    from .conftest import I_ADDR, R_ADDR, Pair, make_config
+
+    i_cfg = make_config(I_ADDR, R_ADDR, "moon.example.org", "sun.example.org")
+    r_cfg = make_config(R_ADDR, I_ADDR, "sun.example.org", "moon.example.org",
+                        local_ts=["10.2.0.0/16"], remote_ts=["10.1.0.0/16"])
+    i_cfg.connections["home"].children["host"] = ChildConfig("host")
+    r_cfg.connections["home"].children = {
+        "wide": ChildConfig("wide", ["0.0.0.0/0"], ["0.0.0.0/0"]),
+        "net": r_cfg.connections["home"].children["net"],
+        "host": ChildConfig("host"),
+    }
+    pair = Pair(i_cfg, r_cfg, dispatcher)
+    ike_id = pair.i.initiate("home", pair.now, child="net")
+    pair.run()
+    pair.i.initiate_child(ike_id, "host", pair.now)
+    pair.run()
+    names = [e.spec.name for e in pair.of_type("r", ChildSaEstablished)]
+    assert names == ["home/net", "home/host"]
+    host = pair.of_type("r", ChildSaEstablished)[1].spec
+    assert [str(t) for t in host.local_ts] == ["10.0.0.2/32"]
+
+
+def test_child_created_by_the_ike_responder(dispatcher):
+    """CREATE_CHILD_SA started by the IKE SA's responder: KEYMAT order and TSi/TSr follow the
+    exchange's roles (RFC 7296 2.17), so both ends still agree."""
+    from ocfpy.ike.config import ChildConfig
+
+    from .conftest import I_ADDR, R_ADDR, Pair, make_config
+
+    i_cfg = make_config(I_ADDR, R_ADDR, "moon.example.org", "sun.example.org")
+    r_cfg = make_config(R_ADDR, I_ADDR, "sun.example.org", "moon.example.org",
+                        local_ts=["10.2.0.0/16"], remote_ts=["10.1.0.0/16"])
+    i_cfg.connections["home"].children["db"] = ChildConfig("db", ["10.1.0.0/16"], ["10.4.0.0/16"])
+    r_cfg.connections["home"].children["db"] = ChildConfig("db", ["10.4.0.0/16"], ["10.1.0.0/16"])
+    pair = Pair(i_cfg, r_cfg, dispatcher)
+    pair.establish()
+    (sa_r,) = pair.r.sa_list()
+    pair.r.initiate_child(sa_r["id"], "db", pair.now)
+    pair.run()
+    di = pair.of_type("i", ChildSaEstablished)[1].spec
+    dr = pair.of_type("r", ChildSaEstablished)[1].spec
+    assert di.name == dr.name == "home/db"
+    assert di.outbound == dr.inbound and di.inbound == dr.outbound
+    assert [str(t) for t in di.local_ts] == ["10.1.0.0/16"] == [str(t) for t in dr.remote_ts]
+    assert [str(t) for t in dr.local_ts] == ["10.4.0.0/16"] == [str(t) for t in di.remote_ts]

@@ -128,3 +128,31 @@ def test_authenticated_but_malformed_inner_payloads(dispatcher, recorded, data):
     assert pair.r.stats["dropped_integrity"] == 0  # it really got past the ICV
     out = pair.r.datagrams_to_send(pair.now)
     assert len(out) <= 1
+
+
+def test_authenticated_requests_in_the_wrong_state_are_refused(dispatcher, recorded):
+    """A second IKE_AUTH on an established SA, or an INFORMATIONAL before IKE_AUTH: answered
+    INVALID_SYNTAX, no internal error, and the established SA survives."""
+    from ocfpy.ike.codec import Writer, decode
+    from ocfpy.ike.codec.payloads import AuthPayload, IdPayload, push_payloads
+    from ocfpy.ike.constants import ExchangeType, NotifyType
+
+    _, (i_cfg, r_cfg) = recorded
+    pair = Pair(i_cfg, r_cfg, dispatcher)
+    pair.establish()
+    (sa_i,) = pair.i._by_id.values()
+    (sa_r,) = pair.r._by_id.values()
+    w = Writer()
+    first = push_payloads(w, [IdPayload(2, b"moon.example.org"), AuthPayload(2, b"x" * 32)])
+    raw = _seal_inner(sa_i, ExchangeType.IKE_AUTH, 2, first, w.getvalue())
+    pair.r.receive_datagram(raw, ("10.0.0.2", 500), ("10.0.0.1", 500), pair.now)
+    (out,) = pair.r.datagrams_to_send(pair.now)
+    resp = decode(out[0])
+    resp.decrypt(sa_i.crypto)
+    assert resp.notify(NotifyType.INVALID_SYNTAX) is not None
+    assert pair.r.stats["internal_errors"] == 0 and pair.r.stats["dropped_wrong_state"] == 1
+    assert pair.r.sa_list()[0]["state"] == "established"
+    # and the responder may not send the initiator an IKE_AUTH request either
+    raw = _seal_inner(sa_r, ExchangeType.IKE_AUTH, 0, first, w.getvalue())
+    pair.i.receive_datagram(raw, ("10.0.0.1", 500), ("10.0.0.2", 500), pair.now)
+    assert pair.i.stats["internal_errors"] == 0 and pair.i.sa_list()[0]["state"] == "established"
