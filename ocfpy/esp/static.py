@@ -108,6 +108,7 @@ class StaticTunnel:
         self.crypto_backend = crypto_backend
         self.verbose = verbose
         self.gso = gso
+        self._own_dir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix=f"{lab.prefix}-static-"))
         self.procs: dict[str, object] = {}
         self.drivers: dict[str, dict] = {}
@@ -131,9 +132,9 @@ class StaticTunnel:
             argv += ["--crypto-backend", self.crypto_backend] if self.crypto_backend else []
             argv += ["-v"] if self.verbose else []
             argv += ["--gso", str(self.gso)] if self.gso else []
-            log_file = open(self.dir / f"{side}.log", "w")  # noqa: SIM115 - closed by the lab
-            self.procs[side] = self.lab.popen(self.ns[side], argv, stdout=log_file,
-                                              stderr=log_file)
+            with open(self.dir / f"{side}.log", "w") as log_file:  # the child keeps a copy
+                self.procs[side] = self.lab.popen(self.ns[side], argv, stdout=log_file,
+                                                  stderr=log_file)
         deadline = time.monotonic() + 30
         for side in "ab":
             ready = self.dir / f"{side}.ready"
@@ -146,8 +147,12 @@ class StaticTunnel:
         return self
 
     def __exit__(self, *exc) -> None:
+        import shutil
+
         for proc in self.procs.values():
             self.lab.stop(proc)
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     @staticmethod
     def _net(addr: str, v4: int, v6: int) -> str:
