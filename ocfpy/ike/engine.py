@@ -13,6 +13,7 @@ COOKIE challenge (RFC 7296 2.6).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import ipaddress
 import itertools
@@ -46,8 +47,11 @@ COOKIE_VERSION = b"\x01"
 
 
 def _addr_matches(patterns: list[str], ip: str) -> bool:
-    if not patterns:
-        return True
+    return not patterns or _addr_matches_cached(tuple(patterns), ip)
+
+
+@functools.lru_cache(maxsize=4096)
+def _addr_matches_cached(patterns: tuple[str, ...], ip: str) -> bool:
     try:
         a = ipaddress.ip_address(ip)
     except ValueError:
@@ -85,6 +89,7 @@ class IkeEngine:
         self._esp_cache: dict[tuple[int, bool], tuple[list[Proposal], list[str]]] = {}
         self._sha1 = dispatcher.open("hashsha1")
         self._cookie_prf = dispatcher.open("prfsha256", self.random(32))
+        self._psk_pads: dict[tuple[str, bytes], bytes] = {}
         self._secrets = [([Identity.parse(i) for i in s.ids], bytes(s.secret))
                          for s in config.secrets]
 
@@ -238,8 +243,9 @@ class IkeEngine:
         self._reschedule(sa)
 
     def rekeyed(self, old: IkeSa, initiator: bool, spi_i: bytes, spi_r: bytes, chosen,
-                shared: bytes, ni: bytes, nr: bytes) -> IkeSa:
-        """Build the IKE SA that replaces ``old`` (RFC 7296 2.18) and move the children."""
+                shared: bytes, ni: bytes, nr: bytes, *, move_children: bool = True) -> IkeSa:
+        """Build the IKE SA that replaces ``old`` (RFC 7296 2.18) and, unless a rekey
+        collision is pending, move the children to it."""
         from . import keys as kdf
         from .codec.sk import SkCrypto
 
@@ -260,14 +266,24 @@ class IkeEngine:
         new.transition("rekeyed")
         new.established_at = old.last_in
         new.rekey_at = new.rekey_deadline(new.conn.rekey_time, old.last_in)
-        new.children, old.children = old.children, []
-        old.replaced_by = new.id
+        if move_children:
+            self.adopt(old, new)
         self._sas[spi_i if initiator else spi_r] = new
         self._by_id[new.id] = new
         self.stats["ike_rekeyed"] += 1
         self.emit(IkeSaEstablished(new.id, new.name))
         self._reschedule(new)
         return new
+
+    def adopt(self, old: IkeSa, new: IkeSa) -> None:
+        """``new`` replaces ``old``: the CHILD_SAs move over (no ChildSaClosed)."""
+        new.children += old.children
+        old.children = []
+        old.replaced_by = new.id
+        old.rekey_at = None
+
+    def reschedule(self, sa: IkeSa) -> None:
+        self._reschedule(sa)
 
     def rekey_child(self, unique_id: int, now: float) -> None:
         """Replace a CHILD_SA with a fresh one (CREATE_CHILD_SA with REKEY_SA, PFS when the
@@ -394,6 +410,18 @@ class IkeEngine:
 
     def release_child_spi(self, spi: bytes) -> None:
         self._child_spis.discard(spi)
+
+    def psk_pad(self, prf, psk: bytes) -> bytes:
+        """prf(PSK, "Key Pad for IKEv2"): the same for every SA with this PSK and PRF, so it is
+        computed once (the PSKs are in memory for the engine's life anyway)."""
+        key = (prf.keyword, psk)
+        pad = self._psk_pads.get(key)
+        if pad is None:
+            from .keys import KEY_PAD
+
+            with self.dispatcher.open(prf, psk) as s:
+                pad = self._psk_pads[key] = s.prf(KEY_PAD)
+        return pad
 
     def find_psk(self, local: Identity | None, remote: Identity | None) -> bytes | None:
         best: tuple[int, bytes] | None = None
@@ -532,6 +560,12 @@ class IkeEngine:
             elif sa.spi_r != h.spi_r:
                 self.stats["dropped_unknown_spi"] += 1
                 return
+            if sa.initiator and sa.state is IkeState.CONNECTING and _unspecified(sa.local[0]):
+                # initiated without a local address: now we know which one the peer answers
+                # to; our NAT-D source hash was computed over the wildcard, so the peer sees a
+                # NAT: both sides must then agree on NAT-T (see IkeSa.process_natd)
+                sa.local = (local[0], sa.local[1])
+                sa.source_guessed = True
             sa.tasks.on_response(sa, msg, now)
         else:
             sa.tasks.on_request(sa, msg, local, remote, now)
@@ -620,6 +654,14 @@ class IkeEngine:
         import hmac
 
         return hmac.compare_digest(first.data, self._cookie(msg, remote))
+
+
+@functools.lru_cache(maxsize=256)
+def _unspecified(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_unspecified
+    except ValueError:
+        return False
 
 
 def _is_ip(text: str) -> bool:

@@ -95,8 +95,11 @@ def signed_octets(message: bytes, peer_nonce: bytes, sk_p: bytes, id_body: bytes
         return message + peer_nonce + s.prf(id_body)
 
 
-def psk_auth(dispatcher, prf: Transform, psk: bytes, octets: bytes) -> bytes:
-    with dispatcher.open(prf, psk) as s:
-        padded = s.prf(KEY_PAD)
+def psk_auth(dispatcher, prf: Transform, psk: bytes, octets: bytes,
+             padded: bytes | None = None) -> bytes:
+    """``padded`` = prf(psk, KEY_PAD) when the caller has it already."""
+    if padded is None:
+        with dispatcher.open(prf, psk) as s:
+            padded = s.prf(KEY_PAD)
     with dispatcher.open(prf, padded) as s:
         return s.prf(octets)

@@ -50,11 +50,14 @@ def _ip(ip: str):
 
 
 class ChildSa:
-    __slots__ = ("unique_id", "cfg", "spi_in", "spi_out", "spec", "rekey_at")
+    __slots__ = ("unique_id", "cfg", "spi_in", "spi_out", "spec", "rekey_at", "rekeyed",
+                 "peer_rekey_nonce")
 
     def __init__(self, unique_id: int, cfg: ChildConfig, spi_in: bytes, spi_out: bytes,
                  spec: ChildSaSpec):
         self.rekey_at: float | None = None
+        self.rekeyed = False  # our rekey of it completed; the old SA awaits its Delete
+        self.peer_rekey_nonce: bytes | None = None  # lowest nonce of the peer's rekey of it
         self.unique_id = unique_id
         self.cfg = cfg
         self.spi_in = spi_in
@@ -69,6 +72,7 @@ class IkeSa:
         "init_request", "init_response", "keys", "crypto", "local_id", "remote_id", "children",
         "nat_local", "nat_remote", "last_in", "last_out", "created", "deadline",
         "_close_after", "established_at", "half_open_key", "attempt", "replaced_by", "rekey_at",
+        "source_guessed", "peer_rekey",
     )
 
     def __init__(self, engine: IkeEngine, sa_id: int, conn: Connection, initiator: bool,
@@ -111,6 +115,8 @@ class IkeSa:
         self.attempt = 1  # keyingtries
         self.replaced_by: int | None = None  # the IKE SA that rekeyed this one
         self.rekey_at: float | None = None
+        self.source_guessed = False  # initiated from an unspecified local address
+        self.peer_rekey: tuple[IkeSa, bytes] | None = None  # a colliding rekey by the peer
 
     # -- plumbing used by the tasks --------------------------------------------------------
     @property
@@ -193,7 +199,9 @@ class IkeSa:
         if srcs and dst is not None:
             self.nat_remote = self._natd_hash(msg.spi_i, msg.spi_r, self.remote) not in srcs
             self.nat_local = self._natd_hash(msg.spi_i, msg.spi_r, self.local) != dst.data
-        if self.conn.encap:
+        if self.conn.encap or (self.source_guessed and srcs):
+            # with a faked or guessed source hash the peer sees a NAT and will encapsulate;
+            # so must we
             self.nat_local = True
         if self.natt and self.initiator:
             # float to the NAT-T port for IKE_AUTH on (RFC 7296 2.23, RFC 3948)
@@ -425,7 +433,7 @@ class IkeSa:
         from .tasks.child_create import ChildCreate
         from .tasks.ike_rekey import IkeRekey
 
-        if self.rekey_at is not None and now >= self.rekey_at:
+        if self.rekey_at is not None and now >= self.rekey_at and self.replaced_by is None:
             self.rekey_at = None
             self.tasks.queue_task(IkeRekey())
         for c in self.children:

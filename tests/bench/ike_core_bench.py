@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ike", default="aes128gcm16-prfsha256-x25519")
     ap.add_argument("--esp", default="aes128gcm16")
     ap.add_argument("--batch", type=int, default=50, help="SAs started before pumping")
+    ap.add_argument("--charon", type=int, default=0, metavar="N",
+                    help="also measure charon to charon (N concurrent, root + strongSwan) in "
+                         "this run, and report the ratio")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     d = Dispatcher()
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     i, r = IkeEngine(ci, d), IkeEngine(cr, d)
     establish(i, r, 20)  # warm up
     t0 = time.perf_counter()
+    c0 = time.process_time()
     done = 0
     while done < args.count:
         n = establish(i, r, min(args.batch, args.count - done))
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("no CHILD_SA was established: see the log")
         done += n
     rate = done / (time.perf_counter() - t0)
+    cpu_rate = done / max(time.process_time() - c0, 1e-9)  # fairer on a shared, busy machine
 
     # memory: a fresh pair of engines, measure what holding N pairs costs
     del i, r
@@ -129,17 +134,32 @@ def main(argv: list[str] | None = None) -> int:
     rss_per_pair = (rss_bytes() - rss_before) / held2
     result = {
         "ike": args.ike, "esp": args.esp, "establishments_per_s": round(rate, 1),
+        "establishments_per_cpu_s": round(cpu_rate, 1),
         "held": held, "bytes_per_sa_pair": round(per_pair), "bytes_per_side": round(per_pair / 2),
         "rss_bytes_per_sa_pair": round(rss_per_pair), "rss_bytes_per_side": round(rss_per_pair / 2),
         "up_initiator": len(i.sa_list()), "up_responder": len(r.sa_list()),
     }
+    if args.charon:
+        from ocfpy.benchmarks.strongswan import ike_establishment_rate
+
+        ref = ike_establishment_rate(args.charon, proposal=args.ike, esp_proposal=args.esp,
+                                     prefix="ikec", sequential=5)
+        result["charon"] = {"establishments_per_s": round(ref.rate_per_s, 1),
+                            "memory_per_sa_kb": ref.memory_per_sa_kb, "notes": ref.notes,
+                            "strongswan": ref.strongswan}
+        result["rate_ratio"] = round(rate / ref.rate_per_s, 2)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{args.ike} / {args.esp}: {rate:.0f} IKE+CHILD SA establishments/s "
-              f"(both ends in one process)\nmemory with {held} up, per side (one IKE SA + "
+              f"(both ends in one process; {cpu_rate:.0f} per CPU second of this process)\nmemory with {held} up, per side (one IKE SA + "
               f"CHILD_SA): {per_pair / 2048:.1f} KiB traced by tracemalloc (Python objects), "
               f"{rss_per_pair / 2048:.1f} KiB of resident set growth (all allocators)")
+        if args.charon:
+            c = result["charon"]
+            print(f"charon, same run: {c['establishments_per_s']:.0f}/s with {args.charon} "
+                  f"concurrent (two daemons, namespaces, sockets), {c['memory_per_sa_kb']} KB "
+                  f"per SA; ocfpy core / charon = {result['rate_ratio']}")
     return 0
 
 

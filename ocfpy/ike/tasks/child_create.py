@@ -132,14 +132,30 @@ class ChildCreate(Task):
             except InvalidPublicValue as exc:
                 return sa.child_failed(cfg.name, NotifyType.INVALID_SYNTAX,
                                        f"the responder's KE value is invalid: {exc}")
-        sa.add_child(cfg, chosen, self.spi_in, chosen.spi, ts_i, ts_r,
-                     self.ni or sa.ni, self.nr or sa.nr, transport, True, self.shared)
+        new = sa.add_child(cfg, chosen, self.spi_in, chosen.spi, ts_i, ts_r,
+                           self.ni or sa.ni, self.nr or sa.nr, transport, True, self.shared)
         self._close_ke()
-        if self.rekey is not None:  # the rekey initiator deletes the old SA (RFC 7296 2.8)
-            from .delete import ChildDelete
-
-            sa.tasks.queue_task(ChildDelete(self.rekey.unique_id, "rekeyed"))
+        if self.rekey is not None:
+            self._finish_rekey(sa, new)
         return Status.SUCCESS
+
+    def _finish_rekey(self, sa: IkeSa, new: ChildSa) -> None:
+        """The rekey initiator deletes the old SA (RFC 7296 2.8). If the peer rekeyed the same
+        SA at the same time (2.8.1), the SA made with the lowest of the four nonces is redundant
+        and its creator deletes it; the other side deletes the old one."""
+        from .delete import ChildDelete
+
+        old = self.rekey
+        assert old is not None
+        old.rekeyed = True
+        if old.peer_rekey_nonce is None:
+            sa.tasks.queue_task(ChildDelete(old.unique_id, "rekeyed"))
+        elif min(self.ni, self.nr) < old.peer_rekey_nonce:
+            sa.engine.count("rekey_collisions_lost")
+            sa.tasks.queue_task(ChildDelete(new.unique_id, "rekey collision: redundant"))
+        else:
+            sa.engine.count("rekey_collisions_won")
+            sa.tasks.queue_task(ChildDelete(old.unique_id, "rekeyed"))
 
     def _close_ke(self) -> None:
         if self.ke is not None:
@@ -158,6 +174,10 @@ class ChildCreate(Task):
                     raise IkeProtocolError(NotifyType.CHILD_SA_NOT_FOUND,
                                            f"rekey of unknown CHILD_SA {rekey.spi.hex()}",
                                            )
+                if old.rekeyed:
+                    # we replaced it already; our Delete for it is on its way (RFC 7296 2.25)
+                    raise IkeProtocolError(NotifyType.TEMPORARY_FAILURE,
+                                           f"CHILD_SA {rekey.spi.hex()} is already rekeyed")
                 self.rekey = old
                 self.cfg = old.cfg
         sa_p, tsi, tsr = (msg.get(PayloadType.SA), msg.get(PayloadType.TSi),
@@ -265,6 +285,8 @@ class ChildCreate(Task):
         sa.add_child(self.cfg, self.chosen, self.spi_in, self.chosen.spi, self.ts_i, self.ts_r,
                      self.ni or sa.ni, self.nr or sa.nr, self.transport, False, self.shared)
         self._close_ke()
+        if self.rekey is not None:  # for collision detection in our own rekey (RFC 7296 2.8.1)
+            self.rekey.peer_rekey_nonce = min(self.ni, self.nr)
 
 
 def _peer_child_error(sa: IkeSa, cfg: ChildConfig, notify: int) -> str:

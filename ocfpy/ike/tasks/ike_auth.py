@@ -27,7 +27,7 @@ def _auth_data(sa: IkeSa, psk: bytes, initiator_side: bool, id_body: bytes) -> b
         octets = signed_octets(sa.init_request, sa.nr, k.sk_pi, id_body, sa.dispatcher, sa.prf)
     else:
         octets = signed_octets(sa.init_response, sa.ni, k.sk_pr, id_body, sa.dispatcher, sa.prf)
-    return psk_auth(sa.dispatcher, sa.prf, psk, octets)
+    return psk_auth(sa.dispatcher, sa.prf, psk, octets, sa.engine.psk_pad(sa.prf, psk))
 
 
 class IkeAuth(Task):

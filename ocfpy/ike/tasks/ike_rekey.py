@@ -67,42 +67,64 @@ class IkeRekey(Task):
                 return Status.SUCCESS
         for n in msg.notifies():
             if n.notify_type < 16384:
-                # the old SA stays usable; a failed rekey is reported, not fatal (RFC 7296 2.21)
-                sa.engine.record_failure(sa.name, n.notify_type,
-                                         f"IKE SA rekey refused by the peer: "
-                                         f"{notify_name(n.notify_type)}")
-                return Status.SUCCESS
+                return self._failed(sa, n.notify_type, f"IKE SA rekey refused by the peer: "
+                                    f"{notify_name(n.notify_type)}")
         sa_p, nonce, ke_p = (msg.get(PayloadType.SA), msg.get(PayloadType.NONCE),
                              msg.get(PayloadType.KE))
         if sa_p is None or nonce is None or ke_p is None or len(sa_p.proposals) != 1:
-            sa.engine.record_failure(sa.name, NotifyType.INVALID_SYNTAX,
-                                     "IKE SA rekey answer lacks SA, Nonce or KE")
-            return Status.SUCCESS
+            return self._failed(sa, NotifyType.INVALID_SYNTAX,
+                                "IKE SA rekey answer lacks SA, Nonce or KE")
         chosen = from_raw(sa_p.proposals[0])
         if chosen.protocol != 1 or len(chosen.spi) != 8 or chosen.unknown or \
                 not accepts(chosen, sa.ike_proposals) or \
                 chosen.first(TransformType.KE) is not self.ke.transform or \
                 ke_p.group != self.ke.transform.group:  # type: ignore[union-attr]
-            sa.engine.record_failure(sa.name, NotifyType.NO_PROPOSAL_CHOSEN,
-                                     f"IKE SA rekey: the peer chose {chosen}, not one we offered")
-            return Status.SUCCESS
+            return self._failed(sa, NotifyType.NO_PROPOSAL_CHOSEN,
+                                f"IKE SA rekey: the peer chose {chosen}, not one we offered")
         try:
             shared = self.ke.shared_secret(ke_p.data)  # type: ignore[union-attr]
         except InvalidPublicValue as exc:
-            sa.engine.record_failure(sa.name, NotifyType.INVALID_SYNTAX,
-                                     f"IKE SA rekey: the peer's KE value is invalid: {exc}")
-            return Status.SUCCESS
-        sa.engine.rekeyed(sa, True, self.spi, chosen.spi, chosen, shared, self.ni, nonce.data)
+            return self._failed(sa, NotifyType.INVALID_SYNTAX,
+                                f"IKE SA rekey: the peer's KE value is invalid: {exc}")
         from .delete import IkeDelete
 
+        peer = sa.peer_rekey
+        ours = sa.engine.rekeyed(sa, True, self.spi, chosen.spi, chosen, shared, self.ni,
+                                 nonce.data, move_children=peer is None)
+        if peer is not None:
+            # both ends rekeyed this IKE SA at once (RFC 7296 2.8.1): the new SA made with the
+            # lowest of the four nonces is redundant and its creator deletes it; the winner
+            # deletes the old SA
+            peer_sa, peer_nonce = peer
+            if min(self.ni, nonce.data) < peer_nonce:
+                sa.engine.count("rekey_collisions_lost")
+                sa.engine.adopt(sa, peer_sa)
+                ours.tasks.queue_task(IkeDelete("rekey collision: redundant"))
+                ours.tasks.initiate(ours, sa.last_in)
+                sa.engine.reschedule(ours)
+                return Status.SUCCESS
+            sa.engine.count("rekey_collisions_won")
+            sa.engine.adopt(sa, ours)
         sa.tasks.queue.clear()  # what was queued on the old SA is moot; the new one carries on
         sa.tasks.queue_task(IkeDelete("rekeyed"))
+        return Status.SUCCESS
+
+    def _failed(self, sa: IkeSa, notify: int, text: str) -> Status:
+        """The old SA stays usable; a failed rekey is reported, not fatal (RFC 7296 2.21).
+        If the peer's own rekey of it succeeded meanwhile, that new SA takes over."""
+        if sa.peer_rekey is not None:
+            sa.engine.adopt(sa, sa.peer_rekey[0])
+            return Status.SUCCESS
+        sa.engine.record_failure(sa.name, notify, text)
         return Status.SUCCESS
 
     # -- responder -----------------------------------------------------------------------
     def process_r(self, sa: IkeSa, msg: Message) -> None:
         sa_p, nonce, ke_p = (msg.get(PayloadType.SA), msg.get(PayloadType.NONCE),
                              msg.get(PayloadType.KE))
+        if sa.replaced_by is not None:
+            raise IkeProtocolError(NotifyType.TEMPORARY_FAILURE,
+                                   "this IKE SA is already rekeyed (RFC 7296 2.25)")
         if ke_p is None:
             raise IkeProtocolError(NotifyType.INVALID_SYNTAX, "IKE SA rekey without KE payload")
         offered = [p for p in (from_raw(r) for r in sa_p.proposals)
@@ -136,8 +158,13 @@ class IkeRekey(Task):
         msg.payloads += [SaPayload([to_raw(self.chosen, self.chosen.number, self.spi)]),  # type: ignore[arg-type]
                          NoncePayload(self.nr),
                          KePayload(self.ke.transform.group, self.ke.public_value())]  # type: ignore[union-attr]
-        sa.engine.rekeyed(sa, False, self.chosen.spi, self.spi, self.chosen,  # type: ignore[union-attr]
-                          self.shared, self.ni, self.nr)
+        # our own rekey of this SA in flight: a collision, settled when our answer arrives
+        collision = sa.tasks.out is not None and any(isinstance(t, IkeRekey)
+                                                     for t in sa.tasks.active)
+        new = sa.engine.rekeyed(sa, False, self.chosen.spi, self.spi, self.chosen,  # type: ignore[union-attr]
+                                self.shared, self.ni, self.nr, move_children=not collision)
+        if collision:
+            sa.peer_rekey = (new, min(self.ni, self.nr))
         self.ke.close()  # type: ignore[union-attr]
         self.ke = None
 

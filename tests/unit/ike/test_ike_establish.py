@@ -515,3 +515,39 @@ def test_child_created_by_the_ike_responder(dispatcher):
     assert di.outbound == dr.inbound and di.inbound == dr.outbound
     assert [str(t) for t in di.local_ts] == ["10.1.0.0/16"] == [str(t) for t in dr.remote_ts]
     assert [str(t) for t in dr.local_ts] == ["10.4.0.0/16"] == [str(t) for t in di.remote_ts]
+
+
+def test_initiating_without_a_local_address_still_agrees_on_nat_t(dispatcher):
+    """With no local address configured the NAT-D source hash covers 0.0.0.0, so the responder
+    sees a NAT; the initiator must then use NAT-T as well, or ESP would not match."""
+    from .conftest import I_ADDR, R_ADDR, Pair, make_config
+
+    i_cfg = make_config(I_ADDR, R_ADDR, "moon.example.org", "sun.example.org")
+    i_cfg.connections["home"].local_addrs = []
+    r_cfg = make_config(R_ADDR, I_ADDR, "sun.example.org", "moon.example.org",
+                        local_ts=["10.2.0.0/16"], remote_ts=["10.1.0.0/16"])
+    pair = Pair(i_cfg, r_cfg, dispatcher)
+    pair.i.initiate("home", pair.now)
+    (data, local, remote), = pair.i.datagrams_to_send(pair.now)
+    assert local == ("0.0.0.0", 500)
+    pair.r.receive_datagram(data, remote, (I_ADDR, 500), pair.now)  # the kernel picked I_ADDR
+    for d, src, _dst in pair.r.datagrams_to_send(pair.now):
+        pair.i.receive_datagram(d, (I_ADDR, 500), src, pair.now)
+    pair.run()
+    # the daemon sends from the address the engine now names
+    ci = pair.of_type("i", ChildSaEstablished)[0].spec
+    cr = pair.of_type("r", ChildSaEstablished)[0].spec
+    assert ci.encap is not None and cr.encap is not None
+    assert str(ci.local) == I_ADDR
+
+
+def test_sa_list_is_json_and_names_the_drivers(initiator_and_responder):
+    import json
+
+    pair = initiator_and_responder(["aes256-sha256-modp2048"], ["aes256-sha256"])
+    pair.establish()
+    (sa,) = json.loads(json.dumps(pair.i.sa_list()))
+    assert sa["drivers"] == {"encr": "openssl", "integ": "openssl"}
+    (child,) = sa["children"]
+    assert child["driver"] == "openssl" and child["encr"] == "aes256" and child["integ"] == "sha256"
+    assert child["spi_in"] != child["spi_out"] and len(child["spi_in"]) == 8

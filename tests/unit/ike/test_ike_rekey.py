@@ -110,3 +110,51 @@ def test_rekeys_on_their_own_after_rekey_time(initiator_and_responder):
     assert closed.reason.startswith("rekeyed")
     assert pair.i.stats["ike_rekeyed"] == 1 and len(pair.i.sa_list()) == 1
     assert len(pair.i.sa_list()[0]["children"]) == 1
+
+
+def test_simultaneous_child_rekey_leaves_one_child(initiator_and_responder):
+    """Both ends rekey the same CHILD_SA at once (RFC 7296 2.8.1): the SA made with the lowest
+    nonce is deleted by its creator, the old one by the other side; one child is left."""
+    pair = initiator_and_responder()
+    pair.establish()
+    old_i = pair.of_type("i", ChildSaEstablished)[0].spec
+    old_r = pair.of_type("r", ChildSaEstablished)[0].spec
+    pair.i.rekey_child(old_i.unique_id, pair.now)
+    pair.r.rekey_child(old_r.unique_id, pair.now)
+    pair.run()
+    (ci,), (cr,) = pair.i.sa_list()[0]["children"], pair.r.sa_list()[0]["children"]
+    assert ci["spi_out"] == cr["spi_in"] and ci["spi_in"] == cr["spi_out"]
+    assert int(ci["spi_in"], 16) not in (old_i.inbound.spi, old_i.outbound.spi)
+    lost = pair.i.stats["rekey_collisions_lost"] + pair.r.stats["rekey_collisions_lost"]
+    won = pair.i.stats["rekey_collisions_won"] + pair.r.stats["rekey_collisions_won"]
+    assert (lost, won) == (1, 1)
+    assert pair.i.stats["internal_errors"] == 0 == pair.r.stats["internal_errors"]
+    # each side saw two new children and closed two (the old one and the redundant one)
+    for side in "ir":
+        assert len(pair.of_type(side, ChildSaEstablished)) == 3
+        assert len(pair.of_type(side, ChildSaClosed)) == 2
+
+
+def test_simultaneous_ike_rekey_leaves_one_ike_sa(initiator_and_responder):
+    from ocfpy.ike.events import IkeSaClosed
+
+    pair = initiator_and_responder()
+    pair.establish()
+    (old_i,), (old_r,) = pair.i.sa_list(), pair.r.sa_list()
+    pair.i.rekey_ike(old_i["id"], pair.now)
+    pair.r.rekey_ike(old_r["id"], pair.now)
+    pair.run()
+    (new_i,), (new_r,) = pair.i.sa_list(), pair.r.sa_list()
+    assert (new_i["spi_i"], new_i["spi_r"]) == (new_r["spi_i"], new_r["spi_r"])
+    assert new_i["id"] != old_i["id"] and len(new_i["children"]) == 1 == len(new_r["children"])
+    lost = pair.i.stats["rekey_collisions_lost"] + pair.r.stats["rekey_collisions_lost"]
+    won = pair.i.stats["rekey_collisions_won"] + pair.r.stats["rekey_collisions_won"]
+    assert (lost, won) == (1, 1)
+    for side in "ir":
+        assert not pair.of_type(side, ChildSaClosed)
+        assert len(pair.of_type(side, IkeSaClosed)) == 2  # the old one and the redundant one
+    assert pair.i.stats["internal_errors"] == 0 == pair.r.stats["internal_errors"]
+    # the survivor works
+    pair.i.rekey_child(new_i["children"][0]["unique_id"], pair.now)
+    pair.run()
+    assert len(pair.of_type("r", ChildSaEstablished)) == 2
