@@ -306,17 +306,17 @@ def _ocfpy_burst(ini: Iked, names: list[str], count_on: Callable[[], int],
     return len(names), t1 - t0
 
 
-def _workdir(given: str | None, name: str) -> contextlib.AbstractContextManager[Path]:
+def _workdir(given: str | None, name: str, prefix: str) -> contextlib.AbstractContextManager[Path]:
     if given:
         path = Path(given) / name
         path.mkdir(parents=True, exist_ok=True)
         return contextlib.nullcontext(path)
-    return _tmp(name)
+    return _tmp(f"{prefix}-{name}")
 
 
 @contextlib.contextmanager
 def _tmp(name: str) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix=f"obn-{name}-") as d:
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as d:
         yield Path(d)
 
 
@@ -326,7 +326,7 @@ def ocfpy_pair(n: int, sequential: int, memory: int, *, prefix: str, workdir: st
     """ocfpy -> ocfpy: sequential, then a burst of n, then (memory > 0) fill up to memory
     SAs in bursts of BATCH and read the responder's RSS."""
     names = [f"c{i}" for i in range(max(n, memory, 1))]
-    with _workdir(workdir, "ocfpy") as base, NetnsPair(prefix) as pair, \
+    with _workdir(workdir, "ocfpy", prefix) as base, NetnsPair(prefix) as pair, \
             Iked(pair.right, base, "sun") as resp, Iked(pair.left, base, "moon") as ini:
         rid = responder_id(prefix)
         resp.start(responder_config(pair.right, pair.left, rid), profile=profile)
@@ -390,7 +390,7 @@ def _charon(host: Host, base: Path) -> strongswan.Charon:
 def ocfpy_to_charon(n: int, sequential: int, *, prefix: str, workdir: str | None,
                     step: Step, timeout: float = 180.0) -> PairResult:
     names = [f"c{i}" for i in range(max(n, 1))]
-    with _workdir(workdir, "o2c") as base, NetnsPair(prefix) as pair, \
+    with _workdir(workdir, "o2c", prefix) as base, NetnsPair(prefix) as pair, \
             _charon(pair.right, base / "sun") as resp, Iked(pair.left, base, "moon") as ini:
         rid = responder_id(prefix)
         resp.load_psk(PSK, [rid])
@@ -411,7 +411,7 @@ def ocfpy_to_charon(n: int, sequential: int, *, prefix: str, workdir: str | None
 
 def charon_to_ocfpy(n: int, sequential: int, *, prefix: str, workdir: str | None,
                     step: Step, timeout: float = 180.0) -> PairResult:
-    with _workdir(workdir, "c2o") as base, NetnsPair(prefix) as pair, \
+    with _workdir(workdir, "c2o", prefix) as base, NetnsPair(prefix) as pair, \
             Iked(pair.right, base, "sun") as resp, _charon(pair.left, base / "moon") as ini:
         rid = responder_id(prefix)
         resp.start(responder_config(pair.right, pair.left, rid))

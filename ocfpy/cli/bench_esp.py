@@ -35,6 +35,9 @@ def register(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", metavar="DIR",
                    help="cProfile ocfpy's ESP workers into DIR and print their top entries")
     p.add_argument("--workdir", metavar="DIR", help="keep charon's configs and logs here")
+    p.add_argument("--prefix", default="obn",
+                   help="name prefix of the namespaces, links and temp folders (default obn; "
+                   "at most 5 characters, letters and digits)")
     p.add_argument("--json", action="store_true", help="print JSON results")
     p.set_defaults(func=run_esp)
 
@@ -43,6 +46,8 @@ def preflight(args: argparse.Namespace) -> str | None:
     import os
     import shutil
 
+    if not (args.prefix.isalnum() and args.prefix.isascii() and 1 <= len(args.prefix) <= 5):
+        return f"--prefix {args.prefix!r}: 1 to 5 letters or digits (interface names are short)"
     if os.geteuid() != 0:
         return "`ocfpy bench esp` needs root (network namespaces, TUN devices): run it with sudo"
     if args.seconds <= 0 or args.runs < 1:
@@ -84,6 +89,7 @@ def run_esp(args: argparse.Namespace) -> int:
                              crypto_backend=args.crypto_backend, mtu=args.mtu,
                              encap=not args.raw_esp, gso=args.gso,
                              strongswan_too=not args.no_strongswan, workdir=args.workdir,
+                             prefix=args.prefix,
                              profile_dir=args.profile, step=step)
         except (esp.EspBenchError, RuntimeError) as exc:
             fail(f"bench esp: {exc}", 1)

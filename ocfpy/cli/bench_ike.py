@@ -31,6 +31,9 @@ def register(bsub: argparse._SubParsersAction) -> None:
                    "and print its top entries")
     p.add_argument("--workdir", metavar="DIR",
                    help="keep configs and daemon logs here (default: a temporary folder)")
+    p.add_argument("--prefix", default="obn",
+                   help="name prefix of the namespaces, links and temp folders (default obn; "
+                   "at most 5 characters, letters and digits)")
     p.add_argument("--json", action="store_true", help="print JSON results")
     p.set_defaults(func=run_ike)
 
@@ -39,6 +42,8 @@ def preflight(args: argparse.Namespace) -> str | None:
     """Why the benchmark cannot run as asked, with what to do about it; None when it can."""
     import os
 
+    if not (args.prefix.isalnum() and args.prefix.isascii() and 1 <= len(args.prefix) <= 5):
+        return f"--prefix {args.prefix!r}: 1 to 5 letters or digits (interface names are short)"
     if os.geteuid() != 0:
         return "`ocfpy bench ike` needs root (it builds network namespaces): run it with sudo"
     if min(args.n, args.sequential, args.memory) < 0 or args.n < 1:
@@ -73,7 +78,8 @@ def run_ike(args: argparse.Namespace) -> int:
             progress.update(task, advance=1, description=label)
         try:
             report = ike.run(args.n, args.sequential, args.memory, charon=not args.no_charon,
-                             workdir=args.workdir, profile_dir=args.profile, step=step)
+                             workdir=args.workdir, prefix=args.prefix,
+                             profile_dir=args.profile, step=step)
         except ike.IkeBenchError as exc:
             fail(f"bench ike: {exc}", 1)
             raise  # unreachable
