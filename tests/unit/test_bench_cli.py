@@ -178,3 +178,22 @@ def test_profile_summary_leaves_out_waiting_and_ranks_by_own_time(tmp_path):
     assert any("_busy" in n or "genexpr" in n for n in names[:3])
     assert rows == sorted(rows, key=lambda r: -r["tottime_s"])
     assert sum(r["share"] for r in rows) == pytest.approx(1.0, abs=0.01)
+
+
+def test_old_bench_scripts_map_onto_the_cli():
+    import importlib.util
+    from pathlib import Path
+
+    def load(name):
+        path = Path(__file__).parents[1] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    esp_argv = load("esp_bench").translate(["--seconds", "2", "--strongswan"])
+    args = build_parser().parse_args(esp_argv)
+    assert (args.seconds, args.raw_esp, args.no_strongswan) == (2.0, True, False)
+    ike_argv = load("ike_netns_bench").translate(["--concurrent", "30", "--memory", "0"])
+    args = build_parser().parse_args(ike_argv)
+    assert (args.n, args.memory, args.no_charon, args.json) == (30, 0, True, True)
