@@ -227,6 +227,9 @@ def get(keyword: str | Transform) -> Transform:
     """The transform named by a strongSwan keyword (aliases accepted)."""
     if isinstance(keyword, Transform):
         return keyword
+    found = _BY_KEYWORD.get(keyword)
+    if found is not None:
+        return found
     name = keyword.strip().lower()
     name = ALIASES.get(name, name)
     try:

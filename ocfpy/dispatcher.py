@@ -51,7 +51,9 @@ class Dispatcher:
         for keyword, driver in (overrides or {}).items():
             self.set_handler(keyword, driver)
         self.calibration = calibration
-        self.fallbacks = 0  # sessions that a non-strict forced backend could not take
+        self.fallbacks = 0
+        self._cache: dict[str, list[DriverRecord]] = {}
+        self._cache_generation = -1  # sessions that a non-strict forced backend could not take
         self._lock = threading.RLock()
         self.registry.subscribe(self._on_registry_event)
         if self.backend is not None:
@@ -88,13 +90,27 @@ class Dispatcher:
         """Active drivers that serve the algorithm, best first (rule 3; with a calibration,
         drivers of the same kind are ordered by measured speed at ``size_hint``)."""
         transform = get_transform(algorithm)
-        serving = [r for r in self.registry.active() if r.serves(transform)]
+        serving = self._serving(transform)
+        if len(serving) < 2:
+            return list(serving)
         cal = self.calibration
 
         def rank(r: DriverRecord):
             speed = (cal.rate(transform.keyword, r.name, size_hint) or 0.0) if cal else 0.0
             return (-int(r.kind or 0), -speed, len(r.sessions), r.order)
         return sorted(serving, key=rank)
+
+    def _serving(self, transform: Transform) -> list[DriverRecord]:
+        """Active drivers serving a transform, cached until the registry changes: sessions are
+        opened on every IKE exchange, so this must not walk the registry each time."""
+        if self._cache_generation != self.registry.generation:
+            self._cache = {}
+            self._cache_generation = self.registry.generation
+        serving = self._cache.get(transform.keyword)
+        if serving is None:
+            serving = [r for r in self.registry.active() if r.serves(transform)]
+            self._cache[transform.keyword] = serving
+        return serving
 
     def _choose(self, transform: Transform, backend: str | None, strict: bool | None,
                 exclude: set[str], count: bool = True, size_hint: int | None = None

@@ -93,6 +93,7 @@ class Registry:
         self._listeners: list[Listener] = []
         self._run_selftests = run_selftests
         self._order = 0
+        self.generation = 0  # bumped on every change of any driver's state (for caches)
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -172,6 +173,7 @@ class Registry:
             self._order += 1
             record.order = self._order
             self._records[name] = record
+            self.generation += 1
         if record.status is Status.ACTIVE:
             log.info("driver %s (%s) active with %d algorithms", name, driver.kind,
                      len(record.admitted))
@@ -187,6 +189,7 @@ class Registry:
             self._order += 1
             record.order = self._order
             self._records[name] = record
+            self.generation += 1
         log.info("driver %s unavailable: %s", name, reason)
         return record
 
@@ -199,6 +202,7 @@ class Registry:
                 return
             record.status = Status.GONE
             record.reason = reason
+            self.generation += 1
         log.warning("driver %s gone: %s", name, reason)
         self._notify("removed", record)
 

@@ -75,11 +75,16 @@ def test_psk_establish_and_traffic(peers: Peers, ike: str, esp: str, who: str) -
         assert sent == received, peers.logs()
     # On the wire, read by scapy: ESP in UDP 4500 under exactly the negotiated SPIs, and
     # not one inner packet in clear.
+    # tcpdump drops packets when the machine is loaded (it does in CI: 2 cores, both busy
+    # with the transfer), so the capture proves what is on the wire and charon's own SA
+    # counters prove the volume: the 2 MiB went through this ESP SA.
     wire = cap.summary((peers.moon.inner, peers.sun.inner))
-    assert wire.esp_in_udp > 1000 and wire.clear_inner == 0 and wire.esp_raw == 0, wire
+    assert wire.esp_in_udp > 0 and wire.clear_inner == 0 and wire.esp_raw == 0, wire
     assert wire.esp_spis == set(ocfpy_child_spis(our_child)), wire
     their_child = next(iter(peers.charon_sas()[0]["child-sas"].values()))
     assert int(their_child["packets-in"]) >= 3 and int(their_child["packets-out"]) >= 3
+    carried = max(int(their_child["bytes-in"]), int(their_child["bytes-out"]))
+    assert carried >= 2 << 20, their_child
 
 
 @pytest.mark.parametrize("who", DIRECTIONS, ids=lambda w: f"{w}-initiates")
