@@ -36,6 +36,7 @@ from .proposals import servable as servable_proposals
 from .sa import IkeSa
 from .state import IkeState
 from .tasks.child_create import ChildCreate
+from .tasks.child_rekey import ChildRekey
 from .tasks.delete import ChildDelete, IkeDelete
 from .tasks.ike_auth import IkeAuth
 from .tasks.ike_init import IkeInit
@@ -294,7 +295,7 @@ class IkeEngine:
             if child is not None:
                 if not sa.is_established:
                     raise IkeUsageError(f"IKE SA {sa.id} is {sa.state.value}")
-                sa.tasks.queue_task(ChildCreate(in_ike_auth=False, rekey=child))
+                sa.tasks.queue_task(ChildRekey(child))
                 sa.tasks.initiate(sa, now)
                 self._reschedule(sa)
                 return

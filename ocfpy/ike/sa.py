@@ -164,10 +164,6 @@ class IkeSa:
     def esp_proposals(self, cfg: ChildConfig, with_ke: bool = False) -> list[Proposal]:
         return self.engine.esp_proposals(cfg, with_ke)[0]
 
-    @property
-    def dropped_esp(self) -> list[str]:
-        return []
-
     def accepts_ike(self, chosen: Proposal) -> bool:
         return accepts(chosen, self.ike_proposals)
 
@@ -430,7 +426,7 @@ class IkeSa:
                 self.engine.emit(SendKeepalive(self.local, self.remote))
 
     def _rekey_due(self, now: float) -> None:
-        from .tasks.child_create import ChildCreate
+        from .tasks.child_rekey import ChildRekey
         from .tasks.ike_rekey import IkeRekey
 
         if self.rekey_at is not None and now >= self.rekey_at and self.replaced_by is None:
@@ -439,7 +435,7 @@ class IkeSa:
         for c in self.children:
             if c.rekey_at is not None and now >= c.rekey_at:
                 c.rekey_at = None
-                self.tasks.queue_task(ChildCreate(in_ike_auth=False, rekey=c))
+                self.tasks.queue_task(ChildRekey(c))
         self.tasks.initiate(self, now)
 
     # -- reporting -----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 class ChildCreate(Task):
     __slots__ = ("cfg", "exchange", "spi_in", "chosen", "ts_i", "ts_r", "error", "ni", "nr",
-                 "explanation", "transport", "rekey", "ke", "shared", "error_data")
+                 "explanation", "transport", "rekey", "ke", "shared", "error_data", "created")
 
     def __init__(self, cfg: ChildConfig | None = None, *, in_ike_auth: bool = True,
                  rekey: ChildSa | None = None):
@@ -38,6 +38,7 @@ class ChildCreate(Task):
         self.ke = None  # PFS: our key exchange session in CREATE_CHILD_SA
         self.shared = b""
         self.error_data = b""
+        self.created: ChildSa | None = None  # what process_i made
         self.exchange = ExchangeType.IKE_AUTH if in_ike_auth else ExchangeType.CREATE_CHILD_SA
         self.spi_in = b""
         self.chosen = None
@@ -57,10 +58,18 @@ class ChildCreate(Task):
     def build_i(self, sa: IkeSa, msg: Message) -> None:
         cfg = self.cfg
         assert cfg is not None
+        props, dropped = sa.engine.esp_proposals(cfg, not self.in_ike_auth)
+        if not props:
+            # nothing the crypto backend can serve: no CHILD_SA (IKE_AUTH goes on childless)
+            self.error = NotifyType.NO_PROPOSAL_CHOSEN
+            backend = sa.dispatcher.backend
+            sa.child_failed(cfg.name, None, f"none of its ESP proposals ({cfg.esp_proposals}) "
+                            f"can be served by {f'the forced backend {backend!r}' if backend else 'any active driver'}"
+                            f" (cannot serve: {', '.join(dropped)})")
+            return
         self.spi_in = sa.engine.allocate_child_spi()
         if self.rekey is not None:
             msg.payloads.append(NotifyPayload(NotifyType.REKEY_SA, b"", 3, self.rekey.spi_in))
-        props = sa.esp_proposals(cfg, with_ke=not self.in_ike_auth)
         msg.payloads.append(SaPayload([to_raw(p, i + 1, self.spi_in) for i, p in enumerate(props)]))
         if not self.in_ike_auth:
             self.ni = sa.random(NONCE_SIZE)
@@ -83,6 +92,8 @@ class ChildCreate(Task):
     def process_i(self, sa: IkeSa, msg: Message) -> Status:
         cfg = self.cfg
         assert cfg is not None
+        if self.error is not None:
+            return Status.SUCCESS  # never proposed (reported in build_i)
         if not sa.is_established:
             sa.engine.release_child_spi(self.spi_in)
             return Status.SUCCESS  # the IKE SA failed; it reported that
@@ -132,30 +143,11 @@ class ChildCreate(Task):
             except InvalidPublicValue as exc:
                 return sa.child_failed(cfg.name, NotifyType.INVALID_SYNTAX,
                                        f"the responder's KE value is invalid: {exc}")
-        new = sa.add_child(cfg, chosen, self.spi_in, chosen.spi, ts_i, ts_r,
-                           self.ni or sa.ni, self.nr or sa.nr, transport, True, self.shared)
+        self.created = sa.add_child(cfg, chosen, self.spi_in, chosen.spi, ts_i, ts_r,
+                                    self.ni or sa.ni, self.nr or sa.nr, transport, True,
+                                    self.shared)
         self._close_ke()
-        if self.rekey is not None:
-            self._finish_rekey(sa, new)
         return Status.SUCCESS
-
-    def _finish_rekey(self, sa: IkeSa, new: ChildSa) -> None:
-        """The rekey initiator deletes the old SA (RFC 7296 2.8). If the peer rekeyed the same
-        SA at the same time (2.8.1), the SA made with the lowest of the four nonces is redundant
-        and its creator deletes it; the other side deletes the old one."""
-        from .delete import ChildDelete
-
-        old = self.rekey
-        assert old is not None
-        old.rekeyed = True
-        if old.peer_rekey_nonce is None:
-            sa.tasks.queue_task(ChildDelete(old.unique_id, "rekeyed"))
-        elif min(self.ni, self.nr) < old.peer_rekey_nonce:
-            sa.engine.count("rekey_collisions_lost")
-            sa.tasks.queue_task(ChildDelete(new.unique_id, "rekey collision: redundant"))
-        else:
-            sa.engine.count("rekey_collisions_won")
-            sa.tasks.queue_task(ChildDelete(old.unique_id, "rekeyed"))
 
     def _close_ke(self) -> None:
         if self.ke is not None:
@@ -223,7 +215,7 @@ class ChildCreate(Task):
             self._refuse(sa, NotifyType.NO_PROPOSAL_CHOSEN,
                          explain_mismatch(offered, ours, what=f"ESP (child {cfg.name})",
                                           ignore_ke=ike_auth, backend=sa.dispatcher.backend,
-                                          dropped=sa.dropped_esp))
+                                          dropped=sa.engine.esp_proposals(cfg, not ike_auth)[1]))
             return
         if ike_auth:
             chosen.transforms.pop(TransformType.KE, None)

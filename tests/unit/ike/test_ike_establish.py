@@ -551,3 +551,30 @@ def test_sa_list_is_json_and_names_the_drivers(initiator_and_responder):
     (child,) = sa["children"]
     assert child["driver"] == "openssl" and child["encr"] == "aes256" and child["integ"] == "sha256"
     assert child["spi_in"] != child["spi_out"] and len(child["spi_in"]) == 8
+
+
+def test_esp_the_backend_cannot_serve_is_not_offered(dispatcher):
+    """A driver policy that cannot serve the child's ESP algorithm: the IKE SA comes up
+    childless and the failure says why (rather than an empty SA payload on the wire)."""
+    from ocfpy import catalogue
+    from ocfpy.dispatcher import Dispatcher
+    from ocfpy.ike.engine import IkeEngine
+
+    from .conftest import I_ADDR, R_ADDR, Pair, make_config
+
+    limited = Dispatcher(dispatcher.registry)
+    can = limited.can_serve
+    limited.can_serve = lambda t, backend=None: catalogue.get(t).keyword != "chacha20poly1305" \
+        and can(t)
+    i_cfg = make_config(I_ADDR, R_ADDR, "moon.example.org", "sun.example.org",
+                        esp=["chacha20poly1305"])
+    r_cfg = make_config(R_ADDR, I_ADDR, "sun.example.org", "moon.example.org",
+                        esp=["chacha20poly1305"], local_ts=["10.2.0.0/16"],
+                        remote_ts=["10.1.0.0/16"])
+    pair = Pair(i_cfg, r_cfg, dispatcher)
+    pair.i = IkeEngine(i_cfg, limited)
+    pair.establish()
+    assert len(pair.of_type("i", IkeSaEstablished)) == 1 == len(pair.of_type("r", IkeSaEstablished))
+    assert not pair.of_type("i", ChildSaEstablished) and not pair.of_type("r", ChildSaEstablished)
+    (fail,) = pair.of_type("i", NegotiationFailed)
+    assert "chacha20poly1305" in fail.explanation and "any active driver" in fail.explanation
