@@ -63,7 +63,8 @@ def test_bench_ike_ocfpy_only():
     assert pair["rate_per_s"] > 0 and pair["sequential_ms"] > 0
     (mem,) = r["memory"]
     assert mem["implementation"] == "ocfpy" and mem["sas"] == 20 and not mem["notes"]
-    assert mem["rss_after_kb"] > mem["rss_before_kb"] > 0
+    # 20 SAs may fit in memory the burst before them freed: no growth is possible
+    assert mem["rss_after_kb"] >= mem["rss_before_kb"] > 0
     assert r["skipped"] == {"charon": "--no-charon"} and r["ratios"] == {}
 
 
