@@ -57,7 +57,15 @@ class Dispatcher:
         self._lock = threading.RLock()
         self.registry.subscribe(self._on_registry_event)
         if self.backend is not None:
-            self._check_backend(self.backend)
+            try:
+                self._check_backend(self.backend)
+            except BackendUnavailable as exc:
+                # strict=False promises a fallback per session (logged, counted), also when
+                # the forced backend is unusable here as a whole (af_alg on a host kernel
+                # without AF_ALG); only a strict dispatcher refuses up front.
+                if strict:
+                    raise
+                log.warning("%s; sessions will fall back", exc)
 
     # -- policy ------------------------------------------------------------------------------
     def set_handler(self, algorithm: str, driver: str | None) -> None:

@@ -5,7 +5,6 @@ the ESN row that charon's kernel-libipsec must refuse."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
@@ -166,17 +165,7 @@ def test_esn_refused_by_libipsec_is_reported(peers: Peers, who: str) -> None:
                  5, "ocfpy's log to report the CHILD_SA deleted by charon", on_fail=peers.logs)
 
 
-def test_child_rekey_by_charon(peers: Peers, request: pytest.FixtureRequest) -> None:
-    try:
-        can_rekey = importlib.util.find_spec("ocfpy.ike.tasks.child_rekey") is not None
-    except ModuleNotFoundError:
-        can_rekey = False
-    if not can_rekey:
-        request.applymarker(pytest.mark.xfail(
-            reason="ocfpy's engine cannot rekey a CHILD_SA yet (no ocfpy.ike.tasks.child_rekey): "
-                   "it answers charon's CREATE_CHILD_SA(REKEY_SA) with NO_ADDITIONAL_SAS and charon "
-                   "falls back to reauthenticating the IKE_SA",
-            strict=True))
+def test_child_rekey_by_charon(peers: Peers) -> None:
     peers.configure(IKE, ESP)
     peers.initiate("ocfpy")
     ours, theirs = peers.wait_established()

@@ -65,9 +65,6 @@ def test_reauthentication_by_charon(peers: Peers) -> None:
         assert ping.returncode == 0, ping.stdout + peers.logs()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ocfpy's engine cannot rekey an IKE_SA yet: it answers charon's CREATE_CHILD_SA (SA, Ni, KEi) "
-    "with NO_ADDITIONAL_SAS and charon falls back to reauthentication"))
 def test_ike_rekey_by_charon(peers: Peers) -> None:
     """An IKE_SA rekey keeps the CHILD_SA (same ESP SPIs) under new IKE SPIs, no reauth."""
     peers.configure(IKE, ESP)

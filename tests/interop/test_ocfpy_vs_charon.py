@@ -105,10 +105,7 @@ def test_defaults_on_both_sides(peers: Peers, who: str) -> None:
 
 @pytest.mark.parametrize("who", [
     "ocfpy",
-    pytest.param("charon", marks=pytest.mark.xfail(strict=True, reason=(
-        "ocfpy as responder takes the first child whose selectors narrow to the offer "
-        "(ocfpy/ike/tasks/child_create.py), so charon's 'more' (10.98.2.1/32 <-> 10.98.1.1/32) "
-        "becomes ocfpy's 'net' (/24s); strongSwan prefers the child that matches exactly"))),
+    "charon",
 ], ids=lambda w: f"{w}-initiates")
 def test_second_child_by_create_child_sa(peers: Peers, who: str) -> None:
     """A second CHILD_SA on the same IKE_SA: CREATE_CHILD_SA (no PFS) after IKE_AUTH."""

@@ -1,0 +1,40 @@
+"""tests/kernel: tests that need the real kernel crypto API (AF_ALG, keyctl DH).
+
+They carry the ``kernel`` marker and run inside the VM lane (scripts/vm-lane.sh). On a host
+without AF_ALG they skip with a reason that says where they run; they never pass silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ocfpy.kernel import afalg
+from tests.vm.guest import HOST_SKIP_REASON, in_vm_lane
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = afalg.available()
+    skip = pytest.mark.skip(reason=f"{HOST_SKIP_REASON} ({reason})") if reason else None
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.kernel)
+            if skip is not None:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def vm_lane() -> bool:
+    return in_vm_lane()
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """One registry for the whole run: loading it runs every driver's self-tests, which
+    costs seconds in the (slow, emulated) guest."""
+    from ocfpy.registry import Registry
+
+    return Registry.load()

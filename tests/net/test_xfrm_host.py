@@ -1,0 +1,151 @@
+"""The xfrm dataplane's parts that the host kernel can check (root, a namespace of our own).
+
+This host has XFRM netlink but no ESP (CONFIG_INET_ESP unset), which is the situation the
+dataplane must explain; and policies, routes and socket options need no ESP, so they are
+checked here against the real kernel. Traffic through kernel ESP is tests/kernel/test_xfrm.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+
+import pytest
+
+from ocfpy.esp.dataplane import xfrm_msg as X
+from ocfpy.esp.dataplane import xfrm_routes as R
+from ocfpy.esp.dataplane.base import TrafficSelector
+from ocfpy.esp.dataplane.xfrm_netlink import NETLINK_ROUTE, NETLINK_XFRM, NetlinkChannel
+from ocfpy.esp.dataplane.xfrm_selectors import priority, selectors
+from ocfpy.netlab import Lab, can_build_lab
+
+pytestmark = pytest.mark.net
+
+_why = can_build_lab()
+if _why:
+    pytest.skip(f"namespace lab unavailable: {_why}", allow_module_level=True)
+
+
+@pytest.fixture
+def lab():
+    with Lab("oxfh") as lab:
+        a = lab.namespace("a")
+        b = lab.namespace("b")
+        lab.veth(a, "10.98.0.1/24", b, "10.98.0.2/24")
+        lab.address(a, "10.198.1.1/32")
+        lab.a, lab.b = a, b
+        yield lab
+
+
+def _ip(lab, ns, *args) -> str:
+    return lab.run(ns, ["ip", *args], check=True).stdout
+
+
+def _host_has_esp(ns: str) -> bool:
+    from ocfpy.esp.dataplane.xfrm import XfrmDataplane, XfrmUnavailable
+
+    try:
+        XfrmDataplane(netns=ns).close()
+    except XfrmUnavailable:
+        return False
+    return True
+
+
+def test_missing_kernel_esp_is_explained_and_leaves_nothing(lab):
+    from ocfpy.esp.dataplane.xfrm import XfrmDataplane, XfrmUnavailable
+
+    if _host_has_esp(lab.a.name):
+        pytest.skip("this kernel has ESP: the refusal cannot be shown here")
+    with pytest.raises(XfrmUnavailable) as err:
+        XfrmDataplane(netns=lab.a.name)
+    text = str(err.value)
+    assert "CONFIG_INET_ESP" in text and "CONFIG_XFRM_USER" in text
+    assert "Requested type not found" in text  # the kernel's own words, via extended ACK
+    assert _ip(lab, lab.a, "xfrm", "state").strip() == ""
+
+
+def test_auto_picks_userspace_and_says_why(lab, caplog):
+    from ocfpy.esp.dataplane.select import DataplaneUnavailable, choose_dataplane
+    from ocfpy.esp.dataplane.userspace import UserspaceDataplane
+
+    if _host_has_esp(lab.a.name):
+        pytest.skip("this kernel has ESP: auto would take xfrm")
+    with pytest.raises(DataplaneUnavailable, match="dataplane xfrm is not available.*CONFIG_INET_ESP"):
+        choose_dataplane("xfrm", None, netns=lab.a.name)
+    caplog.set_level(logging.INFO, logger="ocfpy.esp.dataplane.select")
+    from ocfpy.dispatcher import Dispatcher
+
+    dp = choose_dataplane("auto", Dispatcher(), netns=lab.a.name)
+    try:
+        assert isinstance(dp, UserspaceDataplane)
+        assert "userspace, because the kernel cannot" in caplog.text
+        assert "Requested type not found" in caplog.text
+    finally:
+        dp.close()
+    with pytest.raises(DataplaneUnavailable, match="unknown dataplane 'kernel'"):
+        choose_dataplane("kernel", None)
+
+
+def test_policies_from_selectors_are_accepted_and_removed_by_the_kernel(lab):
+    local = [TrafficSelector.from_network("10.198.1.0/24", protocol=6, ports=(1000, 1003))]
+    remote = [TrafficSelector(ipaddress.ip_address("10.198.2.0"),
+                              ipaddress.ip_address("10.198.3.255"), 6, 80, 80)]
+    sels = selectors(local, remote)
+    # 1000-1003 is one aligned block; 10.198.2.0-10.198.3.255 is one /23
+    assert len(sels) == 1 and sels[0].sport_mask == 0xFFFC and sels[0].dst_prefix == 23
+    tmpl = X.TemplateParams(ipaddress.ip_address("10.98.0.1"), ipaddress.ip_address("10.98.0.2"), 42)
+    with NetlinkChannel(NETLINK_XFRM, netns=lab.a.name) as ch:
+        for direction in (X.XFRM_POLICY_OUT, X.XFRM_POLICY_IN, X.XFRM_POLICY_FWD):
+            ch.request(X.newpolicy(sels[0], direction, tmpl, priority=priority(sels[0]),
+                                   msg_type=X.XFRM_MSG_UPDPOLICY), "policy")
+        # UPDPOLICY twice is a replace, not an error (rekeyed CHILD_SAs share policies)
+        ch.request(X.newpolicy(sels[0], X.XFRM_POLICY_OUT, tmpl, msg_type=X.XFRM_MSG_UPDPOLICY))
+        shown = _ip(lab, lab.a, "xfrm", "policy")
+        assert "src 10.198.1.0/24 dst 10.198.2.0/23 proto tcp sport 1000 dport 80" in shown
+        assert shown.count("reqid 42 mode tunnel") == 3 and "dir fwd" in shown
+        for direction in (X.XFRM_POLICY_OUT, X.XFRM_POLICY_IN, X.XFRM_POLICY_FWD):
+            ch.request(X.delpolicy(sels[0], direction), "delete")
+    assert _ip(lab, lab.a, "xfrm", "policy").strip() == ""
+
+
+def test_kernel_error_carries_the_kernel_message(lab):
+    from ocfpy.esp.dataplane.xfrm_netlink import NetlinkError
+
+    sel = selectors([TrafficSelector.from_network("10.198.1.0/24")],
+                    [TrafficSelector.from_network("10.198.2.0/24")])[0]
+    with NetlinkChannel(NETLINK_XFRM, netns=lab.a.name) as ch, pytest.raises(NetlinkError) as err:
+        ch.request(X.delpolicy(sel, X.XFRM_POLICY_OUT), "delete a policy that is not there")
+    assert err.value.errno == 2  # ENOENT
+    assert "delete a policy that is not there" in str(err.value)
+
+
+def test_routes_follow_the_path_to_the_peer(lab):
+    net = ipaddress.ip_network("10.198.2.0/24")
+    with NetlinkChannel(NETLINK_ROUTE, netns=lab.a.name) as ch:
+        path = R.route_to(ch, ipaddress.ip_address("10.98.0.2"))
+        assert path.gateway is None and path.oif > 0
+        assert ipaddress.ip_address("10.198.1.1") in R.local_addresses(ch)
+        R.add_route(ch, net, path, ipaddress.ip_address("10.198.1.1"))
+        shown = _ip(lab, lab.a, "route")
+        assert "10.198.2.0/24 dev oxfh-a0 proto static src 10.198.1.1" in shown, shown
+        R.del_route(ch, net)
+    assert "10.198.2.0" not in _ip(lab, lab.a, "route")
+
+
+def test_udp_encap_socket_and_ike_bypass(lab):
+    """What attach_udp_encap does to the daemon's 4500 socket works on this kernel."""
+    from pyroute2.netns import create_socket
+
+    from ocfpy.esp.dataplane.xfrm import SOL_UDP, UDP_ENCAP, bypass_socket
+
+    for family, addr in ((socket.AF_INET, "10.98.0.1"), (socket.AF_INET6, "::")):
+        sock = create_socket(netns=lab.a.name, family=family, socket_type=socket.SOCK_DGRAM,
+                             flags=0)
+        try:
+            sock.bind((addr, 4500))
+            sock.setsockopt(SOL_UDP, UDP_ENCAP, X.UDP_ENCAP_ESPINUDP)
+            assert sock.getsockopt(SOL_UDP, UDP_ENCAP) == X.UDP_ENCAP_ESPINUDP
+            bypass_socket(sock)
+        finally:
+            sock.close()

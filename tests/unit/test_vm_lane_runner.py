@@ -1,0 +1,36 @@
+"""tests/vm/run.py on the host, without booting anything: prerequisites and the guest script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.vm import run
+
+
+def test_missing_vng_skips_with_77_and_a_reason(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OCFPY_VNG", str(tmp_path / "no-such-vng"))
+    rc = run.main(["--results", str(tmp_path / "r"), "-k", "anything"])
+    assert rc == run.SKIP == 77
+    err = capsys.readouterr().err
+    assert "SKIPPED" in err and "vng" in err
+    assert not (tmp_path / "r" / "junit.xml").exists()
+
+
+def test_guest_script_runs_kernel_marked_tests_with_the_project_venv():
+    python = Path("/repo/.venv/bin/python")
+    line = run.guest_command(python, "/res", ["-x"], kat=False, bench=True)
+    assert "OCFPY_VM_LANE=1" in line and "OCFPY_KAT_DRIVERS=" in line
+    assert "-m 'kernel or virtio'" in line and "--junitxml=/res/junit.xml" in line
+    assert str(python) in line and " -x " in line + " "
+    assert "afalg_bench.py" in line and "tests/kat" not in line
+    assert line.rstrip().endswith("exit $rc")
+
+
+def test_in_vm_lane_needs_both_the_cmdline_and_the_environment(monkeypatch):
+    from tests.vm import guest
+
+    monkeypatch.setenv("OCFPY_VM_LANE", "1")
+    cmdline = Path("/proc/cmdline").read_text()
+    assert guest.in_vm_lane() == ("virtme" in cmdline)
+    monkeypatch.delenv("OCFPY_VM_LANE")
+    assert guest.in_vm_lane() is False

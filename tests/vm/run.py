@@ -1,0 +1,238 @@
+"""The kernel VM lane (lane 3): boot a stock Debian kernel once under QEMU and run every
+``kernel`` / ``virtio`` marked test inside it.
+
+The host kernel has no AF_ALG and no XFRM ESP; a stock distribution kernel booted with
+virtme-ng (the host root filesystem shared read-only over 9p) has both. One boot per run,
+because the guest is slow (TCG, about 6x slower Python) and the boot costs about 25 s.
+
+What the guest gets:
+- a QEMU virtio-crypto device (id ``crypto0``; PCI 1af4:1054, kernel driver virtio_crypto);
+- a QMP monitor for hot-unplug tests: QEMU's QMP socket on the host is relayed by this
+  script to a virtio serial port the guest sees as ``$OCFPY_VM_QMP`` (see tests/vm/qmp.py);
+- a read-write results directory (``--results``, default results/vm/) where the guest
+  writes junit.xml and pytest.log.
+
+The exit code is pytest's exit code inside the guest (0 all passed, 1 failures, 5 nothing
+collected, ...), 77 when the host lacks a prerequisite (the reason is printed), 124 on the
+wall-clock limit. Usage (from the repository root): ``scripts/vm-lane.sh [-- PYTEST ARGS]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SKIP = 77  # the automake convention for "skipped": CI can tell it from a failure
+GUEST_QMP_PORT = "ocfpy.qmp"
+CRYPTO_DEVICE_ID = "crypto0"
+
+
+def find_vng() -> str | None:
+    explicit = os.environ.get("OCFPY_VNG")
+    if explicit:  # an explicit choice is never silently replaced by another vng
+        return explicit if os.access(explicit, os.X_OK) else None
+    for candidate in (str(REPO / ".vm/vng/bin/vng"),
+                      "/opt/ocfpy-vng/bin/vng", shutil.which("vng")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def find_kernel() -> str | None:
+    images = sorted(glob.glob("/boot/vmlinuz-*-amd64"), key=_version_key)
+    return os.environ.get("OCFPY_VM_KERNEL") or (images[-1] if images else None)
+
+
+def _version_key(path: str) -> list:
+    import re
+
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
+
+
+def missing_prerequisites(vng: str | None, kernel: str | None, python: Path) -> list[str]:
+    missing = []
+    if shutil.which("qemu-system-x86_64") is None:
+        missing.append("qemu-system-x86_64 (apt: qemu-system-x86)")
+    if vng is None:
+        missing.append("vng (virtme-ng==1.42; run scripts/vm-lane-install.sh)")
+    if kernel is None:
+        missing.append("a kernel image /boot/vmlinuz-*-amd64 (apt: linux-image-amd64)")
+    elif not os.access(kernel, os.R_OK):
+        missing.append(f"read access to {kernel} (run as root)")
+    elif not Path("/lib/modules", Path(kernel).name.removeprefix("vmlinuz-")).is_dir():
+        missing.append(f"modules for {kernel} under /lib/modules")
+    if not shutil.which("busybox"):
+        missing.append("busybox (apt: busybox-static)")
+    if not python.exists():
+        missing.append(f"the project venv {python} (python3 -m venv .venv && "
+                       ".venv/bin/pip install -e '.[test]')")
+    return missing
+
+
+class QmpRelay(threading.Thread):
+    """Pipes bytes between QEMU's QMP socket and the guest's serial port socket."""
+
+    def __init__(self, qmp_path: Path, port_path: Path):
+        super().__init__(daemon=True, name="ocfpy-kern-qmp-relay")
+        self.qmp_path, self.port_path = qmp_path, port_path
+        self.stop = threading.Event()
+
+    def _connect(self, path: Path) -> socket.socket | None:
+        while not self.stop.is_set():
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(path))
+                return s
+            except OSError:
+                s.close()
+                time.sleep(0.2)
+        return None
+
+    def run(self) -> None:
+        qmp = self._connect(self.qmp_path)
+        port = self._connect(self.port_path) if qmp else None
+        if qmp is None or port is None:
+            return
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(qmp, selectors.EVENT_READ, port)
+        sel.register(port, selectors.EVENT_READ, qmp)
+        while not self.stop.is_set():
+            for key, _ in sel.select(timeout=0.5):
+                try:
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                except OSError:
+                    data = b""
+                if not data:
+                    return
+                key.data.sendall(data)
+
+
+def guest_command(python: Path, results_guest: str, pytest_args: list[str], kat: bool,
+                  bench: bool = False) -> str:
+    """The shell line the guest runs: every kernel/virtio test (the shared KAT runner in
+    tests/kat carries the kernel marker when OCFPY_VM_LANE=1 and runs for the drivers in
+    OCFPY_KAT_DRIVERS, here af_alg); with ``kat`` all of tests/kat again (its coverage
+    checks too). Exit code: the first failing run's, else 0."""
+    env = {
+        "OCFPY_VM_LANE": "1",
+        "OCFPY_VM_RESULTS": results_guest,
+        "OCFPY_VM_QMP_PORT": GUEST_QMP_PORT,
+        "OCFPY_VM_CRYPTO_DEVICE": CRYPTO_DEVICE_ID,
+        "OCFPY_KAT_DRIVERS": os.environ.get("OCFPY_KAT_DRIVERS", "af_alg"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOME": "/tmp",
+        "PATH": f"{python.parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    common = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-o",
+              "junit_family=xunit2", "--durations=10"]
+    runs = [[*common, "-m", "kernel or virtio", f"--junitxml={results_guest}/junit.xml",
+             *pytest_args]]
+    if kat:
+        runs.append([*common, "tests/kat", f"--junitxml={results_guest}/junit-kat.xml"])
+    if bench:
+        runs.append([str(python), "tests/bench/afalg_bench.py", f"--out={results_guest}"])
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    log = f"{results_guest}/pytest.log"
+    steps = " ".join(f"{shlex.join(r)} >> {log} 2>&1; r=$?; [ $rc -eq 0 ] && rc=$r;"
+                     for r in runs)
+    return (f"cd {shlex.quote(str(REPO))} && export {exports} && rc=0; "
+            # /dev/net/tun appears only once tun is loaded (no udev static nodes here), and
+            # kernel-lane tests of the ESP dataplane need it.
+            f"uname -a > {log}; modprobe -q tun 2>/dev/null; {steps} "
+            f"cat /proc/crypto > {results_guest}/proc-crypto.txt; "
+            f"grep -E '^(=+ .* in [0-9.]+s|FAILED|ERROR|[|] )' {log} | tail -n 40; exit $rc")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--results", type=Path, default=REPO / "results" / "vm",
+                        help="where junit.xml and pytest.log land (default: results/vm)")
+    parser.add_argument("--vm-timeout", type=int, default=1800, help="wall-clock limit, s")
+    parser.add_argument("--vm-memory", default="2G")
+    parser.add_argument("--no-virtio-crypto", action="store_true")
+    parser.add_argument("--bench", action="store_true",
+                        help="also run tests/bench/afalg_bench.py (af_alg vs openssl)")
+    parser.add_argument("--full-kat", action="store_true",
+                        help="also run all of tests/kat (its af_alg vectors already run "
+                             "in the kernel-marked session)")
+    parser.add_argument("--junitxml", type=Path, default=None,
+                        help="also copy the guest's junit.xml here (scripts/test.sh uses it)")
+    # Anything else is for the guest's pytest (scripts/test.sh passes its own arguments on).
+    args, extra = parser.parse_known_args(argv)
+    args.pytest_args = [a for a in extra if a != "--"]
+
+    python = REPO / ".venv" / "bin" / "python"
+    vng, kernel = find_vng(), find_kernel()
+    missing = missing_prerequisites(vng, kernel, python)
+    if missing:
+        print("vm-lane: SKIPPED, missing: " + "; ".join(missing), file=sys.stderr)
+        return SKIP
+
+    results = args.results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    for stale in ("junit.xml", "junit-kat.xml", "pytest.log", "afalg_bench.md", "qmp.sock", "qmp-port.sock"):
+        (results / stale).unlink(missing_ok=True)
+    qmp_sock, port_sock = results / "qmp.sock", results / "qmp-port.sock"
+    qemu_opts = [
+        "-qmp", f"unix:{qmp_sock},server=on,wait=off",
+        "-device", "virtio-serial-pci,id=ocfpyser",
+        "-chardev", f"socket,id=ocfpyqmp,path={port_sock},server=on,wait=off",
+        "-device", f"virtserialport,bus=ocfpyser.0,name={GUEST_QMP_PORT},chardev=ocfpyqmp",
+    ]
+    if not args.no_virtio_crypto:
+        qemu_opts += [
+            "-object", "cryptodev-backend-builtin,id=cryptodev0",
+            "-device", f"virtio-crypto-pci,id={CRYPTO_DEVICE_ID},cryptodev=cryptodev0",
+        ]
+    # virtme-ng passes --exec to the guest base64-encoded on the kernel command line, which
+    # x86 truncates at 2048 bytes (the guest then hangs idle before running anything:
+    # measured). So the real script goes in a file in the shared results directory.
+    script = results / "guest.sh"
+    script.write_text("#!/bin/sh\n" + guest_command(python, str(results), args.pytest_args,
+                                                     args.full_kat, args.bench) + "\n")
+    cmd = [
+        vng, *(["-v"] if os.environ.get("OCFPY_VM_VERBOSE") else []),
+        "--run", kernel, "--disable-kvm", "--memory", args.vm_memory,
+        f"--rwdir={results}", f"--qemu-opts={' '.join(qemu_opts)}",
+        "--exec", f"sh {shlex.quote(str(script))}",
+    ]
+    env = dict(os.environ, PATH=f"{Path(vng).parent}:{os.environ.get('PATH', '')}")
+    relay = QmpRelay(qmp_sock, port_sock)
+    relay.start()
+    start = time.monotonic()
+    print(f"vm-lane: booting {kernel} (TCG) with {vng}", flush=True)
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, env=env, timeout=args.vm_timeout,
+                              check=False)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        print(f"vm-lane: TIMEOUT after {args.vm_timeout} s", file=sys.stderr)
+        rc = 124
+    finally:
+        relay.stop.set()
+    wall = time.monotonic() - start
+    junit = results / "junit.xml"
+    print(f"vm-lane: exit {rc}, wall {wall:.1f} s, results in {results}"
+          f"{'' if junit.exists() else ' (no junit.xml: the guest did not get to pytest)'}")
+    if args.junitxml and junit.exists():
+        args.junitxml.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(junit, args.junitxml)
+    if rc == 0 and not junit.exists():
+        return 1  # never report success without evidence
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
