@@ -68,9 +68,10 @@ def run_ike(args: argparse.Namespace) -> int:
     from .bench import _machine
 
     con = console()
-    steps = 3 + (1 if args.memory else 0)
+    # ocfpy: sequential, burst, fill; charon: its own pair, two mixed pairs of two, fill
+    steps = 2 + (1 if args.memory else 0)
     if not args.no_charon:
-        steps += 6 + (1 if args.memory else 0)
+        steps += 5 + (1 if args.memory else 0)
     with Progress(console=con, transient=True, disable=args.json) as progress:
         task = progress.add_task("starting", total=steps)
 
