@@ -1,0 +1,304 @@
+"""ESP throughput: ocfpy's userspace dataplane against strongSwan's kernel-libipsec.
+
+Two tunnels between two pairs of network namespaces, both up for the whole benchmark:
+
+- ocfpy: two static-key gateways (:class:`ocfpy.esp.static.StaticTunnel`, the dataplane the
+  IKE daemon installs SAs into), TUN MTU ``mtu``; by default ESP in UDP 4500 like libipsec,
+  so both put the same packets on the wire;
+- strongSwan: two charons with kernel-libipsec (ESP over a TUN, UDP-encapsulated because
+  libipsec forces NAT-T), the same MTU and ESP proposal.
+
+Each run measures, on ocfpy's tunnel and then on libipsec's (interleaved, so both see the
+same load on a shared machine): one iperf3 TCP stream (receiver's figure), and the UDP packet
+rate that reaches the far side with 64-byte and ``mtu``-sized packets (``iperf3 -u -b 0``).
+Figures are medians over the runs; the SA counters afterwards prove the traffic went
+through the ESP SAs and not around them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import strongswan
+from .ike import profile_summary
+
+log = logging.getLogger(__name__)
+
+IPERF_PORT = 5201
+IP_UDP_HEADERS = 28  # an IPv4 + UDP header: iperf3's -l is the UDP payload
+
+Step = Callable[[str], None]
+
+
+class EspBenchError(RuntimeError):
+    """A measurement failed (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class Path2:
+    """How to reach the two inner hosts of a tunnel: argv prefixes and addresses."""
+
+    client_ns: str
+    server_ns: str
+    client_ip: str
+    server_ip: str
+
+    def client(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.client_ns, *argv]
+
+    def server(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.server_ns, *argv]
+
+
+@dataclass
+class Figures:
+    tcp_mbit_s: list[float] = field(default_factory=list)
+    udp64_pps: list[float] = field(default_factory=list)
+    udp_mtu_pps: list[float] = field(default_factory=list)
+
+    def median(self) -> dict[str, float]:
+        return {k: statistics.median(v) if v else 0.0 for k, v in asdict(self).items()}
+
+
+@dataclass
+class EspReport:
+    esp: str
+    mtu: int
+    encap: bool
+    gso: int
+    crypto_backend: str
+    seconds: float
+    runs: int
+    ocfpy: dict[str, Any]  # runs, median, counters
+    libipsec: dict[str, Any] | None
+    ratios: dict[str, float]
+    targets: dict[str, bool]
+    skipped: dict[str, str]
+    profile: dict[str, list[dict[str, Any]]]
+    load_average: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- iperf3 -------------------------------------------------------------------------------
+
+def iperf(path: Path2, args: list[str], seconds: float) -> dict[str, Any]:
+    """One iperf3 client run from the client host to a one-shot server on the server host."""
+    server = subprocess.Popen(path.server("iperf3", "-s", "-1", "-B", path.server_ip,
+                                          "-p", str(IPERF_PORT)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _attempt in range(50):
+            proc = subprocess.run(path.client("iperf3", "-c", path.server_ip, "-B",
+                                              path.client_ip, "-p", str(IPERF_PORT),
+                                              "-t", str(seconds), "-J", *args),
+                                  capture_output=True, text=True, timeout=seconds + 30)
+            result = json.loads(proc.stdout or "{}")
+            err = result.get("error", "")
+            if "unable to connect" in err or "Connection refused" in err:
+                time.sleep(0.1)  # the server is not listening yet
+                continue
+            if err or proc.returncode:
+                raise EspBenchError(f"iperf3 {' '.join(args) or 'TCP'}: "
+                                    f"{err or proc.stderr.strip()[-500:]}")
+            return result
+        raise EspBenchError("the iperf3 server never accepted a connection")
+    finally:
+        if server.poll() is None:
+            server.terminate()
+        try:
+            server.wait(5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+
+
+def tcp_mbit(path: Path2, seconds: float) -> tuple[float, int]:
+    end = iperf(path, [], seconds)["end"]["sum_received"]
+    return end["bits_per_second"] / 1e6, int(end["bytes"])
+
+
+def udp_pps(path: Path2, payload: int, seconds: float) -> tuple[float, int]:
+    """Packets per second that reached the server; and their payload bytes."""
+    s = iperf(path, ["-u", "-b", "0", "-l", str(payload)], seconds)["end"]["sum"]
+    received = s["packets"] - s["lost_packets"]
+    return received / (s["seconds"] or seconds), received * payload
+
+
+def measure(path: Path2, figures: Figures, seconds: float, mtu: int) -> int:
+    """One run of the three figures into ``figures``; payload bytes delivered."""
+    delivered = 0
+    mbit, n = tcp_mbit(path, seconds)
+    figures.tcp_mbit_s.append(mbit)
+    delivered += n
+    pps, n = udp_pps(path, 64, seconds)
+    figures.udp64_pps.append(pps)
+    delivered += n
+    pps, n = udp_pps(path, mtu - IP_UDP_HEADERS, seconds)
+    figures.udp_mtu_pps.append(pps)
+    return delivered + n
+
+
+# -- the two tunnels ----------------------------------------------------------------------
+
+@contextlib.contextmanager
+def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, crypto_backend: str,
+                 prefix: str, profile_dir: str | None, workdir: Path) -> Iterator[tuple[Any, Path2]]:
+    from ..esp.static import StaticTunnel
+    from ..netlab import Lab
+
+    saved = os.environ.get("OCFPY_ESP_PROFILE")
+    if profile_dir:
+        # The gateways' workers inherit it and each dump a cProfile file on exit.
+        os.environ["OCFPY_ESP_PROFILE"] = str(Path(profile_dir).resolve())
+    try:
+        with Lab(prefix) as lab, StaticTunnel(lab, esp=esp, encap=encap, mtu=mtu,
+                                              crypto_backend=crypto_backend,
+                                              tun=f"{prefix}-tun0", gso=gso,
+                                              workdir=workdir) as tun:
+            yield tun, Path2(tun.a.name, tun.b.name, tun.INNER[0], tun.INNER[1])
+    finally:
+        if saved is None:
+            os.environ.pop("OCFPY_ESP_PROFILE", None)
+        else:
+            os.environ["OCFPY_ESP_PROFILE"] = saved
+
+
+@contextlib.contextmanager
+def libipsec_tunnel(*, esp: str, mtu: int, prefix: str, workdir: Path
+                    ) -> Iterator[tuple[strongswan.Charon, Path2, dict[str, Any]]]:
+    """Two charons with kernel-libipsec, one CHILD_SA between their inner hosts."""
+    from .netns import NetnsPair
+
+    settings = {"plugins": {"kernel-libipsec": {"mtu": mtu}}}
+    proposal = "aes128gcm16-prfsha256-x25519"
+    with NetnsPair(prefix) as pair:
+        moon, sun = pair.left, pair.right
+        with strongswan.Charon(moon, workdir / "moon", settings=settings, ike_log=0) as a, \
+                strongswan.Charon(sun, workdir / "sun", settings=settings, ike_log=0) as b:
+            ids = {moon: f"moon.{prefix}.example", sun: f"sun.{prefix}.example"}
+            for c, me, peer in ((a, moon, sun), (b, sun, moon)):
+                c.load_psk(strongswan.PSK, ids.values())
+                c.load_conn("bench", strongswan.psk_connection(
+                    local_addr=me.outer, remote_addr=peer.outer, local_id=ids[me],
+                    remote_id=ids[peer], proposals=[proposal],
+                    children={"net": strongswan.child([me.inner_net], [peer.inner_net],
+                                                      [esp])}))
+            a.initiate("bench", "net")
+            children = list(b.list_sas("bench")["bench"].get("child-sas", {}).values())
+            info = {"strongswan": strongswan._version(a),
+                    "encapsulated": bool(children) and children[0].get("encap") == "yes"}
+            yield b, Path2(moon.netns, sun.netns, moon.inner, sun.inner), info
+
+
+def _libipsec_bytes_in(responder: strongswan.Charon) -> int:
+    sas = responder.list_sas("bench").get("bench", {})
+    return sum(int(c.get("bytes-in", 0)) for c in sas.get("child-sas", {}).values())
+
+
+def _ocfpy_bytes_in(tun: Any) -> int:
+    """Inbound bytes the far gateway's SA counted (inner packets, headers included)."""
+    return int(tun.counters("b").get("sa", {}).get("bytes_in", 0))
+
+
+# -- the whole benchmark ------------------------------------------------------------------
+
+def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
+        crypto_backend: str = "openssl", mtu: int = 1400, encap: bool = True, gso: int = 0,
+        strongswan_too: bool = True, prefix: str = "obn", workdir: str | None = None,
+        profile_dir: str | None = None, step: Step = lambda label: None) -> EspReport:
+    ours, theirs = Figures(), Figures()
+    skipped: dict[str, str] = {}
+    notes: list[str] = []
+    libipsec: dict[str, Any] | None = None
+    if profile_dir:
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        base = Path(workdir) if workdir else Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix=f"{prefix}-esp-")))
+        (base / "ocfpy").mkdir(parents=True, exist_ok=True)
+        step("starting ocfpy's gateways")
+        tun, our_path = stack.enter_context(ocfpy_tunnel(
+            esp=esp, mtu=mtu, encap=encap, gso=gso, crypto_backend=crypto_backend,
+            prefix=f"{prefix}e", profile_dir=profile_dir, workdir=base / "ocfpy"))
+        sw = None
+        if strongswan_too:
+            step("starting two charons with kernel-libipsec")
+            try:
+                strongswan._require("iperf3")
+                sw = stack.enter_context(libipsec_tunnel(esp=esp, mtu=mtu, prefix=f"{prefix}s",
+                                                         workdir=base / "charon"))
+            except strongswan.BenchmarkUnavailable as exc:
+                skipped["libipsec"] = str(exc)
+        else:
+            skipped["libipsec"] = "--no-strongswan"
+        our_delivered = their_delivered = 0
+        for i in range(runs):
+            step(f"run {i + 1}/{runs}: ocfpy")
+            our_delivered += measure(our_path, ours, seconds, mtu)
+            if sw:
+                step(f"run {i + 1}/{runs}: libipsec")
+                their_delivered += measure(sw[1], theirs, seconds, mtu)
+        our_in = _ocfpy_bytes_in(tun)
+        if our_in < our_delivered:
+            notes.append(f"ocfpy's SAs counted {our_in} bytes in, iperf3 delivered "
+                         f"{our_delivered}: traffic bypassed the tunnel")
+        ocfpy = {"runs": asdict(ours), "median": ours.median(), "sa_bytes_in": our_in,
+                 "payload_delivered": our_delivered, "counters_b": tun.counters("b")}
+        if sw:
+            their_in = _libipsec_bytes_in(sw[0])
+            if their_in < their_delivered:
+                notes.append(f"libipsec's CHILD_SA counted {their_in} bytes in, iperf3 "
+                             f"delivered {their_delivered}: traffic bypassed the tunnel")
+            libipsec = {"runs": asdict(theirs), "median": theirs.median(),
+                        "sa_bytes_in": their_in, "payload_delivered": their_delivered,
+                        **sw[2]}
+    profile = {}
+    if profile_dir:
+        for f in sorted(Path(profile_dir).glob("esp-*.prof")):
+            with contextlib.suppress(Exception):
+                profile[f.name] = profile_summary(f)
+    ratios, targets = compare(ours, theirs if libipsec else None)
+    return EspReport(esp, mtu, encap, gso, crypto_backend, seconds, runs, ocfpy, libipsec,
+                     ratios, targets, skipped, profile,
+                     Path("/proc/loadavg").read_text().split()[:3], notes)
+
+
+def compare(ours: Figures, theirs: Figures | None) -> tuple[dict[str, float], dict[str, bool]]:
+    """ocfpy over libipsec; targets: TCP >= 2.5x, 64-byte packet rate >= 2x."""
+    if theirs is None:
+        return {}, {}
+    a, b = ours.median(), theirs.median()
+    ratios = {k: round(a[k] / b[k], 3) for k in a if b[k]}
+    targets = {}
+    if "tcp_mbit_s" in ratios:
+        targets["TCP >= 2.5x libipsec"] = ratios["tcp_mbit_s"] >= 2.5
+    if "udp64_pps" in ratios:
+        targets["64-byte rate >= 2x libipsec"] = ratios["udp64_pps"] >= 2.0
+    return ratios, targets
+
+
+def unavailable_reason() -> str | None:
+    """Why ocfpy's side cannot run here (root, TUN, iperf3), or None."""
+    from ..netlab import can_build_lab
+
+    why = can_build_lab()
+    if why:
+        return why
+    if shutil.which("iperf3") is None:
+        return "iperf3 is missing (apt-get install iperf3)"
+    return None

@@ -1,0 +1,557 @@
+"""IKE establishment rate and memory per SA: ocfpy's daemon against strongSwan's charon.
+
+Four pairings, one after the other in the same run, each between two fresh network
+namespaces (``<prefix>-moon`` initiates, ``<prefix>-sun`` responds), PSK, x25519,
+aes128gcm16 for IKE and ESP:
+
+- ocfpy -> ocfpy: two ``ocfpy iked`` daemons (no dataplane: IKE is what is measured);
+- charon -> charon: :func:`ocfpy.benchmarks.strongswan.ike_establishment_rate`;
+- ocfpy -> charon and charon -> ocfpy: the mixed pairs, which show which side is slow.
+
+Each pairing measures a burst of ``n`` IKE_SA + CHILD_SA establishments fired at once
+(concurrent rate: first request to last SA up) and ``sequential`` ones, one after the other
+(the latency of one, control round trip included). Memory is the responder's RSS growth per
+IKE_SA + CHILD_SA with ``memory`` of them up, for ocfpy and for charon.
+
+Every initiation uses its own connection (a distinct initiator identity), so no daemon can
+reuse an IKE_SA; the responder accepts any identity with the one PSK.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pstats
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import strongswan
+from .netns import Host, NetnsPair
+
+log = logging.getLogger(__name__)
+
+IKE_PROPOSAL = "aes128gcm16-prfsha256-x25519"
+ESP_PROPOSAL = "aes128gcm16"
+PSK = strongswan.PSK
+BATCH = 500  # initiations per burst while filling the memory test (a bounded half-open set)
+
+Step = Callable[[str], None]
+
+
+class IkeBenchError(RuntimeError):
+    """A pairing failed in a way that makes its figure meaningless (the message says why)."""
+
+
+@dataclass
+class PairResult:
+    initiator: str  # "ocfpy" or "charon"
+    responder: str
+    n: int  # concurrent establishments asked for
+    established: int  # IKE_SA + CHILD_SA that came up in time
+    seconds: float  # first request to last SA up
+    rate_per_s: float
+    sequential_ms: float  # median of one-at-a-time establishments
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.initiator} -> {self.responder}"
+
+
+@dataclass
+class MemoryResult:
+    implementation: str
+    sas: int  # IKE_SA + CHILD_SA up when the RSS was read
+    kb_per_sa: float  # responder RSS growth per SA, in kB (1000 bytes, as charon's anchor)
+    rss_before_kb: float
+    rss_after_kb: float
+    fill_per_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IkeReport:
+    pairs: list[PairResult]
+    memory: list[MemoryResult]
+    ratios: dict[str, float]
+    targets: dict[str, bool]
+    skipped: dict[str, str]
+    profile: list[dict[str, Any]]
+    load_average: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- one ocfpy daemon ---------------------------------------------------------------------
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+
+def responder_config(me: Host, peer: Host, local_id: str) -> str:
+    """Answers any identity that knows the PSK, one connection; no cookies (a rate test must
+    not pay the round trip a flood defence would want); a half-open timeout that outlives a
+    burst on a busy machine."""
+    return f"""[daemon]
+crypto_backend = "openssl"
+dataplane = "none"
+listen = {_toml_list([me.outer])}
+cookie_threshold = 1000000
+half_open_timeout = "120s"
+
+[secrets.ike]
+secret = "{PSK}"
+
+[connections.r]
+local_addrs = {_toml_list([me.outer])}
+remote_addrs = {_toml_list([peer.outer])}
+proposals = {_toml_list([IKE_PROPOSAL])}
+local = {{ id = "{local_id}" }}
+
+[connections.r.children.net]
+local_ts = {_toml_list([me.inner_net])}
+remote_ts = {_toml_list([peer.inner_net])}
+esp_proposals = {_toml_list([ESP_PROPOSAL])}
+"""
+
+
+def initiator_config(me: Host, peer: Host, remote_id: str, names: list[str],
+                     prefix: str) -> str:
+    """One connection per IKE_SA it will hold (c0, c1, ...), each with its own identity."""
+    out = [f"""[daemon]
+crypto_backend = "openssl"
+dataplane = "none"
+listen = {_toml_list([me.outer])}
+cookie_threshold = 1000000
+half_open_timeout = "120s"
+
+[secrets.ike]
+secret = "{PSK}"
+"""]
+    for name in names:
+        out.append(f"""[connections.{name}]
+local_addrs = {_toml_list([me.outer])}
+remote_addrs = {_toml_list([peer.outer])}
+proposals = {_toml_list([IKE_PROPOSAL])}
+retransmit = {{ timeout = 3.0, tries = 4, base = 1.5 }}
+local = {{ id = "{initiator_id(name, prefix)}" }}
+remote = {{ id = "{remote_id}" }}
+
+[connections.{name}.children.net]
+local_ts = {_toml_list([me.inner_net])}
+remote_ts = {_toml_list([peer.inner_net])}
+esp_proposals = {_toml_list([ESP_PROPOSAL])}
+""")
+    return "\n".join(out)
+
+
+def initiator_id(name: str, prefix: str) -> str:
+    return f"{name}.moon.{prefix}.example"
+
+
+def responder_id(prefix: str) -> str:
+    return f"sun.{prefix}.example"
+
+
+class Iked:
+    """``ocfpy iked`` in ``host``'s namespace, reached over its control socket."""
+
+    def __init__(self, host: Host, workdir: Path, name: str) -> None:
+        self.host = host
+        self.dir = workdir
+        self.name = name
+        self.proc: subprocess.Popen[str] | None = None
+        self.profile_path: Path | None = None
+
+    @property
+    def control(self) -> Path:
+        return self.dir / f"{self.name}.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid  # `ip netns exec` execs the command: this is the daemon itself
+
+    def start(self, config_text: str, *, timeout: float = 120.0,
+              profile: Path | None = None) -> Iked:
+        from ..ike.control import ControlError
+
+        conf = self.dir / f"{self.name}.toml"
+        conf.write_text(config_text)
+        conf.chmod(0o600)
+        python = [sys.executable]
+        if profile is not None:
+            # cProfile writes its file when the daemon returns from main after SIGTERM.
+            self.profile_path = profile
+            python += ["-m", "cProfile", "-o", str(profile)]
+        # Warnings only: per-message debug logging would be what we measure.
+        argv = self.host.argv(*python, "-m", "ocfpy.cli.main", "iked", "--config", str(conf),
+                              "--foreground", "--control", str(self.control),
+                              "--log-file", str(self.log_path))
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, text=True,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise IkeBenchError(f"ocfpy iked ({self.name}) exited with "
+                                    f"{self.proc.returncode}: {err.strip()[-2000:]}")
+            if self.control.exists():
+                with contextlib.suppress(ControlError, OSError):
+                    self.call("stats", timeout=2)
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise IkeBenchError(f"ocfpy iked ({self.name}) did not answer on {self.control} "
+                            f"within {timeout} s")
+
+    def call(self, cmd: str, timeout: float = 60.0, **params: Any) -> Any:
+        from ..ike.control import ControlClient
+
+        with ControlClient(self.control, timeout=timeout) as client:
+            return client.call(cmd, **params)
+
+    def established(self) -> int:
+        """IKE_SAs this daemon has established so far (a counter: listing 10,000 SAs over
+        the control socket would measure the listing); callers take differences."""
+        return int(self.call("stats")["engine"].get("ike_established", 0))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Iked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def rss_kb(pid: int) -> float:
+    """Resident set size in kB (1000 bytes: charon's figures are quoted that way)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1.024
+    raise IkeBenchError(f"no VmRSS for pid {pid}")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               interval: float = 0.1) -> float:
+    """perf_counter() when ``predicate`` first held; IkeBenchError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return time.perf_counter()
+        if time.monotonic() > deadline:
+            raise IkeBenchError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# -- the pairings -------------------------------------------------------------------------
+
+def _ocfpy_sequential(ini: Iked, name: str, count: int) -> list[float]:
+    out = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        r = ini.call("initiate", name=name, wait=10)
+        out.append((time.perf_counter() - t0) * 1e3)
+        if r.get("state") != "established" or r.get("reused"):
+            raise IkeBenchError(f"sequential initiation did not establish a new SA: {r}")
+        ini.call("terminate", id=r["ike_id"])
+    return out
+
+
+def _ocfpy_burst(ini: Iked, names: list[str], count_on: Callable[[], int],
+                 timeout: float) -> tuple[int, float]:
+    """Initiate one IKE_SA per name without waiting; (established, seconds)."""
+    from ..ike.control import ControlClient
+
+    base = count_on()
+    t0 = time.perf_counter()
+    with ControlClient(ini.control, timeout=60) as client:
+        for name in names:
+            client.call("initiate", name=name)
+    try:
+        t1 = wait_until(lambda: count_on() >= base + len(names), timeout,
+                        f"{len(names)} IKE_SAs", interval=0.05)
+    except IkeBenchError:
+        return count_on() - base, time.perf_counter() - t0
+    return len(names), t1 - t0
+
+
+def _workdir(given: str | None, name: str, prefix: str) -> contextlib.AbstractContextManager[Path]:
+    if given:
+        path = Path(given) / name
+        path.mkdir(parents=True, exist_ok=True)
+        return contextlib.nullcontext(path)
+    return _tmp(f"{prefix}-{name}")
+
+
+@contextlib.contextmanager
+def _tmp(name: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as d:
+        yield Path(d)
+
+
+def ocfpy_pair(n: int, sequential: int, memory: int, *, prefix: str, workdir: str | None,
+               profile: Path | None, step: Step, timeout: float = 180.0
+               ) -> tuple[PairResult, MemoryResult | None]:
+    """ocfpy -> ocfpy: sequential, then a burst of n, then (memory > 0) fill up to memory
+    SAs in bursts of BATCH and read the responder's RSS."""
+    names = [f"c{i}" for i in range(max(n, memory, 1))]
+    with _workdir(workdir, "ocfpy", prefix) as base, NetnsPair(prefix) as pair, \
+            Iked(pair.right, base, "sun") as resp, Iked(pair.left, base, "moon") as ini:
+        rid = responder_id(prefix)
+        resp.start(responder_config(pair.right, pair.left, rid), profile=profile)
+        ini.start(initiator_config(pair.left, pair.right, rid, names, prefix), timeout=300)
+        ini.call("initiate", name="c0", wait=10)  # warm both ends (imports, first sessions)
+        ini.call("terminate", name="c0")
+        wait_until(lambda: not resp.call("list"), 30, "a clean start")
+        step("ocfpy -> ocfpy: sequential")
+        seq = _ocfpy_sequential(ini, "c0", sequential)
+        wait_until(lambda: not resp.call("list"), 30, "the sequential SAs to go")
+        step(f"ocfpy -> ocfpy: burst of {n}")
+        up, seconds = _ocfpy_burst(ini, names[:n], resp.established, timeout)
+        notes = [] if up == n else [f"only {up} of {n} came up within {timeout} s"]
+        rate = PairResult("ocfpy", "ocfpy", n, up, seconds, up / max(seconds, 1e-9),
+                          statistics.median(seq) if seq else 0.0, notes)
+        for name in names[:n]:
+            ini.call("terminate", name=name)
+        wait_until(lambda: not resp.call("list"), 120, "the burst SAs to go", interval=0.5)
+        mem = None
+        if memory:
+            step(f"ocfpy responder memory: filling {memory} SAs")
+            before = rss_kb(resp.pid)
+            t0 = time.perf_counter()
+            held = 0
+            for start in range(0, memory, BATCH):
+                chunk = names[start:start + BATCH]
+                got, _ = _ocfpy_burst(ini, chunk, resp.established, timeout * 2)
+                held += got
+            fill = time.perf_counter() - t0
+            time.sleep(1.0)  # let the last exchanges' garbage go
+            after = rss_kb(resp.pid)
+            listed = len(resp.call("list", timeout=120))
+            mnotes = [] if listed == memory else [f"responder lists {listed} IKE_SAs"]
+            mem = MemoryResult("ocfpy", held, (after - before) / max(held, 1), before, after,
+                               held / fill, mnotes)
+        return rate, mem
+
+
+def charon_pair(n: int, sequential: int, *, prefix: str, workdir: str | None,
+                step: Step) -> PairResult:
+    step(f"charon -> charon: {sequential} sequential, burst of {n}")
+    r = strongswan.ike_establishment_rate(n, sequential=sequential, prefix=prefix,
+                                          workdir=workdir and str(Path(workdir) / "charon"))
+    return PairResult("charon", "charon", n, r.established, r.seconds, r.rate_per_s,
+                      r.sequential_ms, [*r.notes, r.strongswan])
+
+
+def charon_memory(memory: int, *, prefix: str, workdir: str | None, step: Step,
+                  timeout: float = 300.0) -> MemoryResult:
+    """charon -> charon, filled in bursts of BATCH as ocfpy's responder is (one burst of
+    10,000 makes charon retransmit and time out half-open SAs: it measures the overload)."""
+    step(f"charon responder memory: filling {memory} SAs")
+    names = [f"c{i}" for i in range(memory)]
+    with _workdir(workdir, "cmem", prefix) as base, NetnsPair(prefix) as pair, \
+            _charon(pair.right, base / "sun") as resp, _charon(pair.left, base / "moon") as ini:
+        rid = responder_id(prefix)
+        for c in (ini, resp):
+            c.load_psk(PSK, [rid])
+        resp.load_conn("r", strongswan.psk_connection(
+            local_addr=pair.right.outer, remote_addr=pair.left.outer, local_id=rid,
+            remote_id="%any", proposals=[IKE_PROPOSAL], unique="never",
+            children={"c": strongswan.child([pair.right.inner_net], [pair.left.inner_net],
+                                            [ESP_PROPOSAL])}))
+        for name in names:
+            ini.load_conn(name, strongswan.psk_connection(
+                local_addr=pair.left.outer, remote_addr=pair.right.outer,
+                local_id=initiator_id(name, prefix), remote_id=rid, proposals=[IKE_PROPOSAL],
+                children={"c": strongswan.child([pair.left.inner_net], [pair.right.inner_net],
+                                                [ESP_PROPOSAL])}))
+        assert resp.pid is not None
+        before = rss_kb(resp.pid)
+        t0 = time.perf_counter()
+        held = 0
+        for start in range(0, memory, BATCH):
+            up, _first, _last = strongswan._concurrent(ini, names[start:start + BATCH], timeout)
+            held += up
+        fill = time.perf_counter() - t0
+        time.sleep(1.0)
+        after = rss_kb(resp.pid)
+        notes = [] if held == memory else [f"only {held} of {memory} came up"]
+        return MemoryResult("charon", held, (after - before) / max(held, 1), before, after,
+                            held / fill, [*notes, strongswan._version(ini)])
+
+
+def _charon(host: Host, base: Path) -> strongswan.Charon:
+    return strongswan.Charon(host, base, settings=strongswan._RATE_SETTINGS, ike_log=0)
+
+
+def ocfpy_to_charon(n: int, sequential: int, *, prefix: str, workdir: str | None,
+                    step: Step, timeout: float = 180.0) -> PairResult:
+    names = [f"c{i}" for i in range(max(n, 1))]
+    with _workdir(workdir, "o2c", prefix) as base, NetnsPair(prefix) as pair, \
+            _charon(pair.right, base / "sun") as resp, Iked(pair.left, base, "moon") as ini:
+        rid = responder_id(prefix)
+        resp.load_psk(PSK, [rid])
+        resp.load_conn("r", strongswan.psk_connection(
+            local_addr=pair.right.outer, remote_addr=pair.left.outer, local_id=rid,
+            remote_id="%any", proposals=[IKE_PROPOSAL], unique="never",
+            children={"c": strongswan.child([pair.right.inner_net], [pair.left.inner_net],
+                                            [ESP_PROPOSAL])}))
+        ini.start(initiator_config(pair.left, pair.right, rid, names, prefix))
+        step("ocfpy -> charon: sequential")
+        seq = _ocfpy_sequential(ini, "c0", sequential)
+        step(f"ocfpy -> charon: burst of {n}")
+        up, seconds = _ocfpy_burst(ini, names, ini.established, timeout)
+        notes = [] if up == n else [f"only {up} of {n} came up within {timeout} s"]
+        return PairResult("ocfpy", "charon", n, up, seconds, up / max(seconds, 1e-9),
+                          statistics.median(seq) if seq else 0.0, notes)
+
+
+def charon_to_ocfpy(n: int, sequential: int, *, prefix: str, workdir: str | None,
+                    step: Step, timeout: float = 180.0) -> PairResult:
+    with _workdir(workdir, "c2o", prefix) as base, NetnsPair(prefix) as pair, \
+            Iked(pair.right, base, "sun") as resp, _charon(pair.left, base / "moon") as ini:
+        rid = responder_id(prefix)
+        resp.start(responder_config(pair.right, pair.left, rid))
+        ini.load_psk(PSK, [rid])
+        total = sequential + n
+        for i in range(total):
+            ini.load_conn(f"c{i}", strongswan.psk_connection(
+                local_addr=pair.left.outer, remote_addr=pair.right.outer,
+                local_id=initiator_id(f"c{i}", prefix), remote_id=rid,
+                proposals=[IKE_PROPOSAL],
+                children={"c": strongswan.child([pair.left.inner_net], [pair.right.inner_net],
+                                                [ESP_PROPOSAL])}))
+        step("charon -> ocfpy: sequential")
+        seq = []
+        for i in range(sequential):
+            t0 = time.perf_counter()
+            ini.initiate(f"c{i}", "c")
+            seq.append((time.perf_counter() - t0) * 1e3)
+        step(f"charon -> ocfpy: burst of {n}")
+        base_count = resp.established()
+        up, first, last = strongswan._concurrent(ini, [f"c{i}" for i in range(sequential, total)],
+                                                 timeout)
+        counted = resp.established() - base_count
+        notes = [] if up == n else [f"only {up} of {n} came up within {timeout} s"]
+        if counted != up:
+            notes.append(f"ocfpy counted {counted} IKE_SAs, charon saw {up} CHILD_SAs up")
+        seconds = max(last - first, 1e-9)
+        return PairResult("charon", "ocfpy", n, up, seconds, up / seconds,
+                          statistics.median(seq) if seq else 0.0, notes)
+
+
+# -- profile summary ----------------------------------------------------------------------
+
+IDLE = ("<method 'poll' of 'select.epoll' objects>", "<method 'select' of 'select.epoll' objects>",
+        "<built-in method select.select>", "<method 'poll' of 'select.poll' objects>")
+
+
+def profile_summary(path: Path, top: int = 15) -> list[dict[str, Any]]:
+    """The top entries of a cProfile file by own time: where the process's CPU went. Time
+    blocked in the event loop's poll is waiting, not work: it is left out of the shares."""
+    stats = pstats.Stats(str(path))
+    entries = stats.stats.items()  # type: ignore[attr-defined]
+    busy = [(key, value) for key, value in entries if key[2] not in IDLE]
+    total = sum(value[2] for _, value in busy) or 1e-9
+    rows = []
+    for (file, line, func), (_cc, nc, tt, ct, _callers) in busy:
+        rows.append({"function": f"{Path(file).name}:{line}({func})", "calls": nc,
+                     "tottime_s": round(tt, 4), "cumtime_s": round(ct, 4),
+                     "share": round(tt / total, 4)})
+    rows.sort(key=lambda r: -r["tottime_s"])
+    return rows[:top]
+
+
+# -- the whole benchmark ------------------------------------------------------------------
+
+def run(n: int = 200, sequential: int = 50, memory: int = 10000, *, charon: bool = True,
+        prefix: str = "obn", workdir: str | None = None, profile_dir: str | None = None,
+        step: Step = lambda label: None) -> IkeReport:
+    """Every pairing and both memory figures; a pairing that cannot run is listed in
+    ``skipped`` with the reason rather than failing the others."""
+    pairs: list[PairResult] = []
+    memories: list[MemoryResult] = []
+    skipped: dict[str, str] = {}
+    profile_path = None
+    if profile_dir:
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        profile_path = Path(profile_dir) / "ike-responder.prof"
+    rate, mem = ocfpy_pair(n, sequential, memory, prefix=prefix, workdir=workdir,
+                           profile=profile_path, step=step)
+    pairs.append(rate)
+    if mem:
+        memories.append(mem)
+    if charon:
+        for label, fn in (("charon -> charon", lambda: charon_pair(
+                              n, sequential, prefix=prefix, workdir=workdir, step=step)),
+                          ("ocfpy -> charon", lambda: ocfpy_to_charon(
+                              n, sequential, prefix=prefix, workdir=workdir, step=step)),
+                          ("charon -> ocfpy", lambda: charon_to_ocfpy(
+                              n, sequential, prefix=prefix, workdir=workdir, step=step))):
+            try:
+                pairs.append(fn())
+            except (strongswan.BenchmarkUnavailable, IkeBenchError) as exc:
+                skipped[label] = str(exc)
+        if memory:
+            try:
+                memories.append(charon_memory(memory, prefix=prefix, workdir=workdir,
+                                              step=step))
+            except strongswan.BenchmarkUnavailable as exc:
+                skipped["charon memory"] = str(exc)
+    else:
+        skipped["charon"] = "--no-charon"
+    ratios, targets = compare(pairs, memories)
+    profile = profile_summary(profile_path) if profile_path and profile_path.exists() else []
+    return IkeReport(pairs, memories, ratios, targets, skipped, profile,
+                     Path("/proc/loadavg").read_text().split()[:3])
+
+
+def compare(pairs: list[PairResult], memories: list[MemoryResult]
+            ) -> tuple[dict[str, float], dict[str, bool]]:
+    """ocfpy's figures over charon's (targets: rate ratio >= 1, memory ratio <= 1)."""
+    by = {(p.initiator, p.responder): p for p in pairs}
+    mem = {m.implementation: m for m in memories}
+    ratios: dict[str, float] = {}
+    targets: dict[str, bool] = {}
+    ours, theirs = by.get(("ocfpy", "ocfpy")), by.get(("charon", "charon"))
+    if ours and theirs and theirs.rate_per_s:
+        ratios["rate_vs_charon"] = round(ours.rate_per_s / theirs.rate_per_s, 3)
+        ratios["sequential_ms_vs_charon"] = round(ours.sequential_ms / theirs.sequential_ms, 3) \
+            if theirs.sequential_ms else 0.0
+        targets["rate >= charon's"] = ratios["rate_vs_charon"] >= 1.0
+    if "ocfpy" in mem and "charon" in mem and mem["charon"].kb_per_sa > 0:
+        ratios["memory_per_sa_vs_charon"] = round(mem["ocfpy"].kb_per_sa
+                                                  / mem["charon"].kb_per_sa, 3)
+        targets["memory per SA <= charon's"] = ratios["memory_per_sa_vs_charon"] <= 1.0
+    return ratios, targets

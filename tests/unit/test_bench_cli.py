@@ -1,0 +1,199 @@
+"""`ocfpy bench ike` / `ocfpy bench esp` without root: options, clear refusals, the configs
+the IKE benchmark gives its daemons, ratio and target arithmetic, profile summaries."""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import select
+import time
+
+import pytest
+
+from ocfpy.benchmarks import charon as charon_mod
+from ocfpy.benchmarks import esp as esp_bench
+from ocfpy.benchmarks import ike as ike_bench
+from ocfpy.benchmarks.netns import Host
+from ocfpy.cli.main import build_parser, main
+from ocfpy.ike.configfile import loads
+
+MOON = Host("obn-moon", "obn-v0", "10.97.0.1", "10.98.1.1", "10.98.1.0/24")
+SUN = Host("obn-sun", "obn-v1", "10.97.0.2", "10.98.2.1", "10.98.2.0/24")
+
+
+def parse(*argv: str):
+    return build_parser().parse_args(["bench", *argv])
+
+
+def test_ike_defaults_are_the_documented_ones():
+    args = parse("ike")
+    assert (args.n, args.sequential, args.memory) == (200, 50, 10000)
+    assert not args.json and not args.no_charon and args.profile is None
+
+
+def test_esp_defaults_are_the_documented_ones():
+    args = parse("esp")
+    assert (args.seconds, args.runs, args.esp, args.crypto_backend, args.mtu) == \
+        (5.0, 3, "aes128gcm16", "openssl", 1400)
+    assert not args.raw_esp and not args.no_strongswan and args.gso == 0
+
+
+def _as_user(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+
+@pytest.mark.parametrize("what", ["ike", "esp"])
+def test_refuses_without_root_saying_why(what, monkeypatch, capsys):
+    _as_user(monkeypatch)
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", what, "--json"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"`ocfpy bench {what}` needs root" in err and "sudo" in err
+
+
+def test_esp_refuses_without_iperf3_naming_the_setup_script(monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "iperf3"
+                        else real(name, *a, **k))
+    with pytest.raises(SystemExit):
+        main(["bench", "esp"])
+    err = capsys.readouterr().err
+    assert "iperf3 is missing" in err and "bash scripts/setup.sh" in err
+
+
+@pytest.mark.parametrize("what,flag", [("ike", "--no-charon"), ("esp", "--no-strongswan")])
+def test_refuses_without_charon_unless_told_to_skip_it(what, flag, monkeypatch, capsys):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(charon_mod, "unavailable_reason",
+                        lambda: "/usr/lib/ipsec/charon missing (apt-get install strongswan-charon)")
+    with pytest.raises(SystemExit):
+        main(["bench", what])
+    err = capsys.readouterr().err
+    assert "charon cannot run" in err and "bash scripts/setup.sh" in err and flag in err
+    # with the flag, preflight no longer asks for charon
+    from ocfpy.cli import bench_esp, bench_ike
+
+    module = bench_ike if what == "ike" else bench_esp
+    why = module.preflight(parse(what, flag))
+    assert why is None or "charon" not in why
+
+
+def test_ike_rejects_a_zero_burst(monkeypatch, capsys):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(SystemExit):
+        main(["bench", "ike", "--n", "0", "--no-charon"])
+    assert "--n must be at least 1" in capsys.readouterr().err
+
+
+def test_esp_rejects_an_absurd_mtu(monkeypatch, capsys):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(SystemExit):
+        main(["bench", "esp", "--mtu", "100", "--no-strongswan"])
+    assert "--mtu 100" in capsys.readouterr().err
+
+
+# -- the daemons' configs: parsed by the daemon's own loader ----------------------------
+
+def test_responder_config_loads_and_accepts_any_initiator_identity():
+    cfg = loads(ike_bench.responder_config(SUN, MOON, "sun.obn.example"), "responder.toml")
+    (conn,) = cfg.connections.values()
+    assert conn.local.id == "sun.obn.example"
+    assert not conn.remote.id  # any identity that knows the PSK
+    assert conn.proposals == [ike_bench.IKE_PROPOSAL]
+    assert cfg.daemon.cookie_threshold >= 1000000  # no cookie round trip in a rate test
+    # The one PSK serves every initiator identity, as charon's %any responder does.
+    assert cfg.psk_for("sun.obn.example", "c7.moon.obn.example") == ike_bench.PSK.encode()
+
+
+def test_initiator_config_has_one_identity_per_connection():
+    names = [f"c{i}" for i in range(5)]
+    cfg = loads(ike_bench.initiator_config(MOON, SUN, "sun.obn.example", names, "obn"),
+                "initiator.toml")
+    assert sorted(cfg.connections) == sorted(names)
+    ids = {c.local.id for c in cfg.connections.values()}
+    assert len(ids) == 5  # distinct: no IKE_SA can be reused between initiations
+    for c in cfg.connections.values():
+        assert c.remote.id == "sun.obn.example"
+        (child,) = c.children.values()
+        assert child.esp_proposals == [ike_bench.ESP_PROPOSAL]
+
+
+# -- arithmetic -------------------------------------------------------------------------
+
+def _pair(ini, resp, rate, seq=5.0):
+    return ike_bench.PairResult(ini, resp, 100, 100, 100 / rate, rate, seq)
+
+
+def test_ike_ratios_and_targets():
+    pairs = [_pair("ocfpy", "ocfpy", 210.0, 10.0), _pair("charon", "charon", 420.0, 5.0)]
+    mem = [ike_bench.MemoryResult("ocfpy", 10000, 9.0, 0, 0, 1),
+           ike_bench.MemoryResult("charon", 10000, 18.0, 0, 0, 1)]
+    ratios, targets = ike_bench.compare(pairs, mem)
+    assert ratios == {"rate_vs_charon": 0.5, "sequential_ms_vs_charon": 2.0,
+                      "memory_per_sa_vs_charon": 0.5}
+    assert targets == {"rate >= charon's": False, "memory per SA <= charon's": True}
+
+
+def test_ike_without_charon_has_no_ratios():
+    ratios, targets = ike_bench.compare([_pair("ocfpy", "ocfpy", 300.0)], [])
+    assert ratios == {} and targets == {}
+
+
+def test_esp_ratios_and_targets():
+    ours = esp_bench.Figures([900.0, 1000.0, 950.0], [70000.0, 69000.0, 71000.0], [1.0])
+    theirs = esp_bench.Figures([360.0, 400.0, 380.0], [35000.0, 36000.0, 34000.0], [2.0])
+    ratios, targets = esp_bench.compare(ours, theirs)
+    assert ratios["tcp_mbit_s"] == pytest.approx(950 / 380, abs=1e-3)
+    assert ratios["udp64_pps"] == pytest.approx(2.0, abs=1e-3)
+    assert ratios["udp_mtu_pps"] == 0.5
+    assert targets == {"TCP >= 2.5x libipsec": True, "64-byte rate >= 2x libipsec": True}
+    ratios, targets = esp_bench.compare(esp_bench.Figures([300.0], [60000.0], [1.0]), theirs)
+    assert targets == {"TCP >= 2.5x libipsec": False, "64-byte rate >= 2x libipsec": False}
+
+
+def _busy(n: int) -> int:
+    return sum(i * i for i in range(n))
+
+
+def test_profile_summary_leaves_out_waiting_and_ranks_by_own_time(tmp_path):
+    prof = cProfile.Profile()
+    ep = select.epoll()
+
+    def workload():
+        ep.poll(0.2)  # waiting: must not appear
+        _busy(300000)
+        time.sleep(0)
+
+    prof.runcall(workload)
+    ep.close()
+    path = tmp_path / "p.prof"
+    prof.dump_stats(str(path))
+    rows = ike_bench.profile_summary(path)
+    names = [r["function"] for r in rows]
+    assert not any("epoll" in n for n in names)
+    assert any("_busy" in n or "genexpr" in n for n in names[:3])
+    assert rows == sorted(rows, key=lambda r: -r["tottime_s"])
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0, abs=0.01)
+
+
+def test_old_bench_scripts_map_onto_the_cli():
+    import importlib.util
+    from pathlib import Path
+
+    def load(name):
+        path = Path(__file__).parents[1] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    esp_argv = load("esp_bench").translate(["--seconds", "2", "--strongswan"])
+    args = build_parser().parse_args(esp_argv)
+    assert (args.seconds, args.raw_esp, args.no_strongswan) == (2.0, True, False)
+    ike_argv = load("ike_netns_bench").translate(["--concurrent", "30", "--memory", "0"])
+    args = build_parser().parse_args(ike_argv)
+    assert (args.n, args.memory, args.no_charon, args.json) == (30, 0, True, True)
