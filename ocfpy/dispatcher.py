@@ -94,6 +94,10 @@ class Dispatcher:
         except BackendUnavailable:
             return False
 
+    def driver_for(self, algorithm: str | Transform, backend: str | None = None) -> str:
+        """The driver a session for this algorithm would open on now (raises like open())."""
+        return self._choose(get_transform(algorithm), backend, None, set(), count=False).name
+
     def candidates(self, algorithm: str | Transform, size_hint: int | None = None
                    ) -> list[DriverRecord]:
         """Active drivers that serve the algorithm, best first (rule 3; with a calibration,

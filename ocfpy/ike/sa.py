@@ -72,7 +72,7 @@ class IkeSa:
         "init_request", "init_response", "keys", "crypto", "local_id", "remote_id", "children",
         "nat_local", "nat_remote", "last_in", "last_out", "created", "deadline",
         "_close_after", "established_at", "half_open_key", "attempt", "replaced_by", "rekey_at",
-        "source_guessed", "peer_rekey",
+        "source_guessed", "peer_rekey", "kdf_drivers",
     )
 
     def __init__(self, engine: IkeEngine, sa_id: int, conn: Connection, initiator: bool,
@@ -94,6 +94,7 @@ class IkeSa:
         props = self.ike_proposals
         self.ke_transform: Transform = props[0].first(TransformType.KE) if props else None  # type: ignore[assignment]
         self.ke = None
+        self.kdf_drivers: dict[str, str] = {}  # who served the key exchange and the PRF
         self.ni = b""
         self.nr = b""
         self.init_request = b""
@@ -211,6 +212,8 @@ class IkeSa:
     # -- keys --------------------------------------------------------------------------------
     def derive_keys(self, shared: bytes) -> None:
         d = self.dispatcher
+        if self.ke is not None:
+            self.kdf_drivers = {"prf": d.driver_for(self.prf), "ke": self.ke.driver}
         seed = kdf.skeyseed(d, self.prf, self.ni, self.nr, shared)
         self.keys = k = kdf.ike_keys(d, self.prf, self.encr, self.integ, seed, self.ni, self.nr,  # type: ignore[arg-type]
                                      self.spi_i, self.spi_r)
@@ -440,7 +443,9 @@ class IkeSa:
 
     # -- reporting -----------------------------------------------------------------------------
     def as_dict(self) -> dict:
-        drivers = self.crypto.drivers() if self.crypto is not None else {}
+        drivers = dict(self.kdf_drivers)
+        if self.crypto is not None:
+            drivers.update(self.crypto.drivers())
         return {
             "name": self.name, "id": self.id, "state": self.state.value,
             "initiator": self.initiator,

@@ -547,7 +547,7 @@ def test_sa_list_is_json_and_names_the_drivers(initiator_and_responder):
     pair = initiator_and_responder(["aes256-sha256-modp2048"], ["aes256-sha256"])
     pair.establish()
     (sa,) = json.loads(json.dumps(pair.i.sa_list()))
-    assert sa["drivers"] == {"encr": "openssl", "integ": "openssl"}
+    assert sa["drivers"] == {"encr": "openssl", "integ": "openssl", "prf": "openssl", "ke": "openssl"}
     (child,) = sa["children"]
     assert child["driver"] == "openssl" and child["encr"] == "aes256" and child["integ"] == "sha256"
     assert child["spi_in"] != child["spi_out"] and len(child["spi_in"]) == 8
