@@ -308,7 +308,7 @@ def _print(report: dict, *, as_json: bool) -> None:
         alg = ike.get("algorithms") or {}
         print(f"  IKE_SA + CHILD_SA established in {report['time_to_establish_ms']} ms")
         print("  IKE: " + "-".join(str(alg[k]) for k in ("encr", "integ", "prf", "ke")
-                                   if alg.get(k)) + f"  (drivers: {ike.get('drivers')})")
+                                   if alg.get(k)) + f"  (drivers: {_pairs(ike.get('drivers'))})")
         esp = report["esp"]
         print(f"  ESP: {esp['encr']}{'-' + esp['integ'] if esp.get('integ') else ''}"
               f"{'-esn' if esp.get('esn') else ''}, "
@@ -316,7 +316,8 @@ def _print(report: dict, *, as_json: bool) -> None:
               f"out {esp['spi_out']}")
     else:
         print(f"  ESP: {report['esp']} (static keys), {'UDP 4500' if report['encap'] else 'raw ESP'}")
-    print(f"  ESP sessions served by: a {report['esp_drivers']['a']}, b {report['esp_drivers']['b']}")
+    print(f"  ESP sessions served by: a {_pairs(report['esp_drivers']['a'])}; "
+          f"b {_pairs(report['esp_drivers']['b'])}")
     print(f"  ping: {'ok' if t['ping_ok'] else 'FAILED'} (rtt min/avg/max/mdev {t['ping_rtt_ms']})")
     if t.get("tcp_ok") is not None and "tcp_bytes" in t:
         print(f"  TCP: {t['tcp_bytes'] / 1e6:.0f} MB, SHA-256 "
@@ -331,3 +332,10 @@ def _print(report: dict, *, as_json: bool) -> None:
                   f"malformed {c.get('malformed')}")
     with contextlib.suppress(Exception):
         sys.stdout.flush()
+
+
+def _pairs(mapping) -> str:
+    """{'ke': 'openssl', 'prf': 'openssl'} -> 'ke openssl, prf openssl'."""
+    if not isinstance(mapping, dict):
+        return str(mapping)
+    return ", ".join(f"{k} {v}" for k, v in mapping.items()) or "-"
