@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..iked_runner import IkedRunner
+from ..iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
 from . import strongswan
 from .netns import Host, NetnsPair
 
@@ -92,65 +93,32 @@ class IkeReport:
 
 # -- one ocfpy daemon ---------------------------------------------------------------------
 
-def _toml_list(items: list[str]) -> str:
-    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+def _daemon(me: Host) -> str:
+    """No cookies (a rate test must not pay the round trip a flood defence would want); a
+    half-open timeout that outlives a burst on a busy machine."""
+    return daemon_toml(listen=[me.outer], cookie_threshold=1000000, half_open_timeout="120s")
 
 
 def responder_config(me: Host, peer: Host, local_id: str) -> str:
-    """Answers any identity that knows the PSK, one connection; no cookies (a rate test must
-    not pay the round trip a flood defence would want); a half-open timeout that outlives a
-    burst on a busy machine."""
-    return f"""[daemon]
-crypto_backend = "openssl"
-dataplane = "none"
-listen = {_toml_list([me.outer])}
-cookie_threshold = 1000000
-half_open_timeout = "120s"
-
-[secrets.ike]
-secret = "{PSK}"
-
-[connections.r]
-local_addrs = {_toml_list([me.outer])}
-remote_addrs = {_toml_list([peer.outer])}
-proposals = {_toml_list([IKE_PROPOSAL])}
-local = {{ id = "{local_id}" }}
-
-[connections.r.children.net]
-local_ts = {_toml_list([me.inner_net])}
-remote_ts = {_toml_list([peer.inner_net])}
-esp_proposals = {_toml_list([ESP_PROPOSAL])}
-"""
+    """Answers any identity that knows the PSK, one connection."""
+    return config_toml(
+        _daemon(me), secret_toml("ike", PSK),
+        connection_toml("r", local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
+                        remote_id=None, proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
+                        children={"net": ([me.inner_net], [peer.inner_net])}))
 
 
 def initiator_config(me: Host, peer: Host, remote_id: str, names: list[str],
                      prefix: str) -> str:
     """One connection per IKE_SA it will hold (c0, c1, ...), each with its own identity."""
-    out = [f"""[daemon]
-crypto_backend = "openssl"
-dataplane = "none"
-listen = {_toml_list([me.outer])}
-cookie_threshold = 1000000
-half_open_timeout = "120s"
-
-[secrets.ike]
-secret = "{PSK}"
-"""]
-    for name in names:
-        out.append(f"""[connections.{name}]
-local_addrs = {_toml_list([me.outer])}
-remote_addrs = {_toml_list([peer.outer])}
-proposals = {_toml_list([IKE_PROPOSAL])}
-retransmit = {{ timeout = 3.0, tries = 4, base = 1.5 }}
-local = {{ id = "{initiator_id(name, prefix)}" }}
-remote = {{ id = "{remote_id}" }}
-
-[connections.{name}.children.net]
-local_ts = {_toml_list([me.inner_net])}
-remote_ts = {_toml_list([peer.inner_net])}
-esp_proposals = {_toml_list([ESP_PROPOSAL])}
-""")
-    return "\n".join(out)
+    return config_toml(
+        _daemon(me), secret_toml("ike", PSK),
+        *(connection_toml(name, local_addr=me.outer, remote_addr=peer.outer,
+                          local_id=initiator_id(name, prefix), remote_id=remote_id,
+                          proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
+                          children={"net": ([me.inner_net], [peer.inner_net])},
+                          retransmit=Raw("{ timeout = 3.0, tries = 4, base = 1.5 }"))
+          for name in names))
 
 
 def initiator_id(name: str, prefix: str) -> str:

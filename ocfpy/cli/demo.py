@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -90,39 +89,19 @@ class DemoError(RuntimeError):
 
 # -- with two daemons -------------------------------------------------------------------------
 def _config(side: int, args: argparse.Namespace, workdir: Path, psk: str) -> str:
+    from ..iked_toml import config_toml, connection_toml, daemon_toml, secret_toml
+
     me, peer = side, 1 - side
-    proposals = args.proposal or ["aes128gcm16-prfsha256-x25519"]
-    esp = args.esp_proposal or ["aes128gcm16"]
-    return textwrap.dedent(f"""\
-        [daemon]
-        crypto_backend = "{args.crypto_backend}"
-        dataplane = "{args.dataplane}"
-        listen = ["{OUTER[me]}"]
-        control_socket = "{workdir / f"{'ab'[side]}.sock"}"
-
-        [connections.demo]
-        local_addrs = ["{OUTER[me]}"]
-        remote_addrs = ["{OUTER[peer]}"]
-        proposals = {json.dumps(proposals)}
-        encap = {"true" if args.encap else "false"}
-
-        [connections.demo.local]
-        auth = "psk"
-        id = "{IDS[me]}"
-
-        [connections.demo.remote]
-        auth = "psk"
-        id = "{IDS[peer]}"
-
-        [connections.demo.children.net]
-        local_ts = ["{INNER_NETS[me]}"]
-        remote_ts = ["{INNER_NETS[peer]}"]
-        esp_proposals = {json.dumps(esp)}
-
-        [secrets.ike-demo]
-        id = ["{IDS[0]}", "{IDS[1]}"]
-        secret = "0x{psk}"
-        """)
+    return config_toml(
+        daemon_toml(backend=args.crypto_backend, dataplane=args.dataplane, listen=[OUTER[me]],
+                    control_socket=str(workdir / f"{'ab'[side]}.sock")),
+        connection_toml("demo", local_addr=OUTER[me], remote_addr=OUTER[peer],
+                        local_id=IDS[me], remote_id=IDS[peer],
+                        proposals=args.proposal or ["aes128gcm16-prfsha256-x25519"],
+                        esp_proposals=args.esp_proposal or ["aes128gcm16"],
+                        children={"net": ([INNER_NETS[me]], [INNER_NETS[peer]])},
+                        encap=bool(args.encap)),
+        secret_toml("ike-demo", f"0x{psk}", IDS))
 
 
 class Gateways:

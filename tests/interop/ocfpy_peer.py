@@ -9,7 +9,6 @@ and log under the test's /tmp/oss-* folder, and is reached only through that con
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 
 from ocfpy.benchmarks.netns import Host
 from ocfpy.iked_runner import IkedRunner, wait_for
+from ocfpy.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
 
 __all__ = ["Iked", "iked_config", "unavailable_reason", "userspace_dataplane_reason", "wait_for"]
 
@@ -50,10 +50,6 @@ def userspace_dataplane_reason() -> str | None:
     return None
 
 
-def toml_list(items: Iterable[str]) -> str:
-    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
-
-
 def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str,
                 proposals: Iterable[str], esp_proposals: Iterable[str], dataplane: str,
                 local_ts: Iterable[str] | None = None, remote_ts: Iterable[str] | None = None,
@@ -63,49 +59,19 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
     """The TOML config (docs/configuration.md) of one connection with one child to ``peer``.
 
     A proposal list of ["default"] leaves the key out: ocfpy's defaults apply."""
-    local_ts = list(local_ts or [me.inner_net])
     proposals, esp_proposals = list(proposals), list(esp_proposals)
-    ike_line = "" if proposals == ["default"] else f"proposals = {toml_list(proposals)}"
-    esp_line = "" if esp_proposals == ["default"] else f"esp_proposals = {toml_list(esp_proposals)}"
-    remote_ts = list(remote_ts or [peer.inner_net])
-    extra = "".join(f"""
-[connections.{name}.children.{cname}]
-local_ts = {toml_list(lts)}
-remote_ts = {toml_list(rts)}
-{esp_line}
-""" for cname, (lts, rts) in (extra_children or {}).items())
-    return f"""\
-[daemon]
-crypto_backend = "{backend}"
-dataplane = "{dataplane}"
-listen = ["{me.outer}"]
-control_socket = "{control}"
-
-[connections.{name}]
-local_addrs = ["{me.outer}"]
-remote_addrs = ["{peer.outer}"]
-{ike_line}
-dpd_delay = "{dpd_delay}"
-keyingtries = 1
-retransmit = {{ timeout = "1s", tries = 2, base = 1.5 }}
-
-[connections.{name}.local]
-auth = "psk"
-id = "{local_id}"
-
-[connections.{name}.remote]
-auth = "psk"
-id = "{remote_id}"
-
-[connections.{name}.children.{child}]
-local_ts = {toml_list(local_ts)}
-remote_ts = {toml_list(remote_ts)}
-{esp_line}
-{extra}
-[secrets.ike-{name}]
-id = [{json.dumps(local_id)}, {json.dumps(remote_id)}]
-secret = {json.dumps(psk)}
-"""
+    children = {child: (list(local_ts or [me.inner_net]), list(remote_ts or [peer.inner_net])),
+                **(extra_children or {})}
+    return config_toml(
+        daemon_toml(backend=backend, dataplane=dataplane, listen=[me.outer],
+                    control_socket=str(control)),
+        connection_toml(name, local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
+                        remote_id=remote_id,
+                        proposals=None if proposals == ["default"] else proposals,
+                        esp_proposals=None if esp_proposals == ["default"] else esp_proposals,
+                        children=children, dpd_delay=dpd_delay, keyingtries=1,
+                        retransmit=Raw('{ timeout = "1s", tries = 2, base = 1.5 }')),
+        secret_toml(f"ike-{name}", psk, [local_id, remote_id]))
 
 
 class Iked(IkedRunner):

@@ -14,12 +14,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ocfpy.iked_runner import IkedRunner, wait_for
+from ocfpy.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
 from ocfpy.netlab import Lab, Namespace, two_hosts
 
 __all__ = ["OCFPY", "OUTER", "OUTER6", "Iked", "Pair", "config", "have_nft", "ike_lab", "wait_for"]
@@ -40,45 +40,15 @@ def config(side: int, *, proposals: list[str], esp: list[str], psk: str = PSK,
            outer: tuple[str, str] = OUTER, listen: list[str] | None = None) -> str:
     """The TOML config of side 0 (a) or 1 (b); connection "t" points at the other side."""
     me, peer = side, 1 - side
-    listen = listen or [outer[me]]
-    return textwrap.dedent(f"""\
-        [daemon]
-        crypto_backend = "{backend}"
-        dataplane = "{dataplane}"
-        listen = {_toml_list(listen)}
-        cookie_threshold = {cookie_threshold}
-        half_open_timeout = "5s"
-        {extra_daemon}
-
-        [connections.t]
-        local_addrs = ["{outer[me]}"]
-        remote_addrs = ["{outer[peer]}"]
-        proposals = {_toml_list(proposals)}
-        dpd_delay = "{dpd_delay}"
-        keyingtries = {keyingtries}
-        retransmit = {retransmit}
-
-        [connections.t.local]
-        auth = "psk"
-        id = "{IDS[me]}"
-
-        [connections.t.remote]
-        auth = "psk"
-        id = "{IDS[peer]}"
-
-        [connections.t.children.net]
-        local_ts = ["{INNER[me]}"]
-        remote_ts = ["{INNER[peer]}"]
-        esp_proposals = {_toml_list(esp)}
-
-        [secrets.ike-t]
-        id = ["{IDS[0]}", "{IDS[1]}"]
-        secret = "{psk}"
-        """)
-
-
-def _toml_list(items: list[str]) -> str:
-    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+    return config_toml(
+        daemon_toml(backend=backend, dataplane=dataplane, listen=listen or [outer[me]],
+                    cookie_threshold=cookie_threshold, half_open_timeout="5s")
+        + (extra_daemon.strip() + "\n" if extra_daemon.strip() else ""),
+        connection_toml("t", local_addr=outer[me], remote_addr=outer[peer], local_id=IDS[me],
+                        remote_id=IDS[peer], proposals=proposals, esp_proposals=esp,
+                        children={"net": ([INNER[me]], [INNER[peer]])}, dpd_delay=dpd_delay,
+                        keyingtries=keyingtries, retransmit=Raw(retransmit)),
+        secret_toml("ike-t", psk, IDS))
 
 
 class Iked(IkedRunner):
