@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import pstats
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..iked_runner import IkedRunner
+from ..iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
 from . import strongswan
 from .netns import Host, NetnsPair
 
@@ -94,65 +93,32 @@ class IkeReport:
 
 # -- one ocfpy daemon ---------------------------------------------------------------------
 
-def _toml_list(items: list[str]) -> str:
-    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+def _daemon(me: Host) -> str:
+    """No cookies (a rate test must not pay the round trip a flood defence would want); a
+    half-open timeout that outlives a burst on a busy machine."""
+    return daemon_toml(listen=[me.outer], cookie_threshold=1000000, half_open_timeout="120s")
 
 
 def responder_config(me: Host, peer: Host, local_id: str) -> str:
-    """Answers any identity that knows the PSK, one connection; no cookies (a rate test must
-    not pay the round trip a flood defence would want); a half-open timeout that outlives a
-    burst on a busy machine."""
-    return f"""[daemon]
-crypto_backend = "openssl"
-dataplane = "none"
-listen = {_toml_list([me.outer])}
-cookie_threshold = 1000000
-half_open_timeout = "120s"
-
-[secrets.ike]
-secret = "{PSK}"
-
-[connections.r]
-local_addrs = {_toml_list([me.outer])}
-remote_addrs = {_toml_list([peer.outer])}
-proposals = {_toml_list([IKE_PROPOSAL])}
-local = {{ id = "{local_id}" }}
-
-[connections.r.children.net]
-local_ts = {_toml_list([me.inner_net])}
-remote_ts = {_toml_list([peer.inner_net])}
-esp_proposals = {_toml_list([ESP_PROPOSAL])}
-"""
+    """Answers any identity that knows the PSK, one connection."""
+    return config_toml(
+        _daemon(me), secret_toml("ike", PSK),
+        connection_toml("r", local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
+                        remote_id=None, proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
+                        children={"net": ([me.inner_net], [peer.inner_net])}))
 
 
 def initiator_config(me: Host, peer: Host, remote_id: str, names: list[str],
                      prefix: str) -> str:
     """One connection per IKE_SA it will hold (c0, c1, ...), each with its own identity."""
-    out = [f"""[daemon]
-crypto_backend = "openssl"
-dataplane = "none"
-listen = {_toml_list([me.outer])}
-cookie_threshold = 1000000
-half_open_timeout = "120s"
-
-[secrets.ike]
-secret = "{PSK}"
-"""]
-    for name in names:
-        out.append(f"""[connections.{name}]
-local_addrs = {_toml_list([me.outer])}
-remote_addrs = {_toml_list([peer.outer])}
-proposals = {_toml_list([IKE_PROPOSAL])}
-retransmit = {{ timeout = 3.0, tries = 4, base = 1.5 }}
-local = {{ id = "{initiator_id(name, prefix)}" }}
-remote = {{ id = "{remote_id}" }}
-
-[connections.{name}.children.net]
-local_ts = {_toml_list([me.inner_net])}
-remote_ts = {_toml_list([peer.inner_net])}
-esp_proposals = {_toml_list([ESP_PROPOSAL])}
-""")
-    return "\n".join(out)
+    return config_toml(
+        _daemon(me), secret_toml("ike", PSK),
+        *(connection_toml(name, local_addr=me.outer, remote_addr=peer.outer,
+                          local_id=initiator_id(name, prefix), remote_id=remote_id,
+                          proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
+                          children={"net": ([me.inner_net], [peer.inner_net])},
+                          retransmit=Raw("{ timeout = 3.0, tries = 4, base = 1.5 }"))
+          for name in names))
 
 
 def initiator_id(name: str, prefix: str) -> str:
@@ -163,95 +129,35 @@ def responder_id(prefix: str) -> str:
     return f"sun.{prefix}.example"
 
 
-class Iked:
-    """``ocfpy iked`` in ``host``'s namespace, reached over its control socket."""
+class Iked(IkedRunner):
+    """``ocfpy iked`` in ``host``'s namespace (ocfpy.iked_runner), reached over its control
+    socket; warnings only (per-message debug logging would be what we measure)."""
 
     def __init__(self, host: Host, workdir: Path, name: str) -> None:
+        super().__init__(host.netns, workdir, name, verbosity="", error=IkeBenchError)
         self.host = host
-        self.dir = workdir
-        self.name = name
-        self.proc: subprocess.Popen[str] | None = None
         self.profile_path: Path | None = None
 
-    @property
-    def control(self) -> Path:
-        return self.dir / f"{self.name}.sock"
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / f"{self.name}.log"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid  # `ip netns exec` execs the command: this is the daemon itself
-
-    def start(self, config_text: str, *, timeout: float = 120.0,
+    def start(self, config_text: str, *extra_args: str, timeout: float = 120.0,
               profile: Path | None = None) -> Iked:
-        from ..ike.control import ControlError
-
-        conf = self.dir / f"{self.name}.toml"
-        conf.write_text(config_text)
-        conf.chmod(0o600)
-        python = [sys.executable]
+        python = None
         if profile is not None:
             # cProfile writes its file when the daemon returns from main after SIGTERM.
             self.profile_path = profile
-            python += ["-m", "cProfile", "-o", str(profile)]
-        # Warnings only: per-message debug logging would be what we measure.
-        argv = self.host.argv(*python, "-m", "ocfpy.cli.main", "iked", "--config", str(conf),
-                              "--foreground", "--control", str(self.control),
-                              "--log-file", str(self.log_path))
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise IkeBenchError(f"ocfpy iked ({self.name}) exited with "
-                                    f"{self.proc.returncode}: {err.strip()[-2000:]}")
-            if self.control.exists():
-                with contextlib.suppress(ControlError, OSError):
-                    self.call("stats", timeout=2)
-                    return self
-            time.sleep(0.05)
-        self.stop()
-        raise IkeBenchError(f"ocfpy iked ({self.name}) did not answer on {self.control} "
-                            f"within {timeout} s")
+            python = [sys.executable, "-m", "cProfile", "-o", str(profile)]
+        super().start(config_text, *extra_args, timeout=timeout, python=python)
+        return self
 
     def call(self, cmd: str, timeout: float = 60.0, **params: Any) -> Any:
-        from ..ike.control import ControlClient
-
-        with ControlClient(self.control, timeout=timeout) as client:
-            return client.call(cmd, **params)
+        return super().call(cmd, timeout=timeout, **params)
 
     def established(self) -> int:
         """IKE_SAs this daemon has established so far (a counter: listing 10,000 SAs over
         the control socket would measure the listing); callers take differences."""
         return int(self.call("stats")["engine"].get("ike_established", 0))
 
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def log_tail(self, n: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Iked:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def stop(self, timeout: float = 10.0) -> int | None:
+        return super().stop(timeout)
 
 
 def rss_kb(pid: int) -> float:

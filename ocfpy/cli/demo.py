@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -90,39 +89,19 @@ class DemoError(RuntimeError):
 
 # -- with two daemons -------------------------------------------------------------------------
 def _config(side: int, args: argparse.Namespace, workdir: Path, psk: str) -> str:
+    from ..iked_toml import config_toml, connection_toml, daemon_toml, secret_toml
+
     me, peer = side, 1 - side
-    proposals = args.proposal or ["aes128gcm16-prfsha256-x25519"]
-    esp = args.esp_proposal or ["aes128gcm16"]
-    return textwrap.dedent(f"""\
-        [daemon]
-        crypto_backend = "{args.crypto_backend}"
-        dataplane = "{args.dataplane}"
-        listen = ["{OUTER[me]}"]
-        control_socket = "{workdir / f"{'ab'[side]}.sock"}"
-
-        [connections.demo]
-        local_addrs = ["{OUTER[me]}"]
-        remote_addrs = ["{OUTER[peer]}"]
-        proposals = {json.dumps(proposals)}
-        encap = {"true" if args.encap else "false"}
-
-        [connections.demo.local]
-        auth = "psk"
-        id = "{IDS[me]}"
-
-        [connections.demo.remote]
-        auth = "psk"
-        id = "{IDS[peer]}"
-
-        [connections.demo.children.net]
-        local_ts = ["{INNER_NETS[me]}"]
-        remote_ts = ["{INNER_NETS[peer]}"]
-        esp_proposals = {json.dumps(esp)}
-
-        [secrets.ike-demo]
-        id = ["{IDS[0]}", "{IDS[1]}"]
-        secret = "0x{psk}"
-        """)
+    return config_toml(
+        daemon_toml(backend=args.crypto_backend, dataplane=args.dataplane, listen=[OUTER[me]],
+                    control_socket=str(workdir / f"{'ab'[side]}.sock")),
+        connection_toml("demo", local_addr=OUTER[me], remote_addr=OUTER[peer],
+                        local_id=IDS[me], remote_id=IDS[peer],
+                        proposals=args.proposal or ["aes128gcm16-prfsha256-x25519"],
+                        esp_proposals=args.esp_proposal or ["aes128gcm16"],
+                        children={"net": ([INNER_NETS[me]], [INNER_NETS[peer]])},
+                        encap=bool(args.encap)),
+        secret_toml("ike-demo", f"0x{psk}", IDS))
 
 
 class Gateways:
@@ -141,13 +120,13 @@ class Gateways:
 
     def __enter__(self) -> Gateways:
         try:
-            from ..ike.control import ControlClient, ControlError
+            import ocfpy.ike.control  # noqa: F401  (the daemon's control socket)
         except ImportError as exc:
             raise DemoError(f"this ocfpy has no IKE daemon ({exc}); try `ocfpy demo "
                             "--static`") from None
+        from ..iked_runner import IkedRunner
         from ..netlab import Lab, two_hosts
 
-        self._client, self._control_error = ControlClient, ControlError
         self._stack.callback(shutil.rmtree, self.workdir, ignore_errors=True)
         try:
             self.lab = self._stack.enter_context(Lab(self.prefix))
@@ -158,16 +137,13 @@ class Gateways:
             self.daemons = {}
             for side, ns in ((0, self.a), (1, self.b)):
                 name = "ab"[side]
-                conf = self.workdir / f"{name}.toml"
-                conf.write_text(_config(side, self.options, self.workdir, psk))
-                conf.chmod(0o600)
-                argv = [sys.executable, "-m", "ocfpy.cli.main", "-v", "iked", "--config",
-                        str(conf), "--foreground", "--log-file",
-                        str(self.workdir / f"{name}.log")]
-                self.daemons[name] = self.lab.popen(ns, argv, stdout=subprocess.DEVNULL,
-                                                    stderr=subprocess.PIPE, text=True)
-            for n in "ab":
-                _wait(lambda n=n: self._up(n), 20, f"daemon {n} to start")
+                daemon = IkedRunner(ns.name, self.workdir, name, verbosity="-v",
+                                    error=DemoError, on_start=self.lab.procs.append)
+                self._stack.callback(daemon.stop)
+                daemon.spawn(_config(side, self.options, self.workdir, psk))
+                self.daemons[name] = daemon
+            for daemon in self.daemons.values():  # both start at once: wait for them together
+                daemon.wait_ready(20)
         except BaseException:
             self._stack.close()
             raise
@@ -177,39 +153,25 @@ class Gateways:
         self._stack.close()
 
     def control(self, side: str) -> Path:
-        return self.workdir / f"{side}.sock"
+        return self.daemons[side].control
 
     def call(self, side: str, cmd: str, **params):
-        with self._client(self.control(side), timeout=10) as client:
-            return client.call(cmd, **params)
+        return self.daemons[side].call(cmd, **params)
 
     def log_tail(self, side: str, n: int = 2500) -> str:
-        path = self.workdir / f"{side}.log"
-        return path.read_text(errors="replace")[-n:] if path.exists() else ""
-
-    def _up(self, side: str) -> bool:
-        proc = self.daemons[side]
-        if proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise DemoError(f"daemon {side} exited with {proc.returncode}: {err.strip()}\n"
-                            f"{self.log_tail(side)}")
-        if not self.control(side).exists():
-            return False
-        try:
-            self.call(side, "stats")
-            return True
-        except self._control_error:
-            return False
+        return self.daemons[side].log_tail(n)
 
     def establish(self, timeout: float = 15) -> float:
         """a initiates; returns the seconds until IKE_SA and CHILD_SA are up."""
+        from ..iked_runner import wait_for
+
         t0 = time.monotonic()
         self.call("a", "initiate", name="demo")
-        _wait(lambda: [s for s in self.call("a", "list")
-                       if str(s.get("state", "")).lower() == "established"
-                       and s.get("children")],
-              timeout, "the IKE_SA and CHILD_SA",
-              detail=lambda: self.log_tail("a") + self.log_tail("b"))
+        wait_for(lambda: [s for s in self.call("a", "list")
+                          if str(s.get("state", "")).lower() == "established"
+                          and s.get("children")],
+                 timeout, "the IKE_SA and CHILD_SA", error=DemoError,
+                 on_fail=lambda: self.log_tail("a") + self.log_tail("b"))
         return time.monotonic() - t0
 
 
@@ -221,18 +183,6 @@ def _with_daemons(args: argparse.Namespace) -> dict:
         sa_b = gw.call("b", "list")[0]
         gw.call("a", "terminate", name="demo")
         return _report(established, traffic, sa_a, sa_b)
-
-
-def _wait(predicate, timeout: float, what: str, detail=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}"
-                            + (f"\n{detail()}" if detail else ""))
-        time.sleep(0.05)
 
 
 # -- static keys ------------------------------------------------------------------------------

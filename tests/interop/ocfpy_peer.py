@@ -8,19 +8,19 @@ and log under the test's /tmp/oss-* folder, and is reached only through that con
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ocfpy.benchmarks.netns import Host
+from ocfpy.iked_runner import IkedRunner, wait_for
+from ocfpy.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
+
+__all__ = ["Iked", "iked_config", "unavailable_reason", "userspace_dataplane_reason", "wait_for"]
 
 OCFPY = str(Path(sys.executable).with_name("ocfpy"))
 
@@ -50,10 +50,6 @@ def userspace_dataplane_reason() -> str | None:
     return None
 
 
-def toml_list(items: Iterable[str]) -> str:
-    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
-
-
 def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str,
                 proposals: Iterable[str], esp_proposals: Iterable[str], dataplane: str,
                 local_ts: Iterable[str] | None = None, remote_ts: Iterable[str] | None = None,
@@ -63,90 +59,30 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
     """The TOML config (docs/configuration.md) of one connection with one child to ``peer``.
 
     A proposal list of ["default"] leaves the key out: ocfpy's defaults apply."""
-    local_ts = list(local_ts or [me.inner_net])
     proposals, esp_proposals = list(proposals), list(esp_proposals)
-    ike_line = "" if proposals == ["default"] else f"proposals = {toml_list(proposals)}"
-    esp_line = "" if esp_proposals == ["default"] else f"esp_proposals = {toml_list(esp_proposals)}"
-    remote_ts = list(remote_ts or [peer.inner_net])
-    extra = "".join(f"""
-[connections.{name}.children.{cname}]
-local_ts = {toml_list(lts)}
-remote_ts = {toml_list(rts)}
-{esp_line}
-""" for cname, (lts, rts) in (extra_children or {}).items())
-    return f"""\
-[daemon]
-crypto_backend = "{backend}"
-dataplane = "{dataplane}"
-listen = ["{me.outer}"]
-control_socket = "{control}"
-
-[connections.{name}]
-local_addrs = ["{me.outer}"]
-remote_addrs = ["{peer.outer}"]
-{ike_line}
-dpd_delay = "{dpd_delay}"
-keyingtries = 1
-retransmit = {{ timeout = "1s", tries = 2, base = 1.5 }}
-
-[connections.{name}.local]
-auth = "psk"
-id = "{local_id}"
-
-[connections.{name}.remote]
-auth = "psk"
-id = "{remote_id}"
-
-[connections.{name}.children.{child}]
-local_ts = {toml_list(local_ts)}
-remote_ts = {toml_list(remote_ts)}
-{esp_line}
-{extra}
-[secrets.ike-{name}]
-id = [{json.dumps(local_id)}, {json.dumps(remote_id)}]
-secret = {json.dumps(psk)}
-"""
+    children = {child: (list(local_ts or [me.inner_net]), list(remote_ts or [peer.inner_net])),
+                **(extra_children or {})}
+    return config_toml(
+        daemon_toml(backend=backend, dataplane=dataplane, listen=[me.outer],
+                    control_socket=str(control)),
+        connection_toml(name, local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
+                        remote_id=remote_id,
+                        proposals=None if proposals == ["default"] else proposals,
+                        esp_proposals=None if esp_proposals == ["default"] else esp_proposals,
+                        children=children, dpd_delay=dpd_delay, keyingtries=1,
+                        retransmit=Raw('{ timeout = "1s", tries = 2, base = 1.5 }')),
+        secret_toml(f"ike-{name}", psk, [local_id, remote_id]))
 
 
-class Iked:
+class Iked(IkedRunner):
+    """ocfpy's daemon in ``host``'s namespace (ocfpy.iked_runner), reached over its socket."""
+
     def __init__(self, host: Host, workdir: Path, name: str = "iked") -> None:
+        super().__init__(host.netns, workdir, name)
         self.host = host
-        self.dir = workdir
-        self.control = workdir / f"{name}.sock"
-        self.log_path = workdir / f"{name}.log"
-        self.conf_path = workdir / f"{name}.toml"
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self, config_text: str, *extra: str, timeout: float = 20.0) -> Iked:
-        from ocfpy.ike.control import ControlError
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.conf_path.write_text(config_text)
-        self.log_path.write_text("")
-        argv = self.host.argv(OCFPY, "-vv", "iked", "--config", str(self.conf_path),
-                              "--foreground", "--control", str(self.control),
-                              "--log-file", str(self.log_path), *extra)
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"ocfpy iked exited with {self.proc.returncode}: {err.strip()}"
-                                   f"\n--- log ---\n{self.log()[-3000:]}")
-            if self.control.exists():
-                with contextlib.suppress(ControlError, OSError):
-                    self.call("stats", timeout=2)
-                    return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"ocfpy iked: no control socket after {timeout}s\n{self.log()[-3000:]}")
 
     def call(self, cmd: str, timeout: float = 15.0, **params: Any) -> Any:
-        from ocfpy.ike.control import ControlClient
-
-        with ControlClient(self.control, timeout=timeout) as client:
-            return client.call(cmd, **params)
+        return super().call(cmd, timeout=timeout, **params)
 
     def sa_cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """`ocfpy sa ...` against this daemon, as an operator runs it (root namespace)."""
@@ -157,37 +93,3 @@ class Iked:
 
     def sas(self) -> list[dict[str, Any]]:
         return self.call("list")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 8.0) -> int | None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc.stderr:
-            proc.stderr.close()
-        return proc.returncode
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             on_fail: Callable[[], str] | None = None, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n"
-                                 + (on_fail() if on_fail else ""))
-        time.sleep(interval)

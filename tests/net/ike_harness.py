@@ -11,19 +11,18 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ocfpy.ike.control import ControlClient, ControlError
+from ocfpy.iked_runner import IkedRunner, wait_for
+from ocfpy.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
 from ocfpy.netlab import Lab, Namespace, two_hosts
+
+__all__ = ["OCFPY", "OUTER", "OUTER6", "Iked", "Pair", "config", "have_nft", "ike_lab", "wait_for"]
 
 PREFIX = "oid"
 OUTER = ("10.77.0.1", "10.77.0.2")
@@ -41,94 +40,24 @@ def config(side: int, *, proposals: list[str], esp: list[str], psk: str = PSK,
            outer: tuple[str, str] = OUTER, listen: list[str] | None = None) -> str:
     """The TOML config of side 0 (a) or 1 (b); connection "t" points at the other side."""
     me, peer = side, 1 - side
-    listen = listen or [outer[me]]
-    return textwrap.dedent(f"""\
-        [daemon]
-        crypto_backend = "{backend}"
-        dataplane = "{dataplane}"
-        listen = {_toml_list(listen)}
-        cookie_threshold = {cookie_threshold}
-        half_open_timeout = "5s"
-        {extra_daemon}
-
-        [connections.t]
-        local_addrs = ["{outer[me]}"]
-        remote_addrs = ["{outer[peer]}"]
-        proposals = {_toml_list(proposals)}
-        dpd_delay = "{dpd_delay}"
-        keyingtries = {keyingtries}
-        retransmit = {retransmit}
-
-        [connections.t.local]
-        auth = "psk"
-        id = "{IDS[me]}"
-
-        [connections.t.remote]
-        auth = "psk"
-        id = "{IDS[peer]}"
-
-        [connections.t.children.net]
-        local_ts = ["{INNER[me]}"]
-        remote_ts = ["{INNER[peer]}"]
-        esp_proposals = {_toml_list(esp)}
-
-        [secrets.ike-t]
-        id = ["{IDS[0]}", "{IDS[1]}"]
-        secret = "{psk}"
-        """)
+    return config_toml(
+        daemon_toml(backend=backend, dataplane=dataplane, listen=listen or [outer[me]],
+                    cookie_threshold=cookie_threshold, half_open_timeout="5s")
+        + (extra_daemon.strip() + "\n" if extra_daemon.strip() else ""),
+        connection_toml("t", local_addr=outer[me], remote_addr=outer[peer], local_id=IDS[me],
+                        remote_id=IDS[peer], proposals=proposals, esp_proposals=esp,
+                        children={"net": ([INNER[me]], [INNER[peer]])}, dpd_delay=dpd_delay,
+                        keyingtries=keyingtries, retransmit=Raw(retransmit)),
+        secret_toml("ike-t", psk, IDS))
 
 
-def _toml_list(items: list[str]) -> str:
-    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+class Iked(IkedRunner):
+    """One daemon in its namespace of the lab (ocfpy.iked_runner), reached over its socket."""
 
-
-@dataclass
-class Iked:
-    """One daemon: started as a subprocess inside its namespace, reached over its socket."""
-
-    lab: Lab
-    ns: Namespace
-    workdir: Path
-    name: str
-    proc: subprocess.Popen | None = None
-    config_text: str = ""
-    extra_args: list[str] = field(default_factory=list)
-
-    @property
-    def control(self) -> Path:
-        return self.workdir / f"{self.name}.sock"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"{self.name}.log"
-
-    def start(self, config_text: str, *extra_args: str, timeout: float = 20.0,
-              verbosity: str = "-vv") -> Iked:
-        self.config_text = config_text
-        conf = self.workdir / f"{self.name}.toml"
-        conf.write_text(config_text)
-        self.log_path.write_text("")
-        argv = [OCFPY, *([verbosity] if verbosity else []), "iked", "--config", str(conf), "--foreground",
-                "--control", str(self.control), "--log-file", str(self.log_path), *extra_args]
-        self.proc = self.lab.popen(self.ns, argv, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"iked {self.name} exited with {self.proc.returncode}: "
-                                   f"{err.strip()}\n--- log ---\n{self.log()[-3000:]}")
-            if self.control.exists():
-                with contextlib.suppress(ControlError):
-                    self.call("stats", timeout=2)
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError(f"iked {self.name} did not open its control socket within "
-                           f"{timeout} s\n--- log ---\n{self.log()[-3000:]}")
-
-    def call(self, cmd: str, timeout: float = 10.0, **params: Any) -> Any:
-        with ControlClient(self.control, timeout=timeout) as client:
-            return client.call(cmd, **params)
+    def __init__(self, lab: Lab, ns: Namespace, workdir: Path, name: str) -> None:
+        # Registered with the lab too: its close() stops a daemon a test left running.
+        super().__init__(ns.name, workdir, name, on_start=lab.procs.append)
+        self.lab, self.ns = lab, ns
 
     def sas(self) -> list[dict]:
         return self.call("list")
@@ -144,36 +73,6 @@ class Iked:
         env = {**os.environ, "COLUMNS": "200"}  # a wide terminal: whole words in the table
         return subprocess.run([OCFPY, "sa", *args, "--control", str(self.control)],
                               capture_output=True, text=True, timeout=timeout, env=env)
-
-    def stop(self, timeout: float = 8.0) -> int | None:
-        if self.proc is None:
-            return None
-        rc = self.lab.stop(self.proc, timeout)
-        return rc
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(5)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, *,
-             interval: float = 0.05, on_fail: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = on_fail() if on_fail else ""
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{detail}")
-        time.sleep(interval)
 
 
 @dataclass
