@@ -13,7 +13,7 @@ and each operation takes the 8-byte explicit IV that travels on the wire.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 from .errors import UnknownAlgorithm
 
@@ -28,7 +28,7 @@ class TransformType(IntEnum):
     ESN = 5
 
 
-class Primitive(str, Enum):
+class Primitive(StrEnum):
     """What kind of session an algorithm opens."""
 
     AEAD = "aead"

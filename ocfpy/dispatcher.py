@@ -21,6 +21,7 @@ import os
 import threading
 from collections.abc import Mapping
 
+from .calibration import Calibration
 from .catalogue import Transform
 from .catalogue import get as get_transform
 from .errors import BackendUnavailable, DriverFailure
@@ -41,6 +42,7 @@ class Dispatcher:
         backend: str | None = None,
         strict: bool = True,
         overrides: Mapping[str, str] | None = None,
+        calibration: Calibration | None = None,
     ):
         self.registry = registry if registry is not None else Registry.load()
         self.backend = None if backend in (None, AUTO) else backend
@@ -48,6 +50,7 @@ class Dispatcher:
         self.overrides: dict[str, str] = {}
         for keyword, driver in (overrides or {}).items():
             self.set_handler(keyword, driver)
+        self.calibration = calibration
         self.fallbacks = 0  # sessions that a non-strict forced backend could not take
         self._lock = threading.RLock()
         self.registry.subscribe(self._on_registry_event)
@@ -80,18 +83,26 @@ class Dispatcher:
         except BackendUnavailable:
             return False
 
-    def candidates(self, algorithm: str | Transform) -> list[DriverRecord]:
-        """Active drivers that serve the algorithm, best first (rule 3)."""
+    def candidates(self, algorithm: str | Transform, size_hint: int | None = None
+                   ) -> list[DriverRecord]:
+        """Active drivers that serve the algorithm, best first (rule 3; with a calibration,
+        drivers of the same kind are ordered by measured speed at ``size_hint``)."""
         transform = get_transform(algorithm)
         serving = [r for r in self.registry.active() if r.serves(transform)]
-        return sorted(serving, key=lambda r: (-int(r.kind or 0), len(r.sessions), r.order))
+        cal = self.calibration
+
+        def rank(r: DriverRecord):
+            speed = (cal.rate(transform.keyword, r.name, size_hint) or 0.0) if cal else 0.0
+            return (-int(r.kind or 0), -speed, len(r.sessions), r.order)
+        return sorted(serving, key=rank)
 
     def _choose(self, transform: Transform, backend: str | None, strict: bool | None,
-                exclude: set[str], count: bool = True) -> DriverRecord:
+                exclude: set[str], count: bool = True, size_hint: int | None = None
+                ) -> DriverRecord:
         strict = self.strict if strict is None else strict
         forced = backend if backend not in (None, AUTO) else None
         forced = forced or self.overrides.get(transform.keyword) or self.backend
-        ranked = [r for r in self.candidates(transform) if r.name not in exclude]
+        ranked = [r for r in self.candidates(transform, size_hint) if r.name not in exclude]
         if forced is not None:
             for r in ranked:
                 if r.name == forced:
@@ -132,16 +143,18 @@ class Dispatcher:
         *,
         backend: str | None = None,
         strict: bool | None = None,
+        size_hint: int | None = None,
     ) -> Session:
         """A session for one transform and key, on the driver the policy picks.
 
         ``key`` is the keying material (cipher key || salt for AEADs and CTR; the private value,
         or None to generate one, for key exchange). ``backend`` forces a driver for this session.
+        ``size_hint`` (typical bytes per operation) only matters with a calibration.
         """
         transform = get_transform(algorithm)
         exclude: set[str] = set()
         while True:
-            record = self._choose(transform, backend, strict, exclude)
+            record = self._choose(transform, backend, strict, exclude, size_hint=size_hint)
             try:
                 ctx = record.driver.new_context(transform, key)  # type: ignore[union-attr]
             except DriverFailure as exc:

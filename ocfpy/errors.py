@@ -7,7 +7,7 @@ dispatcher migrates the session), DriverUnavailable (at probe time).
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
 class OcfError(Exception):
@@ -25,7 +25,7 @@ class UnknownAlgorithm(OcfError, ValueError):
         )
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Why a driver cannot serve something (pyca/cryptography's _Reasons idea)."""
 
     NOT_OFFERED = "not offered by this driver"

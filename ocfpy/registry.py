@@ -13,7 +13,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from . import selftest
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "ocfpy.drivers"
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     ACTIVE = "active"
     QUARANTINED = "quarantined"
     UNAVAILABLE = "unavailable"

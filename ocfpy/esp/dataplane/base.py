@@ -17,7 +17,7 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -61,7 +61,7 @@ class TrafficSelector:
         return addr
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     TUNNEL = "tunnel"
     TRANSPORT = "transport"
 

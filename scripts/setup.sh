@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Idempotent set-up for ocfpy on Debian: system packages (as root), the virtualenv .venv with
+# ocfpy and its test extras, and the test-only driver distributions.
+#   bash scripts/setup.sh [--lanes "base net interop vm"] [--no-apt]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LANES="base net interop vm"
+APT=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --lanes) LANES="$2"; shift 2 ;;
+        --no-apt) APT=0; shift ;;
+        *) echo "setup.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+# Debian packages per lane (lanes.md): base = build + run; net = namespaces, TUN, captures,
+# iperf3; interop = strongSwan as the peer; vm = a stock kernel under QEMU (AF_ALG, XFRM ESP,
+# virtio-crypto).
+PKG_base="python3 python3-venv python3-pip python3-dev gcc iproute2 kmod procps"
+PKG_net="iputils-ping tcpdump iperf3 nftables"
+PKG_interop="strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins"
+PKG_vm="qemu-system-x86 linux-image-amd64 busybox-static udev pciutils"
+
+if [ "$APT" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    want=""
+    for lane in $LANES; do v="PKG_$lane"; want="$want ${!v:-}"; done
+    missing=""
+    for p in $want; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        echo "setup: installing Debian packages:$missing"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get -o DPkg::Lock::Timeout=600 update -qq
+        # strongSwan's maintainer scripts try to start charon; nothing must run before our tests.
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing
+        rm -f /usr/sbin/policy-rc.d
+    fi
+elif [ "$APT" = 1 ] && [ "$(id -u)" != 0 ]; then
+    echo "setup: not root: skipping Debian packages (lanes that need them will be skipped with a reason)"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+.venv/bin/python -m pip install -q -e '.[test]'
+# Test-only drivers: inert unless OCFPY_TESTDRIVERS=1 (see tests/fixtures/ocfpy-testdrivers).
+.venv/bin/python -m pip install -q --no-deps tests/fixtures/ocfpy-testdrivers
+for ex in examples/*/; do
+    [ -f "$ex/pyproject.toml" ] && .venv/bin/python -m pip install -q --no-deps "$ex"
+done
+echo "setup: ready (.venv/bin/ocfpy)"
