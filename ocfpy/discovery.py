@@ -34,10 +34,12 @@ from typing import Any
 
 from .catalogue import all_transforms
 from .catalogue import get as get_transform
+from .kernel import proc_crypto
+from .kernel.proc_crypto import CryptoAlg
 
 log = logging.getLogger(__name__)
 
-PROC_CRYPTO = "/proc/crypto"
+PROC_CRYPTO = str(proc_crypto.PROC_CRYPTO)
 
 # Attributes worth recording per device: enough to match, to explain, and to replay in a test.
 _RECORDED_ATTRIBUTES = (
@@ -301,7 +303,7 @@ def enumerate_records(context: Any = None) -> list[DeviceRecord]:
     return found
 
 
-def load_records(path: str | Path) -> tuple[list[DeviceRecord], list[CryptoAlgorithm] | None]:
+def load_records(path: str | Path) -> tuple[list[DeviceRecord], list[CryptoAlg] | None]:
     """Recorded devices (and, if the recording has it, /proc/crypto) from a JSON file."""
     data = json.loads(Path(path).read_text())
     records = [DeviceRecord.from_dict(d) for d in data.get("devices", [])]
@@ -333,63 +335,35 @@ def _uname() -> str:
 # --------------------------------------------------------------------------------------------
 # /proc/crypto
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CryptoAlgorithm:
-    """One /proc/crypto entry."""
-
-    name: str  # the algorithm, e.g. "cbc(aes)"
-    driver: str  # the implementation, e.g. "virtio_crypto_aes_cbc"
-    module: str = "kernel"
-    priority: int = 0
-    selftest: str = "unknown"
-    type: str = ""
-    internal: bool = False
-    fields: Mapping[str, str] = field(default_factory=dict, compare=False)
-
-    @property
-    def min_keysize(self) -> int | None:
-        return _int(self.fields.get("min keysize"))
-
-    @property
-    def max_keysize(self) -> int | None:
-        return _int(self.fields.get("max keysize"))
-
-    def describe(self) -> str:
-        return f"{self.name} as {self.driver} (priority {self.priority}, selftest {self.selftest})"
+# The parser is shared with the af_alg backend (ocfpy.kernel.proc_crypto); this module only
+# reads the fields it needs.
 
 
-def _int(value: str | None) -> int | None:
+def parse_proc_crypto(text: str) -> list[CryptoAlg]:
+    return proc_crypto.parse(text)
+
+
+def read_proc_crypto(path: str = PROC_CRYPTO) -> list[CryptoAlg]:
     try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def parse_proc_crypto(text: str) -> list[CryptoAlgorithm]:
-    """Parse /proc/crypto: blank-line separated blocks of 'key : value' lines."""
-    out = []
-    for block in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                fields[key.strip()] = value.strip()
-        if "name" not in fields or "driver" not in fields:
-            continue
-        out.append(CryptoAlgorithm(
-            name=fields["name"], driver=fields["driver"], module=fields.get("module", "kernel"),
-            priority=_int(fields.get("priority")) or 0, selftest=fields.get("selftest", "unknown"),
-            type=fields.get("type", ""), internal=fields.get("internal") == "yes", fields=fields,
-        ))
-    return out
-
-
-def read_proc_crypto(path: str = PROC_CRYPTO) -> list[CryptoAlgorithm]:
-    try:
-        return parse_proc_crypto(Path(path).read_text())
+        return proc_crypto.parse(Path(path).read_text())
     except OSError as exc:
         log.warning("cannot read %s: %s", path, exc)
         return []
+
+
+def _keysizes(alg: CryptoAlg) -> tuple[int | None, int | None]:
+    def num(key: str) -> int | None:
+        try:
+            return int(alg.fields[key])
+        except (KeyError, ValueError):
+            return None
+
+    return num("min keysize"), num("max keysize")
+
+
+def describe(alg: CryptoAlg) -> str:
+    return (f"{alg.name} as {alg.driver} (priority {alg.priority}, "
+            f"selftest {alg.selftest or 'n/a'})")
 
 
 # Kernel crypto API names ocfpy can map to catalogue keywords. The value lists candidates; key
@@ -414,10 +388,10 @@ KERNEL_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-def catalogue_keywords(alg: CryptoAlgorithm) -> list[str]:
+def catalogue_keywords(alg: CryptoAlg) -> list[str]:
     """The catalogue keywords this kernel algorithm could serve (key sizes permitting)."""
     candidates = KERNEL_NAMES.get(alg.name, ())
-    lo, hi = alg.min_keysize, alg.max_keysize
+    lo, hi = _keysizes(alg)
     out = []
     for keyword in candidates:
         t = get_transform(keyword)
@@ -440,8 +414,8 @@ class FoundDevice:
     family: AcceleratorFamily
     record: DeviceRecord
     kernel_driver: str  # the driver that does the crypto ('' if none bound)
-    algorithms: list[CryptoAlgorithm]  # what that driver registered (usable or not)
-    usable: dict[str, CryptoAlgorithm]  # catalogue keyword -> the kernel algorithm serving it
+    algorithms: list[CryptoAlg]  # what that driver registered (usable or not)
+    usable: dict[str, CryptoAlg]  # catalogue keyword -> the kernel algorithm serving it
     reason: str = ""  # why it is not usable ('' if it is)
     notes: list[str] = field(default_factory=list)
 
@@ -503,8 +477,9 @@ def _keyword_order(keyword: str) -> int:
 _CATALOGUE_ORDER = {t.keyword: i for i, t in enumerate(all_transforms())}
 
 
-def _healthy(alg: CryptoAlgorithm) -> bool:
-    return not alg.internal and alg.selftest in ("passed", "unknown")
+def _healthy(alg: CryptoAlg) -> bool:
+    # "unknown": not (yet) tested by the kernel; ocfpy runs its own known-answer tests anyway.
+    return not alg.internal and alg.selftest in ("passed", "unknown", "")
 
 
 def _crypto_driver(record: DeviceRecord, family: AcceleratorFamily) -> str:
@@ -517,8 +492,8 @@ def _crypto_driver(record: DeviceRecord, family: AcceleratorFamily) -> str:
     return record.driver
 
 
-def algorithms_of(family: AcceleratorFamily, algorithms: Iterable[CryptoAlgorithm]
-                  ) -> list[CryptoAlgorithm]:
+def algorithms_of(family: AcceleratorFamily, algorithms: Iterable[CryptoAlg]
+                  ) -> list[CryptoAlg]:
     """The /proc/crypto entries this family's kernel driver registered."""
     pattern = re.compile(family.crypto_driver)
     out = []
@@ -530,7 +505,7 @@ def algorithms_of(family: AcceleratorFamily, algorithms: Iterable[CryptoAlgorith
     return sorted(out, key=lambda a: (a.type, a.name, -a.priority))
 
 
-def examine(record: DeviceRecord, algorithms: Sequence[CryptoAlgorithm]) -> FoundDevice | None:
+def examine(record: DeviceRecord, algorithms: Sequence[CryptoAlg]) -> FoundDevice | None:
     """Match one record against the table and explain what it can do (None: not known)."""
     family = family_for(record)
     if family is None:
@@ -560,7 +535,7 @@ def examine(record: DeviceRecord, algorithms: Sequence[CryptoAlgorithm]) -> Foun
         # drives (the ccp driver serves CCP and PSP functions alike): none of them run here.
         return FoundDevice(family, record, driver, [], {}, family.when_empty, notes)
     registered = algorithms_of(family, algorithms)
-    usable: dict[str, CryptoAlgorithm] = {}
+    usable: dict[str, CryptoAlg] = {}
     for alg in registered:
         if not _healthy(alg):
             continue
@@ -599,7 +574,7 @@ def _why_empty(family: AcceleratorFamily, record: DeviceRecord) -> str:
 
 def discover(
     records: Iterable[DeviceRecord] | None = None,
-    algorithms: Sequence[CryptoAlgorithm] | None = None,
+    algorithms: Sequence[CryptoAlg] | None = None,
 ) -> list[FoundDevice]:
     """Known accelerators present, with what each can do. Defaults read the live system."""
     if records is None:

@@ -8,6 +8,7 @@ the VM lane (tests/kernel/test_virtio_crypto.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -165,8 +166,7 @@ def test_failed_selftest_is_not_usable():
     records, algorithms = load_records(FIXTURES / "virtio-crypto.json")
     assert algorithms is not None
     broken = [a if a.driver != "virtio_crypto_aes_cbc" else
-              discovery.CryptoAlgorithm(a.name, a.driver, a.module, a.priority, "failed",
-                                        a.type, a.internal, a.fields)
+              dataclasses.replace(a, selftest="failed")
               for a in algorithms]
     (d,) = discover(records, broken)
     assert not d.is_usable
@@ -189,7 +189,7 @@ def test_parse_proc_crypto_fields():
     (virtio,) = [a for a in algs if a.driver == "virtio_crypto_aes_cbc"]
     assert (virtio.name, virtio.module, virtio.priority, virtio.selftest, virtio.type) == (
         "cbc(aes)", "virtio_crypto", 150, "passed", "skcipher")
-    assert (virtio.min_keysize, virtio.max_keysize) == (16, 32)
+    assert discovery._keysizes(virtio) == (16, 32)
 
 
 def test_malformed_record_is_a_clear_error(tmp_path):
