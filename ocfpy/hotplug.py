@@ -58,8 +58,9 @@ Listener = Callable[[HotplugEvent], None]
 
 class HotplugMonitor:
     def __init__(self, *, context: Any = None, source: str | None = None,
-                 subsystems: Iterable[str] = SUBSYSTEMS):
+                 subsystems: Iterable[str] = SUBSYSTEMS, autostart: bool = True):
         self._context = context
+        self.autostart = autostart  # False: events arrive only through handle() (tests, tools)
         # udev's re-broadcast carries the properties udev computed; without udevd (a minimal
         # guest) the kernel's own uevents still say add/bind/unbind/remove.
         self.source = source or ("udev" if Path("/run/udev/control").exists() else "kernel")
@@ -76,7 +77,8 @@ class HotplugMonitor:
     def watch_removal(self, sys_path: str, on_gone: Callable[[str], None]) -> None:
         with self._lock:
             self._watches.setdefault(sys_path.rstrip("/"), []).append(on_gone)
-        self.start()
+        if self.autostart:
+            self.start()
 
     def unwatch(self, sys_path: str) -> None:
         with self._lock:
@@ -85,7 +87,8 @@ class HotplugMonitor:
     def subscribe(self, listener: Listener) -> None:
         with self._lock:
             self._listeners.append(listener)
-        self.start()
+        if self.autostart:
+            self.start()
 
     def unsubscribe(self, listener: Listener) -> None:
         with self._lock:

@@ -7,12 +7,13 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 
-from ocfpy import discovery
+from ocfpy import discovery, hotplug
 from ocfpy.catalogue import Primitive, Transform
 from ocfpy.catalogue import get as get_transform
 from ocfpy.discovery import FoundDevice
 from ocfpy.driver import Context, DeviceInfo, Driver, DriverKind, Offer
 from ocfpy.errors import DriverUnavailable, Reason, Unsupported
+from ocfpy.hotplug import HotplugMonitor
 
 from . import contexts as c
 from .transport import AfAlgTransport, Transport
@@ -44,8 +45,9 @@ class KernelAccelDriver(Driver):
     kind = DriverKind.HARDWARE
 
     def __init__(self, device: FoundDevice, transport: Transport | None = None, *,
-                 check_sysfs: bool = True):
+                 check_sysfs: bool = True, monitor: HotplugMonitor | None = None):
         self.found = device
+        self._monitor = monitor
         self.transport = transport or AfAlgTransport()
         self.name = f"{device.kernel_driver}@{device.address}"
         self.description = (f"{device.family.name} {device.device_id} via the kernel driver "
@@ -88,24 +90,25 @@ class KernelAccelDriver(Driver):
         alg, factory = entry
         return factory(transform, key, self.transport, alg.driver, self.presence)
 
-    def watch(self, on_gone: Callable[[str], None]) -> None:
-        from ocfpy import hotplug
+    @property
+    def monitor(self) -> HotplugMonitor:
+        return self._monitor or hotplug.shared()
 
+    def watch(self, on_gone: Callable[[str], None]) -> None:
         def gone(reason: str) -> None:
             self.presence.depart(reason)  # first: requests in flight now fail, not lie
             on_gone(reason)
 
-        hotplug.shared().watch_removal(self.device.sys_path, gone)  # type: ignore[union-attr]
+        self.monitor.watch_removal(self.device.sys_path, gone)  # type: ignore[union-attr]
 
     def close(self) -> None:
-        from ocfpy import hotplug
-
-        hotplug.shared().unwatch(self.device.sys_path)  # type: ignore[union-attr]
+        self.monitor.unwatch(self.device.sys_path)  # type: ignore[union-attr]
 
 
 def detect(transport: Transport | None = None,
            records: Iterable[discovery.DeviceRecord] | None = None,
-           algorithms: list[discovery.CryptoAlg] | None = None) -> list[Driver]:
+           algorithms: list[discovery.CryptoAlg] | None = None, *,
+           check_sysfs: bool = True, monitor: HotplugMonitor | None = None) -> list[Driver]:
     """The ``ocfpy.drivers`` factory: one driver per usable accelerator present.
 
     Raises DriverUnavailable with the reason when there is none, so `ocfpy drivers` can say
@@ -120,7 +123,8 @@ def detect(transport: Transport | None = None,
                 f"{sum(len(f.ids) for f in discovery.KNOWN)} known IDs; `ocfpy devices` lists them)")
         raise DriverUnavailable("no usable accelerator: " + "; ".join(d.summary() for d in devices))
     transport = transport or AfAlgTransport()
-    return [KernelAccelDriver(d, transport) for d in usable]
+    return [KernelAccelDriver(d, transport, check_sysfs=check_sysfs, monitor=monitor)
+            for d in usable]
 
 
 # Tells ocfpy.hotplug.attach() to call this factory again when a device is bound.
