@@ -201,7 +201,7 @@ class Dispatcher:
                     continue
                 break
             old_ctx = session._ctx
-            session._ctx = ctx
+            session._bind(ctx)
             session._record = record
             session.migrations += 1
             old.sessions.discard(session)

@@ -70,6 +70,13 @@ class AeadContext(Context):
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """Return ciphertext || ICV."""
 
+    def one_shot(self) -> tuple[Callable[[bytes, bytes, bytes], bytes], bytes] | None:
+        """(encrypt(nonce, plaintext, aad), salt) if seal() is exactly
+        ``encrypt(salt + iv, plaintext, aad)`` for an 8-byte IV, with no driver state that can
+        fail on its own (a software call). The session then calls it directly. Devices that can
+        fail must return None so that every operation goes through seal() and can migrate."""
+        return None
+
     @abstractmethod
     def open(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         """Verify and decrypt ciphertext || ICV; raise AuthenticationError on a bad tag."""

@@ -127,7 +127,8 @@ class Registry:
         except DriverUnavailable as exc:
             return [self._unavailable(name, str(exc), entry_point)]
         except Exception as exc:  # a broken third-party driver must not take us down
-            log.warning("driver %s failed to construct: %s", name, exc, exc_info=True)
+            log.warning("driver %s failed to construct: %s (traceback with -vv)", name, exc)
+            log.debug("driver %s construction traceback", name, exc_info=True)
             return [self._unavailable(name, f"construction failed: {_describe(exc)}", entry_point)]
         drivers = [made] if isinstance(made, Driver) else list(made or [])
         if not drivers:
@@ -147,7 +148,8 @@ class Registry:
         except UnknownAlgorithm as exc:
             record.reason = f"offers an algorithm ocfpy does not know: {exc}"
         except Exception as exc:
-            log.warning("driver %s failed to probe: %s", name, exc, exc_info=True)
+            log.warning("driver %s failed to probe: %s (traceback with -vv)", name, exc)
+            log.debug("driver %s probe traceback", name, exc_info=True)
             record.reason = f"probe failed: {_describe(exc)}"
         else:
             if self._run_selftests:

@@ -1,1 +1,98 @@
-"""Software backend: OpenSSL through the cryptography package."""
+"""Software backend: OpenSSL through the cryptography package.
+
+Registered as the ``openssl`` entry point of ``ocfpy.drivers``, like any third-party driver.
+It implements every transform in the catalogue; FFDH (MODP groups) is offered only while the
+installed cryptography still has it (it is deprecated there).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import cryptography
+from cryptography.hazmat.backends.openssl import backend as _openssl
+
+from ocfpy.catalogue import Primitive, Transform, crypto_transforms
+from ocfpy.catalogue import get as get_transform
+from ocfpy.driver import Context, Driver, DriverKind, Offer
+from ocfpy.errors import Reason, Unsupported
+
+from .aead import new_aead
+from .cipher import new_cipher
+from .hash import new_hash
+from .ke import MODP_AVAILABLE, new_ke
+from .mac import new_mac
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OpenSSLDriver"]
+
+_FACTORIES: dict[Primitive, Callable[[Transform, bytes | None], Context]] = {
+    Primitive.AEAD: new_aead,
+    Primitive.CIPHER: new_cipher,
+    Primitive.INTEG: new_mac,
+    Primitive.PRF: new_mac,
+    Primitive.KE: new_ke,
+    Primitive.HASH: new_hash,
+}
+
+# What each construction is in OpenSSL terms, for `ocfpy drivers`.
+_HOW: dict[str, str] = {
+    "aead16": "EVP aes-gcm via AESGCM (one-shot)",
+    "aead": "EVP aes-gcm via Cipher(GCM), truncated tag",
+    "chacha20poly1305": "EVP chacha20-poly1305 via ChaCha20Poly1305",
+    "cbc": "EVP aes-cbc, no padding",
+    "ctr": "EVP aes-ctr, RFC 3686 counter block",
+    "hmac": "HMAC",
+    "xcbc": "AES-XCBC on EVP aes-cbc",
+    "cmac": "CMAC",
+    "modp": "DH (FFDH)",
+    "ecp": "ECDH",
+    "x": "EVP X25519/X448",
+    "hash": "EVP digest",
+}
+
+
+def _how(t: Transform) -> str:
+    if t.primitive is Primitive.AEAD:
+        if t.keyword == "chacha20poly1305":
+            return _HOW["chacha20poly1305"]
+        return _HOW["aead16"] if t.icv_size == 16 else _HOW["aead"]
+    if t.primitive is Primitive.CIPHER:
+        return _HOW["ctr"] if t.salt_size else _HOW["cbc"]
+    if t.primitive in (Primitive.INTEG, Primitive.PRF):
+        if t.digest:
+            return _HOW["hmac"]
+        return _HOW["cmac"] if t.keyword == "prfaescmac" else _HOW["xcbc"]
+    if t.primitive is Primitive.KE:
+        if t.keyword.startswith("modp"):
+            return _HOW["modp"]
+        return _HOW["ecp"] if t.keyword.startswith("ecp") else _HOW["x"]
+    return _HOW["hash"]
+
+
+def _offered(t: Transform) -> bool:
+    return MODP_AVAILABLE or not t.keyword.startswith("modp")
+
+
+class OpenSSLDriver(Driver):
+    name = "openssl"
+    kind = DriverKind.SOFTWARE
+
+    def __init__(self) -> None:
+        version = _openssl.openssl_version_text()
+        self.description = f"{version} via cryptography {cryptography.__version__}"
+        self._offers = {
+            t.keyword: Offer(t.keyword, f"{_how(t)} ({version})")
+            for t in crypto_transforms() if _offered(t)
+        }
+
+    def offers(self) -> Iterable[Offer]:
+        return list(self._offers.values())
+
+    def new_context(self, transform: Transform, key: bytes | None) -> Context:
+        transform = get_transform(transform)
+        if transform.keyword not in self._offers:
+            raise Unsupported(transform.keyword, Reason.NOT_OFFERED)
+        return _FACTORIES[transform.primitive](transform, key)
