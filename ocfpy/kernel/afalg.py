@@ -57,9 +57,12 @@ ALG_SET_AEAD_AUTHSIZE = getattr(socket, "ALG_SET_AEAD_AUTHSIZE", 5)
 ALG_OP_DECRYPT = getattr(socket, "ALG_OP_DECRYPT", 0)
 ALG_OP_ENCRYPT = getattr(socket, "ALG_OP_ENCRYPT", 1)
 
-DEFAULT_TIMEOUT = 10.0
-"""Seconds one request may take before it counts as a driver failure. Without it a hung
-device (or a request larger than the socket buffer) would block the caller forever."""
+DEFAULT_TIMEOUT: float | None = None
+"""Operation sockets block by default. A socket timeout puts the fd in non-blocking mode and
+makes CPython poll() it, but AF_ALG hash sockets implement no poll (it never reports ready),
+and the kernel waits for a crypto request uninterruptibly anyway, so a timeout cannot rescue
+a hung device. We avoid the one socket-level hang (a request larger than the socket buffer
+blocks sendmsg until a recv that never comes) by checking `max_request` before sending."""
 
 _WANTED_BUFFER = 4 << 20  # the kernel caps this at 2 * net.core.{w,r}mem_max
 
@@ -171,7 +174,8 @@ class _Op:
                 op.setsockopt(socket.SOL_SOCKET, opt, _WANTED_BUFFER)
             except OSError:
                 pass
-        op.settimeout(self.timeout)
+        if self.timeout is not None:
+            op.settimeout(self.timeout)
         return op
 
     @cached_property
@@ -286,27 +290,36 @@ class AeadOp(_Op):
     """An AEAD (``gcm(aes)``, ``rfc4106(gcm(aes))``, ``rfc7539esp(chacha20,poly1305)``).
 
     `seal`/`open` take the AAD and the payload separately and return only the payload part
-    of the kernel's output. For the ESP forms (rfc4106, rfc7539esp) the caller puts the
-    8-byte IV at the end of ``aad`` as the kernel expects (it is counted in assoclen but
-    not authenticated).
+    of the kernel's output. With ``iv_in_aad`` (the ESP forms rfc4106 and rfc7539esp) the
+    IV is also placed after the AAD in the request, where those templates expect it (it is
+    counted in assoclen but not authenticated); the caller still passes AAD without it.
     """
 
     alg_type = "aead"
 
-    def __init__(self, name: str, key: bytes, authsize: int, *,
+    def __init__(self, name: str, key: bytes, authsize: int, *, iv_in_aad: bool = False,
                  timeout: float | None = DEFAULT_TIMEOUT):
         self.authsize = authsize
+        self.iv_in_aad = iv_in_aad
         super().__init__(name, key, authsize=authsize, timeout=timeout)
+
+    def _check(self, total: int) -> None:
+        if total > self.max_request:
+            raise InvalidInput(f"{self.name}: {total} bytes exceed the AF_ALG request "
+                               f"limit of {self.max_request}")
 
     def seal(self, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
         """ciphertext || tag."""
-        n = len(aad)
-        if n + len(plaintext) > self.max_request:
-            raise InvalidInput(f"{self.name}: {n + len(plaintext)} bytes exceed the AF_ALG "
-                               f"request limit of {self.max_request}")
+        if self.iv_in_aad:
+            n = len(aad) + len(iv)
+            parts = [aad, iv, plaintext]
+        else:
+            n = len(aad)
+            parts = [aad, plaintext]
+        self._check(n + len(plaintext))
         op = self._op
         try:
-            op.sendmsg_afalg([aad, plaintext], op=ALG_OP_ENCRYPT, iv=iv, assoclen=n)
+            op.sendmsg_afalg(parts, op=ALG_OP_ENCRYPT, iv=iv, assoclen=n)
             out = op.recv(n + len(plaintext) + self.authsize)
         except OSError as exc:
             raise self._fail(exc, "encrypt") from None
@@ -314,16 +327,19 @@ class AeadOp(_Op):
 
     def open(self, iv: bytes, aad: bytes, ciphertext: bytes) -> bytes:
         """The plaintext of ciphertext || tag; AuthenticationError if the tag is wrong."""
-        n = len(aad)
         if len(ciphertext) < self.authsize:
             raise AuthenticationError(f"{self.name}: input shorter than the "
                                       f"{self.authsize}-byte tag")
-        if n + len(ciphertext) > self.max_request:
-            raise InvalidInput(f"{self.name}: {n + len(ciphertext)} bytes exceed the AF_ALG "
-                               f"request limit of {self.max_request}")
+        if self.iv_in_aad:
+            n = len(aad) + len(iv)
+            parts = [aad, iv, ciphertext]
+        else:
+            n = len(aad)
+            parts = [aad, ciphertext]
+        self._check(n + len(ciphertext))
         op = self._op
         try:
-            op.sendmsg_afalg([aad, ciphertext], op=ALG_OP_DECRYPT, iv=iv, assoclen=n)
+            op.sendmsg_afalg(parts, op=ALG_OP_DECRYPT, iv=iv, assoclen=n)
             out = op.recv(n + len(ciphertext) - self.authsize)
         except OSError as exc:
             raise self._fail(exc, "decrypt") from None

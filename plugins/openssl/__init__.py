@@ -1,8 +1,9 @@
 """Software backend: OpenSSL through the cryptography package.
 
 Registered as the ``openssl`` entry point of ``ocfpy.drivers``, like any third-party driver.
-It implements every transform in the catalogue; FFDH (MODP groups) is offered only while the
-installed cryptography still has it (it is deprecated there).
+It implements every transform in the catalogue. MODP groups go through OpenSSL's FFDH where
+OpenSSL knows the group by name, and through Python's exact pow otherwise (the 1024-bit group 2,
+or every group once cryptography drops its deprecated FFDH).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ocfpy.errors import Reason, Unsupported
 from .aead import new_aead
 from .cipher import new_cipher
 from .hash import new_hash
-from .ke import MODP_AVAILABLE, new_ke
+from .ke import MODP_AVAILABLE, OPENSSL_NAMED_GROUPS, new_ke
 from .mac import new_mac
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ _HOW: dict[str, str] = {
     "xcbc": "AES-XCBC on EVP aes-cbc",
     "cmac": "CMAC",
     "modp": "DH (FFDH)",
+    "modp-pow": "Python pow (not an OpenSSL named group)",
     "ecp": "ECDH",
     "x": "EVP X25519/X448",
     "hash": "EVP digest",
@@ -67,13 +69,10 @@ def _how(t: Transform) -> str:
         return _HOW["cmac"] if t.keyword == "prfaescmac" else _HOW["xcbc"]
     if t.primitive is Primitive.KE:
         if t.keyword.startswith("modp"):
-            return _HOW["modp"]
+            named = MODP_AVAILABLE and t.group in OPENSSL_NAMED_GROUPS
+            return _HOW["modp"] if named else _HOW["modp-pow"]
         return _HOW["ecp"] if t.keyword.startswith("ecp") else _HOW["x"]
     return _HOW["hash"]
-
-
-def _offered(t: Transform) -> bool:
-    return MODP_AVAILABLE or not t.keyword.startswith("modp")
 
 
 class OpenSSLDriver(Driver):
@@ -85,7 +84,7 @@ class OpenSSLDriver(Driver):
         self.description = f"{version} via cryptography {cryptography.__version__}"
         self._offers = {
             t.keyword: Offer(t.keyword, f"{_how(t)} ({version})")
-            for t in crypto_transforms() if _offered(t)
+            for t in crypto_transforms()
         }
 
     def offers(self) -> Iterable[Offer]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import secrets
 import warnings
 from collections.abc import Iterator
 
@@ -50,6 +51,15 @@ def _ffdh_quiet() -> Iterator[None]:
         yield
 
 
+# Groups OpenSSL knows by name (RFC 3526 "modp_1536" .. "modp_8192"): it trusts their
+# parameters. The 1024-bit Oakley group 2 is not among them, and cryptography then re-checks
+# the prime (a primality test) on every key it builds from numbers: 25-80 ms per peer value
+# (measured). For that group the exponentiation is done with Python's pow, which is exact and
+# takes about 0.3 ms with a 256-bit exponent.
+OPENSSL_NAMED_GROUPS = frozenset({5, 14, 15, 16, 17, 18})
+_POW_EXPONENT_BITS = 256  # at least twice the group's security strength (RFC 3526 section 8)
+
+
 @functools.cache
 def _modp_parameters(group: int):
     _bits, _offset, prime = MODP_GROUPS[group]
@@ -61,30 +71,46 @@ def _modp_parameters(group: int):
 class ModpExchange(KeyExchangeContext):
     def __init__(self, transform: Transform, key: bytes | None):
         self.transform = transform
-        group = transform.group or 0
+        self._group = group = transform.group or 0
         self._p = MODP_GROUPS[group][2]
         self._size = transform.public_size
-        self._numbers, params = _modp_parameters(group)
-        with _ffdh_quiet():
-            if key is None:
+        self._openssl = MODP_AVAILABLE and group in OPENSSL_NAMED_GROUPS
+        self._private = None  # the OpenSSL key, built when first needed
+        self._y: int | None = None
+        if key is not None:
+            x = int.from_bytes(key, "big")
+            if not 1 < x < self._p - 1:
+                raise InvalidKey(f"{transform}: private value out of range (1, p-1)")
+            self._x = x
+        elif self._openssl:
+            _numbers, params = _modp_parameters(group)
+            with _ffdh_quiet():
                 self._private = params.generate_private_key()
-            else:
-                x = int.from_bytes(key, "big")
-                if not 1 < x < self._p - 1:
-                    raise InvalidKey(f"{transform}: private value out of range (1, p-1)")
-                # OpenSSL will not derive y from an imported x; Python's pow is exact, and
-                # an imported private value is rare (migration, fixed test values).
-                y = pow(2, x, self._p)
-                public = dh.DHPublicNumbers(y, self._numbers)
-                self._private = dh.DHPrivateNumbers(x, public).private_key()
-            self._y = self._private.public_key().public_numbers().y
+                self._x = self._private.private_numbers().x
+                self._y = self._private.public_key().public_numbers().y
+        else:
+            self._x = secrets.randbits(_POW_EXPONENT_BITS) | (1 << (_POW_EXPONENT_BITS - 1))
+
+    def _public(self) -> int:
+        if self._y is None:
+            # OpenSSL will not derive y from an imported x (cryptography wants both), so an
+            # imported private value (migration, fixed test values) costs one exact pow here.
+            self._y = pow(2, self._x, self._p)
+        return self._y
+
+    def _openssl_key(self):
+        if self._private is None:
+            numbers, _params = _modp_parameters(self._group)
+            with _ffdh_quiet():
+                public = dh.DHPublicNumbers(self._public(), numbers)
+                self._private = dh.DHPrivateNumbers(self._x, public).private_key()
+        return self._private
 
     def public_value(self) -> bytes:
-        return self._y.to_bytes(self._size, "big")
+        return self._public().to_bytes(self._size, "big")
 
     def private_value(self) -> bytes | None:
-        with _ffdh_quiet():
-            x = self._private.private_numbers().x
+        x = self._x
         return x.to_bytes((x.bit_length() + 7) // 8, "big")
 
     def shared_secret(self, peer_public: bytes) -> bytes:
@@ -97,10 +123,13 @@ class ModpExchange(KeyExchangeContext):
         # further subgroup test is required for them.
         if not 1 < y < self._p - 1:
             raise InvalidPublicValue(f"{self.transform}: peer public value not in (1, p-1)")
+        if not self._openssl:
+            return pow(y, self._x, self._p).to_bytes(self._size, "big")
+        numbers, _params = _modp_parameters(self._group)
         with _ffdh_quiet():
             try:
-                peer = dh.DHPublicNumbers(y, self._numbers).public_key()
-                secret = self._private.exchange(peer)
+                peer = dh.DHPublicNumbers(y, numbers).public_key()
+                secret = self._openssl_key().exchange(peer)
             except ValueError as exc:
                 raise InvalidPublicValue(f"{self.transform}: {exc}") from None
         return secret.rjust(self._size, b"\x00")

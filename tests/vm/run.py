@@ -1,0 +1,203 @@
+"""The kernel VM lane (lane 3): boot a stock Debian kernel once under QEMU and run every
+``kernel`` / ``virtio`` marked test inside it.
+
+The host kernel has no AF_ALG and no XFRM ESP; a stock distribution kernel booted with
+virtme-ng (the host root filesystem shared read-only over 9p) has both. One boot per run,
+because the guest is slow (TCG, about 6x slower Python) and the boot costs about 25 s.
+
+What the guest gets:
+- a QEMU virtio-crypto device (id ``crypto0``; PCI 1af4:1054, kernel driver virtio_crypto);
+- a QMP monitor for hot-unplug tests: QEMU's QMP socket on the host is relayed by this
+  script to a virtio serial port the guest sees as ``$OCFPY_VM_QMP`` (see tests/vm/qmp.py);
+- a read-write results directory (``--results``, default results/vm/) where the guest
+  writes junit.xml and pytest.log.
+
+The exit code is pytest's exit code inside the guest (0 all passed, 1 failures, 5 nothing
+collected, ...), 77 when the host lacks a prerequisite (the reason is printed), 124 on the
+wall-clock limit. Usage (from the repository root): ``scripts/vm-lane.sh [-- PYTEST ARGS]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SKIP = 77  # the automake convention for "skipped": CI can tell it from a failure
+GUEST_QMP_PORT = "ocfpy.qmp"
+CRYPTO_DEVICE_ID = "crypto0"
+
+
+def find_vng() -> str | None:
+    for candidate in (os.environ.get("OCFPY_VNG"), str(REPO / ".vm/vng/bin/vng"),
+                      "/opt/ocfpy-vng/bin/vng", shutil.which("vng")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def find_kernel() -> str | None:
+    images = sorted(glob.glob("/boot/vmlinuz-*-amd64"), key=_version_key)
+    return os.environ.get("OCFPY_VM_KERNEL") or (images[-1] if images else None)
+
+
+def _version_key(path: str) -> list:
+    import re
+
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
+
+
+def missing_prerequisites(vng: str | None, kernel: str | None, python: Path) -> list[str]:
+    missing = []
+    if shutil.which("qemu-system-x86_64") is None:
+        missing.append("qemu-system-x86_64 (apt: qemu-system-x86)")
+    if vng is None:
+        missing.append("vng (virtme-ng==1.42; run scripts/vm-lane-install.sh)")
+    if kernel is None:
+        missing.append("a kernel image /boot/vmlinuz-*-amd64 (apt: linux-image-amd64)")
+    elif not os.access(kernel, os.R_OK):
+        missing.append(f"read access to {kernel} (run as root)")
+    elif not Path("/lib/modules", Path(kernel).name.removeprefix("vmlinuz-")).is_dir():
+        missing.append(f"modules for {kernel} under /lib/modules")
+    if not shutil.which("busybox"):
+        missing.append("busybox (apt: busybox-static)")
+    if not python.exists():
+        missing.append(f"the project venv {python} (python3 -m venv .venv && "
+                       ".venv/bin/pip install -e '.[test]')")
+    return missing
+
+
+class QmpRelay(threading.Thread):
+    """Pipes bytes between QEMU's QMP socket and the guest's serial port socket."""
+
+    def __init__(self, qmp_path: Path, port_path: Path):
+        super().__init__(daemon=True, name="ocfpy-kern-qmp-relay")
+        self.qmp_path, self.port_path = qmp_path, port_path
+        self.stop = threading.Event()
+
+    def _connect(self, path: Path) -> socket.socket | None:
+        while not self.stop.is_set():
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(path))
+                return s
+            except OSError:
+                s.close()
+                time.sleep(0.2)
+        return None
+
+    def run(self) -> None:
+        qmp = self._connect(self.qmp_path)
+        port = self._connect(self.port_path) if qmp else None
+        if qmp is None or port is None:
+            return
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(qmp, selectors.EVENT_READ, port)
+        sel.register(port, selectors.EVENT_READ, qmp)
+        while not self.stop.is_set():
+            for key, _ in sel.select(timeout=0.5):
+                try:
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                except OSError:
+                    data = b""
+                if not data:
+                    return
+                key.data.sendall(data)
+
+
+def guest_command(python: Path, results_guest: str, pytest_args: list[str]) -> str:
+    env = {
+        "OCFPY_VM_LANE": "1",
+        "OCFPY_VM_RESULTS": results_guest,
+        "OCFPY_VM_QMP_PORT": GUEST_QMP_PORT,
+        "OCFPY_VM_CRYPTO_DEVICE": CRYPTO_DEVICE_ID,
+        "OCFPY_KAT_DRIVERS": os.environ.get("OCFPY_KAT_DRIVERS", "af_alg"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOME": "/tmp",
+        "PATH": f"{python.parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    pytest = [
+        str(python), "-m", "pytest", "-m", "kernel or virtio", "-p", "no:cacheprovider",
+        f"--junitxml={results_guest}/junit.xml", "-o", "junit_family=xunit2",
+        *pytest_args,
+    ]
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    return (f"cd {shlex.quote(str(REPO))} && export {exports} && "
+            f"{{ uname -a; {shlex.join(pytest)}; }} > {results_guest}/pytest.log 2>&1; "
+            f"rc=$?; tail -n 40 {results_guest}/pytest.log; exit $rc")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=REPO / "results" / "vm",
+                        help="where junit.xml and pytest.log land (default: results/vm)")
+    parser.add_argument("--timeout", type=int, default=1500, help="wall-clock limit, s")
+    parser.add_argument("--memory", default="2G")
+    parser.add_argument("--no-virtio-crypto", action="store_true")
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = parser.parse_args(argv)
+
+    python = REPO / ".venv" / "bin" / "python"
+    vng, kernel = find_vng(), find_kernel()
+    missing = missing_prerequisites(vng, kernel, python)
+    if missing:
+        print("vm-lane: SKIPPED, missing: " + "; ".join(missing), file=sys.stderr)
+        return SKIP
+
+    results = args.results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    for stale in ("junit.xml", "pytest.log", "qmp.sock", "qmp-port.sock"):
+        (results / stale).unlink(missing_ok=True)
+    qmp_sock, port_sock = results / "qmp.sock", results / "qmp-port.sock"
+    qemu_opts = [
+        "-qmp", f"unix:{qmp_sock},server=on,wait=off",
+        "-device", "virtio-serial-pci,id=ocfpyser",
+        "-chardev", f"socket,id=ocfpyqmp,path={port_sock},server=on,wait=off",
+        "-device", f"virtserialport,bus=ocfpyser.0,name={GUEST_QMP_PORT},chardev=ocfpyqmp",
+    ]
+    if not args.no_virtio_crypto:
+        qemu_opts += [
+            "-object", "cryptodev-backend-builtin,id=cryptodev0",
+            "-device", f"virtio-crypto-pci,id={CRYPTO_DEVICE_ID},cryptodev=cryptodev0",
+        ]
+    cmd = [
+        vng, "--run", kernel, "--disable-kvm", "--memory", args.memory,
+        f"--rwdir={results}", f"--qemu-opts={' '.join(qemu_opts)}",
+        "--exec", guest_command(python, str(results), args.pytest_args),
+    ]
+    env = dict(os.environ, PATH=f"{Path(vng).parent}:{os.environ.get('PATH', '')}")
+    relay = QmpRelay(qmp_sock, port_sock)
+    relay.start()
+    start = time.monotonic()
+    print(f"vm-lane: booting {kernel} (TCG) with {vng}", flush=True)
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, env=env, timeout=args.timeout,
+                              check=False)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        print(f"vm-lane: TIMEOUT after {args.timeout} s", file=sys.stderr)
+        rc = 124
+    finally:
+        relay.stop.set()
+    wall = time.monotonic() - start
+    junit = results / "junit.xml"
+    print(f"vm-lane: exit {rc}, wall {wall:.1f} s, results in {results}"
+          f"{'' if junit.exists() else ' (no junit.xml: the guest did not get to pytest)'}")
+    if rc == 0 and not junit.exists():
+        return 1  # never report success without evidence
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
