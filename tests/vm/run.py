@@ -167,9 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         "-device", f"virtserialport,bus=ocfpyser.0,name={GUEST_QMP_PORT},chardev=ocfpyqmp",
     ]
     if not args.no_virtio_crypto:
+        # vng boots q35, whose root bus (pcie.0) cannot hot-unplug: the device sits behind a
+        # PCIe root port so QMP device_del is a real unplug; a second, empty port takes a
+        # device_add (hot-plug) during the drivers tests.
         qemu_opts += [
+            "-device", "pcie-root-port,id=ocfpyrp0,bus=pcie.0,chassis=1,slot=1",
+            "-device", "pcie-root-port,id=ocfpyrp1,bus=pcie.0,chassis=2,slot=2",
             "-object", "cryptodev-backend-builtin,id=cryptodev0",
-            "-device", f"virtio-crypto-pci,id={CRYPTO_DEVICE_ID},cryptodev=cryptodev0",
+            "-device", f"virtio-crypto-pci,id={CRYPTO_DEVICE_ID},cryptodev=cryptodev0,"
+                       "bus=ocfpyrp0",
         ]
     cmd = [
         vng, "--run", kernel, "--disable-kvm", "--memory", args.memory,
