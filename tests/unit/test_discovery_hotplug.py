@@ -308,16 +308,16 @@ def test_bind_of_a_known_device_adds_a_driver(monitor):
     present.extend(records)
     child = records[0].children[0]
     monitor.handle(HotplugEvent("bind", child.sys_path, "virtio", "virtio_crypto", records[0]))
-    assert attachment.added == ["virtio_crypto@0000:00:04.0"]
-    rec = registry.get("virtio_crypto@0000:00:04.0")
+    assert attachment.added == ["virtio_crypto@0000:01:00.0"]
+    rec = registry.get("virtio_crypto@0000:01:00.0")
     assert rec.status is Status.ACTIVE and rec.kind is DriverKind.HARDWARE
     key, iv, data = os.urandom(16), os.urandom(16), os.urandom(32)
     s = Dispatcher(registry).open("aes128", key=key)
-    assert s.driver == "virtio_crypto@0000:00:04.0"
+    assert s.driver == "virtio_crypto@0000:01:00.0"
     assert s.encrypt(iv, data) == _cbc(key, iv, data)
     # a second bind event for a device already active adds nothing
     monitor.handle(HotplugEvent("bind", child.sys_path, "virtio", "virtio_crypto", records[0]))
-    assert attachment.added == ["virtio_crypto@0000:00:04.0"]
+    assert attachment.added == ["virtio_crypto@0000:01:00.0"]
 
 
 def test_real_monitor_starts_and_stops():
