@@ -1,14 +1,19 @@
 """Contexts over a transport handle: the IKE/ESP conventions on top of kernel algorithms.
 
-Every request is fenced by the device's `Presence`: a request is refused before it starts if
-the device is already gone, and its result is thrown away (DriverFailure, so the dispatcher
-retries it on another driver) if the device went while it ran. A result is returned only if
-the device was present from start to finish, so a vanishing device never yields wrong bytes.
+Every request goes through a runner and is fenced by the device's `Presence`: a request is
+refused before it starts if the device is already gone, and its result is thrown away
+(DriverFailure, so the dispatcher retries it on another driver) if the device went while it
+ran. A result is returned only if the device was present from start to finish, so a vanishing
+device never yields wrong bytes. `GuardedRunner` also stops waiting for a request the device
+lost (see there).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
+from collections.abc import Callable
 
 from ocfpy.catalogue import Transform
 from ocfpy.driver import AeadContext, CipherContext, HashContext, MacContext, PrfContext
@@ -46,6 +51,101 @@ class Presence:
                                 f"({self.reason}); result discarded")
 
 
+class DirectRunner:
+    """Runs each request on the caller's thread, fenced by the device's presence."""
+
+    def __init__(self, presence: Presence):
+        self.presence = presence
+
+    def call(self, fn, *args):
+        ticket = self.presence.enter()
+        out = fn(*args)
+        self.presence.leave(ticket)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class _Job:
+    __slots__ = ("fn", "args", "done", "result", "error")
+
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+        self.done = threading.Event()
+        self.result = None
+        self.error: BaseException | None = None
+
+
+class GuardedRunner(DirectRunner):
+    """Runs each request on a helper thread and waits for it with a deadline.
+
+    For devices whose kernel driver can lose a request: virtio_crypto (Linux 6.1, measured in
+    the VM lane) frees in-flight requests on hot-unplug without completing them, so the
+    AF_ALG caller would sleep in the kernel forever, uninterruptibly. Here the caller stops
+    waiting when the device is reported gone or the deadline passes (then the whole device is
+    declared gone through ``on_stuck``), raises DriverFailure, and the dispatcher retries the
+    request elsewhere; the helper thread stays behind in the kernel. Costs a thread hand-off
+    per request, which is why it is only used where the driver needs it.
+    """
+
+    POLL = 0.05
+
+    def __init__(self, presence: Presence, deadline: float,
+                 on_stuck: Callable[[str], None] | None = None):
+        super().__init__(presence)
+        self.deadline = deadline
+        self.on_stuck = on_stuck
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.stuck = False
+
+    def _worker(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                job.result = job.fn(*job.args)
+            except BaseException as exc:  # handed to the caller
+                job.error = exc
+            job.done.set()
+
+    def call(self, fn, *args):
+        ticket = self.presence.enter()
+        if self.stuck:
+            raise DriverFailure(f"{self.presence.label}: a request is stuck in the device")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._worker, daemon=True,
+                                            name=f"ocfpy-accel-{self.presence.label}")
+            self._thread.start()
+        job = _Job(fn, args)
+        self._jobs.put(job)
+        limit = time.monotonic() + self.deadline
+        while not job.done.wait(self.POLL):
+            if self.presence.gone or time.monotonic() > limit:
+                self.stuck = True
+                why = (f"device gone ({self.presence.reason})" if self.presence.gone else
+                       f"no answer within {self.deadline:g} s")
+                if not self.presence.gone and self.on_stuck is not None:
+                    self.on_stuck(f"a request got no answer within {self.deadline:g} s")
+                raise DriverFailure(f"{self.presence.label}: request abandoned: {why}")
+        if job.error is not None:
+            raise job.error
+        self.presence.leave(ticket)
+        return job.result
+
+    def close(self) -> None:
+        if self._thread is not None and not self.stuck:
+            self._jobs.put(None)
+
+
+# Handles of a vanished device are never closed: closing frees the kernel transform, and
+# virtio_crypto (6.1) then talks to a device it has already freed. Keeping them referenced
+# also keeps the garbage collector from closing them.
+_ABANDONED: list[object] = []
+
+
 def _key_check(transform: Transform, key: bytes | None) -> bytes:
     if key is None or len(key) != transform.keymat_size:
         got = 0 if key is None else len(key)
@@ -56,20 +156,26 @@ def _key_check(transform: Transform, key: bytes | None) -> bytes:
 
 class _Fenced:
     _handle: CipherHandle | AeadHandle | HashHandle
+    _runner: DirectRunner
 
     def close(self) -> None:
         handle, self._handle = self._handle, None  # type: ignore[assignment]
-        if handle is not None:
-            handle.close()
+        if handle is None:
+            return
+        if self._runner.presence.gone or getattr(self._runner, "stuck", False):
+            _ABANDONED.append(handle)
+            return
+        self._runner.close()
+        handle.close()
 
 
 class CbcContext(_Fenced, CipherContext):
     """AES-CBC (RFC 3602) on ``cbc(aes)``: 16-byte IV, whole blocks."""
 
     def __init__(self, transform: Transform, key: bytes | None, transport: Transport,
-                 implementation: str, presence: Presence):
+                 implementation: str, runner: DirectRunner):
         self.transform = transform
-        self._presence = presence
+        self._runner = runner
         self._handle = transport.cipher(implementation, _key_check(transform, key))
 
     def _run(self, encrypt: bool, iv: bytes, data: bytes) -> bytes:
@@ -80,13 +186,10 @@ class CbcContext(_Fenced, CipherContext):
                                "number of 16-byte blocks")
         if not data:
             return b""
-        ticket = self._presence.enter()
         handle = self._handle
         if handle is None:
-            raise DriverFailure(f"{self._presence.label}: context closed")
-        out = handle.encrypt(iv, data) if encrypt else handle.decrypt(iv, data)
-        self._presence.leave(ticket)
-        return out
+            raise DriverFailure(f"{self._runner.presence.label}: context closed")
+        return self._runner.call(handle.encrypt if encrypt else handle.decrypt, iv, data)
 
     def encrypt(self, iv: bytes, data: bytes) -> bytes:
         return self._run(True, iv, data)
@@ -103,13 +206,10 @@ class CtrContext(CbcContext):
             raise InvalidInput(f"{self.transform.keyword} takes an 8-byte IV, not {len(iv)}")
         if not data:
             return b""
-        ticket = self._presence.enter()
         handle = self._handle
         if handle is None:
-            raise DriverFailure(f"{self._presence.label}: context closed")
-        out = handle.encrypt(iv, data) if encrypt else handle.decrypt(iv, data)
-        self._presence.leave(ticket)
-        return out
+            raise DriverFailure(f"{self._runner.presence.label}: context closed")
+        return self._runner.call(handle.encrypt if encrypt else handle.decrypt, iv, data)
 
 
 class EspAeadContext(_Fenced, AeadContext):
@@ -118,9 +218,9 @@ class EspAeadContext(_Fenced, AeadContext):
     assoclen, not authenticated)."""
 
     def __init__(self, transform: Transform, key: bytes | None, transport: Transport,
-                 implementation: str, presence: Presence):
+                 implementation: str, runner: DirectRunner):
         self.transform = transform
-        self._presence = presence
+        self._runner = runner
         self._handle = transport.aead(implementation, _key_check(transform, key),
                                       transform.icv_size)
 
@@ -131,17 +231,11 @@ class EspAeadContext(_Fenced, AeadContext):
 
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         iv = self._iv(iv)
-        ticket = self._presence.enter()
-        out = self._handle.seal(iv, aad + iv, plaintext)  # type: ignore[union-attr]
-        self._presence.leave(ticket)
-        return out
+        return self._runner.call(self._handle.seal, iv, aad + iv, plaintext)  # type: ignore[union-attr]
 
     def open(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         iv = self._iv(iv)
-        ticket = self._presence.enter()
-        out = self._handle.open(iv, aad + iv, ciphertext)  # type: ignore[union-attr]
-        self._presence.leave(ticket)
-        return out
+        return self._runner.call(self._handle.open, iv, aad + iv, ciphertext)  # type: ignore[union-attr]
 
 
 class GcmContext(EspAeadContext):
@@ -149,9 +243,9 @@ class GcmContext(EspAeadContext):
     salt || IV. The kernel cannot take an empty request, which ESP never makes."""
 
     def __init__(self, transform: Transform, key: bytes | None, transport: Transport,
-                 implementation: str, presence: Presence):
+                 implementation: str, runner: DirectRunner):
         self.transform = transform
-        self._presence = presence
+        self._runner = runner
         key = _key_check(transform, key)
         self._salt = key[transform.key_size:]
         self._handle = transport.aead(implementation, key[: transform.key_size],
@@ -162,39 +256,28 @@ class GcmContext(EspAeadContext):
         if not plaintext and not aad:
             raise InvalidInput(f"{self.transform.keyword}: the kernel's gcm(aes) takes no "
                                "empty request")
-        ticket = self._presence.enter()
-        out = self._handle.seal(nonce, aad, plaintext)  # type: ignore[union-attr]
-        self._presence.leave(ticket)
-        return out
+        return self._runner.call(self._handle.seal, nonce, aad, plaintext)  # type: ignore[union-attr]
 
     def open(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         nonce = self._salt + self._iv(iv)
-        ticket = self._presence.enter()
-        out = self._handle.open(nonce, aad, ciphertext)  # type: ignore[union-attr]
-        self._presence.leave(ticket)
-        return out
+        return self._runner.call(self._handle.open, nonce, aad, ciphertext)  # type: ignore[union-attr]
 
 
 class _Digest(_Fenced):
-    _presence: Presence
-
     def _digest(self, data: bytes) -> bytes:
-        ticket = self._presence.enter()
         handle = self._handle
         if handle is None:
-            raise DriverFailure(f"{self._presence.label}: context closed")
-        out = handle.digest(data)  # type: ignore[union-attr]
-        self._presence.leave(ticket)
-        return out
+            raise DriverFailure(f"{self._runner.presence.label}: context closed")
+        return self._runner.call(handle.digest, data)  # type: ignore[union-attr]
 
 
 class MacContextOnHash(_Digest, MacContext):
     """HMAC-SHA1/SHA2 (RFC 2404, RFC 4868) or AES-XCBC-MAC-96 (RFC 3566), truncated."""
 
     def __init__(self, transform: Transform, key: bytes | None, transport: Transport,
-                 implementation: str, presence: Presence):
+                 implementation: str, runner: DirectRunner):
         self.transform = transform
-        self._presence = presence
+        self._runner = runner
         self._handle = transport.hash(implementation, _key_check(transform, key))
 
     def compute(self, data: bytes) -> bytes:
@@ -205,11 +288,11 @@ class HmacPrfContext(_Digest, PrfContext):
     """PRF-HMAC-SHA1/SHA2: keys of any length (RFC 2104 hashes long keys itself)."""
 
     def __init__(self, transform: Transform, key: bytes | None, transport: Transport,
-                 implementation: str, presence: Presence):
+                 implementation: str, runner: DirectRunner):
         if key is None:
             raise InvalidKey(f"{transform.keyword} needs a key")
         self.transform = transform
-        self._presence = presence
+        self._runner = runner
         self._handle = transport.hash(implementation, key)
 
     def prf(self, data: bytes) -> bytes:
@@ -221,25 +304,23 @@ class CmacPrfContext(HmacPrfContext):
     AES-CMAC(0^128, key), on the same device."""
 
     def __init__(self, transform: Transform, key: bytes | None, transport: Transport,
-                 implementation: str, presence: Presence):
+                 implementation: str, runner: DirectRunner):
         if key is None:
             raise InvalidKey(f"{transform.keyword} needs a key")
         if len(key) != 16:
             condense = transport.hash(implementation, bytes(16))
             try:
-                ticket = presence.enter()
-                key = condense.digest(key)
-                presence.leave(ticket)
+                key = runner.call(condense.digest, key)
             finally:
                 condense.close()
-        super().__init__(transform, key, transport, implementation, presence)
+        super().__init__(transform, key, transport, implementation, runner)
 
 
 class HashContextOnHash(_Digest, HashContext):
     def __init__(self, transform: Transform, key: bytes | None, transport: Transport,
-                 implementation: str, presence: Presence):
+                 implementation: str, runner: DirectRunner):
         self.transform = transform
-        self._presence = presence
+        self._runner = runner
         self._handle = transport.hash(implementation, None)
 
     def digest(self, data: bytes) -> bytes:

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import cmac, hashes
 from cryptography.hazmat.primitives import hmac as chmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from ocfpy.drivers.kernel_accel import Transport, detect
+from ocfpy.drivers.kernel_accel import KernelAccelDriver, Transport, detect
 
 from ocfpy import discovery
 from ocfpy.dispatcher import Dispatcher
@@ -330,3 +331,69 @@ def test_real_monitor_starts_and_stops():
     finally:
         m.stop()
     assert not m.running
+
+
+# -- a device that loses a request (virtio_crypto on Linux 6.1 does, on unplug) ----------------
+def _guarded_pair(monitor, deadline):
+    records, algorithms = recorded("qat-c62x-up")
+    transport = CryptographyTransport(algorithms)
+    drivers = [KernelAccelDriver(d, transport, check_sysfs=False, monitor=monitor,
+                                 guarded=True, deadline=deadline)
+               for d in discovery.discover(records, algorithms)]
+    return drivers, transport
+
+
+def test_a_lost_request_is_abandoned_and_the_device_given_up(monitor):
+    drivers, transport = _guarded_pair(monitor, deadline=0.3)
+    registry = Registry.from_drivers(drivers)
+    d = Dispatcher(registry)
+    key = os.urandom(16)
+    s = d.open("aes128", key=key)
+    other = d.open("aes128", key=key)  # lands on the other device (fewest sessions)
+    victim = next(x for x in drivers if x.name == s.driver)
+    release = threading.Event()
+    lost: list[int] = []
+
+    def lose_it():  # the device swallows the first request: it never returns by itself
+        if not lost:
+            lost.append(1)
+            release.wait(10)
+
+    transport.during = lose_it
+    try:
+        iv, data = os.urandom(16), os.urandom(64)
+        assert s.encrypt(iv, data) == _cbc(key, iv, data)  # answered by the other device
+    finally:
+        transport.during = None
+        release.set()
+    assert s.driver != victim.name and s.errors == 1
+    assert registry.get(victim.name).status is Status.GONE
+    assert "no answer within 0.3 s" in registry.get(victim.name).reason
+    assert other.driver != victim.name
+
+
+def test_waiting_stops_as_soon_as_the_device_is_reported_gone(monitor):
+    drivers, transport = _guarded_pair(monitor, deadline=30)
+    registry = Registry.from_drivers(drivers)
+    s = Dispatcher(registry).open("aes256", key=bytes(32))
+    victim = next(x for x in drivers if x.name == s.driver)
+    release = threading.Event()
+    lost: list[int] = []
+
+    def lose_and_unplug():
+        if not lost:
+            lost.append(1)
+            threading.Timer(0.2, monitor.handle, [HotplugEvent(
+                "unbind", victim.device.sys_path + "/virtio9", "virtio", "virtio_crypto")]).start()
+            release.wait(10)
+
+    transport.during = lose_and_unplug
+    try:
+        t0 = time.monotonic()
+        iv, data = bytes(16), bytes(32)
+        assert s.encrypt(iv, data) == _cbc(bytes(32), iv, data)
+        assert time.monotonic() - t0 < 5  # not the 30 s deadline
+    finally:
+        transport.during = None
+        release.set()
+    assert registry.get(victim.name).status is Status.GONE
