@@ -55,7 +55,15 @@ class Dispatcher:
         self._lock = threading.RLock()
         self.registry.subscribe(self._on_registry_event)
         if self.backend is not None:
-            self._check_backend(self.backend)
+            try:
+                self._check_backend(self.backend)
+            except BackendUnavailable as exc:
+                # strict=False promises a fallback per session (logged, counted), also when
+                # the forced backend is unusable here as a whole (af_alg on a host kernel
+                # without AF_ALG); only a strict dispatcher refuses up front.
+                if strict:
+                    raise
+                log.warning("%s; sessions will fall back", exc)
 
     # -- policy ------------------------------------------------------------------------------
     def set_handler(self, algorithm: str, driver: str | None) -> None:
@@ -175,8 +183,9 @@ class Dispatcher:
         record.sessions.discard(session)
 
     def _migrate(self, session: Session, failure: BaseException | str,
-                 failed_ctx: object | None = None) -> None:
-        """Re-create the session on the next driver, with the same key.
+                 failed: set[str] | None = None, failed_ctx: object | None = None) -> None:
+        """Re-create the session on the next driver, with the same key, avoiding the drivers
+        that already failed this request.
 
         With ``failed_ctx``, only if the session still runs on that context: a registry event
         may have moved it already while the failed request was in flight.
@@ -186,7 +195,7 @@ class Dispatcher:
                 return
             old = session._record
             backend, strict = session._policy
-            exclude = {old.name}
+            exclude = {old.name} | (failed or set())
             while True:
                 try:
                     record = self._choose(session.transform, backend, strict, exclude)

@@ -70,11 +70,13 @@ class AeadContext(Context):
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """Return ciphertext || ICV."""
 
-    def one_shot(self) -> tuple[Callable[[bytes, bytes, bytes], bytes], bytes] | None:
-        """(encrypt(nonce, plaintext, aad), salt) if seal() is exactly
-        ``encrypt(salt + iv, plaintext, aad)`` for an 8-byte IV, with no driver state that can
-        fail on its own (a software call). The session then calls it directly. Devices that can
-        fail must return None so that every operation goes through seal() and can migrate."""
+    def one_shot(self) -> tuple[Callable[[bytes, bytes, bytes], bytes],
+                                Callable[[bytes, bytes, bytes], bytes], bytes] | None:
+        """(encrypt(nonce, pt, aad), decrypt(nonce, ct, aad), salt) if seal() and open() are
+        exactly those calls with nonce = salt + iv for an 8-byte IV, with no driver state that can
+        fail on its own (a software call). The session then calls them directly and falls back
+        to seal()/open() for anything they raise. Devices that can fail return None, so that
+        every operation goes through seal()/open() and can migrate."""
         return None
 
     @abstractmethod

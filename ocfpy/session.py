@@ -86,28 +86,37 @@ class Session:
         return f"<{type(self).__name__} {self.transform.keyword} on {self.driver}>"
 
     # -- migration -------------------------------------------------------------------------
-    def _retry(self, failure: DriverFailure, failed: Context, method: str, *args):
-        """The driver failed this request: move to the next driver and run it again there.
+    def _retry(self, failure: DriverFailure, ctx: Context, method: str, *args):
+        """The driver failed this request: move to the next driver and run it again there,
+        as often as drivers fail, until one serves it or none is left (then _migrate raises).
 
-        ``failed`` is the context the request ran on: if the session already moved while the
-        request was in flight (a hot-unplug seen by the registry, or a driver that reports
+        ``ctx`` is the context the request failed on. If the session already left it while
+        the request was in flight (a hot-unplug seen by the registry, or a driver reporting
         itself gone from inside the failing call), it is not moved again, only retried.
         """
-        self.errors += 1
-        self._dispatcher._migrate(self, failure, failed)  # rebinds through _bind()
-        return getattr(self._ctx, method)(*args)
+        failed: set[str] = set()
+        while True:
+            self.errors += 1
+            if self._ctx is ctx:
+                failed.add(self._record.name)
+            self._dispatcher._migrate(self, failure, failed, ctx)  # rebinds through _bind()
+            ctx = self._ctx
+            try:
+                return getattr(ctx, method)(*args)
+            except DriverFailure as again:
+                failure = again
 
 
 class AeadSession(Session):
     # _enc/_salt: a context whose seal is "salt || iv, then one C call" may expose that call
     # (AeadContext.one_shot()); the session then makes it itself and saves a Python frame per
     # packet, which is most of the dispatch overhead at 1400 bytes.
-    __slots__ = ("_enc", "_salt")
+    __slots__ = ("_enc", "_dec", "_salt")
 
     def _bind(self, ctx: Context) -> None:
         self._ctx = ctx
         parts = ctx.one_shot()  # type: ignore[attr-defined]
-        self._enc, self._salt = parts if parts else (None, b"")
+        self._enc, self._dec, self._salt = parts if parts else (None, None, b"")
 
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
         """Encrypt and authenticate; returns ciphertext || ICV."""
@@ -129,6 +138,15 @@ class AeadSession(Session):
 
     def open(self, iv: bytes, ciphertext: bytes, aad: bytes = b"") -> bytes:
         """Verify and decrypt ciphertext || ICV; raises AuthenticationError."""
+        dec = self._dec
+        if dec is not None and len(iv) == 8:
+            try:
+                out = dec(self._salt + iv, ciphertext, aad)
+                self.ops += 1
+                self.bytes += len(ciphertext)
+                return out
+            except Exception:  # InvalidTag and bad input: the context words the error
+                pass
         ctx = self._ctx
         try:
             out = ctx.open(iv, ciphertext, aad)

@@ -21,6 +21,8 @@ Errors are translated once, here, into the framework's vocabulary:
 
 Facts this relies on (measured in the VM lane, see docs/af_alg.md): AEAD input is
 AAD || PT (encrypt) or AAD || CT || TAG (decrypt) and the output repeats the AAD region;
+a recv() with a zero-length buffer does not run the request at all (so an AEAD open whose
+output is empty must still offer a 1-byte buffer, or a forged tag would pass);
 ALG_SET_KEY and ALG_SET_AEAD_AUTHSIZE go on the bound socket before accept(); the kernel
 serves one request at a time per operation socket. Linux 7.2 deprecates AF_ALG, so callers
 must probe at run time (`available()`), never assume.
@@ -320,7 +322,7 @@ class AeadOp(_Op):
         op = self._op
         try:
             op.sendmsg_afalg(parts, op=ALG_OP_ENCRYPT, iv=iv, assoclen=n)
-            out = op.recv(n + len(plaintext) + self.authsize)
+            out = op.recv(n + len(plaintext) + self.authsize or 1)
         except OSError as exc:
             raise self._fail(exc, "encrypt") from None
         return out[n:]
@@ -340,7 +342,10 @@ class AeadOp(_Op):
         op = self._op
         try:
             op.sendmsg_afalg(parts, op=ALG_OP_DECRYPT, iv=iv, assoclen=n)
-            out = op.recv(n + len(ciphertext) - self.authsize)
+            # Never recv into an empty buffer: the kernel then skips the request entirely
+            # (returns 0 bytes, tag unchecked) and leaves it queued, so an empty-AAD,
+            # empty-payload open would "succeed" with any tag (measured, Linux 6.1).
+            out = op.recv(n + len(ciphertext) - self.authsize or 1)
         except OSError as exc:
             raise self._fail(exc, "decrypt") from None
         return out[n:]

@@ -171,16 +171,19 @@ class EcpExchange(KeyExchangeContext):
         return secret.rjust(self._coord, b"\x00")
 
 
+_MONTGOMERY = {
+    "x25519": (x25519.X25519PrivateKey, x25519.X25519PublicKey),
+    "x448": (x448.X448PrivateKey, x448.X448PublicKey),
+}
+
+
 class MontgomeryExchange(KeyExchangeContext):
     """X25519 / X448: raw little-endian public values; all-zero results rejected."""
 
     def __init__(self, transform: Transform, key: bytes | None):
         self.transform = transform
-        mod = x25519 if transform.keyword == "x25519" else x448
         self._size = transform.public_size
-        self._public_cls = (
-            mod.X25519PublicKey if mod is x25519 else mod.X448PublicKey)  # type: ignore[attr-defined]
-        private_cls = mod.X25519PrivateKey if mod is x25519 else mod.X448PrivateKey  # type: ignore[attr-defined]
+        private_cls, self._public_cls = _MONTGOMERY[transform.keyword]
         if key is None:
             self._private = private_cls.generate()
         else:

@@ -304,6 +304,8 @@ def _ikev2_kdf() -> Iterator[KatCase]:
 
 
 # -- key exchange ----------------------------------------------------------------------------
+# Not used: the RFC 5114 DH vectors in cryptography-vectors. Their groups (22-24) are not in the
+# catalogue, and RFC 8247 says MUST NOT for them in IKEv2.
 _ECP = {"P-256": "ecp256", "P-384": "ecp384", "P-521": "ecp521",
         "secp256r1": "ecp256", "secp384r1": "ecp384", "secp521r1": "ecp521"}
 

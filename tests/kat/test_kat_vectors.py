@@ -1,4 +1,5 @@
-"""The KAT runner: every driver x every transform x every vector file, through sessions.
+"""The KAT runner: every driver x every transform x every vector file, through dispatcher
+sessions and through the driver's raw contexts.
 
 Drivers come from OCFPY_KAT_DRIVERS (comma list of driver names), or else every driver the
 entry points make active here. The same file runs inside the kernel VM for af_alg
@@ -23,6 +24,11 @@ from .cases import LOADERS, KatCase
 from .sources import MissingVectors
 
 ENV = "OCFPY_KAT_DRIVERS"
+
+# The VM lane (tests/vm/run.py) boots a kernel with AF_ALG, sets OCFPY_VM_LANE=1 and
+# OCFPY_KAT_DRIVERS, and selects tests with -m "kernel or virtio": there, this runner is
+# kernel-lane work and carries the marker; on the host it is plain unit-lane work.
+LANE_MARKS = [pytest.mark.kernel] if os.environ.get("OCFPY_VM_LANE") == "1" else []
 
 
 @cache
@@ -56,14 +62,15 @@ def _params() -> list:
     params = []
     names = driver_names()
     if not names:  # never an empty (silently skipped) parameter set
-        params.append(pytest.param("(none)", "-", "-", id="no-active-driver"))
+        params.append(pytest.param("(none)", "-", "-", id="no-active-driver", marks=LANE_MARKS))
     for driver in names:
         for file_id, by_keyword in cases_by_file().items():
             if not by_keyword:
-                params.append(pytest.param(driver, "-", file_id, id=f"{driver}-{file_id}"))
+                params.append(pytest.param(driver, "-", file_id, id=f"{driver}-{file_id}",
+                                           marks=LANE_MARKS))
             for keyword in sorted(by_keyword):
                 params.append(pytest.param(driver, keyword, file_id,
-                                           id=f"{driver}-{keyword}-{file_id}"))
+                                           id=f"{driver}-{keyword}-{file_id}", marks=LANE_MARKS))
     return params
 
 
@@ -94,12 +101,18 @@ def test_known_answers(driver: str, keyword: str, file_id: str) -> None:
     def open_session(t, key):
         return dispatcher.open(t, key=key)
 
+    # Both layers: the session (which may call a one-shot context's C function itself) and
+    # the driver's raw context (what admission tests and what a migration lands on).
+    openers = {"session": open_session, "context": record.driver.new_context}
     failures = []
     cases = cases_by_file()[file_id][keyword]
     for case in cases:
-        try:
-            check_vector(open_session, transform, case.vector)
-        except Exception as exc:
-            failures.append(f"{case.case}: {type(exc).__name__}: {exc}")
-    assert not failures, (f"{len(failures)} of {len(cases)} cases failed on {driver}:\n"
+        for layer, opener in openers.items():
+            if layer == "context" and "seed" in case.vector:
+                continue  # prf+ lives in PrfSession, contexts only have prf()
+            try:
+                check_vector(opener, transform, case.vector)
+            except Exception as exc:
+                failures.append(f"{case.case} [{layer}]: {type(exc).__name__}: {exc}")
+    assert not failures, (f"{len(failures)} checks of {len(cases)} cases failed on {driver}:\n"
                           + "\n".join(failures[:10]))

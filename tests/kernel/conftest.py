@@ -6,26 +6,35 @@ without AF_ALG they skip with a reason that says where they run; they never pass
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ocfpy.kernel import afalg
 from tests.vm.guest import HOST_SKIP_REASON, in_vm_lane
 
+HERE = Path(__file__).resolve().parent
+
 
 def pytest_collection_modifyitems(config, items):
-    here = __file__.rsplit("/", 1)[0]
-    for item in items:
-        if str(item.fspath).startswith(here):
-            item.add_marker(pytest.mark.kernel)
-
-
-@pytest.fixture(autouse=True)
-def _needs_af_alg():
     reason = afalg.available()
-    if reason:
-        pytest.skip(f"{HOST_SKIP_REASON} ({reason})")
+    skip = pytest.mark.skip(reason=f"{HOST_SKIP_REASON} ({reason})") if reason else None
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.kernel)
+            if skip is not None:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
 def vm_lane() -> bool:
     return in_vm_lane()
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """One registry for the whole run: loading it runs every driver's self-tests, which
+    costs seconds in the (slow, emulated) guest."""
+    from ocfpy.registry import Registry
+
+    return Registry.load()

@@ -136,11 +136,12 @@ def test_stream_across_a_driver_failure_is_byte_identical(registry):
 
 
 def test_open_and_batches_migrate_too(registry):
-    sealer = Dispatcher(registry, backend="openssl").open("aes128gcm16", KEY128)
+    # aes256gcm16: test_halfbad has it quarantined, so the fallback is openssl
+    sealer = Dispatcher(registry, backend="openssl").open("aes256gcm16", KEY256)
     items = [(i.to_bytes(8, "big"), bytes([i]) * 100, b"a") for i in range(200)]
     sealed = sealer.seal_batch(items)
     ocfpy_testdrivers.FAULTS.reset(fail_after=50)
-    s = Dispatcher(registry, backend="test_flaky", strict=False).open("aes128gcm16", KEY128)
+    s = Dispatcher(registry, backend="test_flaky", strict=False).open("aes256gcm16", KEY256)
     opened = [s.open(iv, ct, aad) for (iv, _, aad), ct in zip(items[:100], sealed[:100], strict=True)]
     opened += s.open_batch([(iv, ct, aad) for (iv, _, aad), ct in zip(items[100:], sealed[100:], strict=True)])
     assert opened == [pt for _, pt, _ in items]
@@ -175,3 +176,15 @@ def test_strict_forced_backend_does_not_migrate_silently(registry):
 
     with pytest.raises(DriverFailure, match="no other driver may take it"):
         s.seal(bytes(8), b"x", b"")
+
+
+def test_a_request_moves_on_until_a_driver_serves_it(registry):
+    # test_flaky and test_halfbad both serve aes128gcm16 and share one fault switch:
+    # once it trips, the request fails on both hardware drivers and lands on openssl.
+    reference = Dispatcher(registry, backend="openssl").open("aes128gcm16", KEY128).seal(
+        bytes(8), b"payload", b"aad")
+    ocfpy_testdrivers.FAULTS.reset(fail_after=0)
+    s = Dispatcher(registry).open("aes128gcm16", KEY128)
+    assert s.driver in ("test_flaky", "test_halfbad")
+    assert s.seal(bytes(8), b"payload", b"aad") == reference
+    assert s.driver == "openssl" and s.migrations == 2 and s.errors == 2

@@ -116,7 +116,11 @@ class QmpRelay(threading.Thread):
                 key.data.sendall(data)
 
 
-def guest_command(python: Path, results_guest: str, pytest_args: list[str]) -> str:
+def guest_command(python: Path, results_guest: str, pytest_args: list[str], kat: bool,
+                  bench: bool = False) -> str:
+    """The shell line the guest runs: the kernel/virtio tests (tests/kernel also collects the
+    shared KAT runner, restricted to af_alg by OCFPY_KAT_DRIVERS); with ``kat`` the whole of
+    tests/kat again (coverage checks too). Exit code: the first failing run's, else 0."""
     env = {
         "OCFPY_VM_LANE": "1",
         "OCFPY_VM_RESULTS": results_guest,
@@ -127,15 +131,22 @@ def guest_command(python: Path, results_guest: str, pytest_args: list[str]) -> s
         "HOME": "/tmp",
         "PATH": f"{python.parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     }
-    pytest = [
-        str(python), "-m", "pytest", "-m", "kernel or virtio", "-p", "no:cacheprovider",
-        f"--junitxml={results_guest}/junit.xml", "-o", "junit_family=xunit2",
-        *pytest_args,
-    ]
+    common = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-o",
+              "junit_family=xunit2", "--durations=10"]
+    runs = [[*common, "-m", "kernel or virtio", f"--junitxml={results_guest}/junit.xml",
+             *pytest_args]]
+    if kat:
+        runs.append([*common, "tests/kat", f"--junitxml={results_guest}/junit-kat.xml"])
+    if bench:
+        runs.append([str(python), "tests/bench/afalg_bench.py", f"--out={results_guest}"])
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    return (f"cd {shlex.quote(str(REPO))} && export {exports} && "
-            f"{{ uname -a; {shlex.join(pytest)}; }} > {results_guest}/pytest.log 2>&1; "
-            f"rc=$?; tail -n 40 {results_guest}/pytest.log; exit $rc")
+    log = f"{results_guest}/pytest.log"
+    steps = " ".join(f"{shlex.join(r)} >> {log} 2>&1; r=$?; [ $rc -eq 0 ] && rc=$r;"
+                     for r in runs)
+    return (f"cd {shlex.quote(str(REPO))} && export {exports} && rc=0; "
+            f"uname -a > {log}; {steps} "
+            f"cat /proc/crypto > {results_guest}/proc-crypto.txt; "
+            f"grep -E '^(=+ .* in [0-9.]+s|FAILED|ERROR|[|] )' {log} | tail -n 40; exit $rc")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=1500, help="wall-clock limit, s")
     parser.add_argument("--memory", default="2G")
     parser.add_argument("--no-virtio-crypto", action="store_true")
+    parser.add_argument("--bench", action="store_true",
+                        help="also run tests/bench/afalg_bench.py (af_alg vs openssl)")
+    parser.add_argument("--full-kat", action="store_true",
+                        help="also run all of tests/kat (the KAT vectors for af_alg already "
+                             "run inside tests/kernel)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
 
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = args.results.resolve()
     results.mkdir(parents=True, exist_ok=True)
-    for stale in ("junit.xml", "pytest.log", "qmp.sock", "qmp-port.sock"):
+    for stale in ("junit.xml", "junit-kat.xml", "pytest.log", "afalg_bench.md", "qmp.sock", "qmp-port.sock"):
         (results / stale).unlink(missing_ok=True)
     qmp_sock, port_sock = results / "qmp.sock", results / "qmp-port.sock"
     qemu_opts = [
@@ -177,10 +193,17 @@ def main(argv: list[str] | None = None) -> int:
             "-device", f"virtio-crypto-pci,id={CRYPTO_DEVICE_ID},cryptodev=cryptodev0,"
                        "bus=ocfpyrp0",
         ]
+    # virtme-ng passes --exec to the guest base64-encoded on the kernel command line, which
+    # x86 truncates at 2048 bytes (the guest then hangs idle before running anything:
+    # measured). So the real script goes in a file in the shared results directory.
+    script = results / "guest.sh"
+    script.write_text("#!/bin/sh\n" + guest_command(python, str(results), args.pytest_args,
+                                                     args.full_kat, args.bench) + "\n")
     cmd = [
-        vng, "--run", kernel, "--disable-kvm", "--memory", args.memory,
+        vng, *(["-v"] if os.environ.get("OCFPY_VM_VERBOSE") else []),
+        "--run", kernel, "--disable-kvm", "--memory", args.memory,
         f"--rwdir={results}", f"--qemu-opts={' '.join(qemu_opts)}",
-        "--exec", guest_command(python, str(results), args.pytest_args),
+        "--exec", f"sh {shlex.quote(str(script))}",
     ]
     env = dict(os.environ, PATH=f"{Path(vng).parent}:{os.environ.get('PATH', '')}")
     relay = QmpRelay(qmp_sock, port_sock)

@@ -1,0 +1,203 @@
+"""`ocfpy iked`: run the IKEv2 daemon.
+
+Start-up refuses, with a one-line reason on stderr and exit status 1, anything it cannot honour:
+a bad config file (file:line: key: reason), a crypto backend that is unavailable (which one, why,
+and which drivers are), a dataplane that cannot run, a port in use, a control socket taken.
+Without --foreground the daemon detaches only once it is listening, so those errors still reach
+the terminal that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+log = logging.getLogger("ocfpy.iked")
+
+EX_CONFIG = 78  # sysexits.h: configuration error
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "iked", help="run the IKEv2 daemon",
+        description="The IKEv2 daemon: negotiates IKE and CHILD SAs (PSK) from a TOML config "
+        "(docs/configuration.md) and installs them in an ESP dataplane. Control it with "
+        "`ocfpy sa`.")
+    p.add_argument("--config", "-c", required=True, metavar="FILE", help="the TOML config file")
+    p.add_argument("--crypto-backend", metavar="BACKEND",
+                   help="auto, openssl, af_alg or a driver name (overrides daemon.crypto_backend)")
+    p.add_argument("--no-strict-backend", action="store_true",
+                   help="let sessions the forced backend cannot serve fall back to another driver")
+    p.add_argument("--dataplane", choices=["auto", "userspace", "xfrm", "none"],
+                   help="ESP dataplane (overrides daemon.dataplane); none = IKE only, explicit")
+    p.add_argument("--control", metavar="PATH", help="control socket (overrides daemon.control_socket)")
+    p.add_argument("--foreground", "-F", action="store_true", help="do not detach")
+    p.add_argument("--log-file", metavar="FILE", help="log here (default: stderr; "
+                   "/dev/null once detached)")
+    p.add_argument("--check", action="store_true",
+                   help="check the config file and the backend, print a summary, and exit")
+    p.set_defaults(func=run)
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"ocfpy iked: {message}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import BackendUnavailable
+    from ..ike.configfile import ConfigError, load
+
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc), EX_CONFIG)
+    opts = config.daemon
+    if args.crypto_backend:
+        opts.crypto_backend = args.crypto_backend
+    if args.no_strict_backend:
+        opts.strict_backend = False
+    if args.dataplane:
+        opts.dataplane = args.dataplane
+    if args.control:
+        opts.control_socket = args.control
+    if args.log_file:
+        _log_to(args.log_file)
+
+    from ..dispatcher import Dispatcher
+
+    try:
+        dispatcher = Dispatcher(backend=opts.crypto_backend, strict=opts.strict_backend)
+    except BackendUnavailable as exc:
+        return _fail(f"crypto backend refused: {exc}")
+    problems = _unservable(config, dispatcher)
+    for p in problems:
+        log.warning("%s", p)
+    if args.check:
+        _summary(config, dispatcher, problems)
+        return 0
+
+    from ..ike.daemon import DaemonError, select_dataplane
+
+    try:
+        dataplane = select_dataplane(opts.dataplane, dispatcher, config)
+    except DaemonError as exc:
+        return _fail(str(exc))
+    if args.foreground:
+        return _serve(config, dispatcher, dataplane, ready_fd=None)
+    return _detach(config, dispatcher, dataplane, args.log_file)
+
+
+def _log_to(path: str) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    if root.level == logging.WARNING or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
+def _unservable(config, dispatcher) -> list[str]:
+    """Algorithms named in the config that no driver may serve under the backend policy."""
+    from ..catalogue import Primitive
+    from ..catalogue import get as get_transform
+
+    out = []
+    seen: set[str] = set()
+    for conn in config.connections.values():
+        texts = [("proposals", p) for p in conn.proposals]
+        texts += [(f"children.{c.name}.esp_proposals", p) for c in conn.children.values()
+                  for p in c.esp_proposals]
+        for key, text in texts:
+            for word in text.split("-"):
+                t = get_transform(word)
+                if t.primitive is Primitive.FLAG or t.keyword in seen:
+                    continue
+                seen.add(t.keyword)
+                if not dispatcher.can_serve(t):
+                    who = [r.name for r in dispatcher.candidates(t)]
+                    out.append(f"connections.{conn.name}.{key}: {t.keyword} cannot be served by "
+                               f"backend {config.daemon.crypto_backend!r}; drivers that can: "
+                               f"{', '.join(who) or 'none'} (it will not be negotiated)")
+    return out
+
+
+def _summary(config, dispatcher, problems: list[str]) -> None:
+    print(f"config OK: {len(config.connections)} connection(s), {len(config.secrets)} secret(s)")
+    print(f"crypto backend: {config.daemon.crypto_backend} (active drivers: "
+          + ", ".join(r.name for r in dispatcher.registry.active()) + ")")
+    print(f"dataplane: {config.daemon.dataplane}; control socket: {config.daemon.control_socket}")
+    for p in problems:
+        print(f"warning: {p}")
+
+
+def _serve(config, dispatcher, dataplane, ready_fd: int | None) -> int:
+    from ..ike.control import ControlError
+    from ..ike.daemon import DaemonError, IkeDaemon
+    from ..ike.engine import IkeEngine
+
+    async def main() -> int:
+        engine = IkeEngine(config, dispatcher)
+        daemon = IkeDaemon(config, engine, dataplane, dispatcher=dispatcher)
+
+        readied = False
+
+        def ready() -> None:
+            nonlocal readied
+            readied = True
+            if ready_fd is not None:
+                os.write(ready_fd, b"ok\n")
+                os.close(ready_fd)
+            log.info("ocfpy iked %d ready: backend %s, dataplane %s, control %s", os.getpid(),
+                     config.daemon.crypto_backend, dataplane.name, daemon.control_path)
+
+        try:
+            return await daemon.run(ready)
+        except (DaemonError, ControlError, OSError) as exc:
+            if not readied:  # failed while starting: one line, no traceback
+                dataplane.close()
+                raise _StartFailed(str(exc)) from None
+            raise
+
+    try:
+        return asyncio.run(main())
+    except _StartFailed as exc:
+        if ready_fd is not None:
+            os.write(ready_fd, f"{exc}\n".encode())
+            os.close(ready_fd)
+        return _fail(str(exc))
+
+
+class _StartFailed(Exception):
+    pass
+
+
+def _detach(config, dispatcher, dataplane, log_file: str | None) -> int:
+    """Classic double fork; the parent exits once the child says it listens (or why not)."""
+    read_fd, write_fd = os.pipe()
+    if os.fork() > 0:
+        os.close(write_fd)
+        with os.fdopen(read_fd) as pipe:
+            answer = pipe.readline().strip()
+        if answer == "ok":
+            return 0
+        return _fail(answer) if answer else _fail("the daemon died while starting (see its log)")
+    os.close(read_fd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if not log_file:
+        logging.getLogger().handlers.clear()
+        logging.getLogger().addHandler(logging.NullHandler())
+    code = _serve(config, dispatcher, dataplane, ready_fd=write_fd)
+    os._exit(code)
+

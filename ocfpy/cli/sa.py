@@ -1,0 +1,158 @@
+"""`ocfpy sa`: talk to a running `ocfpy iked` over its control socket.
+
+    ocfpy sa list [--json]            IKE and CHILD SAs: algorithms and the driver serving each
+    ocfpy sa initiate NAME [--child C] [--wait S]
+    ocfpy sa terminate NAME|ID
+    ocfpy sa why NAME                 the last negotiation failure, in plain words
+    ocfpy sa stats [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+DEFAULT_CONTROL = "/run/ocfpy/iked.sock"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("sa", help="list, start, stop and explain SAs of a running daemon",
+                              description="Control a running `ocfpy iked` through its control "
+                              "socket.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--control", metavar="PATH", default=DEFAULT_CONTROL,
+                        help=f"the daemon's control socket (default {DEFAULT_CONTROL})")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                        help="seconds to wait for the daemon (default 10)")
+    sub = p.add_subparsers(dest="sa_command", metavar="ACTION", required=True)
+    sub.add_parser("list", parents=[common], help="IKE and CHILD SAs with algorithms and drivers")
+    ini = sub.add_parser("initiate", parents=[common], help="bring a connection up")
+    ini.add_argument("name")
+    ini.add_argument("--child", help="which child to start (default: all of the connection's)")
+    ini.add_argument("--wait", type=float, default=5.0, metavar="S",
+                     help="wait up to S seconds for the result (0: do not wait; default 5)")
+    term = sub.add_parser("terminate", parents=[common], help="delete an IKE SA (by name or id)")
+    term.add_argument("name", help="connection name or IKE SA id")
+    why = sub.add_parser("why", parents=[common], help="explain the last negotiation failure")
+    why.add_argument("name")
+    sub.add_parser("stats", parents=[common], help="daemon and engine counters")
+    sub.add_parser("drivers", parents=[common], help="the crypto drivers the daemon uses")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..ike.control import ControlClient, ControlError
+
+    timeout = args.timeout
+    if args.sa_command == "initiate":
+        timeout = max(timeout, args.wait + 2)
+    try:
+        with ControlClient(args.control, timeout=timeout) as client:
+            if args.sa_command == "list":
+                result = client.call("list")
+                return _out(args, result, _print_list)
+            if args.sa_command == "initiate":
+                result = client.call("initiate", name=args.name, child=args.child,
+                                     wait=args.wait or None)
+                return _out(args, result, lambda r: print(
+                    f"{args.name}: IKE_SA #{r.get('ike_id')} {r.get('state')}"))
+            if args.sa_command == "terminate":
+                result = client.call("terminate", name=args.name)
+                return _out(args, result, lambda r: print(f"{args.name}: deleting"))
+            if args.sa_command == "why":
+                result = client.call("why", name=args.name)
+                return _out(args, result, lambda r: print(
+                    r or f"{args.name}: no negotiation failure recorded"))
+            if args.sa_command == "stats":
+                return _out(args, client.call("stats"), _print_stats)
+            if args.sa_command == "drivers":
+                return _out(args, client.call("drivers"), _print_drivers)
+    except ControlError as exc:
+        print(f"ocfpy sa {args.sa_command}: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _out(args: argparse.Namespace, result: Any, human) -> int:
+    if args.json:
+        json.dump(result, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        human(result)
+    return 0
+
+
+def _algorithms(d: dict[str, Any]) -> str:
+    """encr-integ-prf-ke of an IKE SA (its "algorithms"), or encr-integ-esn of a CHILD_SA."""
+    algs = d.get("algorithms") or d
+    words = [str(algs[k]) for k in ("encr", "integ", "prf", "ke") if algs.get(k)]
+    if "esn" in d:
+        words.append("esn" if d["esn"] else "noesn")
+    return "-".join(words)
+
+
+def _drivers(d: dict[str, Any]) -> str:
+    drivers = d.get("drivers") or {}
+    if isinstance(drivers, dict) and drivers:
+        return ", ".join(f"{k}: {v}" for k, v in drivers.items())
+    return str(d.get("driver") or "")
+
+
+def _endpoint(side: dict[str, Any] | None) -> str:
+    side = side or {}
+    return f"{side.get('addr', '')}:{side.get('port', '')}\n{side.get('id') or ''}"
+
+
+def _print_list(sas: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not sas:
+        console.print("no SAs")
+        return
+    table = Table(title="IKE and CHILD SAs", show_lines=True)
+    for col in ("SA", "state", "local", "remote", "SPIs", "algorithms", "drivers"):
+        table.add_column(col, overflow="fold")
+    for sa in sas:
+        role = "initiator" if sa.get("initiator") else "responder"
+        table.add_row(
+            f"{sa.get('name')} #{sa.get('id')}", f"{sa.get('state', '')}\n{role}",
+            _endpoint(sa.get("local")), _endpoint(sa.get("remote")),
+            f"{sa.get('spi_i', '')}_i\n{sa.get('spi_r', '')}_r", _algorithms(sa), _drivers(sa),
+        )
+        for child in sa.get("children", []):
+            counters = child.get("dataplane") or {}
+            traffic = ""
+            if counters:
+                traffic = (f"\n{counters.get('name', '')}: in {counters.get('packets_in', 0)} pkt"
+                           f"/{counters.get('bytes_in', 0)} B, out "
+                           f"{counters.get('packets_out', 0)} pkt/{counters.get('bytes_out', 0)} B")
+            table.add_row(
+                f"  └ {child.get('name')} #{child.get('unique_id', '')}",
+                f"{child.get('mode', '')}" + (" udp-encap" if child.get("encap") else ""),
+                ", ".join(child.get("local_ts", [])), ", ".join(child.get("remote_ts", [])),
+                f"{child.get('spi_in', '')}_i\n{child.get('spi_out', '')}_o",
+                _algorithms(child) + traffic, _drivers(child),
+            )
+    console.print(table)
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    for section, values in stats.items():
+        if isinstance(values, dict):
+            print(f"{section}:")
+            for k, v in sorted(values.items()):
+                print(f"  {k:28} {v}")
+        else:
+            print(f"{section}: {values}")
+
+
+def _print_drivers(drivers: list[dict[str, Any]]) -> None:
+    for d in drivers:
+        print(f"{d['name']:12} {d['status']:12} {d.get('kind') or '-':12} "
+              f"{len(d.get('algorithms', []))} algorithms, {d.get('sessions', 0)} sessions"
+              + (f"  ({d['reason']})" if d.get("reason") else ""))

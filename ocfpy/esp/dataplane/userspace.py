@@ -1,0 +1,429 @@
+"""The userspace ESP dataplane: RFC 4303 over a TUN device, crypto through dispatcher sessions.
+
+Process model (what the daemon sees): the daemon, an asyncio program, calls install(),
+remove(), counters() and attach_udp_encap() from its loop; each returns quickly. Behind them
+two worker processes, forked at start() so they inherit the dispatcher and its drivers, move
+packets: one per direction (see ocfpy/esp/worker.py). They get their orders over a
+SEQPACKET control socket each; their counters live in shared memory, so counters() costs no
+message. Lifetime events and IKE datagrams found on port 4500 come back through one reader
+thread here, and are handed to the daemon's loop with call_soon_threadsafe when the daemon
+has a running loop (else called from that thread).
+
+strongSwan's kernel-libipsec is the model: a TUN device per daemon, routes to the remote
+traffic selectors through it (with the local inner address as source, so replies come back
+into the tunnel), ESP over UDP 4500 when NAT-T is on and over IP protocol 50 otherwise, and
+tunnel mode only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import multiprocessing
+import os
+import select
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from ...errors import OcfError
+from ..counters import CounterBlock
+from ..netlink import outside_loop
+from ..worker import WorkerContext, recv_msg, send_msg, worker_main
+from .base import (
+    ChildSaSpec,
+    Dataplane,
+    EventHandler,
+    IkeDatagramHandler,
+    Mode,
+    SaCounters,
+    SaEvent,
+)
+
+log = logging.getLogger(__name__)
+
+ESP_PROTOCOL = 50
+ACK_TIMEOUT = 10.0
+
+
+class DataplaneError(OcfError):
+    """The dataplane could not do what was asked; the message says why and what to check."""
+
+
+@dataclass
+class _Installed:
+    spec: ChildSaSpec
+    slot: int
+    drivers: dict[str, str] = field(default_factory=dict)
+    routes: list[str] = field(default_factory=list)
+
+
+class UserspaceDataplane(Dataplane):
+    name = "userspace"
+
+    def __init__(
+        self, dispatcher, *, tun_name: str = "ocfpy0", mtu: int = 1400, batch: int = 64,
+        raw_esp: bool = True, install_routes: bool = True, max_sas: int = 1024,
+        gso_max: int = 0,
+    ):
+        self.dispatcher = dispatcher
+        self.tun_name = tun_name
+        self.mtu = mtu
+        self.batch = batch
+        self.raw_esp = raw_esp
+        self.install_routes = install_routes
+        # > 0: TCP super-packets of up to this many bytes through the TUN (docs/dataplanes.md)
+        self.gso_max = gso_max
+        self.counter_block = CounterBlock(max_sas)
+        self._installed: dict[int, _Installed] = {}
+        self._routes: dict[str, int] = {}  # route -> number of CHILD_SAs using it
+        self._tun_fd: int | None = None
+        self._workers: dict[str, tuple[multiprocessing.Process, socket.socket]] = {}
+        self._raw: dict[int, socket.socket] = {}
+        self._udp: dict[int, socket.socket] = {}  # family -> socket the workers read/send on
+        self._own_udp: list[socket.socket] = []
+        self._forward_ike = False
+        self._ike_handlers: dict[int, IkeDatagramHandler] = {}  # socket id -> daemon callback
+        self._sock_ids = itertools.count(1)
+        self._on_event: EventHandler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._acks: dict[int, tuple[bool, object]] = {}
+        self._ack_cv = threading.Condition()
+        self._req = itertools.count(1)
+        self._reader: threading.Thread | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return bool(self._workers)
+
+    def start(self) -> None:
+        """Create the TUN device and raw sockets and fork the workers. install() calls it."""
+        with self._lock:
+            if self.started:
+                return
+            if self._closed:
+                raise DataplaneError("the dataplane was closed")
+            from ..tun import TunError, open_tun
+
+            try:
+                self._tun_fd = open_tun(self.tun_name, mtu=self.mtu, gso_max=self.gso_max)
+            except (TunError, OSError) as exc:
+                raise DataplaneError(f"userspace dataplane: {exc}") from exc
+            if self.raw_esp:
+                for family in (socket.AF_INET, socket.AF_INET6):
+                    try:
+                        self._raw[family] = socket.socket(family, socket.SOCK_RAW, ESP_PROTOCOL)
+                    except OSError as exc:
+                        log.warning("no raw ESP socket for %s (%s): only UDP-encapsulated ESP "
+                                    "will work", family.name, exc)
+            ctx = multiprocessing.get_context("fork")
+            for role in ("out", "in"):
+                parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                ours = [c.fileno() for _, c in self._workers.values()] + [parent.fileno()]
+                wctx = WorkerContext(role, self.dispatcher, self._tun_fd, child,
+                                     self.counter_block, dict(self._raw), batch=self.batch,
+                                     gso=bool(self.gso_max), mtu=self.mtu, close_fds=ours)
+                proc = ctx.Process(target=worker_main, args=(wctx,), daemon=True,
+                                   name=f"ocfpy-esp-{role}")
+                proc.start()
+                child.close()
+                self._workers[role] = (proc, parent)
+            self._reader = threading.Thread(target=self._read_workers, daemon=True,
+                                            name="ocfpy-esp-events")
+            self._reader.start()
+            log.info("userspace dataplane on %s: workers %s", self.tun_name,
+                     {r: p.pid for r, (p, _) in self._workers.items()})
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for uid in list(self._installed):
+                with contextlib.suppress(Exception):
+                    outside_loop(self._remove_routes, self._installed[uid])
+            for _proc, ctrl in self._workers.values():
+                with contextlib.suppress(OSError):
+                    send_msg(ctrl, ("stop",))
+            for proc, ctrl in self._workers.values():
+                proc.join(3)
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join(2)
+                ctrl.close()
+            self._workers.clear()
+            os.write(self._wake_w, b"x")
+            if self._reader is not None:
+                self._reader.join(2)
+            for s in (*self._raw.values(), *self._own_udp):
+                s.close()
+            if self._tun_fd is not None:
+                os.close(self._tun_fd)  # the TUN device disappears with its last fd
+                self._tun_fd = None
+            self._installed.clear()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def __enter__(self) -> UserspaceDataplane:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the Dataplane interface -----------------------------------------------------------------
+    def set_event_handler(self, handler: EventHandler) -> None:
+        self._on_event = handler
+        self._capture_loop()
+
+    def attach_udp_encap(self, sock: socket.socket, on_ike: IkeDatagramHandler) -> bool:
+        """Read the daemon's UDP 4500 socket from now on; IKE datagrams go to on_ike."""
+        self._capture_loop()
+        self.start()  # from now on only the workers read the socket: they must be running
+        self._give_socket(sock, forward_ike=True, on_ike=on_ike)
+        return True
+
+    def install(self, spec: ChildSaSpec) -> None:
+        if spec.mode is not Mode.TUNNEL:
+            raise DataplaneError(f"CHILD_SA {spec.name}: the userspace dataplane supports "
+                                 "tunnel mode only (as strongSwan's kernel-libipsec); use "
+                                 "dataplane = \"xfrm\" for transport mode")
+        if not spec.local_ts or not spec.remote_ts:
+            raise DataplaneError(f"CHILD_SA {spec.name}: no traffic selectors to install")
+        self.start()
+        family = socket.AF_INET6 if spec.remote.version == 6 else socket.AF_INET
+        if spec.encap is not None and family not in self._udp:
+            self._own_udp_socket(spec, family)
+        if spec.encap is None and family not in self._raw:
+            raise DataplaneError(f"CHILD_SA {spec.name}: ESP without UDP encapsulation needs a "
+                                 "raw IP protocol 50 socket (root or CAP_NET_RAW), which could "
+                                 "not be opened")
+        with self._lock:
+            if spec.unique_id in self._installed:
+                self.remove(spec.unique_id)
+            slot = self.counter_block.allocate()
+            entry = _Installed(spec, slot)
+            try:
+                for role in ("in", "out"):
+                    entry.drivers[role] = self._request(role, "install", spec, slot)
+                if self.install_routes:
+                    outside_loop(self._add_routes, entry)
+            except Exception:
+                for role in ("in", "out"):
+                    with contextlib.suppress(Exception):
+                        self._send(role, ("remove", None, spec.unique_id))
+                self.counter_block.release(slot)
+                raise
+            self._installed[spec.unique_id] = entry
+        log.info("installed CHILD_SA %s #%d: in %08x out %08x %s%s, %s === %s, via %s",
+                 spec.name, spec.unique_id, spec.inbound.spi, spec.outbound.spi,
+                 spec.encryption, f"-{spec.integrity}" if spec.integrity else "",
+                 ",".join(map(str, spec.local_ts)), ",".join(map(str, spec.remote_ts)),
+                 "UDP 4500" if spec.encap else "raw ESP")
+
+    def remove(self, unique_id: int) -> None:
+        with self._lock:
+            entry = self._installed.pop(unique_id, None)
+            if entry is None:
+                return
+            for role in ("out", "in"):
+                with contextlib.suppress(OSError):
+                    self._send(role, ("remove", None, unique_id))
+            with contextlib.suppress(Exception):
+                outside_loop(self._remove_routes, entry)
+            # The slot is not reused at once: a worker may still count a burst in flight.
+            threading.Timer(1.0, self.counter_block.release, (entry.slot,)).start()
+
+    def counters(self, unique_id: int) -> SaCounters:
+        entry = self._installed.get(unique_id)
+        if entry is None:
+            raise KeyError(f"no CHILD_SA with id {unique_id} is installed")
+        c = self.counter_block.sa_counters(entry.slot)
+        c.drivers = dict(entry.drivers)
+        return c
+
+    def stats(self) -> dict[str, int]:
+        """Dataplane-wide drops and counts that belong to no SA."""
+        return self.counter_block.global_counters()
+
+    def installed(self) -> list[ChildSaSpec]:
+        return [e.spec for e in self._installed.values()]
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _capture_loop(self) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+
+    def _own_udp_socket(self, spec: ChildSaSpec, family: int) -> None:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", spec.encap.local_port))
+        except OSError as exc:
+            sock.close()
+            raise DataplaneError(f"CHILD_SA {spec.name}: cannot bind UDP port "
+                                 f"{spec.encap.local_port} for ESP-in-UDP: {exc} (the daemon "
+                                 "should pass its socket with attach_udp_encap)") from exc
+        self._own_udp.append(sock)
+        self._give_socket(sock, forward_ike=False)
+
+    def _give_socket(self, sock: socket.socket, *, forward_ike: bool,
+                     on_ike: IkeDatagramHandler | None = None) -> None:
+        self._udp[sock.family] = sock
+        self._forward_ike = self._forward_ike or forward_ike
+        sock_id = next(self._sock_ids)
+        if on_ike is not None:
+            self._ike_handlers[sock_id] = on_ike
+        for role in ("in", "out"):
+            req = next(self._req)
+            self._send(role, ("socket", req, sock.family, forward_ike, sock_id), [sock.fileno()])
+            self._wait(req, role)
+
+    def _send(self, role: str, msg: tuple, fds: list[int] | None = None) -> None:
+        send_msg(self._workers[role][1], msg, fds)
+
+    def _request(self, role: str, op: str, *args):
+        req = next(self._req)
+        self._send(role, (op, req, *args))
+        return self._wait(req, role)
+
+    def _wait(self, req: int, role: str):
+        with self._ack_cv:
+            ok = self._ack_cv.wait_for(lambda: req in self._acks, ACK_TIMEOUT)
+            if not ok:
+                alive = self._workers[role][0].is_alive()
+                raise DataplaneError(f"the {role}bound ESP worker did not answer within "
+                                     f"{ACK_TIMEOUT:.0f} s" + ("" if alive else " (it exited)"))
+            success, info = self._acks.pop(req)
+        if not success:
+            raise DataplaneError(f"{role}bound SA: {info}")
+        return info
+
+    def _read_workers(self) -> None:
+        """Reader thread: acks, lifetime events and IKE datagrams from the workers."""
+        socks = {ctrl.fileno(): (role, ctrl) for role, (_, ctrl) in self._workers.items()}
+        while not self._closed:
+            try:
+                ready, _, _ = select.select([self._wake_r, *socks], [], [])
+            except (OSError, ValueError):
+                return
+            if self._wake_r in ready:
+                return
+            for fd in ready:
+                role, ctrl = socks[fd]
+                try:
+                    msg, _ = recv_msg(ctrl)
+                except OSError:
+                    msg = None
+                if msg is None:
+                    if not self._closed:
+                        log.error("the %sbound ESP worker exited", role)
+                    socks.pop(fd)
+                    continue
+                self._dispatch(msg)
+
+    def _dispatch(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "ack":
+            with self._ack_cv:
+                self._acks[msg[1]] = (msg[2], msg[3])
+                self._ack_cv.notify_all()
+        elif kind == "event":
+            _, uid, what, reason = msg
+            event = SaEvent(uid, what, reason)
+            log.info("CHILD_SA #%d: %s lifetime event: %s", uid, what, reason)
+            if what == "hard":
+                # Not on this thread: remove() may wait for the lock an install() holds
+                # while it waits for an ack that only this thread can deliver.
+                threading.Thread(target=self.remove, args=(uid,), daemon=True).start()
+            self._call(self._on_event, event)
+        elif kind == "ike":
+            _, data, addr, sock_id = msg
+            self._call(self._ike_handlers.get(sock_id), data, addr)
+
+    def _call(self, handler, *args) -> None:
+        if handler is None:
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(handler, *args)
+        else:
+            try:
+                handler(*args)
+            except Exception:
+                log.exception("dataplane callback failed")
+
+    # -- routes ---------------------------------------------------------------------------
+    def _add_routes(self, entry: _Installed) -> None:
+        from pyroute2 import IPRoute
+
+        spec = entry.spec
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=self.tun_name)[0]
+            src = _local_source(ipr, spec)
+            for ts in spec.remote_ts:
+                for net in ts.networks():
+                    key = str(net)
+                    entry.routes.append(key)
+                    self._routes[key] = self._routes.get(key, 0) + 1
+                    kw = {"dst": key, "oif": index}
+                    if src is not None and src.version == net.version:
+                        kw["prefsrc"] = str(src)
+                    try:
+                        ipr.route("replace", **kw)
+                    except Exception as exc:
+                        raise DataplaneError(f"CHILD_SA {spec.name}: cannot add route {key} "
+                                             f"via {self.tun_name}: {exc}") from exc
+
+    def _remove_routes(self, entry: _Installed) -> None:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            for key in entry.routes:
+                self._routes[key] -= 1
+                if self._routes[key] == 0:
+                    del self._routes[key]
+                    with contextlib.suppress(Exception):
+                        ipr.route("del", dst=key, oif=ipr.link_lookup(ifname=self.tun_name)[0])
+        entry.routes.clear()
+
+
+def _local_source(ipr, spec: ChildSaSpec):
+    """A local address inside the local traffic selectors, if this host has one: used as the
+    source of the route, so that locally sent packets match the outbound policy."""
+    for msg in ipr.get_addr():
+        addr = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS"))
+        if any(ts.contains(addr) for ts in spec.local_ts):
+            return addr
+    return None
+
+
+def unavailable_reason() -> str | None:
+    """None if the userspace dataplane can run here, else why not."""
+    if os.geteuid() != 0:
+        return "needs root (a TUN device, routes and a raw ESP socket)"
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun is missing (no TUN support in this kernel or container)"
+    return None
+
+
+def create(dispatcher, config=None) -> UserspaceDataplane:
+    """The daemon's factory (ike.daemon.select_dataplane): refuses with the reason when this
+    machine cannot run it."""
+    why = unavailable_reason()
+    if why:
+        raise DataplaneError(why)
+    opts = getattr(config, "daemon", None)
+    return UserspaceDataplane(
+        dispatcher,
+        tun_name=getattr(opts, "tun_name", None) or "ocfpy0",
+        mtu=getattr(opts, "tun_mtu", None) or 1400,
+    )

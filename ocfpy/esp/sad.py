@@ -1,0 +1,113 @@
+"""Security association database: the state of each installed SA direction.
+
+An outbound SA owns its sequence counter; an inbound SA its replay window and selector check.
+Both count towards their lifetime (RFC 4301 s. 4.4.2.1: soft limit -> rekey, hard limit -> the
+SA is gone). The limits in a ChildSaSpec are the hard limits; the soft limit is 90% of them,
+like strongSwan's default rekey margin (life_bytes = 110% of rekey_bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .dataplane.base import ChildSaSpec, UdpEncap
+from .packet import EspCrypto
+from .replay import ReplayWindow
+from .spd import InboundCheck
+
+SOFT_FRACTION = 0.9
+SEQ_MAX_32 = 0xFFFFFFFF
+SEQ_MAX_64 = 0xFFFFFFFFFFFFFFFF
+
+
+class Expiry(StrEnum):
+    SOFT = "soft"
+    HARD = "hard"
+
+
+@dataclass
+class Lifetime:
+    hard_bytes: int = 0  # 0 = unlimited
+    hard_packets: int = 0
+    bytes: int = 0
+    packets: int = 0
+    soft_sent: bool = False
+
+    @classmethod
+    def from_spec(cls, spec: ChildSaSpec) -> Lifetime:
+        return cls(spec.lifetime_bytes, spec.lifetime_packets)
+
+    def consume(self, packets: int, nbytes: int) -> tuple[Expiry, str] | None:
+        """Count traffic; report the first limit crossed (each at most once)."""
+        self.packets += packets
+        self.bytes += nbytes
+        hb, hp = self.hard_bytes, self.hard_packets
+        if not (hb or hp):
+            return None
+        if (hb and self.bytes >= hb) or (hp and self.packets >= hp):
+            what = "bytes" if hb and self.bytes >= hb else "packets"
+            return Expiry.HARD, f"hard {what} limit reached ({self.bytes} bytes, {self.packets} packets)"
+        if not self.soft_sent and ((hb and self.bytes >= hb * SOFT_FRACTION)
+                                   or (hp and self.packets >= hp * SOFT_FRACTION)):
+            self.soft_sent = True
+            return Expiry.SOFT, f"soft limit reached ({self.bytes} bytes, {self.packets} packets)"
+        return None
+
+
+@dataclass
+class OutboundSa:
+    unique_id: int
+    crypto: EspCrypto
+    remote: str  # outer destination address
+    encap: UdpEncap | None
+    slot: int  # counter slot
+    esn: bool
+    seq: int = 0  # last sequence number used
+    lifetime: Lifetime = field(default_factory=Lifetime)
+    expired: bool = False
+
+    @property
+    def spi(self) -> int:
+        return self.crypto.spi
+
+    def take_seqs(self, n: int) -> int:
+        """Reserve n sequence numbers; returns how many could be reserved (0 = exhausted).
+
+        The counter never cycles (RFC 4303 s. 3.3.3): at 2^32 - 1 (or 2^64 - 1 with ESN) the SA
+        is used up and must be rekeyed.
+        """
+        limit = SEQ_MAX_64 if self.esn else SEQ_MAX_32
+        n = min(n, limit - self.seq)
+        return max(n, 0)
+
+
+@dataclass
+class InboundSa:
+    unique_id: int
+    crypto: EspCrypto
+    replay: ReplayWindow
+    check: InboundCheck
+    slot: int
+    lifetime: Lifetime = field(default_factory=Lifetime)
+
+    @property
+    def spi(self) -> int:
+        return self.crypto.spi
+
+
+def build_outbound(spec: ChildSaSpec, dispatcher, slot: int) -> OutboundSa:
+    crypto = EspCrypto(dispatcher, spec.outbound.spi, spec.encryption, spec.integrity,
+                       spec.outbound.encryption_key, spec.outbound.integrity_key, esn=spec.esn,
+                       backend=spec.crypto_backend)
+    return OutboundSa(spec.unique_id, crypto, str(spec.remote), spec.encap, slot, spec.esn,
+                      lifetime=Lifetime.from_spec(spec))
+
+
+def build_inbound(spec: ChildSaSpec, dispatcher, slot: int) -> InboundSa:
+    crypto = EspCrypto(dispatcher, spec.inbound.spi, spec.encryption, spec.integrity,
+                       spec.inbound.encryption_key, spec.inbound.integrity_key, esn=spec.esn,
+                       backend=spec.crypto_backend)
+    return InboundSa(spec.unique_id, crypto, ReplayWindow(spec.replay_window, spec.esn),
+                     InboundCheck(spec.local_ts, spec.remote_ts), slot,
+                     lifetime=Lifetime.from_spec(spec))

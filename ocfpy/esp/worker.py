@@ -1,0 +1,442 @@
+"""The two packet loops of the userspace dataplane, one process each (the GIL makes threads
+share one core; measured in docs/performance.md).
+
+- outbound: TUN -> policy lookup -> sequence numbers -> one seal batch per SA -> UDP 4500 or
+  raw ESP (IP protocol 50).
+- inbound: UDP 4500 / raw ESP -> demux (IKE goes back to the daemon) -> SPI lookup -> replay
+  check (no state change) -> one open batch per SA -> replay advance -> selector check -> TUN.
+
+Each loop reads up to `batch` packets per wakeup with non-blocking calls. A control socket
+(AF_UNIX SOCK_SEQPACKET) carries install/remove messages and sockets (SCM_RIGHTS) from the
+daemon side, and acks, lifetime events and IKE datagrams back. Nothing that arrives from the
+network can raise out of a loop: bad packets are dropped and counted; an unexpected error in
+one burst is logged and counted, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import traceback
+from dataclasses import dataclass, field
+
+from .counters import WIDTH, CounterBlock, F, G
+from .gso import VNET_HDR_LEN, from_tun, to_tun_header
+from .packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop, parse_header
+from .sad import Expiry, InboundSa, OutboundSa, build_inbound, build_outbound
+from .spd import PolicyTable
+from .udpencap import Kind, classify
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 1 << 16
+MAX_DATAGRAM = 65535
+
+
+def send_msg(sock: socket.socket, msg: tuple, fds: list[int] | None = None) -> None:
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def recv_msg(sock: socket.socket) -> tuple[tuple | None, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
+    if not data:
+        return None, fds  # the other side is gone
+    return pickle.loads(data), fds  # noqa: S301 - our own process on the other end
+
+
+@dataclass
+class WorkerContext:
+    role: str  # "in" | "out"
+    dispatcher: object
+    tun_fd: int
+    ctrl: socket.socket
+    counters: CounterBlock
+    raw: dict[int, socket.socket] = field(default_factory=dict)  # family -> raw ESP socket
+    udp: dict[int, socket.socket] = field(default_factory=dict)  # family -> UDP socket to send on
+    udp_ids: dict[int, int] = field(default_factory=dict)  # fileno -> the daemon's id for it
+    batch: int = 64
+    forward_ike: bool = False  # whether IKE datagrams on UDP sockets go back to the daemon
+    gso: bool = False  # the TUN carries virtio_net_hdr (see gso.py)
+    close_fds: list[int] = field(default_factory=list)  # the daemon's ends, inherited by fork
+    mtu: int = 1400
+
+
+class _Loop:
+    def __init__(self, ctx: WorkerContext):
+        self.ctx = ctx
+        self.cells = ctx.counters.cells
+        self.running = True
+        self.udp_sockets: list[socket.socket] = list(ctx.udp.values())  # all are read
+
+    # -- control --------------------------------------------------------------------------
+    def control(self) -> None:
+        try:
+            msg, fds = recv_msg(self.ctx.ctrl)
+        except (BlockingIOError, InterruptedError):
+            return
+        if msg is None:
+            self.running = False
+            return
+        op = msg[0]
+        try:
+            if op == "install":
+                _, req, spec, slot = msg
+                info = self.install(spec, slot)
+                send_msg(self.ctx.ctrl, ("ack", req, True, info))
+            elif op == "remove":
+                _, req, uid = msg
+                self.remove(uid)
+                if req is not None:
+                    send_msg(self.ctx.ctrl, ("ack", req, True, None))
+            elif op == "socket":
+                _, req, family, forward_ike, sock_id = msg
+                sock = socket.socket(family, socket.SOCK_DGRAM, 0, fileno=fds[0])
+                sock.setblocking(False)
+                tune_socket(sock)
+                self.udp_sockets.append(sock)
+                self.ctx.udp[family] = sock
+                self.ctx.udp_ids[sock.fileno()] = sock_id
+                self.ctx.forward_ike = self.ctx.forward_ike or forward_ike
+                send_msg(self.ctx.ctrl, ("ack", req, True, None))
+            elif op == "stop":
+                self.running = False
+        except Exception as exc:  # report to the daemon, keep the loop alive
+            log.debug("worker %s: %s failed", self.ctx.role, op, exc_info=True)
+            if len(msg) > 1 and msg[1] is not None:
+                send_msg(self.ctx.ctrl, ("ack", msg[1], False, f"{type(exc).__name__}: {exc}"))
+
+    def event(self, uid: int, kind: Expiry, reason: str) -> None:
+        send_msg(self.ctx.ctrl, ("event", uid, str(kind), f"{self.ctx.role}bound SA: {reason}"))
+
+    def bump(self, index: int, n: int = 1) -> None:
+        self.cells[index] += n
+
+    def install(self, spec, slot):
+        raise NotImplementedError
+
+    def remove(self, uid: int) -> None:
+        raise NotImplementedError
+
+    def readers(self) -> list:
+        raise NotImplementedError
+
+    def on_readable(self, r) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        ctrl = self.ctx.ctrl
+        while self.running:
+            fds = [ctrl, *self.readers()]
+            try:
+                ready, _, _ = select.select(fds, [], [])
+            except InterruptedError:
+                continue
+            for r in ready:
+                if r is ctrl:
+                    self.control()
+                    continue
+                try:
+                    self.on_readable(r)
+                except Exception:  # never let one burst end the dataplane
+                    log.error("worker %s: burst failed:\n%s", self.ctx.role,
+                              traceback.format_exc())
+                    self.bump(G.MALFORMED)
+
+
+class OutboundLoop(_Loop):
+    def __init__(self, ctx: WorkerContext):
+        super().__init__(ctx)
+        self.spd: PolicyTable[OutboundSa] = PolicyTable()
+        self.sas: dict[int, OutboundSa] = {}
+
+    def install(self, spec, slot):
+        sa = build_outbound(spec, self.ctx.dispatcher, slot)
+        self.remove(spec.unique_id)
+        self.sas[spec.unique_id] = sa
+        self.spd.add(spec.unique_id, spec.local_ts, spec.remote_ts, sa)
+        return sa.crypto.drivers
+
+    def remove(self, uid: int) -> None:
+        sa = self.sas.pop(uid, None)
+        if sa is not None:
+            self.spd.remove(uid)
+            sa.crypto.close()
+
+    def readers(self) -> list:
+        return [self.ctx.tun_fd]
+
+    def on_readable(self, _r) -> None:
+        tun = self.ctx.tun_fd
+        read = os.read
+        packets = []
+        for _ in range(self.ctx.batch):
+            try:
+                packets.append(read(tun, MAX_DATAGRAM + VNET_HDR_LEN))
+            except (BlockingIOError, InterruptedError):
+                break
+        if self.ctx.gso:
+            packets = [from_tun(p) for p in packets if len(p) > VNET_HDR_LEN]
+        groups: dict[int, list[bytes]] = {}
+        lookup = self.spd.lookup
+        no_policy = 0
+        for p in packets:
+            sa = lookup(p)
+            if sa is None or sa.expired:
+                no_policy += 1
+                continue
+            groups.setdefault(sa.unique_id, []).append(p)
+        if no_policy:
+            self.bump(G.NO_POLICY, no_policy)
+        for uid, ps in groups.items():
+            self.send(self.sas[uid], ps)
+
+    def send(self, sa: OutboundSa, packets: list[bytes]) -> None:
+        n = sa.take_seqs(len(packets))
+        if n < len(packets):
+            self.bump(G.SEQ_EXHAUSTED, len(packets) - n)
+            if not sa.expired:
+                sa.expired = True
+                self.event(sa.unique_id, Expiry.HARD, "sequence numbers exhausted")
+            packets = packets[:n]
+            if not packets:
+                return
+        base = sa.seq
+        sa.seq += n
+        items = [(base + i + 1, p, NEXT_HEADER_IPV4 if p[0] >> 4 == 4 else NEXT_HEADER_IPV6)
+                 for i, p in enumerate(packets)]
+        wires = sa.crypto.encapsulate_batch(items)
+        if sa.encap is not None:
+            family = socket.AF_INET6 if ":" in sa.remote else socket.AF_INET
+            sock = self.ctx.udp.get(family)
+            dest = (sa.remote, sa.encap.remote_port)
+        else:
+            family = socket.AF_INET6 if ":" in sa.remote else socket.AF_INET
+            sock = self.ctx.raw.get(family)
+            dest = (sa.remote, 0)
+        errors = 0
+        nbytes = 0
+        if sock is None:
+            errors = len(wires)
+        else:
+            sendto = sock.sendto
+            for w in wires:
+                try:
+                    sendto(w, dest)
+                except (BlockingIOError, InterruptedError):
+                    errors += 1  # socket buffer full: drop, as a NIC queue would
+                except OSError as exc:
+                    errors += 1
+                    if exc.errno not in (errno.ENOBUFS, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                         errno.ECONNREFUSED):
+                        log.warning("ESP send to %s failed: %s", sa.remote, exc)
+        if errors:
+            self.bump(G.SEND_ERRORS, errors)
+        nbytes = sum(len(p) for p in packets)
+        base_cell = sa.slot * WIDTH
+        self.cells[base_cell + F.PACKETS_OUT] += len(packets)
+        self.cells[base_cell + F.BYTES_OUT] += nbytes
+        expiry = sa.lifetime.consume(len(packets), nbytes)
+        if expiry is not None:
+            kind, reason = expiry
+            if kind is Expiry.HARD:
+                sa.expired = True
+            self.event(sa.unique_id, kind, reason)
+
+
+class InboundLoop(_Loop):
+    def __init__(self, ctx: WorkerContext):
+        super().__init__(ctx)
+        self.by_spi: dict[int, InboundSa] = {}
+        self.by_uid: dict[int, InboundSa] = {}
+
+    def install(self, spec, slot):
+        if spec.inbound.spi in self.by_spi and self.by_spi[spec.inbound.spi].unique_id != \
+                spec.unique_id:
+            raise ValueError(f"inbound SPI {spec.inbound.spi:#010x} is already installed")
+        sa = build_inbound(spec, self.ctx.dispatcher, slot)
+        self.remove(spec.unique_id)
+        self.by_spi[sa.spi] = sa
+        self.by_uid[sa.unique_id] = sa
+        return sa.crypto.drivers
+
+    def remove(self, uid: int) -> None:
+        sa = self.by_uid.pop(uid, None)
+        if sa is not None:
+            self.by_spi.pop(sa.spi, None)
+            sa.crypto.close()
+
+    def readers(self) -> list:
+        return [*self.udp_sockets, *self.ctx.raw.values()]
+
+    def on_readable(self, sock) -> None:
+        is_udp = sock.type == socket.SOCK_DGRAM
+        strip_ip = not is_udp and sock.family == socket.AF_INET
+        recvfrom = sock.recvfrom
+        esp: list[bytes] = []
+        for _ in range(self.ctx.batch):
+            try:
+                data, addr = recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # e.g. ICMP errors reported on the socket
+                self.bump(G.SEND_ERRORS)
+                continue
+            if strip_ip:
+                if len(data) < 20:
+                    self.bump(G.MALFORMED)
+                    continue
+                data = data[(data[0] & 0x0F) * 4:]
+            if is_udp:
+                kind = classify(data)
+                if kind is Kind.IKE:
+                    if self.ctx.forward_ike:
+                        self.bump(G.IKE_FORWARDED)
+                        send_msg(self.ctx.ctrl, ("ike", data[4:], addr,
+                                                 self.ctx.udp_ids.get(sock.fileno())))
+                    continue
+                if kind is Kind.KEEPALIVE:
+                    self.bump(G.KEEPALIVES)
+                    continue
+                if kind is Kind.MALFORMED:
+                    self.bump(G.MALFORMED)
+                    continue
+            esp.append(data)
+        if esp:
+            self.receive(esp)
+
+    def receive(self, packets: list[bytes]) -> None:
+        groups: dict[int, list[tuple[bytes, int]]] = {}
+        cells = self.cells
+        by_spi = self.by_spi
+        for p in packets:
+            hdr = parse_header(p)
+            if hdr is None:
+                cells[G.MALFORMED] += 1
+                continue
+            sa = by_spi.get(hdr[0])
+            if sa is None:
+                cells[G.UNKNOWN_SPI] += 1
+                continue
+            seq = sa.replay.check(hdr[1])
+            if seq is None:
+                cells[sa.slot * WIDTH + F.REPLAY_DROPS] += 1
+                continue
+            groups.setdefault(sa.spi, []).append((p, seq))
+        write = os.write
+        tun = self.ctx.tun_fd
+        gso = self.ctx.gso
+        mtu = self.ctx.mtu
+        writev = os.writev
+        for spi, items in groups.items():
+            sa = by_spi[spi]
+            base = sa.slot * WIDTH
+            results = sa.crypto.decapsulate_batch(items)
+            good = 0
+            nbytes = 0
+            for (_, seq), res in zip(items, results, strict=True):
+                if isinstance(res, Drop):
+                    cells[base + (F.AUTH_FAILURES if res is Drop.AUTH else F.MALFORMED)] += 1
+                    continue
+                payload, nh = res
+                if nh == NEXT_HEADER_NONE:
+                    if sa.replay.fresh(seq):
+                        sa.replay.accept(seq)  # TFC dummy: authentic, silently dropped
+                    continue
+                if not payload or (nh, payload[0] >> 4) not in ((NEXT_HEADER_IPV4, 4),
+                                                               (NEXT_HEADER_IPV6, 6)):
+                    cells[base + F.MALFORMED] += 1
+                    continue
+                if not sa.replay.fresh(seq):  # a duplicate within this batch
+                    cells[base + F.REPLAY_DROPS] += 1
+                    continue
+                sa.replay.accept(seq)
+                if not sa.check.allows(payload):
+                    cells[base + F.MALFORMED] += 1
+                    cells[base + F.POLICY_DROPS] += 1
+                    continue
+                try:
+                    if gso:
+                        writev(tun, (to_tun_header(payload, mtu), payload))
+                    else:
+                        write(tun, payload)
+                except OSError:
+                    cells[G.TUN_WRITE_ERRORS] += 1
+                    continue
+                good += 1
+                nbytes += len(payload)
+            if good:
+                cells[base + F.PACKETS_IN] += good
+                cells[base + F.BYTES_IN] += nbytes
+                expiry = sa.lifetime.consume(good, nbytes)
+                if expiry is not None:
+                    kind, reason = expiry
+                    if kind is Expiry.HARD:
+                        self.remove(sa.unique_id)
+                    self.event(sa.unique_id, kind, reason)
+
+
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)  # <linux/in.h>; the module lacks
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)  # the PMTUDISC_* values
+PMTUDISC_DONT = 0
+SOCKET_BUFFER = 8 << 20  # a burst the other loop cannot take at once must not be lost
+
+
+def tune_socket(sock: socket.socket) -> None:
+    """Big buffers: a drop here costs TCP a retransmit and halves its window. And let the
+    kernel fragment ESP packets larger than the link MTU (as IPsec gateways do with DF
+    clear) instead of refusing them."""
+    with contextlib.suppress(OSError):
+        if sock.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, PMTUDISC_DONT)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC_DONT)
+    for opt, forced in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER)
+        except OSError:  # not root: the sysctl limits apply
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+
+
+def worker_main(ctx: WorkerContext) -> None:
+    """Entry point of a worker process (forked: it inherits the dispatcher and its drivers)."""
+    # The daemon decides when we stop: it sends "stop", or it dies and our control socket
+    # reads EOF. (A SIGTERM to the daemon's process group must not kill us before it can
+    # remove its routes.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for fd in ctx.close_fds:  # else we would hold the daemon's end open and never see EOF
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)  # the daemon's loop must not hear our signals
+    ctx.ctrl.setblocking(True)
+    for s in (*ctx.raw.values(), *ctx.udp.values()):
+        s.setblocking(False)
+        tune_socket(s)
+    loop = OutboundLoop(ctx) if ctx.role == "out" else InboundLoop(ctx)
+    profile_dir = os.environ.get("OCFPY_ESP_PROFILE")  # a directory: cProfile each worker
+    try:
+        if profile_dir:
+            import cProfile
+
+            prof = cProfile.Profile()
+            try:
+                prof.runcall(loop.run)
+            finally:
+                prof.dump_stats(os.path.join(profile_dir, f"esp-{ctx.role}-{os.getpid()}.prof"))
+        else:
+            loop.run()
+    finally:
+        for sa_uid in list(getattr(loop, "sas", {}) or getattr(loop, "by_uid", {})):
+            loop.remove(sa_uid)

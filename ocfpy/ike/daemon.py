@@ -1,0 +1,659 @@
+"""The IKEv2 daemon: a thin asyncio shell around the sans-I/O `IkeEngine`.
+
+It only translates (aioquic's asyncio/protocol.py is the model): datagrams from the UDP 500
+and 4500 sockets go into ``engine.receive_datagram``, ``engine.datagrams_to_send`` goes out,
+one ``loop.call_at`` is re-armed from ``engine.get_timer()``, and engine events become dataplane
+calls. Every decision about IKE is the engine's; the only protocol knowledge here is RFC 3948
+framing on port 4500 (a non-ESP marker of four zero bytes precedes IKE, a single 0xff byte is
+a NAT keepalive, anything else is ESP for the dataplane).
+
+Sockets are bound per listen address (wildcards by default) with IP_PKTINFO/IPV6_RECVPKTINFO,
+so the engine learns which local address a request came to and replies leave from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import inspect
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..esp.dataplane.base import Dataplane
+from .config import IkeConfig
+from .control import CommandError, ControlServer
+from .errors import IkeUsageError
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+
+NON_ESP_MARKER = b"\x00\x00\x00\x00"
+NAT_KEEPALIVE = b"\xff"
+RECV_BATCH = 64  # datagrams read per wakeup before the engine's output is flushed
+SHUTDOWN_GRACE = 1.5  # seconds to wait for Delete responses on SIGTERM
+
+# Linux values; the socket module lacks IP_PKTINFO on some builds.
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+_CMSG_SPACE = socket.CMSG_SPACE(64)
+
+
+@dataclass
+class Endpoint:
+    """One bound UDP socket."""
+
+    sock: socket.socket
+    family: int
+    address: str  # as bound; "0.0.0.0" / "::" for wildcards
+    port: int
+    nat_t: bool  # port 4500 framing
+    taken_by_dataplane: bool = False
+
+    @property
+    def wildcard(self) -> bool:
+        return ipaddress.ip_address(self.address).is_unspecified
+
+
+class DaemonError(Exception):
+    """The daemon cannot start (port in use, nothing to listen on...); the message says why."""
+
+
+class IkeDaemon:
+    def __init__(self, config: IkeConfig, engine: Any, dataplane: Dataplane, *,
+                 dispatcher: Any = None, control_path: str | None = None):
+        self.config = config
+        self.engine = engine
+        self.dataplane = dataplane
+        self.dispatcher = dispatcher
+        self.control_path = control_path or config.daemon.control_socket
+        self.endpoints: list[Endpoint] = []
+        self.stats: Counter[str] = Counter()
+        self.control: ControlServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stopped: asyncio.Event | None = None
+        self._waiters: list[tuple[Callable[[Any], Any], asyncio.Future]] = []
+        self.started_at = time.time()
+
+    # -- life cycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind the sockets, hand 4500 to the dataplane if it wants it, open the control socket.
+        Raises DaemonError / ControlError / OSError with the reason; nothing is left open then."""
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        self._open_sockets()
+        try:
+            self.dataplane.set_event_handler(self._on_dataplane_event)
+            for ep in self.endpoints:
+                if ep.nat_t and self.dataplane.attach_udp_encap(
+                        ep.sock, lambda data, remote, ep=ep: self._ike_from_dataplane(ep, data, remote)):
+                    ep.taken_by_dataplane = True
+                    log.info("dataplane %s reads UDP %s:%d (ESP-in-UDP)", self.dataplane.name,
+                             ep.address, ep.port)
+                else:
+                    self._loop.add_reader(ep.sock.fileno(), self._on_readable, ep)
+            self.control = ControlServer(self.control_path, self._control_handlers())
+            await self.control.start()
+        except BaseException:
+            for ep in self.endpoints:
+                self._loop.remove_reader(ep.sock.fileno())
+                ep.sock.close()
+            self.endpoints.clear()
+            raise
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self._loop.add_signal_handler(sig, self.stop)
+        self._service()
+
+    def start_actions(self) -> None:
+        """Initiate every child with start_action = start (after start(), like charon)."""
+        now = self._loop.time()  # type: ignore[union-attr]
+        for conn in self.config.connections.values():
+            for child in conn.children.values():
+                if child.start_action != "start":
+                    continue
+                log.info("start_action: initiating %s/%s", conn.name, child.name)
+                try:
+                    self.engine.initiate(conn.name, now, child=child.name)
+                except IkeUsageError as exc:  # one bad connection must not stop the others
+                    log.error("start_action of %s/%s: %s", conn.name, child.name, exc)
+        self._service()
+
+    def stop(self) -> None:
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def run(self, ready: Callable[[], None] | None = None) -> int:
+        """Start, call ready() (the CLI tells its parent it may exit), run the start actions,
+        serve until stop() (SIGTERM/SIGINT), then shut down cleanly; returns the exit code."""
+        await self.start()
+        if ready is not None:
+            ready()
+        self.start_actions()
+        await self._stopped.wait()  # type: ignore[union-attr]
+        await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        """Delete every SA (the peers hear of it), wait briefly for the answers, clean up."""
+        log.info("shutting down: deleting all SAs")
+        loop = self._loop
+        assert loop is not None
+        try:
+            self.engine.shutdown(loop.time())
+        except Exception:
+            log.exception("engine shutdown failed")
+        self._service()
+        deadline = loop.time() + SHUTDOWN_GRACE
+        while loop.time() < deadline and self._engine_has_sas():
+            await asyncio.sleep(0.05)
+        self._cancel_timer()
+        for ep in self.endpoints:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(ep.sock.fileno())
+        try:
+            self.dataplane.close()
+        except Exception:
+            log.exception("dataplane close failed")
+        for ep in self.endpoints:
+            ep.sock.close()
+        self.endpoints.clear()
+        if self.control is not None:
+            await self.control.close()
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(CommandError("the daemon is shutting down"))
+        log.info("stopped")
+
+    def _engine_has_sas(self) -> bool:
+        try:
+            return bool(self.engine.sa_list())
+        except Exception:
+            return False
+
+    # -- sockets ---------------------------------------------------------------------------
+    def _open_sockets(self) -> None:
+        opts = self.config.daemon
+        problems = []
+        for address in opts.listen:
+            ip = ipaddress.ip_address(address)
+            for port, nat_t in ((opts.port, False), (opts.port_nat_t, True)):
+                try:
+                    self.endpoints.append(self._bind(ip, port, nat_t))
+                except OSError as exc:
+                    why = f"UDP {address} port {port}: {exc.strerror or exc}"
+                    if exc.errno == errno.EACCES and port < 1024:
+                        why += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) and ip.is_unspecified:
+                        log.warning("not listening on %s (this host has no IPv%d?)", why,
+                                    ip.version)
+                        continue
+                    problems.append(why)
+        if problems:
+            for ep in self.endpoints:
+                ep.sock.close()
+            self.endpoints.clear()
+            raise DaemonError("cannot listen: " + "; ".join(problems)
+                              + (" (another IKE daemon running? charon?)"
+                                 if any("in use" in p for p in problems) else ""))
+        if not self.endpoints:
+            raise DaemonError(f"nothing to listen on: daemon.listen = {opts.listen}")
+
+    @staticmethod
+    def _bind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, nat_t: bool) -> Endpoint:
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            # no SO_REUSEADDR: on Linux it lets a second daemon bind the same UDP port and
+            # silently steal its datagrams; "address in use" is the answer we want
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.bind((str(ip), port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        log.info("listening on UDP [%s]:%d%s", ip, port, " (NAT-T framing)" if nat_t else "")
+        return Endpoint(sock, family, str(ip), port, nat_t)
+
+    def _on_readable(self, ep: Endpoint) -> None:
+        now = self._loop.time()  # type: ignore[union-attr]
+        for _ in range(RECV_BATCH):
+            try:
+                data, ancdata, _flags, remote = ep.sock.recvmsg(65535, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ECONNREFUSED from an ICMP port unreachable
+                self.stats["receive_errors"] += 1
+                log.debug("receive on %s:%d: %s", ep.address, ep.port, exc)
+                continue
+            local = (self._destination(ep, ancdata), ep.port)
+            self._datagram(ep, data, local, (remote[0], remote[1]), now)
+        self._service()
+
+    @staticmethod
+    def _destination(ep: Endpoint, ancdata: list) -> str:
+        """The local address the datagram was sent to (from IP_PKTINFO / IPV6_PKTINFO)."""
+        for level, kind, value in ancdata:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
+                return socket.inet_ntop(socket.AF_INET, value[8:12])  # ipi_addr
+            if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(value) >= 16:
+                return socket.inet_ntop(socket.AF_INET6, value[:16])
+        return ep.address
+
+    def _datagram(self, ep: Endpoint, data: bytes, local: Addr, remote: Addr, now: float) -> None:
+        self.stats["datagrams_in"] += 1
+        if ep.nat_t:
+            if data == NAT_KEEPALIVE:
+                self.stats["keepalives_in"] += 1
+                return
+            if len(data) < 4:
+                self.stats["dropped_short"] += 1
+                return
+            if data[:4] != NON_ESP_MARKER:
+                # ESP-in-UDP while the dataplane does not read this socket: it has no SA for it.
+                self.stats["esp_in_udp_unclaimed"] += 1
+                return
+            data = data[4:]
+        self._to_engine(data, local, remote, now)
+
+    def _to_engine(self, data: bytes, local: Addr, remote: Addr, now: float) -> None:
+        try:
+            self.engine.receive_datagram(data, local, remote, now)
+        except Exception:  # the engine promises not to raise; if it does, drop, never die
+            self.stats["engine_errors"] += 1
+            log.exception("engine failed on a datagram from %s:%d (dropped)", *remote)
+
+    def _ike_from_dataplane(self, ep: Endpoint, data: bytes, remote: tuple) -> None:
+        """IKE on 4500 that a user-space dataplane read (marker already stripped)."""
+        loop = self._loop
+        assert loop is not None
+        local_ip = ep.address if not ep.wildcard else _route_source(remote[0], ep.family)
+        self.stats["datagrams_in"] += 1
+        self._to_engine(data, (local_ip, ep.port), (remote[0], remote[1]), loop.time())
+        self._service()
+
+    def _send(self, data: bytes, local: Addr, remote: Addr) -> None:
+        ep = self._endpoint_for(local, remote)
+        if ep is None:
+            self.stats["send_errors"] += 1
+            log.error("no socket for sending from %s:%d to %s:%d (daemon.listen = %s, ports "
+                      "%d/%d)", local[0], local[1], remote[0], remote[1],
+                      self.config.daemon.listen, self.config.daemon.port,
+                      self.config.daemon.port_nat_t)
+            return
+        if ep.nat_t and data != NAT_KEEPALIVE:
+            data = NON_ESP_MARKER + data
+        ancdata = []
+        if ep.wildcard and local[0] and not ipaddress.ip_address(local[0]).is_unspecified:
+            ancdata = [_pktinfo(ep.family, local[0])]
+        try:
+            ep.sock.sendmsg([data], ancdata, 0, (remote[0], remote[1]))
+            self.stats["datagrams_out"] += 1
+        except OSError as exc:
+            self.stats["send_errors"] += 1
+            log.warning("send to %s:%d failed: %s", remote[0], remote[1], exc.strerror or exc)
+
+    def _endpoint_for(self, local: Addr, remote: Addr) -> Endpoint | None:
+        family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
+        fallback = None
+        for ep in self.endpoints:
+            if ep.port != local[1] or ep.family != family:
+                continue
+            if ep.address == local[0]:
+                return ep
+            if ep.wildcard:
+                fallback = ep
+        return fallback
+
+    # -- the engine ------------------------------------------------------------------------
+    def _service(self) -> None:
+        """Flush the engine's output, deliver its events, re-arm its timer."""
+        loop = self._loop
+        assert loop is not None
+        for _ in range(4):  # events may make more output (and the other way round)
+            now = loop.time()
+            out = self.engine.datagrams_to_send(now)
+            for data, local, remote in out:
+                self._send(data, local, remote)
+            handled = 0
+            while (event := self.engine.next_event()) is not None:
+                handled += 1
+                self._event(event)
+            if not out and not handled:
+                break
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        when = self.engine.get_timer()
+        if when == self._timer_at:
+            return
+        self._cancel_timer()
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)  # type: ignore[union-attr]
+            self._timer_at = when
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        try:
+            self.engine.handle_timer(self._loop.time())  # type: ignore[union-attr]
+        except Exception:
+            self.stats["engine_errors"] += 1
+            log.exception("engine timer failed")
+        self._service()
+
+    def _event(self, event: Any) -> None:
+        kind = type(event).__name__
+        self.stats[f"event_{kind}"] += 1
+        handler = getattr(self, f"_on_{kind}", None)
+        try:
+            if handler is not None:
+                handler(event)
+            else:
+                log.info("%s", event)
+        except Exception:
+            log.exception("handling %s failed", kind)
+        for match, fut in list(self._waiters):
+            if not fut.done():
+                verdict = match(event)
+                if verdict is not None:
+                    fut.set_result(verdict)
+
+    def _on_IkeSaEstablished(self, ev: Any) -> None:
+        log.info("IKE_SA %s[%s] established", ev.name, ev.ike_id)
+
+    def _on_IkeSaClosed(self, ev: Any) -> None:
+        log.info("IKE_SA %s[%s] closed: %s", ev.name, ev.ike_id, ev.reason)
+
+    def _on_ChildSaEstablished(self, ev: Any) -> None:
+        spec = ev.spec
+        try:
+            self.dataplane.install(spec)
+            self.stats["children_installed"] += 1
+        except Exception as exc:
+            self.stats["install_failures"] += 1
+            log.error("dataplane %s could not install CHILD_SA %s #%d: %s", self.dataplane.name,
+                      spec.name, spec.unique_id, exc)
+
+    def _on_ChildSaClosed(self, ev: Any) -> None:
+        # Say why: a peer that deletes a CHILD_SA right after creating it (charon when its
+        # kernel interface refuses the SA) leaves no other trace here.
+        log.info("CHILD_SA #%d (IKE_SA #%d) closed: %s", ev.unique_id, ev.ike_id,
+                 getattr(ev, "reason", "?"))
+        try:
+            self.dataplane.remove(ev.unique_id)
+        except Exception as exc:
+            log.error("dataplane %s could not remove CHILD_SA #%d: %s", self.dataplane.name,
+                      ev.unique_id, exc)
+
+    def _on_NegotiationFailed(self, ev: Any) -> None:
+        log.warning("%s: negotiation failed (%s): %s", ev.name, notify_name(ev.notify),
+                    ev.explanation)
+
+    def _on_SendKeepalive(self, ev: Any) -> None:
+        self._send(NAT_KEEPALIVE, tuple(ev.local), tuple(ev.remote))  # type: ignore[arg-type]
+
+    def _on_dataplane_event(self, event: Any) -> None:
+        """A CHILD_SA lifetime limit (SaEvent soft/hard). May come from another thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            loop.call_soon_threadsafe(self._on_dataplane_event, event)
+            return
+        self.stats[f"dataplane_{event.kind}"] += 1
+        handler = getattr(self.engine, "child_sa_expired", None)
+        if handler is None:  # the engine cannot rekey on volume yet: say so, loudly
+            log.warning("CHILD_SA #%d hit its %s lifetime (%s); the engine has no rekey on "
+                        "volume yet%s", event.unique_id, event.kind, event.reason,
+                        ": the dataplane removed it" if event.kind == "hard" else "")
+            return
+        handler(event.unique_id, event.kind, loop.time())
+        self._service()
+
+    # -- control ---------------------------------------------------------------------------
+    def _control_handlers(self) -> dict[str, Callable]:
+        return {
+            "list": self._cmd_list,
+            "initiate": self._cmd_initiate,
+            "terminate": self._cmd_terminate,
+            "why": self._cmd_why,
+            "stats": self._cmd_stats,
+            "drivers": self._cmd_drivers,
+        }
+
+    def _connection(self, request: dict) -> str:
+        name = request.get("name")
+        if not isinstance(name, str) or not name:
+            raise CommandError("this command needs a connection name")
+        return name
+
+    def _cmd_list(self, request: dict) -> list[dict]:
+        sas = self.engine.sa_list()
+        for sa in sas:
+            for child in sa.get("children", []):
+                uid = child.get("unique_id")
+                if uid is None:
+                    continue
+                with contextlib.suppress(Exception):
+                    c = self.dataplane.counters(uid)
+                    child["dataplane"] = {"name": self.dataplane.name, **vars(c)}
+        return sas
+
+    async def _cmd_initiate(self, request: dict) -> dict:
+        name = self._connection(request)
+        if name not in self.config.connections:
+            raise CommandError(f"no connection named {name!r}; configured: "
+                               + (", ".join(sorted(self.config.connections)) or "none"))
+        child = request.get("child")
+        wait = float(request.get("wait") or 0)
+        loop = self._loop
+        assert loop is not None
+        fut: asyncio.Future | None = None
+        ike_ids: list[int] = []
+        want_child = False  # an established IKE SA was reused: wait for the new CHILD_SA
+        prior: dict[int, dict] = {}
+        if wait > 0:
+            # the engine reuses an IKE SA of the connection (like charon); know which exist
+            prior = {sa["id"]: sa for sa in self.engine.sa_list() if sa.get("name") == name}
+            fut = loop.create_future()
+
+            def match(ev: Any) -> dict | None:
+                kind = type(ev).__name__
+                if kind == "IkeSaEstablished" and ev.ike_id in ike_ids and not want_child:
+                    return {"ike_id": ev.ike_id, "state": "established"}
+                if kind == "ChildSaEstablished" and ev.ike_id in ike_ids and want_child:
+                    return {"ike_id": ev.ike_id, "state": "established", "reused": True,
+                            "child": ev.spec.name}
+                if kind == "NegotiationFailed" and ev.name == name:
+                    return {"ike_id": ike_ids[0] if ike_ids else None, "state": "failed",
+                            "notify": notify_name(ev.notify), "explanation": ev.explanation}
+                if kind == "IkeSaClosed" and ev.ike_id in ike_ids:
+                    return {"ike_id": ev.ike_id, "state": "failed", "notify": None,
+                            "explanation": str(ev.reason)}
+                return None
+
+            self._waiters.append((match, fut))
+        try:
+            ike_id = self.engine.initiate(name, loop.time(), child=child)
+        except (IkeUsageError, KeyError, ValueError) as exc:
+            if fut is not None:
+                self._waiters = [w for w in self._waiters if w[1] is not fut]
+            raise CommandError(f"cannot initiate {name}: {exc}") from None
+        ike_ids.append(ike_id)
+        reused = prior.get(ike_id)
+        if fut is not None and reused is not None and reused.get("state") == "established":
+            have = {c.get("name") for c in reused.get("children", [])}
+            if child is None or child in have:
+                self._waiters = [w for w in self._waiters if w[1] is not fut]
+                return {"ike_id": ike_id, "state": "established", "reused": True}
+            want_child = True
+        self._service()
+        if fut is None:
+            return {"ike_id": ike_id, "state": "connecting"}
+        try:
+            result = await asyncio.wait_for(fut, wait)
+        except TimeoutError:
+            why = self.engine.why(name)
+            raise CommandError(f"{name}: not established within {wait:g} s"
+                               + (f": {why}" if why else "; see `ocfpy sa why " + name + "`")) from None
+        finally:
+            self._waiters = [w for w in self._waiters if w[1] is not fut]
+        if result["state"] == "failed":
+            notify, text = result.get("notify"), result["explanation"]
+            prefix = f"{notify}: " if notify and notify not in text else ""
+            raise CommandError(f"{name}: {prefix}{text}")
+        return result
+
+    def _cmd_terminate(self, request: dict) -> dict:
+        target = request.get("name")
+        if target is None:
+            target = request.get("id")
+        if isinstance(target, str) and target.isdigit():
+            target = int(target)
+        if target is None or target == "":
+            raise CommandError("terminate needs a connection name or an IKE_SA id")
+        try:
+            self.engine.terminate(target, self._loop.time())  # type: ignore[union-attr]
+        except (IkeUsageError, KeyError, ValueError) as exc:
+            raise CommandError(f"cannot terminate {target}: {exc}") from None
+        self._service()
+        return {"terminating": target}
+
+    def _cmd_why(self, request: dict) -> str | None:
+        return self.engine.why(self._connection(request))
+
+    def _cmd_stats(self, request: dict) -> dict:
+        return {
+            "engine": dict(self.engine.stats),
+            "daemon": dict(self.stats),
+            "dataplane": self.dataplane.name,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "listening": [f"[{ep.address}]:{ep.port}" for ep in self.endpoints],
+        }
+
+    def _cmd_drivers(self, request: dict) -> list[dict]:
+        if self.dispatcher is None:
+            return []
+        return [r.as_dict() for r in self.dispatcher.registry.records()]
+
+
+def notify_name(notify: int | None) -> str | None:
+    """AUTHENTICATION_FAILED rather than 24, for people."""
+    if notify is None:
+        return None
+    try:
+        from .constants import NotifyType
+
+        return NotifyType(notify).name
+    except (ImportError, ValueError):
+        return str(notify)
+
+
+def _pktinfo(family: int, address: str) -> tuple[int, int, bytes]:
+    """The ancillary datum that makes a wildcard socket send from this source address."""
+    if family == socket.AF_INET6:
+        return (socket.IPPROTO_IPV6, IPV6_PKTINFO,
+                socket.inet_pton(socket.AF_INET6, address) + struct.pack("@I", 0))
+    # struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }
+    return (socket.IPPROTO_IP, IP_PKTINFO,
+            struct.pack("@i", 0) + socket.inet_pton(socket.AF_INET, address) + bytes(4))
+
+
+def _route_source(remote_ip: str, family: int) -> str:
+    """The source address the kernel would pick towards remote_ip (no packet is sent)."""
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        s.connect((remote_ip, 9))
+        return s.getsockname()[0]
+    except OSError:
+        return "::" if family == socket.AF_INET6 else "0.0.0.0"
+    finally:
+        s.close()
+
+
+# -- dataplane selection ----------------------------------------------------------------------
+def select_dataplane(name: str, dispatcher: Any = None, config: IkeConfig | None = None) -> Dataplane:
+    """The dataplane named in the config or on the command line.
+
+    ``none`` must be asked for; ``auto`` takes the kernel (xfrm) when it can do ESP, else the
+    user-space one, and logs why; when neither is available it refuses and says so rather
+    than fall back to none.
+    """
+    if name == "none":
+        from ..esp.dataplane.null import NullDataplane
+
+        log.warning("dataplane none: IKE only, CHILD_SAs will be negotiated but carry no traffic")
+        return NullDataplane()
+    if name in ("xfrm", "userspace"):
+        dp, why = _try_dataplane(name, dispatcher, config)
+        if dp is None:
+            raise DaemonError(f"dataplane {name} is not available: {why}")
+        return dp
+    if name != "auto":
+        raise DaemonError(f"unknown dataplane {name!r}: use auto, userspace, xfrm or none")
+    reasons = []
+    for candidate in ("xfrm", "userspace"):
+        dp, why = _try_dataplane(candidate, dispatcher, config)
+        if dp is not None:
+            log.info("dataplane auto: using %s%s", candidate,
+                     f" ({'; '.join(reasons)})" if reasons else "")
+            return dp
+        reasons.append(f"{candidate}: {why}")
+    raise DaemonError("dataplane auto found no working ESP dataplane (" + "; ".join(reasons)
+                      + "); set dataplane = \"none\" to run IKE without one")
+
+
+def _try_dataplane(name: str, dispatcher: Any, config: IkeConfig | None) -> tuple[Dataplane | None, str]:
+    import importlib
+
+    module_name = f"ocfpy.esp.dataplane.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None, f"this ocfpy has no {module_name} module"
+        return None, f"{module_name} needs {exc.name}, which is not installed"
+    except Exception as exc:
+        return None, f"{module_name} failed to import: {type(exc).__name__}: {exc}"
+    factory = getattr(module, "create", None) or getattr(module, _CLASS_NAMES[name], None)
+    if factory is None:
+        return None, f"{module_name} offers neither create() nor {_CLASS_NAMES[name]}"
+    offered = {"dispatcher": dispatcher, "config": config}
+    try:
+        params = inspect.signature(factory).parameters
+        kwargs = {k: v for k, v in offered.items() if k in params}
+        return factory(**kwargs), ""
+    except Exception as exc:  # the module says why it cannot run here (no ESP in the kernel...)
+        return None, str(exc) or type(exc).__name__
+
+
+_CLASS_NAMES = {"userspace": "UserspaceDataplane", "xfrm": "XfrmDataplane"}

@@ -1,0 +1,219 @@
+"""Message IDs, the request window (size 1 each way), retransmission with exponential back-off
+and give-up, answering retransmitted requests from a cache, and running tasks per exchange
+(strongSwan's task_manager_v2). One per IKE SA."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .codec.message import Message, encode
+from .codec.payloads import NotifyPayload
+from .codec.sk import IntegrityCheckFailed
+from .constants import ExchangeType, NotifyType
+from .errors import DecodeError, IkeProtocolError
+from .tasks.base import Status, Task
+from .tasks.child_create import ChildCreate
+from .tasks.delete import Informational
+from .tasks.ike_auth import IkeAuth
+from .tasks.ike_init import IkeInit
+
+if TYPE_CHECKING:
+    from .events import Addr
+    from .sa import IkeSa
+
+log = logging.getLogger(__name__)
+
+
+def responder_tasks(exchange: int) -> list[Task] | None:
+    if exchange == ExchangeType.IKE_SA_INIT:
+        return [IkeInit()]
+    if exchange == ExchangeType.IKE_AUTH:
+        return [IkeAuth(), ChildCreate()]
+    if exchange == ExchangeType.CREATE_CHILD_SA:
+        return [ChildCreate(in_ike_auth=False)]
+    if exchange == ExchangeType.INFORMATIONAL:
+        return [Informational()]
+    return None
+
+
+class Outstanding:
+    __slots__ = ("mid", "raw", "local", "remote", "tries", "deadline", "exchange")
+
+    def __init__(self, mid: int, raw: bytes, local: Addr, remote: Addr, deadline: float,
+                 exchange: int):
+        self.mid = mid
+        self.raw = raw
+        self.local = local
+        self.remote = remote
+        self.tries = 0
+        self.deadline = deadline
+        self.exchange = exchange
+
+
+class TaskManager:
+    __slots__ = ("my_mid", "peer_mid", "queue", "active", "out", "last_req_hash", "last_resp")
+
+    def __init__(self) -> None:
+        self.my_mid = 0
+        self.peer_mid = 0
+        self.queue: list[Task] = []
+        self.active: list[Task] = []
+        self.out: Outstanding | None = None
+        self.last_req_hash: int | None = None
+        self.last_resp: bytes | None = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.active)
+
+    def queue_task(self, task: Task) -> None:
+        self.queue.append(task)
+
+    # -- as initiator of exchanges --------------------------------------------------------
+    def initiate(self, sa: IkeSa, now: float) -> None:
+        if self.active or not self.queue or sa.is_closed:
+            return
+        exchange = self.queue[0].exchange
+        n = 0
+        while n < len(self.queue) and self.queue[n].exchange == exchange:
+            n += 1
+        self.active, self.queue = self.queue[:n], self.queue[n:]
+        self._send_request(sa, now)
+
+    def _send_request(self, sa: IkeSa, now: float) -> None:
+        exchange = self.active[0].exchange
+        msg = Message(sa.spi_i, sa.spi_r, exchange, self.my_mid, False, sa.initiator)
+        try:
+            for t in self.active:
+                t.build_i(sa, msg)
+        except IkeProtocolError as exc:
+            self.active = []
+            sa.fail(exc.notify, exc.reason)
+            return
+        if exchange == ExchangeType.IKE_SA_INIT:
+            raw = encode(msg)
+            sa.init_request = raw
+            sa.transition("send_init")
+        else:
+            raw = encode(msg, sa.crypto)
+        rt = sa.conn.retransmit
+        self.out = Outstanding(self.my_mid, raw, sa.local, sa.remote, now + rt.timeout, exchange)
+        sa.send(raw, sa.local, sa.remote, now)
+
+    def on_response(self, sa: IkeSa, msg: Message, now: float) -> None:
+        out = self.out
+        if out is None or msg.message_id != out.mid or msg.exchange != out.exchange:
+            sa.engine.count("dropped_unexpected_response")
+            return
+        try:
+            if msg.exchange == ExchangeType.IKE_SA_INIT:
+                msg.check_plain()
+            else:
+                msg.decrypt(sa.crypto)  # type: ignore[arg-type]
+        except IntegrityCheckFailed:
+            sa.engine.count("dropped_integrity")
+            return
+        except DecodeError as exc:
+            log.info("%s: malformed response dropped: %s", sa.name, exc)
+            sa.engine.count("dropped_malformed")
+            return
+        if msg.exchange == ExchangeType.IKE_SA_INIT:
+            sa.init_response = msg.raw
+        sa.heard_from_peer(now)
+        self.out = None
+        need_more = False
+        for t in self.active:
+            st = t.process_i(sa, msg)
+            if st is Status.FAILED:
+                break
+            if st is Status.NEED_MORE:
+                need_more = True
+        if sa.is_closed:
+            self.active = []
+            return
+        if need_more:
+            self._send_request(sa, now)  # same message ID (COOKIE / INVALID_KE retry)
+            return
+        self.active = []
+        self.my_mid += 1
+        self.initiate(sa, now)
+
+    def on_timer(self, sa: IkeSa, now: float) -> None:
+        out = self.out
+        if out is None or now < out.deadline:
+            return
+        rt = sa.conn.retransmit
+        if out.tries < rt.tries:
+            out.tries += 1
+            out.deadline = now + rt.timeout * rt.base ** out.tries
+            sa.engine.count("retransmits")
+            log.debug("%s: retransmit %d of message %d", sa.name, out.tries, out.mid)
+            sa.send(out.raw, out.local, out.remote, now)
+            return
+        self.out = None
+        self.active = []
+        sa.gave_up(out.tries, now)
+
+    # -- as responder ---------------------------------------------------------------------
+    def on_request(self, sa: IkeSa, msg: Message, local: Addr, remote: Addr, now: float) -> None:
+        h = hash(msg.raw)
+        if msg.message_id == self.peer_mid - 1 and self.last_resp is not None:
+            if h == self.last_req_hash:
+                sa.engine.count("retransmits_answered")
+                sa.send(self.last_resp, local, remote, now)
+            else:
+                sa.engine.count("dropped_invalid_mid")
+            return
+        if msg.message_id != self.peer_mid:
+            sa.engine.count("dropped_invalid_mid")
+            return
+        encrypted = msg.exchange != ExchangeType.IKE_SA_INIT
+        resp = Message(sa.spi_i, sa.spi_r, msg.exchange, msg.message_id, True, sa.initiator)
+        error: IkeProtocolError | None = None
+        try:
+            if encrypted:
+                if sa.crypto is None:
+                    raise DecodeError(f"{ExchangeType(msg.exchange).name} before IKE_SA_INIT "
+                                      "completed")
+                msg.decrypt(sa.crypto)
+            else:
+                msg.check_plain()
+        except IntegrityCheckFailed:
+            sa.engine.count("dropped_integrity")
+            return
+        except DecodeError as exc:
+            sa.engine.count("dropped_malformed")
+            if not encrypted or sa.crypto is None:
+                return  # nothing authenticated it: answering would help a spoofer
+            error = exc
+        if not encrypted:
+            sa.init_request = msg.raw
+        else:
+            sa.heard_from_peer(now)
+            sa.local, sa.remote = local, remote  # RFC 7296 2.23: follow the authenticated peer
+        tasks = responder_tasks(msg.exchange) if error is None else []
+        if tasks is None:
+            error = IkeProtocolError(NotifyType.INVALID_SYNTAX, f"exchange {msg.exchange} unknown")
+        if error is None:
+            try:
+                for t in tasks:  # type: ignore[union-attr]
+                    t.process_r(sa, msg)
+                for t in tasks:  # type: ignore[union-attr]
+                    t.build_r(sa, resp)
+            except IkeProtocolError as exc:
+                error = exc
+        if error is not None:
+            resp.payloads = [NotifyPayload(error.notify, error.data)]
+            if not encrypted:  # RFC 7296 2.6 / 1.2: HDR(SPIi, 0) for a refused IKE_SA_INIT
+                resp.spi_r = bytes(8)
+        raw = encode(resp, sa.crypto if encrypted else None)
+        if msg.exchange == ExchangeType.IKE_SA_INIT:
+            sa.init_response = raw
+        self.last_req_hash = h
+        self.last_resp = raw
+        self.peer_mid += 1
+        sa.send(raw, local, remote, now)
+        if error is not None:
+            sa.responder_error(msg.exchange, error)
+        sa.after_response()

@@ -1,0 +1,291 @@
+"""IKE and ESP proposals: strongSwan syntax, SA payload conversion and selection.
+
+A proposal string is strongSwan's: keywords joined by '-', e.g. "aes128gcm16-prfsha256-x25519",
+"aes128-sha256-modp2048" (sha256 doubles as PRF when no prf keyword is given, as in strongSwan),
+"aes128gcm16-esn" for ESP. Several algorithms of one type in one string are alternatives.
+
+Selection follows strongSwan's default: the responder walks the initiator's proposals in the
+initiator's order and takes the first one that matches one of ours; within a matching pair, the
+first of the initiator's transforms of each type that we also accept. When nothing matches,
+`explain_mismatch` says in plain words which transform type had no overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import catalogue
+from ..catalogue import Primitive, Transform, TransformType
+from ..errors import UnknownAlgorithm
+
+PROTO_IKE = 1
+PROTO_AH = 2
+PROTO_ESP = 3
+
+# strongSwan "sha256" in an IKE proposal means HMAC-SHA2-256-128 integrity and, when no PRF is
+# named, PRF-HMAC-SHA2-256 (proposal_keywords / proposal.c add_prf_from_integ).
+_INTEG_TO_PRF = {
+    "sha1": "prfsha1", "sha256": "prfsha256", "sha384": "prfsha384", "sha512": "prfsha512",
+    "aesxcbc": "prfaesxcbc",
+}
+
+TYPE_NAMES = {
+    TransformType.ENCR: "encryption algorithm",
+    TransformType.PRF: "pseudo-random function",
+    TransformType.INTEG: "integrity algorithm",
+    TransformType.KE: "key exchange method (DH group)",
+    TransformType.ESN: "extended sequence numbers setting",
+}
+
+
+class ProposalSyntaxError(ValueError):
+    """A proposal string that does not parse; the message says which keyword and why."""
+
+
+@dataclass(slots=True)
+class Proposal:
+    """One proposal: per transform type the acceptable transforms, in preference order."""
+
+    protocol: int
+    transforms: dict[TransformType, list[Transform]] = field(default_factory=dict)
+    number: int = 1
+    spi: bytes = b""
+    # transforms we could not map to the catalogue, kept so a mismatch can name them
+    unknown: list[tuple[int, int, int | None]] = field(default_factory=list)
+
+    def of(self, ttype: TransformType) -> list[Transform]:
+        return self.transforms.get(ttype, [])
+
+    def first(self, ttype: TransformType) -> Transform | None:
+        lst = self.transforms.get(ttype)
+        return lst[0] if lst else None
+
+    @property
+    def is_aead(self) -> bool:
+        encr = self.of(TransformType.ENCR)
+        return bool(encr) and all(t.primitive is Primitive.AEAD for t in encr)
+
+    def keywords(self) -> list[str]:
+        return [t.keyword for lst in self.transforms.values() for t in lst]
+
+    def __str__(self) -> str:
+        order = (TransformType.ENCR, TransformType.INTEG, TransformType.PRF, TransformType.KE,
+                 TransformType.ESN)
+        words = [t.keyword for tt in order for t in self.of(tt)]
+        words += [f"unknown({tt}/{tid}{'/' + str(kb) if kb else ''})" for tt, tid, kb in self.unknown]
+        return "-".join(words) if words else "(empty)"
+
+
+def _parse(text: str, protocol: int) -> Proposal:
+    words = [w for w in text.strip().lower().split("-") if w]
+    if not words:
+        raise ProposalSyntaxError(f"empty proposal {text!r}")
+    prop = Proposal(protocol)
+    for word in words:
+        try:
+            t = catalogue.get(word)
+        except UnknownAlgorithm as exc:
+            raise ProposalSyntaxError(str(exc)) from None
+        if t.transform_type is None:
+            raise ProposalSyntaxError(f"{word!r} is a hash, not an IKE/ESP transform")
+        lst = prop.transforms.setdefault(t.transform_type, [])
+        if t not in lst:
+            lst.append(t)
+    return prop
+
+
+def parse_ike(text: str) -> Proposal:
+    """An IKE proposal; checks that it is complete (RFC 7296 3.3.3 mandatory types)."""
+    prop = _parse(text, PROTO_IKE)
+    if TransformType.ESN in prop.transforms:
+        raise ProposalSyntaxError(f"{text!r}: esn/noesn belongs in ESP proposals, not IKE")
+    encr = prop.of(TransformType.ENCR)
+    if not encr:
+        raise ProposalSyntaxError(f"{text!r}: no encryption algorithm (e.g. aes128gcm16, aes256)")
+    aead = [t for t in encr if t.primitive is Primitive.AEAD]
+    if aead and len(aead) != len(encr):
+        raise ProposalSyntaxError(
+            f"{text!r}: mixes AEAD ({aead[0]}) and non-AEAD ciphers in one proposal; "
+            "write two proposals")
+    if aead and prop.of(TransformType.INTEG):
+        raise ProposalSyntaxError(f"{text!r}: an AEAD cipher takes no integrity algorithm")
+    if not aead and not prop.of(TransformType.INTEG):
+        raise ProposalSyntaxError(f"{text!r}: {encr[0]} needs an integrity algorithm (e.g. sha256)")
+    if not prop.of(TransformType.PRF):
+        prfs = [catalogue.get(_INTEG_TO_PRF[t.keyword]) for t in prop.of(TransformType.INTEG)
+                if t.keyword in _INTEG_TO_PRF]
+        if not prfs:
+            raise ProposalSyntaxError(f"{text!r}: no pseudo-random function (e.g. prfsha256)")
+        prop.transforms[TransformType.PRF] = prfs
+    if not prop.of(TransformType.KE):
+        raise ProposalSyntaxError(f"{text!r}: no key exchange method (e.g. x25519, modp2048)")
+    return _ordered(prop)
+
+
+def parse_esp(text: str) -> Proposal:
+    """An ESP proposal. A KE group in it means PFS for rekeying (kept, not used by the first
+    CHILD_SA). Without esn/noesn, noesn is proposed (strongSwan's default)."""
+    prop = _parse(text, PROTO_ESP)
+    if prop.of(TransformType.PRF):
+        raise ProposalSyntaxError(f"{text!r}: a PRF belongs in IKE proposals, not ESP")
+    encr = prop.of(TransformType.ENCR)
+    if not encr:
+        raise ProposalSyntaxError(f"{text!r}: no encryption algorithm (e.g. aes128gcm16)")
+    aead = [t for t in encr if t.primitive is Primitive.AEAD]
+    if aead and len(aead) != len(encr):
+        raise ProposalSyntaxError(f"{text!r}: mixes AEAD and non-AEAD ciphers; write two proposals")
+    if aead and prop.of(TransformType.INTEG):
+        raise ProposalSyntaxError(f"{text!r}: an AEAD cipher takes no integrity algorithm")
+    if not aead and not prop.of(TransformType.INTEG):
+        raise ProposalSyntaxError(f"{text!r}: {encr[0]} needs an integrity algorithm (e.g. sha256)")
+    if not prop.of(TransformType.ESN):
+        prop.transforms[TransformType.ESN] = [catalogue.get("noesn")]
+    return _ordered(prop)
+
+
+_ORDER = (TransformType.ENCR, TransformType.PRF, TransformType.INTEG, TransformType.KE,
+          TransformType.ESN)
+
+
+def _ordered(prop: Proposal) -> Proposal:
+    prop.transforms = {tt: prop.transforms[tt] for tt in _ORDER if tt in prop.transforms}
+    return prop
+
+
+def check_proposal_strings(texts: list[str], esp: bool) -> None:
+    """Raise ProposalSyntaxError for the first string that does not parse."""
+    for text in texts:
+        (parse_esp if esp else parse_ike)(text)
+
+
+# -- SA payload conversion ---------------------------------------------------------------------
+def to_raw(prop: Proposal, number: int, spi: bytes = b""):
+    from .codec.payloads import RawProposal, RawTransform
+
+    raw = RawProposal(number, prop.protocol, spi)
+    for lst in prop.transforms.values():
+        for t in lst:
+            tt, tid, bits = t.ike_id  # type: ignore[misc]
+            raw.transforms.append(RawTransform(int(tt), tid, bits))
+    return raw
+
+
+def from_raw(raw) -> Proposal:
+    """A peer's proposal in catalogue terms; transforms we do not know stay in ``unknown``."""
+    prop = Proposal(raw.protocol, number=raw.number, spi=raw.spi)
+    for rt in raw.transforms:
+        t = None
+        if not rt.unknown_attributes and rt.type in TYPE_NAMES:
+            t = catalogue.by_ike_id(rt.type, rt.id, rt.key_bits)
+        if t is None:
+            prop.unknown.append(rt.key())
+            # a type we know with only unknown IDs still counts as present (for explanations)
+            if rt.type in TYPE_NAMES:
+                prop.transforms.setdefault(TransformType(rt.type), [])
+            continue
+        prop.transforms.setdefault(TransformType(rt.type), []).append(t)
+    return prop
+
+
+def servable(props: list[Proposal], can_serve) -> tuple[list[Proposal], list[str]]:
+    """Only what the dispatcher can serve (a forced backend narrows this); also what was dropped."""
+    out: list[Proposal] = []
+    dropped: list[str] = []
+    for p in props:
+        q = Proposal(p.protocol, number=p.number, spi=p.spi)
+        ok = True
+        for tt, lst in p.transforms.items():
+            keep = [t for t in lst if t.primitive is Primitive.FLAG or can_serve(t)]
+            dropped += [t.keyword for t in lst if t not in keep and t.keyword not in dropped]
+            if not keep:
+                ok = False
+            q.transforms[tt] = keep
+        if ok:
+            out.append(q)
+    return out, dropped
+
+
+# -- selection --------------------------------------------------------------------------------
+def _types(prop: Proposal, ignore_ke: bool) -> set[TransformType]:
+    types = set(prop.transforms)
+    if ignore_ke:
+        types.discard(TransformType.KE)
+    return types
+
+
+def _match(offered: Proposal, ours: Proposal, ignore_ke: bool
+           ) -> tuple[Proposal | None, list[TransformType]]:
+    """The chosen proposal (one transform per type, the peer's preference), or the types with
+    no overlap."""
+    if offered.protocol != ours.protocol:
+        return None, []
+    chosen = Proposal(offered.protocol, number=offered.number, spi=offered.spi)
+    missing: list[TransformType] = []
+    for tt in sorted(_types(offered, ignore_ke) | _types(ours, ignore_ke)):
+        mine = ours.of(tt)
+        pick = next((t for t in offered.of(tt) if t in mine), None)
+        if pick is None:
+            missing.append(tt)
+        else:
+            chosen.transforms[tt] = [pick]
+    if missing:
+        return None, missing
+    return _ordered(chosen), []
+
+
+def select(offered: list[Proposal], ours: list[Proposal], *, ignore_ke: bool = False
+           ) -> Proposal | None:
+    """strongSwan's default: the first of the peer's proposals that matches one of ours."""
+    for o in offered:
+        for m in ours:
+            chosen, _ = _match(o, m, ignore_ke)
+            if chosen is not None:
+                return chosen
+    return None
+
+
+def accepts(chosen: Proposal, offered: list[Proposal], *, ignore_ke: bool = False) -> bool:
+    """Whether the peer's choice is one transform per type out of one of our proposals."""
+    for o in offered:
+        if all(len(lst) == 1 for lst in chosen.transforms.values()) and \
+                _match(chosen, o, ignore_ke)[0] is not None and \
+                _types(chosen, ignore_ke) == _types(o, ignore_ke):
+            return True
+    return False
+
+
+def _fmt(props: list[Proposal]) -> str:
+    return "; ".join(str(p) for p in props) if props else "nothing"
+
+
+def explain_mismatch(offered: list[Proposal], ours: list[Proposal], *, what: str = "IKE",
+                     ignore_ke: bool = False, backend: str | None = None,
+                     dropped: list[str] | None = None) -> str:
+    """One paragraph: what the peer offered, what we accept, which type had no overlap,
+    and the nearest match."""
+    best: tuple[int, Proposal, Proposal, list[TransformType]] | None = None
+    for o in offered:
+        for m in ours:
+            _, missing = _match(o, m, ignore_ke)
+            if o.protocol != m.protocol:
+                continue
+            if best is None or len(missing) < best[0]:
+                best = (len(missing), o, m, missing)
+    text = [f"no {what} proposal in common. The peer offered: {_fmt(offered)}. "
+            f"We accept: {_fmt(ours)}."]
+    if best is not None and best[3]:
+        _, o, m, missing = best
+        for tt in missing:
+            theirs = ", ".join(t.keyword for t in o.of(tt)) or "none"
+            unknown = [u for u in o.unknown if u[0] == tt]
+            if unknown:
+                theirs += f" (+{len(unknown)} transform(s) ocfpy does not know)"
+            mine = ", ".join(t.keyword for t in m.of(tt)) or "none"
+            text.append(f"No overlap in the {TYPE_NAMES.get(tt, tt)}: peer offers {theirs}, "
+                        f"we accept {mine}.")
+        text.append(f"Nearest match: peer proposal #{o.number} ({o}) against our {m}; "
+                    f"it differs only in the {', '.join(TYPE_NAMES.get(t, str(t)) for t in missing)}.")
+    if dropped:
+        who = f"the forced crypto backend {backend!r}" if backend else "no active driver"
+        text.append(f"Not offered/accepted because {who} cannot serve them: {', '.join(dropped)}.")
+    return " ".join(text)

@@ -1,0 +1,428 @@
+"""One IKE SA and its CHILD_SAs: the state the tasks work on. Sans-I/O: ``now`` comes in with
+every call, datagrams and events go out through the engine.
+
+Once established, an IKE SA keeps only what it needs later (SK_d, the SK crypto sessions, the
+children): INIT messages, nonces, the DH session and SK_p* are dropped (memory per SA is a
+measured target)."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+from typing import TYPE_CHECKING
+
+from ..catalogue import Transform, TransformType
+from ..esp.dataplane.base import ChildSaSpec, Mode, SaKeys, TrafficSelector, UdpEncap
+from . import keys as kdf
+from .codec.payloads import NotifyPayload
+from .codec.sk import SkCrypto
+from .config import ChildConfig, Connection
+from .constants import ExchangeType, NotifyType, notify_name
+from .errors import IkeProtocolError
+from .events import (
+    ChildSaClosed,
+    ChildSaEstablished,
+    IkeSaEstablished,
+    SendKeepalive,
+)
+from .exchange import TaskManager
+from .identity import Identity
+from .proposals import Proposal, accepts
+from .state import IkeState, next_state
+from .tasks.base import Status
+
+if TYPE_CHECKING:
+    from .engine import IkeEngine
+    from .events import Addr
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4096)
+def _packed(ip: str) -> bytes:
+    return ipaddress.ip_address(ip).packed
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip(ip: str):
+    return ipaddress.ip_address(ip)
+
+
+class ChildSa:
+    __slots__ = ("unique_id", "cfg", "spi_in", "spi_out", "spec")
+
+    def __init__(self, unique_id: int, cfg: ChildConfig, spi_in: bytes, spi_out: bytes,
+                 spec: ChildSaSpec):
+        self.unique_id = unique_id
+        self.cfg = cfg
+        self.spi_in = spi_in
+        self.spi_out = spi_out
+        self.spec = spec
+
+
+class IkeSa:
+    __slots__ = (
+        "engine", "id", "conn", "initiator", "state", "spi_i", "spi_r", "local", "remote",
+        "tasks", "proposal", "encr", "integ", "prf", "ke_transform", "ke", "ni", "nr",
+        "init_request", "init_response", "keys", "crypto", "local_id", "remote_id", "children",
+        "nat_local", "nat_remote", "last_in", "last_out", "created", "deadline",
+        "_close_after", "established_at", "half_open_key",
+    )
+
+    def __init__(self, engine: IkeEngine, sa_id: int, conn: Connection, initiator: bool,
+                 local: Addr, remote: Addr, now: float):
+        self.engine = engine
+        self.id = sa_id
+        self.conn = conn
+        self.initiator = initiator
+        self.state = IkeState.CREATED
+        self.spi_i = b""
+        self.spi_r = bytes(8)
+        self.local = local
+        self.remote = remote
+        self.tasks = TaskManager()
+        self.proposal: Proposal | None = None
+        self.encr: Transform | None = None
+        self.integ: Transform | None = None
+        self.prf: Transform = None  # type: ignore[assignment]
+        props = self.ike_proposals
+        self.ke_transform: Transform = props[0].first(TransformType.KE) if props else None  # type: ignore[assignment]
+        self.ke = None
+        self.ni = b""
+        self.nr = b""
+        self.init_request = b""
+        self.init_response = b""
+        self.keys: kdf.IkeKeys | None = None
+        self.crypto: SkCrypto | None = None
+        self.local_id: Identity | None = None
+        self.remote_id: Identity | None = None
+        self.children: list[ChildSa] = []
+        self.nat_local = False
+        self.nat_remote = False
+        self.last_in = now
+        self.last_out = now
+        self.created = now
+        self.deadline: float | None = None
+        self._close_after: str | None = None
+        self.established_at: float | None = None
+        self.half_open_key: tuple | None = None
+
+    # -- plumbing used by the tasks --------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.conn.name
+
+    @property
+    def dispatcher(self):
+        return self.engine.dispatcher
+
+    def random(self, n: int) -> bytes:
+        return self.engine.random(n)
+
+    @property
+    def is_established(self) -> bool:
+        return self.state is IkeState.ESTABLISHED
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is IkeState.CLOSED
+
+    @property
+    def natt(self) -> bool:
+        return self.nat_local or self.nat_remote
+
+    def transition(self, event: str) -> None:
+        self.state = next_state(self.state, event)
+
+    def send(self, raw: bytes, local: Addr, remote: Addr, now: float) -> None:
+        self.last_out = now
+        self.engine.send(raw, local, remote)
+
+    def heard_from_peer(self, now: float) -> None:
+        self.last_in = now
+
+    # -- proposals ---------------------------------------------------------------------------
+    @property
+    def ike_proposals(self) -> list[Proposal]:
+        return self.engine.ike_proposals(self.conn)[0]
+
+    @property
+    def dropped_ike(self) -> list[str]:
+        return self.engine.ike_proposals(self.conn)[1]
+
+    def esp_proposals(self, cfg: ChildConfig) -> list[Proposal]:
+        return self.engine.esp_proposals(cfg)[0]
+
+    @property
+    def dropped_esp(self) -> list[str]:
+        return []
+
+    def accepts_ike(self, chosen: Proposal) -> bool:
+        return accepts(chosen, self.ike_proposals)
+
+    def set_proposal(self, chosen: Proposal) -> None:
+        self.proposal = chosen
+        self.encr = chosen.first(TransformType.ENCR)
+        self.integ = chosen.first(TransformType.INTEG)
+        self.prf = chosen.first(TransformType.PRF)  # type: ignore[assignment]
+        self.ke_transform = chosen.first(TransformType.KE)  # type: ignore[assignment]
+
+    # -- NAT detection (RFC 7296 2.23) ---------------------------------------------------------
+    def _natd_hash(self, spi_i: bytes, spi_r: bytes, addr: Addr) -> bytes:
+        ip = _packed(addr[0])
+        return self.engine.sha1(spi_i + spi_r + ip + addr[1].to_bytes(2, "big"))
+
+    def natd_payloads(self, spi_i: bytes, spi_r: bytes) -> list[NotifyPayload]:
+        if self.conn.encap:
+            # swanctl encap=yes: a source hash that cannot match makes the peer see a NAT
+            src = self.random(20)
+        else:
+            src = self._natd_hash(spi_i, spi_r, self.local)
+        dst = self._natd_hash(spi_i, spi_r, self.remote)
+        return [NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP, src),
+                NotifyPayload(NotifyType.NAT_DETECTION_DESTINATION_IP, dst)]
+
+    def process_natd(self, msg) -> None:
+        srcs = [n.data for n in msg.notifies() if n.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP]
+        dst = msg.notify(NotifyType.NAT_DETECTION_DESTINATION_IP)
+        if srcs and dst is not None:
+            self.nat_remote = self._natd_hash(msg.spi_i, msg.spi_r, self.remote) not in srcs
+            self.nat_local = self._natd_hash(msg.spi_i, msg.spi_r, self.local) != dst.data
+        if self.conn.encap:
+            self.nat_local = True
+        if self.natt and self.initiator:
+            # float to the NAT-T port for IKE_AUTH on (RFC 7296 2.23, RFC 3948)
+            rport = 4500 if self.remote[1] == 500 else self.remote[1]
+            self.local = (self.local[0], self.engine.config.daemon.port_nat_t)
+            self.remote = (self.remote[0], rport)
+        if self.natt:
+            log.info("%s: NAT detected (%s); using UDP encapsulation", self.name,
+                     "ours" if self.nat_local else "peer's")
+
+    # -- keys --------------------------------------------------------------------------------
+    def derive_keys(self, shared: bytes) -> None:
+        d = self.dispatcher
+        seed = kdf.skeyseed(d, self.prf, self.ni, self.nr, shared)
+        self.keys = k = kdf.ike_keys(d, self.prf, self.encr, self.integ, seed, self.ni, self.nr,  # type: ignore[arg-type]
+                                     self.spi_i, self.spi_r)
+        if self.initiator:
+            out, inb = (k.sk_ei, k.sk_ai), (k.sk_er, k.sk_ar)
+        else:
+            out, inb = (k.sk_er, k.sk_ar), (k.sk_ei, k.sk_ai)
+        self.crypto = SkCrypto(d, self.encr, self.integ, out, inb, self.random)  # type: ignore[arg-type]
+
+    # -- identities and PSK ------------------------------------------------------------------
+    def configured_local_id(self) -> Identity:
+        if self.conn.local.id is not None:
+            return Identity.parse(self.conn.local.id)
+        return Identity.from_address(self.local[0])
+
+    def configured_remote_id(self) -> Identity | None:
+        return Identity.parse(self.conn.remote.id) if self.conn.remote.id is not None else None
+
+    def find_psk(self, local: Identity | None, remote: Identity | None) -> bytes | None:
+        return self.engine.find_psk(local, remote)
+
+    def choose_connection_by_ids(self, peer: Identity, wanted_local: Identity | None) -> None:
+        conn = self.engine.connection_for_ids(self, peer, wanted_local)
+        if conn is None:
+            raise IkeProtocolError(
+                NotifyType.AUTHENTICATION_FAILED,
+                f"no connection accepts peer identity {peer}"
+                + (f" asking for our identity {wanted_local}" if wanted_local else "")
+                + " from " + self.remote[0])
+        self.conn = conn
+
+    # -- outcomes ------------------------------------------------------------------------------
+    def established(self) -> None:
+        self.transition("authenticated")
+        self.established_at = self.last_in
+        self.engine.on_established(self)
+        # what IKE_AUTH needed is no longer needed (memory per SA is a target)
+        self.init_request = self.init_response = b""
+        if self.ke is not None:
+            self.ke.close()
+            self.ke = None
+        self.engine.emit(IkeSaEstablished(self.id, self.name))
+
+    def fail(self, notify: int | None, explanation: str) -> Status:
+        """The IKE SA cannot be set up or kept: tell, and close."""
+        if self.is_closed:
+            return Status.FAILED
+        log.warning("%s: %s", self.name, explanation)
+        if self.established_at is None:
+            self.engine.count("ike_failed")
+        self.engine.record_failure(self.name, notify, explanation)
+        self.close(explanation if notify is None else f"{notify_name(notify)}: {explanation}")
+        return Status.FAILED
+
+    def child_failed(self, name: str, notify: int | None, explanation: str) -> Status:
+        """A CHILD_SA failed; the IKE SA stays (RFC 7296 2.21.3)."""
+        text = f"CHILD_SA {name}: {explanation}"
+        log.warning("%s: %s", self.name, text)
+        self.engine.record_failure(self.name, notify, text)
+        return Status.SUCCESS
+
+    def responder_error(self, exchange: int, error: IkeProtocolError) -> None:
+        """We answered a request with an error notify; IKE_SA_INIT and IKE_AUTH errors end
+        the SA (the peer sees the notify, we explain ours in why())."""
+        if error.notify == NotifyType.INVALID_KE_PAYLOAD:
+            # an ordinary step of negotiation, not a failure: the initiator retries
+            self.engine.count("invalid_ke_sent")
+            self.close(error.reason)
+        elif exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
+            self.fail(error.notify, error.reason)
+
+    def gave_up(self, tries: int, now: float) -> None:
+        what = "dead peer detection" if self.is_established else "negotiation"
+        rt = self.conn.retransmit
+        self.fail(None, f"{self.remote[0]} did not answer ({what}): no response after "
+                  f"{tries} retransmits ({rt.timeout:g}s x {rt.base:g}^n)")
+
+    def start_deleting(self) -> None:
+        if self.state is IkeState.ESTABLISHED:
+            self.transition("delete")
+
+    def close_after_response(self, reason: str) -> None:
+        self._close_after = reason
+
+    def after_response(self) -> None:
+        if self._close_after is not None and not self.is_closed:
+            self.close(self._close_after)
+
+    def close(self, reason: str) -> None:
+        if self.is_closed:
+            return
+        for child in list(self.children):
+            self.remove_child(child.unique_id, reason)
+        self.transition("close")
+        if self.crypto is not None:
+            self.crypto.close()
+        if self.ke is not None:
+            self.ke.close()
+            self.ke = None
+        self.engine.on_closed(self, reason)
+
+    # -- CHILD_SAs -----------------------------------------------------------------------------
+    def add_child(self, cfg: ChildConfig, chosen: Proposal, spi_in: bytes, spi_out: bytes,
+                  ts_i: list[TrafficSelector], ts_r: list[TrafficSelector], ni: bytes, nr: bytes,
+                  transport: bool) -> ChildSa:
+        encr = chosen.first(TransformType.ENCR)
+        integ = chosen.first(TransformType.INTEG)
+        esn = chosen.first(TransformType.ESN)
+        km = kdf.child_keys(self.dispatcher, self.prf, self.keys.sk_d, ni, nr, encr, integ)  # type: ignore[arg-type, union-attr]
+        i2r = (km.encr_i2r, km.integ_i2r)
+        r2i = (km.encr_r2i, km.integ_r2i)
+        if self.initiator:
+            inbound = SaKeys(int.from_bytes(spi_in, "big"), *r2i)
+            outbound = SaKeys(int.from_bytes(spi_out, "big"), *i2r)
+            local_ts, remote_ts = ts_i, ts_r
+        else:
+            inbound = SaKeys(int.from_bytes(spi_in, "big"), *i2r)
+            outbound = SaKeys(int.from_bytes(spi_out, "big"), *r2i)
+            local_ts, remote_ts = ts_r, ts_i
+        uid = self.engine.next_child_id()
+        spec = ChildSaSpec(
+            name=f"{self.conn.name}/{cfg.name}", unique_id=uid,
+            local=_ip(self.local[0]), remote=_ip(self.remote[0]),
+            inbound=inbound, outbound=outbound, encryption=encr.keyword,  # type: ignore[union-attr]
+            integrity=integ.keyword if integ is not None else None,
+            esn=bool(esn is not None and esn.transform_id == 1),
+            mode=Mode.TRANSPORT if transport else Mode.TUNNEL,
+            local_ts=list(local_ts), remote_ts=list(remote_ts),
+            encap=UdpEncap(self.local[1], self.remote[1]) if self.natt else None,
+            replay_window=cfg.replay_window, lifetime_bytes=cfg.life_bytes,
+            lifetime_packets=cfg.life_packets, crypto_backend=self.dispatcher.backend,
+        )
+        child = ChildSa(uid, cfg, spi_in, spi_out, spec)
+        self.children.append(child)
+        self.engine.emit(ChildSaEstablished(self.id, spec))
+        return child
+
+    def child_by_id(self, unique_id: int) -> ChildSa | None:
+        return next((c for c in self.children if c.unique_id == unique_id), None)
+
+    def child_by_outbound_spi(self, spi: bytes) -> ChildSa | None:
+        return next((c for c in self.children if c.spi_out == spi), None)
+
+    def remove_child(self, unique_id: int, reason: str) -> None:
+        child = self.child_by_id(unique_id)
+        if child is None:
+            return
+        self.children.remove(child)
+        self.engine.release_child_spi(child.spi_in)
+        self.engine.emit(ChildSaClosed(self.id, unique_id, reason))
+
+    # -- timers --------------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        if self.is_closed:
+            return None
+        cands: list[float] = []
+        out = self.tasks.out
+        if out is not None:
+            cands.append(out.deadline)
+        if self.state is IkeState.CONNECTING and not self.initiator:
+            cands.append(self.created + self.engine.config.daemon.half_open_timeout)
+        if self.state is IkeState.ESTABLISHED:
+            if self.conn.dpd_delay and not self.tasks.busy:
+                cands.append(self.last_in + self.conn.dpd_delay)
+            ka = self.engine.config.daemon.keepalive_interval
+            if self.nat_local and ka:
+                cands.append(self.last_out + ka)
+        return min(cands) if cands else None
+
+    def handle_timer(self, now: float) -> None:
+        self.tasks.on_timer(self, now)
+        if self.is_closed:
+            return
+        if self.state is IkeState.CONNECTING and not self.initiator and \
+                now >= self.created + self.engine.config.daemon.half_open_timeout:
+            self.engine.count("half_open_timeouts")
+            self.fail(None, f"half-open IKE SA from {self.remote[0]} timed out: no IKE_AUTH "
+                      "followed IKE_SA_INIT")
+            return
+        if self.state is IkeState.ESTABLISHED:
+            if self.conn.dpd_delay and not self.tasks.busy and \
+                    now >= self.last_in + self.conn.dpd_delay:
+                from .tasks.delete import Dpd
+
+                self.tasks.queue_task(Dpd())
+                self.tasks.initiate(self, now)
+            ka = self.engine.config.daemon.keepalive_interval
+            if self.nat_local and ka and now >= self.last_out + ka:
+                self.last_out = now
+                self.engine.emit(SendKeepalive(self.local, self.remote))
+
+    # -- reporting -----------------------------------------------------------------------------
+    def as_dict(self) -> dict:
+        drivers = self.crypto.drivers() if self.crypto is not None else {}
+        return {
+            "name": self.name, "id": self.id, "state": self.state.value,
+            "initiator": self.initiator,
+            "local": {"addr": self.local[0], "port": self.local[1],
+                      "id": str(self.local_id) if self.local_id else None},
+            "remote": {"addr": self.remote[0], "port": self.remote[1],
+                       "id": str(self.remote_id) if self.remote_id else None},
+            "spi_i": self.spi_i.hex(), "spi_r": self.spi_r.hex(),
+            "nat": {"local": self.nat_local, "remote": self.nat_remote},
+            "algorithms": {
+                "encr": self.encr.keyword if self.encr else None,
+                "integ": self.integ.keyword if self.integ else None,
+                "prf": self.prf.keyword if self.prf else None,
+                "ke": self.ke_transform.keyword if self.ke_transform else None,
+            },
+            "drivers": drivers,
+            "children": [self._child_dict(c) for c in self.children],
+        }
+
+    def _child_dict(self, c: ChildSa) -> dict:
+        s = c.spec
+        return {
+            "name": c.cfg.name, "unique_id": c.unique_id,
+            "spi_in": f"{s.inbound.spi:08x}", "spi_out": f"{s.outbound.spi:08x}",
+            "encr": s.encryption, "integ": s.integrity, "esn": s.esn, "mode": s.mode.value,
+            "local_ts": [str(t) for t in s.local_ts], "remote_ts": [str(t) for t in s.remote_ts],
+            "encap": s.encap is not None,
+            "driver": self.engine.esp_driver(s.encryption),
+        }

@@ -1,0 +1,94 @@
+"""INFORMATIONAL exchanges (RFC 7296 1.4): deleting IKE and CHILD SAs, both ways, and the
+responder side of every INFORMATIONAL request (Delete, liveness checks, notifies)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..codec.payloads import DeletePayload
+from ..constants import ExchangeType, PayloadType, ProtocolId, notify_name
+from .base import Status, Task
+
+if TYPE_CHECKING:
+    from ..codec.message import Message
+    from ..sa import IkeSa
+
+log = logging.getLogger(__name__)
+
+
+class IkeDelete(Task):
+    """Initiator: Delete our IKE SA (and with it every CHILD_SA, RFC 7296 1.4.1)."""
+
+    exchange = ExchangeType.INFORMATIONAL
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str = "deleted by us"):
+        self.reason = reason
+
+    def build_i(self, sa: IkeSa, msg: Message) -> None:
+        msg.payloads.append(DeletePayload(ProtocolId.IKE))
+        sa.start_deleting()
+
+    def process_i(self, sa: IkeSa, msg: Message) -> Status:
+        sa.close(self.reason)
+        return Status.SUCCESS
+
+
+class ChildDelete(Task):
+    """Initiator: Delete one CHILD_SA; the peer answers with its half (RFC 7296 1.4.1)."""
+
+    exchange = ExchangeType.INFORMATIONAL
+    __slots__ = ("unique_id",)
+
+    def __init__(self, unique_id: int):
+        self.unique_id = unique_id
+
+    def build_i(self, sa: IkeSa, msg: Message) -> None:
+        child = sa.child_by_id(self.unique_id)
+        if child is not None:
+            msg.payloads.append(DeletePayload(ProtocolId.ESP, [child.spi_in]))
+
+    def process_i(self, sa: IkeSa, msg: Message) -> Status:
+        sa.remove_child(self.unique_id, "deleted by us")
+        return Status.SUCCESS
+
+
+class Informational(Task):
+    """Responder for every INFORMATIONAL request. An empty one is a liveness check (DPD)."""
+
+    exchange = ExchangeType.INFORMATIONAL
+    __slots__ = ("delete_ike", "deleted_spis")
+
+    def __init__(self) -> None:
+        self.delete_ike = False
+        self.deleted_spis: list[bytes] = []
+
+    def process_r(self, sa: IkeSa, msg: Message) -> None:
+        for p in msg.payloads:
+            if p.TYPE == PayloadType.DELETE:
+                if p.protocol == ProtocolId.IKE:
+                    self.delete_ike = True
+                elif p.protocol == ProtocolId.ESP:
+                    for spi in p.spis:
+                        child = sa.child_by_outbound_spi(spi)
+                        if child is None:
+                            log.info("%s: peer deletes unknown ESP SPI %s", sa.name, spi.hex())
+                            continue
+                        self.deleted_spis.append(child.spi_in)
+                        sa.remove_child(child.unique_id, "deleted by peer")
+            elif p.TYPE == PayloadType.NOTIFY and p.notify_type < 16384:
+                log.warning("%s: peer reports %s", sa.name, notify_name(p.notify_type))
+
+    def build_r(self, sa: IkeSa, msg: Message) -> None:
+        if self.deleted_spis:
+            msg.payloads.append(DeletePayload(ProtocolId.ESP, self.deleted_spis))
+        if self.delete_ike:
+            sa.close_after_response("deleted by peer")
+
+
+class Dpd(Task):
+    """Initiator: an empty INFORMATIONAL request; retransmission failure means the peer is dead."""
+
+    exchange = ExchangeType.INFORMATIONAL
+    __slots__ = ()

@@ -1,0 +1,167 @@
+"""IKE_SA_INIT (RFC 7296 1.2): proposals, key exchange, nonces, NAT detection (2.23), and the
+COOKIE (2.6) and INVALID_KE_PAYLOAD (1.2) retries on the initiator side."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ... import catalogue
+from ...catalogue import TransformType
+from ...errors import InvalidPublicValue
+from ..codec.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
+from ..constants import ExchangeType, NotifyType, PayloadType, notify_name
+from ..errors import IkeProtocolError
+from ..proposals import explain_mismatch, from_raw, select, to_raw
+from .base import Status, Task
+
+if TYPE_CHECKING:
+    from ..codec.message import Message
+    from ..sa import IkeSa
+
+log = logging.getLogger(__name__)
+
+NONCE_SIZE = 32
+MAX_RETRIES = 3  # COOKIE / INVALID_KE rounds before giving up
+
+
+class IkeInit(Task):
+    exchange = ExchangeType.IKE_SA_INIT
+    __slots__ = ("cookie", "retries", "chosen_number")
+
+    def __init__(self) -> None:
+        self.cookie = b""
+        self.retries = 0
+        self.chosen_number = 1
+
+    # -- initiator -----------------------------------------------------------------------
+    def build_i(self, sa: IkeSa, msg: Message) -> None:
+        group = sa.ke_transform
+        if sa.ke is None or sa.ke.transform is not group:
+            sa.ke = sa.dispatcher.open(group)
+        if not sa.ni:
+            sa.ni = sa.random(NONCE_SIZE)
+        if self.cookie:  # RFC 7296 2.6: the COOKIE notify comes first
+            msg.payloads.append(NotifyPayload(NotifyType.COOKIE, self.cookie))
+        props = [to_raw(p, i + 1) for i, p in enumerate(sa.ike_proposals)]
+        msg.payloads += [
+            SaPayload(props),
+            KePayload(group.group, sa.ke.public_value()),  # type: ignore[arg-type]
+            NoncePayload(sa.ni),
+        ]
+        msg.payloads += sa.natd_payloads(msg.spi_i, msg.spi_r)
+
+    def process_i(self, sa: IkeSa, msg: Message) -> Status:
+        cookie = msg.notify(NotifyType.COOKIE)
+        if cookie is not None and msg.get(PayloadType.SA) is None:
+            if self.retries >= MAX_RETRIES or not 1 <= len(cookie.data) <= 64:
+                return sa.fail(NotifyType.COOKIE, "the responder keeps demanding COOKIEs")
+            self.retries += 1
+            self.cookie = cookie.data
+            log.info("%s: responder demands a COOKIE; retrying", sa.name)
+            return Status.NEED_MORE
+        invalid_ke = msg.notify(NotifyType.INVALID_KE_PAYLOAD)
+        if invalid_ke is not None:
+            return self._invalid_ke(sa, invalid_ke)
+        for n in msg.notifies():
+            if n.notify_type < 16384:
+                return sa.fail(n.notify_type, _peer_error_text(sa, n.notify_type, n.data))
+        sa_p, ke_p, nonce_p = (msg.get(PayloadType.SA), msg.get(PayloadType.KE),
+                               msg.get(PayloadType.NONCE))
+        if sa_p is None or ke_p is None or nonce_p is None:
+            return sa.fail(NotifyType.INVALID_SYNTAX, "IKE_SA_INIT response lacks SA, KE or Nonce")
+        if len(sa_p.proposals) != 1:
+            return sa.fail(NotifyType.NO_PROPOSAL_CHOSEN,
+                           f"the responder returned {len(sa_p.proposals)} proposals, not one")
+        chosen = from_raw(sa_p.proposals[0])
+        if chosen.unknown or not sa.accepts_ike(chosen):
+            return sa.fail(NotifyType.NO_PROPOSAL_CHOSEN,
+                           f"the responder chose {chosen}, which we did not offer")
+        if ke_p.group != sa.ke_transform.group or chosen.first(TransformType.KE) is not sa.ke_transform:
+            return sa.fail(NotifyType.INVALID_KE_PAYLOAD,
+                           f"the responder answered with group {ke_p.group}, we sent "
+                           f"{sa.ke_transform.group}")
+        if not msg.spi_r.strip(b"\x00"):
+            return sa.fail(NotifyType.INVALID_SYNTAX, "the responder's SPI is zero")
+        sa.spi_r = msg.spi_r
+        sa.nr = nonce_p.data
+        sa.set_proposal(chosen)
+        try:
+            shared = sa.ke.shared_secret(ke_p.data)  # type: ignore[union-attr]
+        except InvalidPublicValue as exc:
+            return sa.fail(NotifyType.INVALID_SYNTAX, f"the responder's KE value is invalid: {exc}")
+        sa.process_natd(msg)
+        sa.derive_keys(shared)
+        return Status.SUCCESS
+
+    def _invalid_ke(self, sa: IkeSa, n: NotifyPayload) -> Status:
+        group = int.from_bytes(n.data[:2], "big") if len(n.data) >= 2 else 0
+        ours = [t for p in sa.ike_proposals for t in p.of(TransformType.KE)]
+        wanted = next((t for t in ours if t.group == group), None)
+        if wanted is None or wanted is sa.ke_transform or self.retries >= MAX_RETRIES:
+            offered = ", ".join(dict.fromkeys(t.keyword for t in ours))
+            return sa.fail(NotifyType.INVALID_KE_PAYLOAD,
+                           f"the responder wants key exchange group {group}, which is not in our "
+                           f"proposals ({offered})")
+        self.retries += 1
+        log.info("%s: responder wants %s instead of %s; retrying", sa.name, wanted,
+                 sa.ke_transform)
+        sa.ke_transform = wanted
+        if sa.ke is not None:
+            sa.ke.close()
+        sa.ke = None
+        return Status.NEED_MORE
+
+    # -- responder -----------------------------------------------------------------------
+    def process_r(self, sa: IkeSa, msg: Message) -> None:
+        sa_p, ke_p, nonce_p = (msg.get(PayloadType.SA), msg.get(PayloadType.KE),
+                               msg.get(PayloadType.NONCE))
+        offered = [from_raw(p) for p in sa_p.proposals]
+        offered = [p for p in offered if p.protocol == 1]
+        ours = sa.ike_proposals
+        chosen = select(offered, ours)
+        if chosen is None:
+            why = explain_mismatch(offered, ours, what="IKE", backend=sa.dispatcher.backend,
+                                   dropped=sa.dropped_ike)
+            raise IkeProtocolError(NotifyType.NO_PROPOSAL_CHOSEN, why)
+        # prefer the group the initiator already sent, if the chosen proposal allows it
+        # (strongSwan does the same, saving a round trip)
+        peer_prop = next(p for p in offered if p.number == chosen.number)
+        sent = catalogue.by_ike_id(TransformType.KE, ke_p.group)
+        ours_ke = {t for p in ours for t in p.of(TransformType.KE)}
+        if sent is not None and sent in peer_prop.of(TransformType.KE) and sent in ours_ke:
+            chosen.transforms[TransformType.KE] = [sent]
+        group = chosen.first(TransformType.KE)
+        if ke_p.group != group.group:  # type: ignore[union-attr]
+            raise IkeProtocolError(
+                NotifyType.INVALID_KE_PAYLOAD,
+                f"the initiator sent a key exchange for group {ke_p.group}; we selected {group}",
+                group.group.to_bytes(2, "big"))  # type: ignore[union-attr]
+        self.chosen_number = chosen.number
+        sa.set_proposal(chosen)
+        sa.ni = nonce_p.data
+        sa.nr = sa.random(NONCE_SIZE)
+        sa.ke = sa.dispatcher.open(group)
+        try:
+            shared = sa.ke.shared_secret(ke_p.data)
+        except InvalidPublicValue as exc:
+            raise IkeProtocolError(NotifyType.INVALID_SYNTAX,
+                                   f"the initiator's KE value is invalid: {exc}") from None
+        sa.process_natd(msg)
+        sa.derive_keys(shared)
+
+    def build_r(self, sa: IkeSa, msg: Message) -> None:
+        msg.payloads += [
+            SaPayload([to_raw(sa.proposal, self.chosen_number)]),
+            KePayload(sa.ke_transform.group, sa.ke.public_value()),  # type: ignore[arg-type, union-attr]
+            NoncePayload(sa.nr),
+        ]
+        msg.payloads += sa.natd_payloads(msg.spi_i, msg.spi_r)
+
+
+def _peer_error_text(sa: IkeSa, notify: int, data: bytes) -> str:
+    if notify == NotifyType.NO_PROPOSAL_CHOSEN:
+        offered = "; ".join(str(p) for p in sa.ike_proposals)
+        return (f"the responder accepts none of our IKE proposals ({offered}); "
+                "compare with its configured proposals (its log says which transform type differs)")
+    return f"the responder answered IKE_SA_INIT with {notify_name(notify)}"

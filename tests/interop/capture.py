@@ -1,0 +1,104 @@
+"""A packet capture on one namespace's interface, read back with scapy.
+
+The verdicts the interop tests draw from the wire (IKE moved to 4500, ESP is UDP-encapsulated,
+no inner packet crossed in clear) come from an independent packet parser, not from either
+daemon's own counters.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocfpy.benchmarks.netns import Host
+
+
+@dataclass
+class WireSummary:
+    ike_500: int = 0  # UDP to or from port 500
+    ike_4500: int = 0  # UDP 4500 with the non-ESP marker (IKE after NAT-T)
+    esp_in_udp: int = 0  # UDP 4500, first 4 bytes non-zero: an ESP SPI (RFC 3948)
+    keepalive: int = 0  # UDP 4500, the one-byte 0xff NAT keepalive
+    esp_raw: int = 0  # IP protocol 50
+    clear_inner: int = 0  # packets between the inner addresses, unencrypted
+    total: int = 0
+    esp_spis: frozenset[int] = frozenset()
+
+
+class Capture:
+    def __init__(self, host: Host, path: Path, bpf: str = "udp or esp or icmp or tcp") -> None:
+        if shutil.which("tcpdump") is None:
+            raise RuntimeError("tcpdump missing (apt-get install tcpdump)")
+        self.host, self.path, self.bpf = host, path, bpf
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._err = b""  # tcpdump's closing statistics, for failure messages
+
+    def __enter__(self) -> Capture:
+        self.path.unlink(missing_ok=True)
+        self._proc = subprocess.Popen(
+            self.host.argv("tcpdump", "-U", "--immediate-mode", "-n", "-i", self.host.ifname, "-w", str(self.path),
+                           self.bpf),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The file appears before the filter is attached; "listening on" on stderr comes after.
+        assert self._proc.stderr is not None
+        seen = b""
+        deadline = time.monotonic() + 10
+        while b"listening on" not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"tcpdump did not start: {seen.decode(errors='replace')}")
+            if select.select([self._proc.stderr], [], [], left)[0]:
+                seen += os.read(self._proc.stderr.fileno(), 4096)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            time.sleep(0.2)  # let the last packets reach the file (-U flushes per packet)
+            self._proc.terminate()
+            try:
+                self._err = self._proc.communicate(timeout=5)[1]
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+        self._proc = None
+
+    def summary(self, inner: tuple[str, str]) -> WireSummary:
+        from scapy.layers.inet import IP, UDP
+        from scapy.utils import rdpcap
+
+        s = WireSummary()
+        spis = set()
+        for pkt in rdpcap(str(self.path)) if self.path.stat().st_size > 24 else []:
+            if IP not in pkt:
+                continue
+            s.total += 1
+            ip = pkt[IP]
+            if {ip.src, ip.dst} == set(inner):
+                s.clear_inner += 1
+            if ip.proto == 50:
+                s.esp_raw += 1
+            if UDP not in pkt:
+                continue
+            udp, payload = pkt[UDP], bytes(pkt[UDP].payload)
+            ports = {udp.sport, udp.dport}
+            if 500 in ports:
+                s.ike_500 += 1
+            elif 4500 in ports:
+                if payload == b"\xff":
+                    s.keepalive += 1
+                elif payload[:4] == b"\0\0\0\0":
+                    s.ike_4500 += 1
+                elif len(payload) >= 8:
+                    s.esp_in_udp += 1
+                    spis.add(int.from_bytes(payload[:4], "big"))
+        s.esp_spis = frozenset(spis)
+        return s

@@ -1,0 +1,99 @@
+"""`ocfpy demo` end to end: two daemons, a tunnel, traffic, a report; cleanup on Ctrl-C;
+a clear refusal without root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ocfpy.netlab import can_build_lab
+
+pytestmark = pytest.mark.net
+
+why = can_build_lab()
+if why:
+    pytest.skip(f"namespace lab unavailable: {why}", allow_module_level=True)
+
+DEMO = [sys.executable, "-m", "ocfpy.cli.main", "demo"]
+
+
+def _netns() -> set[str]:
+    from pyroute2 import netns
+
+    return set(netns.listnetns())
+
+
+@pytest.mark.parametrize("extra", [
+    [],
+    ["--encap", "--esp-proposal", "aes256-sha256-esn", "--proposal",
+     "aes256-sha256-prfsha256-ecp256"],
+], ids=["default", "encap-cbc-esn"])
+def test_demo_with_daemons_reports_a_working_tunnel(extra):
+    proc = subprocess.run([*DEMO, "--prefix", "oesx", "--megabytes", "5", "--json", *extra],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True
+    traffic = report["traffic"]
+    assert traffic["ping_ok"] and traffic["sha256_match"] and traffic["tcp_bytes"] == 5 * 10**6
+    assert report["time_to_establish_ms"] > 0
+    assert report["ike"]["algorithms"]["encr"] in ("aes128gcm16", "aes256")
+    assert report["esp_drivers"]["a"] == {"in": "openssl", "out": "openssl"}
+    a, b = report["counters"]["a"], report["counters"]["b"]
+    assert b["packets_in"] == a["packets_out"] > 5 * 10**6 // 1400  # nothing lost or faked
+    assert a["packets_in"] == b["packets_out"] > 0
+    if extra:
+        assert report["esp"]["encap"] is True and report["esp"]["esn"] is True
+        assert report["esp"]["integ"] == "sha256"
+    assert not {"oesx-a", "oesx-b"} & _netns()
+
+
+def test_demo_static_keys():
+    proc = subprocess.run([*DEMO, "--static", "--prefix", "oesy", "--megabytes", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "static keys (no IKE): OK" in proc.stdout
+    assert "SHA-256 match" in proc.stdout
+
+
+def test_ctrl_c_removes_everything():
+    proc = subprocess.Popen([*DEMO, "--prefix", "oesz", "--megabytes", "2000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        # wait until the transfer runs: both namespaces exist and a TCP sink is up
+        while time.monotonic() < deadline:
+            if {"oesz-a", "oesz-b"} <= _netns() and _pids_in("oesz-b"):
+                break
+            time.sleep(0.2)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "removed" in err
+    assert not {"oesz-a", "oesz-b"} & _netns()
+
+
+def _pids_in(ns: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
+def test_without_root_it_says_what_it_needs():
+    cmd = DEMO if os.geteuid() != 0 else [
+        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *DEMO]
+    env = dict(os.environ, HOME="/tmp")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 77, proc.stderr
+    assert "root" in proc.stderr and "ocfpy bench" in proc.stderr

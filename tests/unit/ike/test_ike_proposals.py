@@ -1,0 +1,118 @@
+"""strongSwan proposal syntax, SA payload conversion, selection and mismatch explanations."""
+
+from __future__ import annotations
+
+import pytest
+
+from ocfpy import catalogue
+from ocfpy.catalogue import TransformType as T
+from ocfpy.ike import proposals as P
+
+
+def kw(prop, tt):
+    return [t.keyword for t in prop.of(tt)]
+
+
+def test_parse_ike_aead():
+    p = P.parse_ike("aes128gcm16-prfsha256-x25519")
+    assert kw(p, T.ENCR) == ["aes128gcm16"] and kw(p, T.PRF) == ["prfsha256"]
+    assert kw(p, T.KE) == ["x25519"] and not p.of(T.INTEG)
+
+
+def test_parse_ike_integ_doubles_as_prf_like_strongswan():
+    p = P.parse_ike("aes128-aes256-sha256-sha384-modp2048")
+    assert kw(p, T.INTEG) == ["sha256", "sha384"]
+    assert kw(p, T.PRF) == ["prfsha256", "prfsha384"]
+    assert str(p) == "aes128-aes256-sha256-sha384-prfsha256-prfsha384-modp2048"
+
+
+def test_parse_esp_defaults_to_noesn():
+    assert kw(P.parse_esp("aes128gcm16"), T.ESN) == ["noesn"]
+    assert kw(P.parse_esp("aes128gcm16-esn"), T.ESN) == ["esn"]
+    assert kw(P.parse_esp("aes256-sha256"), T.INTEG) == ["sha256"]
+
+
+@pytest.mark.parametrize("text,esp,match", [
+    ("aes129-sha256-x25519", False, "unknown algorithm 'aes129'"),
+    ("aes128-x25519", False, "needs an integrity algorithm"),
+    ("aes128gcm16-sha256-prfsha256-x25519", False, "AEAD cipher takes no integrity"),
+    ("aes128gcm16-prfsha256", False, "no key exchange"),
+    ("aes128gcm16-aes128-prfsha256-x25519", False, "mixes AEAD"),
+    ("aes128gcm16-prfsha256-x25519-esn", False, "esn/noesn belongs in ESP"),
+    ("aes128gcm16-prfsha256", True, "PRF belongs in IKE"),
+    ("", True, "empty"),
+])
+def test_parse_errors_say_what_is_wrong(text, esp, match):
+    with pytest.raises(P.ProposalSyntaxError, match=match):
+        (P.parse_esp if esp else P.parse_ike)(text)
+
+
+def test_raw_round_trip_keeps_key_lengths():
+    p = P.parse_ike("aes128-aes256-sha256-modp2048")
+    raw = P.to_raw(p, 1)
+    assert [(t.type, t.id, t.key_bits) for t in raw.transforms][:2] == [(1, 12, 128), (1, 12, 256)]
+    back = P.from_raw(raw)
+    assert back.transforms == p.transforms and not back.unknown
+
+
+def test_unknown_transforms_are_kept_for_explanations():
+    from ocfpy.ike.codec.payloads import RawProposal, RawTransform
+
+    raw = RawProposal(1, 1, b"", [RawTransform(1, 20, 128), RawTransform(2, 5),
+                                  RawTransform(4, 99), RawTransform(1, 20, 128, (17,))])
+    p = P.from_raw(raw)
+    assert kw(p, T.ENCR) == ["aes128gcm16"] and p.of(T.KE) == []
+    assert (4, 99, None) in p.unknown and len(p.unknown) == 2
+
+
+def test_select_takes_the_peers_first_matching_proposal_and_transform():
+    offered = [P.parse_ike("aes256gcm16-prfsha384-ecp384"),
+               P.parse_ike("aes128gcm16-aes256gcm16-prfsha256-x25519-ecp256")]
+    for i, o in enumerate(offered):
+        o.number = i + 1
+    ours = [P.parse_ike("aes256gcm16-aes128gcm16-prfsha256-ecp256-x25519")]
+    chosen = P.select(offered, ours)
+    assert chosen.number == 2
+    assert str(chosen) == "aes128gcm16-prfsha256-x25519"  # the peer's preference wins
+    assert P.accepts(chosen, ours) and not P.accepts(chosen, [P.parse_ike("aes256gcm16-prfsha256-x25519")])
+
+
+def test_explanation_names_the_type_and_the_nearest_match():
+    offered = [P.parse_ike("aes128-sha1-modp1024"), P.parse_ike("aes128gcm16-prfsha256-modp2048")]
+    offered[1].number = 2
+    ours = [P.parse_ike("aes128gcm16-prfsha256-x25519")]
+    text = P.explain_mismatch(offered, ours)
+    assert "No overlap in the key exchange method (DH group): peer offers modp2048, " \
+           "we accept x25519." in text
+    assert "Nearest match: peer proposal #2" in text
+    assert "aes128-sha1-prfsha1-modp1024" in text  # everything the peer offered is listed
+
+
+def test_explanation_mentions_a_forced_backend():
+    text = P.explain_mismatch([P.parse_ike("aes128gcm16-prfsha256-x25519")],
+                              [P.parse_ike("aes256-sha256-modp2048")],
+                              backend="af_alg", dropped=["x25519"])
+    assert "forced crypto backend 'af_alg'" in text and "x25519" in text
+
+
+def test_servable_filters_by_dispatcher_capability():
+    props = [P.parse_ike("aes128gcm16-prfsha256-x25519-ecp256"), P.parse_ike("aes256-sha256-x448")]
+    kept, dropped = P.servable(props, lambda t: t.keyword not in ("x25519", "x448"))
+    assert [str(p) for p in kept] == ["aes128gcm16-prfsha256-ecp256"]
+    assert dropped == ["x25519", "x448"]
+
+
+def test_forced_backend_limits_what_the_engine_offers(dispatcher, initiator_and_responder):
+    """Only what dispatcher.can_serve() allows is offered; here a driver that lacks x25519."""
+    from ocfpy.dispatcher import Dispatcher
+    from ocfpy.ike.engine import IkeEngine
+
+    from .conftest import I_ADDR, R_ADDR, make_config
+
+    d = Dispatcher(dispatcher.registry)
+    original = d.can_serve
+    d.can_serve = lambda t, backend=None: catalogue.get(t).keyword != "x25519" and original(t)
+    cfg = make_config(I_ADDR, R_ADDR, "a", "b", ike=["aes128gcm16-prfsha256-x25519-ecp256"])
+    engine = IkeEngine(cfg, d)
+    props, dropped = engine.ike_proposals(cfg.connections["home"])
+    assert [str(p) for p in props] == ["aes128gcm16-prfsha256-ecp256"] and dropped == ["x25519"]
