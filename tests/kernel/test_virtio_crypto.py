@@ -171,7 +171,8 @@ def test_hot_unplug_during_a_stream_of_cbc_operations(tmp_path):
     # Files, not pipes, and no wait() without a deadline: a child stuck in the kernel cannot
     # be killed, and must not hang this test run with it.
     with open(log_path, "w") as log:
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
                                  env=dict(os.environ, PYTHONPATH=str(REPO)))
         deadline = time.monotonic() + 300
         while (child.poll() is None and not report_path.exists()

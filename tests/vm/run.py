@@ -35,6 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 SKIP = 77  # the automake convention for "skipped": CI can tell it from a failure
 GUEST_QMP_PORT = "ocfpy.qmp"
 CRYPTO_DEVICE_ID = "crypto0"
+# The guest writes its exit code here before it powers off. A guest process stuck in the
+# kernel for good (a request a vanished device lost, see docs/devices.md) can keep the guest
+# from powering off; then this file is the result and the VM is stopped from outside.
+GUEST_RC = "guest-rc"
+POWEROFF_GRACE = 30
 
 
 def find_vng() -> str | None:
@@ -146,7 +151,50 @@ def guest_command(python: Path, results_guest: str, pytest_args: list[str], kat:
     return (f"cd {shlex.quote(str(REPO))} && export {exports} && rc=0; "
             f"uname -a > {log}; {steps} "
             f"cat /proc/crypto > {results_guest}/proc-crypto.txt; "
-            f"grep -E '^(=+ .* in [0-9.]+s|FAILED|ERROR|[|] )' {log} | tail -n 40; exit $rc")
+            f"grep -E '^(=+ .* in [0-9.]+s|FAILED|ERROR|[|] )' {log} | tail -n 40; "
+            f"echo $rc > {results_guest}/{GUEST_RC}; exit $rc")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _wait_for_guest(proc: subprocess.Popen, rc_file: Path, deadline: float) -> int:
+    """vng's exit code; the guest's own (rc_file) if it wrote one but did not power off."""
+    rc_seen_at = None
+    while True:
+        try:
+            return proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if rc_seen_at is None and rc_file.exists():
+            rc_seen_at = now
+        if rc_seen_at is not None and now - rc_seen_at > POWEROFF_GRACE:
+            try:
+                rc = int(rc_file.read_text().strip())
+            except ValueError:
+                rc = 1
+            print(f"vm-lane: the guest finished (exit {rc}) but did not power off within "
+                  f"{POWEROFF_GRACE} s (a process stuck in the kernel?): stopping QEMU",
+                  file=sys.stderr)
+            _stop(proc)
+            return rc
+        if now > deadline:
+            print("vm-lane: TIMEOUT", file=sys.stderr)
+            _stop(proc)
+            return 124
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,13 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     relay.start()
     start = time.monotonic()
     print(f"vm-lane: booting {kernel} (TCG) with {vng}", flush=True)
+    rc_file = results / GUEST_RC
+    rc_file.unlink(missing_ok=True)
+    # Own session: on a timeout the whole tree goes (vng, virtme-run and QEMU), not just vng.
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, env=env, timeout=args.timeout,
-                              check=False)
-        rc = proc.returncode
-    except subprocess.TimeoutExpired:
-        print(f"vm-lane: TIMEOUT after {args.timeout} s", file=sys.stderr)
-        rc = 124
+        rc = _wait_for_guest(proc, rc_file, start + args.timeout)
     finally:
         relay.stop.set()
     wall = time.monotonic() - start
