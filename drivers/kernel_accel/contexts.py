@@ -52,14 +52,31 @@ class Presence:
 
 
 class DirectRunner:
-    """Runs each request on the caller's thread, fenced by the device's presence."""
+    """Runs each request on the caller's thread, fenced by the device's presence.
 
-    def __init__(self, presence: Presence):
+    A request the device fails (DriverFailure: ESHUTDOWN, EIO, ENODEV, ...) marks the runner
+    broken and gives the whole device up through ``on_failure``: measured with virtio_crypto,
+    such errors come from a device on its way out, and every session should move now rather
+    than each discovering it, or worse, closing its transform on it (see _Fenced.close).
+    """
+
+    def __init__(self, presence: Presence, on_failure: Callable[[str], None] | None = None):
         self.presence = presence
+        self.on_failure = on_failure
+        self.broken = False
+
+    def _failed(self, exc: DriverFailure) -> None:
+        self.broken = True
+        if self.on_failure is not None and not self.presence.gone:
+            self.on_failure(f"the device failed a request: {exc}")
 
     def call(self, fn, *args):
         ticket = self.presence.enter()
-        out = fn(*args)
+        try:
+            out = fn(*args)
+        except DriverFailure as exc:
+            self._failed(exc)
+            raise
         self.presence.leave(ticket)
         return out
 
@@ -84,7 +101,7 @@ class GuardedRunner(DirectRunner):
     the VM lane) frees in-flight requests on hot-unplug without completing them, so the
     AF_ALG caller would sleep in the kernel forever, uninterruptibly. Here the caller stops
     waiting when the device is reported gone or the deadline passes (then the whole device is
-    declared gone through ``on_stuck``), raises DriverFailure, and the dispatcher retries the
+    declared gone through ``on_failure``), raises DriverFailure, and the dispatcher retries the
     request elsewhere; the helper thread stays behind in the kernel. Costs a thread hand-off
     per request, which is why it is only used where the driver needs it.
     """
@@ -92,10 +109,9 @@ class GuardedRunner(DirectRunner):
     POLL = 0.05
 
     def __init__(self, presence: Presence, deadline: float,
-                 on_stuck: Callable[[str], None] | None = None):
-        super().__init__(presence)
+                 on_failure: Callable[[str], None] | None = None):
+        super().__init__(presence, on_failure)
         self.deadline = deadline
-        self.on_stuck = on_stuck
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.stuck = False
@@ -124,13 +140,15 @@ class GuardedRunner(DirectRunner):
         limit = time.monotonic() + self.deadline
         while not job.done.wait(self.POLL):
             if self.presence.gone or time.monotonic() > limit:
-                self.stuck = True
+                self.stuck = self.broken = True
                 why = (f"device gone ({self.presence.reason})" if self.presence.gone else
                        f"no answer within {self.deadline:g} s")
-                if not self.presence.gone and self.on_stuck is not None:
-                    self.on_stuck(f"a request got no answer within {self.deadline:g} s")
+                if not self.presence.gone and self.on_failure is not None:
+                    self.on_failure(f"a request got no answer within {self.deadline:g} s")
                 raise DriverFailure(f"{self.presence.label}: request abandoned: {why}")
         if job.error is not None:
+            if isinstance(job.error, DriverFailure):
+                self._failed(job.error)
             raise job.error
         self.presence.leave(ticket)
         return job.result
@@ -140,9 +158,11 @@ class GuardedRunner(DirectRunner):
             self._jobs.put(None)
 
 
-# Handles of a vanished device are never closed: closing frees the kernel transform, and
-# virtio_crypto (6.1) then talks to a device it has already freed. Keeping them referenced
-# also keeps the garbage collector from closing them.
+# Handles of a vanished or failing device are never closed: closing destroys the kernel
+# transform, and virtio_crypto (6.1) then sends a close-session request to the device and
+# waits for its answer forever, uninterruptibly (measured: virtio_crypto_skcipher_exit ->
+# virtio_crypto_ctrl_vq_request, task in D state). Keeping them referenced also keeps the
+# garbage collector from closing them.
 _ABANDONED: list[object] = []
 
 
@@ -162,7 +182,7 @@ class _Fenced:
         handle, self._handle = self._handle, None  # type: ignore[assignment]
         if handle is None:
             return
-        if self._runner.presence.gone or getattr(self._runner, "stuck", False):
+        if self._runner.presence.gone or self._runner.broken:
             _ABANDONED.append(handle)
             return
         self._runner.close()

@@ -97,12 +97,12 @@ class KernelAccelDriver(Driver):
             raise Unsupported(transform.keyword, Reason.NOT_OFFERED, self.name)
         self.presence.enter()  # a gone device opens nothing: DriverFailure
         alg, factory = entry
-        runner = (c.GuardedRunner(self.presence, self.deadline, self._stuck) if self.guarded
-                  else c.DirectRunner(self.presence))
+        runner = (c.GuardedRunner(self.presence, self.deadline, self._give_up) if self.guarded
+                  else c.DirectRunner(self.presence, self._give_up))
         return factory(transform, key, self.transport, alg.driver, runner)
 
-    def _stuck(self, reason: str) -> None:
-        """A request got no answer: treat the device as gone, so every session moves now."""
+    def _give_up(self, reason: str) -> None:
+        """A request failed or got no answer: treat the device as gone; every session moves."""
         if self.presence.gone:
             return
         log.error("%s: %s; giving the device up", self.name, reason)

@@ -48,6 +48,7 @@ class CryptographyTransport(Transport):
         self.kernel_name = {a.driver: a.name for a in algorithms}
         self.during = None
         self.requests = 0
+        self.closed = 0
 
     def unavailable(self):
         return None
@@ -79,7 +80,7 @@ class CryptographyTransport(Transport):
                 return d.update(data) + d.finalize()
 
             def close(self):
-                pass
+                transport.closed += 1
 
         return Handle()
 
@@ -397,3 +398,31 @@ def test_waiting_stops_as_soon_as_the_device_is_reported_gone(monitor):
         transport.during = None
         release.set()
     assert registry.get(victim.name).status is Status.GONE
+
+
+def test_a_device_error_gives_the_device_up_and_leaves_its_transforms_open(monitor):
+    drivers, transport = drivers_for("qat-c62x-up", monitor)
+    registry = Registry.from_drivers(drivers)
+    d = Dispatcher(registry)
+    key = os.urandom(32)
+    sessions = [d.open("aes256", key=key) for _ in range(4)]
+    victim = next(x for x in drivers if x.name == sessions[0].driver)
+    failed: list[int] = []
+
+    def shutdown():  # what virtio_crypto answers while its device is being removed
+        if not failed:
+            failed.append(1)
+            raise DriverFailure("virtio_crypto_aes_cbc: encrypt failed: ESHUTDOWN")
+
+    closed_before = transport.closed
+    transport.during = shutdown
+    try:
+        iv, data = os.urandom(16), os.urandom(32)
+        assert sessions[0].encrypt(iv, data) == _cbc(key, iv, data)
+    finally:
+        transport.during = None
+    assert registry.get(victim.name).status is Status.GONE
+    assert "the device failed a request" in registry.get(victim.name).reason
+    assert all(s.driver != victim.name for s in sessions)
+    # closing a transform on a failing device can hang in the kernel: they are left open
+    assert transport.closed == closed_before
