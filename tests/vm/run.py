@@ -150,9 +150,9 @@ def guest_command(python: Path, results_guest: str, pytest_args: list[str], kat:
                      for r in runs)
     return (f"cd {shlex.quote(str(REPO))} && export {exports} && rc=0; "
             f"uname -a > {log}; {steps} "
-            f"cat /proc/crypto > {results_guest}/proc-crypto.txt; "
-            f"grep -E '^(=+ .* in [0-9.]+s|FAILED|ERROR|[|] )' {log} | tail -n 40; "
-            f"echo $rc > {results_guest}/{GUEST_RC}; exit $rc")
+            f"echo $rc > {results_guest}/{GUEST_RC}; "
+            f"timeout 20 cat /proc/crypto > {results_guest}/proc-crypto.txt; "
+            f"grep -E '^(=+ .* in [0-9.]+s|FAILED|ERROR|[|] )' {log} | tail -n 40; exit $rc")
 
 
 def _stop(proc: subprocess.Popen) -> None:
