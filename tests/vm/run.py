@@ -262,10 +262,19 @@ def main(argv: list[str] | None = None) -> int:
     rc_file.unlink(missing_ok=True)
     # Own session: on a timeout the whole tree goes (vng, virtme-run and QEMU), not just vng.
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    def terminated(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    import signal
+
+    signal.signal(signal.SIGTERM, terminated)  # so that the finally below stops the VM
     try:
         rc = _wait_for_guest(proc, rc_file, start + args.timeout)
     finally:
         relay.stop.set()
+        if proc.poll() is None:
+            _stop(proc)
     wall = time.monotonic() - start
     junit = results / "junit.xml"
     print(f"vm-lane: exit {rc}, wall {wall:.1f} s, results in {results}"
