@@ -136,7 +136,8 @@ def guest_command(python: Path, results_guest: str, pytest_args: list[str], kat:
         "HOME": "/tmp",
         "PATH": f"{python.parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     }
-    common = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-o",
+    common = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.vm.exitstatus",
+              "-o",
               "junit_family=xunit2", "--durations=10"]
     runs = [[*common, "-m", "kernel or virtio", f"--junitxml={results_guest}/junit.xml",
              *pytest_args]]
@@ -170,8 +171,23 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def _wait_for_guest(proc: subprocess.Popen, rc_file: Path, deadline: float) -> int:
-    """vng's exit code; the guest's own (rc_file) if it wrote one but did not power off."""
+def _guest_rc(rc_file: Path, statuses: list[Path]) -> int | None:
+    """The guest's exit code if it is known: its rc file, else every pytest run's status."""
+    try:
+        if rc_file.exists():
+            return int(rc_file.read_text().strip())
+        if statuses and all(p.exists() for p in statuses):
+            codes = [int(p.read_text().strip()) for p in statuses]
+            return next((c for c in codes if c), 0)
+    except ValueError:
+        return 1
+    return None
+
+
+def _wait_for_guest(proc: subprocess.Popen, rc_file: Path, deadline: float,
+                    statuses: list[Path] | None = None) -> int:
+    """vng's exit code; the guest's own if it finished but did not power off (a pytest that
+    cannot exit counts as finished once its session wrote ``<junitxml>.status``)."""
     rc_seen_at = None
     while True:
         try:
@@ -179,13 +195,10 @@ def _wait_for_guest(proc: subprocess.Popen, rc_file: Path, deadline: float) -> i
         except subprocess.TimeoutExpired:
             pass
         now = time.monotonic()
-        if rc_seen_at is None and rc_file.exists():
+        rc = _guest_rc(rc_file, statuses or [])
+        if rc_seen_at is None and rc is not None:
             rc_seen_at = now
         if rc_seen_at is not None and now - rc_seen_at > POWEROFF_GRACE:
-            try:
-                rc = int(rc_file.read_text().strip())
-            except ValueError:
-                rc = 1
             print(f"vm-lane: the guest finished (exit {rc}) but did not power off within "
                   f"{POWEROFF_GRACE} s (a process stuck in the kernel?): stopping QEMU",
                   file=sys.stderr)
@@ -270,7 +283,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminated)  # so that the finally below stops the VM
     try:
-        rc = _wait_for_guest(proc, rc_file, start + args.timeout)
+        statuses = [results / "junit.xml.status"]
+        if args.full_kat:
+            statuses.append(results / "junit-kat.xml.status")
+        if args.bench:  # a step after the pytest runs: only the guest's rc file says it ended
+            statuses = []
+        for st in statuses:
+            st.unlink(missing_ok=True)
+        rc = _wait_for_guest(proc, rc_file, start + args.timeout, statuses)
     finally:
         relay.stop.set()
         if proc.poll() is None:
