@@ -205,10 +205,16 @@ class Dispatcher:
         record.sessions.discard(session)
 
     def _migrate(self, session: Session, failure: BaseException | str,
-                 failed: set[str] | None = None) -> None:
+                 failed: set[str] | None = None, failed_ctx: object | None = None) -> None:
         """Re-create the session on the next driver, with the same key, avoiding the drivers
-        that already failed this request."""
+        that already failed this request.
+
+        With ``failed_ctx``, only if the session still runs on that context: a registry event
+        may have moved it already while the failed request was in flight.
+        """
         with self._lock:
+            if failed_ctx is not None and session._ctx is not failed_ctx:
+                return
             old = session._record
             backend, strict = session._policy
             exclude = {old.name} | (failed or set())

@@ -86,16 +86,23 @@ class Session:
         return f"<{type(self).__name__} {self.transform.keyword} on {self.driver}>"
 
     # -- migration -------------------------------------------------------------------------
-    def _retry(self, failure: DriverFailure, method: str, *args):
+    def _retry(self, failure: DriverFailure, ctx: Context, method: str, *args):
         """The driver failed this request: move to the next driver and run it again there,
-        as often as drivers fail, until one serves it or none is left (then _migrate raises)."""
+        as often as drivers fail, until one serves it or none is left (then _migrate raises).
+
+        ``ctx`` is the context the request failed on. If the session already left it while
+        the request was in flight (a hot-unplug seen by the registry, or a driver reporting
+        itself gone from inside the failing call), it is not moved again, only retried.
+        """
         failed: set[str] = set()
         while True:
             self.errors += 1
-            failed.add(self._record.name)
-            self._dispatcher._migrate(self, failure, failed)  # rebinds through _bind()
+            if self._ctx is ctx:
+                failed.add(self._record.name)
+            self._dispatcher._migrate(self, failure, failed, ctx)  # rebinds through _bind()
+            ctx = self._ctx
             try:
-                return getattr(self._ctx, method)(*args)
+                return getattr(ctx, method)(*args)
             except DriverFailure as again:
                 failure = again
 
@@ -120,10 +127,11 @@ class AeadSession(Session):
             except (ValueError, TypeError, OverflowError):
                 out = self._ctx.seal(iv, plaintext, aad)  # let the context word the error
         else:
+            ctx = self._ctx
             try:
-                out = self._ctx.seal(iv, plaintext, aad)
+                out = ctx.seal(iv, plaintext, aad)
             except DriverFailure as e:
-                out = self._retry(e, "seal", iv, plaintext, aad)
+                out = self._retry(e, ctx, "seal", iv, plaintext, aad)
         self.ops += 1
         self.bytes += len(plaintext)
         return out
@@ -139,10 +147,11 @@ class AeadSession(Session):
                 return out
             except Exception:  # InvalidTag and bad input: the context words the error
                 pass
+        ctx = self._ctx
         try:
-            out = self._ctx.open(iv, ciphertext, aad)
+            out = ctx.open(iv, ciphertext, aad)
         except DriverFailure as e:
-            out = self._retry(e, "open", iv, ciphertext, aad)
+            out = self._retry(e, ctx, "open", iv, ciphertext, aad)
         except AuthenticationError:
             self.auth_failures += 1
             raise
@@ -152,10 +161,11 @@ class AeadSession(Session):
 
     def seal_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes]:
         t0 = time.perf_counter_ns()
+        ctx = self._ctx
         try:
-            out = self._ctx.seal_batch(items)
+            out = ctx.seal_batch(items)
         except DriverFailure as e:
-            out = self._retry(e, "seal_batch", items)
+            out = self._retry(e, ctx, "seal_batch", items)
         self.time_ns += time.perf_counter_ns() - t0
         self.batches += 1
         self.ops += len(items)
@@ -165,10 +175,11 @@ class AeadSession(Session):
     def open_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes | None]:
         """Per item the plaintext, or None where authentication failed."""
         t0 = time.perf_counter_ns()
+        ctx = self._ctx
         try:
-            out = self._ctx.open_batch(items)
+            out = ctx.open_batch(items)
         except DriverFailure as e:
-            out = self._retry(e, "open_batch", items)
+            out = self._retry(e, ctx, "open_batch", items)
         self.time_ns += time.perf_counter_ns() - t0
         self.batches += 1
         self.ops += len(items)
@@ -181,19 +192,21 @@ class CipherSession(Session):
     __slots__ = ()
 
     def encrypt(self, iv: bytes, data: bytes) -> bytes:
+        ctx = self._ctx
         try:
-            out = self._ctx.encrypt(iv, data)
+            out = ctx.encrypt(iv, data)
         except DriverFailure as e:
-            out = self._retry(e, "encrypt", iv, data)
+            out = self._retry(e, ctx, "encrypt", iv, data)
         self.ops += 1
         self.bytes += len(data)
         return out
 
     def decrypt(self, iv: bytes, data: bytes) -> bytes:
+        ctx = self._ctx
         try:
-            out = self._ctx.decrypt(iv, data)
+            out = ctx.decrypt(iv, data)
         except DriverFailure as e:
-            out = self._retry(e, "decrypt", iv, data)
+            out = self._retry(e, ctx, "decrypt", iv, data)
         self.ops += 1
         self.bytes += len(data)
         return out
@@ -206,10 +219,11 @@ class CipherSession(Session):
 
     def _batch(self, method: str, items):
         t0 = time.perf_counter_ns()
+        ctx = self._ctx
         try:
-            out = getattr(self._ctx, method)(items)
+            out = getattr(ctx, method)(items)
         except DriverFailure as e:
-            out = self._retry(e, method, items)
+            out = self._retry(e, ctx, method, items)
         self.time_ns += time.perf_counter_ns() - t0
         self.batches += 1
         self.ops += len(items)
@@ -223,19 +237,21 @@ class MacSession(Session):
     __slots__ = ()
 
     def compute(self, data: bytes) -> bytes:
+        ctx = self._ctx
         try:
-            out = self._ctx.compute(data)
+            out = ctx.compute(data)
         except DriverFailure as e:
-            out = self._retry(e, "compute", data)
+            out = self._retry(e, ctx, "compute", data)
         self.ops += 1
         self.bytes += len(data)
         return out
 
     def verify(self, data: bytes, icv: bytes) -> None:
+        ctx = self._ctx
         try:
-            self._ctx.verify(data, icv)
+            ctx.verify(data, icv)
         except DriverFailure as e:
-            self._retry(e, "verify", data, icv)
+            self._retry(e, ctx, "verify", data, icv)
         except AuthenticationError:
             self.auth_failures += 1
             raise
@@ -245,10 +261,11 @@ class MacSession(Session):
 
     def compute_batch(self, items: Sequence[bytes]) -> list[bytes]:
         t0 = time.perf_counter_ns()
+        ctx = self._ctx
         try:
-            out = self._ctx.compute_batch(items)
+            out = ctx.compute_batch(items)
         except DriverFailure as e:
-            out = self._retry(e, "compute_batch", items)
+            out = self._retry(e, ctx, "compute_batch", items)
         self.time_ns += time.perf_counter_ns() - t0
         self.batches += 1
         self.ops += len(items)
@@ -260,10 +277,11 @@ class PrfSession(Session):
     __slots__ = ()
 
     def prf(self, data: bytes) -> bytes:
+        ctx = self._ctx
         try:
-            out = self._ctx.prf(data)
+            out = ctx.prf(data)
         except DriverFailure as e:
-            out = self._retry(e, "prf", data)
+            out = self._retry(e, ctx, "prf", data)
         self.ops += 1
         self.bytes += len(data)
         return out
@@ -287,10 +305,11 @@ class KeyExchangeSession(Session):
     __slots__ = ()
 
     def public_value(self) -> bytes:
+        ctx = self._ctx
         try:
-            out = self._ctx.public_value()
+            out = ctx.public_value()
         except DriverFailure as e:
-            out = self._retry(e, "public_value")
+            out = self._retry(e, ctx, "public_value")
         if self._key is None:
             # Keep the private value (where the driver lets it go) so that a migration can
             # finish this exchange on another driver with the public value already sent.
@@ -300,10 +319,11 @@ class KeyExchangeSession(Session):
 
     def shared_secret(self, peer_public: bytes) -> bytes:
         """The shared secret; raises InvalidPublicValue for a bad peer value (RFC 6989)."""
+        ctx = self._ctx
         try:
-            out = self._ctx.shared_secret(peer_public)
+            out = ctx.shared_secret(peer_public)
         except DriverFailure as e:
-            out = self._retry(e, "shared_secret", peer_public)
+            out = self._retry(e, ctx, "shared_secret", peer_public)
         self.ops += 1
         self.bytes += len(peer_public)
         return out
@@ -313,10 +333,11 @@ class HashSession(Session):
     __slots__ = ()
 
     def digest(self, data: bytes) -> bytes:
+        ctx = self._ctx
         try:
-            out = self._ctx.digest(data)
+            out = ctx.digest(data)
         except DriverFailure as e:
-            out = self._retry(e, "digest", data)
+            out = self._retry(e, ctx, "digest", data)
         self.ops += 1
         self.bytes += len(data)
         return out

@@ -41,5 +41,11 @@ def test_qmp_relay_reaches_qemu_and_sees_the_crypto_device(vm_lane):
     reply, _ = qmp("query-status")
     assert reply["return"]["running"] is True
     reply, _ = qmp("query-pci")
-    qdev_ids = {d.get("qdev_id") for bus in reply["return"] for d in bus["devices"]}
+
+    def ids(devices):  # devices behind a bridge or root port are nested under it
+        for d in devices:
+            yield d.get("qdev_id")
+            yield from ids(d.get("pci_bridge", {}).get("devices", []))
+
+    qdev_ids = set(ids(d for bus in reply["return"] for d in bus["devices"]))
     assert "crypto0" in qdev_ids

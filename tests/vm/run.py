@@ -35,6 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 SKIP = 77  # the automake convention for "skipped": CI can tell it from a failure
 GUEST_QMP_PORT = "ocfpy.qmp"
 CRYPTO_DEVICE_ID = "crypto0"
+# The guest writes its exit code here before it powers off. A guest process stuck in the
+# kernel for good (a request a vanished device lost, see docs/devices.md) can keep the guest
+# from powering off; then this file is the result and the VM is stopped from outside.
+GUEST_RC = "guest-rc"
+POWEROFF_GRACE = 30
 
 
 def find_vng() -> str | None:
@@ -135,7 +140,8 @@ def guest_command(python: Path, results_guest: str, pytest_args: list[str], kat:
         "HOME": "/tmp",
         "PATH": f"{python.parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     }
-    common = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-o",
+    common = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.vm.exitstatus",
+              "-o",
               "junit_family=xunit2", "--durations=10"]
     runs = [[*common, "-m", "kernel or virtio", f"--junitxml={results_guest}/junit.xml",
              *pytest_args]]
@@ -151,15 +157,70 @@ def guest_command(python: Path, results_guest: str, pytest_args: list[str], kat:
             # /dev/net/tun appears only once tun is loaded (no udev static nodes here), and
             # kernel-lane tests of the ESP dataplane need it.
             f"uname -a > {log}; modprobe -q tun 2>/dev/null; {steps} "
-            f"cat /proc/crypto > {results_guest}/proc-crypto.txt; "
+            f"echo $rc > {results_guest}/{GUEST_RC}; "
+            f"timeout 20 cat /proc/crypto > {results_guest}/proc-crypto.txt; "
             f"grep -E '^(=+ .* in [0-9.]+s|FAILED|ERROR|[|] )' {log} | tail -n 40; exit $rc")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _guest_rc(rc_file: Path, statuses: list[Path]) -> int | None:
+    """The guest's exit code if it is known: its rc file, else every pytest run's status."""
+    try:
+        if rc_file.exists():
+            return int(rc_file.read_text().strip())
+        if statuses and all(p.exists() for p in statuses):
+            codes = [int(p.read_text().strip()) for p in statuses]
+            return next((c for c in codes if c), 0)
+    except ValueError:
+        return 1
+    return None
+
+
+def _wait_for_guest(proc: subprocess.Popen, rc_file: Path, deadline: float,
+                    statuses: list[Path] | None = None) -> int:
+    """vng's exit code; the guest's own if it finished but did not power off (a pytest that
+    cannot exit counts as finished once its session wrote ``<junitxml>.status``)."""
+    rc_seen_at = None
+    while True:
+        try:
+            return proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        rc = _guest_rc(rc_file, statuses or [])
+        if rc_seen_at is None and rc is not None:
+            rc_seen_at = now
+        if rc_seen_at is not None and now - rc_seen_at > POWEROFF_GRACE:
+            print(f"vm-lane: the guest finished (exit {rc}) but did not power off within "
+                  f"{POWEROFF_GRACE} s (a process stuck in the kernel?): stopping QEMU",
+                  file=sys.stderr)
+            _stop(proc)
+            return rc
+        if now > deadline:
+            print("vm-lane: TIMEOUT", file=sys.stderr)
+            _stop(proc)
+            return 124
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--results", type=Path, default=REPO / "results" / "vm",
                         help="where junit.xml and pytest.log land (default: results/vm)")
-    parser.add_argument("--vm-timeout", type=int, default=1800, help="wall-clock limit, s")
+    parser.add_argument("--vm-timeout", type=int, default=3000, help="wall-clock limit, s")
     parser.add_argument("--vm-memory", default="2G")
     parser.add_argument("--no-virtio-crypto", action="store_true")
     parser.add_argument("--bench", action="store_true",
@@ -192,9 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         "-device", f"virtserialport,bus=ocfpyser.0,name={GUEST_QMP_PORT},chardev=ocfpyqmp",
     ]
     if not args.no_virtio_crypto:
+        # vng boots q35, whose root bus (pcie.0) cannot hot-unplug: the device sits behind a
+        # PCIe root port so QMP device_del is a real unplug; a second, empty port takes a
+        # device_add (hot-plug) during the drivers tests.
         qemu_opts += [
+            "-device", "pcie-root-port,id=ocfpyrp0,bus=pcie.0,chassis=1,slot=1",
+            "-device", "pcie-root-port,id=ocfpyrp1,bus=pcie.0,chassis=2,slot=2",
             "-object", "cryptodev-backend-builtin,id=cryptodev0",
-            "-device", f"virtio-crypto-pci,id={CRYPTO_DEVICE_ID},cryptodev=cryptodev0",
+            "-device", f"virtio-crypto-pci,id={CRYPTO_DEVICE_ID},cryptodev=cryptodev0,"
+                       "bus=ocfpyrp0",
         ]
     # virtme-ng passes --exec to the guest base64-encoded on the kernel command line, which
     # x86 truncates at 2048 bytes (the guest then hangs idle before running anything:
@@ -213,15 +280,30 @@ def main(argv: list[str] | None = None) -> int:
     relay.start()
     start = time.monotonic()
     print(f"vm-lane: booting {kernel} (TCG) with {vng}", flush=True)
+    rc_file = results / GUEST_RC
+    rc_file.unlink(missing_ok=True)
+    # Own session: on a timeout the whole tree goes (vng, virtme-run and QEMU), not just vng.
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    def terminated(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    import signal
+
+    signal.signal(signal.SIGTERM, terminated)  # so that the finally below stops the VM
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, env=env, timeout=args.vm_timeout,
-                              check=False)
-        rc = proc.returncode
-    except subprocess.TimeoutExpired:
-        print(f"vm-lane: TIMEOUT after {args.vm_timeout} s", file=sys.stderr)
-        rc = 124
+        statuses = [results / "junit.xml.status"]
+        if args.full_kat:
+            statuses.append(results / "junit-kat.xml.status")
+        if args.bench:  # a step after the pytest runs: only the guest's rc file says it ended
+            statuses = []
+        for st in statuses:
+            st.unlink(missing_ok=True)
+        rc = _wait_for_guest(proc, rc_file, start + args.vm_timeout, statuses)
     finally:
         relay.stop.set()
+        if proc.poll() is None:
+            _stop(proc)
     wall = time.monotonic() - start
     junit = results / "junit.xml"
     print(f"vm-lane: exit {rc}, wall {wall:.1f} s, results in {results}"
