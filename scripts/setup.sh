@@ -49,9 +49,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 .venv/bin/python -m pip install -q -e '.[test]'
-# Test-only drivers: inert unless OCFPY_TESTDRIVERS=1 (see tests/fixtures/ocfpy-testdrivers).
-.venv/bin/python -m pip install -q --no-deps tests/fixtures/ocfpy-testdrivers
-for ex in examples/*/; do
-    [ -f "$ex/pyproject.toml" ] && .venv/bin/python -m pip install -q --no-deps "$ex"
-done
+# Test-only drivers (tests/fixtures/ocfpy-testdrivers: drivers that fail on purpose) go
+# into .testdrivers/, which tests/conftest.py puts on sys.path: their entry points are real,
+# but a user's `ocfpy drivers` and `ocfpy demo` never see them.
+.venv/bin/python -m pip uninstall -q -y ocfpy-testdrivers ocfpy-example-driver \
+    ocfpy-broken-driver ocfpy-faulty-driver >/dev/null 2>&1 || true
+rm -rf .testdrivers
+.venv/bin/python -m pip install -q --no-deps --target .testdrivers tests/fixtures/ocfpy-testdrivers
 echo "setup: ready (.venv/bin/ocfpy)"

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
+
+# Test-only drivers (scripts/setup.sh installs them here, outside the virtualenv): their
+# entry points are found like any installed distribution's once the folder is on sys.path.
+_TESTDRIVERS = Path(__file__).resolve().parents[1] / ".testdrivers"
+if _TESTDRIVERS.is_dir() and str(_TESTDRIVERS) not in sys.path:
+    sys.path.insert(0, str(_TESTDRIVERS))
 
 
 def _is_root() -> bool:

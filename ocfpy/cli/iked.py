@@ -136,6 +136,18 @@ def _summary(config, dispatcher, problems: list[str]) -> None:
         print(f"warning: {p}")
 
 
+def _watch_devices(dispatcher) -> None:
+    """Accelerators that appear become drivers for new sessions; ones that vanish hand their
+    sessions on (registry.remove -> the dispatcher migrates). Both are logged. Started here,
+    in the serving process, because the monitor is a thread and would not survive the fork."""
+    try:
+        from ..hotplug import attach
+
+        attach(dispatcher.registry)
+    except Exception as exc:  # no udev here (a container): the daemon runs without hot-plug
+        log.info("device hot-plug not watched: %s", exc)
+
+
 def _serve(config, dispatcher, dataplane, ready_fd: int | None) -> int:
     from ..ike.control import ControlError
     from ..ike.daemon import DaemonError, IkeDaemon
@@ -144,6 +156,7 @@ def _serve(config, dispatcher, dataplane, ready_fd: int | None) -> int:
     async def main() -> int:
         engine = IkeEngine(config, dispatcher)
         daemon = IkeDaemon(config, engine, dataplane, dispatcher=dispatcher)
+        _watch_devices(dispatcher)
 
         readied = False
 
