@@ -216,6 +216,17 @@ def _wait_for_guest(proc: subprocess.Popen, rc_file: Path, deadline: float,
             return 124
 
 
+def _show_summary(log: Path, lines: int = 40) -> None:
+    """The guest pytest's closing lines (failures, skips, the count), for the caller's log."""
+    try:
+        text = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    keep = [ln for ln in text if ln.startswith(("FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS", "="))]
+    for ln in keep[-lines:]:
+        print(f"vm-lane guest: {ln}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--results", type=Path, default=REPO / "results" / "vm",
@@ -283,7 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     rc_file = results / GUEST_RC
     rc_file.unlink(missing_ok=True)
     # Own session: on a timeout the whole tree goes (vng, virtme-run and QEMU), not just vng.
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    # The guest console goes to a file: it is mostly terminal noise, and a console that writes
+    # to the caller's stdout has been seen clobbering a log file the caller redirected to.
+    console = results / "console.log"
+    console_out = console.open("wb")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console_out,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def terminated(signum, _frame):
         raise SystemExit(128 + signum)
@@ -304,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         relay.stop.set()
         if proc.poll() is None:
             _stop(proc)
+    console_out.close()
     wall = time.monotonic() - start
+    _show_summary(results / "pytest.log")
     junit = results / "junit.xml"
     print(f"vm-lane: exit {rc}, wall {wall:.1f} s, results in {results}"
           f"{'' if junit.exists() else ' (no junit.xml: the guest did not get to pytest)'}")
