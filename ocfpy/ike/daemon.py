@@ -429,13 +429,9 @@ class IkeDaemon:
             loop.call_soon_threadsafe(self._on_dataplane_event, event)
             return
         self.stats[f"dataplane_{event.kind}"] += 1
-        handler = getattr(self.engine, "child_sa_expired", None)
-        if handler is None:  # the engine cannot rekey on volume yet: say so, loudly
-            log.warning("CHILD_SA #%d hit its %s lifetime (%s); the engine has no rekey on "
-                        "volume yet%s", event.unique_id, event.kind, event.reason,
-                        ": the dataplane removed it" if event.kind == "hard" else "")
-            return
-        handler(event.unique_id, event.kind, loop.time())
+        log.info("CHILD_SA #%d hit its %s lifetime (%s)", event.unique_id, event.kind,
+                 event.reason)
+        self.engine.child_sa_expired(event.unique_id, event.kind, loop.time())
         self._service()
 
     # -- control ---------------------------------------------------------------------------

@@ -301,6 +301,18 @@ class IkeEngine:
                 return
         raise IkeUsageError(f"no CHILD_SA with unique id {unique_id}")
 
+    def child_sa_expired(self, unique_id: int, kind: str, now: float) -> None:
+        """A dataplane lifetime limit (RFC 4301 4.4.2.1): at the soft limit the CHILD_SA is
+        rekeyed; at the hard limit the dataplane already removed it, so the peer is told with
+        a Delete. Unknown or already replaced CHILD_SAs are ignored (the event raced a rekey)."""
+        try:
+            if kind == "soft":
+                self.rekey_child(unique_id, now)
+            else:
+                self.terminate(f"child:{unique_id}", now)
+        except IkeUsageError as exc:
+            log.info("lifetime %s of CHILD_SA #%d not acted on: %s", kind, unique_id, exc)
+
     def terminate(self, name_or_id: str | int, now: float) -> None:
         """Delete IKE SAs (by id, or all of a connection name) or one CHILD_SA ("conn/child"
         or a child's unique id as "child:<n>") with an INFORMATIONAL Delete."""

@@ -158,3 +158,25 @@ def test_simultaneous_ike_rekey_leaves_one_ike_sa(initiator_and_responder):
     pair.i.rekey_child(new_i["children"][0]["unique_id"], pair.now)
     pair.run()
     assert len(pair.of_type("r", ChildSaEstablished)) == 2
+
+
+def test_dataplane_lifetimes_rekey_at_soft_and_delete_at_hard(initiator_and_responder):
+    """SaEvent soft -> the CHILD_SA is rekeyed; hard -> the peer gets a Delete for it."""
+    pair = initiator_and_responder()
+    pair.establish()
+    old_i = pair.of_type("i", ChildSaEstablished)[0].spec
+    pair.i.child_sa_expired(old_i.unique_id, "soft", pair.now)
+    pair.run()
+    new_i = pair.of_type("i", ChildSaEstablished)[1].spec
+    assert new_i.outbound.spi != old_i.outbound.spi
+    assert [e.unique_id for e in pair.of_type("i", ChildSaClosed)] == [old_i.unique_id]
+
+    pair.i.child_sa_expired(new_i.unique_id, "hard", pair.now)
+    pair.run()
+    assert [e.unique_id for e in pair.of_type("i", ChildSaClosed)] == [old_i.unique_id,
+                                                                     new_i.unique_id]
+    assert pair.i.sa_list()[0]["children"] == [] and pair.r.sa_list()[0]["children"] == []
+    # an event for a CHILD_SA that is already gone (it raced a rekey) changes nothing
+    pair.i.child_sa_expired(old_i.unique_id, "soft", pair.now)
+    pair.run()
+    assert len(pair.of_type("i", ChildSaEstablished)) == 2
