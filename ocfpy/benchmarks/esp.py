@@ -18,25 +18,22 @@ through the ESP SAs and not around them.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import iperf as iperf3
 from . import strongswan
 from .ike import profile_summary
 
 log = logging.getLogger(__name__)
 
-IPERF_PORT = 5201
 IP_UDP_HEADERS = 28  # an IPv4 + UDP header: iperf3's -l is the UDP payload
 
 Step = Callable[[str], None]
@@ -98,33 +95,8 @@ class EspReport:
 
 def iperf(path: Path2, args: list[str], seconds: float) -> dict[str, Any]:
     """One iperf3 client run from the client host to a one-shot server on the server host."""
-    server = subprocess.Popen(path.server("iperf3", "-s", "-1", "-B", path.server_ip,
-                                          "-p", str(IPERF_PORT)),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _attempt in range(50):
-            proc = subprocess.run(path.client("iperf3", "-c", path.server_ip, "-B",
-                                              path.client_ip, "-p", str(IPERF_PORT),
-                                              "-t", str(seconds), "-J", *args),
-                                  capture_output=True, text=True, timeout=seconds + 30)
-            result = json.loads(proc.stdout or "{}")
-            err = result.get("error", "")
-            if "unable to connect" in err or "Connection refused" in err:
-                time.sleep(0.1)  # the server is not listening yet
-                continue
-            if err or proc.returncode:
-                raise EspBenchError(f"iperf3 {' '.join(args) or 'TCP'}: "
-                                    f"{err or proc.stderr.strip()[-500:]}")
-            return result
-        raise EspBenchError("the iperf3 server never accepted a connection")
-    finally:
-        if server.poll() is None:
-            server.terminate()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
+    return iperf3.run(path.server, path.server_ip, path.client, path.client_ip, args, seconds,
+                      EspBenchError)
 
 
 def tcp_mbit(path: Path2, seconds: float) -> tuple[float, int]:

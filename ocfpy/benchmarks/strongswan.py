@@ -15,11 +15,9 @@ own measurement in the same run, on the same machine, and compare ratios.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -28,13 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import iperf as iperf3
 from .charon import Charon, child, decode, psk_connection, unavailable_reason
 from .netns import NetnsPair
 
 log = logging.getLogger(__name__)
 
 PSK = "ocfpy-bench-psk-not-secret"
-IPERF_PORT = 5201
 
 
 class BenchmarkUnavailable(RuntimeError):
@@ -224,31 +222,8 @@ def _concurrent(ini: Charon, names: list[str], timeout: float) -> tuple[int, flo
 
 
 def _iperf(client_host: Any, server_host: Any, args: list[str], seconds: float) -> dict[str, Any]:
-    server = subprocess.Popen(server_host.argv("iperf3", "-s", "-1", "-B", server_host.inner,
-                                               "-p", str(IPERF_PORT)),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _attempt in range(50):
-            proc = client_host.run("iperf3", "-c", server_host.inner, "-B", client_host.inner,
-                                   "-p", str(IPERF_PORT), "-t", str(seconds), "-J", *args,
-                                   timeout=seconds + 30)
-            result = json.loads(proc.stdout or "{}")
-            err = result.get("error", "")
-            if "unable to connect" in err or "Connection refused" in err:
-                time.sleep(0.1)  # the server is not listening yet
-                continue
-            if err:
-                raise RuntimeError(f"iperf3: {err}")
-            return result
-        raise RuntimeError("iperf3 server never accepted a connection")
-    finally:
-        if server.poll() is None:
-            server.terminate()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
+    return iperf3.run(server_host.argv, server_host.inner, client_host.argv, client_host.inner,
+                      args, seconds)
 
 
 def _ping_ms(host: Any, target: str, src: str, count: int = 10) -> float:

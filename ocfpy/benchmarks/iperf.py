@@ -1,0 +1,45 @@
+"""One iperf3 measurement between two namespaces: a one-shot server, one client run (JSON)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+IPERF_PORT = 5201
+
+Argv = Callable[..., list[str]]  # wraps a command so it runs on one host (ip netns exec ...)
+
+
+def run(server: Argv, server_ip: str, client: Argv, client_ip: str, args: list[str],
+        seconds: float, error: type[Exception] = RuntimeError) -> dict[str, Any]:
+    """iperf3's JSON result; retries while the server is not listening yet, raises ``error``
+    with iperf3's own words otherwise, and always stops the server."""
+    proc_server = subprocess.Popen(server("iperf3", "-s", "-1", "-B", server_ip,
+                                          "-p", str(IPERF_PORT)),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _attempt in range(50):
+            proc = subprocess.run(client("iperf3", "-c", server_ip, "-B", client_ip,
+                                         "-p", str(IPERF_PORT), "-t", str(seconds), "-J", *args),
+                                  capture_output=True, text=True, timeout=seconds + 30)
+            result = json.loads(proc.stdout or "{}")
+            err = result.get("error", "")
+            if "unable to connect" in err or "Connection refused" in err:
+                time.sleep(0.1)  # the server is not listening yet
+                continue
+            if err or proc.returncode:
+                raise error(f"iperf3 {' '.join(args) or 'TCP'}: "
+                            f"{err or proc.stderr.strip()[-500:]}")
+            return result
+        raise error("the iperf3 server never accepted a connection")
+    finally:
+        if proc_server.poll() is None:
+            proc_server.terminate()
+        try:
+            proc_server.wait(5)
+        except subprocess.TimeoutExpired:
+            proc_server.kill()
+            proc_server.wait(5)
