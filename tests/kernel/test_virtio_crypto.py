@@ -9,7 +9,12 @@ operations and hot-plug of a new device.
 The unplug stream runs in a child process: virtio_crypto (Linux 6.1) frees its device on
 removal even while crypto transforms still point at it, so a request racing the removal can
 hang in the kernel or oops; a child process keeps such an outcome from taking pytest down,
-and the test then reports it instead of hanging.
+and the test then reports it instead of hanging. The child never exits: destroying a transform
+of the freed device corrupts the kernel's memory (measured: a general protection fault in the
+slab allocator seconds later, in whatever test ran next), so it holds the device's handles
+until the guest powers off, as a daemon holds them until it stops (docs/devices.md). The two
+tests that change the guest's devices carry the ``unplug`` marker and run after every other
+test of the lane (tests/kernel/conftest.py).
 """
 
 from __future__ import annotations
@@ -163,6 +168,7 @@ def test_benchmark_virtio_vs_af_alg_vs_openssl():
 
 
 # -- hot-unplug and hot-plug -------------------------------------------------------------------
+@pytest.mark.unplug
 def test_hot_unplug_during_a_stream_of_cbc_operations(tmp_path):
     dev = _need_device()
     # Transforms on the device that this process still holds (known-answer-test contexts
@@ -184,23 +190,18 @@ def test_hot_unplug_during_a_stream_of_cbc_operations(tmp_path):
         while (child.poll() is None and not report_path.exists()
                and time.monotonic() < deadline):
             time.sleep(0.5)
-        grace = time.monotonic() + 15
-        while child.poll() is None and time.monotonic() < grace:
-            time.sleep(0.5)
+        time.sleep(1)  # the child goes on holding its handles; see that it is still there
     _save("unplug-dmesg.txt", _dmesg())
     if not report_path.exists():
-        child.kill()
         pytest.fail("the stream did not finish within 300 s of the unplug; see "
                     f"{log_path.name} and unplug-dmesg.txt in the results")
     report = json.loads(report_path.read_text())
-    # A thread left sleeping in the kernel on a lost request keeps the child from exiting
-    # (kernel bug, see docs/devices.md); what matters is what the consumer saw.
-    report["child_exited"] = child.poll() is not None
-    if report["child_exited"]:
-        assert child.returncode == 0, log_path.read_text()[-4000:]
-    else:
-        child.kill()
+    # The child holds the vanished device's handles until the guest powers off (see the
+    # module docstring): it is never killed, and it must still be there.
+    report["child_holds_handles"] = child.poll() is None
     _save("unplug-report.json", report)
+    assert report["child_holds_handles"], (f"the stream process exited ({child.returncode}):\n"
+                                           + log_path.read_text()[-4000:])
     print(json.dumps(report, indent=1))
     assert report["wrong_outputs"] == 0 and report["exceptions"] == []
     assert report["ops_after_gone"] > 0, "the stream did not continue after the unplug"
@@ -209,6 +210,7 @@ def test_hot_unplug_during_a_stream_of_cbc_operations(tmp_path):
     assert report["migrations"] == report["sessions"]
 
 
+@pytest.mark.unplug
 def test_hot_plug_of_a_new_device_adds_a_driver():
     if not in_vm_lane():
         pytest.skip("needs the VM lane (QMP)")
@@ -339,10 +341,15 @@ def _unplug_stream(address: str, report_path: str) -> int:
         "errors": sum(s.errors for s, _ in work),
         "stats": {k: v for k, v in d.stats().items() if v["ops"] or v["migrations"]},
     }
-    Path(report_path).write_text(json.dumps(report, indent=1))
+    partial = Path(f"{report_path}.partial")  # the test reads the report once it exists
+    partial.write_text(json.dumps(report, indent=1))
+    partial.replace(report_path)
     print(json.dumps(report), flush=True)
+    print("holding the vanished device's handles until the guest powers off: closing them "
+          "would make virtio_crypto (Linux 6.1) touch the device it freed", flush=True)
     sys.stderr.flush()
-    os._exit(0)  # do not wait on anything the vanished device may still hold
+    while True:  # exiting would close them; so would a kill, which nothing here sends
+        time.sleep(3600)
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--unplug-stream":

@@ -34,3 +34,16 @@ def test_in_vm_lane_needs_both_the_cmdline_and_the_environment(monkeypatch):
     assert guest.in_vm_lane() == ("virtme" in cmdline)
     monkeypatch.delenv("OCFPY_VM_LANE")
     assert guest.in_vm_lane() is False
+
+
+def test_post_mortem_shows_pytest_progress_and_the_kernel_oops(tmp_path, capsys):
+    console, log = tmp_path / "console.log", tmp_path / "pytest.log"
+    noise = [f"\x1b[1m[ {i}.0] virtio_net: link up\x1b[0m" for i in range(60)]
+    console.write_text("\n".join([*noise[:30], "[ 163.0] BUG: kernel NULL pointer dereference",
+                                  "[ 163.1] RIP: 0010:virtcrypto_remove+0x40", *noise[30:]]))
+    log.write_text("tests/kernel/test_xfrm.py ....\n")
+    run._show_post_mortem(console, log)
+    out = capsys.readouterr().out
+    assert "BUG: kernel NULL pointer dereference" in out and "RIP: 0010:virtcrypto_remove" in out
+    assert "tests/kernel/test_xfrm.py ...." in out
+    assert "\x1b[" not in out

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -40,6 +41,9 @@ CRYPTO_DEVICE_ID = "crypto0"
 # from powering off; then this file is the result and the VM is stopped from outside.
 GUEST_RC = "guest-rc"
 POWEROFF_GRACE = 30
+# What vng returns when the guest ended without handing back the script's exit code: a kernel
+# panic (virtme boots with panic=-1, and QEMU then exits), or QEMU itself dying.
+VNG_UNEXPECTED_EXIT = 255
 
 
 def find_vng() -> str | None:
@@ -59,8 +63,6 @@ def find_kernel() -> str | None:
 
 
 def _version_key(path: str) -> list:
-    import re
-
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
 
 
@@ -197,9 +199,17 @@ def _wait_for_guest(proc: subprocess.Popen, rc_file: Path, deadline: float,
     rc_seen_at = None
     while True:
         try:
-            return proc.wait(1.0)
+            vng_rc = proc.wait(1.0)
         except subprocess.TimeoutExpired:
             pass
+        else:
+            rc = _guest_rc(rc_file, statuses or [])
+            if vng_rc == VNG_UNEXPECTED_EXIT and rc is not None:
+                # Every test had finished and reported; the kernel died on the way down.
+                print(f"vm-lane: WARNING: the guest kernel died after the tests finished "
+                      f"(exit {rc}); its console is in console.log", file=sys.stderr)
+                return rc
+            return vng_rc
         now = time.monotonic()
         rc = _guest_rc(rc_file, statuses or [])
         if rc_seen_at is None and rc is not None:
@@ -225,6 +235,39 @@ def _show_summary(log: Path, lines: int = 40) -> None:
     keep = [ln for ln in text if ln.startswith(("FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS", "="))]
     for ln in keep[-lines:]:
         print(f"vm-lane guest: {ln}")
+
+
+KERNEL_TROUBLE = re.compile(r"(Kernel panic|BUG:|Oops|general protection fault|RIP:|"
+                            r"Call Trace|WARNING:|hung_task|blocked for more than|Out of memory|"
+                            r"Killed process|could not|end trace|ERROR)")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _kernel_died(console: Path) -> bool:
+    try:
+        text = console.read_text(errors="replace")
+    except OSError:
+        return False
+    return any(sign in text for sign in ("Kernel panic", "general protection fault", "BUG:",
+                                         "Oops:"))
+
+
+def _show_post_mortem(console: Path, log: Path) -> None:
+    """When the guest died before pytest finished: how far pytest got, and what the kernel
+    said (the console has the kernel's warnings and oopses, see ``-v`` above)."""
+    for path, label, pick in ((log, "pytest.log", None), (console, "console.log", KERNEL_TROUBLE)):
+        try:
+            lines = [ANSI.sub("", ln).rstrip() for ln in
+                     path.read_text(errors="replace").splitlines()]
+        except OSError:
+            print(f"vm-lane: no {label}", file=sys.stderr)
+            continue
+        lines = [ln for ln in lines if ln.strip()]
+        chosen = [ln for ln in lines if pick.search(ln)][-40:] if pick else []
+        tail = lines[-25:]
+        print(f"vm-lane: --- {label}: last lines ---")
+        for ln in (chosen + ["..."] if chosen else []) + tail:
+            print(f"vm-lane {label}: {ln[:300]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,8 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     script = results / "guest.sh"
     script.write_text("#!/bin/sh\n" + guest_command(python, str(results), args.pytest_args,
                                                      args.full_kat, args.bench) + "\n")
+    # -v puts the guest kernel's console in console.log: when the guest dies (an oops, a
+    # panic), that is the only record of why. loglevel=5 keeps warnings and worse, not the
+    # chatter of every module load (OCFPY_VM_VERBOSE=1 keeps everything).
+    loglevel = "8" if os.environ.get("OCFPY_VM_VERBOSE") else "5"
     cmd = [
-        vng, *(["-v"] if os.environ.get("OCFPY_VM_VERBOSE") else []),
+        vng, "-v", "--append", f"loglevel={loglevel}",
         "--run", kernel, "--disable-kvm", "--memory", args.vm_memory,
         f"--rwdir={results}", f"--qemu-opts={' '.join(qemu_opts)}",
         "--exec", f"sh {shlex.quote(str(script))}",
@@ -324,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.monotonic() - start
     _show_summary(results / "pytest.log")
     junit = results / "junit.xml"
+    if rc != 0 or not junit.exists() or _kernel_died(console):
+        _show_post_mortem(console, results / "pytest.log")
     print(f"vm-lane: exit {rc}, wall {wall:.1f} s, results in {results}"
           f"{'' if junit.exists() else ' (no junit.xml: the guest did not get to pytest)'}")
     if args.junitxml and junit.exists():
