@@ -16,6 +16,17 @@ if _TESTDRIVERS.is_dir() and str(_TESTDRIVERS) not in sys.path:
     sys.path.insert(0, str(_TESTDRIVERS))
 
 
+# Property tests are about behaviour, not time: the machine is shared and the VM lane's guest
+# is emulated, so hypothesis' 200 ms per-example deadline would fail them at random.
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # pragma: no cover - hypothesis is a test extra
+    pass
+else:
+    _hypothesis_settings.register_profile("ocfpy", deadline=None, print_blob=True)
+    _hypothesis_settings.load_profile("ocfpy")
+
+
 def _is_root() -> bool:
     return os.geteuid() == 0
 
