@@ -63,9 +63,17 @@ def test_demo_static_keys():
     assert "SHA-256 match" in proc.stdout
 
 
+def _as_at_a_terminal() -> None:
+    """Ctrl-C at a terminal reaches a foreground process with SIGINT at its default. A test
+    run started in the background (a CI job, `cmd &`) inherits SIGINT ignored, and Python
+    then keeps it ignored, as a background program should: undo that for the demo."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_removes_everything():
     proc = subprocess.Popen([*DEMO, "--prefix", "oesz", "--megabytes", "2000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_at_a_terminal)
     try:
         deadline = time.monotonic() + 60
         # wait until the transfer runs: both namespaces exist and a TCP sink is up
