@@ -75,6 +75,7 @@ class EspReport:
     mtu: int
     encap: bool
     gso: int
+    udp_gso: bool
     crypto_backend: str
     seconds: float
     runs: int
@@ -128,7 +129,7 @@ def measure(path: Path2, figures: Figures, seconds: float, mtu: int) -> int:
 # -- the two tunnels ----------------------------------------------------------------------
 
 @contextlib.contextmanager
-def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, crypto_backend: str,
+def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, crypto_backend: str,
                  prefix: str, profile_dir: str | None, workdir: Path) -> Iterator[tuple[Any, Path2]]:
     from ..esp.static import StaticTunnel
     from ..netlab import Lab
@@ -140,7 +141,7 @@ def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, crypto_backend: s
     try:
         with Lab(prefix) as lab, StaticTunnel(lab, esp=esp, encap=encap, mtu=mtu,
                                               crypto_backend=crypto_backend,
-                                              tun=f"{prefix}-tun0", gso=gso,
+                                              tun=f"{prefix}-tun0", gso=gso, udp_gso=udp_gso,
                                               workdir=workdir) as tun:
             yield tun, Path2(tun.a.name, tun.b.name, tun.INNER[0], tun.INNER[1])
     finally:
@@ -191,6 +192,7 @@ def _ocfpy_bytes_in(tun: Any) -> int:
 
 def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
         crypto_backend: str = "openssl", mtu: int = 1400, encap: bool = True, gso: int = 0,
+        udp_gso: bool = False,
         strongswan_too: bool = True, prefix: str = "obn", workdir: str | None = None,
         profile_dir: str | None = None, step: Step = lambda label: None) -> EspReport:
     ours, theirs = Figures(), Figures()
@@ -205,7 +207,7 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
         (base / "ocfpy").mkdir(parents=True, exist_ok=True)
         step("starting ocfpy's gateways")
         tun, our_path = stack.enter_context(ocfpy_tunnel(
-            esp=esp, mtu=mtu, encap=encap, gso=gso, crypto_backend=crypto_backend,
+            esp=esp, mtu=mtu, encap=encap, gso=gso, udp_gso=udp_gso, crypto_backend=crypto_backend,
             prefix=f"{prefix}e", profile_dir=profile_dir, workdir=base / "ocfpy"))
         sw = None
         if strongswan_too:
@@ -245,7 +247,7 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
             with contextlib.suppress(Exception):
                 profile[f.name] = profile_summary(f)
     ratios, targets = compare(ours, theirs if libipsec else None)
-    return EspReport(esp, mtu, encap, gso, crypto_backend, seconds, runs, ocfpy, libipsec,
+    return EspReport(esp, mtu, encap, gso, udp_gso, crypto_backend, seconds, runs, ocfpy, libipsec,
                      ratios, targets, skipped, profile,
                      Path("/proc/loadavg").read_text().split()[:3], notes)
 

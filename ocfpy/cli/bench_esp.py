@@ -30,6 +30,10 @@ def register(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--gso", type=int, default=0, metavar="BYTES",
                    help="ocfpy's TUN segmentation offload, super-packets up to BYTES (0: off, "
                    "as the daemon runs)")
+    p.add_argument("--udp-gso", action="store_true",
+                   help="ocfpy's ESP-in-UDP socket sends runs of packets with UDP segmentation "
+                   "offload and reads them coalesced (UDP GRO); off by default, as the daemon "
+                   "runs unless `udp_gso = true`")
     p.add_argument("--no-strongswan", action="store_true",
                    help="ocfpy only (no strongSwan needed; no ratios)")
     p.add_argument("--profile", metavar="DIR",
@@ -87,7 +91,7 @@ def run_esp(args: argparse.Namespace) -> int:
         try:
             report = esp.run(seconds=args.seconds, runs=args.runs, esp=args.esp,
                              crypto_backend=args.crypto_backend, mtu=args.mtu,
-                             encap=not args.raw_esp, gso=args.gso,
+                             encap=not args.raw_esp, gso=args.gso, udp_gso=args.udp_gso,
                              strongswan_too=not args.no_strongswan, workdir=args.workdir,
                              prefix=args.prefix,
                              profile_dir=args.profile, step=step)
@@ -112,7 +116,8 @@ def _print(con, report) -> None:
     for col in ("tunnel", "TCP Mbit/s", "64 B pkt/s", f"{report.mtu} B pkt/s"):
         t.add_column(col, justify="left" if col == "tunnel" else "right")
     rows = [(f"ocfpy userspace ({wire}, {report.crypto_backend}"
-             f"{', GSO' if report.gso else ''})", report.ocfpy["median"])]
+             f"{', GSO' if report.gso else ''}{', UDP GSO/GRO' if report.udp_gso else ''})",
+             report.ocfpy["median"])]
     if report.libipsec:
         rows.append((f"{report.libipsec['strongswan']} kernel-libipsec", report.libipsec["median"]))
     for label, m in rows:

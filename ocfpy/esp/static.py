@@ -91,7 +91,7 @@ class StaticTunnel:
     def __init__(self, lab, *, esp: str = "aes128gcm16", encap: bool = False,
                  seed: str | None = None, mtu: int = 1400, tun: str = "ocfpy0",
                  crypto_backend: str | None = None, workdir: Path | None = None,
-                 verbose: bool = False, gso: int = 0,
+                 verbose: bool = False, gso: int = 0, udp_gso: bool = False,
                  outer: tuple[str, str] | None = None, inner: tuple[str, str] | None = None):
         import os
         import tempfile
@@ -108,6 +108,7 @@ class StaticTunnel:
         self.crypto_backend = crypto_backend
         self.verbose = verbose
         self.gso = gso
+        self.udp_gso = udp_gso
         self._own_dir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix=f"{lab.prefix}-static-"))
         self.procs: dict[str, object] = {}
@@ -132,6 +133,7 @@ class StaticTunnel:
             argv += ["--crypto-backend", self.crypto_backend] if self.crypto_backend else []
             argv += ["-v"] if self.verbose else []
             argv += ["--gso", str(self.gso)] if self.gso else []
+            argv += ["--udp-gso"] if self.udp_gso else []
             with open(self.dir / f"{side}.log", "w") as log_file:  # the child keeps a copy
                 self.procs[side] = self.lab.popen(self.ns[side], argv, stdout=log_file,
                                                   stderr=log_file)
@@ -205,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mtu", type=int, default=1400)
     p.add_argument("--gso", type=int, default=0, metavar="BYTES",
                    help="TCP segmentation offload on the TUN, super-packets up to BYTES")
+    p.add_argument("--udp-gso", action="store_true",
+                   help="UDP segmentation offload and GRO on the ESP-in-UDP socket")
     p.add_argument("--crypto-backend", default=None)
     p.add_argument("--replay-window", type=int, default=128)
     p.add_argument("--counters", type=Path, help="write counters here on SIGUSR1 and at exit")
@@ -240,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
     with UserspaceDataplane(dispatcher, tun_name=args.tun, mtu=args.mtu,
-                            gso_max=args.gso) as dp:
+                            gso_max=args.gso, udp_gso=args.udp_gso) as dp:
         dp.install(spec)
         signal.signal(signal.SIGUSR1, dump)
         dump()

@@ -33,6 +33,8 @@ from .packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop
 from .sad import Expiry, InboundSa, OutboundSa, build_inbound, build_outbound
 from .spd import PolicyTable
 from .udpencap import Kind, classify
+from .udpgso import SegmentingSender, enable_gro
+from .udpgso import receive as receive_coalesced
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class WorkerContext:
     batch: int = 64
     forward_ike: bool = False  # whether IKE datagrams on UDP sockets go back to the daemon
     gso: bool = False  # the TUN carries virtio_net_hdr (see gso.py)
+    udp_gso: bool = False  # UDP_SEGMENT sends, UDP_GRO receives on UDP sockets (udpgso.py)
     close_fds: list[int] = field(default_factory=list)  # the daemon's ends, inherited by fork
     mtu: int = 1400
 
@@ -80,6 +83,14 @@ class _Loop:
         self.cells = ctx.counters.cells
         self.running = True
         self.udp_sockets: list[socket.socket] = list(ctx.udp.values())  # all are read
+        self.coalesced: set[int] = set()  # filenos of UDP sockets with UDP_GRO on
+        for sock in self.udp_sockets:
+            self._coalesce(sock)
+
+    def _coalesce(self, sock: socket.socket) -> None:
+        """The inbound worker asks for coalesced reads (it is the one that reads)."""
+        if self.ctx.udp_gso and self.ctx.role == "in" and enable_gro(sock):
+            self.coalesced.add(sock.fileno())
 
     # -- control --------------------------------------------------------------------------
     def control(self) -> None:
@@ -106,6 +117,7 @@ class _Loop:
                 sock = socket.socket(family, socket.SOCK_DGRAM, 0, fileno=fds[0])
                 sock.setblocking(False)
                 tune_socket(sock)
+                self._coalesce(sock)
                 self.udp_sockets.append(sock)
                 self.ctx.udp[family] = sock
                 self.ctx.udp_ids[sock.fileno()] = sock_id
@@ -161,6 +173,7 @@ class OutboundLoop(_Loop):
         super().__init__(ctx)
         self.spd: PolicyTable[OutboundSa] = PolicyTable()
         self.sas: dict[int, OutboundSa] = {}
+        self.segmenting = SegmentingSender() if ctx.udp_gso else None
 
     def install(self, spec, slot):
         sa = build_outbound(spec, self.ctx.dispatcher, slot)
@@ -230,18 +243,17 @@ class OutboundLoop(_Loop):
         nbytes = 0
         if sock is None:
             errors = len(wires)
+        elif self.segmenting is not None and sa.encap is not None and len(wires) > 1:
+            errors = self.segmenting.send(sock, wires, dest,
+                                          lambda exc: _send_failed(sa.remote, exc))
         else:
             sendto = sock.sendto
             for w in wires:
                 try:
                     sendto(w, dest)
-                except (BlockingIOError, InterruptedError):
-                    errors += 1  # socket buffer full: drop, as a NIC queue would
                 except OSError as exc:
                     errors += 1
-                    if exc.errno not in (errno.ENOBUFS, errno.EHOSTUNREACH, errno.ENETUNREACH,
-                                         errno.ECONNREFUSED):
-                        log.warning("ESP send to %s failed: %s", sa.remote, exc)
+                    _send_failed(sa.remote, exc)
         if errors:
             self.bump(G.SEND_ERRORS, errors)
         nbytes = sum(len(p) for p in packets)
@@ -254,6 +266,16 @@ class OutboundLoop(_Loop):
             if kind is Expiry.HARD:
                 sa.expired = True
             self.event(sa.unique_id, kind, reason)
+
+
+def _send_failed(remote: str, exc: OSError) -> None:
+    """Counted by the caller; logged unless it is the usual weather of a busy or
+    unreachable peer (a full socket buffer drops, as a NIC queue would)."""
+    if isinstance(exc, (BlockingIOError, InterruptedError)):
+        return
+    if exc.errno not in (errno.ENOBUFS, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                         errno.ECONNREFUSED):
+        log.warning("ESP send to %s failed: %s", remote, exc)
 
 
 class InboundLoop(_Loop):
@@ -284,16 +306,9 @@ class InboundLoop(_Loop):
     def on_readable(self, sock) -> None:
         is_udp = sock.type == socket.SOCK_DGRAM
         strip_ip = not is_udp and sock.family == socket.AF_INET
-        recvfrom = sock.recvfrom
         esp: list[bytes] = []
-        for _ in range(self.ctx.batch):
-            try:
-                data, addr = recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:  # e.g. ICMP errors reported on the socket
-                self.bump(G.SEND_ERRORS)
-                continue
+        for data, addr in (self._read_coalesced(sock) if sock.fileno() in self.coalesced
+                           else self._read(sock)):
             if strip_ip:
                 if len(data) < 20:
                     self.bump(G.MALFORMED)
@@ -316,6 +331,25 @@ class InboundLoop(_Loop):
             esp.append(data)
         if esp:
             self.receive(esp)
+
+    def _read(self, sock: socket.socket) -> list:
+        recvfrom = sock.recvfrom
+        datagrams = []
+        for _ in range(self.ctx.batch):
+            try:
+                datagrams.append(recvfrom(MAX_DATAGRAM))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # e.g. ICMP errors reported on the socket
+                self.bump(G.SEND_ERRORS)
+        return datagrams
+
+    def _read_coalesced(self, sock: socket.socket):
+        datagrams, truncated = receive_coalesced(sock, self.ctx.batch,
+                                                 lambda _exc: self.bump(G.SEND_ERRORS))
+        if truncated:
+            self.bump(G.MALFORMED, truncated)
+        return datagrams
 
     def receive(self, packets: list[bytes]) -> None:
         groups: dict[int, list[tuple[bytes, int]]] = {}

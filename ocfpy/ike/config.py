@@ -220,6 +220,7 @@ class DaemonOptions:
     cookie_threshold: int = 30  # half-open IKE SAs before COOKIEs are demanded (charon: 30)
     half_open_timeout: float = 30.0  # seconds a responder keeps a half-open SA (charon: 30)
     keepalive_interval: float = 20.0  # NAT-T keepalives (charon.keep_alive)
+    udp_gso: bool = False  # userspace dataplane: UDP GSO/GRO on the ESP-in-UDP socket
 
     def __post_init__(self) -> None:
         if not isinstance(self.crypto_backend, str) or not self.crypto_backend:
@@ -237,6 +238,8 @@ class DaemonOptions:
                                    f"{self.cookie_threshold!r}")
         _check_number("half_open_timeout", self.half_open_timeout, 0.001)
         _check_number("keepalive_interval", self.keepalive_interval)
+        if not isinstance(self.udp_gso, bool):
+            raise ConfigValueError("udp_gso", f"expected true or false, got {self.udp_gso!r}")
 
 
 @dataclass

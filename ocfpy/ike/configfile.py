@@ -415,6 +415,7 @@ DAEMON = Table({
     "cookie_threshold": integer(0),
     "half_open_timeout": duration,
     "keepalive_interval": duration,
+    "udp_gso": boolean,
 })
 
 AUTH = Table({"auth": choice("psk"), "id": nonempty_string})

@@ -28,6 +28,7 @@ class WireSummary:
     clear_inner: int = 0  # packets between the inner addresses, unencrypted
     total: int = 0
     esp_spis: frozenset[int] = frozenset()
+    largest_esp_in_udp: int = 0  # IP total length: a UDP GSO run shows as one big datagram
 
 
 class Capture:
@@ -100,5 +101,6 @@ class Capture:
                 elif len(payload) >= 8:
                     s.esp_in_udp += 1
                     spis.add(int.from_bytes(payload[:4], "big"))
+                    s.largest_esp_in_udp = max(s.largest_esp_in_udp, ip.len)
         s.esp_spis = frozenset(spis)
         return s

@@ -55,7 +55,8 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
                 local_ts: Iterable[str] | None = None, remote_ts: Iterable[str] | None = None,
                 control: Path, name: str = "t", child: str = "net",
                 extra_children: dict[str, tuple[list[str], list[str]]] | None = None,
-                dpd_delay: str = "0s", backend: str = "openssl") -> str:
+                dpd_delay: str = "0s", backend: str = "openssl",
+                daemon: dict | None = None) -> str:
     """The TOML config (docs/configuration.md) of one connection with one child to ``peer``.
 
     A proposal list of ["default"] leaves the key out: ocfpy's defaults apply."""
@@ -64,7 +65,7 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
                 **(extra_children or {})}
     return config_toml(
         daemon_toml(backend=backend, dataplane=dataplane, listen=[me.outer],
-                    control_socket=str(control)),
+                    control_socket=str(control), **(daemon or {})),
         connection_toml(name, local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
                         remote_id=remote_id,
                         proposals=None if proposals == ["default"] else proposals,

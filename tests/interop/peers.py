@@ -102,7 +102,8 @@ class Peers:
                   charon_local_ts: list[str] | None = None,
                   charon_remote_ts: list[str] | None = None,
                   extra_children: dict[str, tuple[list[str], list[str]]] | None = None,
-                  ocfpy_dpd: str = "0s", charon_dpd: str = "0s") -> None:
+                  ocfpy_dpd: str = "0s", charon_dpd: str = "0s",
+                  ocfpy_daemon: dict | None = None) -> None:
         """charon's connection "t"/"net" loaded, ocfpy started with its connection "t"/"net".
 
         ``extra_children``: more children on both sides, name -> (moon's subnets, sun's)."""
@@ -119,7 +120,7 @@ class Peers:
             me=m, peer=s, local_id=OCFPY_ID, remote_id=CHARON_ID, psk=ocfpy_psk,
             proposals=[ocfpy_ike or ike], esp_proposals=[ocfpy_esp or esp],
             dataplane=self.dataplane(), control=self.iked.control,
-            extra_children=extra_children, dpd_delay=ocfpy_dpd))
+            extra_children=extra_children, dpd_delay=ocfpy_dpd, daemon=ocfpy_daemon))
 
     def initiate(self, who: str, wait: float = 10.0, child: str = "net") -> Any:
         """Start "t"/``child`` from ``who`` ("ocfpy" or "charon"); the initiator's answer (or

@@ -26,12 +26,14 @@ if why:
     pytest.skip(f"namespace lab unavailable: {why}", allow_module_level=True)
 
 MARKER = "0cf9e5c0ffee0cf9e5c0ffee0cf9e5c0"  # ping -p pattern (16 bytes), repeated in the payload
-CASES = [  # (ESP proposal, UDP encapsulation, TUN segmentation offload: super-packet bytes)
-    ("aes128gcm16", False, 0),
-    ("aes256-sha256", True, 0),
-    ("chacha20poly1305-esn", True, 0),
-    ("aes128gcm16", False, 8192),
-    ("aes256-sha256-esn", True, 8192),
+CASES = [  # (ESP proposal, UDP encapsulation, TUN segmentation offload: super-packet bytes,
+    #         UDP segmentation offload + GRO on the ESP-in-UDP socket)
+    ("aes128gcm16", False, 0, False),
+    ("aes256-sha256", True, 0, False),
+    ("chacha20poly1305-esn", True, 0, False),
+    ("aes128gcm16", False, 8192, False),
+    ("aes256-sha256-esn", True, 8192, False),
+    ("aes128gcm16", True, 0, True),
 ]
 
 
@@ -52,11 +54,12 @@ def _pcap_count(path: Path, expr: str) -> int:
     return len(out.stdout.splitlines())
 
 
-@pytest.mark.parametrize("esp,encap,gso", CASES, ids=[
-    f"{e}-{'udp' if u else 'raw'}{'-gso' if g else ''}" for e, u, g in CASES])
-def test_ping_tcp_and_only_esp_on_the_wire(tmp_path, esp, encap, gso):
+@pytest.mark.parametrize("esp,encap,gso,udp_gso", CASES, ids=[
+    f"{e}-{'udp' if u else 'raw'}{'-gso' if g else ''}{'-udpgso' if ug else ''}"
+    for e, u, g, ug in CASES])
+def test_ping_tcp_and_only_esp_on_the_wire(tmp_path, esp, encap, gso, udp_gso):
     with Lab("oest") as lab, StaticTunnel(lab, esp=esp, encap=encap, tun="oes-tun0",
-                                          gso=gso) as tun:
+                                          gso=gso, udp_gso=udp_gso) as tun:
         assert tun.drivers["a"] == {"in": "openssl", "out": "openssl"} or tun.drivers["a"]
         wire = tmp_path / "veth.pcap"
         inner = tmp_path / "tun.pcap"
@@ -81,6 +84,10 @@ def test_ping_tcp_and_only_esp_on_the_wire(tmp_path, esp, encap, gso):
         # exact counts are checked on the SA counters below.
         if gso:
             assert n_esp + _pcap_count(wire, "ip[6:2] & 0x1fff != 0") > 0.5 * 50 * 10**6 / 1500
+        elif udp_gso:
+            # Runs of ESP packets cross the veth as one UDP datagram each, as TCP does with TSO
+            # (the kernel cuts them where a real NIC would, or at a socket without UDP_GRO).
+            assert _pcap_count(wire, "udp port 4500 and greater 3000") > 0, "no UDP GSO run"
         else:
             assert n_esp > 0.5 * 50 * 10**6 / 1400
         # non-first fragments of ESP-in-UDP carry no UDP header: recognise them by protocol
@@ -97,7 +104,7 @@ def test_ping_tcp_and_only_esp_on_the_wire(tmp_path, esp, encap, gso):
         assert cb["sa"]["bytes_in"] > 50 * 10**6
         assert ca["sa"]["packets_out"] >= cb["sa"]["packets_in"]
         assert cb["sa"]["auth_failures"] == 0 and cb["sa"]["replay_drops"] == 0
-        print(f"{esp} {'udp' if encap else 'raw'} gso {gso}: 50 MB at "
+        print(f"{esp} {'udp' if encap else 'raw'} gso {gso} udp_gso {udp_gso}: 50 MB at "
               f"{transfer.mbit_per_s:.0f} Mbit/s")
 
 

@@ -332,3 +332,10 @@ def test_any_value_anywhere_is_accepted_or_named(place, value):
         assert exc.line is not None, str(exc)
         if exc.key and "not valid TOML" not in exc.reason:
             assert exc.key.split(".")[0] in ("daemon", "connections", "secrets"), str(exc)
+
+
+def test_udp_gso_is_a_daemon_switch_off_by_default():
+    assert loads(GOOD, "home.conf").daemon.udp_gso is False
+    assert loads("[daemon]\nudp_gso = true\n", "home.conf").daemon.udp_gso is True
+    err = _error("[daemon]\nudp_gso = 3\n")
+    assert (err.line, err.key) == (2, "daemon.udp_gso") and "true or false" in err.reason

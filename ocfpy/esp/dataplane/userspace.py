@@ -67,7 +67,7 @@ class UserspaceDataplane(Dataplane):
     def __init__(
         self, dispatcher, *, tun_name: str = "ocfpy0", mtu: int = 1400, batch: int = 64,
         raw_esp: bool = True, install_routes: bool = True, max_sas: int = 1024,
-        gso_max: int = 0,
+        gso_max: int = 0, udp_gso: bool = False,
     ):
         self.dispatcher = dispatcher
         self.tun_name = tun_name
@@ -77,6 +77,8 @@ class UserspaceDataplane(Dataplane):
         self.install_routes = install_routes
         # > 0: TCP super-packets of up to this many bytes through the TUN (docs/dataplanes.md)
         self.gso_max = gso_max
+        # UDP_SEGMENT sends and UDP_GRO receives on the ESP-in-UDP socket (esp/udpgso.py)
+        self.udp_gso = udp_gso
         self.counter_block = CounterBlock(max_sas)
         self._installed: dict[int, _Installed] = {}
         self._routes: dict[str, int] = {}  # route -> number of CHILD_SAs using it
@@ -129,7 +131,8 @@ class UserspaceDataplane(Dataplane):
                 ours = [c.fileno() for _, c in self._workers.values()] + [parent.fileno()]
                 wctx = WorkerContext(role, self.dispatcher, self._tun_fd, child,
                                      self.counter_block, dict(self._raw), batch=self.batch,
-                                     gso=bool(self.gso_max), mtu=self.mtu, close_fds=ours)
+                                     gso=bool(self.gso_max), udp_gso=self.udp_gso,
+                                     mtu=self.mtu, close_fds=ours)
                 proc = ctx.Process(target=worker_main, args=(wctx,), daemon=True,
                                    name=f"ocfpy-esp-{role}")
                 proc.start()
@@ -426,4 +429,5 @@ def create(dispatcher, config=None) -> UserspaceDataplane:
         dispatcher,
         tun_name=getattr(opts, "tun_name", None) or "ocfpy0",
         mtu=getattr(opts, "tun_mtu", None) or 1400,
+        udp_gso=bool(getattr(opts, "udp_gso", False)),
     )
