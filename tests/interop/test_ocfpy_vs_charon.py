@@ -50,6 +50,19 @@ def _expect(proposal: str, ike: bool = True) -> dict[str, str]:
     return out
 
 
+def _ping_and_tcp_on_the_wire(peers: Peers):
+    """A ping and 2 MiB of TCP through the tunnel, captured on charon's side and read by
+    scapy: ESP in UDP 4500 and not one inner packet in clear."""
+    with Capture(peers.sun, peers.workdir / "wire.pcap") as cap:
+        ping = peers.ping()
+        assert ping.returncode == 0, ping.stdout + ping.stderr + peers.logs()
+        sent, received = peers.tcp_transfer()
+        assert sent == received, peers.logs()
+    wire = cap.summary((peers.moon.inner, peers.sun.inner))
+    assert wire.esp_in_udp > 0 and wire.clear_inner == 0 and wire.esp_raw == 0, wire
+    return wire
+
+
 @pytest.mark.parametrize("who", DIRECTIONS, ids=lambda w: f"{w}-initiates")
 @pytest.mark.parametrize("ike,esp", ROWS, ids=[r[0] for r in ROWS])
 def test_psk_establish_and_traffic(peers: Peers, ike: str, esp: str, who: str) -> None:
@@ -68,18 +81,10 @@ def test_psk_establish_and_traffic(peers: Peers, ike: str, esp: str, who: str) -
     reason = userspace_dataplane_reason()
     if reason:
         pytest.skip(f"established and checked; traffic not run: {reason}")
-    with Capture(peers.sun, peers.workdir / "wire.pcap") as cap:
-        ping = peers.ping()
-        assert ping.returncode == 0, ping.stdout + ping.stderr + peers.logs()
-        sent, received = peers.tcp_transfer()
-        assert sent == received, peers.logs()
-    # On the wire, read by scapy: ESP in UDP 4500 under exactly the negotiated SPIs, and
-    # not one inner packet in clear.
     # tcpdump drops packets when the machine is loaded (it does in CI: 2 cores, both busy
     # with the transfer), so the capture proves what is on the wire and charon's own SA
     # counters prove the volume: the 2 MiB went through this ESP SA.
-    wire = cap.summary((peers.moon.inner, peers.sun.inner))
-    assert wire.esp_in_udp > 0 and wire.clear_inner == 0 and wire.esp_raw == 0, wire
+    wire = _ping_and_tcp_on_the_wire(peers)
     assert wire.esp_spis == set(ocfpy_child_spis(our_child)), wire
     their_child = next(iter(peers.charon_sas()[0]["child-sas"].values()))
     assert int(their_child["packets-in"]) >= 3 and int(their_child["packets-out"]) >= 3
@@ -99,13 +104,7 @@ def test_udp_gso_toward_charon(peers: Peers) -> None:
     peers.initiate("ocfpy")
     ours, _theirs = peers.wait_established()
     (our_child,) = ours["children"]
-    with Capture(peers.sun, peers.workdir / "wire.pcap") as cap:
-        ping = peers.ping()
-        assert ping.returncode == 0, ping.stdout + ping.stderr + peers.logs()
-        sent, received = peers.tcp_transfer()
-        assert sent == received, peers.logs()
-    wire = cap.summary((peers.moon.inner, peers.sun.inner))
-    assert wire.esp_in_udp > 0 and wire.clear_inner == 0 and wire.esp_raw == 0, wire
+    wire = _ping_and_tcp_on_the_wire(peers)
     assert set(ocfpy_child_spis(our_child)) >= wire.esp_spis, wire
     assert wire.largest_esp_in_udp > 3000, f"no UDP GSO run on the wire: {wire}"
     their_child = next(iter(peers.charon_sas()[0]["child-sas"].values()))
