@@ -47,3 +47,23 @@ def test_post_mortem_shows_pytest_progress_and_the_kernel_oops(tmp_path, capsys)
     assert "BUG: kernel NULL pointer dereference" in out and "RIP: 0010:virtcrypto_remove" in out
     assert "tests/kernel/test_xfrm.py ...." in out
     assert "\x1b[" not in out
+
+
+def test_a_kernel_death_after_the_tests_keeps_their_result(tmp_path, capsys):
+    """vng exits 255 when the guest dies without handing back the script's exit code: that is
+    a failure, unless every test had already finished and the guest wrote its exit code."""
+    import subprocess
+    import time
+
+    rc_file = tmp_path / run.GUEST_RC
+
+    def vng_dies() -> int:
+        proc = subprocess.Popen(["sh", "-c", f"exit {run.VNG_UNEXPECTED_EXIT}"])
+        return run._wait_for_guest(proc, rc_file, time.monotonic() + 30)
+
+    assert vng_dies() == 255  # the guest died before it said how the tests ended
+    rc_file.write_text("0\n")
+    assert vng_dies() == 0
+    assert "died after the tests finished" in capsys.readouterr().err
+    rc_file.write_text("1\n")
+    assert vng_dies() == 1  # failed tests stay failed
