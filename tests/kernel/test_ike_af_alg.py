@@ -21,14 +21,8 @@ IKE, ESP = "aes128gcm16-prfsha256-modp2048", "aes128gcm16"
 
 @pytest.fixture
 def pair():
-    H.PREFIX = "oka"
-    with H.ike_lab() as pair:
-        try:
-            yield pair
-        finally:
-            for d in (pair.a, pair.b):
-                if d.proc is not None and d.proc.poll() is None:
-                    d.stop()
+    with H.ike_lab("oka") as pair:
+        yield pair
 
 
 def test_establish_with_every_ike_session_on_the_kernel(pair):

@@ -31,14 +31,8 @@ INNER_A, INNER_B = "10.177.1.1", "10.177.2.1"
 
 @pytest.fixture
 def pair():
-    H.PREFIX = "oxd"  # this lane's namespaces: oxd-a, oxd-b
-    with H.ike_lab() as pair:
-        try:
-            yield pair
-        finally:
-            for d in (pair.a, pair.b):
-                if d.proc is not None and d.proc.poll() is None:
-                    d.stop()
+    with H.ike_lab("oxd") as pair:  # this lane's namespaces: oxd-a, oxd-b
+        yield pair
 
 
 def _start(pair, *, dataplanes=("xfrm", "xfrm"), encap: bool = False) -> None:

@@ -85,23 +85,35 @@ class Pair:
     def logs(self) -> str:
         return (f"--- a log ---\n{self.a.log()[-4000:]}\n--- b log ---\n{self.b.log()[-4000:]}")
 
+    def stop_daemons(self) -> None:
+        """Stop whichever of the two daemons still runs (a test may have stopped one)."""
+        for d in (self.a, self.b):
+            if d.proc is not None and d.proc.poll() is None:
+                d.stop()
+            d.proc = None
+
     def nft(self, ns: Namespace, ruleset: str) -> None:
         """Load an nftables ruleset inside the namespace (never outside it)."""
         self.lab.run(ns, ["nft", "-f", "-"], input=ruleset, check=True)
 
 
 @contextlib.contextmanager
-def ike_lab() -> Iterator[Pair]:
-    """The two namespaces and a workdir; daemons are started by the tests."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
+def ike_lab(prefix: str = PREFIX) -> Iterator[Pair]:
+    """The two namespaces (``prefix``-a, ``prefix``-b) and a workdir; daemons are started by
+    the tests, and stopped here if they still run."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     try:
-        with Lab(PREFIX) as lab:
+        with Lab(prefix) as lab:
             a_ns, b_ns, veth = two_hosts(lab, outer=(f"{OUTER[0]}/24", f"{OUTER[1]}/24"),
                                          inner=("10.177.1.1/32", "10.177.2.1/32"))
             lab.configure_link(a_ns, veth.a, f"{OUTER6[0]}/64")
             lab.configure_link(b_ns, veth.b, f"{OUTER6[1]}/64")
-            yield Pair(lab, Iked(lab, a_ns, workdir, "a"), Iked(lab, b_ns, workdir, "b"),
-                       workdir)
+            pair = Pair(lab, Iked(lab, a_ns, workdir, "a"), Iked(lab, b_ns, workdir, "b"),
+                        workdir)
+            try:
+                yield pair
+            finally:
+                pair.stop_daemons()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

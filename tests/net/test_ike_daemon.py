@@ -44,10 +44,7 @@ def pair(lab: Pair):
     try:
         yield lab
     finally:
-        for d in (lab.a, lab.b):
-            if d.proc is not None and d.proc.poll() is None:
-                d.stop()
-            d.proc = None
+        lab.stop_daemons()
         for ns in (lab.a.ns, lab.b.ns):
             if have_nft():
                 lab.lab.run(ns, ["nft", "flush", "ruleset"])
