@@ -22,5 +22,5 @@ def _packages() -> list[str]:
 setup(
     packages=_packages(),
     package_dir=LAYOUT,
-    package_data={"ocfpy": ["selftest_vectors/*.json"]},
+    package_data={"ocfpy.crypto": ["selftest_vectors/*.json"]},
 )

@@ -15,9 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from ocfpy.catalogue import Transform
-from ocfpy.driver import AeadContext, CipherContext, HashContext, MacContext, PrfContext
-from ocfpy.errors import DriverFailure, InvalidInput, InvalidKey
+from ocfpy.crypto.catalogue import Transform
+from ocfpy.crypto.driver import AeadContext, CipherContext, HashContext, MacContext, PrfContext
+from ocfpy.crypto.errors import DriverFailure, InvalidInput, InvalidKey
 
 from .transport import AeadHandle, CipherHandle, HashHandle, Transport
 

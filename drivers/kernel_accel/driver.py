@@ -7,13 +7,13 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 
-from ocfpy import discovery, hotplug
-from ocfpy.catalogue import Primitive, Transform
-from ocfpy.catalogue import get as get_transform
-from ocfpy.discovery import FoundDevice
-from ocfpy.driver import Context, DeviceInfo, Driver, DriverKind, Offer
-from ocfpy.errors import DriverUnavailable, Reason, Unsupported
-from ocfpy.hotplug import HotplugMonitor
+from ocfpy.crypto.catalogue import Primitive, Transform
+from ocfpy.crypto.catalogue import get as get_transform
+from ocfpy.crypto.devices import discovery, hotplug
+from ocfpy.crypto.devices.discovery import FoundDevice
+from ocfpy.crypto.devices.hotplug import HotplugMonitor
+from ocfpy.crypto.driver import Context, DeviceInfo, Driver, DriverKind, Offer
+from ocfpy.crypto.errors import DriverUnavailable, Reason, Unsupported
 
 from . import contexts as c
 from .transport import AfAlgTransport, Transport
@@ -148,5 +148,5 @@ def detect(transport: Transport | None = None,
             for d in usable]
 
 
-# Tells ocfpy.hotplug.attach() to call this factory again when a device is bound.
+# Tells ocfpy.crypto.devices.hotplug.attach() to call this factory again when a device is bound.
 detect.ocfpy_hotplug = True  # type: ignore[attr-defined]

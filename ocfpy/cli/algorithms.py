@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import catalogue
-from .common import console, print_json
+from ocfpy.cli.common import console, print_json
+from ocfpy.crypto import catalogue
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ import platform
 import sys
 import time
 
-from .common import console, fail, make_dispatcher, print_json
+from ocfpy.cli.common import console, fail, make_dispatcher, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,10 +77,10 @@ def _machine() -> dict:
 
 
 def run_crypto(args: argparse.Namespace) -> int:
-    from ..benchmarks import crypto as bench
-    from ..calibration import Calibration, default_path
-    from ..catalogue import crypto_transforms
-    from ..errors import UnknownAlgorithm
+    from ocfpy.bench import crypto as bench
+    from ocfpy.crypto.calibration import Calibration, default_path
+    from ocfpy.crypto.catalogue import crypto_transforms
+    from ocfpy.crypto.errors import UnknownAlgorithm
 
     dispatcher = make_dispatcher(argparse.Namespace(backend="auto"))
     active = [r.name for r in dispatcher.registry.active()]
@@ -181,7 +181,7 @@ def _plot(results, path: str) -> None:
 
 
 def run_overhead(args: argparse.Namespace) -> int:
-    from ..benchmarks.crypto import dispatch_overhead
+    from ocfpy.bench.crypto import dispatch_overhead
 
     dispatcher = make_dispatcher(argparse.Namespace(backend="auto"))
     result = dispatch_overhead(dispatcher, args.size, args.rounds, args.duration, args.driver)

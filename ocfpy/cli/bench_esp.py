@@ -1,11 +1,11 @@
 """`ocfpy bench esp`: TCP throughput and packet rates through ocfpy's userspace ESP tunnel
-against strongSwan's kernel-libipsec in the same run (measurement: ocfpy.benchmarks.esp)."""
+against strongSwan's kernel-libipsec in the same run (measurement: ocfpy.bench.esp)."""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import console, fail, print_json
+from ocfpy.cli.common import console, fail, print_json
 
 SETUP_HINT = "install the lanes' packages with `bash scripts/setup.sh`"
 
@@ -63,7 +63,7 @@ def preflight(args: argparse.Namespace) -> str | None:
     if not os.path.exists("/dev/net/tun"):
         return "/dev/net/tun is missing: this kernel or container has no TUN support"
     if not args.no_strongswan:
-        from ..benchmarks.charon import unavailable_reason
+        from ocfpy.lab.charon import unavailable_reason
 
         why = unavailable_reason()
         if why:
@@ -78,8 +78,8 @@ def run_esp(args: argparse.Namespace) -> int:
         fail(why)
     from rich.progress import Progress
 
-    from ..benchmarks import esp
-    from .bench import _machine
+    from ocfpy.bench import esp
+    from ocfpy.cli.bench import _machine
 
     con = console()
     steps = 1 + args.runs + (0 if args.no_strongswan else 1 + args.runs)

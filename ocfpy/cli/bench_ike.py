@@ -1,11 +1,11 @@
 """`ocfpy bench ike`: IKE_SA + CHILD_SA establishments per second and memory per SA, ocfpy
-against strongSwan's charon in the same run (measurement: ocfpy.benchmarks.ike)."""
+against strongSwan's charon in the same run (measurement: ocfpy.bench.ike)."""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import console, fail, print_json
+from ocfpy.cli.common import console, fail, print_json
 
 SETUP_HINT = "install the lanes' packages with `bash scripts/setup.sh`"
 
@@ -49,7 +49,7 @@ def preflight(args: argparse.Namespace) -> str | None:
     if min(args.n, args.sequential, args.memory) < 0 or args.n < 1:
         return "--n must be at least 1; --sequential and --memory at least 0"
     if not args.no_charon:
-        from ..benchmarks.charon import unavailable_reason
+        from ocfpy.lab.charon import unavailable_reason
 
         why = unavailable_reason()
         if why:
@@ -64,8 +64,8 @@ def run_ike(args: argparse.Namespace) -> int:
         fail(why)
     from rich.progress import Progress
 
-    from ..benchmarks import ike
-    from .bench import _machine
+    from ocfpy.bench import ike
+    from ocfpy.cli.bench import _machine
 
     con = console()
     # ocfpy: sequential, burst, fill; charon: its own pair, two mixed pairs of two, fill

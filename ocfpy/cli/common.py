@@ -7,9 +7,9 @@ import json
 import sys
 from typing import Any
 
-from ..dispatcher import AUTO, Dispatcher
-from ..errors import BackendUnavailable
-from ..registry import Registry
+from ocfpy.crypto.dispatcher import AUTO, Dispatcher
+from ocfpy.crypto.errors import BackendUnavailable
+from ocfpy.crypto.registry import Registry
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:

@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..netlab import can_build_lab
+    from ocfpy.lab.netlab import can_build_lab
 
     why = can_build_lab()
     if why:
@@ -89,7 +89,7 @@ class DemoError(RuntimeError):
 
 # -- with two daemons -------------------------------------------------------------------------
 def _config(side: int, args: argparse.Namespace, workdir: Path, psk: str) -> str:
-    from ..iked_toml import config_toml, connection_toml, daemon_toml, secret_toml
+    from ocfpy.lab.iked_toml import config_toml, connection_toml, daemon_toml, secret_toml
 
     me, peer = side, 1 - side
     return config_toml(
@@ -120,12 +120,12 @@ class Gateways:
 
     def __enter__(self) -> Gateways:
         try:
-            import ocfpy.ike.control  # noqa: F401  (the daemon's control socket)
+            import ocfpy.iked.control  # noqa: F401  (the daemon's control socket)
         except ImportError as exc:
             raise DemoError(f"this ocfpy has no IKE daemon ({exc}); try `ocfpy demo "
                             "--static`") from None
-        from ..iked_runner import IkedRunner
-        from ..netlab import Lab, two_hosts
+        from ocfpy.lab.iked_runner import IkedRunner
+        from ocfpy.lab.netlab import Lab, two_hosts
 
         self._stack.callback(shutil.rmtree, self.workdir, ignore_errors=True)
         try:
@@ -163,7 +163,7 @@ class Gateways:
 
     def establish(self, timeout: float = 15) -> float:
         """a initiates; returns the seconds until IKE_SA and CHILD_SA are up."""
-        from ..iked_runner import wait_for
+        from ocfpy.lab.iked_runner import wait_for
 
         t0 = time.monotonic()
         self.call("a", "initiate", name="demo")
@@ -187,8 +187,8 @@ def _with_daemons(args: argparse.Namespace) -> dict:
 
 # -- static keys ------------------------------------------------------------------------------
 def _static(args: argparse.Namespace) -> dict:
-    from ..esp.static import StaticTunnel
-    from ..netlab import Lab
+    from ocfpy.lab.netlab import Lab
+    from ocfpy.lab.static_tunnel import StaticTunnel
 
     esp = (args.esp_proposal or ["aes128gcm16"])[0]
     backend = None if args.crypto_backend == "auto" else args.crypto_backend
@@ -209,7 +209,7 @@ def _static(args: argparse.Namespace) -> dict:
 
 # -- traffic and report -----------------------------------------------------------------------
 def _traffic(lab, a, b, megabytes: int, inner: tuple[str, str] = INNER_HOSTS) -> dict:
-    from ..netlab import LabError, tcp_transfer
+    from ocfpy.lab.netlab import LabError, tcp_transfer
 
     ping = lab.run(a, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", inner[0], inner[1]],
                    timeout=20)

@@ -9,8 +9,8 @@ import sys
 import threading
 import time
 
-from .. import discovery
-from .common import console, fail, print_json
+from ocfpy.cli.common import console, fail, print_json
+from ocfpy.crypto.devices import discovery
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,7 +110,7 @@ def _json_line(data: dict) -> None:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from ..hotplug import HotplugEvent, HotplugMonitor
+    from ocfpy.crypto.devices.hotplug import HotplugEvent, HotplugMonitor
 
     monitor = HotplugMonitor()
     done = threading.Event()

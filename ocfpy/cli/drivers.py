@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..registry import Registry, Status
-from .common import console, print_json
+from ocfpy.cli.common import console, print_json
+from ocfpy.crypto.registry import Registry, Status
 
 _STYLE = {Status.ACTIVE: "green", Status.QUARANTINED: "red", Status.UNAVAILABLE: "yellow",
           Status.GONE: "magenta"}

@@ -48,8 +48,8 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import BackendUnavailable
-    from ..ike.configfile import ConfigError, load
+    from ocfpy.crypto.errors import BackendUnavailable
+    from ocfpy.iked.configfile import ConfigError, load
 
     try:
         config = load(args.config)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.log_file:
         _log_to(args.log_file)
 
-    from ..dispatcher import Dispatcher
+    from ocfpy.crypto.dispatcher import Dispatcher
 
     try:
         dispatcher = Dispatcher(backend=opts.crypto_backend, strict=opts.strict_backend)
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         _summary(config, dispatcher, problems)
         return 0
 
-    from ..ike.daemon import DaemonError, select_dataplane
+    from ocfpy.iked.daemon import DaemonError, select_dataplane
 
     try:
         dataplane = select_dataplane(opts.dataplane, dispatcher, config)
@@ -104,8 +104,8 @@ def _log_to(path: str) -> None:
 
 def _unservable(config, dispatcher) -> list[str]:
     """Algorithms named in the config that no driver may serve under the backend policy."""
-    from ..catalogue import Primitive
-    from ..catalogue import get as get_transform
+    from ocfpy.crypto.catalogue import Primitive
+    from ocfpy.crypto.catalogue import get as get_transform
 
     out = []
     seen: set[str] = set()
@@ -141,7 +141,7 @@ def _watch_devices(dispatcher) -> None:
     sessions on (registry.remove -> the dispatcher migrates). Both are logged. Started here,
     in the serving process, because the monitor is a thread and would not survive the fork."""
     try:
-        from ..hotplug import attach
+        from ocfpy.crypto.devices.hotplug import attach
 
         attach(dispatcher.registry)
     except Exception as exc:  # no udev here (a container): the daemon runs without hot-plug
@@ -149,9 +149,9 @@ def _watch_devices(dispatcher) -> None:
 
 
 def _serve(config, dispatcher, dataplane, ready_fd: int | None) -> int:
-    from ..ike.control import ControlError
-    from ..ike.daemon import DaemonError, IkeDaemon
-    from ..ike.engine import IkeEngine
+    from ocfpy.ike.engine import IkeEngine
+    from ocfpy.iked.control import ControlError
+    from ocfpy.iked.daemon import DaemonError, IkeDaemon
 
     async def main() -> int:
         engine = IkeEngine(config, dispatcher)

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ike.control import ControlClient, ControlError
+    from ocfpy.iked.control import ControlClient, ControlError
 
     timeout = args.timeout
     if args.sa_command == "initiate":

@@ -12,7 +12,7 @@ import mmap
 import threading
 from enum import IntEnum
 
-from .dataplane.base import SaCounters
+from ocfpy.esp.dataplane.base import SaCounters
 
 
 class F(IntEnum):

@@ -31,12 +31,12 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from ..catalogue import Primitive, Transform
-from ..catalogue import get as get_transform
-from ..errors import AuthenticationError, InvalidInput, InvalidKey
+from ocfpy.crypto.catalogue import Primitive, Transform
+from ocfpy.crypto.catalogue import get as get_transform
+from ocfpy.crypto.errors import AuthenticationError, InvalidInput, InvalidKey
 
 if TYPE_CHECKING:
-    from ..dispatcher import Dispatcher
+    from ocfpy.crypto.dispatcher import Dispatcher
 
 NEXT_HEADER_IPV4 = 4
 NEXT_HEADER_IPV6 = 41

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .dataplane.base import ChildSaSpec, UdpEncap
-from .packet import EspCrypto
-from .replay import ReplayWindow
-from .spd import InboundCheck
+from ocfpy.esp.packet import EspCrypto
+from ocfpy.esp.replay import ReplayWindow
+from ocfpy.esp.spd import InboundCheck
+from ocfpy.esp.spec import ChildSaSpec, UdpEncap
 
 SOFT_FRACTION = 0.9
 SEQ_MAX_32 = 0xFFFFFFFF

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .dataplane.base import TrafficSelector
+from ocfpy.esp.spec import TrafficSelector
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ import logging
 import os
 import struct
 
-from .netlink import outside_loop
+from ocfpy.esp.netlink import outside_loop
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,14 @@ import struct
 import traceback
 from dataclasses import dataclass, field
 
-from .counters import WIDTH, CounterBlock, F, G
-from .gso import VNET_HDR_LEN, from_tun, to_tun_header
-from .packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop
-from .sad import Expiry, InboundSa, OutboundSa, build_inbound, build_outbound
-from .spd import PolicyTable
-from .udpencap import Kind, classify
-from .udpgso import SegmentingSender, enable_gro
-from .udpgso import receive as receive_coalesced
+from ocfpy.esp.counters import WIDTH, CounterBlock, F, G
+from ocfpy.esp.gso import VNET_HDR_LEN, from_tun, to_tun_header
+from ocfpy.esp.packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop
+from ocfpy.esp.sad import Expiry, InboundSa, OutboundSa, build_inbound, build_outbound
+from ocfpy.esp.spd import PolicyTable
+from ocfpy.esp.udpencap import Kind, classify
+from ocfpy.esp.udpgso import SegmentingSender, enable_gro
+from ocfpy.esp.udpgso import receive as receive_coalesced
 
 log = logging.getLogger(__name__)
 

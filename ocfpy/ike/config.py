@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from .proposals import ProposalSyntaxError, check_proposal_strings
+from ocfpy.ike.proposals import ProposalSyntaxError, check_proposal_strings
 
 # strongSwan 5.9 defaults, restricted to what ocfpy implements (no camellia, no 3des).
 # Non-AEAD first, then AEAD: the order proposal_create_default() uses.

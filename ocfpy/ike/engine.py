@@ -21,26 +21,34 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable
 
-from ..catalogue import TransformType
-from . import codec
-from .codec.header import Header, pull_header
-from .codec.message import Message, encode
-from .codec.payloads import NotifyPayload, SaPayload
-from .config import ChildConfig, Connection, IkeConfig
-from .constants import ExchangeType, HeaderFlag, NotifyType, PayloadType, notify_name
-from .errors import DecodeError, IkeUsageError
-from .events import Addr, Event, IkeSaClosed, IkeSaEstablished, NegotiationFailed
-from .identity import Identity
-from .proposals import Proposal, accepts, explain_mismatch, from_raw, parse_esp, parse_ike, select
-from .proposals import servable as servable_proposals
-from .sa import IkeSa
-from .state import IkeState
-from .tasks.child_create import ChildCreate
-from .tasks.child_rekey import ChildRekey
-from .tasks.delete import ChildDelete, IkeDelete
-from .tasks.ike_auth import IkeAuth
-from .tasks.ike_init import IkeInit
-from .tasks.ike_rekey import IkeRekey
+from ocfpy.crypto.catalogue import TransformType
+from ocfpy.ike import codec
+from ocfpy.ike.codec.header import Header, pull_header
+from ocfpy.ike.codec.message import Message, encode
+from ocfpy.ike.codec.payloads import NotifyPayload, SaPayload
+from ocfpy.ike.config import ChildConfig, Connection, IkeConfig
+from ocfpy.ike.constants import ExchangeType, HeaderFlag, NotifyType, PayloadType, notify_name
+from ocfpy.ike.errors import DecodeError, IkeUsageError
+from ocfpy.ike.events import Addr, Event, IkeSaClosed, IkeSaEstablished, NegotiationFailed
+from ocfpy.ike.identity import Identity
+from ocfpy.ike.proposals import (
+    Proposal,
+    accepts,
+    explain_mismatch,
+    from_raw,
+    parse_esp,
+    parse_ike,
+    select,
+)
+from ocfpy.ike.proposals import servable as servable_proposals
+from ocfpy.ike.sa import IkeSa
+from ocfpy.ike.state import IkeState
+from ocfpy.ike.tasks.child_create import ChildCreate
+from ocfpy.ike.tasks.child_rekey import ChildRekey
+from ocfpy.ike.tasks.delete import ChildDelete, IkeDelete
+from ocfpy.ike.tasks.ike_auth import IkeAuth
+from ocfpy.ike.tasks.ike_init import IkeInit
+from ocfpy.ike.tasks.ike_rekey import IkeRekey
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +255,8 @@ class IkeEngine:
                 shared: bytes, ni: bytes, nr: bytes, *, move_children: bool = True) -> IkeSa:
         """Build the IKE SA that replaces ``old`` (RFC 7296 2.18) and, unless a rekey
         collision is pending, move the children to it."""
-        from . import keys as kdf
-        from .codec.sk import SkCrypto
+        from ocfpy.ike import keys as kdf
+        from ocfpy.ike.codec.sk import SkCrypto
 
         new = IkeSa(self, next(self._ids), old.conn, initiator, old.local, old.remote,
                     old.last_in)
@@ -430,7 +438,7 @@ class IkeEngine:
         key = (prf.keyword, psk)
         pad = self._psk_pads.get(key)
         if pad is None:
-            from .keys import KEY_PAD
+            from ocfpy.ike.keys import KEY_PAD
 
             with self.dispatcher.open(prf, psk) as s:
                 pad = self._psk_pads[key] = s.prf(KEY_PAD)

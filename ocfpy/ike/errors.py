@@ -3,7 +3,7 @@ IkeEngine.receive_datagram) turns it into the right Notify or a counted drop."""
 
 from __future__ import annotations
 
-from .constants import NotifyType, notify_name
+from ocfpy.ike.constants import NotifyType, notify_name
 
 
 class IkeError(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..esp.dataplane.base import ChildSaSpec
+from ocfpy.esp.spec import ChildSaSpec
 
 Addr = tuple[str, int]
 

@@ -7,22 +7,22 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .codec.message import Message, _xname, encode
-from .codec.payloads import NotifyPayload
-from .codec.sk import IntegrityCheckFailed
-from .constants import ExchangeType, NotifyType
-from .errors import DecodeError, IkeProtocolError
-from .state import REQUESTS_ALLOWED
-from .tasks.base import Status, Task
-from .tasks.child_create import ChildCreate
-from .tasks.delete import Informational
-from .tasks.ike_auth import IkeAuth
-from .tasks.ike_init import IkeInit
-from .tasks.ike_rekey import CreateChildSa
+from ocfpy.ike.codec.message import Message, _xname, encode
+from ocfpy.ike.codec.payloads import NotifyPayload
+from ocfpy.ike.codec.sk import IntegrityCheckFailed
+from ocfpy.ike.constants import ExchangeType, NotifyType
+from ocfpy.ike.errors import DecodeError, IkeProtocolError
+from ocfpy.ike.state import REQUESTS_ALLOWED
+from ocfpy.ike.tasks.base import Status, Task
+from ocfpy.ike.tasks.child_create import ChildCreate
+from ocfpy.ike.tasks.delete import Informational
+from ocfpy.ike.tasks.ike_auth import IkeAuth
+from ocfpy.ike.tasks.ike_init import IkeInit
+from ocfpy.ike.tasks.ike_rekey import CreateChildSa
 
 if TYPE_CHECKING:
-    from .events import Addr
-    from .sa import IkeSa
+    from ocfpy.ike.events import Addr
+    from ocfpy.ike.sa import IkeSa
 
 log = logging.getLogger(__name__)
 

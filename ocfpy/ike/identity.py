@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from .constants import IdType
+from ocfpy.ike.constants import IdType
 
 
 @dataclass(frozen=True, slots=True)

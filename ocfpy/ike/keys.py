@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..catalogue import Transform
+from ocfpy.crypto.catalogue import Transform
 
 KEY_PAD = b"Key Pad for IKEv2"
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import catalogue
-from ..catalogue import Primitive, Transform, TransformType
-from ..errors import UnknownAlgorithm
+from ocfpy.crypto import catalogue
+from ocfpy.crypto.catalogue import Primitive, Transform, TransformType
+from ocfpy.crypto.errors import UnknownAlgorithm
 
 PROTO_IKE = 1
 PROTO_AH = 2
@@ -160,7 +160,7 @@ def check_proposal_strings(texts: list[str], esp: bool) -> None:
 
 # -- SA payload conversion ---------------------------------------------------------------------
 def to_raw(prop: Proposal, number: int, spi: bytes = b""):
-    from .codec.payloads import RawProposal, RawTransform
+    from ocfpy.ike.codec.payloads import RawProposal, RawTransform
 
     raw = RawProposal(number, prop.protocol, spi)
     for lst in prop.transforms.values():

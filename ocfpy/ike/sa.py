@@ -12,29 +12,29 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
-from ..catalogue import Transform, TransformType
-from ..esp.dataplane.base import ChildSaSpec, Mode, SaKeys, TrafficSelector, UdpEncap
-from . import keys as kdf
-from .codec.payloads import NotifyPayload
-from .codec.sk import SkCrypto
-from .config import ChildConfig, Connection
-from .constants import ExchangeType, NotifyType, notify_name
-from .errors import IkeProtocolError
-from .events import (
+from ocfpy.crypto.catalogue import Transform, TransformType
+from ocfpy.esp.spec import ChildSaSpec, Mode, SaKeys, TrafficSelector, UdpEncap
+from ocfpy.ike import keys as kdf
+from ocfpy.ike.codec.payloads import NotifyPayload
+from ocfpy.ike.codec.sk import SkCrypto
+from ocfpy.ike.config import ChildConfig, Connection
+from ocfpy.ike.constants import ExchangeType, NotifyType, notify_name
+from ocfpy.ike.errors import IkeProtocolError
+from ocfpy.ike.events import (
     ChildSaClosed,
     ChildSaEstablished,
     IkeSaEstablished,
     SendKeepalive,
 )
-from .exchange import TaskManager
-from .identity import Identity
-from .proposals import Proposal, accepts
-from .state import IkeState, next_state
-from .tasks.base import Status
+from ocfpy.ike.exchange import TaskManager
+from ocfpy.ike.identity import Identity
+from ocfpy.ike.proposals import Proposal, accepts
+from ocfpy.ike.state import IkeState, next_state
+from ocfpy.ike.tasks.base import Status
 
 if TYPE_CHECKING:
-    from .engine import IkeEngine
-    from .events import Addr
+    from ocfpy.ike.engine import IkeEngine
+    from ocfpy.ike.events import Addr
 
 log = logging.getLogger(__name__)
 
@@ -418,7 +418,7 @@ class IkeSa:
         if self.state is IkeState.ESTABLISHED:
             if self.conn.dpd_delay and not self.tasks.busy and \
                     now >= self.last_in + self.conn.dpd_delay:
-                from .tasks.delete import Dpd
+                from ocfpy.ike.tasks.delete import Dpd
 
                 self.tasks.queue_task(Dpd())
                 self.tasks.initiate(self, now)
@@ -429,8 +429,8 @@ class IkeSa:
                 self.engine.emit(SendKeepalive(self.local, self.remote))
 
     def _rekey_due(self, now: float) -> None:
-        from .tasks.child_rekey import ChildRekey
-        from .tasks.ike_rekey import IkeRekey
+        from ocfpy.ike.tasks.child_rekey import ChildRekey
+        from ocfpy.ike.tasks.ike_rekey import IkeRekey
 
         if self.rekey_at is not None and now >= self.rekey_at and self.replaced_by is None:
             self.rekey_at = None

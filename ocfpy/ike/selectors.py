@@ -9,9 +9,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 
-from ..esp.dataplane.base import TrafficSelector
-from .codec.payloads import RawSelector
-from .constants import TsType
+from ocfpy.esp.spec import TrafficSelector
+from ocfpy.ike.codec.payloads import RawSelector
+from ocfpy.ike.constants import TsType
 
 _FULL = {4: ("0.0.0.0", "255.255.255.255"), 6: ("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")}
 

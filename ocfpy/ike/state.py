@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from .constants import ExchangeType as X
-from .errors import IkeUsageError
+from ocfpy.ike.constants import ExchangeType as X
+from ocfpy.ike.errors import IkeUsageError
 
 
 class IkeState(StrEnum):

@@ -5,5 +5,5 @@
 - `keyctl`: MODP Diffie-Hellman computed by the kernel (KEYCTL_DH_COMPUTE).
 - `proc_crypto`: what /proc/crypto says is registered (name, driver, module, priority, ...).
 
-These are the hazardous layer: consumers use `ocfpy.session`, never these.
+These are the hazardous layer: consumers use `ocfpy.crypto.session`, never these.
 """

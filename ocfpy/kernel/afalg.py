@@ -39,7 +39,8 @@ import os
 import socket
 from functools import cached_property
 
-from ..errors import (
+from ocfpy.crypto.devices import proc_crypto
+from ocfpy.crypto.errors import (
     AuthenticationError,
     DriverFailure,
     DriverUnavailable,
@@ -48,7 +49,6 @@ from ..errors import (
     Reason,
     Unsupported,
 )
-from . import proc_crypto
 
 log = logging.getLogger(__name__)
 

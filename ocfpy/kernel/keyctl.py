@@ -19,8 +19,8 @@ import itertools
 import os
 import platform
 
-from ..errors import DriverFailure, DriverUnavailable, InvalidInput
-from ..modp import MODP_GROUPS
+from ocfpy.crypto.errors import DriverFailure, DriverUnavailable, InvalidInput
+from ocfpy.crypto.modp import MODP_GROUPS
 
 KEYCTL_INVALIDATE = 21
 KEYCTL_DH_COMPUTE = 23

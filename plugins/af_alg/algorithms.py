@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ocfpy.catalogue import Primitive, Transform, crypto_transforms
+from ocfpy.crypto.catalogue import Primitive, Transform, crypto_transforms
 
 
 @dataclass(frozen=True, slots=True)

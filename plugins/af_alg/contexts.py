@@ -9,8 +9,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from ocfpy.catalogue import Transform
-from ocfpy.driver import (
+from ocfpy.crypto.catalogue import Transform
+from ocfpy.crypto.driver import (
     AeadContext,
     CipherContext,
     HashContext,
@@ -18,9 +18,9 @@ from ocfpy.driver import (
     MacContext,
     PrfContext,
 )
-from ocfpy.errors import AuthenticationError, InvalidInput, InvalidKey, InvalidPublicValue
+from ocfpy.crypto.errors import AuthenticationError, InvalidInput, InvalidKey, InvalidPublicValue
+from ocfpy.crypto.modp import MODP_GROUPS
 from ocfpy.kernel import afalg, keyctl
-from ocfpy.modp import MODP_GROUPS
 
 
 def _check_key(t: Transform, key: bytes | None) -> bytes:

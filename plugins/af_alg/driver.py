@@ -14,17 +14,18 @@ import logging
 import os
 from collections.abc import Iterable
 
-from ocfpy.catalogue import Primitive, Transform
-from ocfpy.driver import Context, Driver, DriverKind, Offer
-from ocfpy.errors import (
+from ocfpy.crypto.catalogue import Primitive, Transform
+from ocfpy.crypto.devices import proc_crypto
+from ocfpy.crypto.driver import Context, Driver, DriverKind, Offer
+from ocfpy.crypto.errors import (
     DriverFailure,
     DriverUnavailable,
     InvalidInput,
     Reason,
     Unsupported,
 )
-from ocfpy.kernel import afalg, keyctl, proc_crypto
-from ocfpy.modp import MODP_GROUPS
+from ocfpy.crypto.modp import MODP_GROUPS
+from ocfpy.kernel import afalg, keyctl
 
 from . import contexts
 from .algorithms import NOT_OFFERED_REASON, KernelAlg, never_offered, table
@@ -106,7 +107,7 @@ class AfAlgDriver(Driver):
 
     @staticmethod
     def _probe_group(keyword: str) -> str:
-        from ocfpy.catalogue import get
+        from ocfpy.crypto.catalogue import get
 
         group = get(keyword).group or 0
         prime = MODP_GROUPS[group][2]

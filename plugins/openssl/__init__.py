@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable
 import cryptography
 from cryptography.hazmat.backends.openssl import backend as _openssl
 
-from ocfpy.catalogue import Primitive, Transform, crypto_transforms
-from ocfpy.catalogue import get as get_transform
-from ocfpy.driver import Context, Driver, DriverKind, Offer
-from ocfpy.errors import Reason, Unsupported
+from ocfpy.crypto.catalogue import Primitive, Transform, crypto_transforms
+from ocfpy.crypto.catalogue import get as get_transform
+from ocfpy.crypto.driver import Context, Driver, DriverKind, Offer
+from ocfpy.crypto.errors import Reason, Unsupported
 
 from .aead import new_aead
 from .cipher import new_cipher

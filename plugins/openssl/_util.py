@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ocfpy.catalogue import Transform
-from ocfpy.errors import InvalidInput, InvalidKey
+from ocfpy.crypto.catalogue import Transform
+from ocfpy.crypto.errors import InvalidInput, InvalidKey
 
 
 def exact_key(transform: Transform, key: bytes | None) -> bytes:

@@ -16,9 +16,9 @@ from operator import itemgetter
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from ocfpy.catalogue import Transform
-from ocfpy.driver import AeadContext
-from ocfpy.errors import AuthenticationError, InvalidInput
+from ocfpy.crypto.catalogue import Transform
+from ocfpy.crypto.driver import AeadContext
+from ocfpy.crypto.errors import AuthenticationError, InvalidInput
 
 from ._util import bad_iv, exact_key
 

@@ -21,9 +21,9 @@ import threading
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ocfpy.catalogue import Transform
-from ocfpy.driver import CipherContext
-from ocfpy.errors import InvalidInput
+from ocfpy.crypto.catalogue import Transform
+from ocfpy.crypto.driver import CipherContext
+from ocfpy.crypto.errors import InvalidInput
 
 from ._util import bad_iv, exact_key
 

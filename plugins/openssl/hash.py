@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives import hashes
 
-from ocfpy.catalogue import Transform
-from ocfpy.driver import HashContext
+from ocfpy.crypto.catalogue import Transform
+from ocfpy.crypto.driver import HashContext
 
 from .mac import HASHES
 

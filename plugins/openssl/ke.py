@@ -18,10 +18,10 @@ from collections.abc import Iterator
 
 from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
 
-from ocfpy.catalogue import Transform
-from ocfpy.driver import KeyExchangeContext
-from ocfpy.errors import InvalidKey, InvalidPublicValue
-from ocfpy.modp import MODP_GROUPS
+from ocfpy.crypto.catalogue import Transform
+from ocfpy.crypto.driver import KeyExchangeContext
+from ocfpy.crypto.errors import InvalidKey, InvalidPublicValue
+from ocfpy.crypto.modp import MODP_GROUPS
 
 try:  # cryptography deprecated finite-field DH (46+) and announced its removal
     from cryptography.hazmat.primitives.asymmetric import dh

@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives import cmac, hashes
 from cryptography.hazmat.primitives import hmac as _hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from ocfpy.catalogue import Primitive, Transform
-from ocfpy.driver import MacContext, PrfContext
-from ocfpy.errors import AuthenticationError, Reason, Unsupported
+from ocfpy.crypto.catalogue import Primitive, Transform
+from ocfpy.crypto.driver import MacContext, PrfContext
+from ocfpy.crypto.errors import AuthenticationError, Reason, Unsupported
 
 from ._util import any_key, exact_key
 

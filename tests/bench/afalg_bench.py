@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.registry import Registry, Status
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.registry import Registry, Status
 
 CASES = [
     ("aes256gcm16 seal", "aes256gcm16", 64),

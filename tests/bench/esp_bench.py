@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Kept for old command lines: the ESP benchmark is now `ocfpy bench esp`
-(ocfpy/benchmarks/esp.py; docs/benchmarking.md). This maps the old options onto it:
+(ocfpy/bench/esp.py; docs/benchmarking.md). This maps the old options onto it:
 
     sudo .venv/bin/python tests/bench/esp_bench.py [--esp P] [--encap] [--seconds 5] [--runs 3]
         [--crypto-backend openssl] [--mtu 1400] [--gso BYTES] [--strongswan] [--json]

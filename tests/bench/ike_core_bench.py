@@ -18,7 +18,7 @@ import sys
 import time
 import tracemalloc
 
-from ocfpy.dispatcher import Dispatcher
+from ocfpy.crypto.dispatcher import Dispatcher
 from ocfpy.ike.config import (
     AuthConfig,
     ChildConfig,
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "up_initiator": len(i.sa_list()), "up_responder": len(r.sa_list()),
     }
     if args.charon:
-        from ocfpy.benchmarks.strongswan import ike_establishment_rate
+        from ocfpy.bench.strongswan import ike_establishment_rate
 
         ref = ike_establishment_rate(args.charon, proposal=args.ike, esp_proposal=args.esp,
                                      prefix="ikec", sequential=5)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Kept for old command lines: the IKE benchmark is now `ocfpy bench ike`
-(ocfpy/benchmarks/ike.py; docs/benchmarking.md). This maps the old options onto it:
+(ocfpy/bench/ike.py; docs/benchmarking.md). This maps the old options onto it:
 
     sudo .venv/bin/python tests/bench/ike_netns_bench.py [--concurrent 200] [--sequential 50]
         [--memory 10000] [--charon]

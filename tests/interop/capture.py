@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ocfpy.benchmarks.netns import Host
+from ocfpy.lab.netns_pair import Host
 
 
 @dataclass

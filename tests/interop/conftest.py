@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy.benchmarks.charon import Charon, unavailable_reason
-from ocfpy.benchmarks.netns import NetnsPair
+from ocfpy.lab.charon import Charon, unavailable_reason
+from ocfpy.lab.netns_pair import NetnsPair
 
 from .ocfpy_peer import Iked
 from .peers import Peers

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ocfpy.benchmarks.netns import Host
-from ocfpy.iked_runner import IkedRunner, wait_for
-from ocfpy.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
+from ocfpy.lab.iked_runner import IkedRunner, wait_for
+from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
+from ocfpy.lab.netns_pair import Host
 
 __all__ = ["Iked", "iked_config", "unavailable_reason", "userspace_dataplane_reason", "wait_for"]
 
@@ -28,8 +28,8 @@ OCFPY = str(Path(sys.executable).with_name("ocfpy"))
 def unavailable_reason() -> str | None:
     """Why ocfpy's IKE daemon cannot run yet (a module not merged), or None."""
     for module, what in (("ocfpy.ike.engine", "the sans-I/O IKE engine (branch ike-core)"),
-                         ("ocfpy.ike.daemon", "the IKE daemon (branch ike-daemon)"),
-                         ("ocfpy.ike.control", "the daemon's control socket (branch ike-daemon)"),
+                         ("ocfpy.iked.daemon", "the IKE daemon (branch ike-daemon)"),
+                         ("ocfpy.iked.control", "the daemon's control socket (branch ike-daemon)"),
                          ("ocfpy.cli.iked", "the `ocfpy iked` command (branch ike-daemon)")):
         try:
             found = importlib.util.find_spec(module) is not None
@@ -76,7 +76,7 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
 
 
 class Iked(IkedRunner):
-    """ocfpy's daemon in ``host``'s namespace (ocfpy.iked_runner), reached over its socket."""
+    """ocfpy's daemon in ``host``'s namespace (ocfpy.lab.iked_runner), reached over its socket."""
 
     def __init__(self, host: Host, workdir: Path, name: str = "iked") -> None:
         super().__init__(host.netns, workdir, name)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ocfpy.benchmarks.charon import Charon, child, psk_connection
-from ocfpy.benchmarks.netns import NetnsPair
+from ocfpy.lab.charon import Charon, child, psk_connection
+from ocfpy.lab.netns_pair import NetnsPair
 
 from .ocfpy_peer import Iked, iked_config, userspace_dataplane_reason, wait_for
 

@@ -1,7 +1,7 @@
 """Pure helpers of the charon harness (no root, no charon)."""
 
-from ocfpy.benchmarks.charon import Charon, decode, render_conf
-from ocfpy.benchmarks.netns import Host
+from ocfpy.lab.charon import Charon, decode, render_conf
+from ocfpy.lab.netns_pair import Host
 
 
 def test_render_conf_nests_and_spells_booleans() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy.benchmarks.charon import Charon, child, psk_connection
-from ocfpy.benchmarks.netns import NetnsPair
+from ocfpy.lab.charon import Charon, child, psk_connection
+from ocfpy.lab.netns_pair import NetnsPair
 
 from .capture import Capture
 from .conftest import MOON_ID, SUN_ID

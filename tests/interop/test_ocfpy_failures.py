@@ -22,7 +22,7 @@ def _fails(peers: Peers, who: str) -> str:
     """Initiate from ``who``, expecting a failure; the initiator's error text."""
     from vici.exception import CommandException
 
-    from ocfpy.ike.control import ControlError
+    from ocfpy.iked.control import ControlError
 
     try:
         result = peers.initiate(who, wait=6)

@@ -34,8 +34,8 @@ DIRECTIONS = ["ocfpy", "charon"]  # who initiates
 
 def _expect(proposal: str, ike: bool = True) -> dict[str, str]:
     """{encr, integ, prf, ke} that a single-choice proposal string must negotiate."""
-    from ocfpy.catalogue import TransformType
-    from ocfpy.catalogue import get as transform
+    from ocfpy.crypto.catalogue import TransformType
+    from ocfpy.crypto.catalogue import get as transform
 
     slot = {TransformType.ENCR: "encr", TransformType.INTEG: "integ", TransformType.PRF: "prf",
             TransformType.KE: "ke"}

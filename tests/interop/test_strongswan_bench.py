@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ocfpy.benchmarks import strongswan
+from ocfpy.bench import strongswan
 
 pytestmark = pytest.mark.interop
 

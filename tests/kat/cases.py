@@ -1,4 +1,4 @@
-"""Every known-answer case, turned into the vector form ``ocfpy.selftest.check_vector`` runs.
+"""Every known-answer case, turned into the vector form ``ocfpy.crypto.selftest.check_vector`` runs.
 
 One loader per vector file. A loader yields ``KatCase``s for the catalogue keywords the file
 covers; cases that IKE/ESP cannot express (a GCM nonce that is not 96 bits, a compressed EC
@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ocfpy.catalogue import get as get_transform
-from ocfpy.modp import MODP_GROUPS
+from ocfpy.crypto.catalogue import get as get_transform
+from ocfpy.crypto.modp import MODP_GROUPS
 
 from .sources import local_json, nist_records, package_json
 

@@ -25,7 +25,7 @@ def main() -> None:
 
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from ocfpy.dispatcher import Dispatcher
+    from ocfpy.crypto.dispatcher import Dispatcher
 
     key, salt = os.urandom(32), os.urandom(4)
     iv, aad, pt = os.urandom(8), os.urandom(8), os.urandom(args.size)

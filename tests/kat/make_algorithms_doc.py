@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ocfpy.catalogue import ALIASES, Primitive, Transform, all_transforms
+from ocfpy.crypto.catalogue import ALIASES, Primitive, Transform, all_transforms
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "algorithms.md"
 
@@ -16,7 +16,7 @@ HEADER = """\
 
 Every algorithm ocfpy knows, named by its strongSwan proposal keyword (the name used by the
 API, the configuration file, the CLI and the benchmark) and mapped one-to-one to its IANA
-IKEv2 transform. This page is generated from `ocfpy/catalogue.py` by
+IKEv2 transform. This page is generated from `ocfpy/crypto/catalogue.py` by
 `tests/kat/make_algorithms_doc.py`; a test fails if the two disagree. `ocfpy algorithms`
 prints the same table.
 
@@ -27,8 +27,8 @@ yields; *IV* is the explicit IV carried per packet; *ICV* is the AEAD tag or the
 *output* is the PRF or hash output, or for key exchange the shared secret; *public* is the
 KE payload data length.
 
-Every algorithm with a computation has known-answer tests: at admission (`ocfpy/selftest.py`,
-vectors in `ocfpy/selftest_vectors/`) and in the KAT suite (`tests/kat/`).
+Every algorithm with a computation has known-answer tests: at admission (`ocfpy/crypto/selftest.py`,
+vectors in `ocfpy/crypto/selftest_vectors/`) and in the KAT suite (`tests/kat/`).
 """
 
 _SECTIONS = [

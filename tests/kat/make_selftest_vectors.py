@@ -1,4 +1,4 @@
-"""Write ocfpy/selftest_vectors/*.json: the admission KATs, picked from the published files.
+"""Write ocfpy/crypto/selftest_vectors/*.json: the admission KATs, picked from the published files.
 
 Run from the repository root:  (cd tests && ../.venv/bin/python -m kat.make_selftest_vectors)
 tests/kat/test_selftest_vectors.py regenerates them in memory and compares, so the embedded
@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ocfpy.modp import MODP_GROUPS
+from ocfpy.crypto.modp import MODP_GROUPS
 
 from .cases import CV, LOADERS, PCD, KatCase, modp_vectors
 
-OUT = Path(__file__).resolve().parents[2] / "ocfpy" / "selftest_vectors"
+OUT = Path(__file__).resolve().parents[2] / "ocfpy" / "crypto" / "selftest_vectors"
 
 Pick = Callable[[KatCase], bool]
 
@@ -143,7 +143,7 @@ def render() -> dict[str, str]:
     for name, (source, make) in FILES.items():
         doc = {
             "source": source,
-            "notes": "Admission known-answer tests (ocfpy.selftest). Each vector names the "
+            "notes": "Admission known-answer tests (ocfpy.crypto.selftest). Each vector names the "
                      "file and case it was taken from; hex strings; AEAD key = cipher key || "
                      "salt, ciphertext = ciphertext || ICV; KE peer values in IKE KE payload "
                      "encoding; result 'invalid' means the driver must refuse the input.",

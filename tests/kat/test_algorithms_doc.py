@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ocfpy.catalogue import all_transforms
-from ocfpy.catalogue import get as get_transform
+from ocfpy.crypto.catalogue import all_transforms
+from ocfpy.crypto.catalogue import get as get_transform
 
 from .make_algorithms_doc import DOC, render
 

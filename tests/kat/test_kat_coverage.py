@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ocfpy import selftest
-from ocfpy.catalogue import crypto_transforms
+from ocfpy.crypto import selftest
+from ocfpy.crypto.catalogue import crypto_transforms
 
 from .cases import LOADERS, all_cases
 from .sources import MissingVectors

@@ -15,10 +15,10 @@ from functools import cache
 
 import pytest
 
-from ocfpy.catalogue import get as get_transform
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.registry import Registry, Status
-from ocfpy.selftest import check_vector
+from ocfpy.crypto.catalogue import get as get_transform
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.selftest import check_vector
 
 from .cases import LOADERS, KatCase
 from .sources import MissingVectors

@@ -11,5 +11,5 @@ def test_embedded_vectors_match_their_sources() -> None:
     for name, text in render().items():
         embedded = (OUT / name).read_text(encoding="utf-8")
         assert json.loads(embedded) == json.loads(text), (
-            f"ocfpy/selftest_vectors/{name} differs from its sources; regenerate with "
+            f"ocfpy/crypto/selftest_vectors/{name} differs from its sources; regenerate with "
             "(cd tests && python -m kat.make_selftest_vectors)")

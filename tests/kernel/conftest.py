@@ -41,6 +41,6 @@ def vm_lane() -> bool:
 def registry():
     """One registry for the whole run: loading it runs every driver's self-tests, which
     costs seconds in the (slow, emulated) guest."""
-    from ocfpy.registry import Registry
+    from ocfpy.crypto.registry import Registry
 
     return Registry.load()

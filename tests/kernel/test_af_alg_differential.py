@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from ocfpy.catalogue import Primitive, all_transforms, get
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.errors import AuthenticationError, InvalidInput
+from ocfpy.crypto.catalogue import Primitive, all_transforms, get
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.errors import AuthenticationError, InvalidInput
 
 LENGTHS = [0, 1, 15, 16, 17, 1400, 9000, 65536]
 SEED = int(os.environ.get("OCFPY_TEST_SEED", "0")) or random.SystemRandom().randrange(1 << 32)

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.errors import BackendUnavailable
-from ocfpy.kernel import proc_crypto
-from ocfpy.registry import Status
+from ocfpy.crypto.devices import proc_crypto
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.errors import BackendUnavailable
+from ocfpy.crypto.registry import Status
 
 
 def test_af_alg_is_active_with_no_quarantine(registry):

@@ -9,8 +9,9 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ocfpy.errors import AuthenticationError, InvalidInput, Reason, Unsupported
-from ocfpy.kernel import afalg, proc_crypto
+from ocfpy.crypto.devices import proc_crypto
+from ocfpy.crypto.errors import AuthenticationError, InvalidInput, Reason, Unsupported
+from ocfpy.kernel import afalg
 
 
 def test_tampered_gcm_is_an_authentication_error_and_the_socket_survives():
@@ -71,7 +72,7 @@ def test_hash_of_empty_and_long_messages():
 
 
 def test_wrong_key_length_is_invalid_key():
-    from ocfpy.errors import InvalidKey
+    from ocfpy.crypto.errors import InvalidKey
 
     with pytest.raises(InvalidKey):
         afalg.SkcipherOp("cbc(aes)", bytes(17))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import dh
 
-from ocfpy.catalogue import get
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.errors import InvalidPublicValue
+from ocfpy.crypto.catalogue import get
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.errors import InvalidPublicValue
+from ocfpy.crypto.modp import MODP_GROUPS
 from ocfpy.kernel import keyctl
-from ocfpy.modp import MODP_GROUPS
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy.kernel import afalg, proc_crypto
+from ocfpy.crypto.devices import proc_crypto
+from ocfpy.kernel import afalg
 
 
 def test_guest_is_detected_and_has_af_alg(vm_lane):

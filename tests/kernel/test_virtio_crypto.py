@@ -43,7 +43,7 @@ SIZES = (64, 1408, 16384)
 def _need_device():
     if not in_vm_lane():
         pytest.skip("needs the VM lane's virtio-crypto device (scripts/vm-lane.sh)")
-    from ocfpy import discovery
+    from ocfpy.crypto.devices import discovery
 
     found = [d for d in discovery.discover() if d.family.key == "virtio-crypto"]
     if not found:
@@ -106,8 +106,8 @@ def test_drivers_lists_an_active_hardware_driver_after_its_kats():
 
 def test_cbc_sessions_land_on_the_device_and_match_openssl():
     dev = _need_device()
-    from ocfpy.dispatcher import Dispatcher
-    from ocfpy.kernel import proc_crypto
+    from ocfpy.crypto.devices import proc_crypto
+    from ocfpy.crypto.dispatcher import Dispatcher
 
     d = Dispatcher()
     for bits in (128, 192, 256):
@@ -143,7 +143,7 @@ def _per_op_us(session, size: int, budget: float = 0.4) -> float:
 
 def test_benchmark_virtio_vs_af_alg_vs_openssl():
     dev = _need_device()
-    from ocfpy.dispatcher import Dispatcher
+    from ocfpy.crypto.dispatcher import Dispatcher
 
     d = Dispatcher()
     key = os.urandom(32)
@@ -214,10 +214,10 @@ def test_hot_unplug_during_a_stream_of_cbc_operations(tmp_path):
 def test_hot_plug_of_a_new_device_adds_a_driver():
     if not in_vm_lane():
         pytest.skip("needs the VM lane (QMP)")
-    from ocfpy import discovery, hotplug
-    from ocfpy.dispatcher import Dispatcher
-    from ocfpy.driver import DriverKind
-    from ocfpy.registry import Registry
+    from ocfpy.crypto.devices import discovery, hotplug
+    from ocfpy.crypto.dispatcher import Dispatcher
+    from ocfpy.crypto.driver import DriverKind
+    from ocfpy.crypto.registry import Registry
     from tests.vm.qmp import qmp
 
     if any(d.family.key == "virtio-crypto" for d in discovery.discover()):
@@ -263,8 +263,8 @@ def _unplug_stream(address: str, report_path: str) -> int:
 
     from ocfpy.plugins.openssl import OpenSSLDriver
 
-    from ocfpy.dispatcher import Dispatcher
-    from ocfpy.registry import Registry, Status
+    from ocfpy.crypto.dispatcher import Dispatcher
+    from ocfpy.crypto.registry import Registry, Status
     from tests.vm.qmp import qmp, wait_event
 
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,

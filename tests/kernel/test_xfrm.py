@@ -1,6 +1,6 @@
 """The kernel ESP dataplane (XFRM) between two namespaces, on a real kernel (the VM lane).
 
-Two static, mirrored ChildSaSpecs (ocfpy.esp.static: the keys IKE would derive, from a shared
+Two static, mirrored ChildSaSpecs (ocfpy.lab.static_tunnel: the keys IKE would derive, from a shared
 seed) are installed with XfrmDataplane in namespaces oxf-a and oxf-b joined by a veth. The
 tests prove: ping and a TCP transfer (SHA-256 on both ends) cross kernel ESP; the veth
 carries only ESP (a marker in the ping payload never appears there); `ip xfrm state` lists
@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from ocfpy.esp.dataplane.base import SaEvent
-from ocfpy.esp.static import static_spec
-from ocfpy.netlab import Lab, can_build_lab, tcp_transfer, two_hosts
+from ocfpy.lab.netlab import Lab, can_build_lab, tcp_transfer, two_hosts
+from ocfpy.lab.static_tunnel import static_spec
 
 OUTER = ("10.99.0.1", "10.99.0.2")
 INNER = ("10.199.1.1", "10.199.2.1")
@@ -251,7 +251,7 @@ def test_soft_and_hard_lifetime_events(lab):
 
 
 def test_kernel_and_userspace_dataplanes_interoperate(lab, tmp_path):
-    """Side a: the kernel (XFRM); side b: ocfpy's userspace ESP (python -m ocfpy.esp.static)."""
+    """Side a: the kernel (XFRM); side b: ocfpy's userspace ESP (python -m ocfpy.lab.static_tunnel)."""
     if not os.path.exists("/dev/net/tun"):  # the VM lane's devtmpfs has it once tun is loaded
         subprocess.run(["modprobe", "tun"], capture_output=True, timeout=30)
     why = can_build_lab()
@@ -263,7 +263,7 @@ def test_kernel_and_userspace_dataplanes_interoperate(lab, tmp_path):
         seed = f"mixed-{esp}"
         log_path = tmp_path / f"b-{esp}.log"
         ready = tmp_path / f"b-{esp}.ready"
-        argv = [sys.executable, "-m", "ocfpy.esp.static", "--side", "b", "--local", OUTER[1],
+        argv = [sys.executable, "-m", "ocfpy.lab.static_tunnel", "--side", "b", "--local", OUTER[1],
                 "--remote", OUTER[0], "--local-ts", f"{INNER[1]}/32", "--remote-ts",
                 f"{INNER[0]}/32", "--esp", esp, "--seed", seed, "--tun", "oxf-tun0",
                 "--ready", str(ready)] + (["--encap"] if encap else [])

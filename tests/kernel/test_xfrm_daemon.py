@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("ocfpy.ike.engine", reason="the IKE engine (branch ike-core) is not merged")
 
-from ocfpy.netlab import tcp_transfer  # noqa: E402
+from ocfpy.lab.netlab import tcp_transfer  # noqa: E402
 from tests.kernel.test_xfrm import _needs_af_alg, _no_kernel_esp  # noqa: E402,F401 - the skip
 from tests.net import ike_harness as H  # noqa: E402
 

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ocfpy.iked_runner import IkedRunner, wait_for
-from ocfpy.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
-from ocfpy.netlab import Lab, Namespace, two_hosts
+from ocfpy.lab.iked_runner import IkedRunner, wait_for
+from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
+from ocfpy.lab.netlab import Lab, Namespace, two_hosts
 
 __all__ = ["OCFPY", "OUTER", "OUTER6", "Iked", "Pair", "config", "have_nft", "ike_lab", "wait_for"]
 
@@ -52,7 +52,7 @@ def config(side: int, *, proposals: list[str], esp: list[str], psk: str = PSK,
 
 
 class Iked(IkedRunner):
-    """One daemon in its namespace of the lab (ocfpy.iked_runner), reached over its socket."""
+    """One daemon in its namespace of the lab (ocfpy.lab.iked_runner), reached over its socket."""
 
     def __init__(self, lab: Lab, ns: Namespace, workdir: Path, name: str) -> None:
         # Registered with the lab too: its close() stops a daemon a test left running.

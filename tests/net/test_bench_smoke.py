@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy.benchmarks.charon import unavailable_reason
-from ocfpy.netlab import can_build_lab
+from ocfpy.lab.charon import unavailable_reason
+from ocfpy.lab.netlab import can_build_lab
 
 pytestmark = pytest.mark.net
 

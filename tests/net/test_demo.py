@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ocfpy.netlab import can_build_lab
+from ocfpy.lab.netlab import can_build_lab
 
 pytestmark = pytest.mark.net
 

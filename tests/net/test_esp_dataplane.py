@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from ocfpy.esp.static import StaticTunnel
-from ocfpy.netlab import Lab, can_build_lab, two_hosts
+from ocfpy.lab.netlab import Lab, can_build_lab, two_hosts
+from ocfpy.lab.static_tunnel import StaticTunnel
 
 pytestmark = pytest.mark.net
 
@@ -26,9 +26,9 @@ IA, IB = StaticTunnel.INNER
 # Plays the daemon on side b.
 _DAEMON_SIDE = r"""
 import asyncio, json, socket, sys, threading
-from ocfpy.dispatcher import Dispatcher
+from ocfpy.crypto.dispatcher import Dispatcher
 from ocfpy.esp.dataplane.userspace import UserspaceDataplane
-from ocfpy.esp.static import static_spec
+from ocfpy.lab.static_tunnel import static_spec
 
 async def main():
     loop = asyncio.get_running_loop()
@@ -91,7 +91,7 @@ def test_daemon_socket_ike_demux_and_lifetimes(tmp_path):
         daemon = lab.popen(b, [sys.executable, "-c", _fill(_DAEMON_SIDE), seed],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert daemon.stdout.readline().strip() == "ready", daemon.stderr.read()
-        peer = lab.popen(a, [sys.executable, "-m", "ocfpy.esp.static", "--side", "a",
+        peer = lab.popen(a, [sys.executable, "-m", "ocfpy.lab.static_tunnel", "--side", "a",
                              "--local", A, "--remote", B, "--local-ts", f"{IA}/32",
                              "--remote-ts", f"{IB}/32", "--seed", seed, "--encap",
                              "--tun", "oes-tun0", "--ready", str(tmp_path / "a.ready")],
@@ -139,7 +139,7 @@ def test_workers_leave_when_the_daemon_dies_and_survive_its_sigterm(tmp_path):
     their own when the daemon vanishes (kill -9), instead of holding the TUN and sockets."""
     with Lab("oesk") as lab:
         a, b, _ = two_hosts(lab, outer=(f"{A}/24", f"{B}/24"), inner=(f"{IA}/32", f"{IB}/32"))
-        proc = lab.popen(a, [sys.executable, "-m", "ocfpy.esp.static", "--side", "a",
+        proc = lab.popen(a, [sys.executable, "-m", "ocfpy.lab.static_tunnel", "--side", "a",
                              "--local", A, "--remote", B, "--local-ts", f"{IA}/32",
                              "--remote-ts", f"{IB}/32", "--seed", "k", "--tun", "oes-tun0",
                              "--ready", str(tmp_path / "ready")], stderr=subprocess.PIPE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ocfpy.netlab import Lab, LabError, can_build_lab, two_hosts
+from ocfpy.lab.netlab import Lab, LabError, can_build_lab, two_hosts
 
 pytestmark = pytest.mark.net
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy.esp.static import SPI_A_TO_B, StaticTunnel
-from ocfpy.netlab import Lab, can_build_lab, tcp_transfer
+from ocfpy.lab.netlab import Lab, can_build_lab, tcp_transfer
+from ocfpy.lab.static_tunnel import SPI_A_TO_B, StaticTunnel
 
 pytestmark = pytest.mark.net
 

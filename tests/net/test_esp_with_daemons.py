@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ocfpy.netlab import can_build_lab, tcp_transfer
+from ocfpy.lab.netlab import can_build_lab, tcp_transfer
 
 pytestmark = pytest.mark.net
 
@@ -20,7 +20,7 @@ why = can_build_lab()
 if why:
     pytest.skip(f"namespace lab unavailable: {why}", allow_module_level=True)
 try:
-    import ocfpy.ike.daemon  # noqa: F401
+    import ocfpy.iked.daemon  # noqa: F401
     from ocfpy.cli.demo import INNER_HOSTS, Gateways
 except ImportError as exc:
     pytest.skip(f"no IKE daemon in this tree: {exc}", allow_module_level=True)

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from ocfpy.netlab import can_build_lab
+from ocfpy.lab.netlab import can_build_lab
 
 pytestmark = pytest.mark.net
 
@@ -22,7 +22,7 @@ pytest.importorskip("ocfpy.ike.engine", reason="the IKE engine (branch ike-core)
 
 from ike_harness import OCFPY, OUTER, OUTER6, Pair, config, have_nft, ike_lab, wait_for  # noqa: E402
 
-from ocfpy.ike.control import ControlError  # noqa: E402
+from ocfpy.iked.control import ControlError  # noqa: E402
 
 SETS = [
     ("aes128gcm16-prfsha256-x25519", "aes128gcm16"),

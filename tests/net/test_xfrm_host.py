@@ -15,10 +15,10 @@ import pytest
 
 from ocfpy.esp.dataplane import xfrm_msg as X
 from ocfpy.esp.dataplane import xfrm_routes as R
-from ocfpy.esp.dataplane.base import TrafficSelector
 from ocfpy.esp.dataplane.xfrm_netlink import NETLINK_ROUTE, NETLINK_XFRM, NetlinkChannel
 from ocfpy.esp.dataplane.xfrm_selectors import priority, selectors
-from ocfpy.netlab import Lab, can_build_lab
+from ocfpy.esp.spec import TrafficSelector
+from ocfpy.lab.netlab import Lab, can_build_lab
 
 pytestmark = pytest.mark.net
 
@@ -74,7 +74,7 @@ def test_auto_picks_userspace_and_says_why(lab, caplog):
     with pytest.raises(DataplaneUnavailable, match="dataplane xfrm is not available.*CONFIG_INET_ESP"):
         choose_dataplane("xfrm", None, netns=lab.a.name)
     caplog.set_level(logging.INFO, logger="ocfpy.esp.dataplane.select")
-    from ocfpy.dispatcher import Dispatcher
+    from ocfpy.crypto.dispatcher import Dispatcher
 
     dp = choose_dataplane("auto", Dispatcher(), netns=lab.a.name)
     try:

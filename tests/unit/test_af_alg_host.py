@@ -11,11 +11,11 @@ import sys
 import pytest
 from ocfpy.plugins.af_alg.algorithms import NOT_OFFERED_REASON, never_offered, table
 
-from ocfpy.catalogue import crypto_transforms
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.errors import BackendUnavailable
+from ocfpy.crypto.catalogue import crypto_transforms
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.errors import BackendUnavailable
+from ocfpy.crypto.registry import Registry, Status
 from ocfpy.kernel import afalg, keyctl
-from ocfpy.registry import Registry, Status
 
 HOST_REASON = afalg.available()
 needs_no_af_alg = pytest.mark.skipif(
@@ -64,7 +64,7 @@ def test_ocfpy_drivers_json_reports_af_alg_unavailable_with_reason():
 def test_keyctl_dh_either_works_or_says_which_option_is_missing():
     reason = keyctl.available()
     if reason is None:  # this kernel has KEYCTL_DH_COMPUTE: check a real computation
-        from ocfpy.modp import MODP_GROUPS
+        from ocfpy.crypto.modp import MODP_GROUPS
 
         p = MODP_GROUPS[14][2]
         x = 0x1234567890ABCDEF

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from ocfpy.benchmarks import charon as charon_mod
-from ocfpy.benchmarks import esp as esp_bench
-from ocfpy.benchmarks import ike as ike_bench
-from ocfpy.benchmarks.netns import Host
+from ocfpy.bench import esp as esp_bench
+from ocfpy.bench import ike as ike_bench
 from ocfpy.cli.main import build_parser, main
-from ocfpy.ike.configfile import loads
+from ocfpy.iked.configfile import loads
+from ocfpy.lab import charon as charon_mod
+from ocfpy.lab.netns_pair import Host
 
 MOON = Host("obn-moon", "obn-v0", "10.97.0.1", "10.98.1.1", "10.98.1.0/24")
 SUN = Host("obn-sun", "obn-v1", "10.97.0.2", "10.98.2.1", "10.98.2.0/24")

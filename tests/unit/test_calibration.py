@@ -1,10 +1,10 @@
 """The calibrated policy orders drivers of the same kind by measured speed, never across kinds."""
 
-from ocfpy.calibration import Calibration
-from ocfpy.catalogue import get
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.driver import AeadContext, Driver, DriverKind, Offer
-from ocfpy.registry import Registry
+from ocfpy.crypto.calibration import Calibration
+from ocfpy.crypto.catalogue import get
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.driver import AeadContext, Driver, DriverKind, Offer
+from ocfpy.crypto.registry import Registry
 
 
 class _Gcm(AeadContext):

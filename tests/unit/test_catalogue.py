@@ -2,9 +2,9 @@
 
 import pytest
 
-from ocfpy import catalogue
-from ocfpy.catalogue import Primitive, TransformType
-from ocfpy.errors import UnknownAlgorithm
+from ocfpy.crypto import catalogue
+from ocfpy.crypto.catalogue import Primitive, TransformType
+from ocfpy.crypto.errors import UnknownAlgorithm
 
 
 def test_every_ike_transform_maps_one_to_one():

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ocfpy.catalogue import crypto_transforms
+from ocfpy.crypto.catalogue import crypto_transforms
 
 OCFPY = shutil.which("ocfpy", path=os.path.dirname(sys.executable)) or shutil.which("ocfpy")
 

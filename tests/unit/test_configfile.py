@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from ocfpy.ike.config import DEFAULT_ESP_PROPOSALS, IkeConfig
-from ocfpy.ike.configfile import ConfigError, KeyLines, load, loads
+from ocfpy.iked.configfile import ConfigError, KeyLines, load, loads
 
 GOOD = textwrap.dedent("""\
     [daemon]
@@ -274,7 +274,7 @@ def test_iked_refuses_unavailable_backend(tmp_path, capsys):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ocfpy.ike import configfile  # noqa: E402
+from ocfpy.iked import configfile  # noqa: E402
 
 _SCALARS = st.one_of(
     st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),

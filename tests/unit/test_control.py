@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy.ike.control import CommandError, ControlClient, ControlError, ControlServer
+from ocfpy.iked.control import CommandError, ControlClient, ControlError, ControlServer
 
 
 @contextmanager
@@ -175,7 +175,7 @@ def _free_udp_port(host: str) -> int:
 
 
 def _loopback_config(me: int, ports: list[tuple[int, int]], control: Path, psk: str = "k1"):
-    from ocfpy.ike.configfile import loads
+    from ocfpy.iked.configfile import loads
 
     return loads(_config_text(me, ports, control, psk), f"loopback-{me}.toml")
 
@@ -221,9 +221,9 @@ secret = "{psk}"
 def _daemon_pair(tmp_path: Path, psk_b: str = "k1"):
     engine = pytest.importorskip("ocfpy.ike.engine",
                                  reason="the IKE engine (branch ike-core) is not merged")
-    from ocfpy.dispatcher import Dispatcher
+    from ocfpy.crypto.dispatcher import Dispatcher
     from ocfpy.esp.dataplane.null import NullDataplane
-    from ocfpy.ike.daemon import IkeDaemon
+    from ocfpy.iked.daemon import IkeDaemon
 
     ports = [(_free_udp_port("127.0.0.1"), _free_udp_port("127.0.0.1")),
              (_free_udp_port("127.0.0.2"), _free_udp_port("127.0.0.2"))]
@@ -368,7 +368,7 @@ def test_iked_detaches_once_listening_and_stops_on_sigterm(tmp_path):
 
 def test_dataplane_selection_is_explicit():
     from ocfpy.esp.dataplane.null import NullDataplane
-    from ocfpy.ike.daemon import DaemonError, select_dataplane
+    from ocfpy.iked.daemon import DaemonError, select_dataplane
 
     assert isinstance(select_dataplane("none"), NullDataplane)
     with pytest.raises(DaemonError, match="unknown dataplane 'kernel'"):

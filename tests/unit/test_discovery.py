@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy import discovery
-from ocfpy.catalogue import get as get_transform
-from ocfpy.discovery import DeviceRecord, discover, load_records, parse_proc_crypto
+from ocfpy.crypto.catalogue import get as get_transform
+from ocfpy.crypto.devices import discovery
+from ocfpy.crypto.devices.discovery import DeviceRecord, discover, load_records, parse_proc_crypto
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "devices"
 

@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ocfpy.drivers.kernel_accel import KernelAccelDriver, Transport, detect
 
-from ocfpy import discovery
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.driver import DriverKind
-from ocfpy.errors import AuthenticationError, DriverFailure, DriverUnavailable, InvalidInput
-from ocfpy.hotplug import HotplugEvent, HotplugMonitor, attach
-from ocfpy.registry import Registry, Status
+from ocfpy.crypto.devices import discovery
+from ocfpy.crypto.devices.hotplug import HotplugEvent, HotplugMonitor, attach
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.driver import DriverKind
+from ocfpy.crypto.errors import AuthenticationError, DriverFailure, DriverUnavailable, InvalidInput
+from ocfpy.crypto.registry import Registry, Status
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "devices"
 

@@ -8,9 +8,9 @@ import importlib.metadata as md
 
 import pytest
 
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.errors import AuthenticationError, BackendUnavailable
-from ocfpy.registry import Registry, Status
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.errors import AuthenticationError, BackendUnavailable
+from ocfpy.crypto.registry import Registry, Status
 
 ocfpy_testdrivers = pytest.importorskip(
     "ocfpy_testdrivers", reason="ocfpy-testdrivers not installed: run scripts/setup.sh")
@@ -172,7 +172,7 @@ def test_strict_forced_backend_does_not_migrate_silently(registry):
     ocfpy_testdrivers.FAULTS.reset(fail_after=1)
     s = Dispatcher(registry, backend="test_flaky").open("aes256gcm16", KEY256)
     s.seal(bytes(8), b"x", b"")
-    from ocfpy.errors import DriverFailure
+    from ocfpy.crypto.errors import DriverFailure
 
     with pytest.raises(DriverFailure, match="no other driver may take it"):
         s.seal(bytes(8), b"x", b"")

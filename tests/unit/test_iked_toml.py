@@ -1,11 +1,18 @@
-"""ocfpy.iked_toml: the config text the labs, `ocfpy bench ike` and `ocfpy demo` generate
+"""ocfpy.lab.iked_toml: the config text the labs, `ocfpy bench ike` and `ocfpy demo` generate
 parses as TOML and says what was asked, no more (keys passed as None are left out)."""
 
 import tomllib
 
 import pytest
 
-from ocfpy.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml, toml_value
+from ocfpy.lab.iked_toml import (
+    Raw,
+    config_toml,
+    connection_toml,
+    daemon_toml,
+    secret_toml,
+    toml_value,
+)
 
 
 def test_one_psk_connection_round_trips() -> None:

@@ -9,9 +9,9 @@ import os
 import pytest
 from ocfpy.plugins.openssl import OpenSSLDriver
 
-from ocfpy.catalogue import Primitive, crypto_transforms
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.errors import (
+from ocfpy.crypto.catalogue import Primitive, crypto_transforms
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.errors import (
     AuthenticationError,
     InvalidInput,
     InvalidKey,
@@ -19,7 +19,7 @@ from ocfpy.errors import (
     Reason,
     Unsupported,
 )
-from ocfpy.registry import Registry, Status
+from ocfpy.crypto.registry import Registry, Status
 
 ALL = crypto_transforms()
 
@@ -34,7 +34,7 @@ def dispatcher() -> Dispatcher:
 
 
 def keymat(keyword: str) -> bytes:
-    from ocfpy.catalogue import get
+    from ocfpy.crypto.catalogue import get
 
     return os.urandom(get(keyword).keymat_size)
 
@@ -147,7 +147,7 @@ def test_key_exchange_rejects_bad_peer_values(dispatcher: Dispatcher, keyword: s
     size = s.transform.public_size
     bad = [b"", bytes(size - 1), s.public_value() + b"\0"]
     if keyword.startswith("modp"):
-        from ocfpy.modp import MODP_GROUPS
+        from ocfpy.crypto.modp import MODP_GROUPS
 
         p = MODP_GROUPS[s.transform.group][2]
         bad += [v.to_bytes(size, "big") for v in (0, 1, p - 1, p, 2**(size * 8) - 1)]
@@ -170,7 +170,7 @@ def test_hash_sizes(dispatcher: Dispatcher, keyword: str) -> None:
 
 
 def test_unknown_transform_is_unsupported() -> None:
-    from ocfpy.catalogue import get
+    from ocfpy.crypto.catalogue import get
 
     with pytest.raises(Unsupported) as exc:
         OpenSSLDriver().new_context(get("esn"), None)

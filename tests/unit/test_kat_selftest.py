@@ -1,4 +1,4 @@
-"""ocfpy.selftest: admission KATs catch wrong answers, raising contexts and missing vectors,
+"""ocfpy.crypto.selftest: admission KATs catch wrong answers, raising contexts and missing vectors,
 and are cheap enough to run at every start."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import time
 
 from ocfpy.plugins.openssl import OpenSSLDriver
 
-from ocfpy import selftest
-from ocfpy.catalogue import Transform, crypto_transforms
-from ocfpy.driver import Context, Driver, Offer
-from ocfpy.registry import Registry, Status
+from ocfpy.crypto import selftest
+from ocfpy.crypto.catalogue import Transform, crypto_transforms
+from ocfpy.crypto.driver import Context, Driver, Offer
+from ocfpy.crypto.registry import Registry, Status
 
 KEYWORDS = [t.keyword for t in crypto_transforms()]
 

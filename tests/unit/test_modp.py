@@ -1,4 +1,4 @@
-"""The MODP primes in ocfpy.modp, re-derived from the RFCs' formula, not compared by eye.
+"""The MODP primes in ocfpy.crypto.modp, re-derived from the RFCs' formula, not compared by eye.
 
 RFC 2409 section 6.2 and RFC 3526 sections 2-7 define each prime as
   p = 2^n - 2^(n-64) - 1 + 2^64 * (floor(2^(n-130) * pi) + offset)
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy.catalogue import get as get_transform
-from ocfpy.modp import MODP_GROUPS
+from ocfpy.crypto.catalogue import get as get_transform
+from ocfpy.crypto.modp import MODP_GROUPS
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "modp_groups.json"
 

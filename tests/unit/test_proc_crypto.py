@@ -1,4 +1,4 @@
-"""ocfpy.kernel.proc_crypto on a /proc/crypto recorded in the VM lane guest (Debian 6.1.0-56,
+"""ocfpy.crypto.devices.proc_crypto on a /proc/crypto recorded in the VM lane guest (Debian 6.1.0-56,
 QEMU TCG with a virtio-crypto device; tests/unit/data/proc_crypto_debian6.1_vm.txt, copied
 unchanged from results/vm/proc-crypto.txt)."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy.kernel import proc_crypto
+from ocfpy.crypto.devices import proc_crypto
 
 DUMP = Path(__file__).parent / "data" / "proc_crypto_debian6.1_vm.txt"
 

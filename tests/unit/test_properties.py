@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocfpy.catalogue import Primitive, crypto_transforms
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.errors import AuthenticationError, InvalidInput
-from ocfpy.registry import Registry
+from ocfpy.crypto.catalogue import Primitive, crypto_transforms
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.errors import AuthenticationError, InvalidInput
+from ocfpy.crypto.registry import Registry
 
 # A modest budget: the CI machine is shared and these run in the unit lane.
 PROFILE = settings(max_examples=40, deadline=None,

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.registry import Registry, Status
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.registry import Registry, Status
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -65,7 +65,7 @@ def third_party_modules(third_party_site, monkeypatch):
 
 _LOAD = """
 import json
-from ocfpy.registry import Registry
+from ocfpy.crypto.registry import Registry
 print(json.dumps([r.as_dict() for r in Registry.load().records()]))
 """
 

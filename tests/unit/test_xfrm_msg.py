@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ocfpy.esp.dataplane import xfrm_msg as X
-from ocfpy.esp.dataplane.base import Mode
+from ocfpy.esp.spec import Mode
 
 IPROUTE2 = json.loads((Path(__file__).parent / "data" / "xfrm_iproute2.json").read_text())
 A, B = ipaddress.ip_address("10.99.0.1"), ipaddress.ip_address("10.99.0.2")

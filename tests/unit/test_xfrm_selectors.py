@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocfpy.esp.dataplane.base import TrafficSelector
 from ocfpy.esp.dataplane.select import DataplaneUnavailable, choose_dataplane
 from ocfpy.esp.dataplane.xfrm_selectors import MAX_SELECTORS, port_blocks, priority, selectors
+from ocfpy.esp.spec import TrafficSelector
 
 
 @settings(deadline=None)  # the machine is shared: time is not what this test is about

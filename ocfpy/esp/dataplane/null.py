@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from .base import ChildSaSpec, Dataplane, SaCounters
+from ocfpy.esp.dataplane.base import Dataplane, SaCounters
+from ocfpy.esp.spec import ChildSaSpec
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import logging
 import os
 from typing import Any
 
-from ...errors import OcfError
-from .base import Dataplane
+from ocfpy.crypto.errors import OcfError
+from ocfpy.esp.dataplane.base import Dataplane
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def userspace_unavailable() -> str | None:
 
 
 def _xfrm(netns: str | None) -> Dataplane:
-    from .xfrm import XfrmDataplane, XfrmUnavailable
+    from ocfpy.esp.dataplane.xfrm import XfrmDataplane, XfrmUnavailable
 
     try:
         return XfrmDataplane(netns=netns)
@@ -51,7 +51,7 @@ def _userspace(dispatcher: Any, config: Any = None) -> Dataplane:
         raise DataplaneUnavailable(why)
     if dispatcher is None:
         raise DataplaneUnavailable("the userspace dataplane needs the crypto dispatcher")
-    from .userspace import DataplaneError, create
+    from ocfpy.esp.dataplane.userspace import DataplaneError, create
 
     try:
         return create(dispatcher, config)
@@ -60,7 +60,7 @@ def _userspace(dispatcher: Any, config: Any = None) -> Dataplane:
 
 
 def _none() -> Dataplane:
-    from .null import NullDataplane
+    from ocfpy.esp.dataplane.null import NullDataplane
 
     log.warning("dataplane none: IKE only, CHILD_SAs will be negotiated but carry no traffic")
     return NullDataplane()

@@ -29,19 +29,18 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from ...errors import OcfError
-from ..counters import CounterBlock
-from ..netlink import outside_loop
-from ..worker import WorkerContext, recv_msg, send_msg, worker_main
-from .base import (
-    ChildSaSpec,
+from ocfpy.crypto.errors import OcfError
+from ocfpy.esp.counters import CounterBlock
+from ocfpy.esp.dataplane.base import (
     Dataplane,
     EventHandler,
     IkeDatagramHandler,
-    Mode,
     SaCounters,
     SaEvent,
 )
+from ocfpy.esp.netlink import outside_loop
+from ocfpy.esp.spec import ChildSaSpec, Mode
+from ocfpy.esp.worker import WorkerContext, recv_msg, send_msg, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ class UserspaceDataplane(Dataplane):
                 return
             if self._closed:
                 raise DataplaneError("the dataplane was closed")
-            from ..tun import TunError, open_tun
+            from ocfpy.esp.tun import TunError, open_tun
 
             try:
                 self._tun_fd = open_tun(self.tun_name, mtu=self.mtu, gso_max=self.gso_max)

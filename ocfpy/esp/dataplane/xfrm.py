@@ -31,23 +31,25 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from ...errors import OcfError
-from ..sad import SOFT_FRACTION
-from . import xfrm_msg as X
-from . import xfrm_routes as R
-from .base import (
-    ChildSaSpec,
+from ocfpy.crypto.errors import OcfError
+from ocfpy.esp.dataplane import xfrm_msg as X
+from ocfpy.esp.dataplane import xfrm_routes as R
+from ocfpy.esp.dataplane.base import (
     Dataplane,
     EventHandler,
     IkeDatagramHandler,
-    IPAddress,
-    IPNetwork,
-    Mode,
     SaCounters,
     SaEvent,
 )
-from .xfrm_netlink import NETLINK_ROUTE, NETLINK_XFRM, NetlinkChannel, NetlinkError
-from .xfrm_selectors import priority, selectors
+from ocfpy.esp.dataplane.xfrm_netlink import (
+    NETLINK_ROUTE,
+    NETLINK_XFRM,
+    NetlinkChannel,
+    NetlinkError,
+)
+from ocfpy.esp.dataplane.xfrm_selectors import priority, selectors
+from ocfpy.esp.sad import SOFT_FRACTION
+from ocfpy.esp.spec import ChildSaSpec, IPAddress, IPNetwork, Mode
 
 log = logging.getLogger(__name__)
 
@@ -508,7 +510,7 @@ def bypass_socket(sock: socket.socket) -> None:
 def _drivers(spec: ChildSaSpec) -> dict[str, str]:
     """Which kernel crypto driver serves the SAs (the highest-priority implementation of the
     algorithm the states use), for `ocfpy sa list`."""
-    from ...kernel import proc_crypto
+    from ocfpy.crypto.devices import proc_crypto
 
     names = [X.kernel_algorithm(spec.encryption).name]
     if spec.integrity:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla, nlmsg
 
-from ...catalogue import Primitive
-from ...catalogue import get as get_transform
-from .base import IPAddress, Mode
+from ocfpy.crypto.catalogue import Primitive
+from ocfpy.crypto.catalogue import get as get_transform
+from ocfpy.esp.spec import IPAddress, Mode
 
 # -- message types (enum in linux/xfrm.h) -----------------------------------------------------
 XFRM_MSG_NEWSA = 0x10

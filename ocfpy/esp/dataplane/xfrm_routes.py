@@ -19,9 +19,9 @@ from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_GETADDR, RTM_GETROUTE, RTM_N
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from .base import IPAddress, IPNetwork
-from .xfrm_msg import encode
-from .xfrm_netlink import NetlinkChannel
+from ocfpy.esp.dataplane.xfrm_msg import encode
+from ocfpy.esp.dataplane.xfrm_netlink import NetlinkChannel
+from ocfpy.esp.spec import IPAddress, IPNetwork
 
 RT_TABLE_MAIN = 254
 RTPROT_STATIC = 4

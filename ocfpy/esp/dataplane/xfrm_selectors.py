@@ -15,8 +15,8 @@ import itertools
 import logging
 import socket
 
-from .base import TrafficSelector
-from .xfrm_msg import Selector
+from ocfpy.esp.dataplane.xfrm_msg import Selector
+from ocfpy.esp.spec import TrafficSelector
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """IKEv2 wire format: buffer, header, payloads, rules table, SK protection. Knows no SA state."""
 
-from .buffer import Buffer, BufferReadError, Writer
-from .message import Message, decode, encode
-from .payloads import (
+from ocfpy.ike.codec.buffer import Buffer, BufferReadError, Writer
+from ocfpy.ike.codec.message import Message, decode, encode
+from ocfpy.ike.codec.payloads import (
     AuthPayload,
     CertPayload,
     DeletePayload,
@@ -19,7 +19,7 @@ from .payloads import (
     TsPayload,
     VendorIdPayload,
 )
-from .sk import IntegrityCheckFailed, SkCrypto
+from ocfpy.ike.codec.sk import IntegrityCheckFailed, SkCrypto
 
 __all__ = [
     "AuthPayload", "Buffer", "BufferReadError", "CertPayload", "DeletePayload",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ..constants import IKE_HEADER_SIZE, HeaderFlag, NotifyType
-from ..errors import DecodeError
+from ocfpy.ike.constants import IKE_HEADER_SIZE, HeaderFlag, NotifyType
+from ocfpy.ike.errors import DecodeError
 
 _HEADER = struct.Struct("!8s8sBBBBLL")
 

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..constants import IKE_HEADER_SIZE, IKE_VERSION, ExchangeType, HeaderFlag, PayloadType
-from ..errors import DecodeError
-from . import rules
-from .buffer import Buffer, Writer
-from .header import Header, pull_header, push_header
-from .payloads import EncryptedPayload, NotifyPayload, Payload, pull_payloads, push_payloads
-from .sk import SK_HEADER_SIZE, SkCrypto
+from ocfpy.ike.codec import rules
+from ocfpy.ike.codec.buffer import Buffer, Writer
+from ocfpy.ike.codec.header import Header, pull_header, push_header
+from ocfpy.ike.codec.payloads import (
+    EncryptedPayload,
+    NotifyPayload,
+    Payload,
+    pull_payloads,
+    push_payloads,
+)
+from ocfpy.ike.codec.sk import SK_HEADER_SIZE, SkCrypto
+from ocfpy.ike.constants import IKE_HEADER_SIZE, IKE_VERSION, ExchangeType, HeaderFlag, PayloadType
+from ocfpy.ike.errors import DecodeError
 
 
 @dataclass(slots=True)

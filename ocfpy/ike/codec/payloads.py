@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from ..constants import PayloadType, TsType
-from ..errors import DecodeError
-from .buffer import Buffer, BufferReadError, Writer
+from ocfpy.ike.codec.buffer import Buffer, BufferReadError, Writer
+from ocfpy.ike.constants import PayloadType, TsType
+from ocfpy.ike.errors import DecodeError
 
 GENERIC_HEADER_SIZE = 4
 ATTR_KEY_LENGTH = 14
@@ -433,7 +433,7 @@ _PUSH = {
 
 class UnsupportedCriticalPayload(DecodeError):
     def __init__(self, ptype: int):
-        from ..constants import NotifyType
+        from ocfpy.ike.constants import NotifyType
 
         super().__init__(f"unknown payload type {ptype} with the critical bit set",
                          NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, bytes((ptype,)))

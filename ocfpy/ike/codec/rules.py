@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..constants import ExchangeType as X
-from ..constants import PayloadType as P
-from ..errors import DecodeError
+from ocfpy.ike.constants import ExchangeType as X
+from ocfpy.ike.constants import PayloadType as P
+from ocfpy.ike.errors import DecodeError
 
 MANY = 1 << 16
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ...catalogue import Primitive, Transform
-from ...errors import AuthenticationError, InvalidInput
-from ..errors import DecodeError, IkeError
+from ocfpy.crypto.catalogue import Primitive, Transform
+from ocfpy.crypto.errors import AuthenticationError, InvalidInput
+from ocfpy.ike.errors import DecodeError, IkeError
 
 SK_HEADER_SIZE = 4
 

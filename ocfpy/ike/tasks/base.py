@@ -7,8 +7,8 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..codec.message import Message
-    from ..sa import IkeSa
+    from ocfpy.ike.codec.message import Message
+    from ocfpy.ike.sa import IkeSa
 
 
 class Status(Enum):

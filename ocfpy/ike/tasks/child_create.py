@@ -9,20 +9,20 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ...catalogue import TransformType
-from ...errors import InvalidPublicValue
-from .. import selectors
-from ..codec.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload, TsPayload
-from ..constants import ExchangeType, NotifyType, PayloadType, notify_name
-from ..errors import IkeProtocolError
-from ..proposals import accepts, explain_mismatch, from_raw, select, to_raw
-from .base import Status, Task
-from .ike_init import NONCE_SIZE
+from ocfpy.crypto.catalogue import TransformType
+from ocfpy.crypto.errors import InvalidPublicValue
+from ocfpy.ike import selectors
+from ocfpy.ike.codec.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload, TsPayload
+from ocfpy.ike.constants import ExchangeType, NotifyType, PayloadType, notify_name
+from ocfpy.ike.errors import IkeProtocolError
+from ocfpy.ike.proposals import accepts, explain_mismatch, from_raw, select, to_raw
+from ocfpy.ike.tasks.base import Status, Task
+from ocfpy.ike.tasks.ike_init import NONCE_SIZE
 
 if TYPE_CHECKING:
-    from ..codec.message import Message
-    from ..config import ChildConfig
-    from ..sa import ChildSa, IkeSa
+    from ocfpy.ike.codec.message import Message
+    from ocfpy.ike.config import ChildConfig
+    from ocfpy.ike.sa import ChildSa, IkeSa
 
 log = logging.getLogger(__name__)
 

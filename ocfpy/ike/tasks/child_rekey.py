@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..constants import ExchangeType
-from .base import Status, Task
-from .child_create import ChildCreate
-from .delete import ChildDelete
+from ocfpy.ike.constants import ExchangeType
+from ocfpy.ike.tasks.base import Status, Task
+from ocfpy.ike.tasks.child_create import ChildCreate
+from ocfpy.ike.tasks.delete import ChildDelete
 
 if TYPE_CHECKING:
-    from ..codec.message import Message
-    from ..sa import ChildSa, IkeSa
+    from ocfpy.ike.codec.message import Message
+    from ocfpy.ike.sa import ChildSa, IkeSa
 
 
 class ChildRekey(Task):

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..codec.payloads import DeletePayload
-from ..constants import ExchangeType, PayloadType, ProtocolId, notify_name
-from .base import Status, Task
+from ocfpy.ike.codec.payloads import DeletePayload
+from ocfpy.ike.constants import ExchangeType, PayloadType, ProtocolId, notify_name
+from ocfpy.ike.tasks.base import Status, Task
 
 if TYPE_CHECKING:
-    from ..codec.message import Message
-    from ..sa import IkeSa
+    from ocfpy.ike.codec.message import Message
+    from ocfpy.ike.sa import IkeSa
 
 log = logging.getLogger(__name__)
 

@@ -6,16 +6,16 @@ import hmac
 import logging
 from typing import TYPE_CHECKING
 
-from ..codec.payloads import AuthPayload, IdPayload, NotifyPayload
-from ..constants import AuthMethod, ExchangeType, NotifyType, PayloadType, notify_name
-from ..errors import IkeProtocolError
-from ..identity import Identity
-from ..keys import psk_auth, signed_octets
-from .base import Status, Task
+from ocfpy.ike.codec.payloads import AuthPayload, IdPayload, NotifyPayload
+from ocfpy.ike.constants import AuthMethod, ExchangeType, NotifyType, PayloadType, notify_name
+from ocfpy.ike.errors import IkeProtocolError
+from ocfpy.ike.identity import Identity
+from ocfpy.ike.keys import psk_auth, signed_octets
+from ocfpy.ike.tasks.base import Status, Task
 
 if TYPE_CHECKING:
-    from ..codec.message import Message
-    from ..sa import IkeSa
+    from ocfpy.ike.codec.message import Message
+    from ocfpy.ike.sa import IkeSa
 
 log = logging.getLogger(__name__)
 

@@ -6,18 +6,18 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ... import catalogue
-from ...catalogue import TransformType
-from ...errors import InvalidPublicValue
-from ..codec.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
-from ..constants import ExchangeType, NotifyType, PayloadType, notify_name
-from ..errors import IkeProtocolError
-from ..proposals import explain_mismatch, from_raw, select, to_raw
-from .base import Status, Task
+from ocfpy.crypto import catalogue
+from ocfpy.crypto.catalogue import TransformType
+from ocfpy.crypto.errors import InvalidPublicValue
+from ocfpy.ike.codec.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
+from ocfpy.ike.constants import ExchangeType, NotifyType, PayloadType, notify_name
+from ocfpy.ike.errors import IkeProtocolError
+from ocfpy.ike.proposals import explain_mismatch, from_raw, select, to_raw
+from ocfpy.ike.tasks.base import Status, Task
 
 if TYPE_CHECKING:
-    from ..codec.message import Message
-    from ..sa import IkeSa
+    from ocfpy.ike.codec.message import Message
+    from ocfpy.ike.sa import IkeSa
 
 log = logging.getLogger(__name__)
 

@@ -7,20 +7,20 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ... import catalogue
-from ...catalogue import TransformType
-from ...errors import InvalidPublicValue
-from ..codec.payloads import KePayload, NoncePayload, SaPayload
-from ..constants import ExchangeType, NotifyType, PayloadType, notify_name
-from ..errors import IkeProtocolError
-from ..proposals import accepts, explain_mismatch, from_raw, select, to_raw
-from .base import Status, Task
-from .ike_init import NONCE_SIZE
+from ocfpy.crypto import catalogue
+from ocfpy.crypto.catalogue import TransformType
+from ocfpy.crypto.errors import InvalidPublicValue
+from ocfpy.ike.codec.payloads import KePayload, NoncePayload, SaPayload
+from ocfpy.ike.constants import ExchangeType, NotifyType, PayloadType, notify_name
+from ocfpy.ike.errors import IkeProtocolError
+from ocfpy.ike.proposals import accepts, explain_mismatch, from_raw, select, to_raw
+from ocfpy.ike.tasks.base import Status, Task
+from ocfpy.ike.tasks.ike_init import NONCE_SIZE
 
 if TYPE_CHECKING:
-    from ...catalogue import Transform
-    from ..codec.message import Message
-    from ..sa import IkeSa
+    from ocfpy.crypto.catalogue import Transform
+    from ocfpy.ike.codec.message import Message
+    from ocfpy.ike.sa import IkeSa
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class IkeRekey(Task):
         except InvalidPublicValue as exc:
             return self._failed(sa, NotifyType.INVALID_SYNTAX,
                                 f"IKE SA rekey: the peer's KE value is invalid: {exc}")
-        from .delete import IkeDelete
+        from ocfpy.ike.tasks.delete import IkeDelete
 
         peer = sa.peer_rekey
         ours = sa.engine.rekeyed(sa, True, self.spi, chosen.spi, chosen, shared, self.ni,
@@ -180,7 +180,7 @@ class CreateChildSa(Task):
         self.inner: Task | None = None
 
     def process_r(self, sa: IkeSa, msg: Message) -> None:
-        from .child_create import ChildCreate
+        from ocfpy.ike.tasks.child_create import ChildCreate
 
         sa_p = msg.get(PayloadType.SA)
         if sa_p is not None and sa_p.proposals and all(p.protocol == 1 for p in sa_p.proposals):

@@ -16,11 +16,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from ocfpy.catalogue import Primitive, Transform
-from ocfpy.dispatcher import Dispatcher
-from ocfpy.driver import AeadContext, CipherContext, Driver, MacContext, Offer
-from ocfpy.errors import AuthenticationError, Reason, Unsupported
-from ocfpy.registry import Registry
+from ocfpy.crypto.catalogue import Primitive, Transform
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.crypto.driver import AeadContext, CipherContext, Driver, MacContext, Offer
+from ocfpy.crypto.errors import AuthenticationError, Reason, Unsupported
+from ocfpy.crypto.registry import Registry
 
 ESP_ALGORITHMS = ["aes128gcm16", "aes256gcm16", "chacha20poly1305", "aes128", "aes256",
                   "sha1", "sha256", "sha384", "sha512"]

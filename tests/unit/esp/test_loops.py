@@ -14,9 +14,9 @@ import pytest
 from scapy.layers.inet import ICMP, IP, UDP
 
 from ocfpy.esp.counters import CounterBlock
-from ocfpy.esp.dataplane.base import TrafficSelector, UdpEncap
-from ocfpy.esp.static import static_spec
+from ocfpy.esp.spec import TrafficSelector, UdpEncap
 from ocfpy.esp.worker import InboundLoop, OutboundLoop, WorkerContext, recv_msg
+from ocfpy.lab.static_tunnel import static_spec
 
 
 def _dgram_pair():

@@ -15,7 +15,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
-from ocfpy.errors import AuthenticationError, InvalidInput, InvalidKey
+from ocfpy.crypto.errors import AuthenticationError, InvalidInput, InvalidKey
 from ocfpy.esp.packet import Drop, EspCrypto, EspDropped, parse_header
 
 VECTORS = Path(__file__).parent / "vectors"

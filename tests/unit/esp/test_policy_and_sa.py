@@ -6,11 +6,11 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 
-from ocfpy.esp.dataplane.base import TrafficSelector
 from ocfpy.esp.sad import Expiry, Lifetime, build_outbound
 from ocfpy.esp.spd import InboundCheck, PolicyTable, flow
-from ocfpy.esp.static import parse_esp, static_spec
+from ocfpy.esp.spec import TrafficSelector
 from ocfpy.esp.udpencap import Kind, classify
+from ocfpy.lab.static_tunnel import parse_esp, static_spec
 
 
 def ts(net: str, proto: int = 0, ports: tuple[int, int] = (0, 65535)) -> TrafficSelector:

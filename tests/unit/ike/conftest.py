@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ocfpy.dispatcher import Dispatcher
+from ocfpy.crypto.dispatcher import Dispatcher
 from ocfpy.ike.config import AuthConfig, ChildConfig, Connection, DaemonOptions, IkeConfig, Secret
 from ocfpy.ike.engine import IkeEngine
 

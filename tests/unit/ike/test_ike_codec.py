@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy import catalogue
+from ocfpy.crypto import catalogue
 from ocfpy.ike import codec
 from ocfpy.ike.codec import Buffer, BufferReadError, Writer
 from ocfpy.ike.codec.payloads import pull_payloads, push_payloads

@@ -40,7 +40,7 @@ def test_establish(initiator_and_responder, ike, esp, encr, integ, esn):
     assert ci.outbound == cr.inbound and ci.inbound == cr.outbound
     assert ci.outbound.spi != ci.inbound.spi
     assert ci.outbound.encryption_key != ci.inbound.encryption_key
-    from ocfpy import catalogue
+    from ocfpy.crypto import catalogue
 
     assert len(ci.outbound.encryption_key) == catalogue.get(encr).keymat_size
     if integ:
@@ -556,8 +556,8 @@ def test_sa_list_is_json_and_names_the_drivers(initiator_and_responder):
 def test_esp_the_backend_cannot_serve_is_not_offered(dispatcher):
     """A driver policy that cannot serve the child's ESP algorithm: the IKE SA comes up
     childless and the failure says why (rather than an empty SA payload on the wire)."""
-    from ocfpy import catalogue
-    from ocfpy.dispatcher import Dispatcher
+    from ocfpy.crypto import catalogue
+    from ocfpy.crypto.dispatcher import Dispatcher
     from ocfpy.ike.engine import IkeEngine
 
     from .conftest import I_ADDR, R_ADDR, Pair, make_config

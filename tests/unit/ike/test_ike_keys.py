@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ocfpy import catalogue
+from ocfpy.crypto import catalogue
 from ocfpy.ike import keys
 
 DATA = json.loads((Path(__file__).parent / "data" / "ikev2_kdf.json").read_text())

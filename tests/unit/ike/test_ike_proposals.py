@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ocfpy import catalogue
-from ocfpy.catalogue import TransformType as T
+from ocfpy.crypto import catalogue
+from ocfpy.crypto.catalogue import TransformType as T
 from ocfpy.ike import proposals as P
 
 
@@ -104,7 +104,7 @@ def test_servable_filters_by_dispatcher_capability():
 
 def test_forced_backend_limits_what_the_engine_offers(dispatcher, initiator_and_responder):
     """Only what dispatcher.can_serve() allows is offered; here a driver that lacks x25519."""
-    from ocfpy.dispatcher import Dispatcher
+    from ocfpy.crypto.dispatcher import Dispatcher
     from ocfpy.ike.engine import IkeEngine
 
     from .conftest import I_ADDR, R_ADDR, make_config

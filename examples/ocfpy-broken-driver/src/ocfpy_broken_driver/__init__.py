@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from ocfpy.catalogue import Transform
-from ocfpy.driver import Context, Driver, DriverKind, HashContext, MacContext, Offer
-from ocfpy.errors import Reason, Unsupported
+from ocfpy.crypto.catalogue import Transform
+from ocfpy.crypto.driver import Context, Driver, DriverKind, HashContext, MacContext, Offer
+from ocfpy.crypto.errors import Reason, Unsupported
 
 __all__ = ["BrokenDriver"]
 

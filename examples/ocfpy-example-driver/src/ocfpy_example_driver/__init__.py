@@ -1,6 +1,6 @@
 """An ocfpy driver offering SHA-2 hashes, HMAC-SHA2 integrity and HMAC-SHA2 PRFs via hashlib.
 
-It imports only ocfpy's public driver contract (ocfpy.driver, ocfpy.catalogue, ocfpy.errors),
+It imports only ocfpy's public driver contract (ocfpy.crypto.driver, ocfpy.crypto.catalogue, ocfpy.crypto.errors),
 exactly what any vendor's package would.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from ocfpy.catalogue import Primitive, Transform
-from ocfpy.driver import (
+from ocfpy.crypto.catalogue import Primitive, Transform
+from ocfpy.crypto.driver import (
     Context,
     Driver,
     DriverKind,
@@ -19,7 +19,7 @@ from ocfpy.driver import (
     Offer,
     PrfContext,
 )
-from ocfpy.errors import InvalidKey, Reason, Unsupported
+from ocfpy.crypto.errors import InvalidKey, Reason, Unsupported
 
 __all__ = ["ExampleDriver"]
 
@@ -38,7 +38,7 @@ class ExampleDriver(Driver):
 
     def probe(self) -> None:
         # Nothing to check: hashlib always has SHA-2. A hardware driver would look for its
-        # device here and raise ocfpy.errors.DriverUnavailable("why") if it is missing.
+        # device here and raise ocfpy.crypto.errors.DriverUnavailable("why") if it is missing.
         pass
 
     def offers(self) -> list[Offer]:

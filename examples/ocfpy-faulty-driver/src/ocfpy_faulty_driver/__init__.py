@@ -16,9 +16,17 @@ from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ocfpy.catalogue import Primitive, Transform
-from ocfpy.driver import AeadContext, CipherContext, Context, Driver, DriverKind, MacContext, Offer
-from ocfpy.errors import (
+from ocfpy.crypto.catalogue import Primitive, Transform
+from ocfpy.crypto.driver import (
+    AeadContext,
+    CipherContext,
+    Context,
+    Driver,
+    DriverKind,
+    MacContext,
+    Offer,
+)
+from ocfpy.crypto.errors import (
     AuthenticationError,
     DriverFailure,
     DriverUnavailable,

@@ -4,7 +4,7 @@ For tests, benchmarks and `ocfpy demo --static` only: real deployments get their
 IKE. Both sides derive the same key material from the seed, mirrored (side a's outbound SA is
 side b's inbound SA), so two processes started with the same seed can talk.
 
-    python -m ocfpy.esp.static --side a --local 10.99.0.1 --remote 10.99.0.2 \\
+    python -m ocfpy.lab.static_tunnel --side a --local 10.99.0.1 --remote 10.99.0.2 \\
         --local-ts 10.199.1.1/32 --remote-ts 10.199.2.1/32 --esp aes128gcm16 --seed S
 
 Runs until SIGTERM or SIGINT; SIGUSR1 (and exit) writes the counters as JSON to --counters.
@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..catalogue import Primitive
-from ..catalogue import get as get_transform
-from .dataplane.base import ChildSaSpec, SaKeys, TrafficSelector, UdpEncap
+from ocfpy.crypto.catalogue import Primitive
+from ocfpy.crypto.catalogue import get as get_transform
+from ocfpy.esp.spec import ChildSaSpec, SaKeys, TrafficSelector, UdpEncap
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,14 @@ class StaticTunnel:
         self.drivers: dict[str, dict] = {}
 
     def __enter__(self) -> StaticTunnel:
-        from ..netlab import two_hosts
+        from ocfpy.lab.netlab import two_hosts
 
         self.a, self.b, self.link = two_hosts(
             self.lab, outer=(self._net(self.OUTER[0], 24, 64), self._net(self.OUTER[1], 24, 64)),
             inner=(self._host(self.INNER[0]), self._host(self.INNER[1])))
         self.ns = {"a": self.a, "b": self.b}
         for side, (me, peer) in (("a", (0, 1)), ("b", (1, 0))):
-            argv = [sys.executable, "-m", "ocfpy.esp.static", "--side", side,
+            argv = [sys.executable, "-m", "ocfpy.lab.static_tunnel", "--side", side,
                     "--local", self.OUTER[me], "--remote", self.OUTER[peer],
                     "--local-ts", self._host(self.INNER[me]),
                     "--remote-ts", self._host(self.INNER[peer]),
@@ -193,7 +193,7 @@ class StaticTunnel:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ocfpy.esp.static", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m ocfpy.lab.static_tunnel", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--side", choices=["a", "b"], required=True)
     p.add_argument("--local", required=True)
@@ -218,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format=f"%(asctime)s {args.side} %(levelname)s %(name)s: %(message)s")
 
-    from ..dispatcher import Dispatcher
-    from .dataplane.userspace import UserspaceDataplane
+    from ocfpy.crypto.dispatcher import Dispatcher
+    from ocfpy.esp.dataplane.userspace import UserspaceDataplane
 
     dispatcher = Dispatcher(backend=args.crypto_backend)
     spec = static_spec(args.side, local=args.local, remote=args.remote,

@@ -2,7 +2,7 @@
 
 (strongSwan's crypto_test.on_add.) ``run(driver, keywords)`` returns ``{keyword: reason}`` for
 every algorithm that failed; the registry quarantines those. Every catalogue algorithm has at
-least one vector in ``ocfpy/selftest_vectors/*.json``, taken from a published source that each
+least one vector in ``ocfpy/crypto/selftest_vectors/*.json``, taken from a published source that each
 vector names (NIST CAVP, RFCs, Wycheproof); the MODP groups, which have no published KAT, use a
 fixed private pair whose g^xy was computed with Python's own ``pow`` (independent of OpenSSL).
 
@@ -44,7 +44,7 @@ class KatFailure(AssertionError):
 def vectors() -> dict[str, list[dict[str, Any]]]:
     """keyword -> the embedded vectors for it (loaded once per process)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    folder = resources.files("ocfpy") / "selftest_vectors"
+    folder = resources.files("ocfpy.crypto") / "selftest_vectors"
     for name in VECTOR_FILES:
         data = json.loads((folder / name).read_text(encoding="utf-8"))
         for vector in data["vectors"]:

@@ -92,7 +92,7 @@ class IkedRunner:
 
     def ready(self) -> bool:
         """True once the control socket answers; raises ``error`` if the daemon exited."""
-        from .ike.control import ControlError
+        from ocfpy.iked.control import ControlError
 
         assert self.proc is not None
         if self.proc.poll() is not None:
@@ -124,7 +124,7 @@ class IkedRunner:
         return self.wait_ready(timeout)
 
     def call(self, cmd: str, timeout: float = 10.0, **params: Any) -> Any:
-        from .ike.control import ControlClient
+        from ocfpy.iked.control import ControlClient
 
         with ControlClient(self.control, timeout=timeout) as client:
             return client.call(cmd, **params)

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import iperf as iperf3
-from .charon import Charon, child, decode, psk_connection, unavailable_reason
-from .netns import NetnsPair
+from ocfpy.bench import iperf as iperf3
+from ocfpy.lab.charon import Charon, child, decode, psk_connection, unavailable_reason
+from ocfpy.lab.netns_pair import NetnsPair
 
 log = logging.getLogger(__name__)
 

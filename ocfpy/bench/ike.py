@@ -5,7 +5,7 @@ namespaces (``<prefix>-moon`` initiates, ``<prefix>-sun`` responds), PSK, x25519
 aes128gcm16 for IKE and ESP:
 
 - ocfpy -> ocfpy: two ``ocfpy iked`` daemons (no dataplane: IKE is what is measured);
-- charon -> charon: :func:`ocfpy.benchmarks.strongswan.ike_establishment_rate`;
+- charon -> charon: :func:`ocfpy.bench.strongswan.ike_establishment_rate`;
 - ocfpy -> charon and charon -> ocfpy: the mixed pairs, which show which side is slow.
 
 Each pairing measures a burst of ``n`` IKE_SA + CHILD_SA establishments fired at once
@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..iked_runner import IkedRunner
-from ..iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
-from . import strongswan
-from .netns import Host, NetnsPair
+from ocfpy.bench import strongswan
+from ocfpy.lab.iked_runner import IkedRunner
+from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
+from ocfpy.lab.netns_pair import Host, NetnsPair
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def responder_id(prefix: str) -> str:
 
 
 class Iked(IkedRunner):
-    """``ocfpy iked`` in ``host``'s namespace (ocfpy.iked_runner), reached over its control
+    """``ocfpy iked`` in ``host``'s namespace (ocfpy.lab.iked_runner), reached over its control
     socket; warnings only (per-message debug logging would be what we measure)."""
 
     def __init__(self, host: Host, workdir: Path, name: str) -> None:
@@ -197,7 +197,7 @@ def _ocfpy_sequential(ini: Iked, name: str, count: int) -> list[float]:
 def _ocfpy_burst(ini: Iked, names: list[str], count_on: Callable[[], int],
                  timeout: float) -> tuple[int, float]:
     """Initiate one IKE_SA per name without waiting; (established, seconds)."""
-    from ..ike.control import ControlClient
+    from ocfpy.iked.control import ControlClient
 
     base = count_on()
     t0 = time.perf_counter()

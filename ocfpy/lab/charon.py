@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .netns import Host
+from ocfpy.lab.netns_pair import Host
 
 log = logging.getLogger(__name__)
 

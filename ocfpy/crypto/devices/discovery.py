@@ -32,10 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalogue import all_transforms
-from .catalogue import get as get_transform
-from .kernel import proc_crypto
-from .kernel.proc_crypto import CryptoAlg
+from ..catalogue import all_transforms
+from ..catalogue import get as get_transform
+from . import proc_crypto
+from .proc_crypto import CryptoAlg
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ def _uname() -> str:
 # --------------------------------------------------------------------------------------------
 # /proc/crypto
 # --------------------------------------------------------------------------------------------
-# The parser is shared with the af_alg backend (ocfpy.kernel.proc_crypto); this module only
+# The parser is shared with the af_alg backend (ocfpy.crypto.devices.proc_crypto); this module only
 # reads the fields it needs.
 
 

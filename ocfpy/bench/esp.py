@@ -2,7 +2,7 @@
 
 Two tunnels between two pairs of network namespaces, both up for the whole benchmark:
 
-- ocfpy: two static-key gateways (:class:`ocfpy.esp.static.StaticTunnel`, the dataplane the
+- ocfpy: two static-key gateways (:class:`ocfpy.lab.static_tunnel.StaticTunnel`, the dataplane the
   IKE daemon installs SAs into), TUN MTU ``mtu``; by default ESP in UDP 4500 like libipsec,
   so both put the same packets on the wire;
 - strongSwan: two charons with kernel-libipsec (ESP over a TUN, UDP-encapsulated because
@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import iperf as iperf3
-from . import strongswan
-from .ike import profile_summary
+from ocfpy.bench import iperf as iperf3
+from ocfpy.bench import strongswan
+from ocfpy.bench.ike import profile_summary
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ def measure(path: Path2, figures: Figures, seconds: float, mtu: int) -> int:
 @contextlib.contextmanager
 def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, crypto_backend: str,
                  prefix: str, profile_dir: str | None, workdir: Path) -> Iterator[tuple[Any, Path2]]:
-    from ..esp.static import StaticTunnel
-    from ..netlab import Lab
+    from ocfpy.lab.netlab import Lab
+    from ocfpy.lab.static_tunnel import StaticTunnel
 
     saved = os.environ.get("OCFPY_ESP_PROFILE")
     if profile_dir:
@@ -155,7 +155,7 @@ def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, cr
 def libipsec_tunnel(*, esp: str, mtu: int, prefix: str, workdir: Path
                     ) -> Iterator[tuple[strongswan.Charon, Path2, dict[str, Any]]]:
     """Two charons with kernel-libipsec, one CHILD_SA between their inner hosts."""
-    from .netns import NetnsPair
+    from ocfpy.lab.netns_pair import NetnsPair
 
     settings = {"plugins": {"kernel-libipsec": {"mtu": mtu}}}
     proposal = "aes128gcm16-prfsha256-x25519"
@@ -268,7 +268,7 @@ def compare(ours: Figures, theirs: Figures | None) -> tuple[dict[str, float], di
 
 def unavailable_reason() -> str | None:
     """Why ocfpy's side cannot run here (root, TUN, iperf3), or None."""
-    from ..netlab import can_build_lab
+    from ocfpy.lab.netlab import can_build_lab
 
     why = can_build_lab()
     if why:

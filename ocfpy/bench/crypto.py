@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
-from ..catalogue import Primitive, Transform
-from ..catalogue import get as get_transform
-from ..dispatcher import Dispatcher
+from ocfpy.crypto.catalogue import Primitive, Transform
+from ocfpy.crypto.catalogue import get as get_transform
+from ocfpy.crypto.dispatcher import Dispatcher
 
 DEFAULT_ALGORITHMS = [
     "aes128gcm16", "aes256gcm16", "chacha20poly1305", "aes256", "aes128ctr",

@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..esp.dataplane.base import Dataplane
-from .config import IkeConfig
-from .control import CommandError, ControlServer
-from .errors import IkeUsageError
+from ocfpy.esp.dataplane.base import Dataplane
+from ocfpy.ike.config import IkeConfig
+from ocfpy.ike.errors import IkeUsageError
+from ocfpy.iked.control import CommandError, ControlServer
 
 log = logging.getLogger(__name__)
 
@@ -567,7 +567,7 @@ def notify_name(notify: int | None) -> str | None:
     if notify is None:
         return None
     try:
-        from .constants import NotifyType
+        from ocfpy.ike.constants import NotifyType
 
         return NotifyType(notify).name
     except (ImportError, ValueError):
@@ -600,7 +600,7 @@ def _route_source(remote_ip: str, family: int) -> str:
 def select_dataplane(name: str, dispatcher: Any = None, config: IkeConfig | None = None) -> Dataplane:
     """The dataplane named in the config or on the command line (ocfpy.esp.dataplane.select
     decides; ``none`` must be asked for, ``auto`` logs which it took and why)."""
-    from ..esp.dataplane.select import DataplaneUnavailable, choose_dataplane
+    from ocfpy.esp.dataplane.select import DataplaneUnavailable, choose_dataplane
 
     try:
         return choose_dataplane(name, dispatcher, config)

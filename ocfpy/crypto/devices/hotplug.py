@@ -13,7 +13,7 @@ buses. Two things use it:
   active, so new sessions land on the new device.
 
 `HotplugMonitor.handle(event)` is where the monitor thread delivers events; tests and tools
-can deliver recorded ones there too (the same seam as ocfpy.discovery's device records).
+can deliver recorded ones there too (the same seam as ocfpy.crypto.devices.discovery's device records).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from . import discovery
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ..registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +225,8 @@ class Attachment:
 
     def rescan(self) -> list[str]:
         """Run the hot-pluggable factories; add what is not active yet. Returns new names."""
-        from .driver import Driver
-        from .registry import Status
+        from ..driver import Driver
+        from ..registry import Status
 
         new: list[str] = []
         with self._lock:

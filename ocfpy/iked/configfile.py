@@ -3,7 +3,7 @@
 The format mirrors swanctl.conf (connections, children, secrets) in TOML; docs/configuration.md
 describes every key. Every value is checked here, once, so that the daemon never starts on a
 file it misunderstood: an unknown key names the nearest known one, an algorithm keyword is
-looked up in `ocfpy.catalogue`, addresses and traffic selectors are parsed. Every error names
+looked up in `ocfpy.crypto.catalogue`, addresses and traffic selectors are parsed. Every error names
 the file, the line, the dotted key and the reason::
 
     home.conf:12: connections.home.proposals: unknown algorithm 'aes129' ...
@@ -26,9 +26,9 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import OcfError
-from .config import ConfigValueError
-from .proposals import ProposalSyntaxError, check_proposal_strings
+from ocfpy.crypto.errors import OcfError
+from ocfpy.ike.config import ConfigValueError
+from ocfpy.ike.proposals import ProposalSyntaxError, check_proposal_strings
 
 Key = tuple[str, ...]
 
@@ -561,7 +561,7 @@ def _expand_default(proposals: list[str], defaults: list[str]) -> list[str]:
 
 
 def _build(loader: _Loader, checked: dict[str, Any]):
-    from . import config as cfg
+    from ocfpy.ike import config as cfg
 
     daemon = _make(cfg.DaemonOptions, ("daemon",), loader, **checked.get("daemon", {}))
     connections = {}

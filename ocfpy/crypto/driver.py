@@ -1,0 +1,216 @@
+"""The driver contract: what every backend (plugin, accelerator, third party) implements.
+
+A driver is found through the ``ocfpy.drivers`` entry point group. The entry point names a
+*factory*: a callable taking no arguments that returns one `Driver` or an iterable of them
+(an accelerator plugin returns one driver per detected device, or none).
+
+The contract is a capability query plus a factory (pyca/cryptography's old backend
+interfaces, without the method explosion): ``offers()`` says what the driver can do,
+``new_context(transform, key)`` makes the object that does it. Growth goes into the catalogue,
+not into new driver methods.
+
+Contexts are the hazardous layer: consumers never see them, they use `ocfpy.crypto.session`.
+A context raises `DriverFailure` when the driver itself failed (the dispatcher then migrates
+the session), `AuthenticationError` / `InvalidPublicValue` / `InvalidInput` for bad input.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from .catalogue import Primitive, Transform
+
+
+class DriverKind(IntEnum):
+    """Selection preference: higher wins (FreeBSD's probe scores, in three classes)."""
+
+    SOFTWARE = 1
+    ACCELERATED = 2  # software using CPU acceleration outside the interpreter (kernel, vendor lib)
+    HARDWARE = 3
+
+    def __str__(self) -> str:
+        return {1: "software", 2: "accelerated", 3: "hardware"}[self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One algorithm a driver offers, with where it runs (for `ocfpy drivers`)."""
+
+    keyword: str
+    implementation: str = ""  # e.g. "generic-gcm-aesni (priority 800)"
+
+
+@dataclass
+class DeviceInfo:
+    """The device behind a hardware driver (filled in by drivers/ from pyudev)."""
+
+    sys_path: str
+    pci_id: str = ""
+    kernel_driver: str = ""
+    description: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Context(ABC):
+    """One keyed instance of one transform on one driver."""
+
+    transform: Transform
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release driver resources (sockets, device handles)."""
+
+
+class AeadContext(Context):
+    """AEAD with IKE/ESP keying: key = cipher key || salt, nonce = salt || 8-byte IV."""
+
+    @abstractmethod
+    def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """Return ciphertext || ICV."""
+
+    def one_shot(self) -> tuple[Callable[[bytes, bytes, bytes], bytes],
+                                Callable[[bytes, bytes, bytes], bytes], bytes] | None:
+        """(encrypt(nonce, pt, aad), decrypt(nonce, ct, aad), salt) if seal() and open() are
+        exactly those calls with nonce = salt + iv for an 8-byte IV, with no driver state that can
+        fail on its own (a software call). The session then calls them directly and falls back
+        to seal()/open() for anything they raise. Devices that can fail return None, so that
+        every operation goes through seal()/open() and can migrate."""
+        return None
+
+    @abstractmethod
+    def open(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        """Verify and decrypt ciphertext || ICV; raise AuthenticationError on a bad tag."""
+
+    def seal_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes]:
+        seal = self.seal
+        return [seal(iv, pt, aad) for iv, pt, aad in items]
+
+    def open_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes | None]:
+        """Like open() per item; a failed tag yields None for that item, not an exception."""
+        from .errors import AuthenticationError
+
+        out: list[bytes | None] = []
+        for iv, ct, aad in items:
+            try:
+                out.append(self.open(iv, ct, aad))
+            except AuthenticationError:
+                out.append(None)
+        return out
+
+
+class CipherContext(Context):
+    """Unauthenticated cipher (AES-CBC, AES-CTR). CTR keys carry the 4-byte RFC 3686 nonce."""
+
+    @abstractmethod
+    def encrypt(self, iv: bytes, data: bytes) -> bytes: ...
+
+    @abstractmethod
+    def decrypt(self, iv: bytes, data: bytes) -> bytes: ...
+
+    def encrypt_batch(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        enc = self.encrypt
+        return [enc(iv, d) for iv, d in items]
+
+    def decrypt_batch(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+        dec = self.decrypt
+        return [dec(iv, d) for iv, d in items]
+
+
+class MacContext(Context):
+    """Integrity transform: a keyed MAC truncated to the transform's ICV size."""
+
+    @abstractmethod
+    def compute(self, data: bytes) -> bytes:
+        """The truncated ICV."""
+
+    def verify(self, data: bytes, icv: bytes) -> None:
+        import hmac
+
+        from .errors import AuthenticationError
+
+        if not hmac.compare_digest(self.compute(data), icv):
+            raise AuthenticationError(f"{self.transform.keyword}: ICV mismatch")
+
+    def compute_batch(self, items: Sequence[bytes]) -> list[bytes]:
+        compute = self.compute
+        return [compute(d) for d in items]
+
+
+class PrfContext(Context):
+    """A keyed PRF (RFC 7296 section 2.13). prf+ lives in the session, built on prf()."""
+
+    @abstractmethod
+    def prf(self, data: bytes) -> bytes: ...
+
+
+class KeyExchangeContext(Context):
+    """One side of one key exchange. The key given to new_context, if any, is the private value."""
+
+    @abstractmethod
+    def public_value(self) -> bytes:
+        """Our public value in KE payload encoding (RFC 7296 3.4, RFC 5903 7, RFC 8031 2)."""
+
+    @abstractmethod
+    def shared_secret(self, peer_public: bytes) -> bytes:
+        """Validate the peer's value (RFC 6989) and return the shared secret g^ir."""
+
+    def private_value(self) -> bytes | None:
+        """The private value, so the dispatcher can move this exchange to another driver.
+
+        Return None where it cannot leave the device; such a session cannot migrate once its
+        public value was sent.
+        """
+        return None
+
+
+class HashContext(Context):
+    @abstractmethod
+    def digest(self, data: bytes) -> bytes: ...
+
+
+CONTEXT_CLASS: dict[Primitive, type[Context]] = {
+    Primitive.AEAD: AeadContext,
+    Primitive.CIPHER: CipherContext,
+    Primitive.INTEG: MacContext,
+    Primitive.PRF: PrfContext,
+    Primitive.KE: KeyExchangeContext,
+    Primitive.HASH: HashContext,
+}
+
+
+class Driver(ABC):
+    """A crypto driver. Subclass it, set name/kind/description, implement the three methods."""
+
+    name: str = ""
+    kind: DriverKind = DriverKind.SOFTWARE
+    # Within a kind, the higher priority wins (FreeBSD's probe score inside its class): e.g.
+    # OpenSSL in-process beats the kernel's CPU implementations behind two system calls.
+    priority: int = 0
+    description: str = ""
+    device: DeviceInfo | None = None
+
+    def probe(self) -> None:  # noqa: B027 - optional hook
+        """Check that the driver can run here; raise DriverUnavailable(reason) if not."""
+
+    @abstractmethod
+    def offers(self) -> Iterable[Offer]:
+        """The algorithms this driver claims. Each is known-answer tested before admission."""
+
+    @abstractmethod
+    def new_context(self, transform: Transform, key: bytes | None) -> Context:
+        """A context for one transform. Raise Unsupported if the transform is not offered."""
+
+    def random(self, n: int) -> bytes | None:
+        """Random bytes from this driver's source, or None to leave it to the framework."""
+        return None
+
+    def watch(self, on_gone: Callable[[str], None]) -> None:  # noqa: B027 - optional hook
+        """Call on_gone(reason) when the driver's device disappears (hot-unplug)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release global resources."""
+
+
+DriverFactory = Callable[[], "Driver | Iterable[Driver]"]
