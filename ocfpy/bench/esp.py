@@ -31,6 +31,7 @@ from typing import Any
 from ocfpy.bench import iperf as iperf3
 from ocfpy.bench import strongswan
 from ocfpy.bench.ike import profile_summary
+from ocfpy.crypto.errors import OcfError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ IP_UDP_HEADERS = 28  # an IPv4 + UDP header: iperf3's -l is the UDP payload
 Step = Callable[[str], None]
 
 
-class EspBenchError(RuntimeError):
+class EspBenchError(OcfError, RuntimeError):
     """A measurement failed (the message says which and why)."""
 
 

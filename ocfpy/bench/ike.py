@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ocfpy.bench import strongswan
+from ocfpy.crypto.errors import OcfError
 from ocfpy.lab.iked_runner import IkedRunner
 from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
 from ocfpy.lab.netns_pair import Host, NetnsPair
@@ -46,7 +47,7 @@ BATCH = 500  # initiations per burst while filling the memory test (a bounded ha
 Step = Callable[[str], None]
 
 
-class IkeBenchError(RuntimeError):
+class IkeBenchError(OcfError, RuntimeError):
     """A pairing failed in a way that makes its figure meaningless (the message says why)."""
 
 

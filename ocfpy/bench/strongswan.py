@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ocfpy.bench import iperf as iperf3
+from ocfpy.crypto.errors import OcfError
 from ocfpy.lab.charon import Charon, child, decode, psk_connection, unavailable_reason
 from ocfpy.lab.netns_pair import NetnsPair
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 PSK = "ocfpy-bench-psk-not-secret"
 
 
-class BenchmarkUnavailable(RuntimeError):
+class BenchmarkUnavailable(OcfError, RuntimeError):
     """The benchmark cannot run on this machine (the message says what is missing)."""
 
 

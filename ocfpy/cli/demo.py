@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ocfpy.crypto.errors import OcfError
+
 OUTER = ("10.98.0.1", "10.98.0.2")
 INNER_NETS = ("10.198.1.0/24", "10.198.2.0/24")
 INNER_HOSTS = ("10.198.1.1", "10.198.2.1")
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.get("ok") else 1
 
 
-class DemoError(RuntimeError):
+class DemoError(OcfError, RuntimeError):
     pass
 
 

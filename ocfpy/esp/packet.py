@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from ocfpy.crypto.catalogue import Primitive, Transform
 from ocfpy.crypto.catalogue import get as get_transform
-from ocfpy.crypto.errors import AuthenticationError, InvalidInput, InvalidKey
+from ocfpy.crypto.errors import AuthenticationError, InvalidInput, InvalidKey, OcfError
 
 if TYPE_CHECKING:
     from ocfpy.crypto.dispatcher import Dispatcher
@@ -238,7 +238,7 @@ class EspCrypto:
         return result
 
 
-class EspDropped(Exception):
+class EspDropped(OcfError):
     def __init__(self, reason: Drop):
         self.reason = reason
         super().__init__(f"ESP packet dropped: {reason.value}")

@@ -7,6 +7,7 @@ import logging
 import os
 import struct
 
+from ocfpy.crypto.errors import OcfError
 from ocfpy.esp.netlink import outside_loop
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ TUN_F_TSO6 = 0x04
 VNET_HDR_LEN = 10  # struct virtio_net_hdr (no num_buffers)
 
 
-class TunError(OSError):
+class TunError(OcfError, OSError):
     pass
 
 

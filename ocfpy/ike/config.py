@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ocfpy.crypto.errors import OcfError
 from ocfpy.ike.proposals import ProposalSyntaxError, check_proposal_strings
 
 # strongSwan 5.9 defaults, restricted to what ocfpy implements (no camellia, no 3des).
@@ -31,7 +32,7 @@ START_ACTIONS = ("none", "start", "trap")
 MODES = ("tunnel", "transport")
 
 
-class ConfigValueError(ValueError):
+class ConfigValueError(OcfError, ValueError):
     """A bad value: ``key`` is its dotted path inside the object that rejected it."""
 
     def __init__(self, key: str, reason: str):

@@ -3,10 +3,11 @@ IkeEngine.receive_datagram) turns it into the right Notify or a counted drop."""
 
 from __future__ import annotations
 
+from ocfpy.crypto.errors import OcfError
 from ocfpy.ike.constants import NotifyType, notify_name
 
 
-class IkeError(Exception):
+class IkeError(OcfError):
     """Base of IKE errors."""
 
 

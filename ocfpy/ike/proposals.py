@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ocfpy.crypto import catalogue
 from ocfpy.crypto.catalogue import Primitive, Transform, TransformType
-from ocfpy.crypto.errors import UnknownAlgorithm
+from ocfpy.crypto.errors import OcfError, UnknownAlgorithm
 
 PROTO_IKE = 1
 PROTO_AH = 2
@@ -38,7 +38,7 @@ TYPE_NAMES = {
 }
 
 
-class ProposalSyntaxError(ValueError):
+class ProposalSyntaxError(OcfError, ValueError):
     """A proposal string that does not parse; the message says which keyword and why."""
 
 

@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ocfpy.crypto.errors import OcfError
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024  # a request is a few hundred bytes; refuse anything absurd
@@ -37,7 +39,7 @@ DEFAULT_PATH = "/run/ocfpy/iked.sock"
 Handler = Callable[[dict[str, Any]], Any | Awaitable[Any]]
 
 
-class ControlError(Exception):
+class ControlError(OcfError):
     """A request the daemon refused, or a daemon that could not be reached. The message says why."""
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ocfpy.crypto.errors import OcfError
 from ocfpy.esp.dataplane.base import Dataplane
 from ocfpy.ike.config import IkeConfig
 from ocfpy.ike.errors import IkeUsageError
@@ -65,7 +66,7 @@ class Endpoint:
         return ipaddress.ip_address(self.address).is_unspecified
 
 
-class DaemonError(Exception):
+class DaemonError(OcfError):
     """The daemon cannot start (port in use, nothing to listen on...); the message says why."""
 
 

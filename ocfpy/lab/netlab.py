@@ -30,13 +30,15 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ocfpy.crypto.errors import OcfError
+
 log = logging.getLogger(__name__)
 
 IFNAMSIZ = 15  # Linux interface names: at most 15 characters
 NETNS_DIR = "/run/netns"
 
 
-class LabError(RuntimeError):
+class LabError(OcfError, RuntimeError):
     """The lab could not be built; the message says which step failed and why."""
 
 

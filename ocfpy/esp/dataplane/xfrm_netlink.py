@@ -20,6 +20,8 @@ import os
 import socket
 import struct
 
+from ocfpy.crypto.errors import OcfError
+
 NETLINK_ROUTE = 0
 NETLINK_XFRM = 6
 SOL_NETLINK = 270
@@ -35,7 +37,7 @@ _HDR = struct.Struct("=IHHII")
 _seq = itertools.count(int.from_bytes(os.urandom(2), "big") << 8)
 
 
-class NetlinkError(OSError):
+class NetlinkError(OcfError, OSError):
     """The kernel refused a request: errno plus, where the kernel gave one, its message."""
 
     def __init__(self, code: int, kernel_message: str = "", request: str = ""):
