@@ -102,3 +102,20 @@ def test_the_public_api_names_resolve() -> None:
 
     for name in api.__all__:
         assert getattr(api, name).__name__ == name
+
+
+def test_the_architecture_doc_lists_every_layer_the_linter_checks() -> None:
+    """docs/architecture.md's layer table, the folders under ocfpy/ and import-linter's layers
+    contract name the same packages: a new layer cannot appear in one and not the others."""
+    import re
+    import tomllib
+
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    table = doc[doc.index("| layer | package |"):]
+    table = table[:table.index("\n\n")]
+    documented = set(re.findall(r"^\| [^|]+ \| `ocfpy/(\w+)/`", table, re.M))
+    folders = {p.parent.name for p in (ROOT / "ocfpy").glob("*/__init__.py")}
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["id"] == "layers")["layers"]
+    linted = {name.removeprefix("ocfpy.") for name in layers}
+    assert documented == folders == linted, (documented, folders, linted)
