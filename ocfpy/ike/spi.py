@@ -41,3 +41,7 @@ class SpiAllocator:
 
     def child_in_use(self, spi: bytes) -> bool:
         return spi in self._child
+
+    @property
+    def children_held(self) -> frozenset[bytes]:
+        return frozenset(self._child)
