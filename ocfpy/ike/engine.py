@@ -33,7 +33,7 @@ from ocfpy.ike.codec.message import Message, encode
 from ocfpy.ike.codec.payloads import NotifyPayload
 from ocfpy.ike.config import ChildConfig, Connection, IkeConfig
 from ocfpy.ike.connections import Connections
-from ocfpy.ike.constants import ExchangeType, HeaderFlag, NotifyType, PayloadType, notify_name
+from ocfpy.ike.constants import ExchangeType, HeaderFlag, NotifyType, PayloadType
 from ocfpy.ike.context import IkeContext, Outbox
 from ocfpy.ike.cookies import Cookies
 from ocfpy.ike.credentials import Credentials
@@ -425,4 +425,4 @@ def _unspecified(ip: str) -> bool:
         return False
 
 
-__all__ = ["IkeEngine", "notify_name"]
+__all__ = ["IkeEngine"]

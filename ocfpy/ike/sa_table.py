@@ -82,9 +82,6 @@ class SaTable:
         """Every SA, as a snapshot: callers close SAs while they iterate."""
         return iter(list(self._by_id.values()))
 
-    def __len__(self) -> int:
-        return len(self._by_id)
-
     # -- timers --------------------------------------------------------------------------------
     def touch(self, sa: IkeSa) -> None:
         """``sa``'s next deadline may have changed."""
