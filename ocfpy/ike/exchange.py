@@ -96,6 +96,10 @@ class TaskManager:
         n = 0
         while n < len(self.queue) and self.queue[n].exchange == exchange:
             n += 1
+        if exchange == ExchangeType.CREATE_CHILD_SA:
+            # one SA per CREATE_CHILD_SA exchange (RFC 7296 1.3); IKE_AUTH shares its message
+            # with the first CHILD_SA and INFORMATIONAL carries several Deletes (1.4.1)
+            n = 1
         self.active, self.queue = self.queue[:n], self.queue[n:]
         self._send_request(sa, now)
 

@@ -582,3 +582,17 @@ def test_esp_the_backend_cannot_serve_is_not_offered(dispatcher):
     assert not pair.of_type("i", ChildSaEstablished) and not pair.of_type("r", ChildSaEstablished)
     (fail,) = pair.of_type("i", NegotiationFailed)
     assert "chacha20poly1305" in fail.explanation and "any active driver" in fail.explanation
+
+
+def test_queued_child_sas_get_one_create_child_sa_exchange_each(initiator_and_responder):
+    """Three CHILD_SAs asked for while an exchange is in flight: each gets its own
+    CREATE_CHILD_SA (RFC 7296 1.3), never two SA payloads in one request."""
+    pair = initiator_and_responder()
+    pair.establish()
+    (sa,) = pair.i.sas
+    for _ in range(3):
+        pair.i.initiate_child(sa.id, "net", pair.now)
+    pair.run()
+    assert len(pair.of_type("i", ChildSaEstablished)) == 4
+    assert len(pair.of_type("r", ChildSaEstablished)) == 4
+    assert not pair.of_type("i", NegotiationFailed) and not pair.of_type("r", NegotiationFailed)
