@@ -254,17 +254,3 @@ class IkeConfig:
             if conn.name != name:
                 raise ConfigValueError(f"connections.{name}", f"connection named {conn.name!r} "
                                        f"filed under {name!r}")
-
-    def psk_for(self, local_id: str | None, remote_id: str | None) -> bytes | None:
-        """The best PSK for this pair of identities (strongSwan's shared key matching: a secret
-        naming both IDs beats one naming one, which beats one naming none)."""
-        best: tuple[int, bytes] | None = None
-        for s in self.secrets:
-            ids = {i.lower() for i in s.ids}
-            if ids and not ({(local_id or "").lower(), (remote_id or "").lower()} & ids):
-                continue
-            score = (local_id or "").lower() in ids
-            score += (remote_id or "").lower() in ids
-            if best is None or score > best[0]:
-                best = (score, bytes(s.secret))
-        return best[1] if best else None

@@ -120,10 +120,6 @@ class NotifyType(IntEnum):
     SIGNATURE_HASH_ALGORITHMS = 16431
     CHILDLESS_IKEV2_SUPPORTED = 16418
 
-    @property
-    def is_error(self) -> bool:
-        return self.value < 16384
-
 
 def notify_name(value: int) -> str:
     try:

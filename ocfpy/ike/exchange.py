@@ -5,6 +5,7 @@ and give-up, answering retransmitted requests from a cache, and running tasks pe
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ocfpy.ike.codec.message import Message, _xname, encode
@@ -37,6 +38,15 @@ def responder_tasks(exchange: int) -> list[Task] | None:
     if exchange == ExchangeType.INFORMATIONAL:
         return [Informational()]
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """A request went unanswered after every retransmit. ``pending``: the tasks it carried
+    and those queued behind it (a new attempt takes their CHILD_SAs along)."""
+
+    tries: int
+    pending: list[Task]
 
 
 class Outstanding:
@@ -72,6 +82,12 @@ class TaskManager:
     def queue_task(self, task: Task) -> None:
         self.queue.append(task)
 
+    def abort(self, sa: IkeSa) -> None:
+        """The SA is closing: no task will complete; each gives back what it holds."""
+        tasks, self.active, self.queue = self.active + self.queue, [], []
+        for t in tasks:
+            t.abort(sa)
+
     # -- as initiator of exchanges --------------------------------------------------------
     def initiate(self, sa: IkeSa, now: float) -> None:
         if self.active or not self.queue or sa.is_closed:
@@ -80,6 +96,10 @@ class TaskManager:
         n = 0
         while n < len(self.queue) and self.queue[n].exchange == exchange:
             n += 1
+        if exchange == ExchangeType.CREATE_CHILD_SA:
+            # one SA per CREATE_CHILD_SA exchange (RFC 7296 1.3); IKE_AUTH shares its message
+            # with the first CHILD_SA and INFORMATIONAL carries several Deletes (1.4.1)
+            n = 1
         self.active, self.queue = self.queue[:n], self.queue[n:]
         self._send_request(sa, now)
 
@@ -90,8 +110,8 @@ class TaskManager:
             for t in self.active:
                 t.build_i(sa, msg)
         except IkeProtocolError as exc:
+            sa.fail(exc.notify, exc.reason)  # closing the SA aborts the tasks built so far
             self.active = []
-            sa.fail(exc.notify, exc.reason)
             return
         if exchange == ExchangeType.IKE_SA_INIT:
             raw = encode(msg)
@@ -106,7 +126,7 @@ class TaskManager:
     def on_response(self, sa: IkeSa, msg: Message, now: float) -> None:
         out = self.out
         if out is None or msg.message_id != out.mid or msg.exchange != out.exchange:
-            sa.engine.count("dropped_unexpected_response")
+            sa.ctx.out.count("dropped_unexpected_response")
             return
         try:
             if msg.exchange == ExchangeType.IKE_SA_INIT:
@@ -114,11 +134,11 @@ class TaskManager:
             else:
                 msg.decrypt(sa.crypto)  # type: ignore[arg-type]
         except IntegrityCheckFailed:
-            sa.engine.count("dropped_integrity")
+            sa.ctx.out.count("dropped_integrity")
             return
         except DecodeError as exc:
             log.info("%s: malformed response dropped: %s", sa.name, exc)
-            sa.engine.count("dropped_malformed")
+            sa.ctx.out.count("dropped_malformed")
             return
         if msg.exchange == ExchangeType.IKE_SA_INIT:
             sa.init_response = msg.raw
@@ -127,13 +147,12 @@ class TaskManager:
         need_more = False
         for t in self.active:
             st = t.process_i(sa, msg)
-            if st is Status.FAILED:
-                break
+            if sa.is_closed:
+                # the IKE SA failed or was deleted: the exchange's other tasks are moot (closing
+                # aborted them). A FAILED CHILD_SA task leaves the IKE SA and its peers be.
+                return
             if st is Status.NEED_MORE:
                 need_more = True
-        if sa.is_closed:
-            self.active = []
-            return
         if need_more:
             self._send_request(sa, now)  # same message ID (COOKIE / INVALID_KE retry)
             return
@@ -141,35 +160,40 @@ class TaskManager:
         self.my_mid += 1
         self.initiate(sa, now)
 
-    def on_timer(self, sa: IkeSa, now: float) -> None:
+    def on_timer(self, sa: IkeSa, now: float) -> GiveUp | None:
+        """Retransmit the outstanding request when due (RFC 7296 2.1); once the tries are
+        used up, drop it and say so: what follows (retry, or the SA's end) is not this
+        class's decision."""
         out = self.out
         if out is None or now < out.deadline:
-            return
+            return None
         rt = sa.conn.retransmit
         if out.tries < rt.tries:
             out.tries += 1
             out.deadline = now + rt.timeout * rt.base ** out.tries
-            sa.engine.count("retransmits")
+            sa.ctx.out.count("retransmits")
             log.debug("%s: retransmit %d of message %d", sa.name, out.tries, out.mid)
             sa.send(out.raw, out.local, out.remote, now)
-            return
+            return None
         pending = self.active + self.queue
+        for t in pending:
+            t.abort(sa)
         self.out = None
         self.active = []
-        sa.gave_up(out.tries, now, pending)
+        return GiveUp(out.tries, pending)
 
     # -- as responder ---------------------------------------------------------------------
     def on_request(self, sa: IkeSa, msg: Message, local: Addr, remote: Addr, now: float) -> None:
         h = hash(msg.raw)
         if msg.message_id == self.peer_mid - 1 and self.last_resp is not None:
             if h == self.last_req_hash:
-                sa.engine.count("retransmits_answered")
+                sa.ctx.out.count("retransmits_answered")
                 sa.send(self.last_resp, local, remote, now)
             else:
-                sa.engine.count("dropped_invalid_mid")
+                sa.ctx.out.count("dropped_invalid_mid")
             return
         if msg.message_id != self.peer_mid:
-            sa.engine.count("dropped_invalid_mid")
+            sa.ctx.out.count("dropped_invalid_mid")
             return
         encrypted = msg.exchange != ExchangeType.IKE_SA_INIT
         resp = Message(sa.spi_i, sa.spi_r, msg.exchange, msg.message_id, True, sa.initiator)
@@ -183,10 +207,10 @@ class TaskManager:
             else:
                 msg.check_plain()
         except IntegrityCheckFailed:
-            sa.engine.count("dropped_integrity")
+            sa.ctx.out.count("dropped_integrity")
             return
         except DecodeError as exc:
-            sa.engine.count("dropped_malformed")
+            sa.ctx.out.count("dropped_malformed")
             if not encrypted or sa.crypto is None:
                 return  # nothing authenticated it: answering would help a spoofer
             error = exc
@@ -198,7 +222,7 @@ class TaskManager:
         tasks = responder_tasks(msg.exchange) if error is None else []
         if error is None and (msg.exchange not in REQUESTS_ALLOWED[sa.state] or
                               (sa.initiator and msg.exchange == ExchangeType.IKE_AUTH)):
-            sa.engine.count("dropped_wrong_state")
+            sa.ctx.out.count("dropped_wrong_state")
             error = IkeProtocolError(NotifyType.INVALID_SYNTAX,
                                      f"{_xname(msg.exchange)} request in state "
                                      f"{sa.state.value}")
@@ -213,6 +237,8 @@ class TaskManager:
             except IkeProtocolError as exc:
                 error = exc
         if error is not None:
+            for t in tasks or []:
+                t.abort(sa)  # refused: nothing a task took for this request stays held
             resp.payloads = [NotifyPayload(error.notify, error.data)]
             if not encrypted:  # RFC 7296 2.6 / 1.2: HDR(SPIi, 0) for a refused IKE_SA_INIT
                 resp.spi_r = bytes(8)

@@ -1,5 +1,6 @@
 """One IKE SA and its CHILD_SAs: the state the tasks work on. Sans-I/O: ``now`` comes in with
-every call, datagrams and events go out through the engine.
+every call; datagrams and events go out through the IkeContext's outbox. An SA reaches nothing
+of the engine's but that context (proposals, PSKs, SPIs, the SA table, randomness).
 
 Once established, an IKE SA keeps only what it needs later (SK_d, the SK crypto sessions, the
 children): INIT messages, nonces, the DH session and SK_p* are dropped (memory per SA is a
@@ -23,17 +24,18 @@ from ocfpy.ike.errors import IkeProtocolError
 from ocfpy.ike.events import (
     ChildSaClosed,
     ChildSaEstablished,
+    IkeSaClosed,
     IkeSaEstablished,
     SendKeepalive,
 )
-from ocfpy.ike.exchange import TaskManager
+from ocfpy.ike.exchange import GiveUp, TaskManager
 from ocfpy.ike.identity import Identity
 from ocfpy.ike.proposals import Proposal, accepts
 from ocfpy.ike.state import IkeState, next_state
 from ocfpy.ike.tasks.base import Status
 
 if TYPE_CHECKING:
-    from ocfpy.ike.engine import IkeEngine
+    from ocfpy.ike.context import IkeContext
     from ocfpy.ike.events import Addr
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ class ChildSa:
 
 class IkeSa:
     __slots__ = (
-        "engine", "id", "conn", "initiator", "state", "spi_i", "spi_r", "local", "remote",
+        "ctx", "id", "conn", "initiator", "state", "spi_i", "spi_r", "local", "remote",
         "tasks", "proposal", "encr", "integ", "prf", "ke_transform", "ke", "ni", "nr",
         "init_request", "init_response", "keys", "crypto", "local_id", "remote_id", "children",
         "nat_local", "nat_remote", "last_in", "last_out", "created", "deadline",
@@ -75,9 +77,9 @@ class IkeSa:
         "source_guessed", "peer_rekey", "kdf_drivers",
     )
 
-    def __init__(self, engine: IkeEngine, sa_id: int, conn: Connection, initiator: bool,
+    def __init__(self, ctx: IkeContext, sa_id: int, conn: Connection, initiator: bool,
                  local: Addr, remote: Addr, now: float):
-        self.engine = engine
+        self.ctx = ctx
         self.id = sa_id
         self.conn = conn
         self.initiator = initiator
@@ -126,10 +128,12 @@ class IkeSa:
 
     @property
     def dispatcher(self):
-        return self.engine.dispatcher
+        return self.ctx.dispatcher
 
-    def random(self, n: int) -> bytes:
-        return self.engine.random(n)
+    @property
+    def our_spi(self) -> bytes:
+        """The SPI we chose, by which the peer's messages find this SA (RFC 7296 2.6)."""
+        return self.spi_i if self.initiator else self.spi_r
 
     @property
     def is_established(self) -> bool:
@@ -148,7 +152,7 @@ class IkeSa:
 
     def send(self, raw: bytes, local: Addr, remote: Addr, now: float) -> None:
         self.last_out = now
-        self.engine.send(raw, local, remote)
+        self.ctx.out.send(raw, local, remote)
 
     def heard_from_peer(self, now: float) -> None:
         self.last_in = now
@@ -156,14 +160,14 @@ class IkeSa:
     # -- proposals ---------------------------------------------------------------------------
     @property
     def ike_proposals(self) -> list[Proposal]:
-        return self.engine.ike_proposals(self.conn)[0]
+        return self.ctx.connections.ike_proposals(self.conn)[0]
 
     @property
     def dropped_ike(self) -> list[str]:
-        return self.engine.ike_proposals(self.conn)[1]
+        return self.ctx.connections.ike_proposals(self.conn)[1]
 
     def esp_proposals(self, cfg: ChildConfig, with_ke: bool = False) -> list[Proposal]:
-        return self.engine.esp_proposals(cfg, with_ke)[0]
+        return self.ctx.connections.esp_proposals(cfg, with_ke)[0]
 
     def accepts_ike(self, chosen: Proposal) -> bool:
         return accepts(chosen, self.ike_proposals)
@@ -178,12 +182,12 @@ class IkeSa:
     # -- NAT detection (RFC 7296 2.23) ---------------------------------------------------------
     def _natd_hash(self, spi_i: bytes, spi_r: bytes, addr: Addr) -> bytes:
         ip = _packed(addr[0])
-        return self.engine.sha1(spi_i + spi_r + ip + addr[1].to_bytes(2, "big"))
+        return self.ctx.sha1.digest(spi_i + spi_r + ip + addr[1].to_bytes(2, "big"))
 
     def natd_payloads(self, spi_i: bytes, spi_r: bytes) -> list[NotifyPayload]:
         if self.conn.encap:
             # swanctl encap=yes: a source hash that cannot match makes the peer see a NAT
-            src = self.random(20)
+            src = self.ctx.random(20)
         else:
             src = self._natd_hash(spi_i, spi_r, self.local)
         dst = self._natd_hash(spi_i, spi_r, self.remote)
@@ -203,7 +207,7 @@ class IkeSa:
         if self.natt and self.initiator:
             # float to the NAT-T port for IKE_AUTH on (RFC 7296 2.23, RFC 3948)
             rport = 4500 if self.remote[1] == 500 else self.remote[1]
-            self.local = (self.local[0], self.engine.config.daemon.port_nat_t)
+            self.local = (self.local[0], self.ctx.options.port_nat_t)
             self.remote = (self.remote[0], rport)
         if self.natt:
             log.info("%s: NAT detected (%s); using UDP encapsulation", self.name,
@@ -221,9 +225,9 @@ class IkeSa:
             out, inb = (k.sk_ei, k.sk_ai), (k.sk_er, k.sk_ar)
         else:
             out, inb = (k.sk_er, k.sk_ar), (k.sk_ei, k.sk_ai)
-        self.crypto = SkCrypto(d, self.encr, self.integ, out, inb, self.random)  # type: ignore[arg-type]
+        self.crypto = SkCrypto(d, self.encr, self.integ, out, inb, self.ctx.random)  # type: ignore[arg-type]
 
-    # -- identities and PSK ------------------------------------------------------------------
+    # -- identities --------------------------------------------------------------------------
     def configured_local_id(self) -> Identity:
         if self.conn.local.id is not None:
             return Identity.parse(self.conn.local.id)
@@ -232,11 +236,9 @@ class IkeSa:
     def configured_remote_id(self) -> Identity | None:
         return Identity.parse(self.conn.remote.id) if self.conn.remote.id is not None else None
 
-    def find_psk(self, local: Identity | None, remote: Identity | None) -> bytes | None:
-        return self.engine.find_psk(local, remote)
-
     def choose_connection_by_ids(self, peer: Identity, wanted_local: Identity | None) -> None:
-        conn = self.engine.connection_for_ids(self, peer, wanted_local)
+        conn = self.ctx.connections.for_ids(self.local, self.remote, self.proposal, peer,
+                                            wanted_local)
         if conn is None:
             raise IkeProtocolError(
                 NotifyType.AUTHENTICATION_FAILED,
@@ -248,10 +250,11 @@ class IkeSa:
     def rekey_deadline(self, lifetime: float, now: float) -> float | None:
         """When to rekey something made now: ``lifetime`` minus up to 10% jitter, like
         charon's rand_time, so both ends rarely start at once. Only the IKE SA's initiator
-        rekeys on its own (collisions are not handled yet); 0 means never."""
+        rekeys on its own; the responder answers the peer's rekeys, and simultaneous ones are
+        settled as RFC 7296 2.8.1 says (IkeRekey, ChildRekey). 0 means never."""
         if not lifetime or not self.initiator:
             return None
-        jitter = int.from_bytes(self.random(2), "big") / 65535 * 0.1 * lifetime
+        jitter = int.from_bytes(self.ctx.random(2), "big") / 65535 * 0.1 * lifetime
         return now + lifetime - jitter
 
     # -- outcomes ------------------------------------------------------------------------------
@@ -259,13 +262,14 @@ class IkeSa:
         self.transition("authenticated")
         self.established_at = self.last_in
         self.rekey_at = self.rekey_deadline(self.conn.rekey_time, self.last_in)
-        self.engine.on_established(self)
+        self.ctx.out.count("ike_established")
+        self.ctx.table.established(self)
         # what IKE_AUTH needed is no longer needed (memory per SA is a target)
         self.init_request = self.init_response = b""
         if self.ke is not None:
             self.ke.close()
             self.ke = None
-        self.engine.emit(IkeSaEstablished(self.id, self.name))
+        self.ctx.out.emit(IkeSaEstablished(self.id, self.name))
 
     def fail(self, notify: int | None, explanation: str) -> Status:
         """The IKE SA cannot be set up or kept: tell, and close."""
@@ -273,36 +277,36 @@ class IkeSa:
             return Status.FAILED
         log.warning("%s: %s", self.name, explanation)
         if self.established_at is None:
-            self.engine.count("ike_failed")
-        self.engine.record_failure(self.name, notify, explanation)
+            self.ctx.out.count("ike_failed")
+        self.ctx.out.record_failure(self.name, notify, explanation)
         self.close(explanation if notify is None else f"{notify_name(notify)}: {explanation}")
         return Status.FAILED
 
     def child_failed(self, name: str, notify: int | None, explanation: str) -> Status:
-        """A CHILD_SA failed; the IKE SA stays (RFC 7296 2.21.3)."""
+        """A CHILD_SA failed; the IKE SA stays (RFC 7296 2.21.3). The caller has released what
+        the CHILD_SA held (its SPI, its KE session); the task reports FAILED."""
         text = f"CHILD_SA {name}: {explanation}"
         log.warning("%s: %s", self.name, text)
-        self.engine.record_failure(self.name, notify, text)
-        return Status.SUCCESS
+        self.ctx.out.record_failure(self.name, notify, text)
+        return Status.FAILED
 
     def responder_error(self, exchange: int, error: IkeProtocolError) -> None:
         """We answered a request with an error notify; IKE_SA_INIT and IKE_AUTH errors end
         the SA (the peer sees the notify, we explain ours in why())."""
         if error.notify == NotifyType.INVALID_KE_PAYLOAD:
             # an ordinary step of negotiation, not a failure: the initiator retries
-            self.engine.count("invalid_ke_sent")
+            self.ctx.out.count("invalid_ke_sent")
             if exchange == ExchangeType.IKE_SA_INIT:
                 self.close(error.reason)
         elif exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH) and \
                 not self.is_established:
             self.fail(error.notify, error.reason)
 
-    def gave_up(self, tries: int, now: float, pending: list) -> None:
+    def no_answer(self, tries: int) -> None:
+        """The peer did not answer a request: the SA is dead (the engine decided not to
+        retry the negotiation, see IkeEngine._gave_up)."""
         what = "dead peer detection" if self.is_established else "negotiation"
         rt = self.conn.retransmit
-        if self.initiator and not self.is_established and \
-                self.engine.retry_keying(self, now, pending):
-            return
         self.fail(None, f"{self.remote[0]} did not answer ({what}): no response after "
                   f"{tries} retransmits ({rt.timeout:g}s x {rt.base:g}^n)")
 
@@ -322,13 +326,18 @@ class IkeSa:
             return
         for child in list(self.children):
             self.remove_child(child.unique_id, reason)
+        self.tasks.abort(self)
         self.transition("close")
         if self.crypto is not None:
             self.crypto.close()
         if self.ke is not None:
             self.ke.close()
             self.ke = None
-        self.engine.on_closed(self, reason)
+        self.ctx.table.remove(self)
+        if self.established_at is not None:
+            if self.replaced_by is not None:
+                reason = f"rekeyed: replaced by IKE SA {self.replaced_by}"
+            self.ctx.out.emit(IkeSaClosed(self.id, self.name, reason))
 
     # -- CHILD_SAs -----------------------------------------------------------------------------
     def add_child(self, cfg: ChildConfig, chosen: Proposal, spi_in: bytes, spi_out: bytes,
@@ -351,7 +360,7 @@ class IkeSa:
             inbound = SaKeys(int.from_bytes(spi_in, "big"), *i2r)
             outbound = SaKeys(int.from_bytes(spi_out, "big"), *r2i)
             local_ts, remote_ts = ts_r, ts_i
-        uid = self.engine.next_child_id()
+        uid = self.ctx.next_child_id()
         spec = ChildSaSpec(
             name=f"{self.conn.name}/{cfg.name}", unique_id=uid,
             local=_ip(self.local[0]), remote=_ip(self.remote[0]),
@@ -367,7 +376,7 @@ class IkeSa:
         child = ChildSa(uid, cfg, spi_in, spi_out, spec)
         child.rekey_at = self.rekey_deadline(cfg.rekey_time, self.last_in)
         self.children.append(child)
-        self.engine.emit(ChildSaEstablished(self.id, spec))
+        self.ctx.out.emit(ChildSaEstablished(self.id, spec))
         return child
 
     def child_by_id(self, unique_id: int) -> ChildSa | None:
@@ -381,8 +390,8 @@ class IkeSa:
         if child is None:
             return
         self.children.remove(child)
-        self.engine.release_child_spi(child.spi_in)
-        self.engine.emit(ChildSaClosed(self.id, unique_id, reason))
+        self.ctx.spis.release_child(child.spi_in)
+        self.ctx.out.emit(ChildSaClosed(self.id, unique_id, reason))
 
     # -- timers --------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -393,11 +402,11 @@ class IkeSa:
         if out is not None:
             cands.append(out.deadline)
         if self.state is IkeState.CONNECTING and not self.initiator:
-            cands.append(self.created + self.engine.config.daemon.half_open_timeout)
+            cands.append(self.created + self.ctx.options.half_open_timeout)
         if self.state is IkeState.ESTABLISHED:
             if self.conn.dpd_delay and not self.tasks.busy:
                 cands.append(self.last_in + self.conn.dpd_delay)
-            ka = self.engine.config.daemon.keepalive_interval
+            ka = self.ctx.options.keepalive_interval
             if self.nat_local and ka:
                 cands.append(self.last_out + ka)
             if self.rekey_at is not None:
@@ -405,16 +414,21 @@ class IkeSa:
             cands += [c.rekey_at for c in self.children if c.rekey_at is not None]
         return min(cands) if cands else None
 
-    def handle_timer(self, now: float) -> None:
-        self.tasks.on_timer(self, now)
+    def handle_timer(self, now: float) -> GiveUp | None:
+        """Retransmit, expire, probe, rekey, keep NAT mappings alive. A request that ran out
+        of retransmits is not acted on here: it is returned, and the engine decides (retry the
+        negotiation under keyingtries, or let the SA die)."""
+        gave_up = self.tasks.on_timer(self, now)
+        if gave_up is not None:
+            return gave_up
         if self.is_closed:
-            return
+            return None
         if self.state is IkeState.CONNECTING and not self.initiator and \
-                now >= self.created + self.engine.config.daemon.half_open_timeout:
-            self.engine.count("half_open_timeouts")
+                now >= self.created + self.ctx.options.half_open_timeout:
+            self.ctx.out.count("half_open_timeouts")
             self.fail(None, f"half-open IKE SA from {self.remote[0]} timed out: no IKE_AUTH "
                       "followed IKE_SA_INIT")
-            return
+            return None
         if self.state is IkeState.ESTABLISHED:
             if self.conn.dpd_delay and not self.tasks.busy and \
                     now >= self.last_in + self.conn.dpd_delay:
@@ -423,10 +437,11 @@ class IkeSa:
                 self.tasks.queue_task(Dpd())
                 self.tasks.initiate(self, now)
             self._rekey_due(now)
-            ka = self.engine.config.daemon.keepalive_interval
+            ka = self.ctx.options.keepalive_interval
             if self.nat_local and ka and now >= self.last_out + ka:
                 self.last_out = now
-                self.engine.emit(SendKeepalive(self.local, self.remote))
+                self.ctx.out.emit(SendKeepalive(self.local, self.remote))
+        return None
 
     def _rekey_due(self, now: float) -> None:
         from ocfpy.ike.tasks.child_rekey import ChildRekey
@@ -465,7 +480,8 @@ class IkeSa:
             "children": [self._child_dict(c) for c in self.children],
         }
 
-    def _child_dict(self, c: ChildSa) -> dict:
+    @staticmethod
+    def _child_dict(c: ChildSa) -> dict:
         s = c.spec
         return {
             "name": c.cfg.name, "unique_id": c.unique_id,
@@ -473,5 +489,6 @@ class IkeSa:
             "encr": s.encryption, "integ": s.integrity, "esn": s.esn, "mode": s.mode.value,
             "local_ts": [str(t) for t in s.local_ts], "remote_ts": [str(t) for t in s.remote_ts],
             "encap": s.encap is not None,
-            "driver": self.engine.esp_driver(s.encryption),
+            # no "driver": the dataplane that installed the CHILD_SA knows which serves it,
+            # and the daemon adds that (IkeDaemon._cmd_list)
         }

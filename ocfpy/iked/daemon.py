@@ -32,6 +32,15 @@ from ocfpy.crypto.errors import OcfError
 from ocfpy.esp.dataplane.base import Dataplane
 from ocfpy.ike.config import IkeConfig
 from ocfpy.ike.errors import IkeUsageError
+from ocfpy.ike.events import (
+    ChildSaClosed,
+    ChildSaEstablished,
+    Event,
+    IkeSaClosed,
+    IkeSaEstablished,
+    NegotiationFailed,
+    SendKeepalive,
+)
 from ocfpy.iked.control import CommandError, ControlServer
 
 log = logging.getLogger(__name__)
@@ -366,15 +375,26 @@ class IkeDaemon:
             log.exception("engine timer failed")
         self._service()
 
-    def _event(self, event: Any) -> None:
+    def _event(self, event: Event) -> None:
         kind = type(event).__name__
         self.stats[f"event_{kind}"] += 1
-        handler = getattr(self, f"_on_{kind}", None)
         try:
-            if handler is not None:
-                handler(event)
-            else:
-                log.info("%s", event)
+            match event:
+                case IkeSaEstablished():
+                    log.info("IKE_SA %s[%s] established", event.name, event.ike_id)
+                case IkeSaClosed():
+                    log.info("IKE_SA %s[%s] closed: %s", event.name, event.ike_id, event.reason)
+                case ChildSaEstablished():
+                    self._install(event)
+                case ChildSaClosed():
+                    self._remove(event)
+                case NegotiationFailed():
+                    log.warning("%s: negotiation failed (%s): %s", event.name,
+                                notify_name(event.notify), event.explanation)
+                case SendKeepalive():
+                    self._send(NAT_KEEPALIVE, tuple(event.local), tuple(event.remote))  # type: ignore[arg-type]
+                case _:
+                    log.info("%s", event)
         except Exception:
             log.exception("handling %s failed", kind)
         for match, fut in list(self._waiters):
@@ -383,13 +403,7 @@ class IkeDaemon:
                 if verdict is not None:
                     fut.set_result(verdict)
 
-    def _on_IkeSaEstablished(self, ev: Any) -> None:
-        log.info("IKE_SA %s[%s] established", ev.name, ev.ike_id)
-
-    def _on_IkeSaClosed(self, ev: Any) -> None:
-        log.info("IKE_SA %s[%s] closed: %s", ev.name, ev.ike_id, ev.reason)
-
-    def _on_ChildSaEstablished(self, ev: Any) -> None:
+    def _install(self, ev: ChildSaEstablished) -> None:
         spec = ev.spec
         try:
             self.dataplane.install(spec)
@@ -399,23 +413,15 @@ class IkeDaemon:
             log.error("dataplane %s could not install CHILD_SA %s #%d: %s", self.dataplane.name,
                       spec.name, spec.unique_id, exc)
 
-    def _on_ChildSaClosed(self, ev: Any) -> None:
+    def _remove(self, ev: ChildSaClosed) -> None:
         # Say why: a peer that deletes a CHILD_SA right after creating it (charon when its
         # kernel interface refuses the SA) leaves no other trace here.
-        log.info("CHILD_SA #%d (IKE_SA #%d) closed: %s", ev.unique_id, ev.ike_id,
-                 getattr(ev, "reason", "?"))
+        log.info("CHILD_SA #%d (IKE_SA #%d) closed: %s", ev.unique_id, ev.ike_id, ev.reason)
         try:
             self.dataplane.remove(ev.unique_id)
         except Exception as exc:
             log.error("dataplane %s could not remove CHILD_SA #%d: %s", self.dataplane.name,
                       ev.unique_id, exc)
-
-    def _on_NegotiationFailed(self, ev: Any) -> None:
-        log.warning("%s: negotiation failed (%s): %s", ev.name, notify_name(ev.notify),
-                    ev.explanation)
-
-    def _on_SendKeepalive(self, ev: Any) -> None:
-        self._send(NAT_KEEPALIVE, tuple(ev.local), tuple(ev.remote))  # type: ignore[arg-type]
 
     def _on_dataplane_event(self, event: Any) -> None:
         """A CHILD_SA lifetime limit (SaEvent soft/hard). May come from another thread."""
@@ -453,15 +459,20 @@ class IkeDaemon:
         return name
 
     def _cmd_list(self, request: dict) -> list[dict]:
+        """The engine's SAs, each CHILD_SA with the dataplane's counters and the driver of
+        record: the one the dataplane reports serving it (SaCounters.drivers), never a guess
+        from the dispatcher, which would disagree with a kernel dataplane."""
         sas = self.engine.sa_list()
         for sa in sas:
             for child in sa.get("children", []):
                 uid = child.get("unique_id")
                 if uid is None:
                     continue
+                child["driver"] = None  # not installed, or a dataplane that carries nothing
                 with contextlib.suppress(Exception):
                     c = self.dataplane.counters(uid)
                     child["dataplane"] = {"name": self.dataplane.name, **vars(c)}
+                    child["driver"] = _driver_of_record(c.drivers)
         return sas
 
     async def _cmd_initiate(self, request: dict) -> dict:
@@ -482,19 +493,20 @@ class IkeDaemon:
             prior = {sa["id"]: sa for sa in self.engine.sa_list() if sa.get("name") == name}
             fut = loop.create_future()
 
-            def match(ev: Any) -> dict | None:
-                kind = type(ev).__name__
-                if kind == "IkeSaEstablished" and ev.ike_id in ike_ids and not want_child:
-                    return {"ike_id": ev.ike_id, "state": "established"}
-                if kind == "ChildSaEstablished" and ev.ike_id in ike_ids and want_child:
-                    return {"ike_id": ev.ike_id, "state": "established", "reused": True,
-                            "child": ev.spec.name}
-                if kind == "NegotiationFailed" and ev.name == name:
-                    return {"ike_id": ike_ids[0] if ike_ids else None, "state": "failed",
-                            "notify": notify_name(ev.notify), "explanation": ev.explanation}
-                if kind == "IkeSaClosed" and ev.ike_id in ike_ids:
-                    return {"ike_id": ev.ike_id, "state": "failed", "notify": None,
-                            "explanation": str(ev.reason)}
+            def match(ev: Event) -> dict | None:
+                match ev:
+                    case IkeSaEstablished() if ev.ike_id in ike_ids and not want_child:
+                        return {"ike_id": ev.ike_id, "state": "established"}
+                    case ChildSaEstablished() if ev.ike_id in ike_ids and want_child:
+                        return {"ike_id": ev.ike_id, "state": "established", "reused": True,
+                                "child": ev.spec.name}
+                    case NegotiationFailed() if ev.name == name:
+                        return {"ike_id": ike_ids[0] if ike_ids else None, "state": "failed",
+                                "notify": notify_name(ev.notify),
+                                "explanation": ev.explanation}
+                    case IkeSaClosed() if ev.ike_id in ike_ids:
+                        return {"ike_id": ev.ike_id, "state": "failed", "notify": None,
+                                "explanation": str(ev.reason)}
                 return None
 
             self._waiters.append((match, fut))
@@ -573,6 +585,15 @@ def notify_name(notify: int | None) -> str | None:
         return NotifyType(notify).name
     except (ImportError, ValueError):
         return str(notify)
+
+
+def _driver_of_record(drivers: dict[str, str]) -> str | None:
+    """One name when both directions use the same driver (the usual case), else each
+    direction's ("in: x, out: y"); None when the dataplane names none."""
+    names = set(drivers.values())
+    if len(names) == 1:
+        return names.pop()
+    return ", ".join(f"{k}: {v}" for k, v in drivers.items()) or None
 
 
 def _pktinfo(family: int, address: str) -> tuple[int, int, bytes]:

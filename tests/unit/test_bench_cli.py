@@ -106,7 +106,10 @@ def test_responder_config_loads_and_accepts_any_initiator_identity():
     assert conn.proposals == [ike_bench.IKE_PROPOSAL]
     assert cfg.daemon.cookie_threshold >= 1000000  # no cookie round trip in a rate test
     # The one PSK serves every initiator identity, as charon's %any responder does.
-    assert cfg.psk_for("sun.obn.example", "c7.moon.obn.example") == ike_bench.PSK.encode()
+    from ocfpy.ike.credentials import Credentials
+
+    assert Credentials(cfg.secrets).psk_for("sun.obn.example", "c7.moon.obn.example") == \
+        ike_bench.PSK.encode()
 
 
 def test_initiator_config_has_one_identity_per_connection():

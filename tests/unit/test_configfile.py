@@ -70,7 +70,10 @@ def test_good_file_becomes_dataclasses():
     assert net.life_bytes == 1 << 30
     assert conf.secrets[0].ids == ["moon.example.org", "sun.example.org"]
     assert conf.secrets[0].secret == b"secret-secret"
-    assert conf.psk_for("moon.example.org", "sun.example.org") == b"secret-secret"
+    from ocfpy.ike.credentials import Credentials
+
+    assert Credentials(conf.secrets).psk_for("moon.example.org", "sun.example.org") == \
+        b"secret-secret"
 
 
 @pytest.mark.parametrize("encoded, raw", [

@@ -95,9 +95,6 @@ class Writer:
     def patch_uint16(self, offset: int, v: int) -> None:
         _U16.pack_into(self.data, offset, v)
 
-    def patch_uint32(self, offset: int, v: int) -> None:
-        _U32.pack_into(self.data, offset, v)
-
     def __len__(self) -> int:
         return len(self.data)
 

@@ -87,10 +87,6 @@ def _xname(x: int) -> str:
         return f"exchange {x}"
 
 
-def decode_header(data: bytes) -> Header:
-    return pull_header(data)
-
-
 def decode(data: bytes, header: Header | None = None) -> Message:
     """Header and outer payload chain; SK stays sealed. Raises DecodeError."""
     h = header or pull_header(data)
@@ -125,4 +121,4 @@ def encode(msg: Message, crypto: SkCrypto | None = None) -> bytes:
     return msg.raw
 
 
-__all__ = ["Message", "decode", "decode_header", "encode", "SK_HEADER_SIZE"]
+__all__ = ["Message", "decode", "encode", "SK_HEADER_SIZE"]

@@ -478,8 +478,6 @@ def pull_payloads(buf: Buffer, first: int) -> list[Payload]:
     except BufferReadError as exc:
         raise DecodeError(f"truncated payload: {exc}") from None
     except ValueError as exc:  # e.g. a bad address inside a selector
-        if isinstance(exc, DecodeError):
-            raise
         raise DecodeError(f"malformed payload: {exc}") from None
     return out
 

@@ -34,3 +34,9 @@ class Task:
 
     def build_r(self, sa: IkeSa, msg: Message) -> None:
         pass
+
+    # both sides
+    def abort(self, sa: IkeSa) -> None:
+        """The exchange ends without this task completing (no answer, the IKE SA closed, a
+        request refused): give back what build_i / process_r took (SPIs, KE sessions).
+        Safe to call more than once, and after a task that completed."""

@@ -58,7 +58,7 @@ class ChildCreate(Task):
     def build_i(self, sa: IkeSa, msg: Message) -> None:
         cfg = self.cfg
         assert cfg is not None
-        props, dropped = sa.engine.esp_proposals(cfg, not self.in_ike_auth)
+        props, dropped = sa.ctx.connections.esp_proposals(cfg, not self.in_ike_auth)
         if not props:
             # nothing the crypto backend can serve: no CHILD_SA (IKE_AUTH goes on childless)
             self.error = NotifyType.NO_PROPOSAL_CHOSEN
@@ -67,12 +67,12 @@ class ChildCreate(Task):
                             f"can be served by {f'the forced backend {backend!r}' if backend else 'any active driver'}"
                             f" (cannot serve: {', '.join(dropped)})")
             return
-        self.spi_in = sa.engine.allocate_child_spi()
+        self.spi_in = sa.ctx.spis.child()
         if self.rekey is not None:
             msg.payloads.append(NotifyPayload(NotifyType.REKEY_SA, b"", 3, self.rekey.spi_in))
         msg.payloads.append(SaPayload([to_raw(p, i + 1, self.spi_in) for i, p in enumerate(props)]))
         if not self.in_ike_auth:
-            self.ni = sa.random(NONCE_SIZE)
+            self.ni = sa.ctx.random(NONCE_SIZE)
             msg.payloads.append(NoncePayload(self.ni))
             group = props[0].first(TransformType.KE) if props else None
             if group is not None:  # PFS (RFC 7296 1.3.1)
@@ -90,22 +90,27 @@ class ChildCreate(Task):
             msg.payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
 
     def process_i(self, sa: IkeSa, msg: Message) -> Status:
+        try:
+            return self._process_i(sa, msg)
+        finally:
+            # on every way out: a CHILD_SA that was not made gives its SPI back, and the PFS
+            # key exchange is done with either way
+            self.abort(sa)
+
+    def _process_i(self, sa: IkeSa, msg: Message) -> Status:
         cfg = self.cfg
         assert cfg is not None
         if self.error is not None:
-            return Status.SUCCESS  # never proposed (reported in build_i)
+            return Status.FAILED  # never proposed (reported in build_i)
         if not sa.is_established:
-            sa.engine.release_child_spi(self.spi_in)
-            return Status.SUCCESS  # the IKE SA failed; it reported that
+            return Status.FAILED  # the IKE SA failed; it reported that
         for n in msg.notifies():
             if n.notify_type < 16384:
-                sa.engine.release_child_spi(self.spi_in)
                 return sa.child_failed(cfg.name, n.notify_type,
                                        _peer_child_error(sa, cfg, n.notify_type))
         sa_p, tsi, tsr = (msg.get(PayloadType.SA), msg.get(PayloadType.TSi),
                           msg.get(PayloadType.TSr))
         if sa_p is None or tsi is None or tsr is None:
-            sa.engine.release_child_spi(self.spi_in)
             return sa.child_failed(cfg.name, NotifyType.INVALID_SYNTAX,
                                    "the responder's answer lacks SA, TSi or TSr for the CHILD_SA")
         if not self.in_ike_auth:
@@ -117,14 +122,12 @@ class ChildCreate(Task):
         ours = sa.esp_proposals(cfg, with_ke=not self.in_ike_auth)
         if chosen is None or chosen.unknown or len(chosen.spi) != 4 or \
                 not accepts(chosen, ours, ignore_ke=self.in_ike_auth):
-            sa.engine.release_child_spi(self.spi_in)
             return sa.child_failed(cfg.name, NotifyType.NO_PROPOSAL_CHOSEN,
                                    f"the responder chose ESP proposal {chosen}, which we did not offer")
         ts_i = [selectors.from_raw(r) for r in tsi.selectors]
         ts_r = [selectors.from_raw(r) for r in tsr.selectors]
         if not ts_i or not ts_r or not all(selectors.within(t, self.ts_i) for t in ts_i) or \
                 not all(selectors.within(t, self.ts_r) for t in ts_r):
-            sa.engine.release_child_spi(self.spi_in)
             return sa.child_failed(cfg.name, NotifyType.TS_UNACCEPTABLE,
                                    "the responder's traffic selectors are not within ours")
         transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None and \
@@ -134,7 +137,6 @@ class ChildCreate(Task):
             ke_p = msg.get(PayloadType.KE)
             if group is None or self.ke is None or ke_p is None or \
                     group is not self.ke.transform or ke_p.group != group.group:
-                sa.engine.release_child_spi(self.spi_in)
                 return sa.child_failed(cfg.name, NotifyType.INVALID_KE_PAYLOAD,
                                        f"the responder's PFS group {group} does not match ours "
                                        f"({self.ke.transform if self.ke else 'none'})")
@@ -146,8 +148,13 @@ class ChildCreate(Task):
         self.created = sa.add_child(cfg, chosen, self.spi_in, chosen.spi, ts_i, ts_r,
                                     self.ni or sa.ni, self.nr or sa.nr, transport, True,
                                     self.shared)
-        self._close_ke()
         return Status.SUCCESS
+
+    def abort(self, sa: IkeSa) -> None:
+        if self.spi_in and self.created is None:
+            sa.ctx.spis.release_child(self.spi_in)
+            self.spi_in = b""  # released once: the allocator may hand it to another SA now
+        self._close_ke()
 
     def _close_ke(self) -> None:
         if self.ke is not None:
@@ -215,7 +222,8 @@ class ChildCreate(Task):
             self._refuse(sa, NotifyType.NO_PROPOSAL_CHOSEN,
                          explain_mismatch(offered, ours, what=f"ESP (child {cfg.name})",
                                           ignore_ke=ike_auth, backend=sa.dispatcher.backend,
-                                          dropped=sa.engine.esp_proposals(cfg, not ike_auth)[1]))
+                                          dropped=sa.ctx.connections.esp_proposals(
+                                              cfg, not ike_auth)[1]))
             return
         if ike_auth:
             chosen.transforms.pop(TransformType.KE, None)
@@ -253,6 +261,7 @@ class ChildCreate(Task):
     def _refuse(self, sa: IkeSa, notify: int, explanation: str) -> None:
         self.error = notify
         self.explanation = explanation
+        self._close_ke()  # _pfs_r may have opened it before the KE value proved invalid
         name = self.cfg.name if self.cfg is not None else "(no child matched)"
         sa.child_failed(name, notify, explanation)
 
@@ -262,10 +271,10 @@ class ChildCreate(Task):
             return
         if self.chosen is None:
             return
-        self.spi_in = sa.engine.allocate_child_spi()
+        self.spi_in = sa.ctx.spis.child()
         msg.payloads.append(SaPayload([to_raw(self.chosen, self.chosen.number, self.spi_in)]))
         if not self.in_ike_auth:
-            self.nr = sa.random(NONCE_SIZE)
+            self.nr = sa.ctx.random(NONCE_SIZE)
             msg.payloads.append(NoncePayload(self.nr))
             if self.ke is not None:
                 msg.payloads.append(KePayload(self.ke.transform.group, self.ke.public_value()))
@@ -274,8 +283,9 @@ class ChildCreate(Task):
         if self.transport:
             msg.payloads.append(NotifyPayload(NotifyType.USE_TRANSPORT_MODE))
         assert self.cfg is not None
-        sa.add_child(self.cfg, self.chosen, self.spi_in, self.chosen.spi, self.ts_i, self.ts_r,
-                     self.ni or sa.ni, self.nr or sa.nr, self.transport, False, self.shared)
+        self.created = sa.add_child(self.cfg, self.chosen, self.spi_in, self.chosen.spi,
+                                    self.ts_i, self.ts_r, self.ni or sa.ni, self.nr or sa.nr,
+                                    self.transport, False, self.shared)
         self._close_ke()
         if self.rekey is not None:  # for collision detection in our own rekey (RFC 7296 2.8.1)
             self.rekey.peer_rekey_nonce = min(self.ni, self.nr)

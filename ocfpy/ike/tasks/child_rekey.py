@@ -29,6 +29,9 @@ class ChildRekey(Task):
     def build_i(self, sa: IkeSa, msg: Message) -> None:
         self.create.build_i(sa, msg)
 
+    def abort(self, sa: IkeSa) -> None:
+        self.create.abort(sa)
+
     def process_i(self, sa: IkeSa, msg: Message) -> Status:
         status = self.create.process_i(sa, msg)
         new = self.create.created
@@ -40,9 +43,9 @@ class ChildRekey(Task):
             sa.tasks.queue_task(ChildDelete(old.unique_id, "rekeyed"))  # RFC 7296 2.8
         elif min(self.create.ni, self.create.nr) < old.peer_rekey_nonce:
             # both rekeyed it: ours has the lowest nonce, so ours is the redundant one
-            sa.engine.count("rekey_collisions_lost")
+            sa.ctx.out.count("rekey_collisions_lost")
             sa.tasks.queue_task(ChildDelete(new.unique_id, "rekey collision: redundant"))
         else:
-            sa.engine.count("rekey_collisions_won")
+            sa.ctx.out.count("rekey_collisions_won")
             sa.tasks.queue_task(ChildDelete(old.unique_id, "rekeyed"))
         return status

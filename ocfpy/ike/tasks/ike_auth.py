@@ -27,7 +27,7 @@ def _auth_data(sa: IkeSa, psk: bytes, initiator_side: bool, id_body: bytes) -> b
         octets = signed_octets(sa.init_request, sa.nr, k.sk_pi, id_body, sa.dispatcher, sa.prf)
     else:
         octets = signed_octets(sa.init_response, sa.ni, k.sk_pr, id_body, sa.dispatcher, sa.prf)
-    return psk_auth(sa.dispatcher, sa.prf, psk, octets, sa.engine.psk_pad(sa.prf, psk))
+    return psk_auth(sa.dispatcher, sa.prf, psk, octets, sa.ctx.credentials.psk_pad(sa.prf, psk))
 
 
 class IkeAuth(Task):
@@ -42,7 +42,7 @@ class IkeAuth(Task):
         if sa.conn.remote.id is not None:
             rid = Identity.parse(sa.conn.remote.id)
             msg.payloads.append(IdPayload(rid.id_type, rid.data, False))
-        psk = sa.find_psk(sa.local_id, sa.configured_remote_id())
+        psk = sa.ctx.credentials.psk_for(sa.local_id, sa.configured_remote_id())
         if psk is None:
             # sending nothing useful; fail now with a clear reason rather than after a round trip
             raise IkeProtocolError(NotifyType.AUTHENTICATION_FAILED,
@@ -74,7 +74,7 @@ class IkeAuth(Task):
             return sa.fail(NotifyType.AUTHENTICATION_FAILED,
                            f"the responder authenticates with method {auth.method}; "
                            "we only accept a pre-shared key (2)")
-        psk = sa.find_psk(sa.local_id, peer)
+        psk = sa.ctx.credentials.psk_for(sa.local_id, peer)
         if psk is None or not hmac.compare_digest(_auth_data(sa, psk, False, idr.body), auth.data):
             return sa.fail(NotifyType.AUTHENTICATION_FAILED,
                            f"the responder's AUTH payload does not verify with our pre-shared key "
@@ -98,7 +98,7 @@ class IkeAuth(Task):
                                    f"{peer} authenticates with method {auth.method}; "
                                    "we only accept a pre-shared key (2)")
         sa.local_id = sa.configured_local_id()
-        psk = sa.find_psk(sa.local_id, peer)
+        psk = sa.ctx.credentials.psk_for(sa.local_id, peer)
         if psk is None:
             raise IkeProtocolError(NotifyType.AUTHENTICATION_FAILED,
                                    f"no pre-shared key configured for {sa.local_id} <-> {peer}")
@@ -110,7 +110,7 @@ class IkeAuth(Task):
 
     def build_r(self, sa: IkeSa, msg: Message) -> None:
         idr = IdPayload(sa.local_id.id_type, sa.local_id.data, False)
-        psk = sa.find_psk(sa.local_id, sa.remote_id)
+        psk = sa.ctx.credentials.psk_for(sa.local_id, sa.remote_id)
         msg.payloads.append(idr)
         msg.payloads.append(AuthPayload(AuthMethod.SHARED_KEY_MIC,
                                         _auth_data(sa, psk, False, idr.body)))  # type: ignore[arg-type]

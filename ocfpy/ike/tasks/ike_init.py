@@ -40,7 +40,7 @@ class IkeInit(Task):
         if sa.ke is None or sa.ke.transform is not group:
             sa.ke = sa.dispatcher.open(group)
         if not sa.ni:
-            sa.ni = sa.random(NONCE_SIZE)
+            sa.ni = sa.ctx.random(NONCE_SIZE)
         if self.cookie:  # RFC 7296 2.6: the COOKIE notify comes first
             msg.payloads.append(NotifyPayload(NotifyType.COOKIE, self.cookie))
         props = [to_raw(p, i + 1) for i, p in enumerate(sa.ike_proposals)]
@@ -140,7 +140,7 @@ class IkeInit(Task):
         self.chosen_number = chosen.number
         sa.set_proposal(chosen)
         sa.ni = nonce_p.data
-        sa.nr = sa.random(NONCE_SIZE)
+        sa.nr = sa.ctx.random(NONCE_SIZE)
         sa.ke = sa.dispatcher.open(group)
         try:
             shared = sa.ke.shared_secret(ke_p.data)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ocfpy.crypto import catalogue
 from ocfpy.crypto.catalogue import TransformType
 from ocfpy.crypto.errors import InvalidPublicValue
+from ocfpy.ike import rekey
 from ocfpy.ike.codec.payloads import KePayload, NoncePayload, SaPayload
 from ocfpy.ike.constants import ExchangeType, NotifyType, PayloadType, notify_name
 from ocfpy.ike.errors import IkeProtocolError
@@ -43,8 +44,8 @@ class IkeRekey(Task):
     def build_i(self, sa: IkeSa, msg: Message) -> None:
         group = self.group or sa.ke_transform
         self.ke = sa.dispatcher.open(group)
-        self.ni = sa.random(NONCE_SIZE)
-        self.spi = sa.engine.new_ike_spi()
+        self.ni = sa.ctx.random(NONCE_SIZE)
+        self.spi = sa.ctx.spis.ike()
         props = [to_raw(p, i + 1, self.spi) for i, p in enumerate(sa.ike_proposals)]
         msg.payloads += [SaPayload(props), NoncePayload(self.ni),
                          KePayload(group.group, self.ke.public_value())]  # type: ignore[arg-type]
@@ -89,7 +90,7 @@ class IkeRekey(Task):
         from ocfpy.ike.tasks.delete import IkeDelete
 
         peer = sa.peer_rekey
-        ours = sa.engine.rekeyed(sa, True, self.spi, chosen.spi, chosen, shared, self.ni,
+        ours = rekey.replacement(sa, True, self.spi, chosen.spi, chosen, shared, self.ni,
                                  nonce.data, move_children=peer is None)
         if peer is not None:
             # both ends rekeyed this IKE SA at once (RFC 7296 2.8.1): the new SA made with the
@@ -97,25 +98,30 @@ class IkeRekey(Task):
             # deletes the old SA
             peer_sa, peer_nonce = peer
             if min(self.ni, nonce.data) < peer_nonce:
-                sa.engine.count("rekey_collisions_lost")
-                sa.engine.adopt(sa, peer_sa)
+                sa.ctx.out.count("rekey_collisions_lost")
+                rekey.adopt(sa, peer_sa)
                 ours.tasks.queue_task(IkeDelete("rekey collision: redundant"))
-                ours.tasks.initiate(ours, sa.last_in)
-                sa.engine.reschedule(ours)
+                ours.tasks.initiate(ours, sa.last_in)  # its timer is armed: the table has it
                 return Status.SUCCESS
-            sa.engine.count("rekey_collisions_won")
-            sa.engine.adopt(sa, ours)
+            sa.ctx.out.count("rekey_collisions_won")
+            rekey.adopt(sa, ours)
         sa.tasks.queue.clear()  # what was queued on the old SA is moot; the new one carries on
         sa.tasks.queue_task(IkeDelete("rekeyed"))
         return Status.SUCCESS
+
+    def abort(self, sa: IkeSa) -> None:
+        # our SPI for the new SA was never entered in the table: nothing to give back there
+        if self.ke is not None:
+            self.ke.close()
+            self.ke = None
 
     def _failed(self, sa: IkeSa, notify: int, text: str) -> Status:
         """The old SA stays usable; a failed rekey is reported, not fatal (RFC 7296 2.21).
         If the peer's own rekey of it succeeded meanwhile, that new SA takes over."""
         if sa.peer_rekey is not None:
-            sa.engine.adopt(sa, sa.peer_rekey[0])
+            rekey.adopt(sa, sa.peer_rekey[0])
             return Status.SUCCESS
-        sa.engine.record_failure(sa.name, notify, text)
+        sa.ctx.out.record_failure(sa.name, notify, text)
         return Status.SUCCESS
 
     # -- responder -----------------------------------------------------------------------
@@ -153,15 +159,15 @@ class IkeRekey(Task):
         self.chosen = chosen
 
     def build_r(self, sa: IkeSa, msg: Message) -> None:
-        self.nr = sa.random(NONCE_SIZE)
-        self.spi = sa.engine.new_ike_spi()
+        self.nr = sa.ctx.random(NONCE_SIZE)
+        self.spi = sa.ctx.spis.ike()
         msg.payloads += [SaPayload([to_raw(self.chosen, self.chosen.number, self.spi)]),  # type: ignore[arg-type]
                          NoncePayload(self.nr),
                          KePayload(self.ke.transform.group, self.ke.public_value())]  # type: ignore[union-attr]
         # our own rekey of this SA in flight: a collision, settled when our answer arrives
         collision = sa.tasks.out is not None and any(isinstance(t, IkeRekey)
                                                      for t in sa.tasks.active)
-        new = sa.engine.rekeyed(sa, False, self.chosen.spi, self.spi, self.chosen,  # type: ignore[union-attr]
+        new = rekey.replacement(sa, False, self.chosen.spi, self.spi, self.chosen,  # type: ignore[union-attr]
                                 self.shared, self.ni, self.nr, move_children=not collision)
         if collision:
             sa.peer_rekey = (new, min(self.ni, self.nr))
@@ -192,3 +198,7 @@ class CreateChildSa(Task):
     def build_r(self, sa: IkeSa, msg: Message) -> None:
         if self.inner is not None:
             self.inner.build_r(sa, msg)
+
+    def abort(self, sa: IkeSa) -> None:
+        if self.inner is not None:
+            self.inner.abort(sa)

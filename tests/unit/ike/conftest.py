@@ -65,7 +65,7 @@ class Pair:
         """Exchange datagrams until both sides are quiet."""
         for _ in range(rounds):
             moved = self.deliver(self.i, self.r, drop) + self.deliver(self.r, self.i, drop)
-            if not moved and not self.i._out and not self.r._out:
+            if not moved and not self.i.out.datagrams and not self.r.out.datagrams:
                 break
         self.collect()
 

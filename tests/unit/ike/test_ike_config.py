@@ -69,10 +69,13 @@ def test_secret_repr_hides_the_key():
 
 
 def test_psk_lookup_prefers_the_most_specific_secret():
+    from ocfpy.ike.credentials import Credentials
+
     cfg = IkeConfig({}, [Secret([], b"any"), Secret(["a"], b"one"), Secret(["a", "b"], b"both")])
-    assert cfg.psk_for("a", "b") == b"both"
-    assert cfg.psk_for("a", "c") == b"one"
-    assert cfg.psk_for("x", "y") == b"any"
+    psk_for = Credentials(cfg.secrets).psk_for  # the lookup IKE_AUTH uses
+    assert psk_for("a", "b") == b"both"
+    assert psk_for("a", "c") == b"one"
+    assert psk_for("x", "y") == b"any"
 
 
 @pytest.mark.parametrize("text,id_type,data", [

@@ -119,7 +119,7 @@ def test_authenticated_but_malformed_inner_payloads(dispatcher, recorded, data):
     pair.deliver(pair.i, pair.r)
     pair.deliver(pair.r, pair.i)
     pair.i.datagrams_to_send(pair.now)  # the genuine AUTH request never leaves
-    (sa,) = pair.i._by_id.values()
+    (sa,) = pair.i.sas
     first = data.draw(st.sampled_from([35, 36, 39, 33, 44, 45, 41, 42, 47, 0, 46, 200]))
     inner = data.draw(st.binary(max_size=120))
     raw = _seal_inner(sa, ExchangeType.IKE_AUTH, 1, first, inner)
@@ -140,8 +140,8 @@ def test_authenticated_requests_in_the_wrong_state_are_refused(dispatcher, recor
     _, (i_cfg, r_cfg) = recorded
     pair = Pair(i_cfg, r_cfg, dispatcher)
     pair.establish()
-    (sa_i,) = pair.i._by_id.values()
-    (sa_r,) = pair.r._by_id.values()
+    (sa_i,) = pair.i.sas
+    (sa_r,) = pair.r.sas
     w = Writer()
     first = push_payloads(w, [IdPayload(2, b"moon.example.org"), AuthPayload(2, b"x" * 32)])
     raw = _seal_inner(sa_i, ExchangeType.IKE_AUTH, 2, first, w.getvalue())

@@ -114,5 +114,5 @@ def test_forced_backend_limits_what_the_engine_offers(dispatcher, initiator_and_
     d.can_serve = lambda t, backend=None: catalogue.get(t).keyword != "x25519" and original(t)
     cfg = make_config(I_ADDR, R_ADDR, "a", "b", ike=["aes128gcm16-prfsha256-x25519-ecp256"])
     engine = IkeEngine(cfg, d)
-    props, dropped = engine.ike_proposals(cfg.connections["home"])
+    props, dropped = engine.connections.ike_proposals(cfg.connections["home"])
     assert [str(p) for p in props] == ["aes128gcm16-prfsha256-ecp256"] and dropped == ["x25519"]

@@ -84,7 +84,7 @@ def test_ike_rekey_with_another_group_after_invalid_ke(initiator_and_responder):
     assert pair.i.sa_list()[0]["algorithms"]["ke"] == "x25519"
     # the responder stops accepting x25519 (as after a config reload)
     (conn,) = pair.r.config.connections.values()
-    pair.r._ike_cache[id(conn)] = ([parse_ike("aes128gcm16-prfsha256-ecp256")], [])
+    pair.r.connections._ike_cache[id(conn)] = ([parse_ike("aes128gcm16-prfsha256-ecp256")], [])
     pair.i.rekey_ike(pair.i.sa_list()[0]["id"], pair.now)
     pair.run()
     assert pair.r.stats["ike_rekeyed"] == 1 == pair.i.stats["ike_rekeyed"]

@@ -1,0 +1,93 @@
+"""The IKE SAs an engine holds, indexed the three ways demultiplexing needs (RFC 7296 2.6):
+by our own SPI (every message after IKE_SA_INIT), by unique id (the API, timers), and, for a
+responder's half-open SA, by (peer's SPIi, peer address, peer port) so that a retransmitted
+IKE_SA_INIT finds the SA it already created.
+
+The table also remembers which SAs changed since the engine last looked (``touched``): an SA
+made or handed CHILD_SAs in the middle of another SA's exchange (an IKE SA rekey) needs its
+timer armed too, and only the engine owns the timer heap."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ocfpy.ike.sa import IkeSa
+
+HalfOpenKey = tuple[bytes, str, int]
+
+
+class SaTable:
+    __slots__ = ("_by_spi", "_by_id", "_half_open", "_ids", "_touched")
+
+    def __init__(self) -> None:
+        self._by_spi: dict[bytes, IkeSa] = {}
+        self._by_id: dict[int, IkeSa] = {}
+        self._half_open: dict[HalfOpenKey, IkeSa] = {}
+        self._ids = itertools.count(1)
+        self._touched: dict[int, IkeSa] = {}
+
+    def new_id(self) -> int:
+        return next(self._ids)
+
+    # -- insert / move / remove ----------------------------------------------------------------
+    def add(self, sa: IkeSa, half_open: HalfOpenKey | None = None) -> None:
+        """Index ``sa`` by its SPI (ours must be set) and id. An SA that takes over the id of a
+        closed one (keyingtries: a fresh attempt under the same id) replaces it in the id index."""
+        self._by_spi[sa.our_spi] = sa
+        self._by_id[sa.id] = sa
+        if half_open is not None:
+            self._half_open[half_open] = sa
+            sa.half_open_key = half_open
+        self.touch(sa)
+
+    def established(self, sa: IkeSa) -> None:
+        """IKE_AUTH done: the SA is no longer half-open (it stops counting for COOKIEs)."""
+        self._drop_half_open(sa)
+
+    def remove(self, sa: IkeSa) -> None:
+        if self._by_spi.get(sa.our_spi) is sa:
+            del self._by_spi[sa.our_spi]
+        if self._by_id.get(sa.id) is sa:
+            del self._by_id[sa.id]
+        self._drop_half_open(sa)
+
+    def _drop_half_open(self, sa: IkeSa) -> None:
+        if sa.half_open_key is not None:
+            self._half_open.pop(sa.half_open_key, None)
+            sa.half_open_key = None
+
+    # -- look-ups ------------------------------------------------------------------------------
+    def by_spi(self, our_spi: bytes) -> IkeSa | None:
+        return self._by_spi.get(our_spi)
+
+    def by_id(self, sa_id: int) -> IkeSa | None:
+        return self._by_id.get(sa_id)
+
+    def half_open(self, key: HalfOpenKey) -> IkeSa | None:
+        return self._half_open.get(key)
+
+    @property
+    def half_open_count(self) -> int:
+        return len(self._half_open)
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each index holds (all zero once every SA is gone)."""
+        return {"spi": len(self._by_spi), "id": len(self._by_id),
+                "half_open": len(self._half_open)}
+
+    def __iter__(self) -> Iterator[IkeSa]:
+        """Every SA, as a snapshot: callers close SAs while they iterate."""
+        return iter(list(self._by_id.values()))
+
+    # -- timers --------------------------------------------------------------------------------
+    def touch(self, sa: IkeSa) -> None:
+        """``sa``'s next deadline may have changed."""
+        self._touched[sa.id] = sa
+
+    def drain_touched(self) -> list[IkeSa]:
+        out = list(self._touched.values())
+        self._touched.clear()
+        return out
