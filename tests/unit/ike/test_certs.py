@@ -64,7 +64,9 @@ def test_wrong_ca(pki):
     assert v.check is Check.UNTRUSTED
     assert v.reason.startswith("no trusted CA for issuer 'CN=Root CA,O=ocfpy test'")
     # a peer that sends its own (untrusted) root too
-    o_root, o_inter, o_ee = three_level("gw.example.org")
+    o_root = issue(name("Their Root"), ca=True)
+    o_inter = issue(name("Their Sub CA"), o_root, ca=True)
+    o_ee = issue(name("gw.example.org"), o_inter, sans=dns("gw.example.org"))
     v = validate_chain(o_ee.cert, [o_inter.cert, o_root.cert], [root.cert], now=NOW)
     assert v.check is Check.UNTRUSTED and "ends at that self-signed CA" in v.reason
     assert v.chain == (o_ee.cert, o_inter.cert, o_root.cert)
