@@ -122,7 +122,7 @@ def _who(cert: x509.Certificate, position: int) -> str:
     return f"{kind} '{dn(cert.subject)}'"
 
 
-def _ext(cert: x509.Certificate, cls):
+def extension(cert: x509.Certificate, cls):
     try:
         return cert.extensions.get_extension_for_class(cls).value
     except x509.ExtensionNotFound:
@@ -131,7 +131,7 @@ def _ext(cert: x509.Certificate, cls):
 
 def subject_alt_names(cert: x509.Certificate) -> list[str]:
     """The SANs as strings, for messages and `ocfpy certs list`."""
-    san = _ext(cert, x509.SubjectAlternativeName)
+    san = extension(cert, x509.SubjectAlternativeName)
     if san is None:
         return []
     out = []
@@ -166,7 +166,7 @@ def _self_signed(cert: x509.Certificate) -> bool:
     return cert.issuer == cert.subject and _issued_by(cert, cert)
 
 
-def _build(end_entity: x509.Certificate, intermediates: Sequence[x509.Certificate],
+def build_chain(end_entity: x509.Certificate, intermediates: Sequence[x509.Certificate],
            anchors: Sequence[x509.Certificate]) -> Validation:
     chain = [end_entity]
     pool = [c for c in intermediates if c != end_entity]
@@ -227,7 +227,7 @@ def _times(chain: Sequence[x509.Certificate], now: dt.datetime) -> Validation | 
 
 def _constraints(chain: Sequence[x509.Certificate]) -> Validation | None:
     for i, cert in enumerate(chain[1:], start=1):
-        bc = _ext(cert, x509.BasicConstraints)
+        bc = extension(cert, x509.BasicConstraints)
         if bc is None or not bc.ca:
             return Validation(Check.NOT_A_CA,
                               f"'{dn(cert.subject)}' issued '{dn(chain[i - 1].subject)}' but is "
@@ -238,18 +238,18 @@ def _constraints(chain: Sequence[x509.Certificate]) -> Validation | None:
                               f"the CA '{dn(cert.subject)}' allows {bc.path_length} intermediate "
                               f"CA(s) below it (pathLenConstraint), the chain has {below}",
                               tuple(chain))
-        ku = _ext(cert, x509.KeyUsage)
+        ku = extension(cert, x509.KeyUsage)
         if ku is not None and not ku.key_cert_sign:
             return Validation(Check.KEY_USAGE,
                               f"the CA '{dn(cert.subject)}' has keyUsage without keyCertSign",
                               tuple(chain))
     ee = chain[0]
-    ku = _ext(ee, x509.KeyUsage)
+    ku = extension(ee, x509.KeyUsage)
     if ku is not None and not ku.digital_signature:
         return Validation(Check.KEY_USAGE,
                           f"the peer's certificate '{dn(ee.subject)}' has keyUsage without "
                           "digitalSignature, so it may not sign IKE AUTH payloads", tuple(chain))
-    eku = _ext(ee, x509.ExtendedKeyUsage)
+    eku = extension(ee, x509.ExtendedKeyUsage)
     if eku is not None and not any(oid in ACCEPTED_EKUS for oid in eku):
         names = ", ".join(getattr(o, "_name", o.dotted_string) for o in eku)
         return Validation(Check.EXTENDED_KEY_USAGE,
@@ -260,7 +260,7 @@ def _constraints(chain: Sequence[x509.Certificate]) -> Validation | None:
 
 
 def _name_constraints(chain: Sequence[x509.Certificate], now: dt.datetime) -> Validation | None:
-    if not any(_ext(c, x509.NameConstraints) is not None for c in chain[1:]):
+    if not any(extension(c, x509.NameConstraints) is not None for c in chain[1:]):
         return None
     from cryptography.x509 import verification as v
 
@@ -381,7 +381,7 @@ def identity_mismatch(cert: x509.Certificate, id_type: int, data: bytes,
                       label: str = "the peer's ID") -> str | None:
     """None if the identity (RFC 7296 section 3.5) is the certificate's subject DN or one of
     its subjectAltNames; else the reason, naming what the certificate does contain."""
-    san = _ext(cert, x509.SubjectAlternativeName)
+    san = extension(cert, x509.SubjectAlternativeName)
     names = list(san) if san is not None else []
     if id_type == IdType.FQDN:
         want = data.decode("ascii", "replace").lower().rstrip(".")
@@ -423,7 +423,7 @@ def validate_chain(end_entity: x509.Certificate, intermediates: Sequence[x509.Ce
     ``now`` (an aware datetime); with ``peer_id`` = (ID type, ID data) also its identity."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
-    built = _build(end_entity, intermediates, anchors)
+    built = build_chain(end_entity, intermediates, anchors)
     if not built.ok:
         return built
     chain = built.chain
