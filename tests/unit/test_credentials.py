@@ -8,12 +8,12 @@ import pytest
 from ocfpy.crypto.dispatcher import Dispatcher
 from ocfpy.crypto.registry import Registry
 from ocfpy.crypto.signatures import KeyFile, PublicKey
+from ocfpy.ike.certs import validate_chain
 from ocfpy.iked.credentials import (
     CredentialError,
     PrivateSecret,
     load_credentials,
 )
-from ocfpy.ike.certs import validate_chain
 from plugins.openssl import OpenSSLDriver
 from tests.pki import DAY, NOW, crl, dns, issue, name, three_level, write
 
