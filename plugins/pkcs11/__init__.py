@@ -27,6 +27,7 @@ put into a token without its PIN.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import threading
@@ -102,6 +103,7 @@ class Pkcs11Driver(Driver):
         self._lib = None
         self._pkcs11 = None
         self._sessions: dict[bytes, object] = {}  # token serial -> logged-in session
+        self._pins: dict[bytes, bytes] = {}  # token serial -> SHA-256 of the PIN it used
         self._lock = threading.RLock()
         self.description = f"PKCS#11 module {self._module or '(none found)'}"
 
@@ -190,11 +192,19 @@ class Pkcs11Driver(Driver):
         """One logged-in session per token, shared by its contexts: PKCS#11 logs in per
         application, so a second C_Login fails (CKR_USER_ALREADY_LOGGED_IN)."""
         with self._lock:
+            if pin is None and token.flags & _LOGIN_REQUIRED:
+                raise InvalidKey(f"token {token.label!r} needs a PIN: set it in "
+                                 f"[secrets.token-NAME]")
+            # The session is shared, so a key reference with another PIN would ride on an
+            # earlier login: compare with the PIN that logged in (a digest of it), so that a
+            # wrong PIN in the configuration is an error whichever key is opened first.
+            digest = hashlib.sha256((pin or "").encode()).digest()
             session = self._sessions.get(token.serial)
+            if session is not None and not hmac.compare_digest(digest,
+                                                               self._pins[token.serial]):
+                raise InvalidKey(f"token {token.label!r}: wrong PIN (not the one this process "
+                                 "logged in with)")
             if session is None:
-                if pin is None and token.flags & _LOGIN_REQUIRED:
-                    raise InvalidKey(f"token {token.label!r} needs a PIN: set it in "
-                                     f"[secrets.token-NAME]")
                 try:
                     session = token.open(user_pin=pin) if pin is not None else token.open()
                 except self._pkcs11.exceptions.PinIncorrect:  # type: ignore[union-attr]
@@ -202,11 +212,13 @@ class Pkcs11Driver(Driver):
                 except self._pkcs11.exceptions.PinLocked:  # type: ignore[union-attr]
                     raise InvalidKey(f"token {token.label!r}: the PIN is locked") from None
                 self._sessions[token.serial] = session
+                self._pins[token.serial] = digest
             return session
 
     def _forget(self, token_serial: bytes) -> None:
         with self._lock:
             session = self._sessions.pop(token_serial, None)
+            self._pins.pop(token_serial, None)
         if session is not None:
             try:
                 session.close()

@@ -242,3 +242,39 @@ def test_file_keys_stay_on_openssl(dispatcher, tmp_path):
         assert signer.driver == "openssl"  # pkcs11 ranks higher (hardware) but cannot reach it
     digest = hashlib.sha256(MESSAGE).digest()
     assert len(digest) == 32
+
+
+@needs_softhsm
+def test_credentials_find_the_token_key_of_a_certificate(dispatcher, tmp_path):
+    """x509/gw.pem holds a certificate for the token's RSA key: the credentials loader pairs
+    them through [secrets.token-NAME] (by a signature made in the token), no key file."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    from ocfpy.iked.credentials import CredentialError, TokenSecret, load_credentials
+    from tests.pki import NOW, issue, name, write
+
+    uri = f"pkcs11:token={LABEL};object=gw-rsa"
+    with dispatcher.open_signer("rsa-sha256", Pkcs11Key(uri, PIN)) as signer:
+        public = _public(signer.public_key())
+    ca = issue(name("Token CA"), ca=True)
+    cert = (x509.CertificateBuilder().subject_name(name("gw.example.org"))
+            .issuer_name(ca.cert.subject).public_key(public).serial_number(7)
+            .not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=30))
+            .sign(ca.key, hashes.SHA256()))
+    write(tmp_path / "x509" / "gw.pem", cert.public_bytes(serialization.Encoding.PEM))
+    write(tmp_path / "x509ca" / "ca.pem", ca.pem())
+    tokens = {"vpn": TokenSecret(uri, PIN), "ec": TokenSecret(
+        f"pkcs11:token={LABEL};object=gw-ec", PIN)}  # the EC key is asked too, and is no match
+    creds = load_credentials(str(tmp_path), now=NOW, token_secrets=tokens,
+                             dispatcher=dispatcher)
+    (mine,) = creds.local
+    assert mine.key == Pkcs11Key(uri, PIN) and mine.key_where == uri
+    assert creds.rows()[0]["private_key"] == uri
+    with pytest.raises(CredentialError) as e:
+        load_credentials(str(tmp_path), now=NOW, token_secrets={"vpn": TokenSecret(uri, "0000")},
+                         dispatcher=dispatcher)
+    assert any("[secrets.token-vpn]" in p and "wrong PIN" in p for p in e.value.problems)
+    assert "no private key for the certificate" in e.value.problems[0]
