@@ -127,7 +127,10 @@ class Pkcs11Driver(Driver):
                                     f"{type(exc).__name__}: {exc}") from None
         self._pkcs11 = pkcs11
         tokens = self._tokens()
-        labels = ", ".join(repr(t.label) for _s, t in tokens) or "none initialised"
+        if not tokens:
+            raise DriverUnavailable(f"PKCS#11 module {self._module} has no initialised token "
+                                    "(SoftHSM2: softhsm2-util --init-token --free --label L)")
+        labels = ", ".join(repr(t.label) for _s, t in tokens)
         self.description = (f"PKCS#11 module {self._module} "
                             f"({self._lib.manufacturer_id.strip()}), tokens: {labels}")
 

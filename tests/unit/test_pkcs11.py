@@ -117,6 +117,21 @@ def test_probe_names_the_module_it_tried(monkeypatch):
     assert record.status is Status.UNAVAILABLE and "/nonexistent/libp11.so" in record.reason
 
 
+@needs_softhsm
+def test_probe_says_when_no_token_is_initialised(tmp_path, monkeypatch):
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "c.conf").write_text(f"directories.tokendir = {tmp_path / 'tokens'}\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(tmp_path / "c.conf"))
+    monkeypatch.setenv("OCFPY_PKCS11_MODULE", MODULE)  # type: ignore[arg-type]
+    lib = pkcs11.lib(MODULE)
+    lib.reinitialize()
+    try:
+        with pytest.raises(DriverUnavailable, match=f"{MODULE} has no initialised token"):
+            Pkcs11Driver().probe()
+    finally:
+        lib.reinitialize()
+
+
 # -- against SoftHSM2 ------------------------------------------------------------------------------
 @needs_softhsm
 def test_offers_come_from_the_tokens_mechanisms(dispatcher):
