@@ -40,8 +40,9 @@ from ocfpy.crypto.signatures import get as get_scheme
 from plugins.openssl import OpenSSLDriver
 from plugins.openssl.signature import OpenSSLSigner
 
-# RFC 7427 Appendix A (A.1.1-A.1.4 PKCS#1 v1.5, A.3.1-A.3.4 ECDSA, A.4.3 RSASSA-PSS with
-# SHA-256) and RFC 8420 section 2 (Ed25519, Ed448), as printed there.
+# RFC 7427 Appendix A (A.1 PKCS#1 v1.5, A.3 ECDSA, A.4.3 RSASSA-PSS with SHA-256: 67 bytes)
+# and RFC 8420 section 2 (Ed25519, Ed448). Written down from the RFCs' hex dumps; the test
+# below also checks each against the DER OpenSSL puts in a certificate, independently.
 RFC_ALGORITHM_IDENTIFIERS = {
     "rsa-sha1": "300d06092a864886f70d0101050500",
     "rsa-sha256": "300d06092a864886f70d01010b0500",
