@@ -38,6 +38,7 @@ class Primitive(StrEnum):
     KE = "ke"
     HASH = "hash"
     FLAG = "flag"  # ESN on/off: negotiated, never computed
+    SIGNATURE = "signature"  # sign / verify (IKE AUTH); the schemes are in signatures.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +236,15 @@ def get(keyword: str | Transform) -> Transform:
     try:
         return _BY_KEYWORD[name]
     except KeyError:
-        raise UnknownAlgorithm(keyword, sorted(_BY_KEYWORD)) from None
+        pass
+    # Signature schemes are not IKE transforms (no ID, no proposal) but drivers offer them
+    # and the registry admits them by keyword like any other algorithm.
+    from .signatures import find
+
+    scheme = find(name)
+    if scheme is not None:
+        return scheme
+    raise UnknownAlgorithm(keyword, sorted(_BY_KEYWORD)) from None
 
 
 def by_ike_id(transform_type: int, transform_id: int, key_bits: int | None = None) -> Transform | None:

@@ -199,6 +199,77 @@ class Dispatcher:
     def random(self, n: int) -> bytes:
         return os.urandom(n)
 
+    # -- signatures (ocfpy.crypto.signatures): the key decides who may serve ---------------
+    def open_signer(self, scheme, key, *, backend: str | None = None,
+                    strict: bool | None = None, check: bool = True):
+        """A SignSession for a signature scheme and a private key reference (signatures.KeyFile,
+        Pkcs11Key, KeyBytes), on the best driver that offers the scheme *and can reach the key*.
+
+        With ``check`` (the default), a pairwise consistency test (FIPS 140-3 IG 10.3.A): one
+        signature over a fixed message, verified with the matching public key by the best
+        verifier; a key that does not fit the scheme, or a driver that signs wrongly, is
+        refused here and not at the peer. Callers open a signer once per loaded credential."""
+        from .errors import InvalidKey, InvalidSignature
+        from .session import SignSession
+        from .signatures import PublicKey
+
+        session = self._open_with_key(scheme, key, SignSession, backend, strict)
+        if check:
+            probe = b"ocfpy pairwise consistency test"
+            try:
+                # strict=False: a backend forced for signing (a token) need not verify too.
+                with self.open_verifier(session.transform, PublicKey(session.public_key()),
+                                        strict=False) as v:
+                    v.verify(probe, session.sign(probe))
+            except (InvalidSignature, InvalidKey) as exc:
+                session.close()
+                raise InvalidKey(f"{key.describe()} on {session.driver}: its {session.transform}"
+                                 f" signature does not verify with its own public key ({exc})"
+                                 ) from None
+        return session
+
+    def open_verifier(self, scheme, public_key, *, backend: str | None = None,
+                      strict: bool | None = None):
+        """A VerifySession for a scheme and a signatures.PublicKey (DER SubjectPublicKeyInfo)."""
+        from .session import VerifySession
+
+        return self._open_with_key(scheme, public_key, VerifySession, backend, strict)
+
+    def _open_with_key(self, scheme, key, session_class, backend, strict):
+        """Like open(), but a driver that cannot reach the key (Unsupported with
+        Reason.KEY_STORE: a file key for a token driver, a token key for OpenSSL) is passed
+        over like one that does not offer the scheme, and named if nobody can."""
+        from .errors import Reason, Unsupported
+
+        transform = get_transform(scheme)
+        exclude: set[str] = set()
+        unreachable: dict[str, str] = {}
+        while True:
+            try:
+                record = self._choose(transform, backend, strict, exclude)
+            except BackendUnavailable as exc:
+                if not unreachable:
+                    raise
+                raise BackendUnavailable(exc.backend, transform.keyword,
+                                         f"no driver that offers it can reach {key.describe()} ("
+                                         + "; ".join(f"{n}: {r}" for n, r in unreachable.items())
+                                         + ")", exc.alternatives) from None
+            try:
+                ctx = record.driver.new_context(transform, key)  # type: ignore[union-attr]
+            except Unsupported as exc:
+                if exc.reason is not Reason.KEY_STORE:
+                    raise
+                unreachable[record.name] = exc.detail or exc.reason.value
+                exclude.add(record.name)
+                continue
+            except DriverFailure as exc:
+                log.warning("driver %s failed to open %s: %s", record.name, transform, exc)
+                exclude.add(record.name)
+                continue
+            session = session_class(self, transform, key, record, ctx, (backend, strict))
+            record.sessions.add(session)
+            return session
+
     def _session_closed(self, session: Session) -> None:
         record = session._record
         record.closed.add(Counters(**session.counters()))

@@ -214,3 +214,27 @@ class Driver(ABC):
 
 
 DriverFactory = Callable[[], "Driver | Iterable[Driver]"]
+
+
+# -- signatures (ocfpy.crypto.signatures; the context for a SIGNATURE scheme depends on the key:
+# a private key reference opens a SignContext, a signatures.PublicKey a VerifyContext) --------
+class SignContext(Context):
+    """Signs with one private key, which may never leave the driver (a token, a TPM)."""
+
+    @abstractmethod
+    def sign(self, data: bytes) -> bytes:
+        """The signature over ``data`` (the driver hashes it as the scheme says), in the
+        scheme's encoding: DER or r || s for ECDSA, the raw value for RSA and EdDSA."""
+
+    @abstractmethod
+    def public_key(self) -> bytes:
+        """The matching public key as DER SubjectPublicKeyInfo (to pick the certificate
+        and for the pairwise consistency check)."""
+
+
+class VerifyContext(Context):
+    """Verifies signatures made with one public key."""
+
+    @abstractmethod
+    def verify(self, data: bytes, signature: bytes) -> None:
+        """Return if ``signature`` is valid over ``data``; raise InvalidSignature if not."""

@@ -34,6 +34,7 @@ class Reason(StrEnum):
     QUARANTINED = "failed its known-answer test"
     DRIVER_FAILED = "the driver failed at run time"
     KEY_SIZE = "key size not supported"
+    KEY_STORE = "the key is not where this driver can reach it"
 
 
 class Unsupported(OcfError):
@@ -86,3 +87,8 @@ class InvalidKey(OcfError, ValueError):
 
 class InvalidInput(OcfError, ValueError):
     """Input of the wrong shape for the operation (IV length, block alignment, empty AEAD)."""
+
+
+class InvalidSignature(OcfError):
+    """A signature did not verify with the given public key (or was malformed for the scheme).
+    Like AuthenticationError, it says nothing about why beyond the scheme."""

@@ -351,3 +351,44 @@ SESSION_CLASS: dict[Primitive, type[Session]] = {
     Primitive.KE: KeyExchangeSession,
     Primitive.HASH: HashSession,
 }
+
+
+# -- signatures (ocfpy.crypto.signatures). Opened by Dispatcher.open_signer / open_verifier;
+# ``_key`` holds the key reference (a file, a PKCS#11 URI) or the PublicKey, never key bytes
+# of a token. A migration re-opens the same reference on another driver that can reach it.
+class SignSession(Session):
+    __slots__ = ()
+
+    def sign(self, data: bytes) -> bytes:
+        ctx = self._ctx
+        try:
+            out = ctx.sign(data)
+        except DriverFailure as e:
+            out = self._retry(e, ctx, "sign", data)
+        self.ops += 1
+        self.bytes += len(data)
+        return out
+
+    def public_key(self) -> bytes:
+        """DER SubjectPublicKeyInfo of the key pair."""
+        return self._ctx.public_key()
+
+
+class VerifySession(Session):
+    __slots__ = ()
+
+    def verify(self, data: bytes, signature: bytes) -> None:
+        """Return if valid; raise InvalidSignature (counted in auth_failures) if not."""
+        from .errors import InvalidSignature
+
+        ctx = self._ctx
+        try:
+            ctx.verify(data, signature)
+        except DriverFailure as e:
+            self._retry(e, ctx, "verify", data, signature)
+        except InvalidSignature:
+            self.auth_failures += 1
+            raise
+        finally:
+            self.ops += 1
+            self.bytes += len(data)

@@ -18,12 +18,14 @@ from ocfpy.crypto.catalogue import Primitive, Transform, crypto_transforms
 from ocfpy.crypto.catalogue import get as get_transform
 from ocfpy.crypto.driver import Context, Driver, DriverKind, Offer
 from ocfpy.crypto.errors import Reason, Unsupported
+from ocfpy.crypto.signatures import all_schemes
 
 from .aead import new_aead
 from .cipher import new_cipher
 from .hash import new_hash
 from .ke import MODP_AVAILABLE, OPENSSL_NAMED_GROUPS, new_ke
 from .mac import new_mac
+from .signature import new_signature
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ _FACTORIES: dict[Primitive, Callable[[Transform, bytes | None], Context]] = {
     Primitive.PRF: new_mac,
     Primitive.KE: new_ke,
     Primitive.HASH: new_hash,
+    Primitive.SIGNATURE: new_signature,
 }
 
 # What each construction is in OpenSSL terms, for `ocfpy drivers`.
@@ -87,6 +90,8 @@ class OpenSSLDriver(Driver):
             t.keyword: Offer(t.keyword, f"{_how(t)} ({version})")
             for t in crypto_transforms()
         }
+        for s in all_schemes():  # key files and in-memory keys sign; any public key verifies
+            self._offers[s.keyword] = Offer(s.keyword, f"EVP {s.description} ({version})")
 
     def offers(self) -> Iterable[Offer]:
         return list(self._offers.values())

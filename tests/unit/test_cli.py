@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from ocfpy.crypto.catalogue import crypto_transforms
+from ocfpy.crypto.signatures import all_schemes
 
 OCFPY = shutil.which("ocfpy", path=os.path.dirname(sys.executable)) or shutil.which("ocfpy")
 
@@ -31,7 +32,9 @@ def test_drivers_json_lists_openssl_active_with_every_catalogue_algorithm():
         assert {"name", "kind", "status", "reason", "algorithms"} <= d.keys()
     openssl = drivers["openssl"]
     assert openssl["status"] == "active" and openssl["kind"] == "software"
-    assert set(openssl["algorithms"]) == {t.keyword for t in crypto_transforms()}
+    # every catalogue transform, and every signature scheme (ocfpy.crypto.signatures)
+    assert set(openssl["algorithms"]) == ({t.keyword for t in crypto_transforms()}
+                                          | {s.keyword for s in all_schemes()})
     assert openssl["quarantined"] == {}
 
 
