@@ -34,7 +34,7 @@ from typing import Any
 from ocfpy.bench import strongswan
 from ocfpy.crypto.errors import OcfError
 from ocfpy.lab.iked_runner import IkedRunner
-from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
+from ocfpy.lab.iked_toml import config_toml, connection_table, daemon_table, secret_table
 from ocfpy.lab.netns_pair import Host, NetnsPair
 
 log = logging.getLogger(__name__)
@@ -94,31 +94,31 @@ class IkeReport:
 
 # -- one ocfpy daemon ---------------------------------------------------------------------
 
-def _daemon(me: Host) -> str:
+def _daemon(me: Host) -> dict:
     """No cookies (a rate test must not pay the round trip a flood defence would want); a
     half-open timeout that outlives a burst on a busy machine."""
-    return daemon_toml(listen=[me.outer], cookie_threshold=1000000, half_open_timeout="120s")
+    return daemon_table(listen=[me.outer], cookie_threshold=1000000, half_open_timeout="120s")
 
 
 def responder_config(me: Host, peer: Host, local_id: str) -> str:
     """Answers any identity that knows the PSK, one connection."""
     return config_toml(
-        _daemon(me), secret_toml("ike", PSK),
-        connection_toml("r", local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
-                        remote_id=None, proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
-                        children={"net": ([me.inner_net], [peer.inner_net])}))
+        _daemon(me), secret_table("ike", PSK),
+        connection_table("r", local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
+                         remote_id=None, proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
+                         children={"net": ([me.inner_net], [peer.inner_net])}))
 
 
 def initiator_config(me: Host, peer: Host, remote_id: str, names: list[str],
                      prefix: str) -> str:
     """One connection per IKE_SA it will hold (c0, c1, ...), each with its own identity."""
     return config_toml(
-        _daemon(me), secret_toml("ike", PSK),
-        *(connection_toml(name, local_addr=me.outer, remote_addr=peer.outer,
-                          local_id=initiator_id(name, prefix), remote_id=remote_id,
-                          proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
-                          children={"net": ([me.inner_net], [peer.inner_net])},
-                          retransmit=Raw("{ timeout = 3.0, tries = 4, base = 1.5 }"))
+        _daemon(me), secret_table("ike", PSK),
+        *(connection_table(name, local_addr=me.outer, remote_addr=peer.outer,
+                           local_id=initiator_id(name, prefix), remote_id=remote_id,
+                           proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
+                           children={"net": ([me.inner_net], [peer.inner_net])},
+                           retransmit={"timeout": 3.0, "tries": 4, "base": 1.5})
           for name in names))
 
 

@@ -91,19 +91,19 @@ class DemoError(OcfError, RuntimeError):
 
 # -- with two daemons -------------------------------------------------------------------------
 def _config(side: int, args: argparse.Namespace, workdir: Path, psk: str) -> str:
-    from ocfpy.lab.iked_toml import config_toml, connection_toml, daemon_toml, secret_toml
+    from ocfpy.lab.iked_toml import config_toml, connection_table, daemon_table, secret_table
 
     me, peer = side, 1 - side
     return config_toml(
-        daemon_toml(backend=args.crypto_backend, dataplane=args.dataplane, listen=[OUTER[me]],
-                    control_socket=str(workdir / f"{'ab'[side]}.sock")),
-        connection_toml("demo", local_addr=OUTER[me], remote_addr=OUTER[peer],
-                        local_id=IDS[me], remote_id=IDS[peer],
-                        proposals=args.proposal or ["aes128gcm16-prfsha256-x25519"],
-                        esp_proposals=args.esp_proposal or ["aes128gcm16"],
-                        children={"net": ([INNER_NETS[me]], [INNER_NETS[peer]])},
-                        encap=bool(args.encap)),
-        secret_toml("ike-demo", f"0x{psk}", IDS))
+        daemon_table(backend=args.crypto_backend, dataplane=args.dataplane, listen=[OUTER[me]],
+                     control_socket=str(workdir / f"{'ab'[side]}.sock")),
+        connection_table("demo", local_addr=OUTER[me], remote_addr=OUTER[peer],
+                         local_id=IDS[me], remote_id=IDS[peer],
+                         proposals=args.proposal or ["aes128gcm16-prfsha256-x25519"],
+                         esp_proposals=args.esp_proposal or ["aes128gcm16"],
+                         children={"net": ([INNER_NETS[me]], [INNER_NETS[peer]])},
+                         encap=bool(args.encap)),
+        secret_table("ike-demo", f"0x{psk}", IDS))
 
 
 class Gateways:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ocfpy.lab.iked_runner import IkedRunner, wait_for
-from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
+from ocfpy.lab.iked_toml import config_toml, connection_table, daemon_table, secret_table
 from ocfpy.lab.netns_pair import Host
 
 __all__ = ["Iked", "iked_config", "unavailable_reason", "userspace_dataplane_reason", "wait_for"]
@@ -64,15 +64,15 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
     children = {child: (list(local_ts or [me.inner_net]), list(remote_ts or [peer.inner_net])),
                 **(extra_children or {})}
     return config_toml(
-        daemon_toml(backend=backend, dataplane=dataplane, listen=[me.outer],
-                    control_socket=str(control), **(daemon or {})),
-        connection_toml(name, local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
-                        remote_id=remote_id,
-                        proposals=None if proposals == ["default"] else proposals,
-                        esp_proposals=None if esp_proposals == ["default"] else esp_proposals,
-                        children=children, dpd_delay=dpd_delay, keyingtries=1,
-                        retransmit=Raw('{ timeout = "1s", tries = 2, base = 1.5 }')),
-        secret_toml(f"ike-{name}", psk, [local_id, remote_id]))
+        daemon_table(backend=backend, dataplane=dataplane, listen=[me.outer],
+                     control_socket=str(control), **(daemon or {})),
+        connection_table(name, local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
+                         remote_id=remote_id,
+                         proposals=None if proposals == ["default"] else proposals,
+                         esp_proposals=None if esp_proposals == ["default"] else esp_proposals,
+                         children=children, dpd_delay=dpd_delay, keyingtries=1,
+                         retransmit={"timeout": "1s", "tries": 2, "base": 1.5}),
+        secret_table(f"ike-{name}", psk, [local_id, remote_id]))
 
 
 class Iked(IkedRunner):

@@ -197,7 +197,7 @@ def test_sigterm_sends_delete_and_exits_zero(pair: Pair):
 
 def test_liveness_failure_when_peer_dies(pair: Pair):
     ike, esp = SETS[0]
-    fast = "{ timeout = 0.3, tries = 2, base = 1.0 }"
+    fast = {"timeout": 0.3, "tries": 2, "base": 1.0}
     pair.a.start(config(0, proposals=[ike], esp=[esp], dpd_delay="1s", retransmit=fast))
     pair.b.start(config(1, proposals=[ike], esp=[esp]))
     pair.a.call("initiate", name="t", wait=10, timeout=15)
