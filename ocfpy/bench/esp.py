@@ -32,6 +32,7 @@ from ocfpy.bench import iperf as iperf3
 from ocfpy.bench import strongswan
 from ocfpy.bench.ike import profile_summary
 from ocfpy.crypto.errors import OcfError
+from ocfpy.lab.netlab import Namespace
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +45,8 @@ class EspBenchError(OcfError, RuntimeError):
     """A measurement failed (the message says which and why)."""
 
 
-@dataclass(frozen=True)
-class Path2:
-    """How to reach the two inner hosts of a tunnel: argv prefixes and addresses."""
-
-    client_ns: str
-    server_ns: str
-    client_ip: str
-    server_ip: str
-
-    def client(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.client_ns, *argv]
-
-    def server(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.server_ns, *argv]
+# A measured path: iperf3 runs from the first gateway's inner host to the second's.
+Path2 = tuple[Namespace, Namespace]
 
 
 @dataclass
@@ -97,8 +86,7 @@ class EspReport:
 
 def iperf(path: Path2, args: list[str], seconds: float) -> dict[str, Any]:
     """One iperf3 client run from the client host to a one-shot server on the server host."""
-    return iperf3.run(path.server, path.server_ip, path.client, path.client_ip, args, seconds,
-                      EspBenchError)
+    return iperf3.run(*path, args, seconds, EspBenchError)
 
 
 def tcp_mbit(path: Path2, seconds: float) -> tuple[float, int]:
@@ -144,7 +132,7 @@ def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, cr
                                               crypto_backend=crypto_backend,
                                               tun=f"{prefix}-tun0", gso=gso, udp_gso=udp_gso,
                                               workdir=workdir) as tun:
-            yield tun, Path2(tun.a.name, tun.b.name, tun.INNER[0], tun.INNER[1])
+            yield tun, (tun.a, tun.b)
     finally:
         if saved is None:
             os.environ.pop("OCFPY_ESP_PROFILE", None)
@@ -156,11 +144,11 @@ def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, cr
 def libipsec_tunnel(*, esp: str, mtu: int, prefix: str, workdir: Path
                     ) -> Iterator[tuple[strongswan.Charon, Path2, dict[str, Any]]]:
     """Two charons with kernel-libipsec, one CHILD_SA between their inner hosts."""
-    from ocfpy.lab.netns_pair import NetnsPair
+    from ocfpy.lab.netlab import moon_and_sun
 
     settings = {"plugins": {"kernel-libipsec": {"mtu": mtu}}}
     proposal = "aes128gcm16-prfsha256-x25519"
-    with NetnsPair(prefix) as pair:
+    with moon_and_sun(prefix) as pair:
         moon, sun = pair.left, pair.right
         with strongswan.Charon(moon, workdir / "moon", settings=settings, ike_log=0) as a, \
                 strongswan.Charon(sun, workdir / "sun", settings=settings, ike_log=0) as b:
@@ -176,7 +164,7 @@ def libipsec_tunnel(*, esp: str, mtu: int, prefix: str, workdir: Path
             children = list(b.list_sas("bench")["bench"].get("child-sas", {}).values())
             info = {"strongswan": strongswan._version(a),
                     "encapsulated": bool(children) and children[0].get("encap") == "yes"}
-            yield b, Path2(moon.netns, sun.netns, moon.inner, sun.inner), info
+            yield b, (moon, sun), info
 
 
 def _libipsec_bytes_in(responder: strongswan.Charon) -> int:

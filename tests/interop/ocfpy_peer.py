@@ -18,7 +18,7 @@ from typing import Any
 
 from ocfpy.lab.iked_runner import IkedRunner, wait_for
 from ocfpy.lab.iked_toml import config_toml, connection_table, daemon_table, secret_table
-from ocfpy.lab.netns_pair import Host
+from ocfpy.lab.netlab import Namespace
 
 __all__ = ["Iked", "iked_config", "unavailable_reason", "userspace_dataplane_reason", "wait_for"]
 
@@ -50,7 +50,7 @@ def userspace_dataplane_reason() -> str | None:
     return None
 
 
-def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str,
+def iked_config(*, me: Namespace, peer: Namespace, local_id: str, remote_id: str, psk: str,
                 proposals: Iterable[str], esp_proposals: Iterable[str], dataplane: str,
                 local_ts: Iterable[str] | None = None, remote_ts: Iterable[str] | None = None,
                 control: Path, name: str = "t", child: str = "net",
@@ -78,8 +78,8 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
 class Iked(IkedRunner):
     """ocfpy's daemon in ``host``'s namespace (ocfpy.lab.iked_runner), reached over its socket."""
 
-    def __init__(self, host: Host, workdir: Path, name: str = "iked") -> None:
-        super().__init__(host.netns, workdir, name)
+    def __init__(self, host: Namespace, workdir: Path, name: str = "iked") -> None:
+        super().__init__(host.name, workdir, name)
         self.host = host
 
     def call(self, cmd: str, timeout: float = 15.0, **params: Any) -> Any:

@@ -15,10 +15,12 @@ from ocfpy.bench import ike as ike_bench
 from ocfpy.cli.main import build_parser, main
 from ocfpy.iked.configfile import loads
 from ocfpy.lab import charon as charon_mod
-from ocfpy.lab.netns_pair import Host
+from ocfpy.lab.netlab import Namespace
 
-MOON = Host("obn-moon", "obn-v0", "10.97.0.1", "10.98.1.1", "10.98.1.0/24")
-SUN = Host("obn-sun", "obn-v1", "10.97.0.2", "10.98.2.1", "10.98.2.0/24")
+MOON = Namespace("obn-moon", ifname="obn-moon0", outer="10.97.0.1", inner="10.98.1.1",
+                 inner_net="10.98.1.0/24")
+SUN = Namespace("obn-sun", ifname="obn-sun0", outer="10.97.0.2", inner="10.98.2.1",
+                inner_net="10.98.2.0/24")
 
 
 def parse(*argv: str):
