@@ -119,7 +119,8 @@ def measure(path: Path2, figures: Figures, seconds: float, mtu: int) -> int:
 
 @contextlib.contextmanager
 def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, crypto_backend: str,
-                 prefix: str, profile_dir: str | None, workdir: Path) -> Iterator[tuple[Any, Path2]]:
+                 prefix: str, profile_dir: str | None, workdir: Path,
+                 calibration: str | None = None) -> Iterator[tuple[Any, Path2]]:
     from ocfpy.lab.netlab import Lab
     from ocfpy.lab.static_tunnel import StaticTunnel
 
@@ -130,6 +131,7 @@ def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, cr
     try:
         with Lab(prefix) as lab, StaticTunnel(lab, esp=esp, encap=encap, mtu=mtu,
                                               crypto_backend=crypto_backend,
+                                              calibration=calibration,
                                               tun=f"{prefix}-tun0", gso=gso, udp_gso=udp_gso,
                                               workdir=workdir) as tun:
             yield tun, (tun.a, tun.b)
@@ -180,7 +182,8 @@ def _ocfpy_bytes_in(tun: Any) -> int:
 # -- the whole benchmark ------------------------------------------------------------------
 
 def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
-        crypto_backend: str = "openssl", mtu: int = 1400, encap: bool = True, gso: int = 0,
+        crypto_backend: str = "openssl", calibration: str | None = None, mtu: int = 1400,
+        encap: bool = True, gso: int = 0,
         udp_gso: bool = False,
         strongswan_too: bool = True, prefix: str = "obn", workdir: str | None = None,
         profile_dir: str | None = None, step: Step = lambda label: None) -> EspReport:
@@ -197,6 +200,7 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
         step("starting ocfpy's gateways")
         tun, our_path = stack.enter_context(ocfpy_tunnel(
             esp=esp, mtu=mtu, encap=encap, gso=gso, udp_gso=udp_gso, crypto_backend=crypto_backend,
+            calibration=calibration,
             prefix=f"{prefix}e", profile_dir=profile_dir, workdir=base / "ocfpy"))
         sw = None
         if strongswan_too:

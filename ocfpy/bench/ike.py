@@ -437,7 +437,7 @@ def run(n: int = 200, sequential: int = 50, memory: int = 10000, *, charon: bool
             except strongswan.BenchmarkUnavailable as exc:
                 skipped["charon memory"] = str(exc)
     else:
-        skipped["charon"] = "--no-charon"
+        skipped["charon"] = "--no-strongswan"
     ratios, targets = compare(pairs, memories)
     profile = profile_summary(profile_path) if profile_path and profile_path.exists() else []
     return IkeReport(pairs, memories, ratios, targets, skipped, profile,

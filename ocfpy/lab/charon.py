@@ -248,14 +248,6 @@ class Charon:
     def list_sa_entries(self) -> list[tuple[str, dict[str, Any]]]:
         return [(k, v) for entry in list(self.vici.list_sas()) for k, v in decode(entry).items()]
 
-    def terminate_all(self, timeout_ms: int = 3000) -> None:
-        for _, sa in self.list_sa_entries():
-            try:
-                list(self.vici.terminate({"ike-id": sa["uniqueid"], "force": "yes",
-                                          "timeout": timeout_ms}))
-            except Exception as exc:  # already gone
-                log.debug("terminate %s: %s", sa.get("uniqueid"), exc)
-
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
