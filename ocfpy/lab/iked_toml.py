@@ -44,10 +44,12 @@ def daemon_table(*, listen: Iterable[str], backend: str = "openssl", dataplane: 
 def connection_table(name: str, *, local_addr: str, remote_addr: str, local_id: str,
                      remote_id: str | None, proposals: Iterable[str] | None,
                      children: Mapping[str, tuple[Iterable[str], Iterable[str]]],
-                     esp_proposals: Iterable[str] | None, **options: Any) -> Fragment:
+                     esp_proposals: Iterable[str] | None,
+                     child_options: Mapping[str, Any] | None = None, **options: Any) -> Fragment:
     """One PSK connection; ``children`` maps a name to (local_ts, remote_ts). ``remote_id``
     None accepts any peer identity; proposals None leave ocfpy's defaults. ``options`` are
-    further connection keys (None: left out)."""
+    further connection keys, ``child_options`` further keys of every child (None: left
+    out)."""
     conn = _present({"local_addrs": [local_addr], "remote_addrs": [remote_addr],
                      "proposals": proposals, **options})
     conn["local"] = {"auth": "psk", "id": local_id}
@@ -55,7 +57,7 @@ def connection_table(name: str, *, local_addr: str, remote_addr: str, local_id: 
         conn["remote"] = {"auth": "psk", "id": remote_id}
     conn["children"] = {
         child: _present({"local_ts": local_ts, "remote_ts": remote_ts,
-                         "esp_proposals": esp_proposals})
+                         "esp_proposals": esp_proposals, **(child_options or {})})
         for child, (local_ts, remote_ts) in children.items()}
     return {"connections": {name: conn}}
 

@@ -36,7 +36,8 @@ OCFPY = str(Path(sys.executable).with_name("ocfpy"))
 def config(side: int, *, proposals: list[str], esp: list[str], psk: str = PSK,
            dataplane: str = "none", backend: str = "openssl", dpd_delay: str = "0s",
            retransmit: dict | None = None,
-           cookie_threshold: int = 30, keyingtries: int = 1,
+           cookie_threshold: int = 30, keyingtries: int = 1, encap: bool | None = None,
+           child_options: dict | None = None,
            outer: tuple[str, str] = OUTER, listen: list[str] | None = None) -> str:
     """The TOML config of side 0 (a) or 1 (b); connection "t" points at the other side."""
     me, peer = side, 1 - side
@@ -46,8 +47,8 @@ def config(side: int, *, proposals: list[str], esp: list[str], psk: str = PSK,
         connection_table("t", local_addr=outer[me], remote_addr=outer[peer], local_id=IDS[me],
                          remote_id=IDS[peer], proposals=proposals, esp_proposals=esp,
                          children={"net": ([INNER[me]], [INNER[peer]])}, dpd_delay=dpd_delay,
-                         keyingtries=keyingtries, retransmit=retransmit or {"timeout": 0.5, "tries": 3,
-                                                        "base": 1.4}),
+                         keyingtries=keyingtries, encap=encap, child_options=child_options,
+                         retransmit=retransmit or {"timeout": 0.5, "tries": 3, "base": 1.4}),
         secret_table("ike-t", psk, IDS))
 
 

@@ -19,7 +19,7 @@ def test_one_psk_connection_round_trips() -> None:
                          esp_proposals=None,
                          children={"net": (["10.1.0.0/24"], ["10.2.0.0/24"]),
                                    "two": (["10.3.0.0/24"], ["10.4.0.0/24"])},
-                         keyingtries=1, encap=True,
+                         keyingtries=1, encap=True, child_options={"start_action": "trap"},
                          retransmit={"timeout": 0.5, "tries": 3, "base": 1.4}),
         secret_table("ike-t", "0sc2VjcmV0", ["a", "b"]))
     conf = tomllib.loads(text)
@@ -30,7 +30,8 @@ def test_one_psk_connection_round_trips() -> None:
     assert t["keyingtries"] == 1 and t["encap"] is True
     assert t["retransmit"] == {"timeout": 0.5, "tries": 3, "base": 1.4}
     assert t["local"] == {"auth": "psk", "id": "a"} and t["remote"] == {"auth": "psk", "id": "b"}
-    assert t["children"]["two"] == {"local_ts": ["10.3.0.0/24"], "remote_ts": ["10.4.0.0/24"]}
+    assert t["children"]["two"] == {"local_ts": ["10.3.0.0/24"], "remote_ts": ["10.4.0.0/24"],
+                                    "start_action": "trap"}
     assert conf["secrets"]["ike-t"] == {"id": ["a", "b"], "secret": "0sc2VjcmV0"}
 
 
