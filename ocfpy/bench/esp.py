@@ -32,6 +32,7 @@ from ocfpy.bench import iperf as iperf3
 from ocfpy.bench import strongswan
 from ocfpy.bench.ike import profile_summary
 from ocfpy.crypto.errors import OcfError
+from ocfpy.lab.netlab import Namespace
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +45,8 @@ class EspBenchError(OcfError, RuntimeError):
     """A measurement failed (the message says which and why)."""
 
 
-@dataclass(frozen=True)
-class Path2:
-    """How to reach the two inner hosts of a tunnel: argv prefixes and addresses."""
-
-    client_ns: str
-    server_ns: str
-    client_ip: str
-    server_ip: str
-
-    def client(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.client_ns, *argv]
-
-    def server(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.server_ns, *argv]
+# A measured path: iperf3 runs from the first gateway's inner host to the second's.
+Path2 = tuple[Namespace, Namespace]
 
 
 @dataclass
@@ -97,8 +86,7 @@ class EspReport:
 
 def iperf(path: Path2, args: list[str], seconds: float) -> dict[str, Any]:
     """One iperf3 client run from the client host to a one-shot server on the server host."""
-    return iperf3.run(path.server, path.server_ip, path.client, path.client_ip, args, seconds,
-                      EspBenchError)
+    return iperf3.run(*path, args, seconds, EspBenchError)
 
 
 def tcp_mbit(path: Path2, seconds: float) -> tuple[float, int]:
@@ -131,7 +119,8 @@ def measure(path: Path2, figures: Figures, seconds: float, mtu: int) -> int:
 
 @contextlib.contextmanager
 def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, crypto_backend: str,
-                 prefix: str, profile_dir: str | None, workdir: Path) -> Iterator[tuple[Any, Path2]]:
+                 prefix: str, profile_dir: str | None, workdir: Path,
+                 calibration: str | None = None) -> Iterator[tuple[Any, Path2]]:
     from ocfpy.lab.netlab import Lab
     from ocfpy.lab.static_tunnel import StaticTunnel
 
@@ -142,9 +131,10 @@ def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, cr
     try:
         with Lab(prefix) as lab, StaticTunnel(lab, esp=esp, encap=encap, mtu=mtu,
                                               crypto_backend=crypto_backend,
+                                              calibration=calibration,
                                               tun=f"{prefix}-tun0", gso=gso, udp_gso=udp_gso,
                                               workdir=workdir) as tun:
-            yield tun, Path2(tun.a.name, tun.b.name, tun.INNER[0], tun.INNER[1])
+            yield tun, (tun.a, tun.b)
     finally:
         if saved is None:
             os.environ.pop("OCFPY_ESP_PROFILE", None)
@@ -156,11 +146,11 @@ def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, cr
 def libipsec_tunnel(*, esp: str, mtu: int, prefix: str, workdir: Path
                     ) -> Iterator[tuple[strongswan.Charon, Path2, dict[str, Any]]]:
     """Two charons with kernel-libipsec, one CHILD_SA between their inner hosts."""
-    from ocfpy.lab.netns_pair import NetnsPair
+    from ocfpy.lab.netlab import moon_and_sun
 
     settings = {"plugins": {"kernel-libipsec": {"mtu": mtu}}}
     proposal = "aes128gcm16-prfsha256-x25519"
-    with NetnsPair(prefix) as pair:
+    with moon_and_sun(prefix) as pair:
         moon, sun = pair.left, pair.right
         with strongswan.Charon(moon, workdir / "moon", settings=settings, ike_log=0) as a, \
                 strongswan.Charon(sun, workdir / "sun", settings=settings, ike_log=0) as b:
@@ -176,7 +166,7 @@ def libipsec_tunnel(*, esp: str, mtu: int, prefix: str, workdir: Path
             children = list(b.list_sas("bench")["bench"].get("child-sas", {}).values())
             info = {"strongswan": strongswan._version(a),
                     "encapsulated": bool(children) and children[0].get("encap") == "yes"}
-            yield b, Path2(moon.netns, sun.netns, moon.inner, sun.inner), info
+            yield b, (moon, sun), info
 
 
 def _libipsec_bytes_in(responder: strongswan.Charon) -> int:
@@ -192,7 +182,8 @@ def _ocfpy_bytes_in(tun: Any) -> int:
 # -- the whole benchmark ------------------------------------------------------------------
 
 def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
-        crypto_backend: str = "openssl", mtu: int = 1400, encap: bool = True, gso: int = 0,
+        crypto_backend: str = "openssl", calibration: str | None = None, mtu: int = 1400,
+        encap: bool = True, gso: int = 0,
         udp_gso: bool = False,
         strongswan_too: bool = True, prefix: str = "obn", workdir: str | None = None,
         profile_dir: str | None = None, step: Step = lambda label: None) -> EspReport:
@@ -209,6 +200,7 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
         step("starting ocfpy's gateways")
         tun, our_path = stack.enter_context(ocfpy_tunnel(
             esp=esp, mtu=mtu, encap=encap, gso=gso, udp_gso=udp_gso, crypto_backend=crypto_backend,
+            calibration=calibration,
             prefix=f"{prefix}e", profile_dir=profile_dir, workdir=base / "ocfpy"))
         sw = None
         if strongswan_too:

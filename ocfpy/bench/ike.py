@@ -34,8 +34,8 @@ from typing import Any
 from ocfpy.bench import strongswan
 from ocfpy.crypto.errors import OcfError
 from ocfpy.lab.iked_runner import IkedRunner
-from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
-from ocfpy.lab.netns_pair import Host, NetnsPair
+from ocfpy.lab.iked_toml import config_toml, connection_table, daemon_table, secret_table
+from ocfpy.lab.netlab import Namespace, moon_and_sun
 
 log = logging.getLogger(__name__)
 
@@ -94,31 +94,31 @@ class IkeReport:
 
 # -- one ocfpy daemon ---------------------------------------------------------------------
 
-def _daemon(me: Host) -> str:
+def _daemon(me: Namespace) -> dict:
     """No cookies (a rate test must not pay the round trip a flood defence would want); a
     half-open timeout that outlives a burst on a busy machine."""
-    return daemon_toml(listen=[me.outer], cookie_threshold=1000000, half_open_timeout="120s")
+    return daemon_table(listen=[me.outer], cookie_threshold=1000000, half_open_timeout="120s")
 
 
-def responder_config(me: Host, peer: Host, local_id: str) -> str:
+def responder_config(me: Namespace, peer: Namespace, local_id: str) -> str:
     """Answers any identity that knows the PSK, one connection."""
     return config_toml(
-        _daemon(me), secret_toml("ike", PSK),
-        connection_toml("r", local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
-                        remote_id=None, proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
-                        children={"net": ([me.inner_net], [peer.inner_net])}))
+        _daemon(me), secret_table("ike", PSK),
+        connection_table("r", local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
+                         remote_id=None, proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
+                         children={"net": ([me.inner_net], [peer.inner_net])}))
 
 
-def initiator_config(me: Host, peer: Host, remote_id: str, names: list[str],
+def initiator_config(me: Namespace, peer: Namespace, remote_id: str, names: list[str],
                      prefix: str) -> str:
     """One connection per IKE_SA it will hold (c0, c1, ...), each with its own identity."""
     return config_toml(
-        _daemon(me), secret_toml("ike", PSK),
-        *(connection_toml(name, local_addr=me.outer, remote_addr=peer.outer,
-                          local_id=initiator_id(name, prefix), remote_id=remote_id,
-                          proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
-                          children={"net": ([me.inner_net], [peer.inner_net])},
-                          retransmit=Raw("{ timeout = 3.0, tries = 4, base = 1.5 }"))
+        _daemon(me), secret_table("ike", PSK),
+        *(connection_table(name, local_addr=me.outer, remote_addr=peer.outer,
+                           local_id=initiator_id(name, prefix), remote_id=remote_id,
+                           proposals=[IKE_PROPOSAL], esp_proposals=[ESP_PROPOSAL],
+                           children={"net": ([me.inner_net], [peer.inner_net])},
+                           retransmit={"timeout": 3.0, "tries": 4, "base": 1.5})
           for name in names))
 
 
@@ -134,8 +134,8 @@ class Iked(IkedRunner):
     """``ocfpy iked`` in ``host``'s namespace (ocfpy.lab.iked_runner), reached over its control
     socket; warnings only (per-message debug logging would be what we measure)."""
 
-    def __init__(self, host: Host, workdir: Path, name: str) -> None:
-        super().__init__(host.netns, workdir, name, verbosity="", error=IkeBenchError)
+    def __init__(self, host: Namespace, workdir: Path, name: str) -> None:
+        super().__init__(host.name, workdir, name, verbosity="", error=IkeBenchError)
         self.host = host
         self.profile_path: Path | None = None
 
@@ -233,7 +233,7 @@ def ocfpy_pair(n: int, sequential: int, memory: int, *, prefix: str, workdir: st
     """ocfpy -> ocfpy: sequential, then a burst of n, then (memory > 0) fill up to memory
     SAs in bursts of BATCH and read the responder's RSS."""
     names = [f"c{i}" for i in range(max(n, memory, 1))]
-    with _workdir(workdir, "ocfpy", prefix) as base, NetnsPair(prefix) as pair, \
+    with _workdir(workdir, "ocfpy", prefix) as base, moon_and_sun(prefix) as pair, \
             Iked(pair.right, base, "sun") as resp, Iked(pair.left, base, "moon") as ini:
         rid = responder_id(prefix)
         resp.start(responder_config(pair.right, pair.left, rid), profile=profile)
@@ -287,7 +287,7 @@ def charon_memory(memory: int, *, prefix: str, workdir: str | None, step: Step,
     10,000 makes charon retransmit and time out half-open SAs: it measures the overload)."""
     step(f"charon responder memory: filling {memory} SAs")
     names = [f"c{i}" for i in range(memory)]
-    with _workdir(workdir, "cmem", prefix) as base, NetnsPair(prefix) as pair, \
+    with _workdir(workdir, "cmem", prefix) as base, moon_and_sun(prefix) as pair, \
             _charon(pair.right, base / "sun") as resp, _charon(pair.left, base / "moon") as ini:
         rid = responder_id(prefix)
         for c in (ini, resp):
@@ -318,14 +318,14 @@ def charon_memory(memory: int, *, prefix: str, workdir: str | None, step: Step,
                             held / fill, [*notes, strongswan._version(ini)])
 
 
-def _charon(host: Host, base: Path) -> strongswan.Charon:
+def _charon(host: Namespace, base: Path) -> strongswan.Charon:
     return strongswan.Charon(host, base, settings=strongswan._RATE_SETTINGS, ike_log=0)
 
 
 def ocfpy_to_charon(n: int, sequential: int, *, prefix: str, workdir: str | None,
                     step: Step, timeout: float = 180.0) -> PairResult:
     names = [f"c{i}" for i in range(max(n, 1))]
-    with _workdir(workdir, "o2c", prefix) as base, NetnsPair(prefix) as pair, \
+    with _workdir(workdir, "o2c", prefix) as base, moon_and_sun(prefix) as pair, \
             _charon(pair.right, base / "sun") as resp, Iked(pair.left, base, "moon") as ini:
         rid = responder_id(prefix)
         resp.load_psk(PSK, [rid])
@@ -346,7 +346,7 @@ def ocfpy_to_charon(n: int, sequential: int, *, prefix: str, workdir: str | None
 
 def charon_to_ocfpy(n: int, sequential: int, *, prefix: str, workdir: str | None,
                     step: Step, timeout: float = 180.0) -> PairResult:
-    with _workdir(workdir, "c2o", prefix) as base, NetnsPair(prefix) as pair, \
+    with _workdir(workdir, "c2o", prefix) as base, moon_and_sun(prefix) as pair, \
             Iked(pair.right, base, "sun") as resp, _charon(pair.left, base / "moon") as ini:
         rid = responder_id(prefix)
         resp.start(responder_config(pair.right, pair.left, rid))
@@ -437,7 +437,7 @@ def run(n: int = 200, sequential: int = 50, memory: int = 10000, *, charon: bool
             except strongswan.BenchmarkUnavailable as exc:
                 skipped["charon memory"] = str(exc)
     else:
-        skipped["charon"] = "--no-charon"
+        skipped["charon"] = "--no-strongswan"
     ratios, targets = compare(pairs, memories)
     profile = profile_summary(profile_path) if profile_path and profile_path.exists() else []
     return IkeReport(pairs, memories, ratios, targets, skipped, profile,

@@ -5,24 +5,25 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable
 from typing import Any
+
+from ocfpy.lab.netlab import Namespace
 
 IPERF_PORT = 5201
 
-Argv = Callable[..., list[str]]  # wraps a command so it runs on one host (ip netns exec ...)
 
-
-def run(server: Argv, server_ip: str, client: Argv, client_ip: str, args: list[str],
-        seconds: float, error: type[Exception] = RuntimeError) -> dict[str, Any]:
-    """iperf3's JSON result; retries while the server is not listening yet, raises ``error``
-    with iperf3's own words otherwise, and always stops the server."""
-    proc_server = subprocess.Popen(server("iperf3", "-s", "-1", "-B", server_ip,
+def run(client: Namespace, server: Namespace, args: list[str], seconds: float,
+        error: type[Exception] = RuntimeError) -> dict[str, Any]:
+    """iperf3 from the client gateway's inner host to the server gateway's: its JSON result;
+    retries while the server is not listening yet, raises ``error`` with iperf3's own words
+    otherwise, and always stops the server."""
+    server_ip, client_ip = server.inner, client.inner
+    proc_server = subprocess.Popen(server.argv("iperf3", "-s", "-1", "-B", server_ip,
                                           "-p", str(IPERF_PORT)),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _attempt in range(50):
-            proc = subprocess.run(client("iperf3", "-c", server_ip, "-B", client_ip,
+            proc = subprocess.run(client.argv("iperf3", "-c", server_ip, "-B", client_ip,
                                          "-p", str(IPERF_PORT), "-t", str(seconds), "-J", *args),
                                   capture_output=True, text=True, timeout=seconds + 30)
             result = json.loads(proc.stdout or "{}")

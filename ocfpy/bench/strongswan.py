@@ -29,7 +29,7 @@ from typing import Any
 from ocfpy.bench import iperf as iperf3
 from ocfpy.crypto.errors import OcfError
 from ocfpy.lab.charon import Charon, child, decode, psk_connection, unavailable_reason
-from ocfpy.lab.netns_pair import NetnsPair
+from ocfpy.lab.netlab import moon_and_sun
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def ike_establishment_rate(n: int = 200, *, proposal: str = "aes128gcm16-prfsha2
     _require()
     if n < 1:
         raise ValueError("n must be at least 1")
-    with _workdir(workdir, f"{prefix}-ikerate-") as base, NetnsPair(prefix) as pair:
+    with _workdir(workdir, f"{prefix}-ikerate-") as base, moon_and_sun(prefix) as pair:
         moon, sun = pair.left, pair.right
         with Charon(moon, base / "moon", settings=_RATE_SETTINGS, ike_log=0) as ini, \
                 Charon(sun, base / "sun", settings=_RATE_SETTINGS, ike_log=0) as resp:
@@ -222,9 +222,6 @@ def _concurrent(ini: Charon, names: list[str], timeout: float) -> tuple[int, flo
     return state["up"], first, state["last"] or time.perf_counter()
 
 
-def _iperf(client_host: Any, server_host: Any, args: list[str], seconds: float) -> dict[str, Any]:
-    return iperf3.run(server_host.argv, server_host.inner, client_host.argv, client_host.inner,
-                      args, seconds)
 
 
 def _ping_ms(host: Any, target: str, src: str, count: int = 10) -> float:
@@ -246,7 +243,7 @@ def esp_throughput(*, esp_proposal: str = "aes128gcm16",
     """
     _require("iperf3", "ping")
     settings = {"plugins": {"kernel-libipsec": {"mtu": mtu}}}
-    with _workdir(workdir, f"{prefix}-esp-") as base, NetnsPair(prefix) as pair:
+    with _workdir(workdir, f"{prefix}-esp-") as base, moon_and_sun(prefix) as pair:
         moon, sun = pair.left, pair.right
         with Charon(moon, base / "moon", settings=settings, ike_log=0) as a, \
                 Charon(sun, base / "sun", settings=settings, ike_log=0) as b:
@@ -266,10 +263,10 @@ def esp_throughput(*, esp_proposal: str = "aes128gcm16",
             tcp, pps, sent = [], [], []
             delivered = 0
             for _ in range(runs):
-                r = _iperf(moon, sun, [], seconds)
+                r = iperf3.run(moon, sun, [], seconds)
                 tcp.append(r["end"]["sum_received"]["bits_per_second"] / 1e6)
                 delivered += r["end"]["sum_received"]["bytes"]
-                u = _iperf(moon, sun, ["-u", "-b", "0", "-l", str(udp_size)], seconds)
+                u = iperf3.run(moon, sun, ["-u", "-b", "0", "-l", str(udp_size)], seconds)
                 s = u["end"]["sum"]
                 secs = s["seconds"] or seconds
                 pps.append((s["packets"] - s["lost_packets"]) / secs)

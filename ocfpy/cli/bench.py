@@ -7,7 +7,15 @@ import platform
 import sys
 import time
 
-from ocfpy.cli.common import console, fail, make_dispatcher, print_json
+from ocfpy.cli.common import (
+    comma_list,
+    console,
+    deprecated_alias,
+    fail,
+    make_dispatcher,
+    print_json,
+)
+from ocfpy.crypto.calibration import default_path as default_calibration_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,23 +28,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = bsub.add_parser(
         "crypto", help="every active driver x algorithm x size, ops/s and MB/s",
-        description="Measure every active driver (or --backend) for the chosen algorithms and "
-        "sizes, single-op and batch paths, and mark the fastest driver per row.",
+        description="Measure every active driver (or those --drivers names) for the chosen "
+        "algorithms and sizes, single-op and batch paths, and mark the fastest driver per row. "
+        "--save keeps the figures as a calibration that `ocfpy iked --calibration`, "
+        "`[daemon] calibration` and `ocfpy demo`/`bench esp --calibration` rank drivers by.",
     )
-    c.add_argument("--backend", action="append", dest="backends", metavar="DRIVER",
-                   help="only this driver (repeatable); default: every active driver")
+    c.add_argument("--drivers", type=comma_list, action="extend", metavar="LIST",
+                   help="only these drivers (comma-separated, repeatable); default: every "
+                   "active driver")
     c.add_argument("--algorithms", default=None, metavar="LIST",
                    help="comma-separated keywords (default: a representative set; 'all' for every one)")
     c.add_argument("--sizes", default=None, metavar="LIST",
                    help="comma-separated bytes per op (default 64,256,1400,9000,16384)")
-    c.add_argument("--duration", type=float, default=0.2, help="seconds per round (default 0.2)")
-    c.add_argument("--rounds", type=int, default=3, help="rounds per case; the median is reported")
+    c.add_argument("--duration", type=float, default=0.2, metavar="S",
+                   help="seconds per round (default 0.2)")
+    c.add_argument("--rounds", type=int, default=3,
+                   help="rounds per case; the median is reported (default 3)")
     c.add_argument("--no-batch", action="store_true", help="skip the batch path")
     c.add_argument("--json", action="store_true", help="print JSON results")
     c.add_argument("--plot", metavar="FILE.png", help="plot MB/s vs size per driver (needs matplotlib)")
     c.add_argument("--save", nargs="?", const="", metavar="PATH",
                    help="save a calibration for the dispatcher's calibrated policy "
-                   "(default ~/.config/ocfpy/calibration.json)")
+                   f"(default {default_calibration_path()}, what --calibration default reads)")
+    deprecated_alias(c, "--backend", "--drivers")
     c.set_defaults(func=run_crypto)
 
     o = bsub.add_parser(
@@ -45,23 +59,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "calling cryptography's AESGCM directly, interleaved in one process; prints the ratios "
         "(targets: session <= 1.10x, batch <= 1.0x per op).",
     )
-    o.add_argument("--size", type=int, default=1400)
-    o.add_argument("--rounds", type=int, default=7)
-    o.add_argument("--duration", type=float, default=0.3)
-    o.add_argument("--driver", default="openssl")
-    o.add_argument("--json", action="store_true")
+    o.add_argument("--size", type=int, default=1400, help="bytes per seal (default 1400)")
+    o.add_argument("--rounds", type=int, default=7,
+                   help="interleaved rounds; medians of per-round ratios (default 7)")
+    o.add_argument("--duration", type=float, default=0.3, metavar="S",
+                   help="seconds per round and variant (default 0.3)")
+    o.add_argument("--crypto-backend", default="openssl", metavar="NAME",
+                   help="the driver the session is forced onto (default openssl)")
+    o.add_argument("--json", action="store_true", help="print JSON results")
+    deprecated_alias(o, "--driver", "--crypto-backend")
     o.set_defaults(func=run_overhead)
 
-    for name in ("ike", "esp"):
-        try:
-            module = __import__(f"ocfpy.cli.bench_{name}", fromlist=["register"])
-        except ModuleNotFoundError:
-            continue
-        module.register(bsub)
+    from ocfpy.cli import bench_esp, bench_ike, bench_netns
+
+    for module in (bench_ike, bench_esp):
+        bench_netns.register(bsub, module.BENCH)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _machine() -> dict:
+def machine() -> dict:
     import os
 
     cpu = ""
@@ -82,9 +98,10 @@ def run_crypto(args: argparse.Namespace) -> int:
     from ocfpy.crypto.catalogue import crypto_transforms
     from ocfpy.crypto.errors import UnknownAlgorithm
 
-    dispatcher = make_dispatcher(argparse.Namespace(backend="auto"))
+    # Every driver is measured by forcing it, session by session: no backend, no calibration.
+    dispatcher = make_dispatcher()
     active = [r.name for r in dispatcher.registry.active()]
-    drivers = args.backends or active
+    drivers = args.drivers or active
     for d in drivers:
         if d not in active:
             fail(f"driver {d!r} is not active (active: {', '.join(active) or 'none'}); "
@@ -114,7 +131,7 @@ def run_crypto(args: argparse.Namespace) -> int:
         results = bench.run(dispatcher, plan, step)
 
     if args.save is not None:
-        cal = Calibration(source=f"ocfpy bench crypto, {_machine()['when']}")
+        cal = Calibration(source=f"ocfpy bench crypto, {machine()['when']}")
         for r in results:
             if r.path in ("single", "exchange"):
                 cal.add(r.algorithm, r.driver, r.size, r.ops_per_s)
@@ -123,7 +140,7 @@ def run_crypto(args: argparse.Namespace) -> int:
     if args.plot:
         _plot(results, args.plot)
     if args.json:
-        print_json({"machine": _machine(), "results": [r.as_dict() for r in results]})
+        print_json({"machine": machine(), "results": [r.as_dict() for r in results]})
         return 0
     _table(con, results)
     if args.plot:
@@ -183,14 +200,15 @@ def _plot(results, path: str) -> None:
 def run_overhead(args: argparse.Namespace) -> int:
     from ocfpy.bench.crypto import dispatch_overhead
 
-    dispatcher = make_dispatcher(argparse.Namespace(backend="auto"))
-    result = dispatch_overhead(dispatcher, args.size, args.rounds, args.duration, args.driver)
-    result["machine"] = _machine()
+    dispatcher = make_dispatcher()
+    result = dispatch_overhead(dispatcher, args.size, args.rounds, args.duration,
+                               args.crypto_backend)
+    result["machine"] = machine()
     if args.json:
         print_json(result)
         return 0
     us = result["us_per_op"]
-    print(f"AES-256-GCM seal, {args.size} bytes, driver {args.driver}, {args.rounds} interleaved rounds")
+    print(f"AES-256-GCM seal, {args.size} bytes, driver {args.crypto_backend}, {args.rounds} interleaved rounds")
     print(f"  direct cryptography AESGCM.encrypt : {us['direct']:.3f} us/op")
     print(f"  session.seal                       : {us['session']:.3f} us/op  "
           f"ratio {result['ratio_session_vs_direct']:.3f} (target <= 1.10)")

@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import argparse
 
-from ocfpy.cli.common import console, fail, print_json
+from ocfpy.cli.bench_netns import NetnsBench
+from ocfpy.cli.common import add_calibration_option
 
-SETUP_HINT = "install the lanes' packages with `bash scripts/setup.sh`"
 
-
-def register(bsub: argparse._SubParsersAction) -> None:
-    p = bsub.add_parser(
-        "esp", help="ESP tunnel throughput and packet rates vs strongSwan kernel-libipsec",
-        description="One iperf3 TCP stream and the 64-byte and MTU-sized UDP packet rates "
-        "through ocfpy's userspace ESP tunnel and through strongSwan's kernel-libipsec "
-        "tunnel, interleaved run by run, medians and ratios. Needs root and iperf3. Targets: "
-        "TCP >= 2.5x libipsec's, 64-byte rate >= 2x (docs/benchmarking.md).",
-    )
-    p.add_argument("--seconds", type=float, default=5.0, help="seconds per iperf3 run (default 5)")
-    p.add_argument("--runs", type=int, default=3, help="runs; medians are reported (default 3)")
-    p.add_argument("--esp", default="aes128gcm16", help="ESP proposal (default aes128gcm16)")
-    p.add_argument("--crypto-backend", default="openssl", metavar="DRIVER",
-                   help="crypto driver for ocfpy's dataplane (default openssl)")
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=float, default=5.0, metavar="S",
+                   help="seconds per iperf3 run (default 5)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="runs of each figure; medians are reported (default 3)")
+    p.add_argument("--esp-proposal", default="aes128gcm16", metavar="P",
+                   help="ESP proposal (default aes128gcm16)")
+    p.add_argument("--crypto-backend", default="openssl", metavar="NAME",
+                   help="force ocfpy's dataplane sessions onto one driver; auto: the "
+                   "dispatcher picks (default openssl)")
+    add_calibration_option(p, "ocfpy's dataplane (with --crypto-backend auto)")
     p.add_argument("--mtu", type=int, default=1400, help="tunnel MTU on both sides (default 1400)")
     p.add_argument("--raw-esp", action="store_true",
                    help="ocfpy sends raw ESP (IP protocol 50); default is ESP in UDP 4500, "
@@ -34,77 +31,53 @@ def register(bsub: argparse._SubParsersAction) -> None:
                    help="ocfpy's ESP-in-UDP socket sends runs of packets with UDP segmentation "
                    "offload and reads them coalesced (UDP GRO); off by default, as the daemon "
                    "runs unless `udp_gso = true`")
-    p.add_argument("--no-strongswan", action="store_true",
-                   help="ocfpy only (no strongSwan needed; no ratios)")
-    p.add_argument("--profile", metavar="DIR",
-                   help="cProfile ocfpy's ESP workers into DIR and print their top entries")
-    p.add_argument("--workdir", metavar="DIR", help="keep charon's configs and logs here")
-    p.add_argument("--prefix", default="obn",
-                   help="name prefix of the namespaces, links and temp folders (default obn; "
-                   "at most 5 characters, letters and digits)")
-    p.add_argument("--json", action="store_true", help="print JSON results")
-    p.set_defaults(func=run_esp)
 
 
-def preflight(args: argparse.Namespace) -> str | None:
-    import os
-    import shutil
-
-    if not (args.prefix.isalnum() and args.prefix.isascii() and 1 <= len(args.prefix) <= 5):
-        return f"--prefix {args.prefix!r}: 1 to 5 letters or digits (interface names are short)"
-    if os.geteuid() != 0:
-        return "`ocfpy bench esp` needs root (network namespaces, TUN devices): run it with sudo"
-    if args.seconds <= 0 or args.runs < 1:
-        return "--seconds must be positive and --runs at least 1"
+def _check(args: argparse.Namespace) -> str | None:
+    if args.duration <= 0 or args.rounds < 1:
+        return "--duration must be positive and --rounds at least 1"
     if not 576 <= args.mtu <= 9000:
         return f"--mtu {args.mtu}: expected 576..9000"
-    if shutil.which("iperf3") is None:
-        return f"iperf3 is missing: {SETUP_HINT} (lane net), or apt-get install iperf3"
-    if not os.path.exists("/dev/net/tun"):
-        return "/dev/net/tun is missing: this kernel or container has no TUN support"
-    if not args.no_strongswan:
-        from ocfpy.lab.charon import unavailable_reason
+    if args.calibration:
+        from ocfpy.iked.configfile import ConfigError, calibration_path, load_calibration
 
-        why = unavailable_reason()
-        if why:
-            return (f"strongSwan's charon cannot run: {why}; {SETUP_HINT} (lane interop), "
-                    "or pass --no-strongswan for ocfpy's figures alone")
+        try:
+            load_calibration(calibration_path(args.calibration))
+        except ConfigError as exc:
+            return f"--calibration: {exc}"
     return None
 
 
-def run_esp(args: argparse.Namespace) -> int:
-    why = preflight(args)
-    if why:
-        fail(why)
-    from rich.progress import Progress
-
+def _measure(args: argparse.Namespace, step) -> object:
     from ocfpy.bench import esp
-    from ocfpy.cli.bench import _machine
+    from ocfpy.iked.configfile import calibration_path
 
-    con = console()
-    steps = 1 + args.runs + (0 if args.no_strongswan else 1 + args.runs)
-    with Progress(console=con, transient=True, disable=args.json) as progress:
-        task = progress.add_task("starting", total=steps)
+    return esp.run(seconds=args.duration, runs=args.rounds, esp=args.esp_proposal,
+                   crypto_backend=args.crypto_backend, mtu=args.mtu, encap=not args.raw_esp,
+                   gso=args.gso, udp_gso=args.udp_gso, strongswan_too=not args.no_strongswan,
+                   workdir=args.workdir, prefix=args.prefix, profile_dir=args.profile,
+                   calibration=str(calibration_path(args.calibration))
+                   if args.calibration else None, step=step)
 
-        def step(label: str) -> None:
-            progress.update(task, advance=1, description=label)
-        try:
-            report = esp.run(seconds=args.seconds, runs=args.runs, esp=args.esp,
-                             crypto_backend=args.crypto_backend, mtu=args.mtu,
-                             encap=not args.raw_esp, gso=args.gso, udp_gso=args.udp_gso,
-                             strongswan_too=not args.no_strongswan, workdir=args.workdir,
-                             prefix=args.prefix,
-                             profile_dir=args.profile, step=step)
-        except (esp.EspBenchError, RuntimeError) as exc:
-            fail(f"bench esp: {exc}", 1)
-            raise  # unreachable
-    result = report.as_dict()
-    result["machine"] = _machine()
-    if args.json:
-        print_json(result)
-        return 0
-    _print(con, report)
-    return 0
+
+def _errors() -> tuple[type[Exception], ...]:
+    from ocfpy.bench.esp import EspBenchError
+
+    return (EspBenchError, RuntimeError)
+
+
+BENCH = NetnsBench(
+    name="esp", help="ESP tunnel throughput and packet rates vs strongSwan kernel-libipsec",
+    description="One iperf3 TCP stream and the 64-byte and MTU-sized UDP packet rates "
+    "through ocfpy's userspace ESP tunnel and through strongSwan's kernel-libipsec "
+    "tunnel, interleaved run by run, medians and ratios. Needs root and iperf3. Targets: "
+    "TCP >= 2.5x libipsec's, 64-byte rate >= 2x (docs/benchmarking.md).",
+    add_options=_options, check=_check,
+    steps=lambda a: 1 + a.rounds + (0 if a.no_strongswan else 1 + a.rounds),
+    measure=_measure, show=lambda con, report: _print(con, report), errors=_errors,
+    tools=("iperf3",), needs_tun=True,
+    deprecated={"--seconds": "--duration", "--runs": "--rounds", "--esp": "--esp-proposal"},
+)
 
 
 def _print(con, report) -> None:

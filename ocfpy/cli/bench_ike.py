@@ -5,94 +5,58 @@ from __future__ import annotations
 
 import argparse
 
-from ocfpy.cli.common import console, fail, print_json
-
-SETUP_HINT = "install the lanes' packages with `bash scripts/setup.sh`"
+from ocfpy.cli.bench_netns import NetnsBench
 
 
-def register(bsub: argparse._SubParsersAction) -> None:
-    p = bsub.add_parser(
-        "ike", help="IKE_SA + CHILD_SA establishment rate and memory per SA vs charon",
-        description="Two network namespaces, PSK + x25519 + aes128gcm16: a burst of --n "
-        "establishments at once and --sequential one after the other for ocfpy -> ocfpy and "
-        "(with strongSwan installed) charon -> charon, ocfpy -> charon, charon -> ocfpy; the "
-        "responder's memory per IKE SA with --memory SAs up. Needs root. Targets: rate >= "
-        "charon's, memory per SA <= charon's (docs/benchmarking.md).",
-    )
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=200, help="establishments in one burst (default 200)")
     p.add_argument("--sequential", type=int, default=50,
                    help="establishments one after the other (default 50)")
     p.add_argument("--memory", type=int, default=10000,
                    help="SAs up when the responder's memory is read (default 10000; 0: skip)")
-    p.add_argument("--no-charon", action="store_true",
-                   help="ocfpy only (no strongSwan needed; no ratios)")
-    p.add_argument("--profile", metavar="DIR",
-                   help="run the ocfpy responder under cProfile, keep DIR/ike-responder.prof "
-                   "and print its top entries")
-    p.add_argument("--workdir", metavar="DIR",
-                   help="keep configs and daemon logs here (default: a temporary folder)")
-    p.add_argument("--prefix", default="obn",
-                   help="name prefix of the namespaces, links and temp folders (default obn; "
-                   "at most 5 characters, letters and digits)")
-    p.add_argument("--json", action="store_true", help="print JSON results")
-    p.set_defaults(func=run_ike)
 
 
-def preflight(args: argparse.Namespace) -> str | None:
-    """Why the benchmark cannot run as asked, with what to do about it; None when it can."""
-    import os
-
-    if not (args.prefix.isalnum() and args.prefix.isascii() and 1 <= len(args.prefix) <= 5):
-        return f"--prefix {args.prefix!r}: 1 to 5 letters or digits (interface names are short)"
-    if os.geteuid() != 0:
-        return "`ocfpy bench ike` needs root (it builds network namespaces): run it with sudo"
+def _check(args: argparse.Namespace) -> str | None:
     if min(args.n, args.sequential, args.memory) < 0 or args.n < 1:
         return "--n must be at least 1; --sequential and --memory at least 0"
-    if not args.no_charon:
-        from ocfpy.lab.charon import unavailable_reason
-
-        why = unavailable_reason()
-        if why:
-            return (f"strongSwan's charon cannot run: {why}; {SETUP_HINT} (lane interop), "
-                    "or pass --no-charon for ocfpy's figures alone")
     return None
 
 
-def run_ike(args: argparse.Namespace) -> int:
-    why = preflight(args)
-    if why:
-        fail(why)
-    from rich.progress import Progress
-
-    from ocfpy.bench import ike
-    from ocfpy.cli.bench import _machine
-
-    con = console()
+def _steps(args: argparse.Namespace) -> int:
     # ocfpy: sequential, burst, fill; charon: its own pair, two mixed pairs of two, fill
     steps = 2 + (1 if args.memory else 0)
-    if not args.no_charon:
+    if not args.no_strongswan:
         steps += 5 + (1 if args.memory else 0)
-    with Progress(console=con, transient=True, disable=args.json) as progress:
-        task = progress.add_task("starting", total=steps)
+    return steps
 
-        def step(label: str) -> None:
-            progress.update(task, advance=1, description=label)
-        try:
-            report = ike.run(args.n, args.sequential, args.memory, charon=not args.no_charon,
-                             workdir=args.workdir, prefix=args.prefix,
-                             profile_dir=args.profile, step=step)
-        except ike.IkeBenchError as exc:
-            fail(f"bench ike: {exc}", 1)
-            raise  # unreachable
-    result = report.as_dict()
-    result["machine"] = _machine()
-    result["command"] = {"n": args.n, "sequential": args.sequential, "memory": args.memory,
-                         "charon": not args.no_charon}
-    if args.json:
-        print_json(result)
-        return 0
-    _print(con, report)
-    return 0
+
+def _measure(args: argparse.Namespace, step) -> object:
+    from ocfpy.bench import ike
+
+    return ike.run(args.n, args.sequential, args.memory, charon=not args.no_strongswan,
+                   workdir=args.workdir, prefix=args.prefix, profile_dir=args.profile,
+                   step=step)
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from ocfpy.bench.ike import IkeBenchError
+
+    return (IkeBenchError,)
+
+
+BENCH = NetnsBench(
+    name="ike", help="IKE_SA + CHILD_SA establishment rate and memory per SA vs charon",
+    description="Two network namespaces, PSK + x25519 + aes128gcm16: a burst of --n "
+    "establishments at once and --sequential one after the other for ocfpy -> ocfpy and "
+    "(with strongSwan installed) charon -> charon, ocfpy -> charon, charon -> ocfpy; the "
+    "responder's memory per IKE SA with --memory SAs up. Needs root. Targets: rate >= "
+    "charon's, memory per SA <= charon's (docs/benchmarking.md).",
+    add_options=_options, check=_check, steps=_steps, measure=_measure,
+    show=lambda con, report: _print(con, report), errors=_errors,
+    command=lambda a: {"n": a.n, "sequential": a.sequential, "memory": a.memory,
+                       "charon": not a.no_strongswan},
+    deprecated={"--no-charon": "--no-strongswan"},
+)
 
 
 def _print(con, report) -> None:

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ocfpy.cli.common import add_calibration_option
 from ocfpy.crypto.errors import OcfError
 
 OUTER = ("10.98.0.1", "10.98.0.2")
@@ -34,8 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo", help="two IKEv2 gateways in namespaces: tunnel, ping, TCP transfer, report",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--crypto-backend", default="auto", metavar="B",
-                   help="auto, openssl, af_alg or a driver name, for IKE and ESP sessions")
+    p.add_argument("--crypto-backend", default="auto", metavar="NAME",
+                   help="force the IKE and ESP sessions of both gateways onto one driver: "
+                   "auto (none forced; default), openssl, af_alg or a driver name")
+    add_calibration_option(p, "both gateways' IKE and ESP sessions")
     p.add_argument("--proposal", action="append", metavar="P",
                    help="IKE proposal, strongSwan syntax (default aes128gcm16-prfsha256-x25519)")
     p.add_argument("--esp-proposal", action="append", metavar="P",
@@ -63,6 +66,14 @@ def run(args: argparse.Namespace) -> int:
               "devices and starts two daemons. Run it as root (e.g. `sudo ocfpy demo`), or "
               "measure the crypto without a network: `ocfpy bench`.", file=sys.stderr)
         return 77  # EX_NOPERM
+    if args.calibration:  # refused here, before namespaces and daemons, not by each daemon
+        from ocfpy.iked.configfile import ConfigError, calibration_path, load_calibration
+
+        try:
+            load_calibration(calibration_path(args.calibration))
+        except ConfigError as exc:
+            print(f"ocfpy demo: --calibration: {exc}", file=sys.stderr)
+            return 2
     # SIGTERM unwinds like Ctrl-C, so the lab's cleanup runs either way (in this process
     # only: helpers forked by pyroute2 inherit the handler and are stopped with SIGTERM).
     owner = os.getpid()
@@ -91,27 +102,30 @@ class DemoError(OcfError, RuntimeError):
 
 # -- with two daemons -------------------------------------------------------------------------
 def _config(side: int, args: argparse.Namespace, workdir: Path, psk: str) -> str:
-    from ocfpy.lab.iked_toml import config_toml, connection_toml, daemon_toml, secret_toml
+    from ocfpy.iked.configfile import calibration_path
+    from ocfpy.lab.iked_toml import config_toml, connection_table, daemon_table, secret_table
 
     me, peer = side, 1 - side
+    calibration = str(calibration_path(args.calibration)) if args.calibration else None
     return config_toml(
-        daemon_toml(backend=args.crypto_backend, dataplane=args.dataplane, listen=[OUTER[me]],
-                    control_socket=str(workdir / f"{'ab'[side]}.sock")),
-        connection_toml("demo", local_addr=OUTER[me], remote_addr=OUTER[peer],
-                        local_id=IDS[me], remote_id=IDS[peer],
-                        proposals=args.proposal or ["aes128gcm16-prfsha256-x25519"],
-                        esp_proposals=args.esp_proposal or ["aes128gcm16"],
-                        children={"net": ([INNER_NETS[me]], [INNER_NETS[peer]])},
-                        encap=bool(args.encap)),
-        secret_toml("ike-demo", f"0x{psk}", IDS))
+        daemon_table(backend=args.crypto_backend, dataplane=args.dataplane, listen=[OUTER[me]],
+                     control_socket=str(workdir / f"{'ab'[side]}.sock"),
+                     calibration=calibration),
+        connection_table("demo", local_addr=OUTER[me], remote_addr=OUTER[peer],
+                         local_id=IDS[me], remote_id=IDS[peer],
+                         proposals=args.proposal or ["aes128gcm16-prfsha256-x25519"],
+                         esp_proposals=args.esp_proposal or ["aes128gcm16"],
+                         children={"net": ([INNER_NETS[me]], [INNER_NETS[peer]])},
+                         encap=bool(args.encap)),
+        secret_table("ike-demo", f"0x{psk}", IDS))
 
 
 class Gateways:
     """Two `ocfpy iked` daemons in namespaces <prefix>-a and <prefix>-b, up and answering on
     their control sockets; removed on exit. Used by the demo and by the net tests.
 
-    ``options`` are the demo's options (crypto_backend, proposal, esp_proposal, dataplane,
-    encap); ``call(side, command, **params)`` talks to a daemon's control socket.
+    ``options`` are the demo's options (crypto_backend, calibration, proposal, esp_proposal,
+    dataplane, encap); ``call(side, command, **params)`` talks to a daemon's control socket.
     """
 
     def __init__(self, options: argparse.Namespace, prefix: str):
@@ -189,6 +203,7 @@ def _with_daemons(args: argparse.Namespace) -> dict:
 
 # -- static keys ------------------------------------------------------------------------------
 def _static(args: argparse.Namespace) -> dict:
+    from ocfpy.iked.configfile import calibration_path
     from ocfpy.lab.netlab import Lab
     from ocfpy.lab.static_tunnel import StaticTunnel
 
@@ -196,7 +211,9 @@ def _static(args: argparse.Namespace) -> dict:
     backend = None if args.crypto_backend == "auto" else args.crypto_backend
     with Lab(args.prefix) as lab:
         t0 = time.monotonic()
-        with StaticTunnel(lab, esp=esp, encap=args.encap, crypto_backend=backend) as tun:
+        calibration = str(calibration_path(args.calibration)) if args.calibration else None
+        with StaticTunnel(lab, esp=esp, encap=args.encap, crypto_backend=backend,
+                          calibration=calibration) as tun:
             installed = time.monotonic() - t0
             traffic = _traffic(lab, tun.a, tun.b, args.megabytes,
                                inner=StaticTunnel.INNER)

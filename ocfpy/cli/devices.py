@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from ocfpy.cli.common import console, fail, print_json
+from ocfpy.cli.common import console, deprecated_alias, fail, print_json
 from ocfpy.crypto.devices import discovery
 
 
@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--watch", action="store_true",
                    help="after the list, print hot-plug events (add/bind/unbind/remove) until "
-                   "interrupted or --seconds pass")
-    p.add_argument("--seconds", type=float, default=None, metavar="S",
+                   "interrupted or --stop-after S seconds")
+    p.add_argument("--stop-after", type=float, default=None, metavar="S",
                    help="with --watch, stop after S seconds")
     p.add_argument("--from", dest="records", metavar="FILE",
                    help="read recorded devices (and /proc/crypto) from FILE instead of this "
@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write this machine's known devices and /proc/crypto to FILE (for bug "
                    "reports and test fixtures), then list them")
     p.add_argument("--known", action="store_true", help="print the table of known accelerators")
+    # The old spelling, hidden: across ocfpy's commands no option is called --seconds now.
+    deprecated_alias(p, "--seconds", "--stop-after")
     p.set_defaults(func=run)
 
 
@@ -137,7 +139,7 @@ def _watch(args: argparse.Namespace) -> int:
         print(f"watching {monitor.source} events on {', '.join(monitor.subsystems)} "
               "(Ctrl-C to stop)", flush=True)
     try:
-        done.wait(args.seconds)
+        done.wait(args.stop_after)
     finally:
         monitor.stop()
     return 0

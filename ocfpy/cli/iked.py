@@ -27,10 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(docs/configuration.md) and installs them in an ESP dataplane. Control it with "
         "`ocfpy sa`.")
     p.add_argument("--config", "-c", required=True, metavar="FILE", help="the TOML config file")
-    p.add_argument("--crypto-backend", metavar="BACKEND",
-                   help="auto, openssl, af_alg or a driver name (overrides daemon.crypto_backend)")
+    p.add_argument("--crypto-backend", metavar="NAME",
+                   help="force every crypto session onto one driver: auto (none forced), "
+                   "openssl, af_alg or a driver name (overrides daemon.crypto_backend)")
     p.add_argument("--no-strict-backend", action="store_true",
                    help="let sessions the forced backend cannot serve fall back to another driver")
+    p.add_argument("--calibration", metavar="PATH",
+                   help="rank drivers of one kind by this `ocfpy bench crypto --save` file "
+                   "('default': the file --save writes by default; overrides "
+                   "daemon.calibration)")
     p.add_argument("--dataplane", choices=["auto", "userspace", "xfrm", "none"],
                    help="ESP dataplane (overrides daemon.dataplane); none = IKE only, explicit")
     p.add_argument("--control", metavar="PATH", help="control socket (overrides daemon.control_socket)")
@@ -48,6 +53,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ocfpy.cli.common import build_dispatcher
     from ocfpy.crypto.errors import BackendUnavailable
     from ocfpy.iked.configfile import ConfigError, load
 
@@ -64,20 +70,24 @@ def run(args: argparse.Namespace) -> int:
         opts.dataplane = args.dataplane
     if args.control:
         opts.control_socket = args.control
+    calibration = getattr(opts, "calibration", None)  # the config file's, already checked
+    if args.calibration:
+        calibration = args.calibration
     if args.log_file:
         _log_to(args.log_file)
 
-    from ocfpy.crypto.dispatcher import Dispatcher
-
     try:
-        dispatcher = Dispatcher(backend=opts.crypto_backend, strict=opts.strict_backend)
+        dispatcher = build_dispatcher(backend=opts.crypto_backend, strict=opts.strict_backend,
+                                      calibration=calibration)
     except BackendUnavailable as exc:
         return _fail(f"crypto backend refused: {exc}")
+    except ConfigError as exc:
+        return _fail(f"--calibration: {exc}", EX_CONFIG)
     problems = _unservable(config, dispatcher)
     for p in problems:
         log.warning("%s", p)
     if args.check:
-        _summary(config, dispatcher, problems)
+        _summary(config, dispatcher, problems, calibration)
         return 0
 
     from ocfpy.iked.daemon import DaemonError, select_dataplane
@@ -102,12 +112,11 @@ def _log_to(path: str) -> None:
         root.setLevel(logging.INFO)
 
 
-def _unservable(config, dispatcher) -> list[str]:
-    """Algorithms named in the config that no driver may serve under the backend policy."""
+def _algorithms(config):
+    """(key, transform) for every algorithm the config's proposals name, each once."""
     from ocfpy.crypto.catalogue import Primitive
     from ocfpy.crypto.catalogue import get as get_transform
 
-    out = []
     seen: set[str] = set()
     for conn in config.connections.values():
         texts = [("proposals", p) for p in conn.proposals]
@@ -119,18 +128,37 @@ def _unservable(config, dispatcher) -> list[str]:
                 if t.primitive is Primitive.FLAG or t.keyword in seen:
                     continue
                 seen.add(t.keyword)
-                if not dispatcher.can_serve(t):
-                    who = [r.name for r in dispatcher.candidates(t)]
-                    out.append(f"connections.{conn.name}.{key}: {t.keyword} cannot be served by "
-                               f"backend {config.daemon.crypto_backend!r}; drivers that can: "
-                               f"{', '.join(who) or 'none'} (it will not be negotiated)")
+                yield f"connections.{conn.name}.{key}", t
+
+
+def _unservable(config, dispatcher) -> list[str]:
+    """Algorithms named in the config that no driver may serve under the backend policy."""
+    out = []
+    for key, t in _algorithms(config):
+        if not dispatcher.can_serve(t):
+            who = [r.name for r in dispatcher.candidates(t)]
+            out.append(f"{key}: {t.keyword} cannot be served by "
+                       f"backend {config.daemon.crypto_backend!r}; drivers that can: "
+                       f"{', '.join(who) or 'none'} (it will not be negotiated)")
     return out
 
 
-def _summary(config, dispatcher, problems: list[str]) -> None:
+def _summary(config, dispatcher, problems: list[str], calibration: str | None) -> None:
+    from ocfpy.iked.configfile import calibration_path
+
     print(f"config OK: {len(config.connections)} connection(s), {len(config.secrets)} secret(s)")
     print(f"crypto backend: {config.daemon.crypto_backend} (active drivers: "
           + ", ".join(r.name for r in dispatcher.registry.active()) + ")")
+    if calibration:
+        print(f"calibration: {calibration_path(calibration)} "
+              f"({dispatcher.calibration.source or 'no source named'})")
+    else:
+        print("calibration: none (drivers of one kind ranked by priority)")
+    # Where the daemon's sessions open now, per algorithm: what a backend or a calibration
+    # changes, shown before the daemon runs.
+    served = [f"{t.keyword} {dispatcher.driver_for(t)}" for _, t in _algorithms(config)
+              if dispatcher.can_serve(t)]
+    print("sessions open on: " + (", ".join(served) or "-"))
     print(f"dataplane: {config.daemon.dataplane}; control socket: {config.daemon.control_socket}")
     for p in problems:
         print(f"warning: {p}")

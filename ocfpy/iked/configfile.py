@@ -19,15 +19,19 @@ import base64
 import binascii
 import difflib
 import ipaddress
+import json
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from ocfpy.crypto.errors import OcfError
-from ocfpy.ike.config import ConfigValueError
+from ocfpy.crypto.calibration import Calibration
+from ocfpy.crypto.calibration import default_path as default_calibration_path
+from ocfpy.crypto.errors import OcfError, UnknownAlgorithm
+from ocfpy.ike.config import ConfigValueError, DaemonOptions
 from ocfpy.ike.proposals import ProposalSyntaxError, check_proposal_strings
 
 Key = tuple[str, ...]
@@ -416,6 +420,7 @@ DAEMON = Table({
     "half_open_timeout": duration,
     "keepalive_interval": duration,
     "udp_gso": boolean,
+    "calibration": nonempty_string,  # checked (the file read) in _build, where the path is known
 })
 
 AUTH = Table({"auth": choice("psk"), "id": nonempty_string})
@@ -535,6 +540,72 @@ def load(path: str | Path):
     return loads(text, path)
 
 
+# -- the calibration a daemon's dispatcher ranks drivers by ------------------------------------
+@dataclass
+class IkedOptions(DaemonOptions):
+    """The ``[daemon]`` table as `ocfpy iked` reads it: the IKE core's options, plus what only
+    the daemon process uses (its dispatcher's calibration), which the core need not know."""
+
+    calibration: str | None = None  # absolute path of a `ocfpy bench crypto --save` file
+
+
+def calibration_path(value: str, relative_to: str | Path | None = None) -> Path:
+    """``default`` is where `ocfpy bench crypto --save` writes; a relative path is taken
+    from ``relative_to`` (the config file's folder; None: the working directory), at load
+    time, because a detached daemon changes to /."""
+    if value == "default":
+        return default_calibration_path()
+    path = Path(value).expanduser()
+    if not path.is_absolute() and relative_to is not None:
+        path = Path(relative_to) / path
+    return path.absolute()
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read a calibration file, or refuse it with a ConfigError that says what is wrong
+    (Calibration.load itself would fail with whatever json or a dict lookup raised, or
+    quietly accept rates no measurement produced)."""
+    from ocfpy.crypto.catalogue import get as get_transform
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(path, None, None, f"not a usable calibration: {reason}")
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, None, None, "no such file (write one with `ocfpy bench "
+                          "crypto --save`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, None, f"cannot read the file: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rates"), dict):
+        raise bad('expected an object with "rates" (as `ocfpy bench crypto --save` writes)')
+    for algorithm, drivers in data["rates"].items():
+        try:
+            get_transform(algorithm)
+        except UnknownAlgorithm:
+            raise bad(f"rates: unknown algorithm {algorithm!r}") from None
+        if not isinstance(drivers, dict):
+            raise bad(f"rates.{algorithm}: expected an object of driver -> measurements")
+        for driver, points in drivers.items():
+            where = f"rates.{algorithm}.{driver}"
+            if not isinstance(points, list) or not points:
+                raise bad(f"{where}: expected a non-empty list of [bytes, ops per second]")
+            for point in points:
+                ok = (isinstance(point, list) and len(point) == 2
+                      and isinstance(point[0], int) and not isinstance(point[0], bool)
+                      and point[0] >= 0 and isinstance(point[1], int | float)
+                      and not isinstance(point[1], bool) and math.isfinite(point[1])
+                      and point[1] > 0)
+                if not ok:
+                    raise bad(f"{where}: {point!r} is not [bytes >= 0, ops per second > 0]")
+    return Calibration.load(Path(path))
+
+
 # -- building the dataclasses -----------------------------------------------------------------
 def _make(cls: type, key: Key, loader: _Loader, /, **values: Any):
     """cls(**values) for the values that are set, so the dataclass keeps its own defaults.
@@ -563,7 +634,17 @@ def _expand_default(proposals: list[str], defaults: list[str]) -> list[str]:
 def _build(loader: _Loader, checked: dict[str, Any]):
     from ocfpy.ike import config as cfg
 
-    daemon = _make(cfg.DaemonOptions, ("daemon",), loader, **checked.get("daemon", {}))
+    daemon_keys = dict(checked.get("daemon", {}))
+    if "calibration" in daemon_keys:
+        key = ("daemon", "calibration")
+        base = Path(loader.path).parent if loader.path is not None else None
+        path = calibration_path(daemon_keys["calibration"], base)
+        try:
+            load_calibration(path)  # refused now, not when the first session opens
+        except ConfigError as exc:
+            raise loader.error(key, str(exc)) from None
+        daemon_keys["calibration"] = str(path)
+    daemon = _make(IkedOptions, ("daemon",), loader, **daemon_keys)
     connections = {}
     for name, c in checked.get("connections", {}).items():
         key = ("connections", name)

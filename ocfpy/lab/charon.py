@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ocfpy.lab.netns_pair import Host
+from ocfpy.lab.netlab import Namespace
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def child(local_ts: Iterable[str], remote_ts: Iterable[str],
 class Charon:
     """One charon in ``host``'s namespace; ``start()``/``stop()`` or use it as a context."""
 
-    def __init__(self, host: Host, workdir: str | os.PathLike[str], *,
+    def __init__(self, host: Namespace, workdir: str | os.PathLike[str], *,
                  settings: Mapping[str, Any] | None = None, ike_log: int = 1,
                  load: str = LOAD) -> None:
         self.host = host
@@ -160,11 +160,11 @@ class Charon:
         deadline = time.monotonic() + timeout
         while not self.vici_path.exists():
             if self._proc.poll() is not None:
-                raise RuntimeError(f"charon in {self.host.netns} exited with {self._proc.returncode}"
+                raise RuntimeError(f"charon in {self.host.name} exited with {self._proc.returncode}"
                                    f": {self.tail(self.dir / 'stdout.log')}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError(f"charon in {self.host.netns}: no vici socket after {timeout}s")
+                raise TimeoutError(f"charon in {self.host.name}: no vici socket after {timeout}s")
             time.sleep(0.01)
         return self
 
@@ -247,14 +247,6 @@ class Charon:
 
     def list_sa_entries(self) -> list[tuple[str, dict[str, Any]]]:
         return [(k, v) for entry in list(self.vici.list_sas()) for k, v in decode(entry).items()]
-
-    def terminate_all(self, timeout_ms: int = 3000) -> None:
-        for _, sa in self.list_sa_entries():
-            try:
-                list(self.vici.terminate({"ike-id": sa["uniqueid"], "force": "yes",
-                                          "timeout": timeout_ms}))
-            except Exception as exc:  # already gone
-                log.debug("terminate %s: %s", sa.get("uniqueid"), exc)
 
     def log_text(self) -> str:
         try:

@@ -1,74 +1,84 @@
-"""TOML config text for an `ocfpy iked` (docs/configuration.md), for labs, benchmarks, demos.
+"""TOML configs for an `ocfpy iked` (docs/configuration.md), for labs, benchmarks, demos.
 
-The tests, `ocfpy bench ike` and `ocfpy demo` generate their daemons' configs; these three
-builders are the one way they do it: the ``[daemon]`` table, one PSK connection with its
-children, and a secret. Keys a caller does not pass are left out, so the daemon's defaults
-apply. Values are rendered by type (str quoted, bool, numbers, lists); :class:`Raw` is text
-put in as it is (an inline table such as ``retransmit``).
+The tests, `ocfpy bench ike` and `ocfpy demo` generate their daemons' configs; these builders
+are the one way they do it: the ``[daemon]`` table, one PSK connection with its children, and
+a secret, each a plain dict fragment that :func:`config_toml` merges and writes with tomli-w.
+Writing goes through a real TOML writer rather than string pasting so that any name (a
+connection called ``a.b``, a PSK with quotes and backslashes) is quoted the way the loader
+(ocfpy.iked.configfile) reads it back. Keys a caller passes as None are left out, so the
+daemon's defaults apply. A nested table (``retransmit={"timeout": 0.5, "tries": 3}``) is a dict.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import tomli_w
 
-class Raw(str):
-    """A TOML value written as given (e.g. ``{ timeout = 0.5, tries = 3 }``)."""
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, Raw):
-        return str(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, Iterable):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML rendering for {value!r}")
+Fragment = dict[str, Any]
 
 
-def _lines(options: Mapping[str, Any]) -> str:
-    return "".join(f"{key} = {toml_value(value)}\n" for key, value in options.items()
-                   if value is not None)
+def _present(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys whose value is not None, values made TOML-ready (tuples and other iterables
+    become lists, mappings are cleaned the same way)."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            value = _present(value)
+        elif isinstance(value, Iterable) and not isinstance(value, str | bytes):
+            value = list(value)
+        out[key] = value
+    return out
 
 
-def daemon_toml(*, listen: Iterable[str], backend: str = "openssl", dataplane: str = "none",
-                **options: Any) -> str:
+def daemon_table(*, listen: Iterable[str], backend: str = "openssl", dataplane: str = "none",
+                 **options: Any) -> Fragment:
     """The ``[daemon]`` table; ``options`` are further keys (None: left out)."""
-    return "[daemon]\n" + _lines({"crypto_backend": backend, "dataplane": dataplane,
-                                  "listen": list(listen), **options})
+    return {"daemon": _present({"crypto_backend": backend, "dataplane": dataplane,
+                                "listen": listen, **options})}
 
 
-def connection_toml(name: str, *, local_addr: str, remote_addr: str, local_id: str,
-                    remote_id: str | None, proposals: Iterable[str] | None,
-                    children: Mapping[str, tuple[Iterable[str], Iterable[str]]],
-                    esp_proposals: Iterable[str] | None, **options: Any) -> str:
+def connection_table(name: str, *, local_addr: str, remote_addr: str, local_id: str,
+                     remote_id: str | None, proposals: Iterable[str] | None,
+                     children: Mapping[str, tuple[Iterable[str], Iterable[str]]],
+                     esp_proposals: Iterable[str] | None,
+                     child_options: Mapping[str, Any] | None = None, **options: Any) -> Fragment:
     """One PSK connection; ``children`` maps a name to (local_ts, remote_ts). ``remote_id``
     None accepts any peer identity; proposals None leave ocfpy's defaults. ``options`` are
-    connection keys written after ``proposals`` (None: left out)."""
-    out = [f"[connections.{name}]\n", _lines({
-        "local_addrs": [local_addr], "remote_addrs": [remote_addr],
-        "proposals": list(proposals) if proposals is not None else None, **options})]
-    out.append(f"\n[connections.{name}.local]\n" + _lines({"auth": "psk", "id": local_id}))
+    further connection keys, ``child_options`` further keys of every child (None: left
+    out)."""
+    conn = _present({"local_addrs": [local_addr], "remote_addrs": [remote_addr],
+                     "proposals": proposals, **options})
+    conn["local"] = {"auth": "psk", "id": local_id}
     if remote_id is not None:
-        out.append(f"\n[connections.{name}.remote]\n" + _lines({"auth": "psk", "id": remote_id}))
-    esp = list(esp_proposals) if esp_proposals is not None else None
-    for child, (local_ts, remote_ts) in children.items():
-        out.append(f"\n[connections.{name}.children.{child}]\n" + _lines({
-            "local_ts": list(local_ts), "remote_ts": list(remote_ts), "esp_proposals": esp}))
-    return "".join(out)
+        conn["remote"] = {"auth": "psk", "id": remote_id}
+    conn["children"] = {
+        child: _present({"local_ts": local_ts, "remote_ts": remote_ts,
+                         "esp_proposals": esp_proposals, **(child_options or {})})
+        for child, (local_ts, remote_ts) in children.items()}
+    return {"connections": {name: conn}}
 
 
-def secret_toml(name: str, psk: str, ids: Iterable[str] | None = None) -> str:
+def secret_table(name: str, psk: str, ids: Iterable[str] | None = None) -> Fragment:
     """``[secrets.<name>]``: the PSK, for the identities given (None: any identity)."""
-    return f"[secrets.{name}]\n" + _lines({"id": list(ids) if ids is not None else None,
-                                           "secret": psk})
+    return {"secrets": {name: _present({"id": ids, "secret": psk})}}
 
 
-def config_toml(*sections: str) -> str:
-    return "\n".join(sections)
+def config_toml(*fragments: Fragment) -> str:
+    """The fragments merged into one document, as TOML text. Two fragments naming the same
+    connection or secret are a mistake in the caller, not something to merge silently."""
+    doc: dict[str, Any] = {}
+    for fragment in fragments:
+        for section, body in fragment.items():
+            if section == "daemon":
+                doc.setdefault("daemon", {}).update(body)
+                continue
+            target = doc.setdefault(section, {})
+            for name, table in body.items():
+                if name in target:
+                    raise ValueError(f"{section}.{name} is given twice")
+                target[name] = table
+    return tomli_w.dumps(doc)

@@ -1,4 +1,8 @@
-"""A small network lab: namespaces joined by veth pairs, for `ocfpy demo` and the net tests.
+"""The network lab: N hosts as network namespaces joined by veth pairs.
+
+The one lab of ocfpy: `ocfpy demo`, the benchmarks (`ocfpy bench esp`/`ike`), the static
+tunnel, tests/net and tests/interop all build their hosts here (:class:`Lab`, and
+:func:`two_hosts` for the usual two-gateway picture).
 
 Everything the lab creates carries the caller's prefix (``oes-a``, ``oes-a0``...), so
 engineers sharing one machine never collide, and the lab removes exactly what it created and
@@ -29,6 +33,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ocfpy.crypto.errors import OcfError
 
@@ -57,14 +62,33 @@ def can_build_lab() -> str | None:
     return None
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a host is a dict key (charon ids per host) and unique anyway
 class Namespace:
+    """One host of the lab. As a gateway of :func:`two_hosts` it also knows its veth end
+    (``ifname``), its outer address (the IKE/ESP endpoint), its inner address (the protected
+    host, on lo) and the subnet it protects (``inner_net``)."""
+
     name: str
     links: list[str] = field(default_factory=list)
+    ifname: str = ""
+    outer: str = ""
+    inner: str = ""
+    inner_net: str = ""
 
     @property
     def path(self) -> str:
         return f"{NETNS_DIR}/{self.name}"
+
+    def argv(self, *command: str) -> list[str]:
+        """A command line that runs ``command`` inside this namespace."""
+        return ["ip", "netns", "exec", self.name, *command]
+
+    def run(self, *command: str, timeout: float = 30.0,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` here and wait (time-boxed), output captured as text: for code that
+        holds a host but not its lab (charon, iperf3, the interop peers)."""
+        return subprocess.run(self.argv(*command), capture_output=True, text=True,
+                              timeout=timeout, check=check)
 
 
 @dataclass(frozen=True)
@@ -169,14 +193,24 @@ class Lab:
         b = self.name(name_b or self._next_link_name(ns_b))
         try:
             with IPRoute() as ipr:
+                for ifname in (a, b):
+                    # An end left in the root namespace by a crashed run of this prefix
+                    # (created, never moved): ours by its name, and in the way.
+                    for idx in ipr.link_lookup(ifname=ifname):
+                        log.warning("link %s exists (a previous run crashed?): removing it",
+                                    ifname)
+                        ipr.link("del", index=idx)
                 ipr.link("add", ifname=a, kind="veth", peer={"ifname": b})
-                if ns_a is None:
-                    self.root_links.append(a)
+                # Until an end has moved into its namespace it lives in the root namespace,
+                # where deleting the lab's namespaces would not take it along: close() must
+                # see it (deleting either end deletes the pair).
+                self.root_links += [a, b]
                 for ifname, ns in ((a, ns_a), (b, ns_b)):
                     if ns is not None:
                         idx = ipr.link_lookup(ifname=ifname)[0]
                         ipr.link("set", index=idx, net_ns_fd=ns.name)
                         ns.links.append(ifname)
+                        self.root_links.remove(ifname)
         except Exception as exc:
             raise LabError(f"cannot create veth pair {a}/{b}: {exc}") from exc
         for ifname, ns, addr in ((a, ns_a, addr_a), (b, ns_b, addr_b)):
@@ -244,7 +278,7 @@ class Lab:
     # -- running ---------------------------------------------------------------------------
     @staticmethod
     def _argv(ns: Namespace | None, argv: Sequence[str]) -> list[str]:
-        return (["ip", "netns", "exec", ns.name] if ns is not None else []) + list(argv)
+        return ns.argv(*argv) if ns is not None else list(argv)
 
     def run(self, ns: Namespace | None, argv: Sequence[str], *, timeout: float = 30,
             check: bool = False, **kw) -> subprocess.CompletedProcess:
@@ -341,16 +375,51 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def two_hosts(lab: Lab, *, outer: tuple[str, str] = ("10.99.0.1/24", "10.99.0.2/24"),
+class HostPair(NamedTuple):
+    """Two gateways of :func:`two_hosts` and the veth pair between them (unpacks as
+    ``a, b, link``)."""
+
+    left: Namespace
+    right: Namespace
+    link: VethPair
+
+
+def two_hosts(lab: Lab, *, names: tuple[str, str] = ("a", "b"),
+              outer: tuple[str, str] = ("10.99.0.1/24", "10.99.0.2/24"),
               inner: tuple[str, str] = ("10.199.1.1/32", "10.199.2.1/32"),
-              mtu: int | None = None) -> tuple[Namespace, Namespace, VethPair]:
-    """The usual two-gateway picture: namespaces <p>-a and <p>-b joined by a veth pair with
-    the outer addresses, and one "inner" host address on each side's lo."""
-    a, b = lab.namespace("a"), lab.namespace("b")
-    pair = lab.veth(a, outer[0], b, outer[1], mtu=mtu)
-    lab.address(a, inner[0])
-    lab.address(b, inner[1])
-    return a, b, pair
+              inner_nets: tuple[str, str] | None = None, mtu: int | None = None,
+              ipv6_on_new_links: bool = True) -> HostPair:
+    """The usual two-gateway picture: namespaces <p>-<names[i]> joined by a veth pair with the
+    outer addresses, and one "inner" host address on each side's lo (this kernel has no dummy
+    links). ``inner_nets`` are the subnets each gateway protects (default: the inner
+    address's own network). ``ipv6_on_new_links=False`` keeps IPv6 off links created later
+    (charon's libipsec TUN: no router solicitations in its logs)."""
+    hosts = []
+    for name in names:
+        hosts.append(lab.namespace(name))
+    left, right = hosts
+    link = lab.veth(left, outer[0], right, outer[1], mtu=mtu)
+    for i, (ns, ifname) in enumerate(((left, link.a), (right, link.b))):
+        lab.address(ns, inner[i])
+        ns.ifname = ifname
+        ns.outer = str(ipaddress.ip_interface(outer[i]).ip)
+        ns.inner = str(ipaddress.ip_interface(inner[i]).ip)
+        ns.inner_net = inner_nets[i] if inner_nets else str(
+            ipaddress.ip_interface(inner[i]).network)
+        if not ipv6_on_new_links:
+            lab.sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
+    return HostPair(left, right, link)
+
+
+@contextlib.contextmanager
+def moon_and_sun(prefix: str) -> Iterator[HostPair]:
+    """A lab of its own with the benchmarks' and the interop lane's pair: <prefix>-moon and
+    <prefix>-sun on 10.97.0.0/24, protecting 10.98.1.0/24 and 10.98.2.0/24 (inner hosts .1
+    on lo), as strongSwan's test network names its gateways. Removed on exit."""
+    with Lab(prefix) as lab:
+        yield two_hosts(lab, names=("moon", "sun"), outer=("10.97.0.1/24", "10.97.0.2/24"),
+                        inner=("10.98.1.1/32", "10.98.2.1/32"),
+                        inner_nets=("10.98.1.0/24", "10.98.2.0/24"), ipv6_on_new_links=False)
 
 
 # A TCP transfer with a checksum on both ends, run as two small Python programs (one per

@@ -90,7 +90,8 @@ class StaticTunnel:
 
     def __init__(self, lab, *, esp: str = "aes128gcm16", encap: bool = False,
                  seed: str | None = None, mtu: int = 1400, tun: str = "ocfpy0",
-                 crypto_backend: str | None = None, workdir: Path | None = None,
+                 crypto_backend: str | None = None, calibration: str | None = None,
+                 workdir: Path | None = None,
                  verbose: bool = False, gso: int = 0, udp_gso: bool = False,
                  outer: tuple[str, str] | None = None, inner: tuple[str, str] | None = None):
         import os
@@ -106,6 +107,7 @@ class StaticTunnel:
         self.mtu = mtu
         self.tun = tun
         self.crypto_backend = crypto_backend
+        self.calibration = calibration
         self.verbose = verbose
         self.gso = gso
         self.udp_gso = udp_gso
@@ -131,6 +133,7 @@ class StaticTunnel:
                     "--ready", str(self.dir / f"{side}.ready")]
             argv += ["--encap"] if self.encap else []
             argv += ["--crypto-backend", self.crypto_backend] if self.crypto_backend else []
+            argv += ["--calibration", self.calibration] if self.calibration else []
             argv += ["-v"] if self.verbose else []
             argv += ["--gso", str(self.gso)] if self.gso else []
             argv += ["--udp-gso"] if self.udp_gso else []
@@ -209,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="TCP segmentation offload on the TUN, super-packets up to BYTES")
     p.add_argument("--udp-gso", action="store_true",
                    help="UDP segmentation offload and GRO on the ESP-in-UDP socket")
-    p.add_argument("--crypto-backend", default=None)
+    p.add_argument("--crypto-backend", default=None, metavar="NAME",
+                   help="force the SA's sessions onto one driver (default: the dispatcher picks)")
+    p.add_argument("--calibration", metavar="PATH",
+                   help="rank drivers of one kind by this `ocfpy bench crypto --save` file")
     p.add_argument("--replay-window", type=int, default=128)
     p.add_argument("--counters", type=Path, help="write counters here on SIGUSR1 and at exit")
     p.add_argument("--ready", type=Path, help="touch this file once the SA is installed")
@@ -220,8 +226,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from ocfpy.crypto.dispatcher import Dispatcher
     from ocfpy.esp.dataplane.userspace import UserspaceDataplane
+    from ocfpy.iked.configfile import ConfigError, calibration_path, load_calibration
 
-    dispatcher = Dispatcher(backend=args.crypto_backend)
+    try:
+        calibration = (load_calibration(calibration_path(args.calibration))
+                       if args.calibration else None)
+    except ConfigError as exc:
+        p.error(f"--calibration: {exc}")
+    dispatcher = Dispatcher(backend=args.crypto_backend, calibration=calibration)
     spec = static_spec(args.side, local=args.local, remote=args.remote,
                        local_ts=args.local_ts, remote_ts=args.remote_ts, esp=args.esp,
                        seed=args.seed, encap=args.encap, replay_window=args.replay_window,

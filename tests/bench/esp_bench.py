@@ -30,7 +30,7 @@ def translate(argv: list[str]) -> list[str]:
     p.add_argument("--strongswan", action="store_true")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    out = ["bench", "esp", "--esp", a.esp, "--seconds", a.seconds, "--runs", a.runs,
+    out = ["bench", "esp", "--esp-proposal", a.esp, "--duration", a.seconds, "--rounds", a.runs,
            "--crypto-backend", a.crypto_backend, "--mtu", a.mtu, "--gso", a.gso]
     out += [] if a.encap else ["--raw-esp"]
     out += [] if a.strongswan else ["--no-strongswan"]

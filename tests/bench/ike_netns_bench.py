@@ -5,7 +5,7 @@
     sudo .venv/bin/python tests/bench/ike_netns_bench.py [--concurrent 200] [--sequential 50]
         [--memory 10000] [--charon]
 
---concurrent is the CLI's --n; without --charon it measures ocfpy alone (--no-charon).
+--concurrent is the CLI's --n; without --charon it measures ocfpy alone (--no-strongswan).
 Output is the CLI's JSON.
 """
 
@@ -26,7 +26,7 @@ def translate(argv: list[str]) -> list[str]:
     p.add_argument("--charon", action="store_true")
     a = p.parse_args(argv)
     return (["bench", "ike", "--n", a.concurrent, "--sequential", a.sequential,
-             "--memory", a.memory, "--json"] + ([] if a.charon else ["--no-charon"]))
+             "--memory", a.memory, "--json"] + ([] if a.charon else ["--no-strongswan"]))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ocfpy.lab.netns_pair import Host
+from ocfpy.lab.netlab import Namespace
 
 
 @dataclass
@@ -32,7 +32,7 @@ class WireSummary:
 
 
 class Capture:
-    def __init__(self, host: Host, path: Path, bpf: str = "udp or esp or icmp or tcp") -> None:
+    def __init__(self, host: Namespace, path: Path, bpf: str = "udp or esp or icmp or tcp") -> None:
         if shutil.which("tcpdump") is None:
             raise RuntimeError("tcpdump missing (apt-get install tcpdump)")
         self.host, self.path, self.bpf = host, path, bpf

@@ -1,5 +1,5 @@
 """Fixtures of the strongSwan interop lane: namespaces ``oss-moon``/``oss-sun`` joined by
-``oss-v0``/``oss-v1``, a charon in each (own strongswan.conf, vici socket and /run, files
+``oss-moon0``/``oss-sun0`` (ocfpy.lab.netlab.moon_and_sun), a charon in each (own strongswan.conf, vici socket and /run, files
 under /tmp/oss-*), always torn down. Tests skip with the reason when charon, root or the
 vici package is missing."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ocfpy.lab.charon import Charon, unavailable_reason
-from ocfpy.lab.netns_pair import NetnsPair
+from ocfpy.lab.netlab import HostPair, moon_and_sun
 
 from .ocfpy_peer import Iked
 from .peers import Peers
@@ -49,20 +49,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 @pytest.fixture
-def pair(charon_ok: None) -> Iterator[NetnsPair]:
-    with NetnsPair(PREFIX) as p:
+def pair(charon_ok: None) -> Iterator[HostPair]:
+    with moon_and_sun(PREFIX) as p:
         yield p
 
 
 @pytest.fixture
-def moon_charon(pair: NetnsPair, workdir: Path) -> Iterator[Charon]:
+def moon_charon(pair: HostPair, workdir: Path) -> Iterator[Charon]:
     with Charon(pair.left, workdir / "moon", ike_log=2) as c:
         c.load_psk(PSK, [MOON_ID, SUN_ID])
         yield c
 
 
 @pytest.fixture
-def sun_charon(pair: NetnsPair, workdir: Path) -> Iterator[Charon]:
+def sun_charon(pair: HostPair, workdir: Path) -> Iterator[Charon]:
     with Charon(pair.right, workdir / "sun", ike_log=2) as c:
         c.load_psk(PSK, [MOON_ID, SUN_ID])
         yield c
@@ -78,7 +78,7 @@ def ocfpy_ok(charon_ok: None) -> None:
 
 
 @pytest.fixture
-def peers(ocfpy_ok: None, pair: NetnsPair, workdir: Path) -> Iterator[Peers]:
+def peers(ocfpy_ok: None, pair: HostPair, workdir: Path) -> Iterator[Peers]:
     """ocfpy (not started yet: the test configures it) in oss-moon, charon in oss-sun."""
     iked = Iked(pair.left, workdir / "ocfpy")
     with Charon(pair.right, workdir / "charon", ike_log=2) as charon:

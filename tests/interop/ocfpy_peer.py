@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ocfpy.lab.iked_runner import IkedRunner, wait_for
-from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
-from ocfpy.lab.netns_pair import Host
+from ocfpy.lab.iked_toml import config_toml, connection_table, daemon_table, secret_table
+from ocfpy.lab.netlab import Namespace
 
 __all__ = ["Iked", "iked_config", "unavailable_reason", "userspace_dataplane_reason", "wait_for"]
 
@@ -50,7 +50,7 @@ def userspace_dataplane_reason() -> str | None:
     return None
 
 
-def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str,
+def iked_config(*, me: Namespace, peer: Namespace, local_id: str, remote_id: str, psk: str,
                 proposals: Iterable[str], esp_proposals: Iterable[str], dataplane: str,
                 local_ts: Iterable[str] | None = None, remote_ts: Iterable[str] | None = None,
                 control: Path, name: str = "t", child: str = "net",
@@ -64,22 +64,22 @@ def iked_config(*, me: Host, peer: Host, local_id: str, remote_id: str, psk: str
     children = {child: (list(local_ts or [me.inner_net]), list(remote_ts or [peer.inner_net])),
                 **(extra_children or {})}
     return config_toml(
-        daemon_toml(backend=backend, dataplane=dataplane, listen=[me.outer],
-                    control_socket=str(control), **(daemon or {})),
-        connection_toml(name, local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
-                        remote_id=remote_id,
-                        proposals=None if proposals == ["default"] else proposals,
-                        esp_proposals=None if esp_proposals == ["default"] else esp_proposals,
-                        children=children, dpd_delay=dpd_delay, keyingtries=1,
-                        retransmit=Raw('{ timeout = "1s", tries = 2, base = 1.5 }')),
-        secret_toml(f"ike-{name}", psk, [local_id, remote_id]))
+        daemon_table(backend=backend, dataplane=dataplane, listen=[me.outer],
+                     control_socket=str(control), **(daemon or {})),
+        connection_table(name, local_addr=me.outer, remote_addr=peer.outer, local_id=local_id,
+                         remote_id=remote_id,
+                         proposals=None if proposals == ["default"] else proposals,
+                         esp_proposals=None if esp_proposals == ["default"] else esp_proposals,
+                         children=children, dpd_delay=dpd_delay, keyingtries=1,
+                         retransmit={"timeout": "1s", "tries": 2, "base": 1.5}),
+        secret_table(f"ike-{name}", psk, [local_id, remote_id]))
 
 
 class Iked(IkedRunner):
     """ocfpy's daemon in ``host``'s namespace (ocfpy.lab.iked_runner), reached over its socket."""
 
-    def __init__(self, host: Host, workdir: Path, name: str = "iked") -> None:
-        super().__init__(host.netns, workdir, name)
+    def __init__(self, host: Namespace, workdir: Path, name: str = "iked") -> None:
+        super().__init__(host.name, workdir, name)
         self.host = host
 
     def call(self, cmd: str, timeout: float = 15.0, **params: Any) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ocfpy.lab.charon import Charon, child, psk_connection
-from ocfpy.lab.netns_pair import NetnsPair
+from ocfpy.lab.netlab import HostPair
 
 from .ocfpy_peer import Iked, iked_config, userspace_dataplane_reason, wait_for
 
@@ -81,13 +81,13 @@ def ocfpy_child_spis(child: dict[str, Any]) -> tuple[int, int]:
 
 @dataclass
 class Peers:
-    pair: NetnsPair
+    pair: HostPair
     iked: Iked
     charon: Charon
     workdir: Path
 
     @property
-    def moon(self):  # noqa: ANN201 (Host)
+    def moon(self):  # noqa: ANN201 (Namespace)
         return self.pair.left
 
     @property

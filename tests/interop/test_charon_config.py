@@ -1,7 +1,7 @@
 """Pure helpers of the charon harness (no root, no charon)."""
 
 from ocfpy.lab.charon import Charon, decode, render_conf
-from ocfpy.lab.netns_pair import Host
+from ocfpy.lab.netlab import Namespace
 
 
 def test_render_conf_nests_and_spells_booleans() -> None:
@@ -11,7 +11,8 @@ def test_render_conf_nests_and_spells_booleans() -> None:
 
 
 def test_config_is_private_and_keeps_libipsec_before_netlink(tmp_path) -> None:
-    c = Charon(Host("oss-x", "oss-v0", "10.0.0.1", "10.1.0.1", "10.1.0.0/24"), tmp_path,
+    c = Charon(Namespace("oss-x", ifname="oss-x0", outer="10.0.0.1", inner="10.1.0.1",
+                         inner_net="10.1.0.0/24"), tmp_path,
                settings={"plugins": {"kernel-libipsec": {"mtu": 1280}}})
     conf = c.config()
     load = next(line for line in conf.splitlines() if line.strip().startswith("load ="))

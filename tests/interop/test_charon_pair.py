@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ocfpy.lab.charon import Charon, child, psk_connection
-from ocfpy.lab.netns_pair import NetnsPair
+from ocfpy.lab.netlab import HostPair
 
 from .capture import Capture
 from .conftest import MOON_ID, SUN_ID
@@ -16,7 +16,7 @@ from .conftest import MOON_ID, SUN_ID
 pytestmark = pytest.mark.interop
 
 
-def _load_pair(moon: Charon, sun: Charon, pair: NetnsPair, ike: str, esp: str) -> None:
+def _load_pair(moon: Charon, sun: Charon, pair: HostPair, ike: str, esp: str) -> None:
     m, s = pair.left, pair.right
     moon.load_conn("t", psk_connection(
         local_addr=m.outer, remote_addr=s.outer, local_id=MOON_ID, remote_id=SUN_ID,
@@ -26,7 +26,7 @@ def _load_pair(moon: Charon, sun: Charon, pair: NetnsPair, ike: str, esp: str) -
         proposals=[ike], children={"net": child([s.inner_net], [m.inner_net], [esp])}))
 
 
-def test_ping_through_tunnel_is_esp_in_udp(pair: NetnsPair, moon_charon: Charon,
+def test_ping_through_tunnel_is_esp_in_udp(pair: HostPair, moon_charon: Charon,
                                            sun_charon: Charon, workdir: Path) -> None:
     _load_pair(moon_charon, sun_charon, pair, "aes128gcm16-prfsha256-x25519", "aes128gcm16")
     m, s = pair.left, pair.right
@@ -51,7 +51,7 @@ def test_ping_through_tunnel_is_esp_in_udp(pair: NetnsPair, moon_charon: Charon,
     ("aes256-sha256-modp2048", "aes256-sha256"),
     ("chacha20poly1305-prfsha256-ecp256", "chacha20poly1305"),
 ])
-def test_both_sides_agree(pair: NetnsPair, moon_charon: Charon, sun_charon: Charon,
+def test_both_sides_agree(pair: HostPair, moon_charon: Charon, sun_charon: Charon,
                           ike: str, esp: str) -> None:
     _load_pair(moon_charon, sun_charon, pair, ike, esp)
     moon_charon.initiate("t", "net")
@@ -66,7 +66,7 @@ def test_both_sides_agree(pair: NetnsPair, moon_charon: Charon, sun_charon: Char
     assert ca["encr-alg"] == cb["encr-alg"] == expected_encr
 
 
-def test_libipsec_refuses_esn(pair: NetnsPair, moon_charon: Charon, sun_charon: Charon) -> None:
+def test_libipsec_refuses_esn(pair: HostPair, moon_charon: Charon, sun_charon: Charon) -> None:
     """The assumption the ocfpy ESN row rests on: kernel-libipsec keeps the IKE_SA and refuses
     the CHILD_SA (responder: N(NO_PROP) in IKE_AUTH). If a strongSwan update adds ESN, this
     fails and the ocfpy row must change with it."""
@@ -82,7 +82,7 @@ def test_libipsec_refuses_esn(pair: NetnsPair, moon_charon: Charon, sun_charon: 
     assert "generating IKE_AUTH response 1 [ IDr AUTH N(NO_PROP) ]" in sun_charon.log_text()
 
 
-def test_swanctl_conf_replays_what_vici_loaded(pair: NetnsPair, moon_charon: Charon,
+def test_swanctl_conf_replays_what_vici_loaded(pair: HostPair, moon_charon: Charon,
                                                sun_charon: Charon, workdir: Path) -> None:
     """The swanctl.conf kept for a failed run loads into charon as the same connection."""
     import subprocess

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocfpy.lab.iked_runner import IkedRunner, wait_for
-from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
+from ocfpy.lab.iked_toml import config_toml, connection_table, daemon_table, secret_table
 from ocfpy.lab.netlab import Lab, Namespace, two_hosts
 
 __all__ = ["OCFPY", "OUTER", "OUTER6", "Iked", "Pair", "config", "have_nft", "ike_lab", "wait_for"]
@@ -35,20 +35,21 @@ OCFPY = str(Path(sys.executable).with_name("ocfpy"))
 
 def config(side: int, *, proposals: list[str], esp: list[str], psk: str = PSK,
            dataplane: str = "none", backend: str = "openssl", dpd_delay: str = "0s",
-           retransmit: str = "{ timeout = 0.5, tries = 3, base = 1.4 }",
-           cookie_threshold: int = 30, keyingtries: int = 1, extra_daemon: str = "",
+           retransmit: dict | None = None,
+           cookie_threshold: int = 30, keyingtries: int = 1, encap: bool | None = None,
+           child_options: dict | None = None,
            outer: tuple[str, str] = OUTER, listen: list[str] | None = None) -> str:
     """The TOML config of side 0 (a) or 1 (b); connection "t" points at the other side."""
     me, peer = side, 1 - side
     return config_toml(
-        daemon_toml(backend=backend, dataplane=dataplane, listen=listen or [outer[me]],
-                    cookie_threshold=cookie_threshold, half_open_timeout="5s")
-        + (extra_daemon.strip() + "\n" if extra_daemon.strip() else ""),
-        connection_toml("t", local_addr=outer[me], remote_addr=outer[peer], local_id=IDS[me],
-                        remote_id=IDS[peer], proposals=proposals, esp_proposals=esp,
-                        children={"net": ([INNER[me]], [INNER[peer]])}, dpd_delay=dpd_delay,
-                        keyingtries=keyingtries, retransmit=Raw(retransmit)),
-        secret_toml("ike-t", psk, IDS))
+        daemon_table(backend=backend, dataplane=dataplane, listen=listen or [outer[me]],
+                     cookie_threshold=cookie_threshold, half_open_timeout="5s"),
+        connection_table("t", local_addr=outer[me], remote_addr=outer[peer], local_id=IDS[me],
+                         remote_id=IDS[peer], proposals=proposals, esp_proposals=esp,
+                         children={"net": ([INNER[me]], [INNER[peer]])}, dpd_delay=dpd_delay,
+                         keyingtries=keyingtries, encap=encap, child_options=child_options,
+                         retransmit=retransmit or {"timeout": 0.5, "tries": 3, "base": 1.4}),
+        secret_table("ike-t", psk, IDS))
 
 
 class Iked(IkedRunner):

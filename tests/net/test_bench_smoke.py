@@ -56,7 +56,7 @@ def nothing_left_behind():
 
 
 def test_bench_ike_ocfpy_only():
-    r = bench("ike", "--n", "8", "--sequential", "2", "--memory", "20", "--no-charon")
+    r = bench("ike", "--n", "8", "--sequential", "2", "--memory", "20", "--no-strongswan")
     (pair,) = r["pairs"]
     assert (pair["initiator"], pair["responder"]) == ("ocfpy", "ocfpy")
     assert pair["established"] == 8 and not pair["notes"]
@@ -65,7 +65,7 @@ def test_bench_ike_ocfpy_only():
     assert mem["implementation"] == "ocfpy" and mem["sas"] == 20 and not mem["notes"]
     # 20 SAs may fit in memory the burst before them freed: no growth is possible
     assert mem["rss_after_kb"] >= mem["rss_before_kb"] > 0
-    assert r["skipped"] == {"charon": "--no-charon"} and r["ratios"] == {}
+    assert r["skipped"] == {"charon": "--no-strongswan"} and r["ratios"] == {}
 
 
 @pytest.mark.interop
@@ -93,7 +93,7 @@ def iperf3_or_skip() -> None:
 
 def test_bench_esp_ocfpy_only_traffic_went_through_the_sa():
     iperf3_or_skip()
-    r = bench("esp", "--seconds", "1", "--runs", "1", "--no-strongswan")
+    r = bench("esp", "--duration", "1", "--rounds", "1", "--no-strongswan")
     m = r["ocfpy"]["median"]
     assert m["tcp_mbit_s"] > 1 and m["udp64_pps"] > 100 and m["udp_mtu_pps"] > 100
     # the far gateway's SA decrypted at least the payload iperf3 saw arrive
@@ -106,7 +106,7 @@ def test_bench_esp_ocfpy_only_traffic_went_through_the_sa():
 def test_bench_esp_against_libipsec_in_the_same_run(tmp_path):
     iperf3_or_skip()
     charon_or_skip()
-    r = bench("esp", "--seconds", "1", "--runs", "1", "--profile", str(tmp_path), timeout=300)
+    r = bench("esp", "--duration", "1", "--rounds", "1", "--profile", str(tmp_path), timeout=300)
     assert r["libipsec"]["encapsulated"] is True
     theirs = r["libipsec"]["median"]
     assert theirs["tcp_mbit_s"] > 1 and theirs["udp64_pps"] > 100

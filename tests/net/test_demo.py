@@ -105,3 +105,40 @@ def test_without_root_it_says_what_it_needs():
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 77, proc.stderr
     assert "root" in proc.stderr and "ocfpy bench" in proc.stderr
+
+
+TESTDRIVERS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), ".testdrivers")
+
+
+@pytest.mark.skipif(not os.path.isdir(TESTDRIVERS), reason="run scripts/setup.sh (test drivers)")
+def test_a_calibration_picks_the_driver_the_gateways_esp_runs_on(tmp_path):
+    # Two hardware test drivers serve aes128gcm16 (real AES-GCM); without a calibration the
+    # daemons take test_flaky (registered first). A calibration that measured test_halfbad
+    # faster must reach both daemons through the config the demo writes, and their ESP SAs
+    # must run on it, with the traffic intact.
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps({"source": "test", "rates": {"aes128gcm16": {
+        "test_halfbad": [[1400, 1000.0]], "test_flaky": [[1400, 10.0]]}}}))
+    env = {**os.environ, "OCFPY_TESTDRIVERS": "1", "PYTHONPATH": TESTDRIVERS}
+    proc = subprocess.run([*DEMO, "--prefix", "oesc", "--megabytes", "2", "--json",
+                           "--calibration", str(cal)],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True and report["traffic"]["sha256_match"]
+    for side in "ab":
+        assert report["esp_drivers"][side] == {"in": "test_halfbad", "out": "test_halfbad"}
+    assert not {"oesc-a", "oesc-b"} & _netns()
+
+
+def test_a_broken_calibration_is_refused_before_anything_is_built(tmp_path):
+    (tmp_path / "cal.json").write_text("[]")
+    proc = subprocess.run([*DEMO, "--prefix", "oesd", "--calibration",
+                           str(tmp_path / "cal.json")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"ocfpy demo: --calibration: {tmp_path / 'cal.json'}: not a "
+                                   "usable calibration: expected an object with \"rates\" (as "
+                                   "`ocfpy bench crypto --save` writes)")
+    assert not {"oesd-a", "oesd-b"} & _netns()

@@ -29,7 +29,7 @@ MARKER = "5ec7e70cf95ec7e70cf95ec7e70cf900"
 
 
 def _options(**kw) -> argparse.Namespace:
-    base = dict(crypto_backend="openssl", proposal=None, esp_proposal=None,
+    base = dict(crypto_backend="openssl", calibration=None, proposal=None, esp_proposal=None,
                 dataplane="userspace", encap=False)
     base.update(kw)
     return argparse.Namespace(**base)

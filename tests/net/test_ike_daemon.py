@@ -199,7 +199,7 @@ def test_sigterm_sends_delete_and_exits_zero(pair: Pair):
 
 def test_liveness_failure_when_peer_dies(pair: Pair):
     ike, esp = SETS[0]
-    fast = "{ timeout = 0.3, tries = 2, base = 1.0 }"
+    fast = {"timeout": 0.3, "tries": 2, "base": 1.0}
     pair.a.start(config(0, proposals=[ike], esp=[esp], dpd_delay="1s", retransmit=fast))
     pair.b.start(config(1, proposals=[ike], esp=[esp]))
     pair.a.call("initiate", name="t", wait=10, timeout=15)
@@ -309,10 +309,9 @@ def test_port_in_use_is_refused(pair: Pair, tmp_path):
 def test_userspace_dataplane_carries_traffic(pair: Pair, encap: bool):
     pytest.importorskip("ocfpy.esp.dataplane.userspace", reason="no userspace dataplane (esp)")
     ike, esp = SETS[0]
-    extra = "encap = true" if encap else ""
     for side, d in ((0, pair.a), (1, pair.b)):
-        text = config(side, proposals=[ike], esp=[esp], dataplane="userspace")
-        d.start(text.replace("keyingtries = 1", f"keyingtries = 1\n{extra}"))
+        d.start(config(side, proposals=[ike], esp=[esp], dataplane="userspace",
+                       encap=encap or None))
     assert pair.b.call("initiate", name="t", wait=10, timeout=15)["state"] == "established"
     child = wait_for(pair.a.established, 5, "a established")[0]["children"][0]
     assert child["encap"] is encap, child
@@ -350,9 +349,7 @@ def test_ipv6_on_wildcard_sockets(pair: Pair):
 def test_start_action_start_connects_at_startup(pair: Pair):
     ike, esp = SETS[0]
     pair.b.start(config(1, proposals=[ike], esp=[esp]))
-    text = config(0, proposals=[ike], esp=[esp])
-    pair.a.start(text.replace(f'esp_proposals = ["{esp}"]',
-                              f'esp_proposals = ["{esp}"]\nstart_action = "start"'))
+    pair.a.start(config(0, proposals=[ike], esp=[esp], child_options={"start_action": "start"}))
     sa = wait_for(pair.b.established, 10, "a to connect on its own", on_fail=pair.logs)[0]
     assert not sa["initiator"] and sa["children"][0]["name"] == "net"
 
@@ -362,8 +359,7 @@ def test_nat_t_framing_read_by_the_daemon(pair: Pair):
     daemon itself strips and adds the non-ESP marker, and keeps ESP-in-UDP out of the engine."""
     ike, esp = SETS[1]
     for side, d in ((0, pair.a), (1, pair.b)):
-        d.start(config(side, proposals=[ike], esp=[esp]).replace(
-            "keyingtries = 1", "keyingtries = 1\nencap = true"))
+        d.start(config(side, proposals=[ike], esp=[esp], encap=True))
     assert pair.b.call("initiate", name="t", wait=10, timeout=15)["state"] == "established"
     for d in (pair.a, pair.b):
         sa = wait_for(d.established, 5, f"{d.name} established")[0]

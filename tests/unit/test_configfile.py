@@ -342,3 +342,46 @@ def test_udp_gso_is_a_daemon_switch_off_by_default():
     assert loads("[daemon]\nudp_gso = true\n", "home.conf").daemon.udp_gso is True
     err = _error("[daemon]\nudp_gso = 3\n")
     assert (err.line, err.key) == (2, "daemon.udp_gso") and "true or false" in err.reason
+
+
+# -- [daemon] calibration ------------------------------------------------------------------
+def _calibration(path, rates) -> None:
+    import json
+
+    path.write_text(json.dumps({"source": "test", "rates": rates}))
+
+
+def test_calibration_is_a_path_from_the_config_files_folder(tmp_path):
+    _calibration(tmp_path / "cal.json", {"aes128gcm16": {"openssl": [[1400, 5.0]]}})
+    conf = tmp_path / "iked.toml"
+    conf.write_text('[daemon]\ncalibration = "cal.json"\n')
+    assert load(conf).daemon.calibration == str(tmp_path / "cal.json")
+    assert loads("[daemon]\n", "home.conf").daemon.calibration is None  # off unless asked
+
+
+def test_calibration_default_is_where_bench_crypto_saves(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "ocfpy").mkdir()
+    _calibration(tmp_path / "ocfpy" / "calibration.json", {})
+    conf = loads('[daemon]\ncalibration = "default"\n', "home.conf")
+    assert conf.daemon.calibration == str(tmp_path / "ocfpy" / "calibration.json")
+
+
+@pytest.mark.parametrize("content,reason", [
+    (None, "no such file (write one with `ocfpy bench crypto --save`)"),
+    ("{not json", "not JSON"),
+    ('["rates"]', 'expected an object with "rates"'),
+    ('{"rates": {"aes129gcm16": {}}}', "unknown algorithm 'aes129gcm16'"),
+    ('{"rates": {"aes128gcm16": {"openssl": [[1400, -1]]}}}', "is not [bytes >= 0, ops"),
+    ('{"rates": {"aes128gcm16": {"openssl": []}}}', "non-empty list"),
+])
+def test_a_broken_calibration_is_refused_with_file_line_and_key(tmp_path, content, reason):
+    if content is not None:
+        (tmp_path / "cal.json").write_text(content)
+    conf = tmp_path / "iked.toml"
+    conf.write_text('[daemon]\ndataplane = "none"\ncalibration = "cal.json"\n')
+    with pytest.raises(ConfigError) as exc:
+        load(conf)
+    assert (exc.value.line, exc.value.key) == (3, "daemon.calibration")
+    assert str(exc.value).startswith(f"{conf}:3: daemon.calibration: {tmp_path / 'cal.json'}: ")
+    assert reason in exc.value.reason

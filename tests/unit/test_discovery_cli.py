@@ -68,7 +68,7 @@ def test_known_table_lists_the_families():
 
 
 def test_watch_runs_for_a_bounded_time():
-    out = ocfpy("devices", "--watch", "--seconds", "0.5")
+    out = ocfpy("devices", "--watch", "--stop-after", "0.5")
     if out.returncode == 1 and "cannot listen" in out.stderr:
         pytest.skip(out.stderr.strip())
     assert out.returncode == 0, out.stderr
