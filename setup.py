@@ -22,5 +22,8 @@ def _packages() -> list[str]:
 setup(
     packages=_packages(),
     package_dir=LAYOUT,
-    package_data={"ocfpy.crypto": ["selftest_vectors/*.json"]},
+    # ocfpy-iked.service: the systemd unit, installed with the package (pip cannot put it in
+    # /etc/systemd/system); `python -m ocfpy.iked.systemd unit` prints it for this install.
+    package_data={"ocfpy.crypto": ["selftest_vectors/*.json"],
+                  "ocfpy.iked": ["ocfpy-iked.service"]},
 )

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 from ocfpy.crypto.errors import OcfError
 
-__all__ = ["Notifier", "NotifyError", "status_line", "watchdog_interval"]
+__all__ = ["Notifier", "NotifyError", "status_line", "unit_text", "watchdog_interval"]
 
 
 class NotifyError(OcfError, ValueError):
@@ -166,3 +166,53 @@ def status_line(ike_up: int, child_up: int, connections: int, half_open: int = 0
     if half_open:
         text += f"; {half_open} half-open"
     return text
+
+
+# -- the unit file -----------------------------------------------------------------------------
+UNIT_NAME = "ocfpy-iked.service"
+_TEMPLATE_EXEC = "/usr/local/bin/ocfpy"
+_TEMPLATE_CONFIG = "/etc/ocfpy/iked.toml"
+
+
+def unit_text(executable: str | None = None, config: str | None = None) -> str:
+    """The shipped unit (package data ocfpy/iked/ocfpy-iked.service) with ExecStart naming
+    this installation's `ocfpy` (pip puts it in /usr/local/bin, a venv's bin/ or ~/.local/bin,
+    and systemd needs the absolute path) and, if given, another config file."""
+    import shutil
+    import sys
+    from importlib.resources import files
+    from pathlib import Path
+
+    text = (files("ocfpy.iked") / UNIT_NAME).read_text(encoding="utf-8")
+    if executable is None:
+        beside = Path(sys.executable).parent / "ocfpy"  # the script of this interpreter's env
+        found = str(beside) if beside.exists() else shutil.which("ocfpy")
+        executable = found or f"{sys.executable} -m ocfpy"
+    if not executable.startswith("/"):
+        raise NotifyError(f"ExecStart needs an absolute path, got {executable!r}")
+    text = text.replace(f"ExecStart={_TEMPLATE_EXEC} ", f"ExecStart={executable} ")
+    if config:
+        text = text.replace(f"--config {_TEMPLATE_CONFIG}", f"--config {config}")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ocfpy.iked.systemd unit [--ocfpy PATH] [--config FILE]``: print the unit,
+    for ``> /etc/systemd/system/ocfpy-iked.service``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m ocfpy.iked.systemd",
+                                description="Print the systemd unit of the IKE daemon.")
+    p.add_argument("what", choices=["unit"])
+    p.add_argument("--ocfpy", metavar="PATH", help="the ocfpy executable (default: this one's)")
+    p.add_argument("--config", metavar="FILE", help=f"config file (default {_TEMPLATE_CONFIG})")
+    args = p.parse_args(argv)
+    try:
+        print(unit_text(args.ocfpy, args.config), end="")
+    except NotifyError as exc:
+        p.error(str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
