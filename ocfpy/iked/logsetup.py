@@ -47,7 +47,7 @@ from typing import Any
 from ocfpy.crypto.errors import OcfError
 
 __all__ = ["AUDIT", "RAW", "SUBSYSTEMS", "LogOptions", "LogSetupError",
-           "configure", "log_schema", "python_level", "subsystem_of"]
+           "check", "configure", "log_schema", "python_level", "subsystem_of"]
 
 #: between INFO and WARNING: SA up/down, the events level 0 keeps (charon's level 0)
 AUDIT = 25
@@ -234,16 +234,32 @@ def _handler(target: str, options: LogOptions, stream=None) -> logging.Handler:
 _installed: list[logging.Handler] = []
 
 
+def _effective(options: LogOptions | None, log_file: str | None) -> LogOptions:
+    options = options or LogOptions()
+    if log_file:  # --log-file wins over the config's target
+        options = LogOptions(target="file", file=log_file, syslog_facility=options.syslog_facility,
+                             default=options.default, levels=dict(options.levels))
+    return options
+
+
+def check(options: LogOptions | None = None, *, foreground: bool = True,
+          log_file: str | None = None) -> str:
+    """Open and close the target configure() would use, in the process that still has a
+    terminal (before detaching), so that "no /dev/log" or an unwritable file is a start-up
+    error on stderr, not a silent daemon. Returns the target's name."""
+    options = _effective(options, log_file)
+    target = options.resolve_target(foreground)
+    _handler(target, options, stream=sys.stderr).close()
+    return target
+
+
 def configure(options: LogOptions | None = None, *, foreground: bool = True,
               verbosity: int = 0, log_file: str | None = None, stream=None) -> logging.Handler:
     """Install the daemon's log handler on the root logger (replacing any earlier one, and
     logging.basicConfig's) and set each subsystem's level. ``log_file`` (--log-file) wins
     over the config's target. Call it in the process that serves (after a fork: a syslog
     socket is per process) and again on reload. Returns the handler."""
-    options = options or LogOptions()
-    if log_file:
-        options = LogOptions(target="file", file=log_file, syslog_facility=options.syslog_facility,
-                             default=options.default, levels=dict(options.levels))
+    options = _effective(options, log_file)
     handler = _handler(options.resolve_target(foreground), options, stream)
     root = logging.getLogger()
     for h in list(root.handlers):

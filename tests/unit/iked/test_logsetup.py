@@ -161,6 +161,12 @@ def test_no_syslog_socket_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(logsetup, "SYSLOG_SOCKET", str(tmp_path / "absent"))
     with pytest.raises(LogSetupError, match="does not exist"):
         configure(LogOptions(), foreground=False)
+    with pytest.raises(LogSetupError, match="does not exist"):  # before detaching
+        logsetup.check(LogOptions(), foreground=False)
+    # --log-file instead of syslog: fine, and check() leaves the logging set-up alone
+    before = list(logging.getLogger().handlers)
+    assert logsetup.check(LogOptions(), foreground=False, log_file=str(tmp_path / "f")) == "file"
+    assert logging.getLogger().handlers == before
 
 
 def _check(text: str):
