@@ -22,5 +22,16 @@ def _packages() -> list[str]:
 setup(
     packages=_packages(),
     package_dir=LAYOUT,
-    package_data={"ocfpy.crypto": ["selftest_vectors/*.json"]},
+    # ocfpy-iked.service: the systemd unit, installed with the package (pip cannot put it in
+    # /etc/systemd/system); `python -m ocfpy.iked.systemd unit` prints it for this install.
+    package_data={"ocfpy": ["py.typed"], "ocfpy.crypto": ["selftest_vectors/*.json"],
+                  "ocfpy.iked": ["ocfpy-iked.service"]},
+    # Generated from the argument parser by scripts/gen-manpage-completion.sh (committed, and
+    # tests/unit/test_manpage.py fails when stale). Paths are relative to the install prefix:
+    # /usr/local for a system-wide pip, where man(1) and bash-completion look by default.
+    data_files=[
+        ("share/man/man1", ["packaging/ocfpy.1"]),
+        ("share/bash-completion/completions", ["packaging/completions/ocfpy"]),
+        ("share/zsh/site-functions", ["packaging/completions/_ocfpy"]),
+    ],
 )

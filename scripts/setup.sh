@@ -15,10 +15,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-# Debian packages per lane (lanes.md): base = build + run; net = namespaces, TUN, captures,
+# Debian packages per lane (lanes.md): base = build + run (systemd: systemd-analyze verify of
+# the unit file); net = namespaces, TUN, captures,
 # iperf3; interop = strongSwan as the peer; vm = a stock kernel under QEMU (AF_ALG, XFRM ESP,
 # virtio-crypto).
-PKG_base="python3 python3-venv python3-pip python3-dev gcc iproute2 kmod procps"
+PKG_base="python3 python3-venv python3-pip python3-dev gcc iproute2 kmod procps systemd"
 PKG_base="$PKG_base softhsm2"  # the pkcs11 driver's unit tests use a SoftHSM2 token
 PKG_net="iputils-ping tcpdump iperf3 nftables"
 PKG_interop="strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins"

@@ -30,5 +30,15 @@ else
     echo "VM lane skipped: scripts/vm-lane.sh is not present"
 fi
 
+echo "=== floors lane: the unit tier on the lowest dependency versions pyproject allows ==="
+# A fresh venv (minutes): in CI always, elsewhere with OCFPY_FLOORS=1.
+if [ "${CI:-}" = "true" ] || [ "${OCFPY_FLOORS:-}" = "1" ]; then
+    bash scripts/test-floors.sh tests/unit tests/kat --junitxml=results/floors.xml
+    rc=$?
+    [ $rc -ne 0 ] && status=$rc
+else
+    echo "floors lane skipped: not CI (OCFPY_FLOORS=1 runs it)"
+fi
+
 .venv/bin/python scripts/summarize-junit.py results/*.xml
 exit $status

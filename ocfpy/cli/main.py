@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `ocfpy COMMAND --help` for a command's options. Docs: docs/ in the source tree.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log more (-v info, -vv debug)")
+                        help="log more (-v info, -vv debug); also accepted after the command")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
@@ -32,12 +33,39 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    _verbose_everywhere(parser)
     return parser
+
+
+def _version() -> str:
+    from ocfpy import __version__  # the one definition (pyproject reads it too)
+
+    return __version__
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`ocfpy sa list -v` as well as `ocfpy -v sa list`: every (sub)command parser takes -v.
+    Its count goes to its own dest, because argparse copies a subcommand's namespace over the
+    parent's and would reset the count given before the command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                if not any(o in child._option_string_actions for o in ("-v", "--verbose")):
+                    child.add_argument("-v", "--verbose", action="count",
+                                       dest="verbose_after", default=argparse.SUPPRESS,
+                                       help="log more (-v info, -vv debug)")
+                _verbose_everywhere(child)
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """-v counted wherever it was given."""
+    return getattr(args, "verbose", 0) + getattr(args, "verbose_after", 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose = verbosity(args)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

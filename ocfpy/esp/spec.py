@@ -71,8 +71,10 @@ class SaKeys:
     """Keying material of one direction, as IKE derived it (RFC 7296 section 2.17)."""
 
     spi: int
-    encryption_key: bytes  # AEAD or CTR: key || salt
-    integrity_key: bytes = b""
+    # repr=False: the daemon logs engine events (which carry ChildSaSpecs) by their str();
+    # keys must never reach a log (tests/unit/iked/test_logsetup.py scans for them).
+    encryption_key: bytes = field(repr=False)  # AEAD or CTR: key || salt
+    integrity_key: bytes = field(default=b"", repr=False)
 
 
 @dataclass
