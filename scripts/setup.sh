@@ -21,6 +21,7 @@ done
 # virtio-crypto).
 PKG_base="python3 python3-venv python3-pip python3-dev gcc iproute2 kmod procps systemd"
 PKG_base="$PKG_base softhsm2"  # the pkcs11 driver's unit tests use a SoftHSM2 token
+PKG_base="$PKG_base zsh"  # tests/unit/test_manpage.py checks the zsh completion parses
 PKG_net="iputils-ping tcpdump iperf3 nftables"
 PKG_interop="strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins"
 PKG_vm="qemu-system-x86 linux-image-amd64 busybox-static udev pciutils"
