@@ -25,13 +25,13 @@ OUT=results/fuzz
 # live IKE SA is rebuilt after every input that changed it) and get a time slice instead
 # (runs 0). FUZZ_CAP_S caps a run-bound target on a much slower machine.
 CI_TARGETS=(
-    "ike_decode 320000 0"
-    "ike_sk 40000 0"
-    "ike_responder 0 25"
-    "ike_initiator 0 25"
-    "esp_decap 420000 0"
-    "config_load 30000 0"
-    "control_line 250000 0"
+    "ike_decode 330000 0"
+    "ike_sk 20000 0"
+    "ike_responder 0 20"
+    "ike_initiator 0 20"
+    "esp_decap 440000 0"
+    "config_load 20000 0"
+    "control_line 260000 0"
 )
 CI_CAP_S=${FUZZ_CAP_S:-90}
 MIN_EXECS=${FUZZ_MIN_EXECS:-1000000}
