@@ -21,8 +21,40 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-# The engine logs every refusal; a fuzzer would spend its time formatting log lines.
-logging.disable(logging.CRITICAL)
+
+class _LastError(logging.Handler):
+    """Keeps the last ERROR record of ocfpy's loggers (the engine's internal-error path logs
+    its exception), to put the traceback into the Finding."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.record: logging.LogRecord | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.record = record
+
+    def take(self) -> str:
+        r, self.record = self.record, None
+        if r is None:
+            return "(see the log)"
+        text = r.getMessage()
+        if r.exc_info:
+            text += "\n" + logging.Formatter().formatException(r.exc_info)
+        return text
+
+
+_ERRORS = _LastError()
+
+
+def quiet_logging() -> None:
+    """For the fuzzer's process only (tests/fuzz/run.py): the engine logs every refusal and a
+    fuzzer would spend its time formatting log lines; errors are kept for the Finding. Not done
+    at import, so pytest runs that collect this module keep their logging."""
+    logging.disable(logging.WARNING)
+    ocfpy_log = logging.getLogger("ocfpy")
+    ocfpy_log.addHandler(_ERRORS)
+    ocfpy_log.propagate = False
+
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -266,9 +298,10 @@ class _EngineTarget:
         me = R_ADDR if self.side == "r" else I_ADDR
         datagram = self.datagram(live, data)
         before = engine.stats["internal_errors"]
+        _ERRORS.take()
         engine.receive_datagram(datagram, (me, 500), self.source(data[0]), NOW)
         if engine.stats["internal_errors"] != before:
-            raise Finding(f"engine internal error on an input ({engine.stats})")
+            raise Finding(f"engine internal error on an input: {_ERRORS.take()}")
         out = engine.datagrams_to_send(NOW)
         ev = engine.next_event()
         if out or ev is not None or engine.sa_list() != live.baseline[self.side]:
@@ -301,9 +334,10 @@ class IkeInitiator(_EngineTarget):
         rest = data[1:]
         if len(rest) >= 28:
             rest = request[:8] + rest[8:24] + len(rest).to_bytes(4, "big") + rest[28:]
+        _ERRORS.take()
         engine.receive_datagram(rest, (I_ADDR, 500), self.source(data[0]), NOW)
         if engine.stats["internal_errors"]:
-            raise Finding(f"engine internal error on an input ({engine.stats})")
+            raise Finding(f"engine internal error on an input: {_ERRORS.take()}")
         engine.datagrams_to_send(NOW)
 
 

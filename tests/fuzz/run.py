@@ -20,8 +20,9 @@ def main(argv: list[str]) -> None:
         sys.exit("usage: python -m tests.fuzz.run TARGET [libFuzzer args]")
     name = argv[1]
     with atheris.instrument_imports(include=["ocfpy", "plugins", "drivers", "tomllib", "json"]):
-        from tests.fuzz.harnesses import TARGETS
+        from tests.fuzz.harnesses import TARGETS, quiet_logging
 
+        quiet_logging()
         if name not in TARGETS:
             sys.exit(f"unknown target {name!r}; targets: {', '.join(TARGETS)}")
         target = TARGETS[name]()
