@@ -308,3 +308,47 @@ def test_finding8_retransmission_from_new_port_repeats_the_response(net: AttackL
     second = _drain(listen2, 0.7)
     assert len(first) == 1 and first == second, (len(first), len(second))
     assert len(net.b.sas()) == 1, net.b.sas()
+
+
+# -- flood ---------------------------------------------------------------------------------
+def _rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_flood_of_spoofed_inits_while_a_peer_connects(net: AttackLab):
+    """20,000 IKE_SA_INITs from 1,000 spoofed addresses in about 10 s while the genuine peer
+    connects: the peer gets its SA (through cookies), half-open SAs stay at the cookie
+    threshold, the responder's memory grows by a bounded amount. The figures are printed for
+    docs/security.md."""
+    threshold = 30
+    net.a.start(_config(0, retransmit="{ timeout = 1.0, tries = 8, base = 1.2 }"))
+    net.b.start(_config(1, any_peer=True, cookie_threshold=threshold))
+    # b answers the spoofed sources through the attacker's address, which drops it all
+    net.lab.route(net.b.ns, "10.79.0.0/16", gateway=ATTACKER)
+    sources = [f"10.79.{i // 250}.{i % 250 + 1}" for i in range(1000)]
+    rss0 = _rss_kib(net.b.pid)
+    peak, t0 = 0, time.monotonic()
+    template = ike_sa_init_request(bytes(8))
+    for n in range(20000):
+        spi = secrets.token_bytes(8)
+        net.forger.send((sources[n % 1000], 500), B, spi + template[8:])
+        if n == 2000:
+            net.a.call("initiate", name="t", wait=0, timeout=10)
+        if n % 1000 == 999:
+            peak = max(peak, len([s for s in net.b.sas() if s["state"] != "established"]))
+            # pace to about 10 s in all
+            time.sleep(max(0.0, (n + 1) / 2000 - (time.monotonic() - t0)))
+    flood_s = time.monotonic() - t0
+    sas = wait_for(net.a.established, 20, "the genuine peer's SA", on_fail=net.logs)
+    setup_s = time.monotonic() - t0
+    rss1 = _rss_kib(net.b.pid)
+    stats = net.b.stats()["engine"]
+    print(f"flood: {flood_s:.1f} s, half-open peak {peak}, rss {rss0} -> {rss1} KiB "
+          f"(+{rss1 - rss0}), genuine SA after {setup_s:.1f} s from the flood's start, "
+          f"b received {stats.get('received')}, cookies sent {stats.get('cookies_sent')}")
+    assert sas and sas[0]["algorithms"]["ke"] == "x25519"
+    assert peak <= threshold + 2, f"half-open peak {peak}"
+    assert rss1 - rss0 < 64 * 1024, f"RSS grew by {rss1 - rss0} KiB"
