@@ -66,3 +66,39 @@ def test_seed_corpus_replays_clean(target):
     run = _target(target)
     for p in seeds:
         run(p.read_bytes())
+
+
+# Issue 13's rule at the engine, without root: raw datagrams an outsider writes with nothing
+# but the live SA's SPIs (mode byte 2: the harness writes the SPIs over bytes 0..15). With the
+# strict oracle (FUZZ_STRICT_UNAUTH) the engine targets fail if such a message is answered or
+# changes `sa list`. Today the engine answers each of them (findings 1 and 2).
+def _forged() -> list:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "net"))
+    from attacker import ike_sa_init_request, informational_no_sk, short_sk
+
+    spi = bytes(8)
+    one = "issue 13 finding 1: an unauthenticated message on a live SA is answered"
+    two = "issue 13 finding 2: an IKE_SA_INIT with a live SA's SPIs is processed by it"
+    rows = [
+        ("no-sk", informational_no_sk(spi, spi, 2, initiator=True), one),
+        ("short-sk", short_sk(spi, spi, 2, initiator=True), one),
+        ("plaintext-before-sk", short_sk(spi, spi, 2, initiator=True, plaintext_first=True), one),
+        ("ike-sa-init-live-spis", ike_sa_init_request(spi, spi, message_id=2), two),
+    ]
+    return [pytest.param(raw, id=name, marks=pytest.mark.xfail(strict=True, reason=why))
+            for name, raw, why in rows]
+
+
+@pytest.mark.parametrize("side", ["ike_responder", "ike_initiator"])
+@pytest.mark.parametrize("raw", _forged())
+def test_unauthenticated_message_changes_nothing(side, raw):
+    target = TARGETS[side]()
+    target.strict = True
+    # initiator side: the forger claims to be the responder (I flag clear), whose first
+    # request has message ID 0 (the responder side's next expected one is 2)
+    if side == "ike_initiator":
+        raw = raw[:19] + bytes((raw[19] & ~0x08,)) + bytes(4) + raw[24:]
+    target(bytes((2,)) + raw)
