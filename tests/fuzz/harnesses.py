@@ -429,22 +429,19 @@ class ConfigLoad:
 
         self.configfile = configfile
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        fd, self.path = tempfile.mkstemp(prefix="ocfpy-fuzz-", suffix=".toml", dir=base)
-        os.close(fd)
+        self.dir = tempfile.gettempdir() if base is None else base
+        self.path = os.path.join(self.dir, f"ocfpy-fuzz-{os.getpid()}.toml")
 
     def __call__(self, data: bytes) -> None:
+        # written and removed per input: libFuzzer ends the process without running finalisers
         with open(self.path, "wb") as f:
             f.write(data)
         try:
             self.configfile.load(self.path)
         except self.configfile.ConfigError:
             pass
-
-    def __del__(self) -> None:
-        try:
+        finally:
             os.unlink(self.path)
-        except OSError:
-            pass
 
 
 # -- the control socket's request parser ----------------------------------------------------
