@@ -16,6 +16,14 @@ rc=$?
 [ $rc -eq 5 ] && rc=0   # no tests collected is not a failure of the lanes that ran
 [ $rc -ne 0 ] && status=$rc
 
+echo "=== fuzz: every atheris target for its CI budget (scripts/fuzz.sh --ci) ==="
+# A crash fails the run; its input stays in results/fuzz/ (see scripts/fuzz.sh).
+fuzz_t0=$SECONDS
+bash scripts/fuzz.sh --ci
+rc=$?
+echo "timing: fuzz stage $((SECONDS - fuzz_t0)) s"
+[ $rc -ne 0 ] && status=$rc
+
 echo "=== VM lane: a stock kernel under QEMU (AF_ALG, XFRM ESP, virtio-crypto) ==="
 if [ -x scripts/vm-lane.sh ] || [ -f scripts/vm-lane.sh ]; then
     bash scripts/vm-lane.sh --junitxml results/vm.xml "$@"

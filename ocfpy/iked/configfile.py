@@ -518,7 +518,7 @@ def loads(text: str, path: str | Path | None = None):
     """Parse and check a configuration text; returns an `ocfpy.ike.config.IkeConfig`."""
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:  # RecursionError: deep nesting
         m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError(path, int(m.group(1)) if m else None, None,

@@ -114,7 +114,7 @@ class ControlServer:
         self.requests += 1
         try:
             request = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # deep nesting
             self.bad_requests += 1
             return {"ok": False, "error": f"not a JSON request: {exc}"}
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):

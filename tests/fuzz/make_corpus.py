@@ -1,0 +1,127 @@
+"""(Re)generate the seed corpus under tests/fuzz/corpus/<target>/ from real exchanges.
+
+    .venv/bin/python -m tests.fuzz.make_corpus
+
+The seeds are what the unit fixtures produce: the four messages of an establishment, the
+plaintext inside their SK payloads, a CHILD_SA rekey and an INFORMATIONAL (DPD, DELETE), ESP
+packets of each suite, the TOML the lab writes, one control request per command. Each seed is
+written in its target's input format (see tests/fuzz/harnesses.py). The files are committed;
+rerun this only when a format changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+from tests.fuzz import harnesses as h
+
+
+def _write(target: str, seeds: list[bytes]) -> int:
+    d = h.CORPUS / target
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    for s in seeds:
+        (d / hashlib.sha1(s).hexdigest()[:16]).write_bytes(s)
+    return len(seeds)
+
+
+def _inner(crypto, raw: bytes) -> tuple[int, int, int, int, bytes]:
+    """(exchange, flags, message id, first inner type, plaintext chain) of a sealed message."""
+    from ocfpy.ike import codec
+
+    msg = codec.decode(raw)
+    sk = msg.sk
+    plain = crypto.open(raw, sk.offset, sk.body)
+    return raw[18], raw[19], msg.message_id, sk.first_inner, plain
+
+
+def ike_seeds():
+    d = h._dispatcher()
+    live = h._Live(d, *h._configs())
+    pair = live.pair
+    # more traffic on the same SA: a CHILD_SA rekey, a DPD, a CHILD_SA delete
+    (child,) = pair.i.sa_list()[0]["children"]
+    pair.i.rekey_child(child["unique_id"], pair.now)
+    pair.run()
+    pair.advance(3600)
+    pair.i.terminate("home", pair.now)
+    pair.run()
+    wire = [(side, raw) for side, raw, _, _ in pair.wire]
+    init_req, init_resp = wire[0][1], wire[1][1]
+    decode = [raw for _, raw in wire]
+    sk, responder, initiator = [], [], []
+    for side, raw in wire[2:]:
+        crypto = live.to_r if side == "i" else live.to_i
+        x, flags, mid, first, plain = _inner(crypto, raw)
+        sk.append(bytes((0, x, flags, first, 0)) + plain)
+        # as an authenticated input of the engine targets (msgid-choice 0 = the next request)
+        seed = bytes((1, x, flags, mid if mid > 3 else {2: 0, 3: 1, 0: 2, 1: 3}[mid], first)) + plain
+        (responder if side == "i" else initiator).append(seed)
+        # and as the raw datagram it was, SPIs patched in
+        (responder if side == "i" else initiator).append(bytes((2,)) + raw)
+    responder += [bytes((0,)) + init_req, bytes((8,)) + init_req]
+    initiator += [bytes((0x10,)) + init_resp, bytes((0x18,)) + init_resp]
+    # an INFORMATIONAL request with nothing inside (a DPD) and one with a DELETE of the IKE SA
+    responder += [bytes((1, 37, 0x08, 0, 0)), bytes((1, 37, 0x08, 0, 42)) + bytes((0, 0, 0, 8, 1, 0, 0, 0))]
+    initiator += [bytes((1, 37, 0x00, 0, 0))]
+    return decode, sk, responder, initiator
+
+
+def esp_seeds():
+    from ocfpy.esp import packet
+
+    t = h.EspDecap()
+    seeds = []
+    ipv4 = bytes.fromhex("4500001c00000000400100000a0100010a020001") + bytes(8)
+    for i, (sa, _esn) in enumerate(t.sas):
+        for payload, nh in ((ipv4, packet.NEXT_HEADER_IPV4), (b"", packet.NEXT_HEADER_NONE)):
+            wire = sa.encapsulate(5, payload, nh)
+            seeds.append(bytes((i, 0)) + wire)
+            plain = payload + sa.trailer(len(payload), nh)
+            seeds.append(bytes((i, 1)) + plain)
+    return seeds
+
+
+def config_seeds():
+    from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
+
+    full = config_toml(
+        daemon_toml(backend="openssl", dataplane="none", listen=["10.77.0.1"],
+                    cookie_threshold=30, half_open_timeout="5s"),
+        connection_toml("t", local_addr="10.77.0.1", remote_addr="10.77.0.2",
+                        local_id="a.example", remote_id="b.example",
+                        proposals=["aes128gcm16-prfsha256-x25519"], esp_proposals=["aes128gcm16"],
+                        children={"net": (["10.1.0.0/24"], ["10.2.0.0/24"])}, dpd_delay="30s",
+                        keyingtries=1, retransmit=Raw("{ timeout = 0.5, tries = 3, base = 1.4 }")),
+        secret_toml("ike-t", "0sc2VjcmV0", ["a.example", "b.example"]))
+    return [full.encode(), b"[daemon]\n", b"[connections.x]\nlocal_addrs = [\"%any\"]\n",
+            b'[secrets.s]\nids = ["a"]\nsecret = "0x0102"\n']
+
+
+def control_seeds():
+    lines = [{"cmd": "list"}, {"cmd": "initiate", "name": "home", "wait": 5},
+             {"cmd": "terminate", "name": "home"}, {"cmd": "why", "name": "home"},
+             {"cmd": "stats"}, {"cmd": "drivers"}, {"cmd": "list", "fail": True}]
+    return [json.dumps(x).encode() + b"\n" for x in lines] + [b"[]\n", b'"x"\n', b"{\n"]
+
+
+def main() -> None:
+    decode, sk, responder, initiator = ike_seeds()
+    counts = {
+        "ike_decode": _write("ike_decode", decode),
+        "ike_sk": _write("ike_sk", sk),
+        "ike_responder": _write("ike_responder", responder),
+        "ike_initiator": _write("ike_initiator", initiator),
+        "esp_decap": _write("esp_decap", esp_seeds()),
+        "config_load": _write("config_load", config_seeds()),
+        "control_line": _write("control_line", control_seeds()),
+    }
+    for k, v in counts.items():
+        print(f"{k}: {v} seeds")
+
+
+if __name__ == "__main__":
+    main()
