@@ -26,7 +26,7 @@ from .calibration import Calibration
 from .catalogue import Transform
 from .catalogue import get as get_transform
 from .errors import BackendUnavailable, DriverFailure
-from .registry import DriverRecord, Registry, Status
+from .registry import DriverRecord, DriverStatus, Registry
 from .session import SESSION_CLASS, Session
 from .stats import Counters
 
@@ -82,7 +82,7 @@ class Dispatcher:
         if record is None:
             raise BackendUnavailable(name, "anything", "no such driver is registered",
                                      [r.name for r in self.registry.active()])
-        if record.status is not Status.ACTIVE:
+        if record.status is not DriverStatus.ACTIVE:
             raise BackendUnavailable(name, "anything", f"it is {record.status.value}: "
                                      f"{record.reason}", [r.name for r in self.registry.active()])
 
@@ -159,7 +159,7 @@ class Dispatcher:
             return "no such driver is registered"
         if name in exclude:
             return "it failed during this session"
-        if record.status is not Status.ACTIVE:
+        if record.status is not DriverStatus.ACTIVE:
             return f"it is {record.status.value}: {record.reason}"
         if transform.keyword in record.quarantined:
             return f"quarantined: {record.quarantined[transform.keyword]}"

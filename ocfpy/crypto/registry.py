@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 NAMESPACE = "ocfpy.drivers"
 
 
-class Status(StrEnum):
+class DriverStatus(StrEnum):
+    """Where a driver stands in admission (what `ocfpy drivers` shows in its status column)."""
+
     ACTIVE = "active"
     QUARANTINED = "quarantined"
     UNAVAILABLE = "unavailable"
@@ -42,7 +44,7 @@ class Status(StrEnum):
 class DriverRecord:
     name: str
     kind: DriverKind | None
-    status: Status
+    status: DriverStatus
     reason: str = ""
     driver: Driver | None = None
     entry_point: str = ""
@@ -53,7 +55,7 @@ class DriverRecord:
     order: int = 0
 
     def serves(self, transform: Transform) -> bool:
-        return self.status is Status.ACTIVE and transform.keyword in self.admitted
+        return self.status is DriverStatus.ACTIVE and transform.keyword in self.admitted
 
     def counters(self) -> Counters:
         total = Counters()
@@ -139,7 +141,7 @@ class Registry:
     def add(self, driver: Driver, *, entry_point: str = "") -> DriverRecord:
         """Probe, self-test and admit one driver; listeners hear of it if it becomes active."""
         name = driver.name or type(driver).__name__
-        record = DriverRecord(name, driver.kind, Status.UNAVAILABLE, driver=driver,
+        record = DriverRecord(name, driver.kind, DriverStatus.UNAVAILABLE, driver=driver,
                               entry_point=entry_point)
         try:
             driver.probe()
@@ -160,11 +162,11 @@ class Registry:
             record.quarantined = failures
             record.admitted = {k: o for k, o in offers.items() if k not in failures}
             if record.admitted:
-                record.status = Status.ACTIVE
+                record.status = DriverStatus.ACTIVE
                 if failures:
                     record.reason = f"{len(failures)} algorithm(s) quarantined"
             elif failures:
-                record.status = Status.QUARANTINED
+                record.status = DriverStatus.QUARANTINED
                 record.reason = "every algorithm failed its known-answer test: " + "; ".join(
                     f"{k}: {v}" for k, v in sorted(failures.items())[:3])
             else:
@@ -174,7 +176,7 @@ class Registry:
             record.order = self._order
             self._records[name] = record
             self.generation += 1
-        if record.status is Status.ACTIVE:
+        if record.status is DriverStatus.ACTIVE:
             log.info("driver %s (%s) active with %d algorithms", name, driver.kind,
                      len(record.admitted))
             driver.watch(lambda reason, n=name: self.remove(n, reason))
@@ -184,7 +186,7 @@ class Registry:
         return record
 
     def _unavailable(self, name: str, reason: str, entry_point: str) -> DriverRecord:
-        record = DriverRecord(name, None, Status.UNAVAILABLE, reason, entry_point=entry_point)
+        record = DriverRecord(name, None, DriverStatus.UNAVAILABLE, reason, entry_point=entry_point)
         with self._lock:
             self._order += 1
             record.order = self._order
@@ -198,9 +200,9 @@ class Registry:
         """The driver is gone (device unplugged, unregistered): its sessions must move."""
         with self._lock:
             record = self._records.get(name)
-            if record is None or record.status is not Status.ACTIVE:
+            if record is None or record.status is not DriverStatus.ACTIVE:
                 return
-            record.status = Status.GONE
+            record.status = DriverStatus.GONE
             record.reason = reason
             self.generation += 1
         log.warning("driver %s gone: %s", name, reason)
@@ -222,7 +224,7 @@ class Registry:
         return self._records.get(name)
 
     def active(self) -> list[DriverRecord]:
-        return [r for r in self.records() if r.status is Status.ACTIVE]
+        return [r for r in self.records() if r.status is DriverStatus.ACTIVE]
 
     def names(self) -> list[str]:
         return [r.name for r in self.records()]

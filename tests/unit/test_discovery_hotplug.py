@@ -30,7 +30,7 @@ from ocfpy.crypto.devices.hotplug import HotplugEvent, HotplugMonitor, attach
 from ocfpy.crypto.dispatcher import Dispatcher
 from ocfpy.crypto.driver import DriverKind
 from ocfpy.crypto.errors import AuthenticationError, DriverFailure, DriverUnavailable, InvalidInput
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "devices"
 
@@ -169,7 +169,7 @@ def test_one_hardware_driver_per_device(monitor):
     registry = Registry.from_drivers(drivers)
     for d in drivers:
         rec = registry.get(d.name)
-        assert rec.status is Status.ACTIVE and set(rec.admitted) == {"aes128", "aes192", "aes256"}
+        assert rec.status is DriverStatus.ACTIVE and set(rec.admitted) == {"aes128", "aes192", "aes256"}
         assert rec.admitted["aes256"].implementation.startswith("qat_aes_cbc (priority 4001)")
     assert drivers[0].device.pci_id == "8086:37c8"
 
@@ -225,7 +225,7 @@ def test_unbind_moves_sessions_to_the_other_device(monitor):
     on_first = [s for s in sessions if s.driver == first.name]
     assert len(on_first) == 2  # fewest sessions: spread over both devices
     monitor.handle(HotplugEvent("unbind", first.device.sys_path, "pci", "c6xx"))
-    assert registry.get(first.name).status is Status.GONE
+    assert registry.get(first.name).status is DriverStatus.GONE
     assert "unbind of" in registry.get(first.name).reason
     assert {s.driver for s in sessions} == {drivers[1].name}
     assert sum(s.migrations for s in sessions) == 2
@@ -312,7 +312,7 @@ def test_bind_of_a_known_device_adds_a_driver(monitor):
     monitor.handle(HotplugEvent("bind", child.sys_path, "virtio", "virtio_crypto", records[0]))
     assert attachment.added == ["virtio_crypto@0000:01:00.0"]
     rec = registry.get("virtio_crypto@0000:01:00.0")
-    assert rec.status is Status.ACTIVE and rec.kind is DriverKind.HARDWARE
+    assert rec.status is DriverStatus.ACTIVE and rec.kind is DriverKind.HARDWARE
     key, iv, data = os.urandom(16), os.urandom(16), os.urandom(32)
     s = Dispatcher(registry).open("aes128", key=key)
     assert s.driver == "virtio_crypto@0000:01:00.0"
@@ -368,7 +368,7 @@ def test_a_lost_request_is_abandoned_and_the_device_given_up(monitor):
         transport.during = None
         release.set()
     assert s.driver != victim.name and s.errors == 1
-    assert registry.get(victim.name).status is Status.GONE
+    assert registry.get(victim.name).status is DriverStatus.GONE
     assert "no answer within 0.3 s" in registry.get(victim.name).reason
     assert other.driver != victim.name
 
@@ -397,7 +397,7 @@ def test_waiting_stops_as_soon_as_the_device_is_reported_gone(monitor):
     finally:
         transport.during = None
         release.set()
-    assert registry.get(victim.name).status is Status.GONE
+    assert registry.get(victim.name).status is DriverStatus.GONE
 
 
 def test_a_device_error_gives_the_device_up_and_leaves_its_transforms_open(monitor):
@@ -421,7 +421,7 @@ def test_a_device_error_gives_the_device_up_and_leaves_its_transforms_open(monit
         assert sessions[0].encrypt(iv, data) == _cbc(key, iv, data)
     finally:
         transport.during = None
-    assert registry.get(victim.name).status is Status.GONE
+    assert registry.get(victim.name).status is DriverStatus.GONE
     assert "the device failed a request" in registry.get(victim.name).reason
     assert all(s.driver != victim.name for s in sessions)
     # closing a transform on a failing device can hang in the kernel: they are left open

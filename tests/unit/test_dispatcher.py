@@ -10,7 +10,7 @@ import pytest
 
 from ocfpy.crypto.dispatcher import Dispatcher
 from ocfpy.crypto.errors import AuthenticationError, BackendUnavailable
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 
 ocfpy_testdrivers = pytest.importorskip(
     "ocfpy_testdrivers", reason="ocfpy-testdrivers not installed: run scripts/setup.sh")
@@ -34,16 +34,16 @@ def test_testdrivers_come_from_real_entry_points():
 
 def test_admission_states(registry):
     rec = {r.name: r for r in registry.records()}
-    assert rec["openssl"].status is Status.ACTIVE
-    assert rec["test_flaky"].status is Status.ACTIVE
-    assert rec["test_badkat"].status is Status.QUARANTINED
+    assert rec["openssl"].status is DriverStatus.ACTIVE
+    assert rec["test_flaky"].status is DriverStatus.ACTIVE
+    assert rec["test_badkat"].status is DriverStatus.QUARANTINED
     assert set(rec["test_badkat"].quarantined) == {"aes128gcm16", "aes256gcm16"}
     half = rec["test_halfbad"]
-    assert half.status is Status.ACTIVE
+    assert half.status is DriverStatus.ACTIVE
     assert set(half.admitted) == {"aes128gcm16"} and set(half.quarantined) == {"aes256gcm16"}
-    assert rec["test_broken_import"].status is Status.UNAVAILABLE
+    assert rec["test_broken_import"].status is DriverStatus.UNAVAILABLE
     assert "import failed" in rec["test_broken_import"].reason
-    assert rec["test_broken_ctor"].status is Status.UNAVAILABLE
+    assert rec["test_broken_ctor"].status is DriverStatus.UNAVAILABLE
     assert "construction failed" in rec["test_broken_ctor"].reason
     assert "always fails" in rec["test_broken_ctor"].reason
 
@@ -51,7 +51,7 @@ def test_admission_states(registry):
 def test_test_drivers_are_inert_without_the_switch(monkeypatch):
     monkeypatch.delenv("OCFPY_TESTDRIVERS", raising=False)
     rec = {r.name: r for r in Registry.load().records()}
-    assert rec["test_flaky"].status is Status.UNAVAILABLE
+    assert rec["test_flaky"].status is DriverStatus.UNAVAILABLE
     assert "OCFPY_TESTDRIVERS=1" in rec["test_flaky"].reason
     d = Dispatcher(Registry.load())
     assert d.open("aes256gcm16", KEY256).driver == "openssl"
@@ -165,7 +165,7 @@ def test_removed_driver_moves_its_sessions_at_once(registry):
     assert all(s.migrations == 1 for s in sessions)
     assert [s.seal(bytes(8), b"x" * 64, b"") for s in sessions] == before
     assert d.open("aes256gcm16", KEY256).driver == "openssl"
-    assert registry.get("test_flaky").status is Status.GONE
+    assert registry.get("test_flaky").status is DriverStatus.GONE
 
 
 def test_strict_forced_backend_does_not_migrate_silently(registry):

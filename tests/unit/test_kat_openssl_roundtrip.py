@@ -19,7 +19,7 @@ from ocfpy.crypto.errors import (
     Reason,
     Unsupported,
 )
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 
 ALL = crypto_transforms()
 
@@ -41,7 +41,7 @@ def keymat(keyword: str) -> bytes:
 
 def test_driver_offers_whole_catalogue_and_passes_selftest() -> None:
     record = Registry.from_drivers([OpenSSLDriver()]).get("openssl")
-    assert record is not None and record.status is Status.ACTIVE, record and record.reason
+    assert record is not None and record.status is DriverStatus.ACTIVE, record and record.reason
     assert sorted(record.admitted) == sorted(t.keyword for t in ALL)
     assert record.quarantined == {}
 

@@ -226,7 +226,7 @@ class Attachment:
     def rescan(self) -> list[str]:
         """Run the hot-pluggable factories; add what is not active yet. Returns new names."""
         from ..driver import Driver
-        from ..registry import Status
+        from ..registry import DriverStatus
 
         new: list[str] = []
         with self._lock:
@@ -239,10 +239,10 @@ class Attachment:
                 drivers = [made] if isinstance(made, Driver) else list(made or [])
                 for driver in drivers:
                     current = self.registry.get(driver.name)
-                    if current is not None and current.status is Status.ACTIVE:
+                    if current is not None and current.status is DriverStatus.ACTIVE:
                         continue
                     record = self.registry.add(driver, entry_point=f"{name} (hot-plug)")
-                    if record.status is Status.ACTIVE:
+                    if record.status is DriverStatus.ACTIVE:
                         log.warning("driver %s added: device appeared", driver.name)
                         new.append(driver.name)
                         self.added.append(driver.name)
