@@ -252,9 +252,6 @@ class HashOp(_Op):
         except OSError as exc:
             raise self._fail(exc, "hash") from None
 
-    def digest_many(self, items: list[bytes]) -> list[bytes]:
-        return [self.digest(d) for d in items]
-
 
 class SkcipherOp(_Op):
     """A symmetric cipher (``cbc(aes)``, ``rfc3686(ctr(aes))``, or a driver name)."""
@@ -350,10 +347,3 @@ class AeadOp(_Op):
             raise self._fail(exc, "decrypt") from None
         return out[n:]
 
-
-def implementations(name: str, alg_type: str | None = None) -> list[proc_crypto.CryptoAlg]:
-    """Every /proc/crypto entry for an algorithm name, best first (for reports)."""
-    kinds = proc_crypto.AFALG_TYPES.get(alg_type or "", None)
-    algs = [a for a in proc_crypto.read()
-            if a.name == name and (kinds is None or a.type in kinds)]
-    return sorted(algs, key=lambda a: -a.priority)
