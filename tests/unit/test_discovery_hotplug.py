@@ -95,11 +95,13 @@ class CryptographyTransport(Transport):
             def _nonce_aad(self, iv, aad):
                 return (key[-4:] + iv, aad[:-8]) if esp else (iv, aad)
 
-            def seal(self, iv, aad, pt):
+            # the AeadHandle shape: the contract's order, aad keyword-only
+            def seal(self, iv, pt, *, aad):
                 transport._tick()
-                return gcm.encrypt(*self._nonce_aad(iv, aad)[:1], pt, self._nonce_aad(iv, aad)[1])
+                nonce, a = self._nonce_aad(iv, aad)
+                return gcm.encrypt(nonce, pt, a)
 
-            def open(self, iv, aad, ct):
+            def open(self, iv, ct, *, aad):
                 transport._tick()
                 nonce, a = self._nonce_aad(iv, aad)
                 try:
