@@ -52,9 +52,10 @@ class Dispatcher:
         for keyword, driver in (overrides or {}).items():
             self.set_handler(keyword, driver)
         self.calibration = calibration
-        self.fallbacks = 0
+        self.fallbacks = 0  # sessions that a non-strict forced backend could not take
+        # keyword -> active drivers serving it, valid while the registry is at this generation
         self._cache: dict[str, list[DriverRecord]] = {}
-        self._cache_generation = -1  # sessions that a non-strict forced backend could not take
+        self._cache_generation = -1
         self._lock = threading.RLock()
         self.registry.subscribe(self._on_registry_event)
         if self.backend is not None:
@@ -197,6 +198,7 @@ class Dispatcher:
             return session
 
     def random(self, n: int) -> bytes:
+        """n bytes from the kernel CSPRNG (getrandom), never from a driver (see ocfpy.crypto.driver)."""
         return os.urandom(n)
 
     def _session_closed(self, session: Session) -> None:
