@@ -84,6 +84,30 @@ class DriverRecord:
 
 
 Listener = Callable[[str, DriverRecord], None]  # ("added" | "removed", record)
+LoadFailure = Callable[[str, str, BaseException], None]  # (name, "module:attr", exception)
+
+
+def load_factories(namespace: str = NAMESPACE, *, on_failure: LoadFailure | None = None
+                   ) -> list[tuple[str, Callable, str]]:
+    """(name, factory, "module:attr") for every entry point of the group, by name.
+
+    The one place entry points are read (stevedore's ExtensionManager): the registry at load
+    and hot-plug rescans (ocfpy.crypto.devices.hotplug) must see the same drivers. An entry
+    point that fails to import goes to ``on_failure``; without one it is logged as a warning,
+    never dropped silently.
+    """
+    from stevedore import ExtensionManager
+
+    def failed(_manager, entry_point, exc) -> None:
+        if on_failure is not None:
+            on_failure(entry_point.name, str(entry_point.value), exc)
+        else:
+            log.warning("driver entry point %s (%s) failed to load: %s", entry_point.name,
+                        entry_point.value, _describe(exc))
+
+    manager = ExtensionManager(namespace, invoke_on_load=False, on_load_failure_callback=failed)
+    return [(e.name, e.plugin, str(e.entry_point.value))
+            for e in sorted(manager.extensions, key=lambda e: e.name)]
 
 
 class Registry:
@@ -101,19 +125,13 @@ class Registry:
     @classmethod
     def load(cls, namespace: str = NAMESPACE, *, run_selftests: bool = True) -> Registry:
         """Every driver registered through the entry point group, probed and self-tested."""
-        from stevedore import ExtensionManager
-
         registry = cls(run_selftests=run_selftests)
 
-        def failed(_manager, entry_point, exc) -> None:
-            registry._unavailable(entry_point.name, f"import failed: {_describe(exc)}",
-                                  str(entry_point.value))
+        def failed(name: str, value: str, exc: BaseException) -> None:
+            registry._unavailable(name, f"import failed: {_describe(exc)}", value)
 
-        manager = ExtensionManager(
-            namespace, invoke_on_load=False, on_load_failure_callback=failed,
-        )
-        for ext in sorted(manager.extensions, key=lambda e: e.name):
-            registry.add_factory(ext.name, ext.plugin, ext.entry_point.value)
+        for name, factory, value in load_factories(namespace, on_failure=failed):
+            registry.add_factory(name, factory, value)
         return registry
 
     @classmethod

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ocfpy.drivers.kernel_accel import KernelAccelDriver, Transport, detect
 
 from ocfpy.crypto.devices import discovery
-from ocfpy.crypto.devices.hotplug import HotplugEvent, HotplugMonitor, attach
+from ocfpy.crypto.devices.hotplug import HotplugEvent, HotplugMonitor, attach, hotplug_factories
 from ocfpy.crypto.dispatcher import Dispatcher
 from ocfpy.crypto.driver import DriverKind
 from ocfpy.crypto.errors import AuthenticationError, DriverFailure, DriverUnavailable, InvalidInput
@@ -322,6 +322,42 @@ def test_bind_of_a_known_device_adds_a_driver(monitor):
     # a second bind event for a device already active adds nothing
     monitor.handle(HotplugEvent("bind", child.sys_path, "virtio", "virtio_crypto", records[0]))
     assert attachment.added == ["virtio_crypto@0000:01:00.0"]
+
+
+
+def test_hotplug_factories_come_from_the_registrys_entry_points_and_failures_are_logged(caplog):
+    # Read through the same stevedore helper as Registry.load: kernel_accel:detect is marked
+    # hot-pluggable; the test fixture's test_broken_import entry point cannot be imported,
+    # which must be logged, not dropped.
+    pytest.importorskip("ocfpy_testdrivers", reason="ocfpy-testdrivers not installed")
+    with caplog.at_level("WARNING", logger="ocfpy.crypto.registry"):
+        factories = hotplug_factories()
+    assert factories == {"kernel_accel": detect}
+    assert any("test_broken_import" in r.getMessage() and "failed to load" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_rescan_logs_a_factory_that_breaks_and_still_runs_the_others(monitor, caplog):
+    records, algorithms = recorded("virtio-crypto")
+    transport = CryptographyTransport(algorithms)
+
+    def broken():
+        raise RuntimeError("vendor bug")
+
+    def nothing_here():
+        raise DriverUnavailable("no device")
+
+    def factory():
+        return detect(transport, records, algorithms, check_sysfs=False, monitor=monitor)
+
+    registry = Registry.from_drivers([])
+    attachment = attach(registry, {"broken": broken, "quiet": nothing_here, "kernel_accel": factory},
+                        monitor)
+    with caplog.at_level("DEBUG", logger="ocfpy.crypto.devices.hotplug"):
+        assert attachment.rescan() == ["virtio_crypto@0000:01:00.0"]
+    by_level = {(r.levelname, r.getMessage()) for r in caplog.records}
+    assert ("WARNING", "hot-plug rescan: factory broken failed") in by_level
+    assert ("DEBUG", "hot-plug rescan: quiet: no device") in by_level
 
 
 def test_real_monitor_starts_and_stops():
