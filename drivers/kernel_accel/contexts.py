@@ -70,10 +70,10 @@ class DirectRunner:
         if self.on_failure is not None and not self.presence.gone:
             self.on_failure(f"the device failed a request: {exc}")
 
-    def call(self, fn, *args):
+    def call(self, fn, *args, **kwargs):
         ticket = self.presence.enter()
         try:
-            out = fn(*args)
+            out = fn(*args, **kwargs)
         except DriverFailure as exc:
             self._failed(exc)
             raise
@@ -85,10 +85,10 @@ class DirectRunner:
 
 
 class _Job:
-    __slots__ = ("fn", "args", "done", "result", "error")
+    __slots__ = ("fn", "args", "kwargs", "done", "result", "error")
 
-    def __init__(self, fn, args):
-        self.fn, self.args = fn, args
+    def __init__(self, fn, args, kwargs):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
         self.done = threading.Event()
         self.result = None
         self.error: BaseException | None = None
@@ -122,12 +122,12 @@ class GuardedRunner(DirectRunner):
             if job is None:
                 return
             try:
-                job.result = job.fn(*job.args)
+                job.result = job.fn(*job.args, **job.kwargs)
             except BaseException as exc:  # handed to the caller
                 job.error = exc
             job.done.set()
 
-    def call(self, fn, *args):
+    def call(self, fn, *args, **kwargs):
         ticket = self.presence.enter()
         if self.stuck:
             raise DriverFailure(f"{self.presence.label}: a request is stuck in the device")
@@ -135,7 +135,7 @@ class GuardedRunner(DirectRunner):
             self._thread = threading.Thread(target=self._worker, daemon=True,
                                             name=f"ocfpy-accel-{self.presence.label}")
             self._thread.start()
-        job = _Job(fn, args)
+        job = _Job(fn, args, kwargs)
         self._jobs.put(job)
         limit = time.monotonic() + self.deadline
         while not job.done.wait(self.POLL):
@@ -251,11 +251,11 @@ class EspAeadContext(_Fenced, AeadContext):
 
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         iv = self._iv(iv)
-        return self._runner.call(self._handle.seal, iv, aad + iv, plaintext)  # type: ignore[union-attr]
+        return self._runner.call(self._handle.seal, iv, plaintext, aad=aad + iv)  # type: ignore[union-attr]
 
     def open(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         iv = self._iv(iv)
-        return self._runner.call(self._handle.open, iv, aad + iv, ciphertext)  # type: ignore[union-attr]
+        return self._runner.call(self._handle.open, iv, ciphertext, aad=aad + iv)  # type: ignore[union-attr]
 
 
 class GcmContext(EspAeadContext):
@@ -276,11 +276,11 @@ class GcmContext(EspAeadContext):
         if not plaintext and not aad:
             raise InvalidInput(f"{self.transform.keyword}: the kernel's gcm(aes) takes no "
                                "empty request")
-        return self._runner.call(self._handle.seal, nonce, aad, plaintext)  # type: ignore[union-attr]
+        return self._runner.call(self._handle.seal, nonce, plaintext, aad=aad)  # type: ignore[union-attr]
 
     def open(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         nonce = self._salt + self._iv(iv)
-        return self._runner.call(self._handle.open, nonce, aad, ciphertext)  # type: ignore[union-attr]
+        return self._runner.call(self._handle.open, nonce, ciphertext, aad=aad)  # type: ignore[union-attr]
 
 
 class _Digest(_Fenced):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from ocfpy.cli.common import console, print_json
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 
-_STYLE = {Status.ACTIVE: "green", Status.QUARANTINED: "red", Status.UNAVAILABLE: "yellow",
-          Status.GONE: "magenta"}
+_STYLE = {DriverStatus.ACTIVE: "green", DriverStatus.QUARANTINED: "red", DriverStatus.UNAVAILABLE: "yellow",
+          DriverStatus.GONE: "magenta"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -30,7 +30,7 @@ _EXPORTS = {
     "BackendUnavailable": "errors", "AuthenticationError": "errors",
     "InvalidPublicValue": "errors", "InvalidKey": "errors", "InvalidInput": "errors",
     # consumers
-    "Dispatcher": "dispatcher", "Registry": "registry",
+    "Dispatcher": "dispatcher", "Registry": "registry", "DriverStatus": "registry",
 }
 
 __all__ = sorted(_EXPORTS)

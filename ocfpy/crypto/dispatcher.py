@@ -26,7 +26,7 @@ from .calibration import Calibration
 from .catalogue import Transform
 from .catalogue import get as get_transform
 from .errors import BackendUnavailable, DriverFailure
-from .registry import DriverRecord, Registry, Status
+from .registry import DriverRecord, DriverStatus, Registry
 from .session import SESSION_CLASS, Session
 from .stats import Counters
 
@@ -52,9 +52,10 @@ class Dispatcher:
         for keyword, driver in (overrides or {}).items():
             self.set_handler(keyword, driver)
         self.calibration = calibration
-        self.fallbacks = 0
+        self.fallbacks = 0  # sessions that a non-strict forced backend could not take
+        # keyword -> active drivers serving it, valid while the registry is at this generation
         self._cache: dict[str, list[DriverRecord]] = {}
-        self._cache_generation = -1  # sessions that a non-strict forced backend could not take
+        self._cache_generation = -1
         self._lock = threading.RLock()
         self.registry.subscribe(self._on_registry_event)
         if self.backend is not None:
@@ -82,7 +83,7 @@ class Dispatcher:
         if record is None:
             raise BackendUnavailable(name, "anything", "no such driver is registered",
                                      [r.name for r in self.registry.active()])
-        if record.status is not Status.ACTIVE:
+        if record.status is not DriverStatus.ACTIVE:
             raise BackendUnavailable(name, "anything", f"it is {record.status.value}: "
                                      f"{record.reason}", [r.name for r in self.registry.active()])
 
@@ -159,7 +160,7 @@ class Dispatcher:
             return "no such driver is registered"
         if name in exclude:
             return "it failed during this session"
-        if record.status is not Status.ACTIVE:
+        if record.status is not DriverStatus.ACTIVE:
             return f"it is {record.status.value}: {record.reason}"
         if transform.keyword in record.quarantined:
             return f"quarantined: {record.quarantined[transform.keyword]}"
@@ -197,6 +198,7 @@ class Dispatcher:
             return session
 
     def random(self, n: int) -> bytes:
+        """n bytes from the kernel CSPRNG (getrandom), never from a driver (see ocfpy.crypto.driver)."""
         return os.urandom(n)
 
     # -- signatures (ocfpy.crypto.signatures): the key decides who may serve ---------------

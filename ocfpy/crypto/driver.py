@@ -12,6 +12,12 @@ not into new driver methods.
 Contexts are the hazardous layer: consumers never see them, they use `ocfpy.crypto.session`.
 A context raises `DriverFailure` when the driver itself failed (the dispatcher then migrates
 the session), `AuthenticationError` / `InvalidPublicValue` / `InvalidInput` for bad input.
+
+Randomness is not part of the contract. The framework takes it from the kernel CSPRNG
+(getrandom, through `Dispatcher.random`), which Linux already feeds from the hardware sources
+(hwrng devices such as virtio-rng and TPMs, RDRAND/RDSEED). A driver's RNG could not be
+admitted the way its algorithms are: a known-answer test cannot tell good random bytes from
+bad ones, so routing randomness through drivers would bypass admission.
 """
 
 from __future__ import annotations
@@ -201,10 +207,6 @@ class Driver(ABC):
     @abstractmethod
     def new_context(self, transform: Transform, key: bytes | None) -> Context:
         """A context for one transform. Raise Unsupported if the transform is not offered."""
-
-    def random(self, n: int) -> bytes | None:
-        """Random bytes from this driver's source, or None to leave it to the framework."""
-        return None
 
     def watch(self, on_gone: Callable[[str], None]) -> None:  # noqa: B027 - optional hook
         """Call on_gone(reason) when the driver's device disappears (hot-unplug)."""

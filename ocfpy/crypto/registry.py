@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 NAMESPACE = "ocfpy.drivers"
 
 
-class Status(StrEnum):
+class DriverStatus(StrEnum):
+    """Where a driver stands in admission (what `ocfpy drivers` shows in its status column)."""
+
     ACTIVE = "active"
     QUARANTINED = "quarantined"
     UNAVAILABLE = "unavailable"
@@ -42,7 +44,7 @@ class Status(StrEnum):
 class DriverRecord:
     name: str
     kind: DriverKind | None
-    status: Status
+    status: DriverStatus
     reason: str = ""
     driver: Driver | None = None
     entry_point: str = ""
@@ -53,7 +55,7 @@ class DriverRecord:
     order: int = 0
 
     def serves(self, transform: Transform) -> bool:
-        return self.status is Status.ACTIVE and transform.keyword in self.admitted
+        return self.status is DriverStatus.ACTIVE and transform.keyword in self.admitted
 
     def counters(self) -> Counters:
         total = Counters()
@@ -82,6 +84,30 @@ class DriverRecord:
 
 
 Listener = Callable[[str, DriverRecord], None]  # ("added" | "removed", record)
+LoadFailure = Callable[[str, str, BaseException], None]  # (name, "module:attr", exception)
+
+
+def load_factories(namespace: str = NAMESPACE, *, on_failure: LoadFailure | None = None
+                   ) -> list[tuple[str, Callable, str]]:
+    """(name, factory, "module:attr") for every entry point of the group, by name.
+
+    The one place entry points are read (stevedore's ExtensionManager): the registry at load
+    and hot-plug rescans (ocfpy.crypto.devices.hotplug) must see the same drivers. An entry
+    point that fails to import goes to ``on_failure``; without one it is logged as a warning,
+    never dropped silently.
+    """
+    from stevedore import ExtensionManager
+
+    def failed(_manager, entry_point, exc) -> None:
+        if on_failure is not None:
+            on_failure(entry_point.name, str(entry_point.value), exc)
+        else:
+            log.warning("driver entry point %s (%s) failed to load: %s", entry_point.name,
+                        entry_point.value, _describe(exc))
+
+    manager = ExtensionManager(namespace, invoke_on_load=False, on_load_failure_callback=failed)
+    return [(e.name, e.plugin, str(e.entry_point.value))
+            for e in sorted(manager.extensions, key=lambda e: e.name)]
 
 
 class Registry:
@@ -99,19 +125,13 @@ class Registry:
     @classmethod
     def load(cls, namespace: str = NAMESPACE, *, run_selftests: bool = True) -> Registry:
         """Every driver registered through the entry point group, probed and self-tested."""
-        from stevedore import ExtensionManager
-
         registry = cls(run_selftests=run_selftests)
 
-        def failed(_manager, entry_point, exc) -> None:
-            registry._unavailable(entry_point.name, f"import failed: {_describe(exc)}",
-                                  str(entry_point.value))
+        def failed(name: str, value: str, exc: BaseException) -> None:
+            registry._unavailable(name, f"import failed: {_describe(exc)}", value)
 
-        manager = ExtensionManager(
-            namespace, invoke_on_load=False, on_load_failure_callback=failed,
-        )
-        for ext in sorted(manager.extensions, key=lambda e: e.name):
-            registry.add_factory(ext.name, ext.plugin, ext.entry_point.value)
+        for name, factory, value in load_factories(namespace, on_failure=failed):
+            registry.add_factory(name, factory, value)
         return registry
 
     @classmethod
@@ -139,7 +159,7 @@ class Registry:
     def add(self, driver: Driver, *, entry_point: str = "") -> DriverRecord:
         """Probe, self-test and admit one driver; listeners hear of it if it becomes active."""
         name = driver.name or type(driver).__name__
-        record = DriverRecord(name, driver.kind, Status.UNAVAILABLE, driver=driver,
+        record = DriverRecord(name, driver.kind, DriverStatus.UNAVAILABLE, driver=driver,
                               entry_point=entry_point)
         try:
             driver.probe()
@@ -160,11 +180,11 @@ class Registry:
             record.quarantined = failures
             record.admitted = {k: o for k, o in offers.items() if k not in failures}
             if record.admitted:
-                record.status = Status.ACTIVE
+                record.status = DriverStatus.ACTIVE
                 if failures:
                     record.reason = f"{len(failures)} algorithm(s) quarantined"
             elif failures:
-                record.status = Status.QUARANTINED
+                record.status = DriverStatus.QUARANTINED
                 record.reason = "every algorithm failed its known-answer test: " + "; ".join(
                     f"{k}: {v}" for k, v in sorted(failures.items())[:3])
             else:
@@ -174,7 +194,7 @@ class Registry:
             record.order = self._order
             self._records[name] = record
             self.generation += 1
-        if record.status is Status.ACTIVE:
+        if record.status is DriverStatus.ACTIVE:
             log.info("driver %s (%s) active with %d algorithms", name, driver.kind,
                      len(record.admitted))
             driver.watch(lambda reason, n=name: self.remove(n, reason))
@@ -184,7 +204,7 @@ class Registry:
         return record
 
     def _unavailable(self, name: str, reason: str, entry_point: str) -> DriverRecord:
-        record = DriverRecord(name, None, Status.UNAVAILABLE, reason, entry_point=entry_point)
+        record = DriverRecord(name, None, DriverStatus.UNAVAILABLE, reason, entry_point=entry_point)
         with self._lock:
             self._order += 1
             record.order = self._order
@@ -198,9 +218,9 @@ class Registry:
         """The driver is gone (device unplugged, unregistered): its sessions must move."""
         with self._lock:
             record = self._records.get(name)
-            if record is None or record.status is not Status.ACTIVE:
+            if record is None or record.status is not DriverStatus.ACTIVE:
                 return
-            record.status = Status.GONE
+            record.status = DriverStatus.GONE
             record.reason = reason
             self.generation += 1
         log.warning("driver %s gone: %s", name, reason)
@@ -222,7 +242,7 @@ class Registry:
         return self._records.get(name)
 
     def active(self) -> list[DriverRecord]:
-        return [r for r in self.records() if r.status is Status.ACTIVE]
+        return [r for r in self.records() if r.status is DriverStatus.ACTIVE]
 
     def names(self) -> list[str]:
         return [r.name for r in self.records()]

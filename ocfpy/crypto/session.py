@@ -7,9 +7,9 @@ Hot paths (seal/open) stay short on purpose: the per-operation overhead over a d
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from operator import itemgetter
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from .catalogue import Primitive, Transform
@@ -21,12 +21,9 @@ if TYPE_CHECKING:
     from .registry import DriverRecord
 
 
+# Batch byte counts are sum(map(len, map(_second, items))): the payload lengths of
+# (iv, payload, ...) items at C speed, written out where used to spare a Python frame.
 _second = itemgetter(1)
-
-
-def _payload_bytes(items) -> int:
-    """Sum of the payload lengths of (iv, payload, ...) items, at C speed."""
-    return sum(map(len, map(_second, items)))
 
 
 class Session:
@@ -85,14 +82,21 @@ class Session:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.transform.keyword} on {self.driver}>"
 
-    # -- migration -------------------------------------------------------------------------
-    def _retry(self, failure: DriverFailure, ctx: Context, method: str, *args):
+    # -- the one failure path -------------------------------------------------------------
+    # Every operation, single or batch, reaches a context in one of three shapes: inline in
+    # the per-packet methods (seal/open, encrypt/decrypt, compute/verify), where a helper's
+    # Python frame would be a measured share of the cost; through _call (control-plane
+    # operations: prf, digest, key exchange); through _batch (every *_batch method). All
+    # three hand a DriverFailure to _retry, the only place that moves, retries and counts it.
+    def _retry(self, failure: DriverFailure, ctx: Context, method: str, args: tuple):
         """The driver failed this request: move to the next driver and run it again there,
-        as often as drivers fail, until one serves it or none is left (then _migrate raises).
+        as often as drivers fail, until one serves it or none is left (then _migrate raises
+        DriverFailure; for a strict forced backend it names the driver).
 
         ``ctx`` is the context the request failed on. If the session already left it while
         the request was in flight (a hot-unplug seen by the registry, or a driver reporting
         itself gone from inside the failing call), it is not moved again, only retried.
+        Authentication failures never come here: they are the peer's fault, not the driver's.
         """
         failed: set[str] = set()
         while True:
@@ -106,11 +110,37 @@ class Session:
             except DriverFailure as again:
                 failure = again
 
+    def _call(self, method: str, args: tuple, nbytes: int):
+        """One control-plane operation, counted once it is served."""
+        ctx = self._ctx
+        try:
+            out = getattr(ctx, method)(*args)
+        except DriverFailure as failure:
+            out = self._retry(failure, ctx, method, args)
+        self.ops += 1
+        self.bytes += nbytes
+        return out
+
+    def _batch(self, method: str, items: Sequence, nbytes: int):
+        """One batch, timed and counted once per call (never per item)."""
+        t0 = perf_counter_ns()
+        ctx = self._ctx
+        try:
+            out = getattr(ctx, method)(items)
+        except DriverFailure as failure:
+            out = self._retry(failure, ctx, method, (items,))
+        self.time_ns += perf_counter_ns() - t0
+        self.batches += 1
+        self.ops += len(items)
+        self.bytes += nbytes
+        return out
+
 
 class AeadSession(Session):
     # _enc/_dec/_salt: a context whose seal/open are "salt || iv, then one C call" may expose
     # those calls (AeadContext.one_shot()); the session then makes them itself and saves a
-    # Python frame per packet, which was most of the dispatch overhead at 1400 bytes.
+    # Python frame per packet, which was most of the dispatch overhead at 1400 bytes. Such
+    # calls cannot fail as a driver (one_shot's contract), so they need no retry.
     __slots__ = ("_enc", "_dec", "_salt")
 
     def _bind(self, ctx: Context) -> None:
@@ -131,7 +161,7 @@ class AeadSession(Session):
             try:
                 out = ctx.seal(iv, plaintext, aad)
             except DriverFailure as e:
-                out = self._retry(e, ctx, "seal", iv, plaintext, aad)
+                out = self._retry(e, ctx, "seal", (iv, plaintext, aad))
         self.ops += 1
         self.bytes += len(plaintext)
         return out
@@ -151,7 +181,7 @@ class AeadSession(Session):
         try:
             out = ctx.open(iv, ciphertext, aad)
         except DriverFailure as e:
-            out = self._retry(e, ctx, "open", iv, ciphertext, aad)
+            out = self._retry(e, ctx, "open", (iv, ciphertext, aad))
         except AuthenticationError:
             self.auth_failures += 1
             raise
@@ -160,30 +190,11 @@ class AeadSession(Session):
         return out
 
     def seal_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes]:
-        t0 = time.perf_counter_ns()
-        ctx = self._ctx
-        try:
-            out = ctx.seal_batch(items)
-        except DriverFailure as e:
-            out = self._retry(e, ctx, "seal_batch", items)
-        self.time_ns += time.perf_counter_ns() - t0
-        self.batches += 1
-        self.ops += len(items)
-        self.bytes += _payload_bytes(items)
-        return out
+        return self._batch("seal_batch", items, sum(map(len, map(_second, items))))
 
     def open_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes | None]:
         """Per item the plaintext, or None where authentication failed."""
-        t0 = time.perf_counter_ns()
-        ctx = self._ctx
-        try:
-            out = ctx.open_batch(items)
-        except DriverFailure as e:
-            out = self._retry(e, ctx, "open_batch", items)
-        self.time_ns += time.perf_counter_ns() - t0
-        self.batches += 1
-        self.ops += len(items)
-        self.bytes += _payload_bytes(items)
+        out = self._batch("open_batch", items, sum(map(len, map(_second, items))))
         self.auth_failures += out.count(None)
         return out
 
@@ -196,7 +207,7 @@ class CipherSession(Session):
         try:
             out = ctx.encrypt(iv, data)
         except DriverFailure as e:
-            out = self._retry(e, ctx, "encrypt", iv, data)
+            out = self._retry(e, ctx, "encrypt", (iv, data))
         self.ops += 1
         self.bytes += len(data)
         return out
@@ -206,29 +217,16 @@ class CipherSession(Session):
         try:
             out = ctx.decrypt(iv, data)
         except DriverFailure as e:
-            out = self._retry(e, ctx, "decrypt", iv, data)
+            out = self._retry(e, ctx, "decrypt", (iv, data))
         self.ops += 1
         self.bytes += len(data)
         return out
 
     def encrypt_batch(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-        return self._batch("encrypt_batch", items)
+        return self._batch("encrypt_batch", items, sum(map(len, map(_second, items))))
 
     def decrypt_batch(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-        return self._batch("decrypt_batch", items)
-
-    def _batch(self, method: str, items):
-        t0 = time.perf_counter_ns()
-        ctx = self._ctx
-        try:
-            out = getattr(ctx, method)(items)
-        except DriverFailure as e:
-            out = self._retry(e, ctx, method, items)
-        self.time_ns += time.perf_counter_ns() - t0
-        self.batches += 1
-        self.ops += len(items)
-        self.bytes += _payload_bytes(items)
-        return out
+        return self._batch("decrypt_batch", items, sum(map(len, map(_second, items))))
 
 
 class MacSession(Session):
@@ -241,7 +239,7 @@ class MacSession(Session):
         try:
             out = ctx.compute(data)
         except DriverFailure as e:
-            out = self._retry(e, ctx, "compute", data)
+            out = self._retry(e, ctx, "compute", (data,))
         self.ops += 1
         self.bytes += len(data)
         return out
@@ -251,7 +249,7 @@ class MacSession(Session):
         try:
             ctx.verify(data, icv)
         except DriverFailure as e:
-            self._retry(e, ctx, "verify", data, icv)
+            self._retry(e, ctx, "verify", (data, icv))
         except AuthenticationError:
             self.auth_failures += 1
             raise
@@ -260,31 +258,14 @@ class MacSession(Session):
             self.bytes += len(data)
 
     def compute_batch(self, items: Sequence[bytes]) -> list[bytes]:
-        t0 = time.perf_counter_ns()
-        ctx = self._ctx
-        try:
-            out = ctx.compute_batch(items)
-        except DriverFailure as e:
-            out = self._retry(e, ctx, "compute_batch", items)
-        self.time_ns += time.perf_counter_ns() - t0
-        self.batches += 1
-        self.ops += len(items)
-        self.bytes += sum(map(len, items))
-        return out
+        return self._batch("compute_batch", items, sum(map(len, items)))
 
 
 class PrfSession(Session):
     __slots__ = ()
 
     def prf(self, data: bytes) -> bytes:
-        ctx = self._ctx
-        try:
-            out = ctx.prf(data)
-        except DriverFailure as e:
-            out = self._retry(e, ctx, "prf", data)
-        self.ops += 1
-        self.bytes += len(data)
-        return out
+        return self._call("prf", (data,), len(data))
 
     def prf_plus(self, seed: bytes, length: int) -> bytes:
         """prf+ (RFC 7296 section 2.13): T1 | T2 | ..., Tn = prf(K, Tn-1 | S | n)."""
@@ -305,42 +286,23 @@ class KeyExchangeSession(Session):
     __slots__ = ()
 
     def public_value(self) -> bytes:
-        ctx = self._ctx
-        try:
-            out = ctx.public_value()
-        except DriverFailure as e:
-            out = self._retry(e, ctx, "public_value")
+        out = self._call("public_value", (), 0)
         if self._key is None:
             # Keep the private value (where the driver lets it go) so that a migration can
             # finish this exchange on another driver with the public value already sent.
             self._key = self._ctx.private_value()
-        self.ops += 1
         return out
 
     def shared_secret(self, peer_public: bytes) -> bytes:
         """The shared secret; raises InvalidPublicValue for a bad peer value (RFC 6989)."""
-        ctx = self._ctx
-        try:
-            out = ctx.shared_secret(peer_public)
-        except DriverFailure as e:
-            out = self._retry(e, ctx, "shared_secret", peer_public)
-        self.ops += 1
-        self.bytes += len(peer_public)
-        return out
+        return self._call("shared_secret", (peer_public,), len(peer_public))
 
 
 class HashSession(Session):
     __slots__ = ()
 
     def digest(self, data: bytes) -> bytes:
-        ctx = self._ctx
-        try:
-            out = ctx.digest(data)
-        except DriverFailure as e:
-            out = self._retry(e, ctx, "digest", data)
-        self.ops += 1
-        self.bytes += len(data)
-        return out
+        return self._call("digest", (data,), len(data))
 
 
 SESSION_CLASS: dict[Primitive, type[Session]] = {

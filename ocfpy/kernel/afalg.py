@@ -28,7 +28,9 @@ serves one request at a time per operation socket. Linux 7.2 deprecates AF_ALG, 
 must probe at run time (`available()`), never assume.
 
 API stability: `available`, `type_available`, `HashOp`, `SkcipherOp`, `AeadOp`,
-`AfAlgUnavailable`, `DEFAULT_TIMEOUT` are used by drivers/ and keep their signatures.
+`AfAlgUnavailable`, `DEFAULT_TIMEOUT` are used by drivers/ and keep their signatures (the one
+change so far: `AeadOp.seal`/`open` moved from (iv, aad, payload) to the driver contract's
+(iv, payload, aad=...), with ``aad`` keyword-only so that an old call fails loudly).
 """
 
 from __future__ import annotations
@@ -252,9 +254,6 @@ class HashOp(_Op):
         except OSError as exc:
             raise self._fail(exc, "hash") from None
 
-    def digest_many(self, items: list[bytes]) -> list[bytes]:
-        return [self.digest(d) for d in items]
-
 
 class SkcipherOp(_Op):
     """A symmetric cipher (``cbc(aes)``, ``rfc3686(ctr(aes))``, or a driver name)."""
@@ -291,10 +290,13 @@ class SkcipherOp(_Op):
 class AeadOp(_Op):
     """An AEAD (``gcm(aes)``, ``rfc4106(gcm(aes))``, ``rfc7539esp(chacha20,poly1305)``).
 
-    `seal`/`open` take the AAD and the payload separately and return only the payload part
-    of the kernel's output. With ``iv_in_aad`` (the ESP forms rfc4106 and rfc7539esp) the
-    IV is also placed after the AAD in the request, where those templates expect it (it is
-    counted in assoclen but not authenticated); the caller still passes AAD without it.
+    `seal(iv, plaintext, aad=...)`/`open(iv, ciphertext, aad=...)` take the payload and the
+    AAD separately and return only the payload part of the kernel's output. The order is the
+    driver contract's (iv, payload, aad); ``aad`` is keyword-only because both are bytes, so
+    a swapped call would otherwise run and silently authenticate the wrong data. With
+    ``iv_in_aad`` (the ESP forms rfc4106 and rfc7539esp) the IV is also placed after the AAD
+    in the request, where those templates expect it (it is counted in assoclen but not
+    authenticated); the caller still passes AAD without it.
     """
 
     alg_type = "aead"
@@ -310,7 +312,7 @@ class AeadOp(_Op):
             raise InvalidInput(f"{self.name}: {total} bytes exceed the AF_ALG request "
                                f"limit of {self.max_request}")
 
-    def seal(self, iv: bytes, aad: bytes, plaintext: bytes) -> bytes:
+    def seal(self, iv: bytes, plaintext: bytes, *, aad: bytes) -> bytes:
         """ciphertext || tag."""
         if self.iv_in_aad:
             n = len(aad) + len(iv)
@@ -327,7 +329,7 @@ class AeadOp(_Op):
             raise self._fail(exc, "encrypt") from None
         return out[n:]
 
-    def open(self, iv: bytes, aad: bytes, ciphertext: bytes) -> bytes:
+    def open(self, iv: bytes, ciphertext: bytes, *, aad: bytes) -> bytes:
         """The plaintext of ciphertext || tag; AuthenticationError if the tag is wrong."""
         if len(ciphertext) < self.authsize:
             raise AuthenticationError(f"{self.name}: input shorter than the "
@@ -350,10 +352,3 @@ class AeadOp(_Op):
             raise self._fail(exc, "decrypt") from None
         return out[n:]
 
-
-def implementations(name: str, alg_type: str | None = None) -> list[proc_crypto.CryptoAlg]:
-    """Every /proc/crypto entry for an algorithm name, best first (for reports)."""
-    kinds = proc_crypto.AFALG_TYPES.get(alg_type or "", None)
-    algs = [a for a in proc_crypto.read()
-            if a.name == name and (kinds is None or a.type in kinds)]
-    return sorted(algs, key=lambda a: -a.priority)

@@ -57,12 +57,12 @@ class GcmContext(_Closing, AeadContext):
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         if len(iv) != 8:
             _check_iv(self.transform, iv)
-        return self._op.seal(self._salt + iv, aad, plaintext)
+        return self._op.seal(self._salt + iv, plaintext, aad=aad)
 
     def open(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         if len(iv) != 8:
             _check_iv(self.transform, iv)
-        return self._op.open(self._salt + iv, aad, ciphertext)
+        return self._op.open(self._salt + iv, ciphertext, aad=aad)
 
     def seal_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes]:
         # The kernel takes one request per send/recv pair on an operation socket, so a
@@ -72,7 +72,7 @@ class GcmContext(_Closing, AeadContext):
         for iv, pt, aad in items:
             if len(iv) != 8:
                 _check_iv(self.transform, iv)
-            out.append(seal(salt + iv, aad, pt))
+            out.append(seal(salt + iv, pt, aad=aad))
         return out
 
     def open_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes | None]:
@@ -82,7 +82,7 @@ class GcmContext(_Closing, AeadContext):
             if len(iv) != 8:
                 _check_iv(self.transform, iv)
             try:
-                out.append(open_(salt + iv, aad, ct))
+                out.append(open_(salt + iv, ct, aad=aad))
             except AuthenticationError:
                 out.append(None)
         return out
@@ -100,11 +100,11 @@ class ChaChaEspContext(_Closing, AeadContext):
 
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         _check_iv(self.transform, iv)
-        return self._op.seal(iv, aad, plaintext)
+        return self._op.seal(iv, plaintext, aad=aad)
 
     def open(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         _check_iv(self.transform, iv)
-        return self._op.open(iv, aad, ciphertext)
+        return self._op.open(iv, ciphertext, aad=aad)
 
 
 class SkcipherContext(_Closing, CipherContext):

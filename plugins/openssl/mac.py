@@ -69,11 +69,6 @@ class HmacPrf(PrfContext):
 
 
 # -- AES-XCBC ----------------------------------------------------------------------------------
-def _aes_ecb(key: bytes, block: bytes) -> bytes:
-    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    return enc.update(block) + enc.finalize()
-
-
 def _xor(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
 

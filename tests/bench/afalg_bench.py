@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ocfpy.crypto.dispatcher import Dispatcher
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 
 CASES = [
     ("aes256gcm16 seal", "aes256gcm16", 64),
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     registry = Registry.load()
     for name in ("af_alg", "openssl"):
         r = registry.get(name)
-        if r is None or r.status is not Status.ACTIVE:
+        if r is None or r.status is not DriverStatus.ACTIVE:
             print(f"afalg_bench: {name} is not active here ({r and r.reason}); "
                   "run it in the VM lane: scripts/vm-lane.sh --bench", file=sys.stderr)
             return 77

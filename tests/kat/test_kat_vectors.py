@@ -17,7 +17,7 @@ import pytest
 
 from ocfpy.crypto.catalogue import get as get_transform
 from ocfpy.crypto.dispatcher import Dispatcher
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 from ocfpy.crypto.selftest import check_vector
 
 from .cases import LOADERS, KatCase
@@ -88,7 +88,7 @@ def test_known_answers(driver: str, keyword: str, file_id: str) -> None:
     record = registry().get(driver)
     if record is None:
         pytest.skip(f"driver {driver!r} is not registered here ({ENV} names it)")
-    if record.status is not Status.ACTIVE:
+    if record.status is not DriverStatus.ACTIVE:
         pytest.skip(f"driver {driver!r} is {record.status.value}: {record.reason}")
     transform = get_transform(keyword)
     if keyword in record.quarantined:

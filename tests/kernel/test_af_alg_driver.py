@@ -11,13 +11,13 @@ import pytest
 from ocfpy.crypto.devices import proc_crypto
 from ocfpy.crypto.dispatcher import Dispatcher
 from ocfpy.crypto.errors import BackendUnavailable
-from ocfpy.crypto.registry import Status
+from ocfpy.crypto.registry import DriverStatus
 
 
 def test_af_alg_is_active_with_no_quarantine(registry):
     r = registry.get("af_alg")
     assert r is not None
-    assert r.status is Status.ACTIVE, r.reason
+    assert r.status is DriverStatus.ACTIVE, r.reason
     assert not r.quarantined, r.quarantined
     for keyword in ("aes128gcm16", "aes256gcm16", "aes256", "aes128ctr", "sha256",
                     "prfsha256", "prfaesxcbc", "hashsha256", "modp2048"):

@@ -17,15 +17,15 @@ from ocfpy.kernel import afalg
 def test_tampered_gcm_is_an_authentication_error_and_the_socket_survives():
     key, nonce = os.urandom(16), os.urandom(12)
     with afalg.AeadOp("gcm(aes)", key, 16) as op:
-        ct = op.seal(nonce, b"aad", b"payload bytes")
+        ct = op.seal(nonce, b"payload bytes", aad=b"aad")
         for i in (0, len(ct) - 1):  # a ciphertext byte, a tag byte
             bad = bytearray(ct)
             bad[i] ^= 1
             with pytest.raises(AuthenticationError):
-                op.open(nonce, b"aad", bytes(bad))
+                op.open(nonce, bytes(bad), aad=b"aad")
         with pytest.raises(AuthenticationError):
-            op.open(nonce, b"other aad", ct)
-        assert op.open(nonce, b"aad", ct) == b"payload bytes"
+            op.open(nonce, ct, aad=b"other aad")
+        assert op.open(nonce, ct, aad=b"aad") == b"payload bytes"
         assert ct == AESGCM(key).encrypt(nonce, b"payload bytes", b"aad")
 
 
@@ -60,7 +60,7 @@ def test_request_above_the_socket_buffer_is_refused_not_hung():
         limit = op.max_request
         assert limit >= 65536 + 64  # an ESP packet with any AAD fits
         with pytest.raises(InvalidInput, match="request limit"):
-            op.seal(bytes(12), b"", bytes(limit + 1))
+            op.seal(bytes(12), bytes(limit + 1), aad=b"")
 
 
 def test_hash_of_empty_and_long_messages():
@@ -98,8 +98,8 @@ def test_empty_aad_and_payload_open_checks_the_tag():
     key, nonce = os.urandom(16), os.urandom(12)
     tag = AESGCM(key).encrypt(nonce, b"", b"")
     with afalg.AeadOp("gcm(aes)", key, 16) as op:
-        assert op.seal(nonce, b"", b"") == tag
-        assert op.open(nonce, b"", tag) == b""
+        assert op.seal(nonce, b"", aad=b"") == tag
+        assert op.open(nonce, tag, aad=b"") == b""
         with pytest.raises(AuthenticationError):
-            op.open(nonce, b"", bytes(16))
-        assert op.open(nonce, b"", tag) == b""  # nothing left queued by the failure
+            op.open(nonce, bytes(16), aad=b"")
+        assert op.open(nonce, tag, aad=b"") == b""  # nothing left queued by the failure

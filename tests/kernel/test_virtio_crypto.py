@@ -264,7 +264,7 @@ def _unplug_stream(address: str, report_path: str) -> int:
     from ocfpy.plugins.openssl import OpenSSLDriver
 
     from ocfpy.crypto.dispatcher import Dispatcher
-    from ocfpy.crypto.registry import Registry, Status
+    from ocfpy.crypto.registry import DriverStatus, Registry
     from tests.vm.qmp import qmp, wait_event
 
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
@@ -299,7 +299,7 @@ def _unplug_stream(address: str, report_path: str) -> int:
                 return
             state["ops"] += 1
             state["wrong"] += not ok
-            if record.status is Status.GONE:
+            if record.status is DriverStatus.GONE:
                 state["after_gone"] += 1
             i += 1
             if i == 50:
@@ -316,7 +316,7 @@ def _unplug_stream(address: str, report_path: str) -> int:
     deleted = wait_event("DEVICE_DELETED", timeout=60)
     t_deleted = time.monotonic() - t0
     deadline = time.monotonic() + 60
-    while record.status is not Status.GONE and time.monotonic() < deadline:
+    while record.status is not DriverStatus.GONE and time.monotonic() < deadline:
         time.sleep(0.05)
     t_gone = (removed_at[0] - t0) if removed_at else None
     target = state["ops"] + 200

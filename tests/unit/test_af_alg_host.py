@@ -14,7 +14,7 @@ from ocfpy.plugins.af_alg.algorithms import NOT_OFFERED_REASON, never_offered, t
 from ocfpy.crypto.catalogue import crypto_transforms
 from ocfpy.crypto.dispatcher import Dispatcher
 from ocfpy.crypto.errors import BackendUnavailable
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 from ocfpy.kernel import afalg, keyctl
 
 HOST_REASON = afalg.available()
@@ -30,7 +30,7 @@ def registry() -> Registry:
 @needs_no_af_alg
 def test_af_alg_is_unavailable_and_says_which_kernel_option_is_missing(registry):
     r = registry.get("af_alg")
-    assert r is not None and r.status is Status.UNAVAILABLE
+    assert r is not None and r.status is DriverStatus.UNAVAILABLE
     assert "CONFIG_CRYPTO_USER_API" in r.reason and "EAFNOSUPPORT" in r.reason
 
 
@@ -43,7 +43,7 @@ def test_strict_forced_backend_refuses_with_the_reason(registry):
 
 @needs_no_af_alg
 def test_lenient_forced_backend_falls_back_and_counts(registry):
-    if registry.get("openssl") is None or registry.get("openssl").status is not Status.ACTIVE:
+    if registry.get("openssl") is None or registry.get("openssl").status is not DriverStatus.ACTIVE:
         pytest.skip("the openssl driver is not active here")
     d = Dispatcher(registry, backend="af_alg", strict=False)
     s = d.open("aes128gcm16", key=bytes(20))

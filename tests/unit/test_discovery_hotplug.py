@@ -26,11 +26,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ocfpy.drivers.kernel_accel import KernelAccelDriver, Transport, detect
 
 from ocfpy.crypto.devices import discovery
-from ocfpy.crypto.devices.hotplug import HotplugEvent, HotplugMonitor, attach
+from ocfpy.crypto.devices.hotplug import HotplugEvent, HotplugMonitor, attach, hotplug_factories
 from ocfpy.crypto.dispatcher import Dispatcher
 from ocfpy.crypto.driver import DriverKind
 from ocfpy.crypto.errors import AuthenticationError, DriverFailure, DriverUnavailable, InvalidInput
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "devices"
 
@@ -95,11 +95,13 @@ class CryptographyTransport(Transport):
             def _nonce_aad(self, iv, aad):
                 return (key[-4:] + iv, aad[:-8]) if esp else (iv, aad)
 
-            def seal(self, iv, aad, pt):
+            # the AeadHandle shape: the contract's order, aad keyword-only
+            def seal(self, iv, pt, *, aad):
                 transport._tick()
-                return gcm.encrypt(*self._nonce_aad(iv, aad)[:1], pt, self._nonce_aad(iv, aad)[1])
+                nonce, a = self._nonce_aad(iv, aad)
+                return gcm.encrypt(nonce, pt, a)
 
-            def open(self, iv, aad, ct):
+            def open(self, iv, ct, *, aad):
                 transport._tick()
                 nonce, a = self._nonce_aad(iv, aad)
                 try:
@@ -169,7 +171,7 @@ def test_one_hardware_driver_per_device(monitor):
     registry = Registry.from_drivers(drivers)
     for d in drivers:
         rec = registry.get(d.name)
-        assert rec.status is Status.ACTIVE and set(rec.admitted) == {"aes128", "aes192", "aes256"}
+        assert rec.status is DriverStatus.ACTIVE and set(rec.admitted) == {"aes128", "aes192", "aes256"}
         assert rec.admitted["aes256"].implementation.startswith("qat_aes_cbc (priority 4001)")
     assert drivers[0].device.pci_id == "8086:37c8"
 
@@ -225,7 +227,7 @@ def test_unbind_moves_sessions_to_the_other_device(monitor):
     on_first = [s for s in sessions if s.driver == first.name]
     assert len(on_first) == 2  # fewest sessions: spread over both devices
     monitor.handle(HotplugEvent("unbind", first.device.sys_path, "pci", "c6xx"))
-    assert registry.get(first.name).status is Status.GONE
+    assert registry.get(first.name).status is DriverStatus.GONE
     assert "unbind of" in registry.get(first.name).reason
     assert {s.driver for s in sessions} == {drivers[1].name}
     assert sum(s.migrations for s in sessions) == 2
@@ -312,7 +314,7 @@ def test_bind_of_a_known_device_adds_a_driver(monitor):
     monitor.handle(HotplugEvent("bind", child.sys_path, "virtio", "virtio_crypto", records[0]))
     assert attachment.added == ["virtio_crypto@0000:01:00.0"]
     rec = registry.get("virtio_crypto@0000:01:00.0")
-    assert rec.status is Status.ACTIVE and rec.kind is DriverKind.HARDWARE
+    assert rec.status is DriverStatus.ACTIVE and rec.kind is DriverKind.HARDWARE
     key, iv, data = os.urandom(16), os.urandom(16), os.urandom(32)
     s = Dispatcher(registry).open("aes128", key=key)
     assert s.driver == "virtio_crypto@0000:01:00.0"
@@ -320,6 +322,42 @@ def test_bind_of_a_known_device_adds_a_driver(monitor):
     # a second bind event for a device already active adds nothing
     monitor.handle(HotplugEvent("bind", child.sys_path, "virtio", "virtio_crypto", records[0]))
     assert attachment.added == ["virtio_crypto@0000:01:00.0"]
+
+
+
+def test_hotplug_factories_come_from_the_registrys_entry_points_and_failures_are_logged(caplog):
+    # Read through the same stevedore helper as Registry.load: kernel_accel:detect is marked
+    # hot-pluggable; the test fixture's test_broken_import entry point cannot be imported,
+    # which must be logged, not dropped.
+    pytest.importorskip("ocfpy_testdrivers", reason="ocfpy-testdrivers not installed")
+    with caplog.at_level("WARNING", logger="ocfpy.crypto.registry"):
+        factories = hotplug_factories()
+    assert factories == {"kernel_accel": detect}
+    assert any("test_broken_import" in r.getMessage() and "failed to load" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_rescan_logs_a_factory_that_breaks_and_still_runs_the_others(monitor, caplog):
+    records, algorithms = recorded("virtio-crypto")
+    transport = CryptographyTransport(algorithms)
+
+    def broken():
+        raise RuntimeError("vendor bug")
+
+    def nothing_here():
+        raise DriverUnavailable("no device")
+
+    def factory():
+        return detect(transport, records, algorithms, check_sysfs=False, monitor=monitor)
+
+    registry = Registry.from_drivers([])
+    attachment = attach(registry, {"broken": broken, "quiet": nothing_here, "kernel_accel": factory},
+                        monitor)
+    with caplog.at_level("DEBUG", logger="ocfpy.crypto.devices.hotplug"):
+        assert attachment.rescan() == ["virtio_crypto@0000:01:00.0"]
+    by_level = {(r.levelname, r.getMessage()) for r in caplog.records}
+    assert ("WARNING", "hot-plug rescan: factory broken failed") in by_level
+    assert ("DEBUG", "hot-plug rescan: quiet: no device") in by_level
 
 
 def test_real_monitor_starts_and_stops():
@@ -368,7 +406,7 @@ def test_a_lost_request_is_abandoned_and_the_device_given_up(monitor):
         transport.during = None
         release.set()
     assert s.driver != victim.name and s.errors == 1
-    assert registry.get(victim.name).status is Status.GONE
+    assert registry.get(victim.name).status is DriverStatus.GONE
     assert "no answer within 0.3 s" in registry.get(victim.name).reason
     assert other.driver != victim.name
 
@@ -397,7 +435,7 @@ def test_waiting_stops_as_soon_as_the_device_is_reported_gone(monitor):
     finally:
         transport.during = None
         release.set()
-    assert registry.get(victim.name).status is Status.GONE
+    assert registry.get(victim.name).status is DriverStatus.GONE
 
 
 def test_a_device_error_gives_the_device_up_and_leaves_its_transforms_open(monitor):
@@ -421,7 +459,7 @@ def test_a_device_error_gives_the_device_up_and_leaves_its_transforms_open(monit
         assert sessions[0].encrypt(iv, data) == _cbc(key, iv, data)
     finally:
         transport.during = None
-    assert registry.get(victim.name).status is Status.GONE
+    assert registry.get(victim.name).status is DriverStatus.GONE
     assert "the device failed a request" in registry.get(victim.name).reason
     assert all(s.driver != victim.name for s in sessions)
     # closing a transform on a failing device can hang in the kernel: they are left open

@@ -19,7 +19,7 @@ from ocfpy.crypto.errors import (
     Reason,
     Unsupported,
 )
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 from ocfpy.crypto.signatures import all_schemes
 
 ALL = crypto_transforms()
@@ -42,7 +42,7 @@ def keymat(keyword: str) -> bytes:
 
 def test_driver_offers_whole_catalogue_and_passes_selftest() -> None:
     record = Registry.from_drivers([OpenSSLDriver()]).get("openssl")
-    assert record is not None and record.status is Status.ACTIVE, record and record.reason
+    assert record is not None and record.status is DriverStatus.ACTIVE, record and record.reason
     # the whole catalogue, and every signature scheme (its KATs: selftest_signatures)
     assert sorted(record.admitted) == sorted([t.keyword for t in ALL]
                                              + [s.keyword for s in all_schemes()])

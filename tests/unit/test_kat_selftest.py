@@ -10,7 +10,7 @@ from ocfpy.plugins.openssl import OpenSSLDriver
 from ocfpy.crypto import selftest
 from ocfpy.crypto.catalogue import Transform, crypto_transforms
 from ocfpy.crypto.driver import Context, Driver, Offer
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 
 KEYWORDS = [t.keyword for t in crypto_transforms()]
 
@@ -111,7 +111,7 @@ def test_wrong_output_tampering_missed_and_raising_contexts_are_failures() -> No
 
 def test_registry_quarantines_only_the_failing_algorithms() -> None:
     record = Registry.from_drivers([Wrapped({"sha256": Raises})]).get("wrapped")
-    assert record is not None and record.status is Status.ACTIVE
+    assert record is not None and record.status is DriverStatus.ACTIVE
     assert set(record.quarantined) == {"sha256"}
     assert "sha256" not in record.admitted and "aes128gcm16" in record.admitted
 

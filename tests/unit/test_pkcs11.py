@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ocfpy.crypto.dispatcher import Dispatcher
 from ocfpy.crypto.errors import DriverUnavailable, InvalidKey
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 from ocfpy.crypto.signatures import KeyFile, Pkcs11Key, PublicKey
 from plugins.openssl import OpenSSLDriver
 from plugins.pkcs11 import MODULE_CANDIDATES, Pkcs11Driver
@@ -114,7 +114,7 @@ def test_probe_names_the_module_it_tried(monkeypatch):
     with pytest.raises(DriverUnavailable, match="/nonexistent/libp11.so does not exist"):
         Pkcs11Driver().probe()
     record = Registry.from_drivers([Pkcs11Driver()]).get("pkcs11")
-    assert record.status is Status.UNAVAILABLE and "/nonexistent/libp11.so" in record.reason
+    assert record.status is DriverStatus.UNAVAILABLE and "/nonexistent/libp11.so" in record.reason
 
 
 @needs_softhsm
@@ -136,7 +136,7 @@ def test_probe_says_when_no_token_is_initialised(tmp_path, monkeypatch):
 @needs_softhsm
 def test_offers_come_from_the_tokens_mechanisms(dispatcher):
     record = dispatcher.registry.get("pkcs11")
-    assert record.status is Status.ACTIVE, record.reason
+    assert record.status is DriverStatus.ACTIVE, record.reason
     offered = set(record.admitted)
     assert {"rsa-sha256", "rsa-sha512", "rsa/pss-sha256", "rsa/pss-sha384", "ecdsa-256",
             "ecdsa-384", "ecdsa-sha256"} <= offered

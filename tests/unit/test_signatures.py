@@ -26,7 +26,7 @@ from ocfpy.crypto.errors import (
     OcfError,
     UnknownAlgorithm,
 )
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 from ocfpy.crypto.signatures import (
     KeyBytes,
     KeyFile,
@@ -283,7 +283,7 @@ class _TokenOnlyDriver(OpenSSLDriver):
 def test_a_token_only_driver_is_checked_at_open(tmp_path):
     registry = Registry.from_drivers([OpenSSLDriver(), _TokenOnlyDriver()])
     record = registry.get("token-only")
-    assert record.status is Status.ACTIVE and "rsa-sha256" in record.admitted
+    assert record.status is DriverStatus.ACTIVE and "rsa-sha256" in record.admitted
     path = tmp_path / "k.pem"
     path.write_bytes(_pem(_key(get_scheme("rsa-sha256"))))
     d = Dispatcher(registry, backend="token-only")

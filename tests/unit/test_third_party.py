@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from ocfpy.crypto.dispatcher import Dispatcher
-from ocfpy.crypto.registry import Registry, Status
+from ocfpy.crypto.registry import DriverStatus, Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -108,7 +108,7 @@ def test_example_driver_computes_what_hashlib_does(third_party_modules):
 def test_broken_driver_never_serves(third_party_modules):
     example, broken, _ = third_party_modules
     registry = Registry.from_drivers([broken.BrokenDriver(), example.ExampleDriver()])
-    assert registry.get("broken").status is Status.QUARANTINED
+    assert registry.get("broken").status is DriverStatus.QUARANTINED
     # it claims the hardware class, yet sessions go to the admitted software driver
     assert Dispatcher(registry).open("hashsha256").driver == "example"
 
@@ -144,7 +144,7 @@ def test_faulty_driver_gone_moves_every_session(third_party_modules):
     sessions = [d.open("sha256", key=k) for k in keys]
     assert {s.driver for s in sessions} == {"faulty"}
     _stream(sessions[0], keys[0], 40)  # trips the simulated unplug at op 11
-    assert registry.get("faulty").status is Status.GONE
+    assert registry.get("faulty").status is DriverStatus.GONE
     assert [s.driver for s in sessions] == ["example"] * 3
     for s, k in zip(sessions, keys, strict=True):
         _stream(s, k, 5)

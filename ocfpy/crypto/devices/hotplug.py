@@ -226,23 +226,27 @@ class Attachment:
     def rescan(self) -> list[str]:
         """Run the hot-pluggable factories; add what is not active yet. Returns new names."""
         from ..driver import Driver
-        from ..registry import Status
+        from ..errors import DriverUnavailable
+        from ..registry import DriverStatus
 
         new: list[str] = []
         with self._lock:
             for name, factory in self.factories.items():
                 try:
                     made = factory()
-                except Exception as exc:
+                except DriverUnavailable as exc:  # the usual answer: no device of its kind yet
                     log.debug("hot-plug rescan: %s: %s", name, exc)
+                    continue
+                except Exception:  # a broken factory must not stop the others; say so
+                    log.warning("hot-plug rescan: factory %s failed", name, exc_info=True)
                     continue
                 drivers = [made] if isinstance(made, Driver) else list(made or [])
                 for driver in drivers:
                     current = self.registry.get(driver.name)
-                    if current is not None and current.status is Status.ACTIVE:
+                    if current is not None and current.status is DriverStatus.ACTIVE:
                         continue
                     record = self.registry.add(driver, entry_point=f"{name} (hot-plug)")
-                    if record.status is Status.ACTIVE:
+                    if record.status is DriverStatus.ACTIVE:
                         log.warning("driver %s added: device appeared", driver.name)
                         new.append(driver.name)
                         self.added.append(driver.name)
@@ -252,19 +256,13 @@ class Attachment:
         self.monitor.unsubscribe(self)
 
 
-def hotplug_factories(namespace: str = "ocfpy.drivers") -> dict[str, Callable[[], Any]]:
-    """Entry-point factories that declare themselves hot-pluggable."""
-    from importlib.metadata import entry_points
+def hotplug_factories(namespace: str | None = None) -> dict[str, Callable[[], Any]]:
+    """Entry-point factories that declare themselves hot-pluggable, read like the registry
+    reads them (one that fails to import is logged there)."""
+    from ..registry import NAMESPACE, load_factories
 
-    out = {}
-    for ep in entry_points(group=namespace):
-        try:
-            factory = ep.load()
-        except Exception:
-            continue
-        if getattr(factory, "ocfpy_hotplug", False):
-            out[ep.name] = factory
-    return out
+    return {name: factory for name, factory, _ in load_factories(namespace or NAMESPACE)
+            if getattr(factory, "ocfpy_hotplug", False)}
 
 
 def attach(registry: Registry, factories: dict[str, Callable[[], Any]] | None = None,

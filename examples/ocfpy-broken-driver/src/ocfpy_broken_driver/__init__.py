@@ -5,9 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from ocfpy.crypto.catalogue import Transform
-from ocfpy.crypto.driver import Context, Driver, DriverKind, HashContext, MacContext, Offer
-from ocfpy.crypto.errors import Reason, Unsupported
+from ocfpy.crypto import (
+    Context,
+    Driver,
+    DriverKind,
+    HashContext,
+    MacContext,
+    Offer,
+    Reason,
+    Transform,
+    Unsupported,
+)
 
 __all__ = ["BrokenDriver"]
 

@@ -1,7 +1,7 @@
 """An ocfpy driver offering SHA-2 hashes, HMAC-SHA2 integrity and HMAC-SHA2 PRFs via hashlib.
 
-It imports only ocfpy's public driver contract (ocfpy.crypto.driver, ocfpy.crypto.catalogue, ocfpy.crypto.errors),
-exactly what any vendor's package would.
+It imports only ocfpy's public driver API (``from ocfpy.crypto import ...``), exactly what
+any vendor's package would.
 """
 
 from __future__ import annotations
@@ -9,17 +9,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from ocfpy.crypto.catalogue import Primitive, Transform
-from ocfpy.crypto.driver import (
+from ocfpy.crypto import (
     Context,
     Driver,
     DriverKind,
     HashContext,
+    InvalidKey,
     MacContext,
     Offer,
     PrfContext,
+    Primitive,
+    Reason,
+    Transform,
+    Unsupported,
 )
-from ocfpy.crypto.errors import InvalidKey, Reason, Unsupported
 
 __all__ = ["ExampleDriver"]
 
@@ -38,7 +41,7 @@ class ExampleDriver(Driver):
 
     def probe(self) -> None:
         # Nothing to check: hashlib always has SHA-2. A hardware driver would look for its
-        # device here and raise ocfpy.crypto.errors.DriverUnavailable("why") if it is missing.
+        # device here and raise ocfpy.crypto.DriverUnavailable("why") if it is missing.
         pass
 
     def offers(self) -> list[Offer]:

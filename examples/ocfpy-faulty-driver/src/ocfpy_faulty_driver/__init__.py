@@ -16,23 +16,22 @@ from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ocfpy.crypto.catalogue import Primitive, Transform
-from ocfpy.crypto.driver import (
+from ocfpy.crypto import (
     AeadContext,
+    AuthenticationError,
     CipherContext,
     Context,
     Driver,
-    DriverKind,
-    MacContext,
-    Offer,
-)
-from ocfpy.crypto.errors import (
-    AuthenticationError,
     DriverFailure,
+    DriverKind,
     DriverUnavailable,
     InvalidInput,
     InvalidKey,
+    MacContext,
+    Offer,
+    Primitive,
     Reason,
+    Transform,
     Unsupported,
 )
 
