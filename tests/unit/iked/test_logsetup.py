@@ -210,8 +210,8 @@ def _leaks(log_text: str, secrets: dict[str, bytes]) -> list[str]:
 def recorded_keys(monkeypatch):
     """Every key derived during the test, recorded by wrapping the real derivations (they
     still compute; nothing is replaced)."""
-    from ocfpy.ike import engine as engine_mod
     from ocfpy.ike import keys as kdf
+    from ocfpy.ike import rekey as rekey_mod
     from ocfpy.ike import sa as sa_mod
 
     secrets: dict[str, bytes] = {}
@@ -239,13 +239,13 @@ def recorded_keys(monkeypatch):
         [keep(f, getattr(r, f)) for f in ("encr_i2r", "integ_i2r", "encr_r2i", "integ_r2i")],
         keep("g^ir (CREATE_CHILD_SA)", k.get("shared_secret", a[7] if len(a) > 7 else b""))))
     wrap(kdf, "psk_auth", lambda a, k, r: keep("prf(PSK, pad)", k.get("padded") or b""))
-    real_rekeyed = engine_mod.IkeEngine.rekeyed
+    real_replacement = rekey_mod.replacement
 
-    def rekeyed(self, old, initiator, spi_i, spi_r, chosen, shared, ni, nr, **kw):
+    def replacement(old, initiator, spi_i, spi_r, chosen, shared, ni, nr, **kw):
         keep("g^ir (IKE rekey)", shared)
-        return real_rekeyed(self, old, initiator, spi_i, spi_r, chosen, shared, ni, nr, **kw)
+        return real_replacement(old, initiator, spi_i, spi_r, chosen, shared, ni, nr, **kw)
 
-    monkeypatch.setattr(engine_mod.IkeEngine, "rekeyed", rekeyed)
+    monkeypatch.setattr(rekey_mod, "replacement", replacement)
     assert sa_mod.kdf is kdf  # the SA derives through the module we wrapped
     return secrets
 
