@@ -32,8 +32,8 @@ import threading
 from dataclasses import dataclass, field
 
 from ocfpy.crypto.errors import OcfError
+from ocfpy.esp import rtnl
 from ocfpy.esp.dataplane import xfrm_msg as X
-from ocfpy.esp.dataplane import xfrm_routes as R
 from ocfpy.esp.dataplane.base import (
     Dataplane,
     EventHandler,
@@ -41,13 +41,8 @@ from ocfpy.esp.dataplane.base import (
     SaCounters,
     SaEvent,
 )
-from ocfpy.esp.dataplane.xfrm_netlink import (
-    NETLINK_ROUTE,
-    NETLINK_XFRM,
-    NetlinkChannel,
-    NetlinkError,
-)
 from ocfpy.esp.dataplane.xfrm_selectors import priority, selectors
+from ocfpy.esp.netlink import NETLINK_ROUTE, NETLINK_XFRM, NetlinkChannel, NetlinkError
 from ocfpy.esp.sad import SOFT_FRACTION
 from ocfpy.esp.spec import ChildSaSpec, IPAddress, IPNetwork, Mode
 
@@ -129,11 +124,11 @@ class XfrmDataplane(Dataplane):
         except BaseException:
             self._xfrm.close()
             raise
+        self._routes = rtnl.Routes(self._route)
         self._reqids = itertools.count(first_reqid)
         self._installed: dict[int, _Installed] = {}
         self._by_state: dict[tuple[IPAddress, int], int] = {}  # (dst, spi) -> unique_id
         self._policies: dict[tuple, list[tuple[int, X.TemplateParams, X.Selector, int]]] = {}
-        self._routes: dict[IPNetwork, int] = {}
         self._lock = threading.RLock()
         self._on_event: EventHandler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -366,9 +361,8 @@ class XfrmDataplane(Dataplane):
     # -- routes ---------------------------------------------------------------------------------
     def _add_routes(self, entry: _Installed) -> None:
         spec = entry.spec
-        path = R.route_to(self._route, spec.remote)
-        locals_ = R.local_addresses(self._route)
-        src = next((a for a in locals_ for ts in spec.local_ts if ts.contains(a)), None)
+        path = rtnl.route_to(self._route, spec.remote)
+        sources = rtnl.local_sources(self._route, spec.local_ts)
         for ts in spec.remote_ts:
             for net in ts.networks():
                 if spec.remote in net:
@@ -376,28 +370,21 @@ class XfrmDataplane(Dataplane):
                     log.info("CHILD_SA %s: no route for %s (it holds the peer %s)", spec.name,
                              net, spec.remote)
                     continue
-                if self._routes.get(net, 0) == 0:
-                    try:
-                        R.add_route(self._route, net, path,
-                                    src if src is not None and src.version == net.version else None)
-                    except NetlinkError as exc:
-                        raise XfrmError(f"CHILD_SA {spec.name}: cannot add a route to {net}: "
-                                        f"{exc}") from exc
-                self._routes[net] = self._routes.get(net, 0) + 1
+                try:
+                    self._routes.add(net, path, sources[net.version])
+                except NetlinkError as exc:
+                    raise XfrmError(f"CHILD_SA {spec.name}: cannot add a route to {net}: "
+                                    f"{exc}") from exc
                 entry.routes.append(net)
-
-    def _remove_route(self, net: IPNetwork) -> None:
-        self._routes[net] -= 1
-        if self._routes[net] == 0:
-            del self._routes[net]
-            with contextlib.suppress(NetlinkError):
-                R.del_route(self._route, net)
 
     # -- undo (remove and failed installs) --------------------------------------------------------
     def _undo(self, entry: _Installed) -> None:
         errors = []
         for net in entry.routes:
-            self._remove_route(net)
+            try:
+                self._routes.remove(net)
+            except OSError as exc:
+                errors.append(str(exc))
         entry.routes.clear()
         for key in entry.policies:
             try:
