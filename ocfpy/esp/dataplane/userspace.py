@@ -398,20 +398,25 @@ class UserspaceDataplane(Dataplane):
 
 
 def unavailable_reason() -> str | None:
-    """None if the userspace dataplane can run here, else why not."""
-    if os.geteuid() != 0:
-        return "needs root (a TUN device, routes and a raw ESP socket)"
+    """None if the userspace dataplane can run here (it needs a TUN device and the rights to
+    configure it, its routes and raw ESP sockets), else why not. The one place that decides
+    it: dataplane selection (select.py) gets it through create()."""
     if not os.path.exists("/dev/net/tun"):
-        return "/dev/net/tun is missing (no TUN support in this kernel or container)"
+        return "/dev/net/tun is missing (CONFIG_TUN; modprobe tun)"
+    if os.geteuid() != 0:
+        return ("needs root (or CAP_NET_ADMIN and CAP_NET_RAW) for the TUN device, its routes "
+                "and raw ESP")
     return None
 
 
 def create(dispatcher, config=None) -> UserspaceDataplane:
-    """The daemon's factory (ike.daemon.select_dataplane): refuses with the reason when this
-    machine cannot run it."""
+    """The factory dataplane selection calls (select.py): refuses with the reason when this
+    machine cannot run it, or when there is no dispatcher to do its crypto."""
     why = unavailable_reason()
     if why:
         raise DataplaneError(why)
+    if dispatcher is None:
+        raise DataplaneError("the userspace dataplane needs the crypto dispatcher")
     opts = getattr(config, "daemon", None)
     return UserspaceDataplane(
         dispatcher,
