@@ -30,7 +30,10 @@ class SaCounters:
     replay_drops: int = 0
     auth_failures: int = 0
     malformed: int = 0
-    drivers: dict[str, str] = field(default_factory=dict)  # "in"/"out" -> driver name
+    # The driver of record: "in"/"out" -> what does that direction's crypto now. userspace:
+    # the dispatcher session's driver, after any migration; xfrm: "kernel:<driver>"; none:
+    # nothing. The daemon reports it as the CHILD_SA's driver.
+    drivers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,6 @@ class DataplaneError(OcfError):
 class _Installed:
     spec: ChildSaSpec
     slot: int
-    drivers: dict[str, str] = field(default_factory=dict)
     routes: list[IPNetwork] = field(default_factory=list)
 
 
@@ -81,6 +80,12 @@ class UserspaceDataplane(Dataplane):
         self.udp_gso = udp_gso
         self.counter_block = CounterBlock(max_sas)
         self._installed: dict[int, _Installed] = {}
+        # The driver serving each SA direction, by counter slot, as the workers report it: at
+        # install, and again whenever the dispatcher moves a session to another driver.
+        # Written by the reader thread only (in the order the worker sent it), read by
+        # counters(); keyed by slot, not unique_id, so a late report about a removed CHILD_SA
+        # can never land on its reinstalled successor.
+        self._drivers: dict[int, dict[str, str]] = {}
         self._rtnl: NetlinkChannel | None = None
         self._routes: rtnl.Routes | None = None
         self._tun_index = 0
@@ -178,6 +183,7 @@ class UserspaceDataplane(Dataplane):
             if self._rtnl is not None:
                 self._rtnl.close()
             self._installed.clear()
+            self._drivers.clear()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -219,9 +225,10 @@ class UserspaceDataplane(Dataplane):
                 self.remove(spec.unique_id)
             slot = self.counter_block.allocate()
             entry = _Installed(spec, slot)
+            self._drivers[slot] = {}  # filled by the workers' reports, before their acks
             try:
                 for role in ("in", "out"):
-                    entry.drivers[role] = self._request(role, "install", spec, slot)
+                    self._request(role, "install", spec, slot)
                 if self._routes is not None:
                     self._add_routes(entry)
             except Exception:
@@ -229,6 +236,7 @@ class UserspaceDataplane(Dataplane):
                     with contextlib.suppress(Exception):
                         self._send(role, ("remove", None, spec.unique_id))
                 self._remove_routes(entry)
+                self._drivers.pop(slot, None)
                 self.counter_block.release(slot)
                 raise
             self._installed[spec.unique_id] = entry
@@ -247,6 +255,7 @@ class UserspaceDataplane(Dataplane):
                 with contextlib.suppress(OSError):
                     self._send(role, ("remove", None, unique_id))
             self._remove_routes(entry)
+            self._drivers.pop(entry.slot, None)
             # The slot is not reused at once: a worker may still count a burst in flight.
             threading.Timer(1.0, self.counter_block.release, (entry.slot,)).start()
 
@@ -255,7 +264,7 @@ class UserspaceDataplane(Dataplane):
         if entry is None:
             raise KeyError(f"no CHILD_SA with id {unique_id} is installed")
         c = self.counter_block.sa_counters(entry.slot)
-        c.drivers = dict(entry.drivers)
+        c.drivers = dict(self._drivers.get(entry.slot, {}))
         return c
 
     def stats(self) -> dict[str, int]:
@@ -358,6 +367,14 @@ class UserspaceDataplane(Dataplane):
         elif kind == "ike":
             _, data, addr, sock_id = msg
             self._call(self._ike_handlers.get(sock_id), data, addr)
+        elif kind == "drivers":
+            _, slot, role, drivers = msg
+            current = self._drivers.get(slot)
+            if current is not None:  # else: the SA was removed meanwhile
+                if current.get(role) not in (None, drivers):
+                    log.warning("%sbound SA in slot %d: now served by %s (was %s)", role, slot,
+                                drivers, current[role])
+                current[role] = drivers
 
     def _call(self, handler, *args) -> None:
         if handler is None:

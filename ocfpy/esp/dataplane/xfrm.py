@@ -31,6 +31,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
+from ocfpy.crypto.devices import proc_crypto
 from ocfpy.crypto.errors import OcfError
 from ocfpy.esp import rtnl
 from ocfpy.esp.dataplane import xfrm_msg as X
@@ -190,7 +191,7 @@ class XfrmDataplane(Dataplane):
             except Exception:
                 self._undo(entry)
                 raise
-            entry.drivers = _drivers(spec)
+            entry.drivers = kernel_drivers(spec)
             self._installed[spec.unique_id] = entry
         log.info("installed CHILD_SA %s #%d in the kernel: in %08x out %08x %s%s%s, %s === %s "
                  "(%s mode, reqid %d%s)", spec.name, spec.unique_id, spec.inbound.spi,
@@ -494,15 +495,17 @@ def bypass_socket(sock: socket.socket) -> None:
         sock.setsockopt(level, opt, X.socket_policy(direction, sock.family))
 
 
-def _drivers(spec: ChildSaSpec) -> dict[str, str]:
-    """Which kernel crypto driver serves the SAs (the highest-priority implementation of the
-    algorithm the states use), for `ocfpy sa list`."""
-    from ocfpy.crypto.devices import proc_crypto
-
+def kernel_drivers(spec: ChildSaSpec,
+                   algs: list[proc_crypto.CryptoAlg] | None = None) -> dict[str, str]:
+    """The driver of record of both directions: the kernel's crypto driver that serves the
+    states' algorithms, i.e. the usable /proc/crypto entry of highest priority, which is the
+    one the kernel instantiated for them ("kernel:rfc4106-gcm-aesni"); where /proc/crypto
+    does not list it, the algorithm's kernel name ("kernel:rfc4106(gcm(aes))"). Read once at
+    install: an installed state keeps the implementation it was created with."""
     names = [X.kernel_algorithm(spec.encryption).name]
     if spec.integrity:
         names.append(X.kernel_algorithm(spec.integrity).name)
-    algs = proc_crypto.read()
+    algs = proc_crypto.read() if algs is None else algs
     served = []
     for name in names:
         alg = proc_crypto.resolve(name, algs=algs)
