@@ -21,7 +21,6 @@ IFF_VNET_HDR = 0x4000
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
-VNET_HDR_LEN = 10  # struct virtio_net_hdr (no num_buffers)
 
 
 class TunError(OcfError, OSError):

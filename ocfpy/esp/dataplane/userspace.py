@@ -271,9 +271,6 @@ class UserspaceDataplane(Dataplane):
         """Dataplane-wide drops and counts that belong to no SA."""
         return self.counter_block.global_counters()
 
-    def installed(self) -> list[ChildSaSpec]:
-        return [e.spec for e in self._installed.values()]
-
     # -- plumbing -----------------------------------------------------------------------------
     def _capture_loop(self) -> None:
         try:

@@ -481,11 +481,6 @@ class XfrmDataplane(Dataplane):
             log.exception("xfrm: event handler failed")
 
 
-def create(dispatcher=None, config=None) -> XfrmDataplane:
-    """What the daemon calls (its dataplane selection passes what it has)."""
-    return XfrmDataplane()
-
-
 def bypass_socket(sock: socket.socket) -> None:
     """Exempt a socket from IPsec policies in both directions (IKE must never be tunnelled,
     even when a CHILD_SA's selectors cover the peer's address); strongSwan does the same."""
