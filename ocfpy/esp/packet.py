@@ -119,6 +119,12 @@ class EspCrypto:
         names = [self.cipher.driver] + ([self.mac.driver] if self.mac else [])
         return "+".join(dict.fromkeys(names))
 
+    @property
+    def migrations(self) -> int:
+        """How often the dispatcher moved this direction's sessions to another driver (it does
+        when a driver fails mid-stream): when it changes, ``drivers`` has changed."""
+        return self.cipher.migrations + (self.mac.migrations if self.mac else 0)
+
     def overhead(self, payload_len: int) -> int:
         """ESP bytes added to a payload of this length (header, IV, trailer, padding, ICV)."""
         pad = -(payload_len + 2) % self.align

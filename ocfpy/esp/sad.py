@@ -66,6 +66,7 @@ class OutboundSa:
     seq: int = 0  # last sequence number used
     lifetime: Lifetime = field(default_factory=Lifetime)
     expired: bool = False
+    migrations: int = 0  # crypto.migrations when the daemon was last told the drivers
 
     @property
     def spi(self) -> int:
@@ -90,6 +91,7 @@ class InboundSa:
     check: InboundCheck
     slot: int
     lifetime: Lifetime = field(default_factory=Lifetime)
+    migrations: int = 0  # crypto.migrations when the daemon was last told the drivers
 
     @property
     def spi(self) -> int:

@@ -8,7 +8,8 @@ import os
 import struct
 
 from ocfpy.crypto.errors import OcfError
-from ocfpy.esp.netlink import outside_loop
+from ocfpy.esp import rtnl
+from ocfpy.esp.netlink import NETLINK_ROUTE, NetlinkChannel
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,6 @@ IFF_VNET_HDR = 0x4000
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
-VNET_HDR_LEN = 10  # struct virtio_net_hdr (no num_buffers)
 
 
 class TunError(OcfError, OSError):
@@ -58,24 +58,17 @@ def open_tun(name: str, *, mtu: int = 1400, up: bool = True, gso_max: int = 0,
         os.close(fd)
         raise TunError(exc.errno, f"cannot create TUN device {name}: {exc.strerror}") from exc
     try:
-        outside_loop(_configure, name, mtu, up, gso_max, txqueuelen)
-    except Exception:
+        with NetlinkChannel(NETLINK_ROUTE) as ch:
+            # gso_max_size caps the super-packets, so that one ESP packet stays far below
+            # 64 KiB and below what peers accept (strongSwan's charon.max_packet is 10000
+            # by default).
+            rtnl.set_link(ch, rtnl.link_index(ch, name), mtu=mtu, txqlen=txqueuelen,
+                          gso_max_size=gso_max or None, up=True if up else None)
+    except OSError as exc:
+        os.close(fd)
+        raise TunError(exc.errno, f"cannot configure TUN device {name}: {exc}") from exc
+    except BaseException:
         os.close(fd)
         raise
     log.info("TUN device %s up, MTU %d", name, mtu)
     return fd
-
-
-def _configure(name: str, mtu: int, up: bool, gso_max: int = 0,
-               txqueuelen: int = TXQUEUELEN) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=name)[0]
-        ipr.link("set", index=index, mtu=mtu, txqlen=txqueuelen)
-        if gso_max:
-            # Caps the super-packets, so that one ESP packet stays far below 64 KiB and
-            # below what peers accept (strongSwan's charon.max_packet is 10000 by default).
-            ipr.link("set", index=index, gso_max_size=gso_max)
-        if up:
-            ipr.link("set", index=index, state="up")

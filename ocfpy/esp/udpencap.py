@@ -11,7 +11,6 @@ from enum import IntEnum
 
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
 KEEPALIVE = b"\xff"
-PORT = 4500
 
 
 class Kind(IntEnum):

@@ -8,7 +8,10 @@ share one core; measured in docs/performance.md).
 
 Each loop reads up to `batch` packets per wakeup with non-blocking calls. A control socket
 (AF_UNIX SOCK_SEQPACKET) carries install/remove messages and sockets (SCM_RIGHTS) from the
-daemon side, and acks, lifetime events and IKE datagrams back. Nothing that arrives from the
+daemon side, and acks, lifetime events, IKE datagrams and driver reports back. A driver
+report names the driver that serves an SA direction: sent before the install's ack, and
+again after any burst in which the dispatcher moved the SA's sessions to another driver, so
+the daemon's counters always name the driver that actually does the SA's crypto. Nothing that arrives from the
 network can raise out of a loop: bad packets are dropped and counted; an unexpected error in
 one burst is logged and counted, and the loop goes on.
 """
@@ -106,6 +109,7 @@ class _Loop:
             if op == "install":
                 _, req, spec, slot = msg
                 info = self.install(spec, slot)
+                send_msg(self.ctx.ctrl, ("drivers", slot, self.ctx.role, info))
                 send_msg(self.ctx.ctrl, ("ack", req, True, info))
             elif op == "remove":
                 _, req, uid = msg
@@ -135,6 +139,13 @@ class _Loop:
 
     def bump(self, index: int, n: int = 1) -> None:
         self.cells[index] += n
+
+    def check_drivers(self, sa: OutboundSa | InboundSa) -> None:
+        """After a burst: if the dispatcher moved the SA's sessions to another driver (a
+        driver failed; the burst was redone there), tell the daemon who serves it now."""
+        if sa.crypto.migrations != sa.migrations:
+            sa.migrations = sa.crypto.migrations
+            send_msg(self.ctx.ctrl, ("drivers", sa.slot, self.ctx.role, sa.crypto.drivers))
 
     def install(self, spec, slot):
         raise NotImplementedError
@@ -177,6 +188,7 @@ class OutboundLoop(_Loop):
 
     def install(self, spec, slot):
         sa = build_outbound(spec, self.ctx.dispatcher, slot)
+        sa.migrations = sa.crypto.migrations
         self.remove(spec.unique_id)
         self.sas[spec.unique_id] = sa
         self.spd.add(spec.unique_id, spec.local_ts, spec.remote_ts, sa)
@@ -231,6 +243,7 @@ class OutboundLoop(_Loop):
         items = [(base + i + 1, p, NEXT_HEADER_IPV4 if p[0] >> 4 == 4 else NEXT_HEADER_IPV6)
                  for i, p in enumerate(packets)]
         wires = sa.crypto.encapsulate_batch(items)
+        self.check_drivers(sa)
         if sa.encap is not None:
             family = socket.AF_INET6 if ":" in sa.remote else socket.AF_INET
             sock = self.ctx.udp.get(family)
@@ -289,6 +302,7 @@ class InboundLoop(_Loop):
                 spec.unique_id:
             raise ValueError(f"inbound SPI {spec.inbound.spi:#010x} is already installed")
         sa = build_inbound(spec, self.ctx.dispatcher, slot)
+        sa.migrations = sa.crypto.migrations
         self.remove(spec.unique_id)
         self.by_spi[sa.spi] = sa
         self.by_uid[sa.unique_id] = sa
@@ -383,6 +397,7 @@ class InboundLoop(_Loop):
             sa = by_spi[spi]
             base = sa.slot * WIDTH
             results = sa.crypto.decapsulate_batch(items)
+            self.check_drivers(sa)
             good = 0
             nbytes = 0
             rp = sa.replay

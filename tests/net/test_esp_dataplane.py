@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -119,6 +120,75 @@ def test_daemon_socket_ike_demux_and_lifetimes(tmp_path):
     # Replies stop once the SA is used up; under load a late reply counts as lost, so the
     # lower bound has slack.
     assert 5 <= received <= 10, ping.stdout
+
+
+# Plays the daemon on side b with a driver that dies: test_flaky (real AES-GCM, preferred as
+# "hardware") fails after 5 operations in each worker, so both directions move to openssl.
+# Runs inside an asyncio loop, as the daemon does: install() and its routes must work there.
+_MIGRATING_SIDE = r"""
+import asyncio, json, os, sys, time
+sys.path.insert(0, "@TESTDRIVERS@")
+os.environ["OCFPY_TESTDRIVERS"] = "1"
+import ocfpy_testdrivers
+from ocfpy.crypto.dispatcher import Dispatcher
+from ocfpy.esp.dataplane.userspace import UserspaceDataplane
+from ocfpy.lab.static_tunnel import static_spec
+
+async def main():
+    dispatcher = Dispatcher()
+    ocfpy_testdrivers.FAULTS.reset(fail_after=5)  # forked into each worker, counted there
+    dp = UserspaceDataplane(dispatcher, tun_name="oes-tun0")
+    spec = static_spec("b", local="@B@", remote="@A@", local_ts=["@IB@/32"],
+                       remote_ts=["@IA@/32"], esp="aes256gcm16", seed=sys.argv[1],
+                       unique_id=3)
+    dp.install(spec)
+    print(json.dumps(dp.counters(3).drivers), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    deadline = time.monotonic() + 5
+    while set(dp.counters(3).drivers.values()) != {"openssl"} and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    print(json.dumps(vars(dp.counters(3))), flush=True)
+    dp.close()
+
+asyncio.run(main())
+"""
+
+
+def test_counters_name_the_driver_that_serves_the_sa_after_a_migration(tmp_path):
+    """The driver of record (SaCounters.drivers) is the dispatcher session's driver as it is
+    now: when the driver dies mid-stream the sessions move to the next driver, traffic goes
+    on, and the counters say so for each direction."""
+    testdrivers = Path(__file__).resolve().parents[2] / ".testdrivers"
+    if not (testdrivers / "ocfpy_testdrivers").is_dir():
+        pytest.skip("ocfpy-testdrivers not installed: run scripts/setup.sh")
+    seed = "migrate"
+    script = _fill(_MIGRATING_SIDE).replace("@TESTDRIVERS@", str(testdrivers))
+    with Lab("oesm") as lab:
+        a, b, _ = two_hosts(lab, outer=(f"{A}/24", f"{B}/24"), inner=(f"{IA}/32", f"{IB}/32"))
+        daemon = lab.popen(b, [sys.executable, "-c", script, seed], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = daemon.stdout.readline()
+        assert first, daemon.stderr.read()
+        assert json.loads(first) == {"in": "test_flaky", "out": "test_flaky"}
+        peer = lab.popen(a, [sys.executable, "-m", "ocfpy.lab.static_tunnel", "--side", "a",
+                             "--local", A, "--remote", B, "--local-ts", f"{IA}/32",
+                             "--remote-ts", f"{IB}/32", "--seed", seed, "--esp", "aes256gcm16",
+                             "--tun", "oes-tun0", "--ready", str(tmp_path / "a.ready")],
+                         stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "a.ready").exists():
+            assert peer.poll() is None and time.monotonic() < deadline, peer.stderr.read()
+            time.sleep(0.05)
+        ping = lab.run(a, ["ping", "-c", "12", "-i", "0.1", "-W", "2", "-I", IA, IB], timeout=40)
+        out, err = daemon.communicate("go\n", timeout=30)
+        assert daemon.returncode == 0, err
+        counters = json.loads(out.strip().splitlines()[-1])
+        lab.stop(peer)
+    assert " 0% packet loss" in ping.stdout, ping.stdout + err
+    assert counters["drivers"] == {"in": "openssl", "out": "openssl"}, err
+    assert counters["packets_in"] == counters["packets_out"] == 12
+    # one session per worker moved, each once (the dispatcher logs it in the worker)
+    assert err.count("from test_flaky to openssl") == 2, err
 
 
 def _children(pid: int) -> list[int]:

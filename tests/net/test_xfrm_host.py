@@ -13,10 +13,10 @@ import socket
 
 import pytest
 
+from ocfpy.esp import rtnl
 from ocfpy.esp.dataplane import xfrm_msg as X
-from ocfpy.esp.dataplane import xfrm_routes as R
-from ocfpy.esp.dataplane.xfrm_netlink import NETLINK_ROUTE, NETLINK_XFRM, NetlinkChannel
 from ocfpy.esp.dataplane.xfrm_selectors import priority, selectors
+from ocfpy.esp.netlink import NETLINK_ROUTE, NETLINK_XFRM, NetlinkChannel, NetlinkError
 from ocfpy.esp.spec import TrafficSelector
 from ocfpy.lab.netlab import Lab, can_build_lab
 
@@ -110,8 +110,6 @@ def test_policies_from_selectors_are_accepted_and_removed_by_the_kernel(lab):
 
 
 def test_kernel_error_carries_the_kernel_message(lab):
-    from ocfpy.esp.dataplane.xfrm_netlink import NetlinkError
-
     sel = selectors([TrafficSelector.from_network("10.198.1.0/24")],
                     [TrafficSelector.from_network("10.198.2.0/24")])[0]
     with NetlinkChannel(NETLINK_XFRM, netns=lab.a.name) as ch, pytest.raises(NetlinkError) as err:
@@ -123,14 +121,53 @@ def test_kernel_error_carries_the_kernel_message(lab):
 def test_routes_follow_the_path_to_the_peer(lab):
     net = ipaddress.ip_network("10.198.2.0/24")
     with NetlinkChannel(NETLINK_ROUTE, netns=lab.a.name) as ch:
-        path = R.route_to(ch, ipaddress.ip_address("10.98.0.2"))
-        assert path.gateway is None and path.oif > 0
-        assert ipaddress.ip_address("10.198.1.1") in R.local_addresses(ch)
-        R.add_route(ch, net, path, ipaddress.ip_address("10.198.1.1"))
+        path = rtnl.route_to(ch, ipaddress.ip_address("10.98.0.2"))
+        assert path.gateway is None and path.oif == rtnl.link_index(ch, "oxfh-a0")
+        assert ipaddress.ip_address("10.198.1.1") in rtnl.local_addresses(ch)
+        local = [TrafficSelector.from_network("10.198.1.0/24")]
+        assert rtnl.local_sources(ch, local) == {4: ipaddress.ip_address("10.198.1.1"), 6: None}
+        rtnl.add_route(ch, net, path, ipaddress.ip_address("10.198.1.1"))
         shown = _ip(lab, lab.a, "route")
         assert "10.198.2.0/24 dev oxfh-a0 proto static src 10.198.1.1" in shown, shown
-        R.del_route(ch, net)
-    assert "10.198.2.0" not in _ip(lab, lab.a, "route")
+        rtnl.del_route(ch, net, path.oif)
+        assert "10.198.2.0" not in _ip(lab, lab.a, "route")
+        with pytest.raises(NetlinkError):  # a route that is not there is the kernel's error
+            rtnl.del_route(ch, net)
+
+
+def test_shared_routes_leave_with_their_last_user(lab):
+    """Two CHILD_SAs with the same remote selector share one route (a rekey overlaps the old
+    CHILD_SA with the new one): it goes into the kernel once and out with the last user."""
+    net = ipaddress.ip_network("10.198.2.0/24")
+    with NetlinkChannel(NETLINK_ROUTE, netns=lab.a.name) as ch:
+        routes = rtnl.Routes(ch)
+        path = rtnl.route_to(ch, ipaddress.ip_address("10.98.0.2"))
+        routes.add(net, path, ipaddress.ip_address("10.198.1.1"))
+        routes.add(net, path, ipaddress.ip_address("10.198.1.1"))
+        routes.remove(net)
+        assert "10.198.2.0/24 dev oxfh-a0 proto static src 10.198.1.1" in _ip(lab, lab.a, "route")
+        routes.remove(net)
+        assert "10.198.2.0" not in _ip(lab, lab.a, "route")
+        routes.add(net, path)
+        _ip(lab, lab.a, "route", "del", str(net))  # gone behind our back: no error
+        routes.remove(net)
+        assert net not in routes
+
+
+def test_links_are_configured_by_index(lab):
+    """What the TUN set-up (esp/tun.py) sends: MTU, queue length, GSO size and state."""
+    with NetlinkChannel(NETLINK_ROUTE, netns=lab.a.name) as ch:
+        index = rtnl.link_index(ch, "oxfh-a0")
+        rtnl.set_link(ch, index, mtu=1280, txqlen=4096, gso_max_size=8192, up=False)
+        shown = _ip(lab, lab.a, "-d", "link", "show", "oxfh-a0")
+        assert "mtu 1280" in shown and "qlen 4096" in shown and "gso_max_size 8192" in shown
+        assert "state DOWN" in shown, shown
+        rtnl.set_link(ch, index, mtu=1500, up=True)
+        shown = _ip(lab, lab.a, "link", "show", "oxfh-a0")
+        assert "mtu 1500" in shown and "UP" in shown.split(">")[0], shown
+        with pytest.raises(NetlinkError) as err:
+            rtnl.link_index(ch, "oxfh-none")
+        assert err.value.errno == 19  # ENODEV
 
 
 def test_udp_encap_socket_and_ike_bypass(lab):

@@ -1,8 +1,9 @@
 """The ESP dataplane interface the IKE daemon calls (strongSwan's kernel_ipsec_t, in Python).
 
 Two implementations: ``userspace`` (RFC 4303 over a TUN device, crypto through dispatcher
-sessions) and ``xfrm`` (the Linux kernel through pyroute2), plus ``none`` (control plane only,
-chosen explicitly in the config, never silently).
+sessions) and ``xfrm`` (the Linux kernel, over netlink), plus ``none`` (control plane only,
+chosen explicitly in the config, never silently). All calls are synchronous and return
+quickly: the daemon makes them from its event loop (docs/dataplanes.md).
 
 The daemon owns the UDP 500/4500 sockets. With NAT-T, ESP-in-UDP arrives on the daemon's 4500
 socket: a dataplane that handles UDP-encapsulated ESP itself in user space gets the socket
@@ -29,7 +30,10 @@ class SaCounters:
     replay_drops: int = 0
     auth_failures: int = 0
     malformed: int = 0
-    drivers: dict[str, str] = field(default_factory=dict)  # "in"/"out" -> driver name
+    # The driver of record: "in"/"out" -> what does that direction's crypto now. userspace:
+    # the dispatcher session's driver, after any migration; xfrm: "kernel:<driver>"; none:
+    # nothing. The daemon reports it as the CHILD_SA's driver.
+    drivers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

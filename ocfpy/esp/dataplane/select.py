@@ -11,7 +11,6 @@ works, the error lists every candidate with its reason.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from ocfpy.crypto.errors import OcfError
@@ -26,16 +25,6 @@ class DataplaneUnavailable(OcfError):
     """The requested dataplane cannot run here; the message says why, per candidate."""
 
 
-def userspace_unavailable() -> str | None:
-    """None if the userspace dataplane can run here (it needs a TUN device and the rights to
-    configure it and to open raw ESP sockets), else why not."""
-    if not os.path.exists("/dev/net/tun"):
-        return "/dev/net/tun is missing (CONFIG_TUN; modprobe tun)"
-    if os.geteuid() != 0:
-        return "needs root (or CAP_NET_ADMIN and CAP_NET_RAW) for the TUN device and raw ESP"
-    return None
-
-
 def _xfrm(netns: str | None) -> Dataplane:
     from ocfpy.esp.dataplane.xfrm import XfrmDataplane, XfrmUnavailable
 
@@ -46,15 +35,10 @@ def _xfrm(netns: str | None) -> Dataplane:
 
 
 def _userspace(dispatcher: Any, config: Any = None) -> Dataplane:
-    why = userspace_unavailable()
-    if why:
-        raise DataplaneUnavailable(why)
-    if dispatcher is None:
-        raise DataplaneUnavailable("the userspace dataplane needs the crypto dispatcher")
     from ocfpy.esp.dataplane.userspace import DataplaneError, create
 
     try:
-        return create(dispatcher, config)
+        return create(dispatcher, config)  # it checks whether it can run here, and says why
     except DataplaneError as exc:
         raise DataplaneUnavailable(str(exc)) from exc
 

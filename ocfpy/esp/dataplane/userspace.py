@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import logging
 import multiprocessing
@@ -30,6 +29,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ocfpy.crypto.errors import OcfError
+from ocfpy.esp import rtnl
 from ocfpy.esp.counters import CounterBlock
 from ocfpy.esp.dataplane.base import (
     Dataplane,
@@ -38,8 +38,9 @@ from ocfpy.esp.dataplane.base import (
     SaCounters,
     SaEvent,
 )
-from ocfpy.esp.netlink import outside_loop
-from ocfpy.esp.spec import ChildSaSpec, Mode
+from ocfpy.esp.netlink import NETLINK_ROUTE, NetlinkChannel, NetlinkError
+from ocfpy.esp.spec import ChildSaSpec, IPNetwork, Mode
+from ocfpy.esp.tun import TunError, open_tun
 from ocfpy.esp.worker import WorkerContext, recv_msg, send_msg, worker_main
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,7 @@ class DataplaneError(OcfError):
 class _Installed:
     spec: ChildSaSpec
     slot: int
-    drivers: dict[str, str] = field(default_factory=dict)
-    routes: list[str] = field(default_factory=list)
+    routes: list[IPNetwork] = field(default_factory=list)
 
 
 class UserspaceDataplane(Dataplane):
@@ -80,7 +80,15 @@ class UserspaceDataplane(Dataplane):
         self.udp_gso = udp_gso
         self.counter_block = CounterBlock(max_sas)
         self._installed: dict[int, _Installed] = {}
-        self._routes: dict[str, int] = {}  # route -> number of CHILD_SAs using it
+        # The driver serving each SA direction, by counter slot, as the workers report it: at
+        # install, and again whenever the dispatcher moves a session to another driver.
+        # Written by the reader thread only (in the order the worker sent it), read by
+        # counters(); keyed by slot, not unique_id, so a late report about a removed CHILD_SA
+        # can never land on its reinstalled successor.
+        self._drivers: dict[int, dict[str, str]] = {}
+        self._rtnl: NetlinkChannel | None = None
+        self._routes: rtnl.Routes | None = None
+        self._tun_index = 0
         self._tun_fd: int | None = None
         self._workers: dict[str, tuple[multiprocessing.Process, socket.socket]] = {}
         self._raw: dict[int, socket.socket] = {}
@@ -111,10 +119,12 @@ class UserspaceDataplane(Dataplane):
                 return
             if self._closed:
                 raise DataplaneError("the dataplane was closed")
-            from ocfpy.esp.tun import TunError, open_tun
-
             try:
                 self._tun_fd = open_tun(self.tun_name, mtu=self.mtu, gso_max=self.gso_max)
+                if self.install_routes:
+                    self._rtnl = NetlinkChannel(NETLINK_ROUTE)
+                    self._routes = rtnl.Routes(self._rtnl)
+                    self._tun_index = rtnl.link_index(self._rtnl, self.tun_name)
             except (TunError, OSError) as exc:
                 raise DataplaneError(f"userspace dataplane: {exc}") from exc
             if self.raw_esp:
@@ -128,6 +138,8 @@ class UserspaceDataplane(Dataplane):
             for role in ("out", "in"):
                 parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 ours = [c.fileno() for _, c in self._workers.values()] + [parent.fileno()]
+                if self._rtnl is not None:  # routes are the daemon's business, not a worker's
+                    ours.append(self._rtnl.fileno())
                 wctx = WorkerContext(role, self.dispatcher, self._tun_fd, child,
                                      self.counter_block, dict(self._raw), batch=self.batch,
                                      gso=bool(self.gso_max), udp_gso=self.udp_gso,
@@ -148,9 +160,8 @@ class UserspaceDataplane(Dataplane):
             if self._closed:
                 return
             self._closed = True
-            for uid in list(self._installed):
-                with contextlib.suppress(Exception):
-                    outside_loop(self._remove_routes, self._installed[uid])
+            for entry in self._installed.values():
+                self._remove_routes(entry)
             for _proc, ctrl in self._workers.values():
                 with contextlib.suppress(OSError):
                     send_msg(ctrl, ("stop",))
@@ -169,7 +180,10 @@ class UserspaceDataplane(Dataplane):
             if self._tun_fd is not None:
                 os.close(self._tun_fd)  # the TUN device disappears with its last fd
                 self._tun_fd = None
+            if self._rtnl is not None:
+                self._rtnl.close()
             self._installed.clear()
+            self._drivers.clear()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -211,15 +225,18 @@ class UserspaceDataplane(Dataplane):
                 self.remove(spec.unique_id)
             slot = self.counter_block.allocate()
             entry = _Installed(spec, slot)
+            self._drivers[slot] = {}  # filled by the workers' reports, before their acks
             try:
                 for role in ("in", "out"):
-                    entry.drivers[role] = self._request(role, "install", spec, slot)
-                if self.install_routes:
-                    outside_loop(self._add_routes, entry)
+                    self._request(role, "install", spec, slot)
+                if self._routes is not None:
+                    self._add_routes(entry)
             except Exception:
                 for role in ("in", "out"):
                     with contextlib.suppress(Exception):
                         self._send(role, ("remove", None, spec.unique_id))
+                self._remove_routes(entry)
+                self._drivers.pop(slot, None)
                 self.counter_block.release(slot)
                 raise
             self._installed[spec.unique_id] = entry
@@ -237,8 +254,8 @@ class UserspaceDataplane(Dataplane):
             for role in ("out", "in"):
                 with contextlib.suppress(OSError):
                     self._send(role, ("remove", None, unique_id))
-            with contextlib.suppress(Exception):
-                outside_loop(self._remove_routes, entry)
+            self._remove_routes(entry)
+            self._drivers.pop(entry.slot, None)
             # The slot is not reused at once: a worker may still count a burst in flight.
             threading.Timer(1.0, self.counter_block.release, (entry.slot,)).start()
 
@@ -247,15 +264,12 @@ class UserspaceDataplane(Dataplane):
         if entry is None:
             raise KeyError(f"no CHILD_SA with id {unique_id} is installed")
         c = self.counter_block.sa_counters(entry.slot)
-        c.drivers = dict(entry.drivers)
+        c.drivers = dict(self._drivers.get(entry.slot, {}))
         return c
 
     def stats(self) -> dict[str, int]:
         """Dataplane-wide drops and counts that belong to no SA."""
         return self.counter_block.global_counters()
-
-    def installed(self) -> list[ChildSaSpec]:
-        return [e.spec for e in self._installed.values()]
 
     # -- plumbing -----------------------------------------------------------------------------
     def _capture_loop(self) -> None:
@@ -350,6 +364,14 @@ class UserspaceDataplane(Dataplane):
         elif kind == "ike":
             _, data, addr, sock_id = msg
             self._call(self._ike_handlers.get(sock_id), data, addr)
+        elif kind == "drivers":
+            _, slot, role, drivers = msg
+            current = self._drivers.get(slot)
+            if current is not None:  # else: the SA was removed meanwhile
+                if current.get(role) not in (None, drivers):
+                    log.warning("%sbound SA in slot %d: now served by %s (was %s)", role, slot,
+                                drivers, current[role])
+                current[role] = drivers
 
     def _call(self, handler, *args) -> None:
         if handler is None:
@@ -365,64 +387,50 @@ class UserspaceDataplane(Dataplane):
 
     # -- routes ---------------------------------------------------------------------------
     def _add_routes(self, entry: _Installed) -> None:
-        from pyroute2 import IPRoute
-
+        """A route per remote selector into the TUN device (kernel-libipsec does the same),
+        with a local address inside the local selectors as source."""
+        assert self._routes is not None and self._rtnl is not None
         spec = entry.spec
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=self.tun_name)[0]
-            src = _local_source(ipr, spec)
-            for ts in spec.remote_ts:
-                for net in ts.networks():
-                    key = str(net)
-                    entry.routes.append(key)
-                    self._routes[key] = self._routes.get(key, 0) + 1
-                    kw = {"dst": key, "oif": index}
-                    if src is not None and src.version == net.version:
-                        kw["prefsrc"] = str(src)
-                    try:
-                        ipr.route("replace", **kw)
-                    except Exception as exc:
-                        raise DataplaneError(f"CHILD_SA {spec.name}: cannot add route {key} "
-                                             f"via {self.tun_name}: {exc}") from exc
+        path = rtnl.Path(self._tun_index)
+        sources = rtnl.local_sources(self._rtnl, spec.local_ts)
+        for ts in spec.remote_ts:
+            for net in ts.networks():
+                try:
+                    self._routes.add(net, path, sources[net.version])
+                except NetlinkError as exc:
+                    raise DataplaneError(f"CHILD_SA {spec.name}: cannot add route {net} "
+                                         f"via {self.tun_name}: {exc}") from exc
+                entry.routes.append(net)
 
     def _remove_routes(self, entry: _Installed) -> None:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            for key in entry.routes:
-                self._routes[key] -= 1
-                if self._routes[key] == 0:
-                    del self._routes[key]
-                    with contextlib.suppress(Exception):
-                        ipr.route("del", dst=key, oif=ipr.link_lookup(ifname=self.tun_name)[0])
+        for net in entry.routes:
+            try:
+                self._routes.remove(net)  # type: ignore[union-attr]
+            except OSError as exc:  # the CHILD_SA goes anyway; the route stays behind
+                log.warning("CHILD_SA %s: cannot remove route %s: %s", entry.spec.name, net, exc)
         entry.routes.clear()
 
 
-def _local_source(ipr, spec: ChildSaSpec):
-    """A local address inside the local traffic selectors, if this host has one: used as the
-    source of the route, so that locally sent packets match the outbound policy."""
-    for msg in ipr.get_addr():
-        addr = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS"))
-        if any(ts.contains(addr) for ts in spec.local_ts):
-            return addr
-    return None
-
-
 def unavailable_reason() -> str | None:
-    """None if the userspace dataplane can run here, else why not."""
-    if os.geteuid() != 0:
-        return "needs root (a TUN device, routes and a raw ESP socket)"
+    """None if the userspace dataplane can run here (it needs a TUN device and the rights to
+    configure it, its routes and raw ESP sockets), else why not. The one place that decides
+    it: dataplane selection (select.py) gets it through create()."""
     if not os.path.exists("/dev/net/tun"):
-        return "/dev/net/tun is missing (no TUN support in this kernel or container)"
+        return "/dev/net/tun is missing (CONFIG_TUN; modprobe tun)"
+    if os.geteuid() != 0:
+        return ("needs root (or CAP_NET_ADMIN and CAP_NET_RAW) for the TUN device, its routes "
+                "and raw ESP")
     return None
 
 
 def create(dispatcher, config=None) -> UserspaceDataplane:
-    """The daemon's factory (ike.daemon.select_dataplane): refuses with the reason when this
-    machine cannot run it."""
+    """The factory dataplane selection calls (select.py): refuses with the reason when this
+    machine cannot run it, or when there is no dispatcher to do its crypto."""
     why = unavailable_reason()
     if why:
         raise DataplaneError(why)
+    if dispatcher is None:
+        raise DataplaneError("the userspace dataplane needs the crypto dispatcher")
     opts = getattr(config, "daemon", None)
     return UserspaceDataplane(
         dispatcher,

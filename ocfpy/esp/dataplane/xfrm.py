@@ -31,9 +31,10 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
+from ocfpy.crypto.devices import proc_crypto
 from ocfpy.crypto.errors import OcfError
+from ocfpy.esp import rtnl
 from ocfpy.esp.dataplane import xfrm_msg as X
-from ocfpy.esp.dataplane import xfrm_routes as R
 from ocfpy.esp.dataplane.base import (
     Dataplane,
     EventHandler,
@@ -41,13 +42,8 @@ from ocfpy.esp.dataplane.base import (
     SaCounters,
     SaEvent,
 )
-from ocfpy.esp.dataplane.xfrm_netlink import (
-    NETLINK_ROUTE,
-    NETLINK_XFRM,
-    NetlinkChannel,
-    NetlinkError,
-)
 from ocfpy.esp.dataplane.xfrm_selectors import priority, selectors
+from ocfpy.esp.netlink import NETLINK_ROUTE, NETLINK_XFRM, NetlinkChannel, NetlinkError
 from ocfpy.esp.sad import SOFT_FRACTION
 from ocfpy.esp.spec import ChildSaSpec, IPAddress, IPNetwork, Mode
 
@@ -129,11 +125,11 @@ class XfrmDataplane(Dataplane):
         except BaseException:
             self._xfrm.close()
             raise
+        self._routes = rtnl.Routes(self._route)
         self._reqids = itertools.count(first_reqid)
         self._installed: dict[int, _Installed] = {}
         self._by_state: dict[tuple[IPAddress, int], int] = {}  # (dst, spi) -> unique_id
         self._policies: dict[tuple, list[tuple[int, X.TemplateParams, X.Selector, int]]] = {}
-        self._routes: dict[IPNetwork, int] = {}
         self._lock = threading.RLock()
         self._on_event: EventHandler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -195,7 +191,7 @@ class XfrmDataplane(Dataplane):
             except Exception:
                 self._undo(entry)
                 raise
-            entry.drivers = _drivers(spec)
+            entry.drivers = kernel_drivers(spec)
             self._installed[spec.unique_id] = entry
         log.info("installed CHILD_SA %s #%d in the kernel: in %08x out %08x %s%s%s, %s === %s "
                  "(%s mode, reqid %d%s)", spec.name, spec.unique_id, spec.inbound.spi,
@@ -366,9 +362,8 @@ class XfrmDataplane(Dataplane):
     # -- routes ---------------------------------------------------------------------------------
     def _add_routes(self, entry: _Installed) -> None:
         spec = entry.spec
-        path = R.route_to(self._route, spec.remote)
-        locals_ = R.local_addresses(self._route)
-        src = next((a for a in locals_ for ts in spec.local_ts if ts.contains(a)), None)
+        path = rtnl.route_to(self._route, spec.remote)
+        sources = rtnl.local_sources(self._route, spec.local_ts)
         for ts in spec.remote_ts:
             for net in ts.networks():
                 if spec.remote in net:
@@ -376,28 +371,21 @@ class XfrmDataplane(Dataplane):
                     log.info("CHILD_SA %s: no route for %s (it holds the peer %s)", spec.name,
                              net, spec.remote)
                     continue
-                if self._routes.get(net, 0) == 0:
-                    try:
-                        R.add_route(self._route, net, path,
-                                    src if src is not None and src.version == net.version else None)
-                    except NetlinkError as exc:
-                        raise XfrmError(f"CHILD_SA {spec.name}: cannot add a route to {net}: "
-                                        f"{exc}") from exc
-                self._routes[net] = self._routes.get(net, 0) + 1
+                try:
+                    self._routes.add(net, path, sources[net.version])
+                except NetlinkError as exc:
+                    raise XfrmError(f"CHILD_SA {spec.name}: cannot add a route to {net}: "
+                                    f"{exc}") from exc
                 entry.routes.append(net)
-
-    def _remove_route(self, net: IPNetwork) -> None:
-        self._routes[net] -= 1
-        if self._routes[net] == 0:
-            del self._routes[net]
-            with contextlib.suppress(NetlinkError):
-                R.del_route(self._route, net)
 
     # -- undo (remove and failed installs) --------------------------------------------------------
     def _undo(self, entry: _Installed) -> None:
         errors = []
         for net in entry.routes:
-            self._remove_route(net)
+            try:
+                self._routes.remove(net)
+            except OSError as exc:
+                errors.append(str(exc))
         entry.routes.clear()
         for key in entry.policies:
             try:
@@ -493,11 +481,6 @@ class XfrmDataplane(Dataplane):
             log.exception("xfrm: event handler failed")
 
 
-def create(dispatcher=None, config=None) -> XfrmDataplane:
-    """What the daemon calls (its dataplane selection passes what it has)."""
-    return XfrmDataplane()
-
-
 def bypass_socket(sock: socket.socket) -> None:
     """Exempt a socket from IPsec policies in both directions (IKE must never be tunnelled,
     even when a CHILD_SA's selectors cover the peer's address); strongSwan does the same."""
@@ -507,15 +490,17 @@ def bypass_socket(sock: socket.socket) -> None:
         sock.setsockopt(level, opt, X.socket_policy(direction, sock.family))
 
 
-def _drivers(spec: ChildSaSpec) -> dict[str, str]:
-    """Which kernel crypto driver serves the SAs (the highest-priority implementation of the
-    algorithm the states use), for `ocfpy sa list`."""
-    from ocfpy.crypto.devices import proc_crypto
-
+def kernel_drivers(spec: ChildSaSpec,
+                   algs: list[proc_crypto.CryptoAlg] | None = None) -> dict[str, str]:
+    """The driver of record of both directions: the kernel's crypto driver that serves the
+    states' algorithms, i.e. the usable /proc/crypto entry of highest priority, which is the
+    one the kernel instantiated for them ("kernel:rfc4106-gcm-aesni"); where /proc/crypto
+    does not list it, the algorithm's kernel name ("kernel:rfc4106(gcm(aes))"). Read once at
+    install: an installed state keeps the implementation it was created with."""
     names = [X.kernel_algorithm(spec.encryption).name]
     if spec.integrity:
         names.append(X.kernel_algorithm(spec.integrity).name)
-    algs = proc_crypto.read()
+    algs = proc_crypto.read() if algs is None else algs
     served = []
     for name in names:
         alg = proc_crypto.resolve(name, algs=algs)

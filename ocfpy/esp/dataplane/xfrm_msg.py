@@ -21,10 +21,11 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla, nlmsg
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, nla, nlmsg
 
 from ocfpy.crypto.catalogue import Primitive
 from ocfpy.crypto.catalogue import get as get_transform
+from ocfpy.esp.netlink import encode
 from ocfpy.esp.spec import IPAddress, Mode
 
 # -- message types (enum in linux/xfrm.h) -----------------------------------------------------
@@ -348,16 +349,7 @@ def _zero_selector() -> dict:
             if not name.startswith("__")}
 
 
-def encode(msg: nlmsg, msg_type: int, flags: int, seq: int = 0) -> bytes:
-    msg["header"]["type"] = msg_type
-    msg["header"]["flags"] = flags
-    msg["header"]["sequence_number"] = seq
-    msg.encode()
-    return bytes(msg.data)
-
-
 REQUEST = NLM_F_REQUEST | NLM_F_ACK
-CREATE = REQUEST | NLM_F_CREATE | NLM_F_EXCL
 
 
 # -- builders -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from scapy.layers.inet import ICMP, IP, UDP
 
 from ocfpy.esp.counters import CounterBlock
 from ocfpy.esp.spec import TrafficSelector, UdpEncap
-from ocfpy.esp.worker import InboundLoop, OutboundLoop, WorkerContext, recv_msg
+from ocfpy.esp.worker import InboundLoop, OutboundLoop, WorkerContext, recv_msg, send_msg
 from ocfpy.lab.static_tunnel import static_spec
 
 
@@ -26,9 +26,9 @@ def _dgram_pair():
     return a, b
 
 
-@pytest.fixture
-def rig(dispatcher):
-    """a's outbound loop -> loopback UDP -> b's inbound loop, with fake TUNs on both ends."""
+def _wire(dispatcher, esp: str = "aes128gcm16") -> dict:
+    """a's outbound loop -> loopback UDP -> b's inbound loop, with fake TUNs on both ends;
+    nothing installed yet."""
     tun_a_kernel, tun_a = _dgram_pair()  # we write "kernel" packets, the loop reads tun_a
     tun_b, tun_b_kernel = _dgram_pair()  # the loop writes tun_b, we read what arrives
     udp_a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -37,7 +37,7 @@ def rig(dispatcher):
     udp_b.bind(("127.0.0.1", 0))
     for s in (udp_a, udp_b):
         s.setblocking(False)
-    ctrl_a, _peer_a = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ctrl_a, daemon_a = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ctrl_b, daemon_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     counters = CounterBlock(4)
     out = OutboundLoop(WorkerContext("out", dispatcher, tun_a.fileno(), ctrl_a, counters,
@@ -46,18 +46,30 @@ def rig(dispatcher):
                                     udp={socket.AF_INET: udp_b}, forward_ike=True))
     seed = os.urandom(8).hex()
     spec_a = static_spec("a", local="127.0.0.1", remote="127.0.0.1", local_ts=["10.1.0.0/16"],
-                         remote_ts=["10.2.0.0/16"], seed=seed, encap=True, unique_id=1)
+                         remote_ts=["10.2.0.0/16"], esp=esp, seed=seed, encap=True,
+                         unique_id=1)
     spec_a.encap = UdpEncap(udp_a.getsockname()[1], udp_b.getsockname()[1])
     spec_b = static_spec("b", local="127.0.0.1", remote="127.0.0.1", local_ts=["10.2.0.0/16"],
-                         remote_ts=["10.1.0.0/16"], seed=seed, encap=True, unique_id=2)
+                         remote_ts=["10.1.0.0/16"], esp=esp, seed=seed, encap=True,
+                         unique_id=2)
+    return {"out": out, "in": inb, "tun_a": tun_a_kernel, "tun_b": tun_b_kernel, "udp_a": udp_a,
+            "udp_b": udp_b, "daemon_a": daemon_a, "daemon_b": daemon_b, "counters": counters,
+            "spec_a": spec_a, "spec_b": spec_b,
+            "sockets": (tun_a_kernel, tun_a, tun_b, tun_b_kernel, udp_a, udp_b, ctrl_a,
+                        daemon_a, ctrl_b, daemon_b)}
+
+
+@pytest.fixture
+def rig(dispatcher):
+    rig = _wire(dispatcher)
+    counters = rig["counters"]
     slot_a, slot_b = counters.allocate(), counters.allocate()
-    assert out.install(spec_a, slot_a) == inb.install(spec_b, slot_b) == dispatcher.candidates(
-        "aes128gcm16")[0].name  # install answers with the driver serving the SA
-    yield {"out": out, "in": inb, "tun_a": tun_a_kernel, "tun_b": tun_b_kernel, "udp_a": udp_a,
-           "udp_b": udp_b, "daemon_b": daemon_b, "counters": counters, "slot_a": slot_a,
-           "slot_b": slot_b}
-    for s in (tun_a_kernel, tun_a, tun_b, tun_b_kernel, udp_a, udp_b, ctrl_a, _peer_a, ctrl_b,
-              daemon_b):
+    assert rig["out"].install(rig["spec_a"], slot_a) == rig["in"].install(
+        rig["spec_b"], slot_b) == dispatcher.candidates("aes128gcm16")[0].name
+    # install answers with the driver serving the SA
+    rig.update(slot_a=slot_a, slot_b=slot_b)
+    yield rig
+    for s in rig["sockets"]:
         s.close()
 
 
@@ -151,3 +163,62 @@ def test_random_bytes_never_raise(rig):
     run()
     assert _drain(rig["tun_b"]) == []
     assert rig["counters"].sa_counters(rig["slot_b"]).packets_in == 0
+
+
+def _messages(sock) -> list[tuple]:
+    out = []
+    sock.setblocking(False)
+    while True:
+        try:
+            msg, _ = recv_msg(sock)
+        except BlockingIOError:
+            return out
+        out.append(msg)
+
+
+def test_drivers_are_reported_at_install_and_after_a_migration(monkeypatch):
+    """The driver of record: each loop tells the daemon which driver serves an SA direction,
+    before its install ack, and again after a burst in which the dispatcher moved the SA's
+    session because its driver died (test_flaky, a real AES-GCM driver with an injected
+    failure); the burst is redone on the next driver and no packet is lost."""
+    testdrivers = pytest.importorskip(
+        "ocfpy_testdrivers", reason="ocfpy-testdrivers not installed: run scripts/setup.sh")
+    from ocfpy.crypto.dispatcher import Dispatcher
+    from ocfpy.crypto.registry import Registry
+
+    monkeypatch.setenv("OCFPY_TESTDRIVERS", "1")
+    testdrivers.FAULTS.reset()
+    # aes256gcm16: test_halfbad is quarantined for it, so test_flaky serves it and openssl
+    # is the next in line
+    dispatcher = Dispatcher(Registry.load())
+    assert dispatcher.candidates("aes256gcm16")[0].name == "test_flaky"
+    rig = _wire(dispatcher, esp="aes256gcm16")
+    try:
+        counters = rig["counters"]
+        slots = {"out": counters.allocate(), "in": counters.allocate()}
+        for role, spec, daemon in (("out", rig["spec_a"], rig["daemon_a"]),
+                                   ("in", rig["spec_b"], rig["daemon_b"])):
+            send_msg(daemon, ("install", 10, spec, slots[role]))
+            rig[role].control()
+            assert _messages(daemon) == [("drivers", slots[role], role, "test_flaky"),
+                                         ("ack", 10, True, "test_flaky")]
+        testdrivers.FAULTS.reset(fail_after=3)  # the "device" dies inside the next burst
+        packets = [_pkt("10.1.0.1", "10.2.0.1", i) for i in range(10)]
+        for p in packets:
+            rig["tun_a"].send(p)
+        rig["out"].on_readable(None)
+        rig["in"].on_readable(rig["udp_b"])
+        assert _drain(rig["tun_b"]) == packets
+        assert _messages(rig["daemon_a"]) == [("drivers", slots["out"], "out", "openssl")]
+        assert _messages(rig["daemon_b"]) == [("drivers", slots["in"], "in", "openssl")]
+        assert rig["out"].sas[1].crypto.drivers == rig["in"].by_uid[2].crypto.drivers == "openssl"
+        # reported once: the next burst, on the same driver, says nothing
+        rig["tun_a"].send(packets[0])
+        rig["out"].on_readable(None)
+        rig["in"].on_readable(rig["udp_b"])
+        assert _drain(rig["tun_b"]) == [packets[0]]
+        assert _messages(rig["daemon_a"]) == _messages(rig["daemon_b"]) == []
+    finally:
+        testdrivers.FAULTS.reset()
+        for s in rig["sockets"]:
+            s.close()
