@@ -260,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         dp.install(spec)
         signal.signal(signal.SIGUSR1, dump)
         dump()
-        if args.ready:
-            args.ready.write_text(json.dumps(dp.counters(spec.unique_id).drivers))
+        if args.ready:  # written whole, then renamed: the parent polls for the name
+            partial = args.ready.with_name(args.ready.name + ".partial")
+            partial.write_text(json.dumps(dp.counters(spec.unique_id).drivers))
+            partial.replace(args.ready)
         while not stop:
             signal.pause() if hasattr(signal, "pause") else time.sleep(1)
         dump()

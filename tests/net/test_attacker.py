@@ -217,7 +217,7 @@ def _connecting_spi(net: AttackLab) -> bytes:
                    "acted on before the retransmissions give up")
 @pytest.mark.parametrize("forged", ["no_proposal_chosen", "invalid_ke", "cookie"])
 def test_finding4_spoofed_init_errors_wait_for_a_valid_reply(net: AttackLab, forged: str):
-    slow = "{ timeout = 1.0, tries = 6, base = 1.2 }"
+    slow = {"timeout": 1.0, "tries": 6, "base": 1.2}
     net.a.start(_config(0, retransmit=slow))
     net.a.call("initiate", name="t", wait=0, timeout=10)
     spi_i = _connecting_spi(net)
@@ -324,7 +324,7 @@ def test_flood_of_spoofed_inits_while_a_peer_connects(net: AttackLab):
     threshold, the responder's memory grows by a bounded amount. The figures are printed for
     docs/security.md."""
     threshold = 30
-    net.a.start(_config(0, retransmit="{ timeout = 1.0, tries = 8, base = 1.2 }"))
+    net.a.start(_config(0, retransmit={"timeout": 1.0, "tries": 8, "base": 1.2}))
     net.b.start(_config(1, any_peer=True, cookie_threshold=threshold))
     # b answers the spoofed sources through the attacker's address, which drops it all
     net.lab.route(net.b.ns, "10.79.0.0/16", gateway=ATTACKER)
