@@ -12,6 +12,7 @@ Run with the shared lock (namespaces of parallel runs collide):
 
 from __future__ import annotations
 
+import re
 import secrets
 import socket
 import struct
@@ -67,9 +68,9 @@ def net(lab: AttackLab):
 def _config(side: int, *, any_peer: bool = False, **kw) -> str:
     text = config(side, proposals=IKE, esp=ESP, outer=OUTER, **kw)
     if any_peer:  # a responder for road warriors: any source address may start an IKE SA
-        peer = f'remote_addrs = ["{OUTER[1 - side]}"]'
-        assert peer in text, text
-        text = text.replace(peer, 'remote_addrs = ["%any"]')
+        peer = re.compile(r'remote_addrs = \[\s*"' + re.escape(OUTER[1 - side]) + r'",?\s*\]')
+        text, n = peer.subn('remote_addrs = ["%any"]', text)
+        assert n == 1, text
     return text
 
 
