@@ -298,9 +298,13 @@ class IkeConfig:
     daemon: DaemonOptions = field(default_factory=DaemonOptions)
     private_keys: list[KeySecret] = field(default_factory=list)
     tokens: list[TokenSecret] = field(default_factory=list)
-    # where the configuration file is: x509/, x509ca/, x509crl/ and private/ are beside it
-    # (swanctl's layout); None for a configuration built in code
-    base_dir: str | None = None
+    # the configuration file: x509/, x509ca/, x509crl/ and private/ are beside it (swanctl's
+    # layout); None for a configuration built in code
+    path: str | None = None
+
+    @property
+    def base_dir(self) -> str | None:
+        return self.path.rsplit("/", 1)[0] or "/" if self.path else None
 
     @property
     def uses_pubkey(self) -> bool:

@@ -57,4 +57,8 @@ class Identity:
             pass
         if t == IdType.KEY_ID:
             return "@#" + self.data.hex()
+        if t == IdType.DER_ASN1_DN:  # a certificate's subject (auth = pubkey without an id)
+            from ocfpy.ike.certs import dn_text
+
+            return dn_text(self.data)
         return f"id-type-{t}:{self.data.hex()}"

@@ -47,16 +47,23 @@ def daemon_toml(*, listen: Iterable[str], backend: str = "openssl", dataplane: s
 def connection_toml(name: str, *, local_addr: str, remote_addr: str, local_id: str,
                     remote_id: str | None, proposals: Iterable[str] | None,
                     children: Mapping[str, tuple[Iterable[str], Iterable[str]]],
-                    esp_proposals: Iterable[str] | None, **options: Any) -> str:
-    """One PSK connection; ``children`` maps a name to (local_ts, remote_ts). ``remote_id``
-    None accepts any peer identity; proposals None leave ocfpy's defaults. ``options`` are
-    connection keys written after ``proposals`` (None: left out)."""
+                    esp_proposals: Iterable[str] | None, auth: tuple[str, str] = ("psk", "psk"),
+                    certs: Iterable[str] | None = None, cacerts: Iterable[str] | None = None,
+                    **options: Any) -> str:
+    """One connection; ``children`` maps a name to (local_ts, remote_ts). ``remote_id``
+    None accepts any peer identity; proposals None leave ocfpy's defaults. ``auth`` is
+    (local, remote): "psk" or "pubkey", with our ``certs`` (x509/) and the ``cacerts``
+    (x509ca/) we trust. ``options`` are connection keys written after ``proposals`` (None:
+    left out)."""
     out = [f"[connections.{name}]\n", _lines({
         "local_addrs": [local_addr], "remote_addrs": [remote_addr],
         "proposals": list(proposals) if proposals is not None else None, **options})]
-    out.append(f"\n[connections.{name}.local]\n" + _lines({"auth": "psk", "id": local_id}))
-    if remote_id is not None:
-        out.append(f"\n[connections.{name}.remote]\n" + _lines({"auth": "psk", "id": remote_id}))
+    out.append(f"\n[connections.{name}.local]\n" + _lines({
+        "auth": auth[0], "id": local_id, "certs": list(certs) if certs is not None else None}))
+    if remote_id is not None or auth[1] != "psk":
+        out.append(f"\n[connections.{name}.remote]\n" + _lines({
+            "auth": auth[1], "id": remote_id,
+            "cacerts": list(cacerts) if cacerts is not None else None}))
     esp = list(esp_proposals) if esp_proposals is not None else None
     for child, (local_ts, remote_ts) in children.items():
         out.append(f"\n[connections.{name}.children.{child}]\n" + _lines({
@@ -72,3 +79,13 @@ def secret_toml(name: str, psk: str, ids: Iterable[str] | None = None) -> str:
 
 def config_toml(*sections: str) -> str:
     return "\n".join(sections)
+
+
+def private_key_toml(name: str, file: str, passphrase: str | None = None) -> str:
+    """``[secrets.private-<name>]``: a key file in private/ and its passphrase."""
+    return f"[secrets.private-{name}]\n" + _lines({"file": file, "secret": passphrase})
+
+
+def token_toml(name: str, handle: str, pin: str | None = None) -> str:
+    """``[secrets.token-<name>]``: a PKCS#11 key (RFC 7512 URI) and the token's PIN."""
+    return f"[secrets.token-{name}]\n" + _lines({"handle": handle, "pin": pin})
