@@ -1,0 +1,150 @@
+"""ocfpy (oss-moon) against strongSwan's charon (oss-sun) with X.509 certificates (issue 14),
+both directions: ECDSA P-256, RSA-3072 with RSA-PSS (charon's rsa_pss = yes) and Ed25519, all
+certificates made with `cryptography` (ocfpy.lab.pki). charon reads its certificates and key
+from a swanctl layout (x509/, x509ca/, private/ beside the swanctl.conf that
+`swanctl --load-all --file` is given), ocfpy from the same layout beside its iked.toml.
+Failure rows: each side refuses a certificate from a CA it does not trust."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ocfpy.lab import pki
+from ocfpy.lab.charon import LOAD, Charon, render_conf
+from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml
+from ocfpy.lab.netns_pair import NetnsPair
+
+from .ocfpy_peer import Iked, userspace_dataplane_reason, wait_for
+
+pytestmark = pytest.mark.interop
+
+OCFPY_ID, CHARON_ID = "moon.oss.test", "sun.oss.test"
+IKE, ESP = "aes128gcm16-prfsha256-x25519", "aes128gcm16"
+# (key kind, the scheme both sides sign with under RFC 7427)
+KINDS = [("ecdsa-p256", "ecdsa-sha256"), ("rsa-3072", "rsa/pss-sha256"), ("ed25519", "ed25519")]
+CHARON_SCHEME = {"ecdsa-sha256": "ECDSA_WITH_SHA256_DER", "rsa/pss-sha256": "RSA_EMSA_PSS_SHA2_256_SALT_32",
+                 "ed25519": "ED25519"}  # strongSwan's signature_scheme_names
+
+
+@pytest.fixture
+def both(ocfpy_ok: None, pair: NetnsPair, workdir: Path) -> Iterator[tuple[NetnsPair, Iked,
+                                                                          Charon, Path]]:
+    # pkcs8: swanctl's private/ keys are PKCS#8; rsa_pss: charon signs RSA with PSS (RFC 7427)
+    iked = Iked(pair.left, workdir / "ocfpy")
+    with Charon(pair.right, workdir / "charon", ike_log=2, load=LOAD + " pkcs8",
+                settings={"rsa_pss": True}) as charon:
+        try:
+            yield pair, iked, charon, workdir
+        finally:
+            iked.stop()
+
+
+def _setup(pair: NetnsPair, iked: Iked, charon: Charon, kind: str, *,
+           ocfpy_foreign: bool = False, charon_foreign: bool = False) -> None:
+    """Certificates for both, charon's swanctl layout loaded, ocfpy started. ``*_foreign``:
+    that side's certificate comes from a CA the other does not trust."""
+    now = dt.datetime.now(dt.UTC)
+    root = pki.issue("oss Root CA", kind=kind, ca=True, now=now)
+    other = pki.issue("oss Other CA", kind=kind, ca=True, now=now)
+    moon = pki.issue(OCFPY_ID, other if ocfpy_foreign else root, kind=kind, now=now)
+    sun = pki.issue(CHARON_ID, other if charon_foreign else root, kind=kind, now=now)
+    m, s = pair.left, pair.right
+
+    swanctl = charon.dir / "swanctl"
+    pki.write_layout(str(swanctl), own=sun, cas=[root], name="sun")
+    conn = {
+        "version": 2, "mobike": "no", "local_addrs": s.outer, "remote_addrs": m.outer,
+        "proposals": IKE,
+        "local": {"auth": "pubkey", "certs": "sun.pem", "id": CHARON_ID},
+        "remote": {"auth": "pubkey", "id": OCFPY_ID},
+        "children": {"net": {"local_ts": s.inner_net, "remote_ts": m.inner_net,
+                             "esp_proposals": ESP, "mode": "tunnel"}},
+    }
+    (swanctl / "swanctl.conf").write_text(render_conf({"connections": {"t": conn}}) + "\n")
+    out = subprocess.run(["swanctl", "--load-all", "--noprompt", "--file",
+                          str(swanctl / "swanctl.conf"), "--uri", f"unix://{charon.vici_path}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "loaded certificate from" in out.stdout and "loaded connection 't'" in out.stdout, \
+        out.stdout
+
+    pki.write_layout(str(iked.workdir), own=moon, cas=[root], name="moon")
+    dataplane = "none" if userspace_dataplane_reason() else "userspace"
+    iked.start(config_toml(
+        daemon_toml(backend="openssl", dataplane=dataplane, listen=[m.outer],
+                    control_socket=str(iked.control)),
+        connection_toml("t", local_addr=m.outer, remote_addr=s.outer, local_id=OCFPY_ID,
+                        remote_id=CHARON_ID, proposals=[IKE], esp_proposals=[ESP],
+                        children={"net": ([m.inner_net], [s.inner_net])},
+                        auth=("pubkey", "pubkey"), certs=["moon.pem"], keyingtries=1,
+                        retransmit=Raw('{ timeout = "1s", tries = 2, base = 1.5 }'))))
+
+
+def _initiate(iked: Iked, charon: Charon, who: str) -> None:
+    if who == "ocfpy":
+        iked.call("initiate", name="t", child="net", wait=15, timeout=20)
+    else:
+        charon.initiate("t", "net", timeout_ms=15000)
+
+
+def _logs(iked: Iked, charon: Charon) -> str:
+    return (f"\n--- ocfpy ---\n{iked.log()[-3000:]}\n--- charon ---\n"
+            f"{charon.log_text()[-3000:]}")
+
+
+@pytest.mark.parametrize("who", ["ocfpy", "charon"], ids=lambda w: f"{w}-initiates")
+@pytest.mark.parametrize("kind,scheme", KINDS, ids=[k[0] for k in KINDS])
+def test_certificates_establish_and_carry_traffic(both, kind, scheme, who):
+    pair, iked, charon, _workdir = both
+    _setup(pair, iked, charon, kind)
+    _initiate(iked, charon, who)
+
+    def up():
+        ours = [sa for sa in iked.sas() if sa["state"] == "established" and sa["children"]]
+        theirs = [sa for _, sa in charon.list_sa_entries() if sa.get("state") == "ESTABLISHED"]
+        return (ours[0], theirs[0]) if ours and theirs else None
+
+    ours, theirs = wait_for(up, 10, "established on both sides",
+                            on_fail=lambda: _logs(iked, charon))
+    assert ours["auth"]["local"] == f"digital-signature ({scheme})", ours["auth"]
+    assert ours["auth"]["remote"] == f"digital-signature ({scheme})", _logs(iked, charon)
+    assert ours["auth"]["peer_cert"] == f"CN={CHARON_ID},O=ocfpy lab,C=CH"
+    assert theirs["remote-id"] == OCFPY_ID and theirs["local-id"] == CHARON_ID
+    # charon's log names the scheme it verified our signature with, and its own
+    log = charon.log_text()
+    theirs_name = CHARON_SCHEME[scheme]
+    assert f"authentication of '{OCFPY_ID}' with {theirs_name} successful" in log, log[-3000:]
+    assert f"authentication of '{CHARON_ID}' (myself) with {theirs_name} successful" in log
+    if userspace_dataplane_reason():
+        pytest.skip("established and checked; no userspace dataplane for traffic")
+    ping = pair.left.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", pair.left.inner,
+                         pair.right.inner, timeout=20)
+    assert ping.returncode == 0, ping.stdout + _logs(iked, charon)
+
+
+def test_charon_refuses_a_certificate_from_an_unknown_ca(both):
+    pair, iked, charon, _workdir = both
+    _setup(pair, iked, charon, "ecdsa-p256", ocfpy_foreign=True)
+    with pytest.raises(Exception, match="AUTHENTICATION_FAILED"):  # noqa: B017 - ControlError
+        _initiate(iked, charon, "ocfpy")
+    why = iked.sa_cli("why", "t")
+    assert "AUTHENTICATION_FAILED" in why.stdout and "CA of our certificate" in why.stdout, why
+    assert "no trusted" in charon.log_text() or "constraint check failed" in charon.log_text() \
+        or "no issuer certificate found" in charon.log_text(), charon.log_text()[-3000:]
+
+
+def test_ocfpy_refuses_a_certificate_from_an_unknown_ca(both):
+    pair, iked, charon, _workdir = both
+    _setup(pair, iked, charon, "ecdsa-p256", charon_foreign=True)
+    with pytest.raises(Exception):  # noqa: B017 - vici's CommandException: charon gives up
+        _initiate(iked, charon, "charon")
+    wait_for(lambda: iked.call("why", name="t"), 5, "ocfpy explains")
+    why = iked.sa_cli("why", "t")
+    assert "no trusted CA for issuer 'CN=oss Other CA" in why.stdout, why
+    assert "received AUTHENTICATION_FAILED notify" in charon.log_text(), charon.log_text()[-3000:]
+    assert iked.sas() == []
