@@ -127,3 +127,31 @@ def test_psk_only_config_loads_no_credentials(tmp_path):
     conf = loads('[connections.a]\nremote_addrs = ["192.0.2.2"]\n[secrets.ike]\nsecret = "x"\n',
                  str(tmp_path / "iked.toml"))
     assert load_cert_store(conf, now=dt.datetime.now(dt.UTC)) == (None, [])
+
+
+def test_certs_list_cli(tmp_path, capsys, monkeypatch):
+    """`ocfpy certs list --json`: one row per certificate, with where its key lives."""
+    import json
+
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: rich keeps words whole
+    from ocfpy.cli.main import main
+
+    path, moon, _root = _layout(tmp_path)
+    assert main(["certs", "list", "--config", str(path), "--json"]) == 0
+    rows = {r["file"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"x509/moon.pem", "x509ca/ca-0.pem"}
+    mine = rows["x509/moon.pem"]
+    assert mine["subject"] == "CN=moon.example.org,O=ocfpy lab,C=CH"
+    assert mine["sans"] == ["moon.example.org"]
+    assert mine["key"] == "ECDSA secp256r1" and mine["private_key"] == "private/moon.key.pem"
+    assert rows["x509ca/ca-0.pem"]["ca"] is True and rows["x509ca/ca-0.pem"]["private_key"] == ""
+    assert main(["certs", "list", "--config", str(path)]) == 0
+    assert "moon.example.org" in capsys.readouterr().out
+
+
+def test_certs_list_cli_reports_problems(tmp_path, capsys):
+    from ocfpy.cli.main import main
+
+    path, _moon, _root = _layout(tmp_path, expired=True)
+    assert main(["certs", "list", "--config", str(path)]) == 1
+    assert "expired on" in capsys.readouterr().err
