@@ -140,6 +140,7 @@ class AuthState:
     remote_scheme: str | None = None
     peer_subject: str | None = None  # the peer's end-entity certificate, RFC 4514
     local_subject: str | None = None
+    signer: str | None = None  # the driver that made our signature (openssl, pkcs11...)
     revocation: str | None = None
 
     def as_dict(self) -> dict:
@@ -147,18 +148,20 @@ class AuthState:
             "local": method_text(self.local_method, self.local_scheme),
             "remote": method_text(self.remote_method, self.remote_scheme),
             "local_cert": self.local_subject,
+            "signed_by": self.signer,
             "peer_cert": self.peer_subject,
             "revocation": self.revocation,
         }
 
 
 def sign(store: CertStore, cred: LocalCert, peer_hashes, dispatcher, octets: bytes
-         ) -> tuple[int, str, bytes]:
-    """(AUTH method, scheme keyword, AUTH data) over ``octets`` with our key (RFC 7427 4: method
-    14 when the peer announced hashes, else the key's own method)."""
+         ) -> tuple[int, str, bytes, str]:
+    """(AUTH method, scheme keyword, AUTH data, the driver that signed) over ``octets`` with
+    our key (RFC 7427 4: method 14 when the peer announced hashes, else the key's own)."""
     method, scheme = auth_sig.choose_scheme(auth_sig.key_kind(cred.spki), peer_hashes)
-    data = auth_sig.build_auth(method, scheme, store.signer(cred, scheme, dispatcher), octets)
-    return method, scheme.keyword, data
+    signer = store.signer(cred, scheme, dispatcher)
+    data = auth_sig.build_auth(method, scheme, signer, octets)
+    return method, scheme.keyword, data, getattr(signer, "driver", "")
 
 
 def verify_peer(store: CertStore, cert_payloads: Sequence[bytes], auth_method: int,

@@ -16,7 +16,7 @@ import pytest
 
 from ocfpy.lab import pki
 from ocfpy.lab.charon import LOAD, Charon, render_conf
-from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml
+from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, token_toml
 from ocfpy.lab.netns_pair import NetnsPair
 
 from .ocfpy_peer import Iked, userspace_dataplane_reason, wait_for
@@ -55,23 +55,7 @@ def _setup(pair: NetnsPair, iked: Iked, charon: Charon, kind: str, *,
     sun = pki.issue(CHARON_ID, other if charon_foreign else root, kind=kind, now=now)
     m, s = pair.left, pair.right
 
-    swanctl = charon.dir / "swanctl"
-    pki.write_layout(str(swanctl), own=sun, cas=[root], name="sun")
-    conn = {
-        "version": 2, "mobike": "no", "local_addrs": s.outer, "remote_addrs": m.outer,
-        "proposals": IKE,
-        "local": {"auth": "pubkey", "certs": "sun.pem", "id": CHARON_ID},
-        "remote": {"auth": "pubkey", "id": OCFPY_ID},
-        "children": {"net": {"local_ts": s.inner_net, "remote_ts": m.inner_net,
-                             "esp_proposals": ESP, "mode": "tunnel"}},
-    }
-    (swanctl / "swanctl.conf").write_text(render_conf({"connections": {"t": conn}}) + "\n")
-    out = subprocess.run(["swanctl", "--load-all", "--noprompt", "--file",
-                          str(swanctl / "swanctl.conf"), "--uri", f"unix://{charon.vici_path}"],
-                         capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "loaded certificate from" in out.stdout and "loaded connection 't'" in out.stdout, \
-        out.stdout
+    _load_charon(charon, sun, root, m, s)
 
     pki.write_layout(str(iked.workdir), own=moon, cas=[root], name="moon")
     dataplane = "none" if userspace_dataplane_reason() else "userspace"
@@ -148,3 +132,118 @@ def test_ocfpy_refuses_a_certificate_from_an_unknown_ca(both):
     assert "no trusted CA for issuer 'CN=oss Other CA" in why.stdout, why
     assert "received AUTHENTICATION_FAILED notify" in charon.log_text(), charon.log_text()[-3000:]
     assert iked.sas() == []
+
+
+# -- the private key in a PKCS#11 token (SoftHSM2) ------------------------------------------------
+SOFTHSM = next((p for p in ("/usr/lib/softhsm/libsofthsm2.so",
+                            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so") if Path(p).exists()),
+               None)
+TOKEN, PIN = "ocfpy-ike", "1234"
+
+
+def _token_key(workdir: Path, monkeypatch) -> tuple[object, object]:
+    """A SoftHSM2 token of this test's own with an EC P-256 key pair made in it (sensitive,
+    never extractable); the daemon finds it through SOFTHSM2_CONF / OCFPY_PKCS11_MODULE.
+    Returns (the pkcs11 lib, the public key as a cryptography object)."""
+    pkcs11 = pytest.importorskip("pkcs11", reason="python-pkcs11 not installed")
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+    from pkcs11 import Attribute, KeyType
+    from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
+
+    (workdir / "tokens").mkdir(parents=True)
+    conf = workdir / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {workdir / 'tokens'}\n"
+                    "objectstore.backend = file\nlog.level = ERROR\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))  # the daemon inherits both
+    monkeypatch.setenv("OCFPY_PKCS11_MODULE", SOFTHSM)
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--pin", PIN,
+                    "--so-pin", "5678"], check=True, capture_output=True)
+    lib = pkcs11.lib(SOFTHSM)
+    lib.reinitialize()
+    private = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False}
+    with lib.get_token(token_label=TOKEN).open(user_pin=PIN, rw=True) as s:
+        params = s.create_domain_parameters(
+            KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True)
+        pub, _priv = params.generate_keypair(store=True, label="gw", id=b"\x01",
+                                             private_template=private)
+        spki = encode_ec_public_key(pub)
+    return lib, load_der_public_key(spki)
+
+
+@pytest.mark.skipif(SOFTHSM is None or subprocess.run(["which", "softhsm2-util"],
+                                                      capture_output=True).returncode != 0,
+                    reason="softhsm2 is not installed (Debian: apt install softhsm2)")
+@pytest.mark.parametrize("who", ["ocfpy", "charon"], ids=lambda w: f"{w}-initiates")
+def test_private_key_in_softhsm2_token(both, monkeypatch, who):
+    """ocfpy signs IKE_AUTH in the token (the pkcs11 driver) and charon accepts it; the key
+    object is non-extractable and sensitive, so the daemon can only ever hold a handle."""
+    from pkcs11 import Attribute, ObjectClass
+    from pkcs11.exceptions import AttributeSensitive
+
+    pair, iked, charon, workdir = both
+    lib, public = _token_key(workdir / "hsm", monkeypatch)
+    now = dt.datetime.now(dt.UTC)
+    root = pki.issue("oss Root CA", ca=True, now=now)
+    moon = pki.issue(OCFPY_ID, root, now=now, key=_PublicOnly(public))
+    sun = pki.issue(CHARON_ID, root, now=now)
+    m, s = pair.left, pair.right
+    _load_charon(charon, sun, root, m, s)
+    pki.write_layout(str(iked.workdir), own=moon, cas=[root], name="moon", key_in_file=False)
+    dataplane = "none" if userspace_dataplane_reason() else "userspace"
+    iked.start(config_toml(
+        # auto: the token's driver signs (a strict openssl backend could not reach the key)
+        daemon_toml(backend="auto", dataplane=dataplane, listen=[m.outer],
+                    control_socket=str(iked.control), strict_backend=False),
+        connection_toml("t", local_addr=m.outer, remote_addr=s.outer, local_id=OCFPY_ID,
+                        remote_id=CHARON_ID, proposals=[IKE], esp_proposals=[ESP],
+                        children={"net": ([m.inner_net], [s.inner_net])},
+                        auth=("pubkey", "pubkey"), certs=["moon.pem"], keyingtries=1,
+                        retransmit=Raw('{ timeout = "1s", tries = 2, base = 1.5 }')),
+        token_toml("gw", f"pkcs11:token={TOKEN};object=gw", PIN)))
+    _initiate(iked, charon, who)
+    (ours,) = wait_for(lambda: [sa for sa in iked.sas() if sa["state"] == "established"], 10,
+                       "ocfpy established", on_fail=lambda: _logs(iked, charon))
+    assert ours["auth"]["signed_by"] == "pkcs11", ours["auth"]
+    assert ours["auth"]["local"] == "digital-signature (ecdsa-sha256)"
+    assert f"authentication of '{OCFPY_ID}' with ECDSA_WITH_SHA256_DER successful" in \
+        charon.log_text()
+    # the key the daemon signed with cannot be read out of the token by anyone
+    with lib.get_token(token_label=TOKEN).open(user_pin=PIN) as session:
+        key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label="gw")
+        assert key[Attribute.EXTRACTABLE] is False and key[Attribute.NEVER_EXTRACTABLE] is True
+        assert key[Attribute.SENSITIVE] is True
+        with pytest.raises(AttributeSensitive):
+            key[Attribute.VALUE]
+    assert not (iked.workdir / "private").exists()  # no key file beside the config
+
+
+class _PublicOnly:
+    """A private-key stand-in for pki.issue: only its public key is used for an end entity
+    (the CA signs), so a token key's public half is enough to certify it."""
+
+    def __init__(self, public):
+        self._public = public
+
+    def public_key(self):
+        return self._public
+
+
+def _load_charon(charon: Charon, sun, root, m, s) -> None:
+    swanctl = charon.dir / "swanctl"
+    pki.write_layout(str(swanctl), own=sun, cas=[root], name="sun")
+    conn = {
+        "version": 2, "mobike": "no", "local_addrs": s.outer, "remote_addrs": m.outer,
+        "proposals": IKE,
+        "local": {"auth": "pubkey", "certs": "sun.pem", "id": CHARON_ID},
+        "remote": {"auth": "pubkey", "id": OCFPY_ID},
+        "children": {"net": {"local_ts": s.inner_net, "remote_ts": m.inner_net,
+                             "esp_proposals": ESP, "mode": "tunnel"}},
+    }
+    (swanctl / "swanctl.conf").write_text(render_conf({"connections": {"t": conn}}) + "\n")
+    out = subprocess.run(["swanctl", "--load-all", "--noprompt", "--file",
+                          str(swanctl / "swanctl.conf"), "--uri", f"unix://{charon.vici_path}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "loaded certificate from" in out.stdout and "loaded connection 't'" in out.stdout, \
+        out.stdout

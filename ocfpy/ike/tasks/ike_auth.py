@@ -110,9 +110,10 @@ def _our_auth(sa: IkeSa, cred: pubkey.LocalCert | None, initiator_side: bool,
                         f"{peer or sa.conn.remote.id or '%any'}")
         sa.auth.local_method = AuthMethod.SHARED_KEY_MIC
         return AuthPayload(AuthMethod.SHARED_KEY_MIC, _auth_data(sa, psk, initiator_side, id_body))
-    method, scheme, data = pubkey.sign(sa.ctx.credentials.certs, cred, sa.auth.peer_hashes,
-                                       sa.dispatcher, _octets(sa, initiator_side, id_body))
-    sa.auth.local_method, sa.auth.local_scheme = method, scheme
+    method, scheme, data, driver = pubkey.sign(sa.ctx.credentials.certs, cred,
+                                               sa.auth.peer_hashes, sa.dispatcher,
+                                               _octets(sa, initiator_side, id_body))
+    sa.auth.local_method, sa.auth.local_scheme, sa.auth.signer = method, scheme, driver
     return AuthPayload(method, data)
 
 

@@ -72,6 +72,7 @@ def test_pubkey_both_ways(pubkey_pair, kind, rfc7427, method, shown):
     assert si["auth"]["peer_cert"] == "CN=sun.example.org,O=ocfpy lab,C=CH"
     assert sr["auth"]["peer_cert"] == "CN=moon.example.org,O=ocfpy lab,C=CH"
     assert "not checked" in si["auth"]["revocation"]
+    assert si["auth"]["signed_by"] == sr["auth"]["signed_by"] == "openssl"
     # the initiator sent its certificate, asked for the responder's (CERTREQ: our root's key
     # hash, RFC 7296 3.7) and signed with the method shown
     for side, own in (("i", moon), ("r", sun)):
