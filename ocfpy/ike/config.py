@@ -181,6 +181,9 @@ class Connection:
     local_port: int = 500
     remote_port: int = 500
     version: int = 2
+    # RFC 7383: "yes" fragments SK messages above the daemon's fragment_size when the peer
+    # supports it, "force" fragments every SK message, "no" never announces support
+    fragmentation: str = "yes"
 
     def __post_init__(self) -> None:
         _check_addrs("local_addrs", self.local_addrs)
@@ -199,6 +202,9 @@ class Connection:
             raise ConfigValueError("keyingtries", f"expected an integer >= 0, got {self.keyingtries!r}")
         _check_port("local_port", self.local_port)
         _check_port("remote_port", self.remote_port)
+        if self.fragmentation not in ("yes", "no", "force"):
+            raise ConfigValueError("fragmentation", f"{self.fragmentation!r}: expected yes, no "
+                                   "or force")
         if self.version != 2:
             raise ConfigValueError("version", f"only IKEv2 is implemented, got {self.version!r}")
         for cname, child in self.children.items():
@@ -239,6 +245,13 @@ class DaemonOptions:
     # RFC 7427 signature authentication (strongSwan's charon.signature_authentication): send
     # SIGNATURE_HASH_ALGORITHMS and sign with method 14; off, only methods 1 and 9-11
     signature_authentication: bool = True
+    # RFC 7383: the IP datagram size above which SK messages are fragmented (strongSwan's
+    # charon.fragment_size; 1280, the IPv6 minimum MTU, fits every path), and the bounds of
+    # reassembly, so that fragments cannot be used to hold our memory
+    fragment_size: int = 1280
+    fragment_max_count: int = 64
+    fragment_max_bytes: int = 65536
+    fragment_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.crypto_backend, str) or not self.crypto_backend:
@@ -256,6 +269,12 @@ class DaemonOptions:
                                    f"{self.cookie_threshold!r}")
         _check_number("half_open_timeout", self.half_open_timeout, 0.001)
         _check_number("keepalive_interval", self.keepalive_interval)
+        for key, low in (("fragment_size", 576), ("fragment_max_count", 1),
+                         ("fragment_max_bytes", 1024)):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigValueError(key, f"expected an integer >= {low}, got {v!r}")
+        _check_number("fragment_timeout", self.fragment_timeout, 0.001)
         for key in ("udp_gso", "signature_authentication"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigValueError(key, f"expected true or false, got "

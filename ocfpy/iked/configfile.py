@@ -417,6 +417,10 @@ DAEMON = Table({
     "keepalive_interval": duration,
     "udp_gso": boolean,
     "signature_authentication": boolean,
+    "fragment_size": integer(576, 65535),
+    "fragment_max_count": integer(1, 0xFFFF),
+    "fragment_max_bytes": integer(1024),
+    "fragment_timeout": duration,
 })
 
 AUTH = Table({
@@ -454,6 +458,7 @@ CONNECTION = Table({
     "encap": boolean,
     "keyingtries": integer(0),
     "retransmit": RETRANSMIT,
+    "fragmentation": choice("yes", "no", "force"),
     "local": AUTH,
     "remote": AUTH,
     "children": TableOf(CHILD),

@@ -8,6 +8,7 @@ Failure rows: each side refuses a certificate from a CA it does not trust."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,12 +230,12 @@ class _PublicOnly:
         return self._public
 
 
-def _load_charon(charon: Charon, sun, root, m, s) -> None:
+def _load_charon(charon: Charon, sun, root, m, s, *, cas=None, **extra) -> None:
     swanctl = charon.dir / "swanctl"
-    pki.write_layout(str(swanctl), own=sun, cas=[root], name="sun")
+    pki.write_layout(str(swanctl), own=sun, cas=cas or [root], name="sun")
     conn = {
         "version": 2, "mobike": "no", "local_addrs": s.outer, "remote_addrs": m.outer,
-        "proposals": IKE,
+        "proposals": IKE, **extra,
         "local": {"auth": "pubkey", "certs": "sun.pem", "id": CHARON_ID},
         "remote": {"auth": "pubkey", "id": OCFPY_ID},
         "children": {"net": {"local_ts": s.inner_net, "remote_ts": m.inner_net,
@@ -247,3 +248,58 @@ def _load_charon(charon: Charon, sun, root, m, s) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "loaded certificate from" in out.stdout and "loaded connection 't'" in out.stdout, \
         out.stdout
+
+
+DROP_IP_FRAGMENTS = """
+table inet ossfrag {
+  chain pre {
+    type filter hook prerouting priority -500; policy accept;
+    ip frag-off & 0x3fff != 0 counter drop
+  }
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables (nft) not installed")
+@pytest.mark.parametrize("who", ["ocfpy", "charon"], ids=lambda w: f"{w}-initiates")
+def test_fragmentation_with_charon_over_a_path_that_drops_ip_fragments(both, who):
+    """A 3-level chain under a 4096-bit RSA root: both IKE_AUTH messages exceed 1280 bytes and
+    the path drops IP fragments, so only RFC 7383 fragments (charon: fragmentation = yes)
+    carry them."""
+    pair, iked, charon, _workdir = both
+    now = dt.datetime.now(dt.UTC)
+    root = pki.issue("oss Root CA", kind="rsa-4096", ca=True, path_length=1, now=now)
+    inter = pki.issue("oss Intermediate CA", root, kind="rsa-3072", ca=True, path_length=0,
+                      now=now)
+    moon = pki.issue(OCFPY_ID, inter, kind="rsa-3072", now=now)
+    sun = pki.issue(CHARON_ID, inter, kind="rsa-3072", now=now)
+    m, s = pair.left, pair.right
+    for host in (m, s):
+        out = subprocess.run(host.argv("nft", "-f", "-"), input=DROP_IP_FRAGMENTS, text=True,
+                             capture_output=True, timeout=10)
+        assert out.returncode == 0, out.stderr
+    _load_charon(charon, sun, root, m, s, cas=[root, inter], fragmentation="yes")
+    pki.write_layout(str(iked.workdir), own=moon, cas=[root, inter], name="moon")
+    dataplane = "none" if userspace_dataplane_reason() else "userspace"
+    iked.start(config_toml(
+        daemon_toml(backend="openssl", dataplane=dataplane, listen=[m.outer],
+                    control_socket=str(iked.control)),
+        connection_toml("t", local_addr=m.outer, remote_addr=s.outer, local_id=OCFPY_ID,
+                        remote_id=CHARON_ID, proposals=[IKE], esp_proposals=[ESP],
+                        children={"net": ([m.inner_net], [s.inner_net])},
+                        auth=("pubkey", "pubkey"), certs=["moon.pem"], keyingtries=1,
+                        fragmentation="yes",
+                        retransmit=Raw('{ timeout = "1s", tries = 2, base = 1.5 }'))))
+    _initiate(iked, charon, who)
+    (ours,) = wait_for(lambda: [sa for sa in iked.sas() if sa["state"] == "established"], 10,
+                       "ocfpy established", on_fail=lambda: _logs(iked, charon))
+    assert ours["auth"]["peer_cert"] == f"CN={CHARON_ID},O=ocfpy lab,C=CH"
+    stats = iked.call("stats")
+    assert "fragments_completed" in str(stats) and "fragmented_messages" in str(stats), stats
+    log = charon.log_text()
+    assert "received fragment #1 of" in log or "received fragment #" in log, log[-3000:]
+    assert "splitting IKE message" in log, log[-3000:]
+    if not userspace_dataplane_reason():
+        ping = m.run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", m.inner, s.inner,
+                     timeout=20)
+        assert ping.returncode == 0, ping.stdout + _logs(iked, charon)

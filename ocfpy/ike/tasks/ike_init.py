@@ -59,6 +59,8 @@ class IkeInit(Task):
         msg.payloads += sa.natd_payloads(msg.spi_i, msg.spi_r)
         if sa.ctx.options.signature_authentication:
             msg.payloads.append(_hash_algorithms())
+        if sa.conn.fragmentation != "no":
+            msg.payloads.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
 
     def process_i(self, sa: IkeSa, msg: Message) -> Status:
         cookie = msg.notify(NotifyType.COOKIE)
@@ -170,6 +172,8 @@ class IkeInit(Task):
         msg.payloads += sa.natd_payloads(msg.spi_i, msg.spi_r)
         if sa.auth.peer_hashes is not None:  # RFC 7427 4: only in answer to the initiator's
             msg.payloads.append(_hash_algorithms())
+        if sa.tasks.peer_fragments:  # RFC 7383 2.3: only if the initiator announced it
+            msg.payloads.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
         if sa.conn.remote.auth == "pubkey":
             anchors = sa.ctx.credentials.certs.anchors_for(sa.conn.remote.cacerts)
             if anchors:
@@ -193,6 +197,9 @@ def _learn_pubkey(sa: IkeSa, msg: Message) -> None:
             sa.auth.peer_hashes = auth_sig.decode_hash_algorithms(n.data)
         except DecodeError:
             log.info("%s: malformed SIGNATURE_HASH_ALGORITHMS ignored", sa.name)
+    # RFC 7383 2.3: both must announce; "no" on our side means we never did
+    sa.tasks.peer_fragments = (sa.conn.fragmentation != "no" and msg.notify(
+        NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None)
     sa.auth.peer_certreq = [h for p in msg.all(PayloadType.CERTREQ)
                             if p.encoding == CERT_ENCODING_X509_SIGNATURE
                             for h in parse_certreq(p.data)]

@@ -48,9 +48,21 @@ def _failed(pair, text: str) -> tuple[str, str]:
 
 
 def _ike_auth_payloads(pair, side: str) -> list:
-    """The decrypted payloads of ``side``'s IKE_AUTH message, opened by the receiver's SA."""
-    (raw,) = [w[1] for w in pair.wire if w[0] == side and w[1][18] == 35]
+    """The decrypted payloads of ``side``'s IKE_AUTH message, opened by the receiver's SA
+    (reassembled first when it went as RFC 7383 fragments)."""
+    from ocfpy.ike import fragments
+    from ocfpy.ike.codec.buffer import Buffer
+    from ocfpy.ike.codec.header import pull_header
+    from ocfpy.ike.codec.payloads import pull_payloads
+
+    raws = [w[1] for w in pair.wire if w[0] == side and w[1][18] == 35]
     (sa,) = (pair.r if side == "i" else pair.i).sas
+    if raws[0][16] == 53:
+        skfs = [fragments.parse_fragment_message(r, pull_header(r)) for r in raws]
+        inner = b"".join(fragments.open_with(sa.crypto)(r, f) for r, f in zip(raws, skfs,
+                                                                              strict=True))
+        return pull_payloads(Buffer(inner), skfs[0].first_inner)
+    (raw,) = raws
     msg = decode(raw)
     msg.decrypt(sa.crypto)
     return msg.payloads
@@ -237,3 +249,87 @@ def test_no_wall_clock_is_an_error_not_a_guess(pubkey_pair):
     pair.r.ctx.credentials.wall_clock = None
     pair.establish()
     _failed(pair, "no wall clock")
+
+
+# -- IKE fragmentation (RFC 7383) -----------------------------------------------------------------
+def _fragments(pair, side: str) -> list[bytes]:
+    return [w[1] for w in pair.wire if w[0] == side and w[1][16] == 53]  # SKF first payload
+
+
+def _big_chain_pair(pubkey_pair, **kw):
+    """A 3-level chain under a 4096-bit RSA root: IKE_AUTH exceeds 1280 bytes."""
+    pki = Pki("rsa-4096")
+    inter = pki.pki.issue("ocfpy intermediate", pki.root, kind="rsa-3072", ca=True,
+                          path_length=0, now=pki.now)
+    moon = pki.gateway("moon.example.org", "rsa-3072", issuer=inter)
+    sun = pki.gateway("sun.example.org", "rsa-3072", issuer=inter)
+    return pubkey_pair(pki, i_store=pki.store(moon, cas=[pki.root, inter]),
+                       r_store=pki.store(sun, cas=[pki.root, inter]), **kw)
+
+
+def test_large_ike_auth_is_fragmented(pubkey_pair):
+    pair = _big_chain_pair(pubkey_pair)
+    pair.establish()
+    _established(pair)
+    init_i, init_r = decode(pair.wire[0][1]), decode(pair.wire[1][1])
+    for m in (init_i, init_r):  # RFC 7383 2.3: announced by both
+        assert m.notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
+    for side in "ir":
+        frags = _fragments(pair, side)
+        assert len(frags) >= 3, [len(w[1]) for w in pair.wire]
+        # every datagram within 1280 bytes of IPv4 path (IKE over IPv4: 20 + 8 headers)
+        assert all(len(f) + 28 <= 1280 for f in frags)
+        assert not [w for w in pair.wire if w[0] == side and len(w[1]) + 28 > 1280]
+    assert pair.i.stats["fragmented_messages"] == pair.r.stats["fragmented_messages"] == 1
+    assert pair.r.stats["fragments_completed"] == pair.i.stats["fragments_completed"] == 1
+
+
+def test_fragmentation_no_sends_whole_messages(pubkey_pair):
+    pair = _big_chain_pair(pubkey_pair)
+    pair.i.config.connections["home"].fragmentation = "no"
+    pair.establish()
+    _established(pair)
+    assert not _fragments(pair, "i") and not _fragments(pair, "r")
+    assert decode(pair.wire[0][1]).notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is None
+    assert decode(pair.wire[1][1]).notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is None
+
+
+def test_lost_fragment_retransmits_all_of_them(pubkey_pair):
+    pair = _big_chain_pair(pubkey_pair)
+    lost = []
+
+    def drop_second_fragment_once(data: bytes) -> bool:
+        if data[16] == 53 and int.from_bytes(data[32:34], "big") == 2 and not lost:
+            lost.append(data)
+            return True
+        return False
+
+    pair.i.initiate("home", pair.now)
+    pair.run(drop=drop_second_fragment_once)
+    assert lost and not pair.of_type("r", IkeSaEstablished)
+    pair.advance(10)
+    _established(pair)
+    assert pair.i.stats["retransmits"] == 1
+    # the retransmission is the same fragments, byte for byte (RFC 7383 2.6.1)
+    sent = _fragments(pair, "i")
+    n = len(sent) // 2
+    assert sent[:n] == sent[n:] and lost[0] in sent
+
+
+def test_forged_fragment_is_dropped_before_reassembly(pubkey_pair):
+    pair = _big_chain_pair(pubkey_pair)
+    pair.i.initiate("home", pair.now)
+    pair.deliver(pair.i, pair.r)  # IKE_SA_INIT
+    pair.deliver(pair.r, pair.i)
+    frags = pair.i.datagrams_to_send(pair.now)
+    assert len(frags) >= 3
+    first, src, dst = frags[0]
+    forged = bytearray(first)
+    forged[-1] ^= 1  # the ICV no longer matches
+    pair.r.receive_datagram(bytes(forged), dst, src, pair.now)
+    assert pair.r.stats["fragments_forged"] == 1 and pair.r.stats["fragments_kept"] == 0
+    for data, local, remote in frags:  # the genuine ones still complete the message
+        pair.r.receive_datagram(data, remote, local, pair.now)
+    pair.run()
+    _established(pair)
+    assert pair.r.stats["fragments_completed"] == 1
