@@ -333,3 +333,22 @@ def test_forged_fragment_is_dropped_before_reassembly(pubkey_pair):
     pair.run()
     _established(pair)
     assert pair.r.stats["fragments_completed"] == 1
+
+
+def test_codec_keeps_an_skf_payload_whole_and_alone(pubkey_pair):
+    """RFC 7383 2.5: SKF ends the chain like SK (its Next Payload names the first inner
+    payload, not a payload after it) and is the only payload of its message."""
+    from ocfpy.ike.codec.buffer import Buffer
+    from ocfpy.ike.codec.payloads import pull_payloads
+    from ocfpy.ike.errors import DecodeError
+
+    pair = _big_chain_pair(pubkey_pair)
+    pair.establish()
+    first = _fragments(pair, "i")[0]
+    msg = decode(first)
+    (skf,) = msg.payloads
+    assert skf.TYPE == PayloadType.SKF and first[28] == PayloadType.IDi  # fragment 1's Next
+    # a NOTIFY (protocol 0, no SPI, INITIAL_CONTACT) whose Next Payload is SKF
+    notify = bytes((53, 0, 0, 8, 0, 0)) + (16384).to_bytes(2, "big")
+    with pytest.raises(DecodeError, match="only payload"):
+        pull_payloads(Buffer(notify + first[28:]), PayloadType.NOTIFY)
