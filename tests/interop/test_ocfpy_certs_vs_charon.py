@@ -46,15 +46,19 @@ def both(ocfpy_ok: None, pair: NetnsPair, workdir: Path) -> Iterator[tuple[Netns
 
 
 def _setup(pair: NetnsPair, iked: Iked, charon: Charon, kind: str, *,
-           ocfpy_foreign: bool = False, charon_foreign: bool = False) -> None:
+           ocfpy_foreign: bool = False, charon_foreign: bool = False,
+           charon_revoked: bool = False) -> None:
     """Certificates for both, charon's swanctl layout loaded, ocfpy started. ``*_foreign``:
-    that side's certificate comes from a CA the other does not trust."""
+    that side's certificate comes from a CA the other does not trust; ``charon_revoked``:
+    ocfpy holds a CRL of the root that revokes charon's certificate."""
     now = dt.datetime.now(dt.UTC)
     root = pki.issue("oss Root CA", kind=kind, ca=True, now=now)
     other = pki.issue("oss Other CA", kind=kind, ca=True, now=now)
     moon = pki.issue(OCFPY_ID, other if ocfpy_foreign else root, kind=kind, now=now)
     sun = pki.issue(CHARON_ID, other if charon_foreign else root, kind=kind, now=now)
     m, s = pair.left, pair.right
+    if charon_revoked:
+        pki.write_layout(str(iked.workdir), crls=[pki.crl(root, [sun], now=now)])
 
     _load_charon(charon, sun, root, m, s)
 
@@ -123,14 +127,19 @@ def test_charon_refuses_a_certificate_from_an_unknown_ca(both):
         or "no issuer certificate found" in charon.log_text(), charon.log_text()[-3000:]
 
 
-def test_ocfpy_refuses_a_certificate_from_an_unknown_ca(both):
+@pytest.mark.parametrize("row,expected", [
+    ("unknown-ca", "no trusted CA for issuer 'CN=oss Other CA"),
+    ("revoked", f"'CN={CHARON_ID},O=ocfpy lab,C=CH' was revoked by the CRL of 'CN=oss Root CA"),
+])
+def test_ocfpy_refuses_charons_certificate(both, row, expected):
     pair, iked, charon, _workdir = both
-    _setup(pair, iked, charon, "ecdsa-p256", charon_foreign=True)
+    _setup(pair, iked, charon, "ecdsa-p256", charon_foreign=row == "unknown-ca",
+           charon_revoked=row == "revoked")
     with pytest.raises(Exception):  # noqa: B017 - vici's CommandException: charon gives up
         _initiate(iked, charon, "charon")
     wait_for(lambda: iked.call("why", name="t"), 5, "ocfpy explains")
     why = iked.sa_cli("why", "t")
-    assert "no trusted CA for issuer 'CN=oss Other CA" in why.stdout, why
+    assert expected in why.stdout, why
     assert "received AUTHENTICATION_FAILED notify" in charon.log_text(), charon.log_text()[-3000:]
     assert iked.sas() == []
 
