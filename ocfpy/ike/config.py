@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ocfpy.crypto.errors import OcfError
 from ocfpy.crypto.signatures import find
+from ocfpy.ike.identity import Identity
 from ocfpy.ike.proposals import ProposalSyntaxError, check_proposal_strings
 
 # strongSwan 5.9 defaults, restricted to what ocfpy implements (no camellia, no 3des).
@@ -105,6 +106,11 @@ class AuthConfig:
                                    + ", ".join(AUTH_METHODS))
         if self.id is not None and (not isinstance(self.id, str) or not self.id):
             raise ConfigValueError("id", f"expected a non-empty identity string, got {self.id!r}")
+        if self.id is not None:
+            try:
+                Identity.parse(self.id)
+            except ValueError as exc:
+                raise ConfigValueError("id", str(exc)) from None
         for key in ("certs", "cacerts", "signatures"):
             _check_list_of_str(key, getattr(self, key))
         for keyword in self.signatures:

@@ -244,12 +244,13 @@ def _load_charon(charon: Charon, sun, root, m, s, *, cas=None, **extra) -> None:
     pki.write_layout(str(swanctl), own=sun, cas=cas or [root], name="sun")
     conn = {
         "version": 2, "mobike": "no", "local_addrs": s.outer, "remote_addrs": m.outer,
-        "proposals": IKE, **extra,
+        "proposals": IKE,
         "local": {"auth": "pubkey", "certs": "sun.pem", "id": CHARON_ID},
         "remote": {"auth": "pubkey", "id": OCFPY_ID},
         "children": {"net": {"local_ts": s.inner_net, "remote_ts": m.inner_net,
                              "esp_proposals": ESP, "mode": "tunnel"}},
     }
+    conn.update(extra)
     (swanctl / "swanctl.conf").write_text(render_conf({"connections": {"t": conn}}) + "\n")
     out = subprocess.run(["swanctl", "--load-all", "--noprompt", "--file",
                           str(swanctl / "swanctl.conf"), "--uri", f"unix://{charon.vici_path}"],
@@ -312,3 +313,33 @@ def test_fragmentation_with_charon_over_a_path_that_drops_ip_fragments(both, who
         ping = m.run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", m.inner, s.inner,
                      timeout=20)
         assert ping.returncode == 0, ping.stdout + _logs(iked, charon)
+
+
+@pytest.mark.parametrize("who", ["ocfpy", "charon"], ids=lambda w: f"{w}-initiates")
+def test_distinguished_names_as_identities(both, who):
+    """charon's default identity with a certificate is its subject DN; ocfpy names both DNs
+    as strongSwan writes them ("C=CH, O=..., CN=..."), and they match the certificates."""
+    pair, iked, charon, _workdir = both
+    now = dt.datetime.now(dt.UTC)
+    root = pki.issue("oss Root CA", ca=True, now=now)
+    moon = pki.issue(OCFPY_ID, root, now=now)
+    sun = pki.issue(CHARON_ID, root, now=now)
+    m, s = pair.left, pair.right
+    moon_dn, sun_dn = f"C=CH, O=ocfpy lab, CN={OCFPY_ID}", f"C=CH, O=ocfpy lab, CN={CHARON_ID}"
+    _load_charon(charon, sun, root, m, s, local={"auth": "pubkey", "certs": "sun.pem"},
+                 remote={"auth": "pubkey", "id": moon_dn})
+    pki.write_layout(str(iked.workdir), own=moon, cas=[root], name="moon")
+    iked.start(config_toml(
+        daemon_toml(backend="openssl", dataplane="none", listen=[m.outer],
+                    control_socket=str(iked.control)),
+        connection_toml("t", local_addr=m.outer, remote_addr=s.outer, local_id=moon_dn,
+                        remote_id=sun_dn, proposals=[IKE], esp_proposals=[ESP],
+                        children={"net": ([m.inner_net], [s.inner_net])},
+                        auth=("pubkey", "pubkey"), certs=["moon.pem"], keyingtries=1,
+                        retransmit=Raw('{ timeout = "1s", tries = 2, base = 1.5 }'))))
+    _initiate(iked, charon, who)
+    (ours,) = wait_for(lambda: [sa for sa in iked.sas() if sa["state"] == "established"], 10,
+                       "ocfpy established", on_fail=lambda: _logs(iked, charon))
+    assert ours["remote"]["id"] == f"CN={CHARON_ID}, O=ocfpy lab, C=CH"
+    (theirs,) = [sa for _, sa in charon.list_sa_entries() if sa.get("state") == "ESTABLISHED"]
+    assert theirs["remote-id"] == moon_dn and theirs["local-id"] == sun_dn, theirs

@@ -352,3 +352,43 @@ def test_codec_keeps_an_skf_payload_whole_and_alone(pubkey_pair):
     notify = bytes((53, 0, 0, 8, 0, 0)) + (16384).to_bytes(2, "big")
     with pytest.raises(DecodeError, match="only payload"):
         pull_payloads(Buffer(notify + first[28:]), PayloadType.NOTIFY)
+
+
+def test_dn_identities_as_strongswan_writes_them(pubkey_pair):
+    """id = "C=CH, O=ocfpy lab, CN=moon.example.org" (strongSwan's order and spelling) is an
+    ID_DER_ASN1_DN that matches the certificate's subject whatever string types encode it."""
+    from cryptography import x509
+    from cryptography.x509.name import _ASN1Type
+    from cryptography.x509.oid import NameOID
+
+    from ocfpy.ike.config import AuthConfig, ConfigValueError
+    from ocfpy.ike.constants import IdType
+    from ocfpy.ike.identity import Identity
+
+    moon_dn = "C=CH, O=ocfpy lab, CN=moon.example.org"
+    ident = Identity.parse(moon_dn)
+    assert ident.id_type == IdType.DER_ASN1_DN
+    printable = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "CH"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ocfpy lab", _ASN1Type.PrintableString),
+        x509.NameAttribute(NameOID.COMMON_NAME, "MOON.example.org",
+                           _ASN1Type.PrintableString)]).public_bytes()
+    assert printable != ident.data and ident.matches(Identity(IdType.DER_ASN1_DN, printable))
+    assert not ident.matches(Identity.parse("C=CH, O=ocfpy lab, CN=sun.example.org"))
+    assert not ident.matches(Identity.parse("CN=moon.example.org, O=ocfpy lab, C=CH"))  # order
+    with pytest.raises(ConfigValueError, match="id"):
+        AuthConfig(id="C=CH, =broken")
+
+    pki = Pki()
+    moon, sun = pki.gateway("moon.example.org"), pki.gateway("sun.example.org")
+    pair = pubkey_pair(pki, i_store=pki.store(moon), r_store=pki.store(sun))
+    for conn in (pair.i.config.connections["home"], pair.r.config.connections["home"]):
+        me = conn.local.id.split(".")[0]
+        conn.local.id = f"C=CH, O=ocfpy lab, CN={me}.example.org"
+        peer = "sun" if me == "moon" else "moon"
+        conn.remote.id = f"C=CH, O=ocfpy lab, CN={peer}.example.org"
+    pair.establish()
+    _established(pair)
+    (si,) = pair.i.sa_list()
+    assert si["local"]["id"] == "CN=moon.example.org, O=ocfpy lab, C=CH"
+    assert si["remote"]["id"] == "CN=sun.example.org, O=ocfpy lab, C=CH"
