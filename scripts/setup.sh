@@ -24,6 +24,7 @@ PKG_base="$PKG_base softhsm2"  # the pkcs11 driver's unit tests use a SoftHSM2 t
 PKG_base="$PKG_base zsh"  # tests/unit/test_manpage.py checks the zsh completion parses
 PKG_net="iputils-ping tcpdump iperf3 nftables"
 PKG_interop="strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins"
+PKG_interop="$PKG_interop strongswan-pki"  # docs/certificates.md makes its CA with `pki`
 PKG_vm="qemu-system-x86 linux-image-amd64 busybox-static udev pciutils"
 
 if [ "$APT" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -10,7 +10,7 @@ import logging
 import sys
 
 # Order of appearance in `ocfpy --help`. A module that is absent is simply not offered.
-SUBCOMMANDS = ["drivers", "algorithms", "devices", "bench", "iked", "sa", "demo"]
+SUBCOMMANDS = ["drivers", "algorithms", "devices", "bench", "iked", "sa", "certs", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -101,9 +101,16 @@ def _drivers(d: dict[str, Any]) -> str:
     return str(d.get("driver") or "")
 
 
-def _endpoint(side: dict[str, Any] | None) -> str:
+def _endpoint(side: dict[str, Any] | None, auth: str | None = None,
+              cert: str | None = None) -> str:
+    """Address, identity, and how that side authenticated (with the peer's certificate)."""
     side = side or {}
-    return f"{side.get('addr', '')}:{side.get('port', '')}\n{side.get('id') or ''}"
+    text = f"{side.get('addr', '')}:{side.get('port', '')}\n{side.get('id') or ''}"
+    if auth:
+        text += f"\nauth: {auth}"
+    if cert:
+        text += f"\ncert: {cert}"
+    return text
 
 
 def _print_list(sas: list[dict[str, Any]]) -> None:
@@ -121,7 +128,9 @@ def _print_list(sas: list[dict[str, Any]]) -> None:
         role = "initiator" if sa.get("initiator") else "responder"
         table.add_row(
             f"{sa.get('name')} #{sa.get('id')}", f"{sa.get('state', '')}\n{role}",
-            _endpoint(sa.get("local")), _endpoint(sa.get("remote")),
+            _endpoint(sa.get("local"), (sa.get("auth") or {}).get("local")),
+            _endpoint(sa.get("remote"), (sa.get("auth") or {}).get("remote"),
+                      (sa.get("auth") or {}).get("peer_cert")),
             f"{sa.get('spi_i', '')}_i\n{sa.get('spi_r', '')}_r", _algorithms(sa), _drivers(sa),
         )
         for child in sa.get("children", []):

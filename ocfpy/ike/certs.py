@@ -363,6 +363,31 @@ def dn_text(der: bytes) -> str:
         return f"(DER {der.hex()})"
 
 
+def dn_key(der: bytes) -> tuple[tuple[str, str], ...] | None:
+    """A DN as compared for identities: attribute types and values in order, values without
+    their string type (PrintableString and UTF8String spell the same name) and without case,
+    as strongSwan compares them; None if it does not parse."""
+    try:
+        ((tag, rdns),) = _tlvs(der)
+        if tag != 0x30:
+            return None
+        out = []
+        for _set_tag, rdn in _tlvs(rdns):
+            for _seq_tag, atv in _tlvs(rdn):
+                (_, oid), (_, value) = _tlvs(atv)[:2]
+                out.append((_oid(oid), value.decode("utf-8", "replace").casefold()))
+        return tuple(out)
+    except (ValueError, IndexError):
+        return None
+
+
+def same_dn(a: bytes, b: bytes) -> bool:
+    if bytes(a) == bytes(b):
+        return True
+    ka = dn_key(a)
+    return ka is not None and ka == dn_key(b)
+
+
 def _id_text(id_type: int, data: bytes) -> str:
     if id_type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
         try:
@@ -401,8 +426,9 @@ def identity_mismatch(cert: x509.Certificate, id_type: int, data: bytes,
             return None
     elif id_type == IdType.DER_ASN1_DN:
         # DER is canonical: the same DN has the same bytes (strongSwan sends its subject's DER)
-        if bytes(data) == cert.subject.public_bytes() or any(
-                isinstance(n, x509.DirectoryName) and n.value.public_bytes() == bytes(data)
+        # (a DN configured as text may spell a string type other than the certificate's)
+        if same_dn(data, cert.subject.public_bytes()) or any(
+                isinstance(n, x509.DirectoryName) and same_dn(n.value.public_bytes(), data)
                 for n in names):
             return None
     else:

@@ -12,6 +12,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ocfpy.crypto.errors import OcfError
+from ocfpy.crypto.signatures import find
+from ocfpy.ike.identity import Identity
 from ocfpy.ike.proposals import ProposalSyntaxError, check_proposal_strings
 
 # strongSwan 5.9 defaults, restricted to what ocfpy implements (no camellia, no 3des).
@@ -27,7 +29,7 @@ DEFAULT_ESP_PROPOSALS = [
     "aes128-aes192-aes256-sha256-sha384-sha512",
 ]
 
-AUTH_METHODS = ("psk",)
+AUTH_METHODS = ("psk", "pubkey")
 START_ACTIONS = ("none", "start", "trap")
 MODES = ("tunnel", "transport")
 
@@ -89,7 +91,14 @@ class AuthConfig:
     """One round of authentication for one side (swanctl local/remote sections)."""
 
     auth: str = "psk"
-    id: str | None = None  # None: the IP address in use (strongSwan's default)
+    # None: the IP address in use, or with auth = "pubkey" our certificate's subject DN
+    # (strongSwan's defaults)
+    id: str | None = None
+    certs: list[str] = field(default_factory=list)  # local: x509/ files (empty: any of ours)
+    cacerts: list[str] = field(default_factory=list)  # remote: x509ca/ anchors (empty: all)
+    # remote: signature schemes we accept from the peer (ocfpy.crypto.signatures keywords,
+    # e.g. "rsa/pss-sha256"); empty: every scheme we implement
+    signatures: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.auth not in AUTH_METHODS:
@@ -97,6 +106,17 @@ class AuthConfig:
                                    + ", ".join(AUTH_METHODS))
         if self.id is not None and (not isinstance(self.id, str) or not self.id):
             raise ConfigValueError("id", f"expected a non-empty identity string, got {self.id!r}")
+        if self.id is not None:
+            try:
+                Identity.parse(self.id)
+            except ValueError as exc:
+                raise ConfigValueError("id", str(exc)) from None
+        for key in ("certs", "cacerts", "signatures"):
+            _check_list_of_str(key, getattr(self, key))
+        for keyword in self.signatures:
+            if find(keyword) is None:
+                raise ConfigValueError("signatures", f"unknown signature scheme {keyword!r} "
+                                       "(e.g. rsa/pss-sha256, ecdsa-sha256, ed25519)")
 
 
 @dataclass
@@ -167,6 +187,9 @@ class Connection:
     local_port: int = 500
     remote_port: int = 500
     version: int = 2
+    # RFC 7383: "yes" fragments SK messages above the daemon's fragment_size when the peer
+    # supports it, "force" fragments every SK message, "no" never announces support
+    fragmentation: str = "yes"
 
     def __post_init__(self) -> None:
         _check_addrs("local_addrs", self.local_addrs)
@@ -185,6 +208,9 @@ class Connection:
             raise ConfigValueError("keyingtries", f"expected an integer >= 0, got {self.keyingtries!r}")
         _check_port("local_port", self.local_port)
         _check_port("remote_port", self.remote_port)
+        if self.fragmentation not in ("yes", "no", "force"):
+            raise ConfigValueError("fragmentation", f"{self.fragmentation!r}: expected yes, no "
+                                   "or force")
         if self.version != 2:
             raise ConfigValueError("version", f"only IKEv2 is implemented, got {self.version!r}")
         for cname, child in self.children.items():
@@ -222,6 +248,16 @@ class DaemonOptions:
     half_open_timeout: float = 30.0  # seconds a responder keeps a half-open SA (charon: 30)
     keepalive_interval: float = 20.0  # NAT-T keepalives (charon.keep_alive)
     udp_gso: bool = False  # userspace dataplane: UDP GSO/GRO on the ESP-in-UDP socket
+    # RFC 7427 signature authentication (strongSwan's charon.signature_authentication): send
+    # SIGNATURE_HASH_ALGORITHMS and sign with method 14; off, only methods 1 and 9-11
+    signature_authentication: bool = True
+    # RFC 7383: the IP datagram size above which SK messages are fragmented (strongSwan's
+    # charon.fragment_size; 1280, the IPv6 minimum MTU, fits every path), and the bounds of
+    # reassembly, so that fragments cannot be used to hold our memory
+    fragment_size: int = 1280
+    fragment_max_count: int = 64
+    fragment_max_bytes: int = 65536
+    fragment_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.crypto_backend, str) or not self.crypto_backend:
@@ -239,8 +275,45 @@ class DaemonOptions:
                                    f"{self.cookie_threshold!r}")
         _check_number("half_open_timeout", self.half_open_timeout, 0.001)
         _check_number("keepalive_interval", self.keepalive_interval)
-        if not isinstance(self.udp_gso, bool):
-            raise ConfigValueError("udp_gso", f"expected true or false, got {self.udp_gso!r}")
+        for key, low in (("fragment_size", 576), ("fragment_max_count", 1),
+                         ("fragment_max_bytes", 1024)):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigValueError(key, f"expected an integer >= {low}, got {v!r}")
+        _check_number("fragment_timeout", self.fragment_timeout, 0.001)
+        for key in ("udp_gso", "signature_authentication"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigValueError(key, f"expected true or false, got "
+                                       f"{getattr(self, key)!r}")
+
+
+@dataclass
+class KeySecret:
+    """swanctl secrets.private-NAME: a private key file (in private/) and its passphrase."""
+
+    name: str
+    file: str
+    secret: bytes | None = None
+
+    def __repr__(self) -> str:  # never print the passphrase
+        return f"KeySecret(name={self.name!r}, file={self.file!r})"
+
+
+@dataclass
+class TokenSecret:
+    """swanctl secrets.token-NAME: a key in a PKCS#11 token (RFC 7512 URI) and its PIN."""
+
+    name: str
+    handle: str
+    pin: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.handle, str) or not self.handle.startswith("pkcs11:"):
+            raise ConfigValueError("handle", f"expected a PKCS#11 URI (pkcs11:token=...;"
+                                   f"object=..., RFC 7512), got {self.handle!r}")
+
+    def __repr__(self) -> str:  # never print the PIN
+        return f"TokenSecret(name={self.name!r}, handle={self.handle!r})"
 
 
 @dataclass
@@ -248,6 +321,19 @@ class IkeConfig:
     connections: dict[str, Connection] = field(default_factory=dict)
     secrets: list[Secret] = field(default_factory=list)
     daemon: DaemonOptions = field(default_factory=DaemonOptions)
+    private_keys: list[KeySecret] = field(default_factory=list)
+    tokens: list[TokenSecret] = field(default_factory=list)
+    # the configuration file: x509/, x509ca/, x509crl/ and private/ are beside it (swanctl's
+    # layout); None for a configuration built in code
+    path: str | None = None
+
+    @property
+    def base_dir(self) -> str | None:
+        return self.path.rsplit("/", 1)[0] or "/" if self.path else None
+
+    @property
+    def uses_pubkey(self) -> bool:
+        return any("pubkey" in (c.local.auth, c.remote.auth) for c in self.connections.values())
 
     def __post_init__(self) -> None:
         for name, conn in self.connections.items():

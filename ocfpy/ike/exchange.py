@@ -1,6 +1,11 @@
 """Message IDs, the request window (size 1 each way), retransmission with exponential back-off
 and give-up, answering retransmitted requests from a cache, and running tasks per exchange
-(strongSwan's task_manager_v2). One per IKE SA."""
+(strongSwan's task_manager_v2). One per IKE SA.
+
+IKE fragmentation (RFC 7383) happens here too: a message protected by SK that is too big for
+the path goes out as SKF fragments (kept as the unit of retransmission, 2.6.1), and fragments
+coming in are authenticated one by one and reassembled within bounds (ocfpy.ike.fragments)
+before the message is handed to the tasks like any decrypted one."""
 
 from __future__ import annotations
 
@@ -8,10 +13,14 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ocfpy.ike import fragments
+from ocfpy.ike.codec import rules
+from ocfpy.ike.codec.buffer import Buffer, Writer
+from ocfpy.ike.codec.header import pull_header
 from ocfpy.ike.codec.message import Message, _xname, encode
-from ocfpy.ike.codec.payloads import NotifyPayload
+from ocfpy.ike.codec.payloads import NotifyPayload, pull_payloads, push_payloads
 from ocfpy.ike.codec.sk import IntegrityCheckFailed
-from ocfpy.ike.constants import ExchangeType, NotifyType
+from ocfpy.ike.constants import ExchangeType, NotifyType, PayloadType
 from ocfpy.ike.errors import DecodeError, IkeProtocolError
 from ocfpy.ike.state import REQUESTS_ALLOWED
 from ocfpy.ike.tasks.base import Status, Task
@@ -50,12 +59,12 @@ class GiveUp:
 
 
 class Outstanding:
-    __slots__ = ("mid", "raw", "local", "remote", "tries", "deadline", "exchange")
+    __slots__ = ("mid", "raws", "local", "remote", "tries", "deadline", "exchange")
 
-    def __init__(self, mid: int, raw: bytes, local: Addr, remote: Addr, deadline: float,
+    def __init__(self, mid: int, raws: list[bytes], local: Addr, remote: Addr, deadline: float,
                  exchange: int):
         self.mid = mid
-        self.raw = raw
+        self.raws = raws  # one message, or all its fragments (retransmitted together)
         self.local = local
         self.remote = remote
         self.tries = 0
@@ -64,7 +73,8 @@ class Outstanding:
 
 
 class TaskManager:
-    __slots__ = ("my_mid", "peer_mid", "queue", "active", "out", "last_req_hash", "last_resp")
+    __slots__ = ("my_mid", "peer_mid", "queue", "active", "out", "last_req_hash", "last_resp",
+                 "peer_fragments", "_reassembly")
 
     def __init__(self) -> None:
         self.my_mid = 0
@@ -73,7 +83,9 @@ class TaskManager:
         self.active: list[Task] = []
         self.out: Outstanding | None = None
         self.last_req_hash: int | None = None
-        self.last_resp: bytes | None = None
+        self.last_resp: list[bytes] | None = None
+        self.peer_fragments = False  # both announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
+        self._reassembly: dict[bool, fragments.Reassembler] = {}  # by "is a response"
 
     @property
     def busy(self) -> bool:
@@ -114,24 +126,28 @@ class TaskManager:
             self.active = []
             return
         if exchange == ExchangeType.IKE_SA_INIT:
-            raw = encode(msg)
-            sa.init_request = raw
+            raws = [encode(msg)]
+            sa.init_request = raws[0]
             sa.transition("send_init")
         else:
-            raw = encode(msg, sa.crypto)
+            raws = self._encode_sk(sa, msg)
         rt = sa.conn.retransmit
-        self.out = Outstanding(self.my_mid, raw, sa.local, sa.remote, now + rt.timeout, exchange)
-        sa.send(raw, sa.local, sa.remote, now)
+        self.out = Outstanding(self.my_mid, raws, sa.local, sa.remote, now + rt.timeout, exchange)
+        for raw in raws:
+            sa.send(raw, sa.local, sa.remote, now)
 
     def on_response(self, sa: IkeSa, msg: Message, now: float) -> None:
         out = self.out
         if out is None or msg.message_id != out.mid or msg.exchange != out.exchange:
             sa.ctx.out.count("dropped_unexpected_response")
             return
+        if _is_fragment(msg):
+            if not self._reassemble(sa, msg, True, now):
+                return  # more fragments to come, or dropped (counted)
         try:
             if msg.exchange == ExchangeType.IKE_SA_INIT:
                 msg.check_plain()
-            else:
+            elif not msg.encrypted:  # a reassembled message is already open
                 msg.decrypt(sa.crypto)  # type: ignore[arg-type]
         except IntegrityCheckFailed:
             sa.ctx.out.count("dropped_integrity")
@@ -173,7 +189,8 @@ class TaskManager:
             out.deadline = now + rt.timeout * rt.base ** out.tries
             sa.ctx.out.count("retransmits")
             log.debug("%s: retransmit %d of message %d", sa.name, out.tries, out.mid)
-            sa.send(out.raw, out.local, out.remote, now)
+            for raw in out.raws:  # all fragments again (RFC 7383 2.6.1)
+                sa.send(raw, out.local, out.remote, now)
             return None
         pending = self.active + self.queue
         for t in pending:
@@ -185,16 +202,28 @@ class TaskManager:
     # -- as responder ---------------------------------------------------------------------
     def on_request(self, sa: IkeSa, msg: Message, local: Addr, remote: Addr, now: float) -> None:
         h = hash(msg.raw)
+        fragment = _is_fragment(msg)
         if msg.message_id == self.peer_mid - 1 and self.last_resp is not None:
+            if fragment:
+                # RFC 7383 2.6.1: a retransmitted fragmented request is answered once, on its
+                # first fragment, and only if that fragment is authentic
+                if self._first_fragment_authentic(sa, msg):
+                    sa.ctx.out.count("retransmits_answered")
+                    for raw in self.last_resp:
+                        sa.send(raw, local, remote, now)
+                return
             if h == self.last_req_hash:
                 sa.ctx.out.count("retransmits_answered")
-                sa.send(self.last_resp, local, remote, now)
+                for raw in self.last_resp:
+                    sa.send(raw, local, remote, now)
             else:
                 sa.ctx.out.count("dropped_invalid_mid")
             return
         if msg.message_id != self.peer_mid:
             sa.ctx.out.count("dropped_invalid_mid")
             return
+        if fragment and (sa.crypto is None or not self._reassemble(sa, msg, False, now)):
+            return  # more fragments to come, or dropped (counted)
         encrypted = msg.exchange != ExchangeType.IKE_SA_INIT
         resp = Message(sa.spi_i, sa.spi_r, msg.exchange, msg.message_id, True, sa.initiator)
         error: IkeProtocolError | None = None
@@ -203,7 +232,8 @@ class TaskManager:
                 if sa.crypto is None:
                     raise DecodeError(f"{_xname(msg.exchange)} before IKE_SA_INIT "
                                       "completed")
-                msg.decrypt(sa.crypto)
+                if not msg.encrypted:  # a reassembled message is already open
+                    msg.decrypt(sa.crypto)
             else:
                 msg.check_plain()
         except IntegrityCheckFailed:
@@ -242,13 +272,92 @@ class TaskManager:
             resp.payloads = [NotifyPayload(error.notify, error.data)]
             if not encrypted:  # RFC 7296 2.6 / 1.2: HDR(SPIi, 0) for a refused IKE_SA_INIT
                 resp.spi_r = bytes(8)
-        raw = encode(resp, sa.crypto if encrypted else None)
-        if msg.exchange == ExchangeType.IKE_SA_INIT:
-            sa.init_response = raw
+        if encrypted:
+            raws = self._encode_sk(sa, resp)
+        else:
+            raws = [encode(resp)]
+            sa.init_response = raws[0]
         self.last_req_hash = h
-        self.last_resp = raw
+        self.last_resp = raws
         self.peer_mid += 1
-        sa.send(raw, local, remote, now)
+        for raw in raws:
+            sa.send(raw, local, remote, now)
         if error is not None:
             sa.responder_error(msg.exchange, error)
         sa.after_response()
+
+    # -- fragmentation (RFC 7383) -----------------------------------------------------------
+    def _encode_sk(self, sa: IkeSa, msg: Message) -> list[bytes]:
+        """The message protected by SK, or its SKF fragments when it is too big for the path
+        and both sides announced support (2.3); never IKE_SA_INIT, which is not encrypted."""
+        raw = encode(msg, sa.crypto)
+        opts = sa.ctx.options
+        ipv6 = ":" in sa.remote[0]
+        nat_t = sa.local[1] != 500 or sa.remote[1] != 500  # the non-ESP marker on 4500
+        if not fragments.should_fragment(sa.conn.fragmentation, self.peer_fragments, len(raw),
+                                         opts.fragment_size, ipv6=ipv6, nat_t=nat_t):
+            return [raw]
+        w = Writer()
+        first_inner = push_payloads(w, msg.payloads)
+        capacity = fragments.chunk_capacity(sa.crypto, opts.fragment_size, ipv6=ipv6,
+                                            nat_t=nat_t)
+        raws = fragments.split(pull_header(raw), first_inner, w.getvalue(), sa.crypto,  # type: ignore[arg-type]
+                               capacity)
+        sa.ctx.out.count("fragmented_messages")
+        log.debug("%s: %s of %d bytes sent as %d fragments", sa.name, _xname(msg.exchange),
+                  len(raw), len(raws))
+        return raws
+
+    def _reassembler(self, sa: IkeSa, response: bool) -> fragments.Reassembler:
+        r = self._reassembly.get(response)
+        if r is None:
+            o = sa.ctx.options
+            r = self._reassembly[response] = fragments.Reassembler(
+                max_fragments=o.fragment_max_count, max_bytes=o.fragment_max_bytes,
+                timeout=o.fragment_timeout)
+        return r
+
+    def _reassemble(self, sa: IkeSa, msg: Message, response: bool, now: float) -> bool:
+        """Offer a fragment; True once ``msg`` holds the whole reassembled message (its
+        payloads in place, rules checked), False while fragments are missing or when this one
+        was dropped (unsupported, forged, over a bound: counted in the SA stats)."""
+        out = sa.ctx.out
+        if not self.peer_fragments or sa.crypto is None:
+            out.count("dropped_fragments")  # 2.3: fragments only after both announced them
+            return False
+        try:
+            skf = fragments.parse_fragment_message(msg.raw, pull_header(msg.raw))
+        except DecodeError:
+            out.count("dropped_malformed")
+            return False
+        r = self._reassembler(sa, response)
+        before = dict(r.counters)
+        done = r.add(msg.raw, msg.message_id, skf, fragments.open_with(sa.crypto), now)
+        for key, value in r.counters.items():
+            if value != before[key]:
+                out.count(f"fragments_{key}")
+        if done is None:
+            return False
+        try:
+            msg.payloads = pull_payloads(Buffer(done.inner), done.first_inner)
+            msg.encrypted = True
+            rules.check(msg.exchange, msg.is_response, msg.payloads)
+        except DecodeError as exc:
+            log.info("%s: reassembled message dropped: %s", sa.name, exc)
+            out.count("dropped_malformed")
+            return False
+        return True
+
+    def _first_fragment_authentic(self, sa: IkeSa, msg: Message) -> bool:
+        try:
+            skf = fragments.parse_fragment_message(msg.raw, pull_header(msg.raw))
+            if skf.number != 1 or sa.crypto is None:
+                return False
+            fragments.open_with(sa.crypto)(msg.raw, skf)
+            return True
+        except Exception:  # noqa: BLE001 - malformed or forged: not a reason to answer
+            return False
+
+
+def _is_fragment(msg: Message) -> bool:
+    return len(msg.payloads) == 1 and msg.payloads[0].TYPE == PayloadType.SKF

@@ -35,6 +35,7 @@ def replacement(old: IkeSa, initiator: bool, spi_i: bytes, spi_r: bytes, chosen:
         ((k.sk_er, k.sk_ar), (k.sk_ei, k.sk_ai))
     new.crypto = SkCrypto(ctx.dispatcher, new.encr, new.integ, out, inb, ctx.random)  # type: ignore[arg-type]
     new.local_id, new.remote_id = old.local_id, old.remote_id
+    new.auth = old.auth  # how the peers authenticated, for sa list
     new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
     new.transition("rekeyed")
     new.established_at = old.last_in

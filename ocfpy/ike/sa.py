@@ -31,6 +31,7 @@ from ocfpy.ike.events import (
 from ocfpy.ike.exchange import GiveUp, TaskManager
 from ocfpy.ike.identity import Identity
 from ocfpy.ike.proposals import Proposal, accepts
+from ocfpy.ike.pubkey import AuthState
 from ocfpy.ike.state import IkeState, next_state
 from ocfpy.ike.tasks.base import Status
 
@@ -74,7 +75,7 @@ class IkeSa:
         "init_request", "init_response", "keys", "crypto", "local_id", "remote_id", "children",
         "nat_local", "nat_remote", "last_in", "last_out", "created", "deadline",
         "_close_after", "established_at", "half_open_key", "attempt", "replaced_by", "rekey_at",
-        "source_guessed", "peer_rekey", "kdf_drivers",
+        "source_guessed", "peer_rekey", "kdf_drivers", "auth",
     )
 
     def __init__(self, ctx: IkeContext, sa_id: int, conn: Connection, initiator: bool,
@@ -120,6 +121,7 @@ class IkeSa:
         self.rekey_at: float | None = None
         self.source_guessed = False  # initiated from an unspecified local address
         self.peer_rekey: tuple[IkeSa, bytes] | None = None  # a colliding rekey by the peer
+        self.auth = AuthState()  # public-key authentication: what was learnt and chosen
 
     # -- plumbing used by the tasks --------------------------------------------------------
     @property
@@ -477,6 +479,7 @@ class IkeSa:
                 "ke": self.ke_transform.keyword if self.ke_transform else None,
             },
             "drivers": drivers,
+            "auth": self.auth.as_dict(),
             "children": [self._child_dict(c) for c in self.children],
         }
 

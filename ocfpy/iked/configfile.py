@@ -421,9 +421,20 @@ DAEMON = Table({
     "keepalive_interval": duration,
     "udp_gso": boolean,
     "calibration": nonempty_string,  # checked (the file read) in _build, where the path is known
+    "signature_authentication": boolean,
+    "fragment_size": integer(576, 65535),
+    "fragment_max_count": integer(1, 0xFFFF),
+    "fragment_max_bytes": integer(1024),
+    "fragment_timeout": duration,
 })
 
-AUTH = Table({"auth": choice("psk"), "id": nonempty_string})
+AUTH = Table({
+    "auth": choice("psk", "pubkey"),
+    "id": nonempty_string,
+    "certs": list_of(nonempty_string),  # local: files in x509/ (swanctl local.certs)
+    "cacerts": list_of(nonempty_string),  # remote: trust anchors in x509ca/ (remote.cacerts)
+    "signatures": list_of(nonempty_string),  # remote: accepted signature schemes
+})
 
 RETRANSMIT = Table({"timeout": duration, "tries": integer(0, 100), "base": number(1.0)})
 
@@ -452,16 +463,21 @@ CONNECTION = Table({
     "encap": boolean,
     "keyingtries": integer(0),
     "retransmit": RETRANSMIT,
+    "fragmentation": choice("yes", "no", "force"),
     "local": AUTH,
     "remote": AUTH,
     "children": TableOf(CHILD),
 })
 
+# One schema for swanctl's three secret kinds; _build checks which keys each kind needs:
+# ike-NAME (id, secret), private-NAME (file, secret: the passphrase), token-NAME (handle, pin).
 SECRET = Table(
-    {"id": list_of(nonempty_string), "secret": secret_value},
-    required=("secret",),
+    {"id": list_of(nonempty_string), "secret": secret_value, "file": nonempty_string,
+     "handle": nonempty_string, "pin": string},
     extra=lambda k: nonempty_string if re.fullmatch(r"id-[A-Za-z0-9_]+", k) else None,
 )
+_SECRET_KEYS = {"ike": ({"secret"}, {"secret", "id"}), "private": ({"file"}, {"file", "secret"}),
+                "token": ({"handle"}, {"handle", "pin"})}
 
 ROOT = Table({"daemon": DAEMON, "connections": TableOf(CONNECTION), "secrets": TableOf(SECRET)})
 
@@ -667,17 +683,35 @@ def _build(loader: _Loader, checked: dict[str, Any]):
         conn = _make(cfg.Connection, key, loader, name=name, children=children, **c)
         _check_connection(loader, key, conn, children)
         connections[name] = conn
-    secrets = []
+    secrets, private_keys, tokens = [], [], []
     for name, s in checked.get("secrets", {}).items():
         key = ("secrets", name)
-        if not name.lower().startswith("ike"):
-            raise loader.error(key, f"secret type of {name!r} is not supported: only IKE "
-                               "pre-shared keys are, named ike or ike-<anything> as in swanctl")
-        ids = list(s.get("id", []))
-        ids += [v for k, v in sorted(s.items()) if k.startswith("id-")]
-        secrets.append(_make(cfg.Secret, key, loader, ids=ids, secret=s["secret"]))
+        kind, _, label = name.partition("-")
+        kind = kind.lower()
+        if kind not in _SECRET_KEYS:
+            raise loader.error(key, f"secret type of {name!r} is not supported: name it "
+                               "ike[-NAME] (a pre-shared key), private-NAME (a key file's "
+                               "passphrase) or token-NAME (a PKCS#11 key), as in swanctl")
+        needed, allowed = _SECRET_KEYS[kind]
+        for k in sorted(needed - set(s)):
+            raise loader.error(key, f"missing required key {k!r}")
+        for k in sorted(set(s) - allowed):
+            if not (kind == "ike" and k.startswith("id-")):
+                raise loader.error(key + (k,), f"{k!r} does not belong in a {kind} secret "
+                                   f"(it takes {', '.join(sorted(allowed))})")
+        if kind == "private":
+            private_keys.append(_make(cfg.KeySecret, key, loader, name=label or name,
+                                      file=s["file"], secret=s.get("secret")))
+        elif kind == "token":
+            tokens.append(_make(cfg.TokenSecret, key, loader, name=label or name,
+                                handle=s["handle"], pin=s.get("pin")))
+        else:
+            ids = list(s.get("id", []))
+            ids += [v for k, v in sorted(s.items()) if k.startswith("id-")]
+            secrets.append(_make(cfg.Secret, key, loader, ids=ids, secret=s["secret"]))
     conf = _make(cfg.IkeConfig, (), loader, connections=connections, secrets=secrets,
-                 daemon=daemon)
+                 daemon=daemon, private_keys=private_keys, tokens=tokens,
+                 path=str(Path(loader.path).resolve()) if loader.path is not None else None)
     for name, conn in connections.items():
         _check_secret(loader, ("connections", name), conn, secrets)
     return conf
@@ -705,3 +739,56 @@ def _check_secret(loader: _Loader, key: Key, conn: Any, secrets: list) -> None:
     ids = " or ".join(sorted(wanted)) or "its addresses"
     raise loader.error(key, f"uses pre-shared keys but no [secrets.ike-*] entry names {ids} "
                        "(add one, or a secret without ids to match any peer)")
+
+
+# -- credentials (swanctl's x509/, x509ca/, x509crl/, private/ beside the file) ---------------
+def load_cert_store(config, *, now, dispatcher=None):
+    """Load and check the certificates, keys and CRLs beside the configuration file into an
+    `ocfpy.ike.pubkey.CertStore` (None when no connection authenticates by certificate).
+    Raises ConfigError: one "file:line: key: <credential file>: reason" line per problem,
+    pointing at the certs/cacerts key or [secrets.*] section that names the file where one
+    does, else at the file itself. Warnings (no chain to a CA of ours...) are returned."""
+    from ocfpy.ike.pubkey import CertStore, LocalCert
+    from ocfpy.iked import credentials as creds
+
+    if not config.uses_pubkey:
+        return None, []
+    if config.base_dir is None:
+        raise ConfigError(None, None, None, "auth = \"pubkey\" needs the configuration to be "
+                          "a file: x509/, x509ca/ and private/ are found beside it")
+    try:
+        loaded = creds.load_credentials(
+            config.base_dir, now=now,
+            private_secrets={k.name: creds.PrivateSecret(k.file, k.secret)  # type: ignore[arg-type]
+                             for k in config.private_keys},
+            token_secrets={t.name: creds.TokenSecret(t.handle, t.pin) for t in config.tokens},
+            dispatcher=dispatcher)
+    except creds.CredentialError as exc:
+        raise _credential_error(config, config.path, exc.problems) from None
+    store = CertStore([LocalCert(c.path, c.chain, c.key, c.key_where) for c in loaded.local],
+                      list(loaded.cas), [c for _p, c in loaded.crls])
+    return store, list(loaded.warnings)
+
+
+def _credential_error(config, path, problems: list[str]) -> ConfigError:
+    text = ""
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError:
+            pass
+    lines = KeyLines(text)
+    first = problems[0]
+    fname = first.split(":", 1)[0].rsplit("/", 1)[-1]
+    key: Key = ()
+    for name, conn in config.connections.items():
+        for side, field in (("local", "certs"), ("remote", "cacerts")):
+            if fname in getattr(getattr(conn, side), field):
+                key = ("connections", name, side, field)
+    for k in config.private_keys:
+        if k.file.rsplit("/", 1)[-1] == fname:
+            key = ("secrets", f"private-{k.name}")
+    more = f" (and {len(problems) - 1} more: " + "; ".join(problems[1:]) + ")" \
+        if len(problems) > 1 else ""
+    return ConfigError(path, lines.find(key) if key else None, ".".join(key) or None,
+                       first + more)

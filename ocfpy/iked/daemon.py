@@ -103,6 +103,7 @@ class IkeDaemon:
         Raises DaemonError / ControlError / OSError with the reason; nothing is left open then."""
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
+        self.load_certificates()
         self._open_sockets()
         try:
             self.dataplane.set_event_handler(self._on_dataplane_event)
@@ -127,6 +128,31 @@ class IkeDaemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, self.stop)
         self._service()
+
+    def load_certificates(self) -> None:
+        """Load the swanctl-style credentials beside the configuration, open each key's
+        signer once (a key that cannot sign, or a token that refuses, shows now, not at the
+        first IKE_AUTH), and hand them to the engine with the wall clock certificates are
+        judged by. Raises DaemonError with file:line: key: reason."""
+        from datetime import UTC, datetime
+
+        from ocfpy.iked.configfile import ConfigError, load_cert_store
+
+        try:
+            store, warnings = load_cert_store(self.config, now=datetime.now(UTC),
+                                              dispatcher=self.dispatcher)
+        except ConfigError as exc:
+            raise DaemonError(str(exc)) from None
+        if store is None:
+            return
+        for w in warnings:
+            log.warning("credentials: %s", w)
+        if self.dispatcher is not None:
+            for problem in store.open_signers(self.dispatcher):
+                log.warning("credentials: %s", problem)
+        self.engine.ctx.credentials.use_certificates(store, lambda: datetime.now(UTC))
+        log.info("credentials: %d certificate(s) with keys, %d CA certificate(s), %d CRL(s)",
+                 len(store.local), len(store.cas), len(store.crls))
 
     def start_actions(self) -> None:
         """Initiate every child with start_action = start (after start(), like charon)."""

@@ -45,16 +45,19 @@ def connection_table(name: str, *, local_addr: str, remote_addr: str, local_id: 
                      remote_id: str | None, proposals: Iterable[str] | None,
                      children: Mapping[str, tuple[Iterable[str], Iterable[str]]],
                      esp_proposals: Iterable[str] | None,
-                     child_options: Mapping[str, Any] | None = None, **options: Any) -> Fragment:
-    """One PSK connection; ``children`` maps a name to (local_ts, remote_ts). ``remote_id``
-    None accepts any peer identity; proposals None leave ocfpy's defaults. ``options`` are
-    further connection keys, ``child_options`` further keys of every child (None: left
-    out)."""
+                     child_options: Mapping[str, Any] | None = None,
+                     auth: tuple[str, str] = ("psk", "psk"), certs: Iterable[str] | None = None,
+                     cacerts: Iterable[str] | None = None, **options: Any) -> Fragment:
+    """One connection; ``children`` maps a name to (local_ts, remote_ts). ``remote_id``
+    None accepts any peer identity; proposals None leave ocfpy's defaults. ``auth`` is
+    (local, remote): "psk" or "pubkey", with our ``certs`` (x509/) and the ``cacerts``
+    (x509ca/) we trust. ``options`` are further connection keys, ``child_options`` further
+    keys of every child (None: left out)."""
     conn = _present({"local_addrs": [local_addr], "remote_addrs": [remote_addr],
                      "proposals": proposals, **options})
-    conn["local"] = {"auth": "psk", "id": local_id}
-    if remote_id is not None:
-        conn["remote"] = {"auth": "psk", "id": remote_id}
+    conn["local"] = _present({"auth": auth[0], "id": local_id, "certs": certs})
+    if remote_id is not None or auth[1] != "psk":
+        conn["remote"] = _present({"auth": auth[1], "id": remote_id, "cacerts": cacerts})
     conn["children"] = {
         child: _present({"local_ts": local_ts, "remote_ts": remote_ts,
                          "esp_proposals": esp_proposals, **(child_options or {})})
@@ -65,6 +68,16 @@ def connection_table(name: str, *, local_addr: str, remote_addr: str, local_id: 
 def secret_table(name: str, psk: str, ids: Iterable[str] | None = None) -> Fragment:
     """``[secrets.<name>]``: the PSK, for the identities given (None: any identity)."""
     return {"secrets": {name: _present({"id": ids, "secret": psk})}}
+
+
+def private_key_table(name: str, file: str, passphrase: str | None = None) -> Fragment:
+    """``[secrets.private-<name>]``: a key file in private/ and its passphrase."""
+    return {"secrets": {f"private-{name}": _present({"file": file, "secret": passphrase})}}
+
+
+def token_table(name: str, handle: str, pin: str | None = None) -> Fragment:
+    """``[secrets.token-<name>]``: a PKCS#11 key (RFC 7512 URI) and the token's PIN."""
+    return {"secrets": {f"token-{name}": _present({"handle": handle, "pin": pin})}}
 
 
 def config_toml(*fragments: Fragment) -> str:

@@ -207,7 +207,8 @@ def test_start_needs_remote_address():
 
 def test_non_ike_secret_refused():
     err = _error('[secrets.eap-x]\nsecret = "k"\n')
-    assert err.key == "secrets.eap-x" and "only IKE pre-shared keys" in err.reason
+    assert err.key == "secrets.eap-x" and "is not supported" in err.reason
+    assert "ike[-NAME]" in err.reason and "private-NAME" in err.reason  # what is, since issue 14
 
 
 def test_toml_syntax_error_has_line():

@@ -462,6 +462,15 @@ def pull_payloads(buf: Buffer, first: int) -> list[Payload]:
                     raise DecodeError("bytes after the encrypted payload (RFC 7296 3.14: SK is last)")
                 out.append(EncryptedPayload(nxt, body.rest(), offset))
                 return out
+            if ptype == PayloadType.SKF:
+                # RFC 7383 2.5: the Encrypted Fragment payload is alone and last; its Next
+                # Payload names the first inner payload (fragment 1) or is 0. The exchange
+                # layer opens and reassembles it (ocfpy.ike.fragments).
+                if not buf.eof() or out:
+                    raise DecodeError("an encrypted fragment payload must be the only payload "
+                                      "(RFC 7383 2.5)")
+                out.append(OpaquePayload(PayloadType.SKF, body.rest(), False))
+                return out
             pull = _PULL.get(ptype)  # type: ignore[call-overload]
             if pull is None:
                 if flags & 0x80:

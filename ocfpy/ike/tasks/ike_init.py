@@ -1,5 +1,10 @@
 """IKE_SA_INIT (RFC 7296 1.2): proposals, key exchange, nonces, NAT detection (2.23), and the
-COOKIE (2.6) and INVALID_KE_PAYLOAD (1.2) retries on the initiator side."""
+COOKIE (2.6) and INVALID_KE_PAYLOAD (1.2) retries on the initiator side.
+
+For public-key authentication both sides announce SIGNATURE_HASH_ALGORITHMS (RFC 7427 4; the
+responder only when the initiator did), and the responder asks for the initiator's
+certificate with CERTREQ (RFC 7296 3.7: the SHA-1 hashes of the CA keys it trusts) when the
+connection authenticates the peer by certificate. The initiator's CERTREQ goes in IKE_AUTH."""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ from typing import TYPE_CHECKING
 from ocfpy.crypto import catalogue
 from ocfpy.crypto.catalogue import TransformType
 from ocfpy.crypto.errors import InvalidPublicValue
-from ocfpy.ike.codec.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
+from ocfpy.ike import auth_sig
+from ocfpy.ike.certs import CERT_ENCODING_X509_SIGNATURE, certreq_data, parse_certreq
+from ocfpy.ike.codec.payloads import CertPayload, KePayload, NoncePayload, NotifyPayload, SaPayload
 from ocfpy.ike.constants import ExchangeType, NotifyType, PayloadType, notify_name
-from ocfpy.ike.errors import IkeProtocolError
+from ocfpy.ike.errors import DecodeError, IkeProtocolError
 from ocfpy.ike.proposals import explain_mismatch, from_raw, select, to_raw
 from ocfpy.ike.tasks.base import Status, Task
 
@@ -50,6 +57,10 @@ class IkeInit(Task):
             NoncePayload(sa.ni),
         ]
         msg.payloads += sa.natd_payloads(msg.spi_i, msg.spi_r)
+        if sa.ctx.options.signature_authentication:
+            msg.payloads.append(_hash_algorithms())
+        if sa.conn.fragmentation != "no":
+            msg.payloads.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
 
     def process_i(self, sa: IkeSa, msg: Message) -> Status:
         cookie = msg.notify(NotifyType.COOKIE)
@@ -91,6 +102,7 @@ class IkeInit(Task):
         except InvalidPublicValue as exc:
             return sa.fail(NotifyType.INVALID_SYNTAX, f"the responder's KE value is invalid: {exc}")
         sa.process_natd(msg)
+        _learn_pubkey(sa, msg)
         sa.derive_keys(shared)
         return Status.SUCCESS
 
@@ -148,6 +160,7 @@ class IkeInit(Task):
             raise IkeProtocolError(NotifyType.INVALID_SYNTAX,
                                    f"the initiator's KE value is invalid: {exc}") from None
         sa.process_natd(msg)
+        _learn_pubkey(sa, msg)
         sa.derive_keys(shared)
 
     def build_r(self, sa: IkeSa, msg: Message) -> None:
@@ -157,6 +170,39 @@ class IkeInit(Task):
             NoncePayload(sa.nr),
         ]
         msg.payloads += sa.natd_payloads(msg.spi_i, msg.spi_r)
+        if sa.auth.peer_hashes is not None:  # RFC 7427 4: only in answer to the initiator's
+            msg.payloads.append(_hash_algorithms())
+        if sa.tasks.peer_fragments:  # RFC 7383 2.3: only if the initiator announced it
+            msg.payloads.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
+        if sa.conn.remote.auth == "pubkey":
+            anchors = sa.ctx.credentials.certs.anchors_for(sa.conn.remote.cacerts)
+            if anchors:
+                msg.payloads.append(CertPayload(CERT_ENCODING_X509_SIGNATURE,
+                                                certreq_data(anchors), request=True))
+
+
+def _hash_algorithms() -> NotifyPayload:
+    """RFC 7427 4: the hashes we can verify signatures with. Sent whatever the connection's
+    auth, as strongSwan does: the peer may authenticate by signature even where we use PSK."""
+    return NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS, auth_sig.encode_hash_algorithms())
+
+
+def _learn_pubkey(sa: IkeSa, msg: Message) -> None:
+    """The peer's SIGNATURE_HASH_ALGORITHMS (a malformed list counts as none: RFC 7427 does
+    not make it an error, and the dedicated methods still work) and CERTREQ hashes."""
+    n = msg.notify(NotifyType.SIGNATURE_HASH_ALGORITHMS)
+    sa.auth.peer_hashes = None
+    if n is not None and sa.ctx.options.signature_authentication:
+        try:
+            sa.auth.peer_hashes = auth_sig.decode_hash_algorithms(n.data)
+        except DecodeError:
+            log.info("%s: malformed SIGNATURE_HASH_ALGORITHMS ignored", sa.name)
+    # RFC 7383 2.3: both must announce; "no" on our side means we never did
+    sa.tasks.peer_fragments = (sa.conn.fragmentation != "no" and msg.notify(
+        NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None)
+    sa.auth.peer_certreq = [h for p in msg.all(PayloadType.CERTREQ)
+                            if p.encoding == CERT_ENCODING_X509_SIGNATURE
+                            for h in parse_certreq(p.data)]
 
 
 def _peer_error_text(sa: IkeSa, notify: int, data: bytes) -> str:

@@ -115,3 +115,70 @@ def initiator_and_responder(dispatcher):
         return Pair(i_cfg, r_cfg, dispatcher)
 
     return make
+
+
+# -- certificates (issue 14) ------------------------------------------------------------------
+class Pki:
+    """A root CA and gateway certificates made with `cryptography` (ocfpy.lab.pki), and the
+    CertStore each engine gets (keys in memory: KeyBytes, opened through the dispatcher)."""
+
+    def __init__(self, root_kind: str = "ecdsa-p256"):
+        import datetime as dt
+
+        from ocfpy.lab import pki
+
+        self.pki = pki
+        self.now = dt.datetime.now(dt.UTC)
+        self.root = pki.issue("ocfpy test root", kind=root_kind, ca=True, now=self.now)
+
+    def gateway(self, identity: str, kind: str = "ecdsa-p256", issuer=None, ids=None, **kw):
+        return self.pki.issue(identity, issuer or self.root, kind=kind, ids=ids or [identity],
+                              now=self.now, **kw)
+
+    def store(self, own=None, *, cas=None, crls=()):
+        from ocfpy.crypto.signatures import KeyBytes
+        from ocfpy.ike.certs import LocalChain
+        from ocfpy.ike.pubkey import CertStore, LocalCert
+
+        cas = [self.root] if cas is None else cas
+        local = []
+        if own is not None:
+            chain = LocalChain(own.cert, tuple(c.cert for c in cas))
+            local.append(LocalCert("x509/gw.pem", chain, KeyBytes(own.key_pem()),
+                                   "private/gw.key.pem"))
+        return CertStore(local, [(f"x509ca/ca-{i}.pem", c.cert) for i, c in enumerate(cas)],
+                         list(crls))
+
+    def install(self, engine: IkeEngine, store) -> None:
+        engine.ctx.credentials.use_certificates(store, lambda: self.now)
+
+
+@pytest.fixture
+def pubkey_pair(dispatcher):
+    """Factory: pubkey_pair(i_auth=("pubkey", "pubkey"), r_auth=(...), i_store=..., r_store=...)
+    -> Pair whose connections authenticate as given ((local, remote) per side) with the
+    stores installed; identities moon.example.org (initiator) and sun.example.org."""
+
+    def make(pki: Pki, *, i_store, r_store, i_auth=("pubkey", "pubkey"),
+             r_auth=("pubkey", "pubkey"), i_daemon=None, r_daemon=None, i_remote_kw=None,
+             r_remote_kw=None) -> Pair:
+        def cfg(local, remote, lid, rid, auth, daemon, remote_kw):
+            ts = ["10.1.0.0/16"], ["10.2.0.0/16"]
+            ts = ts if local == I_ADDR else ts[::-1]
+            c = make_config(local, remote, lid, rid, daemon=daemon, local_ts=ts[0],
+                            remote_ts=ts[1])
+            conn = c.connections["home"]
+            conn.local = AuthConfig(auth=auth[0], id=lid)
+            conn.remote = AuthConfig(auth=auth[1], id=rid, **(remote_kw or {}))
+            return c
+
+        i_cfg = cfg(I_ADDR, R_ADDR, "moon.example.org", "sun.example.org", i_auth, i_daemon,
+                    i_remote_kw)
+        r_cfg = cfg(R_ADDR, I_ADDR, "sun.example.org", "moon.example.org", r_auth, r_daemon,
+                    r_remote_kw)
+        pair = Pair(i_cfg, r_cfg, dispatcher)
+        pki.install(pair.i, i_store)
+        pki.install(pair.r, r_store)
+        return pair
+
+    return make

@@ -47,7 +47,7 @@ def test_child_errors(kwargs, key):
 
 def test_other_errors():
     with pytest.raises(ConfigValueError, match="auth"):
-        AuthConfig(auth="pubkey")
+        AuthConfig(auth="eap")  # pubkey is supported since issue 14
     with pytest.raises(ConfigValueError, match="dataplane"):
         DaemonOptions(dataplane="dpdk")
     with pytest.raises(ConfigValueError, match="secret"):
