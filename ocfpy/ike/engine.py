@@ -334,9 +334,13 @@ class IkeEngine:
                 self.out.count("unsupported_critical_payload")
                 self._answer(h, [NotifyPayload(exc.notify, exc.data)], local, remote)
             raise
-        if not h.is_response and h.exchange == ExchangeType.IKE_SA_INIT and h.message_id == 0 \
-                and h.from_initiator and not h.spi_r.strip(b"\x00"):
-            self._receive_init(msg, h, local, remote, now)
+        if not h.is_response and h.exchange == ExchangeType.IKE_SA_INIT:
+            if h.message_id == 0 and h.from_initiator and not h.spi_r.strip(b"\x00"):
+                self._receive_init(msg, h, local, remote, now)
+            else:
+                # RFC 7296 1.2, 2.6: an IKE_SA_INIT request names no responder SPI and has
+                # message ID 0; one carrying an SA's SPIs touches nothing (finding 2)
+                self.out.count("dropped_init_on_sa")
             return
         our_spi = h.spi_r if h.from_initiator else h.spi_i
         sa = self.sas.by_spi(our_spi)
@@ -364,11 +368,18 @@ class IkeEngine:
 
     def _receive_init(self, msg: Message, h: Header, local: Addr, remote: Addr,
                       now: float) -> None:
-        key = (h.spi_i, remote[0], remote[1])
+        key = (h.spi_i, remote[0])
         sa = self.sas.half_open(key)
-        if sa is not None:  # a retransmitted (or repeated) IKE_SA_INIT
-            self.sas.touch(sa)
-            sa.tasks.on_request(sa, msg, local, remote, now)
+        if sa is not None:
+            # RFC 7296 2.1: a retransmission gets the identical response, wherever from (a
+            # NAT may have rebound the initiator's port; finding 8, strongSwan does the same).
+            # Any other request with this SPIi is not ours to act on: the half-open SA was
+            # made for the first one, and a spoofer must not replace its nonce or KE.
+            if msg.raw == sa.init_request and sa.tasks.last_resp is not None:
+                self.out.count("retransmits_answered")
+                sa.send(sa.tasks.last_resp, local, remote, now)
+            else:
+                self.out.count("dropped_init_on_sa")
             return
         msg.check_plain()
         threshold = self.config.daemon.cookie_threshold

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ocfpy.ike.codec.message import Message, _xname, encode
 from ocfpy.ike.codec.payloads import NotifyPayload
-from ocfpy.ike.codec.sk import IntegrityCheckFailed
+from ocfpy.ike.codec.sk import IntegrityCheckFailed, Unauthenticated
 from ocfpy.ike.constants import ExchangeType, NotifyType
 from ocfpy.ike.errors import DecodeError, IkeProtocolError
 from ocfpy.ike.state import REQUESTS_ALLOWED
@@ -47,6 +47,16 @@ class GiveUp:
 
     tries: int
     pending: list[Task]
+
+
+def drop_unauthenticated(sa: IkeSa, exc: Exception) -> None:
+    """Count a message that failed before or at its integrity check, by reason, and log it
+    at debug only: a spoofer must not be able to fill the log either."""
+    why = exc.why if isinstance(exc, Unauthenticated) else "integrity"
+    out = sa.ctx.out
+    out.count("dropped_unauthenticated")
+    out.count("dropped_integrity" if why == "integrity" else f"dropped_unauth_{why}")
+    log.debug("%s: unauthenticated message dropped: %s", sa.name, exc)
 
 
 class Outstanding:
@@ -131,10 +141,12 @@ class TaskManager:
         try:
             if msg.exchange == ExchangeType.IKE_SA_INIT:
                 msg.check_plain()
+            elif sa.crypto is None:
+                raise Unauthenticated("encrypted response before keys exist", "no_keys")
             else:
-                msg.decrypt(sa.crypto)  # type: ignore[arg-type]
-        except IntegrityCheckFailed:
-            sa.ctx.out.count("dropped_integrity")
+                msg.decrypt(sa.crypto)
+        except (IntegrityCheckFailed, Unauthenticated) as exc:
+            drop_unauthenticated(sa, exc)
             return
         except DecodeError as exc:
             log.info("%s: malformed response dropped: %s", sa.name, exc)
@@ -184,6 +196,18 @@ class TaskManager:
 
     # -- as responder ---------------------------------------------------------------------
     def on_request(self, sa: IkeSa, msg: Message, local: Addr, remote: Addr, now: float) -> None:
+        """A request from the peer. Until it has passed its integrity check (RFC 7296 2.21.2,
+        3.14) it may change nothing: not the message IDs, the cached answer, the liveness
+        clock, the peer's address (2.23: only authenticated messages move it), nor the SA's
+        state; it gets no answer. Only the answer cache is consulted first: a byte-identical
+        retransmission of the last request gets the identical response again (2.1)."""
+        if msg.exchange == ExchangeType.IKE_SA_INIT and \
+                (sa.initiator or self.peer_mid != 0 or msg.message_id != 0):
+            # IKE_SA_INIT is the first exchange or nothing (finding 2): on an SA that is
+            # past it, a request carrying its SPIs is a forgery or a stale duplicate. The
+            # engine answers genuine retransmissions of a half-open SA's request itself.
+            sa.ctx.out.count("dropped_init_on_sa")
+            return
         h = hash(msg.raw)
         if msg.message_id == self.peer_mid - 1 and self.last_resp is not None:
             if h == self.last_req_hash:
@@ -201,19 +225,19 @@ class TaskManager:
         try:
             if encrypted:
                 if sa.crypto is None:
-                    raise DecodeError(f"{_xname(msg.exchange)} before IKE_SA_INIT "
-                                      "completed")
+                    raise Unauthenticated(f"{_xname(msg.exchange)} before IKE_SA_INIT "
+                                          "completed", "no_keys")
                 msg.decrypt(sa.crypto)
             else:
                 msg.check_plain()
-        except IntegrityCheckFailed:
-            sa.ctx.out.count("dropped_integrity")
+        except (IntegrityCheckFailed, Unauthenticated) as exc:
+            drop_unauthenticated(sa, exc)
             return
         except DecodeError as exc:
             sa.ctx.out.count("dropped_malformed")
-            if not encrypted or sa.crypto is None:
+            if not encrypted:
                 return  # nothing authenticated it: answering would help a spoofer
-            error = exc
+            error = exc  # it passed the ICV: the authenticated peer sent garbage inside
         if not encrypted:
             sa.init_request = msg.raw
         else:

@@ -1,7 +1,7 @@
 """The IKE SAs an engine holds, indexed the three ways demultiplexing needs (RFC 7296 2.6):
 by our own SPI (every message after IKE_SA_INIT), by unique id (the API, timers), and, for a
-responder's half-open SA, by (peer's SPIi, peer address, peer port) so that a retransmitted
-IKE_SA_INIT finds the SA it already created.
+responder's half-open SA, by (peer's SPIi, peer address) so that a retransmitted IKE_SA_INIT
+finds the SA it already created, even from another source port (a NAT rebinding, RFC 7296 2.1).
 
 The table also remembers which SAs changed since the engine last looked (``touched``): an SA
 made or handed CHILD_SAs in the middle of another SA's exchange (an IKE SA rekey) needs its
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ocfpy.ike.sa import IkeSa
 
-HalfOpenKey = tuple[bytes, str, int]
+HalfOpenKey = tuple[bytes, str]
 
 
 class SaTable:

@@ -19,7 +19,7 @@ from ocfpy.ike.codec.payloads import (
     pull_payloads,
     push_payloads,
 )
-from ocfpy.ike.codec.sk import SK_HEADER_SIZE, SkCrypto
+from ocfpy.ike.codec.sk import SK_HEADER_SIZE, SkCrypto, Unauthenticated
 from ocfpy.ike.constants import IKE_HEADER_SIZE, IKE_VERSION, ExchangeType, HeaderFlag, PayloadType
 from ocfpy.ike.errors import DecodeError
 
@@ -61,13 +61,19 @@ class Message:
         return last if isinstance(last, EncryptedPayload) else None
 
     def decrypt(self, crypto: SkCrypto) -> None:
-        """Replace the SK payload by what it carries, then check the rules table."""
+        """Replace the SK payload by what it carries, then check the rules table.
+
+        Failures before the ICV verified raise Unauthenticated (or IntegrityCheckFailed):
+        the caller must not let such a message change anything. A DecodeError raised after
+        it comes from the authenticated peer."""
         sk = self.sk
         if sk is None:
-            raise DecodeError(f"{_xname(self.exchange)} message without an encrypted payload")
+            raise Unauthenticated(f"{_xname(self.exchange)} message without an encrypted "
+                                  "payload", "no_sk")
         outer = [p for p in self.payloads[:-1] if p.TYPE in (int(t) for t in PayloadType)]
         if outer:
-            raise DecodeError("unencrypted payloads before the encrypted payload")
+            raise Unauthenticated("unencrypted payloads before the encrypted payload",
+                                  "plain_before_sk")
         inner = crypto.open(self.raw, sk.offset, sk.body)
         self.payloads = pull_payloads(Buffer(inner), sk.first_inner)
         self.encrypted = True
