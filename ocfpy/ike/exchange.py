@@ -154,8 +154,8 @@ class TaskManager:
             return
         if msg.exchange == ExchangeType.IKE_SA_INIT:
             sa.init_response = msg.raw
-        sa.heard_from_peer(now)
-        self.out = None
+        last_in = sa.last_in
+        sa.heard_from_peer(now)  # before the tasks: what they make is timed from it
         need_more = False
         for t in self.active:
             st = t.process_i(sa, msg)
@@ -163,8 +163,15 @@ class TaskManager:
                 # the IKE SA failed or was deleted: the exchange's other tasks are moot (closing
                 # aborted them). A FAILED CHILD_SA task leaves the IKE SA and its peers be.
                 return
+            if st is Status.WAIT:
+                # an unprotected IKE_SA_INIT error, noted: the request stays outstanding and
+                # nothing else changes (RFC 7296 2.21.1)
+                sa.init_response = b""
+                sa.last_in = last_in
+                return
             if st is Status.NEED_MORE:
                 need_more = True
+        self.out = None
         if need_more:
             self._send_request(sa, now)  # same message ID (COOKIE / INVALID_KE retry)
             return
@@ -179,6 +186,11 @@ class TaskManager:
         out = self.out
         if out is None or now < out.deadline:
             return None
+        for t in self.active:
+            if isinstance(t, IkeInit) and t.act_on_noted(sa):
+                # RFC 7296 2.21.1: an unprotected IKE_SA_INIT error stands once a
+                # retransmission timeout passed without a valid response
+                return None
         rt = sa.conn.retransmit
         if out.tries < rt.tries:
             out.tries += 1

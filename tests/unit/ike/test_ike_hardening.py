@@ -223,3 +223,112 @@ def test_authenticated_address_change_still_followed(initiator_and_responder):
     ((resp, _, to),) = pair.r.datagrams_to_send(pair.now)
     assert to == moved and decode(resp).is_response
     assert sa_r.state is IkeState.ESTABLISHED
+
+
+# -- finding 4: unprotected IKE_SA_INIT errors (RFC 7296 2.21.1) ------------------------------
+def forged_init_error(spi_i: bytes, notify: int, data: bytes = b"") -> bytes:
+    from ocfpy.ike.codec.message import Message, encode
+
+    return encode(Message(spi_i, bytes(8), X.IKE_SA_INIT, 0, True, False,
+                          [NotifyPayload(notify, data)]))
+
+
+def _first_request(pair):
+    pair.i.initiate("home", pair.now)
+    sent = pair.i.datagrams_to_send(pair.now)
+    (sa,) = pair.i.sas
+    return sent, sa
+
+
+def _forge_to_initiator(pair, sa, raw):
+    pair.i.receive_datagram(raw, sa.local, (sa.remote[0], sa.remote[1]), pair.now)
+
+
+@pytest.mark.parametrize("notify", [NotifyType.NO_PROPOSAL_CHOSEN, NotifyType.INVALID_SYNTAX,
+                                    NotifyType.AUTHENTICATION_FAILED])
+def test_forged_init_error_does_not_end_the_attempt(initiator_and_responder, notify):
+    pair = initiator_and_responder()
+    sent, sa = _first_request(pair)
+    before = snapshot(sa)
+    _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, notify))
+    assert snapshot(sa) == before and pair.i.datagrams_to_send(pair.now) == []
+    assert not pair.of_type("i", IkeSaEstablished) and not sa.is_closed
+    assert "waiting for a valid IKE_SA_INIT response" in pair.i.why("home")
+    assert notify.name in pair.i.why("home")
+    # the genuine answer, arriving later (but within the retransmission timeout), wins
+    for raw, local, remote in sent:
+        pair.r.receive_datagram(raw, remote, local, pair.now + 1)
+    pair.now += 1
+    pair.run()
+    assert len(pair.of_type("i", IkeSaEstablished)) == 1
+    assert pair.i.stats["init_errors_noted"] == 1
+
+
+def test_unanswered_init_error_stands_after_the_retransmission_timeout(initiator_and_responder):
+    """No valid answer comes: the noted error is acted on at the retransmission timeout,
+    with the notify the responder (or spoofer) sent, and ``sa why`` says so."""
+    from ocfpy.ike.events import NegotiationFailed
+
+    pair = initiator_and_responder()
+    _, sa = _first_request(pair)
+    _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, NotifyType.NO_PROPOSAL_CHOSEN))
+    pair.advance(3.9, drop=lambda d: True)
+    assert not pair.of_type("i", NegotiationFailed)
+    pair.advance(0.2, drop=lambda d: True)
+    (fail,) = pair.of_type("i", NegotiationFailed)
+    assert fail.notify == NotifyType.NO_PROPOSAL_CHOSEN
+    assert "no valid response followed" in pair.i.why("home")
+
+
+def test_forged_invalid_ke_racing_the_genuine_answer(initiator_and_responder):
+    """A forged INVALID_KE for another group we offered moves us to it (the genuine case must
+    keep working); the genuine answer to our first request still completes, with the first
+    request's KE and bytes, and the responder ignores our second request."""
+    pair = initiator_and_responder(["aes128gcm16-prfsha256-x25519-ecp256"])
+    sent, sa = _first_request(pair)
+    _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, NotifyType.INVALID_KE_PAYLOAD,
+                                                    (19).to_bytes(2, "big")))
+    (second,) = pair.i.datagrams_to_send(pair.now)  # the retry with ecp256
+    assert sa.ke_transform.keyword == "ecp256"
+    for raw, local, remote in sent + [second]:
+        pair.r.receive_datagram(raw, remote, local, pair.now)
+    assert pair.r.stats["dropped_init_on_sa"] == 1  # the second request: not the first's copy
+    pair.run()
+    assert len(pair.of_type("i", IkeSaEstablished)) == 1 == len(pair.of_type("r", IkeSaEstablished))
+    assert pair.i.sa_list()[0]["algorithms"]["ke"] == "x25519"
+
+
+@pytest.mark.parametrize("group", [14, 31])  # modp2048: not offered; 31 (x25519): already sent
+def test_invalid_ke_only_for_an_offered_group_once(initiator_and_responder, group):
+    pair = initiator_and_responder(["aes128gcm16-prfsha256-x25519-ecp256"])
+    sent, sa = _first_request(pair)
+    before = snapshot(sa)
+    _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, NotifyType.INVALID_KE_PAYLOAD,
+                                                    group.to_bytes(2, "big")))
+    assert pair.i.datagrams_to_send(pair.now) == [] and snapshot(sa) == before
+    assert "INVALID_KE_PAYLOAD" in pair.i.why("home")
+    for raw, local, remote in sent:
+        pair.r.receive_datagram(raw, remote, local, pair.now)
+    pair.run()
+    assert len(pair.of_type("i", IkeSaEstablished)) == 1
+
+
+def test_cookie_rounds_are_bounded_and_do_not_end_the_attempt(initiator_and_responder):
+    """Finding 4: forged COOKIEs used to end the attempt after three. Now at most MAX_COOKIES
+    are echoed, the rest are noted, and the attempt goes on to complete."""
+    from ocfpy.ike.tasks.ike_init import MAX_COOKIES
+
+    pair = initiator_and_responder()
+    _, sa = _first_request(pair)
+    last = None
+    for k in range(MAX_COOKIES + 3):
+        _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, NotifyType.COOKIE,
+                                                        bytes([k + 1]) * 16))
+        out = pair.i.datagrams_to_send(pair.now)
+        assert len(out) == (1 if k < MAX_COOKIES else 0)
+        last = out or last
+    assert not sa.is_closed and pair.i.stats["init_errors_noted"] == 3
+    for raw, local, remote in last:  # the responder sees our latest request only
+        pair.r.receive_datagram(raw, remote, local, pair.now)
+    pair.run()
+    assert len(pair.of_type("i", IkeSaEstablished)) == 1
