@@ -420,6 +420,17 @@ DAEMON = Table({
     "half_open_timeout": duration,
     "keepalive_interval": duration,
     "udp_gso": boolean,
+    "half_open_limit": integer(0),
+    "half_open_limit_per_ip": integer(0),
+    "init_rate_threshold": integer(0),
+    "cookie_rotation": duration,
+    "cookie_grace": duration,
+    "max_packet": integer(576, 65535),
+    "max_proposals": integer(1),
+    "max_transforms": integer(1),
+    "max_payloads": integer(1),
+    "max_notifies": integer(1),
+    "refusal_log_interval": duration,
     "calibration": nonempty_string,  # checked (the file read) in _build, where the path is known
 })
 

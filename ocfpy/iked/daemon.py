@@ -563,6 +563,10 @@ class IkeDaemon:
         return {
             "engine": dict(self.engine.stats),
             "daemon": dict(self.stats),
+            # issue 13: how close the responder is to its caps (docs/security-limits.md)
+            "half_open": {"now": self.engine.sas.half_open_count,
+                          "peak": self.engine.sas.half_open_peak,
+                          "limit": self.config.daemon.half_open_limit},
             "dataplane": self.dataplane.name,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),

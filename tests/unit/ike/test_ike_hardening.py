@@ -332,3 +332,167 @@ def test_cookie_rounds_are_bounded_and_do_not_end_the_attempt(initiator_and_resp
         pair.r.receive_datagram(raw, remote, local, pair.now)
     pair.run()
     assert len(pair.of_type("i", IkeSaEstablished)) == 1
+
+
+# -- finding 5/6: limits ------------------------------------------------------------------
+def _init_request(pair) -> bytes:
+    pair.i.initiate("home", pair.now)
+    ((raw, _, _),) = pair.i.datagrams_to_send(pair.now)
+    return raw
+
+
+def _with_spi(raw: bytes, n: int) -> bytes:
+    return n.to_bytes(8, "big") + raw[8:]
+
+
+def _options(**kw):
+    from ocfpy.ike.config import DaemonOptions
+
+    return DaemonOptions(**kw)
+
+
+def test_oversized_datagram_is_dropped_unparsed(initiator_and_responder):
+    pair = initiator_and_responder(r_kw={"daemon": _options(max_packet=10000)})
+    raw = _init_request(pair)
+    padded = raw + b"\x00" * (10001 - len(raw))
+    pair.r.receive_datagram(padded, ("10.0.0.2", 500), ("10.0.0.1", 500), pair.now)
+    assert pair.r.stats["dropped_too_large"] == 1 and pair.r.datagrams_to_send(pair.now) == []
+    assert pair.r.sas.half_open_count == 0
+
+
+def _init_with_proposals(n_props: int, n_transforms: int = 1, notifies: int = 0) -> bytes:
+    from ocfpy.ike.codec.message import Message, encode
+    from ocfpy.ike.codec.payloads import (
+        KePayload,
+        NoncePayload,
+        RawProposal,
+        RawTransform,
+        SaPayload,
+    )
+
+    props = [RawProposal(min(i + 1, 255), 1, b"", [RawTransform(1, 20, 128, ())] * n_transforms)
+             for i in range(n_props)]
+    payloads = [NotifyPayload(16406 + k % 10, b"") for k in range(notifies)]
+    payloads += [SaPayload(props), KePayload(31, b"\x09" * 32), NoncePayload(b"\x01" * 32)]
+    return encode(Message(b"\x01" * 8, bytes(8), X.IKE_SA_INIT, 0, False, True, payloads))
+
+
+@pytest.mark.parametrize("what,raw", [
+    ("proposals", lambda: _init_with_proposals(33)),
+    ("transforms", lambda: _init_with_proposals(1, 65)),
+    ("notifies", lambda: _init_with_proposals(1, 1, notifies=33)),
+    ("payloads", lambda: _init_with_proposals(1, 1, notifies=0) + b""),
+])
+def test_counts_per_message_are_capped(initiator_and_responder, what, raw):
+    """Finding 6: a 64 KB datagram of 8,000 empty proposals cost up to 0.46 s of CPU. Past the
+    caps the message is dropped before anything matches proposals, and counted."""
+    import time
+
+    kw = {"max_packet": 65535}
+    if what == "payloads":  # 1 SA + KE + Nonce = 3 payloads: cap at 2
+        kw["max_payloads"] = 2
+    pair = initiator_and_responder(r_kw={"daemon": _options(**kw)})
+    data = raw()
+    t0 = time.process_time()
+    pair.r.receive_datagram(data, ("10.0.0.2", 500), ("10.0.0.1", 500), pair.now)
+    assert pair.r.stats["dropped_over_limit"] == 1, dict(pair.r.stats)
+    assert pair.r.datagrams_to_send(pair.now) == [] and pair.r.sas.half_open_count == 0
+    # the worst case of the finding, 8,000 proposals in one datagram: cheap to refuse now
+    big = _init_with_proposals(7900, 0)
+    assert len(big) > 63000
+    pair.r.receive_datagram(big, ("10.0.0.2", 500), ("10.0.0.1", 500), pair.now)
+    assert time.process_time() - t0 < 0.1
+
+
+def test_half_open_caps_global_and_per_address(initiator_and_responder):
+    """Finding 5: nothing capped half-open SAs. With COOKIEs off (to reach the caps), per
+    address and in all, no more are kept than configured; the rest are dropped unanswered."""
+    from ocfpy.ike.engine import IkeEngine
+
+    from .conftest import R_ADDR, make_config
+
+    opts = _options(cookie_threshold=0, half_open_limit=20, half_open_limit_per_ip=3)
+    pair = initiator_and_responder()
+    raw = _init_request(pair)
+    # a responder that takes peers from anywhere (remote_addrs %any)
+    pair.r = IkeEngine(make_config(R_ADDR, "%any", "sun.example.org", "moon.example.org",
+                                   daemon=opts), pair.r.dispatcher)
+    for n in range(10):  # one address: 3 kept
+        pair.r.receive_datagram(_with_spi(raw, 1000 + n), ("10.0.0.2", 500),
+                                ("10.0.0.1", 500), pair.now)
+    assert pair.r.sas.half_open_count == 3
+    assert pair.r.stats["dropped_half_open_limit_per_ip"] == 7
+    for n in range(100):  # many addresses: 20 in all
+        pair.r.receive_datagram(_with_spi(raw, 5000 + n), ("10.0.0.2", 500),
+                                (f"10.9.{n // 250}.{n % 250 + 1}", 500), pair.now)
+    assert pair.r.sas.half_open_count == 20 == pair.r.sas.half_open_peak
+    assert pair.r.stats["dropped_half_open_limit"] == 83
+    assert len(pair.r.datagrams_to_send(pair.now)) == 20  # answers only for the kept ones
+    pair.advance(31)  # half_open_timeout: all go, and the per-address table with them
+    assert pair.r.sas.sizes() == {"spi": 0, "id": 0, "half_open": 0, "half_open_ips": 0}
+
+
+def test_cookie_secret_rotates_and_old_cookies_expire(dispatcher):
+    """Finding 5: one cookie admitted unlimited IKE_SA_INITs a day later. Now a cookie is good
+    under the current secret, under the previous one for the grace period only, then never."""
+    import os
+
+    from ocfpy.ike.codec import decode
+    from ocfpy.ike.codec.message import Message
+    from ocfpy.ike.codec.payloads import NoncePayload
+    from ocfpy.ike.cookies import Cookies
+
+    c = Cookies(dispatcher, os.urandom, rotation=120.0, grace=10.0)
+    msg = decode(_init_with_proposals(1))
+    remote = ("192.0.2.7", 500)
+
+    def echo(cookie: bytes) -> Message:
+        return Message(msg.spi_i, msg.spi_r, msg.exchange, 0, False, True,
+                       [NotifyPayload(NotifyType.COOKIE, cookie)] + msg.payloads)
+
+    cookie = c.make(msg, remote, 1000.0)
+    assert cookie[0] == c.version == 1
+    assert c.valid(echo(cookie), remote, 1001.0)
+    assert not c.valid(echo(cookie), ("192.0.2.8", 500), 1001.0)  # bound to the address
+    other = echo(cookie)
+    other.payloads[-1] = NoncePayload(b"\x02" * 32)
+    assert not c.valid(other, remote, 1001.0)  # and to the nonce
+    assert c.valid(echo(cookie), remote, 1125.0)  # rotated at 1125, within its grace
+    assert c.version == 2
+    assert not c.valid(echo(cookie), remote, 1136.0)  # grace over
+    assert not c.valid(echo(cookie), remote, 1000.0 + 86400)  # a day later: never
+    assert c.valid(echo(c.make(msg, remote, 1136.0)), remote, 1137.0)
+
+
+def test_refused_init_requests_count_toward_cookies(initiator_and_responder):
+    """Finding 6: refused IKE_SA_INITs never counted toward the COOKIE decision. The request
+    rate (refused included) now brings COOKIEs on, though no SA is half-open."""
+    opts = _options(cookie_threshold=30, init_rate_threshold=50)
+    pair = initiator_and_responder(r_kw={"daemon": opts})
+    refused = _init_with_proposals(1)  # aes128-cbc without integrity: no match
+    for n in range(60):
+        pair.r.receive_datagram(_with_spi(refused, 9000 + n), ("10.0.0.2", 500),
+                                (f"10.8.0.{n + 1}", 500), pair.now + n / 100)
+    assert pair.r.stats["init_refused"] == 50 and pair.r.sas.half_open_count == 0
+    assert pair.r.stats["cookies_sent"] == 10
+
+
+def test_refusals_are_logged_rate_limited_and_summarised(initiator_and_responder, caplog):
+    """Finding 6: each refusal logged the whole offer at WARNING, twice. Now once per source
+    per interval, bounded in length, and the refusals are counted."""
+    import logging
+
+    pair = initiator_and_responder(r_kw={"daemon": _options(max_packet=65535,
+                                                            refusal_log_interval=10.0)})
+    big = _init_with_proposals(32, 64)  # the largest offer the caps let through
+    with caplog.at_level(logging.DEBUG, logger="ocfpy"):
+        for n in range(50):
+            pair.r.receive_datagram(_with_spi(big, 7000 + n), ("10.0.0.2", 500),
+                                    ("10.0.0.1", 500), pair.now + n / 10)
+        pair.r.receive_datagram(_with_spi(big, 8000), ("10.0.0.2", 500), ("10.0.0.1", 500),
+                                pair.now + 11)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, [r.getMessage()[:80] for r in warnings]
+    assert "49 more from 10.0.0.1 not logged" in warnings[1].getMessage()
+    assert max(len(r.getMessage()) for r in caplog.records) < 1000
+    assert pair.r.stats["init_refused"] == 51
