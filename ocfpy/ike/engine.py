@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from ocfpy.ike import codec
 from ocfpy.ike.codec.header import Header, pull_header
-from ocfpy.ike.codec.message import Message, encode
+from ocfpy.ike.codec.message import Message, _xname, encode
 from ocfpy.ike.codec.payloads import Limits, NotifyPayload, OverLimit
 from ocfpy.ike.config import ChildConfig, Connection, IkeConfig
 from ocfpy.ike.connections import Connections
@@ -136,7 +136,12 @@ class IkeEngine:
 
     def next_event(self) -> Event | None:
         events = self.out.events
-        return events.popleft() if events else None
+        if not events:
+            return None
+        ev = events.popleft()
+        # the whole event, keys included as their reprs allow (SaKeys shows sizes only)
+        log.debug("event %r", ev)
+        return ev
 
     # -- commands -----------------------------------------------------------------------------
     def initiate(self, connection: str, now: float, child: str | None = None, *,
@@ -346,6 +351,9 @@ class IkeEngine:
                 self.out.count("unsupported_critical_payload")
                 self._answer(h, [NotifyPayload(exc.notify, exc.data)], local, remote)
             raise
+        log.debug("received %s %s %d from %s:%d (%d bytes, %d payloads)",
+                  _xname(h.exchange), "response" if h.is_response else "request",
+                  h.message_id, remote[0], remote[1], len(data), len(msg.payloads))
         if not h.is_response and h.exchange == ExchangeType.IKE_SA_INIT:
             if h.message_id == 0 and h.from_initiator and not h.spi_r.strip(b"\x00"):
                 self._receive_init(msg, h, local, remote, now)

@@ -272,6 +272,14 @@ class TaskManager:
                     t.build_r(sa, resp)
             except IkeProtocolError as exc:
                 error = exc
+            except Exception:
+                # our bug, met by an authenticated request: answer it (an exchange must
+                # never stall, finding 7) and give back what the tasks took, so the SA
+                # stays as it was before the request
+                sa.ctx.out.count("internal_errors")
+                log.exception("%s: internal error handling a %s request", sa.name,
+                              _xname(msg.exchange))
+                error = IkeProtocolError(NotifyType.INVALID_SYNTAX, "internal error")
         if error is not None:
             for t in tasks or []:
                 t.abort(sa)  # refused: nothing a task took for this request stays held

@@ -404,3 +404,42 @@ def test_issue13_limit_keys_load_and_are_checked():
                 'half_open_limit = "many"'):
         with pytest.raises(ConfigError, match=bad.split(" ")[0]):
             loads(f"[daemon]\n{bad}\n")
+
+
+@pytest.mark.parametrize("mode,warned", [(0o600, False), (0o640, True), (0o604, True)])
+def test_secrets_readable_by_others_warn_at_load(tmp_path, caplog, mode, warned):
+    """Issue 13 finding 9: a file holding PSKs that group/others can read is no longer
+    accepted silently."""
+    import logging
+    import os
+
+    from ocfpy.iked.configfile import load
+
+    f = tmp_path / "iked.toml"
+    f.write_text(GOOD)
+    os.chmod(f, mode)
+    with caplog.at_level(logging.WARNING, logger="ocfpy"):
+        conf = load(f)
+    assert conf.secrets
+    msgs = [r.getMessage() for r in caplog.records if "holds secrets" in r.getMessage()]
+    assert bool(msgs) is warned
+    if warned:
+        assert f"mode {mode:04o}" in msgs[0] and "chmod 600" in msgs[0]
+
+
+def test_strict_permissions_refuses_a_readable_secrets_file(tmp_path):
+    import os
+
+    from ocfpy.iked.configfile import ConfigError, load
+
+    f = tmp_path / "iked.toml"
+    f.write_text(GOOD.replace("[daemon]\n", "[daemon]\nstrict_permissions = true\n", 1))
+    os.chmod(f, 0o644)
+    with pytest.raises(ConfigError, match="readable by group and others.*strict_permissions"):
+        load(f)
+    os.chmod(f, 0o600)
+    assert load(f).daemon.strict_permissions is True
+    # without secrets there is nothing to protect
+    f.write_text("[daemon]\nstrict_permissions = true\n")
+    os.chmod(f, 0o644)
+    assert load(f).secrets == []

@@ -500,3 +500,116 @@ def test_refusals_are_logged_rate_limited_and_summarised(initiator_and_responder
     assert "49 more from 10.0.0.1 not logged" in warnings[1].getMessage()
     assert max(len(r.getMessage()) for r in caplog.records) < 1000
     assert pair.r.stats["init_refused"] == 51
+
+
+# -- finding 7: an authenticated peer cannot stall an exchange ----------------------------
+def _create_child_request(pair, ts_i, ts_r):
+    """A CREATE_CHILD_SA request from the (authenticated) initiator with given selectors."""
+    import os
+
+    from ocfpy.ike.codec.message import Message, encode
+    from ocfpy.ike.codec.payloads import NoncePayload, RawSelector, SaPayload, TsPayload
+    from ocfpy.ike.proposals import to_raw
+
+    (sa,) = pair.i.sas
+    cfg = sa.conn.children["net"]
+    prop = to_raw(sa.esp_proposals(cfg)[0], 1, os.urandom(4))
+    sel = [RawSelector(7, 0, *ports, start, end) for start, end, ports in (ts_i, ts_r)]
+    msg = Message(sa.spi_i, sa.spi_r, X.CREATE_CHILD_SA, sa.tasks.my_mid, False, True,
+                  [SaPayload([prop]), NoncePayload(os.urandom(32)), TsPayload([sel[0]], True),
+                   TsPayload([sel[1]], False)])
+    return sa, encode(msg, sa.crypto)
+
+
+@pytest.mark.parametrize("reversed_", ["addresses", "ports"])
+def test_reversed_selector_gets_ts_unacceptable(initiator_and_responder, reversed_):
+    import ipaddress
+
+    pair = initiator_and_responder()
+    pair.establish()
+    a = ipaddress.ip_address
+    good = (a("10.1.0.0"), a("10.1.255.255"), (0, 65535))
+    bad = (a("10.2.255.255"), a("10.2.0.0"), (0, 65535)) if reversed_ == "addresses" else \
+        (a("10.2.0.0"), a("10.2.255.255"), (443, 80))
+    sa_i, raw = _create_child_request(pair, good, bad)
+    pair.r.receive_datagram(raw, sa_i.remote, sa_i.local, pair.now)
+    ((out, _, _),) = pair.r.datagrams_to_send(pair.now)
+    resp = decode(out)
+    resp.decrypt(sa_i.crypto)
+    assert resp.notify(NotifyType.TS_UNACCEPTABLE) is not None
+    assert pair.r.stats["internal_errors"] == 0
+    (sa_r,) = pair.r.sas
+    assert sa_r.is_established and len(sa_r.children) == 1 and sa_r.tasks.peer_mid == 3
+    assert "reversed traffic selectors" in pair.r.why("home")
+
+
+def test_internal_error_in_a_task_is_answered_and_the_sa_survives(initiator_and_responder,
+                                                                  monkeypatch):
+    """Finding 7, the general case: a bug met by an authenticated request answers
+    INVALID_SYNTAX (the peer's exchange completes), is counted, and the SA goes on."""
+    from ocfpy.ike.tasks.delete import Dpd, Informational
+
+    pair = initiator_and_responder()
+    pair.establish()
+    (sa_i,), (sa_r,) = pair.i.sas, pair.r.sas
+
+    def boom(self, sa, msg):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Informational, "process_r", boom)
+    sa_i.tasks.queue_task(Dpd())
+    sa_i.tasks.initiate(sa_i, pair.now)
+    pair.run()
+    assert pair.r.stats["internal_errors"] == 1
+    assert sa_i.tasks.out is None and sa_i.tasks.my_mid == 3  # answered: not stalled
+    assert sa_r.is_established and sa_r.tasks.peer_mid == 3
+    monkeypatch.undo()
+    sa_i.tasks.queue_task(Dpd())
+    sa_i.tasks.initiate(sa_i, pair.now)
+    pair.run()
+    assert sa_i.tasks.my_mid == 4 and pair.r.stats["internal_errors"] == 1
+    assert sa_i.is_established and sa_r.is_established
+
+
+# -- finding 9: no key material in any repr, str or log line ---------------------------------
+def test_no_key_material_in_logs_or_reprs(initiator_and_responder, caplog):
+    """Run a whole life (setup, CHILD_SA rekey, IKE SA rekey, delete) with every logger at
+    its most verbose, then look for every key of the run, hex and raw, in the log, and in the
+    repr and str of every event and SA report."""
+    from ocfpy.ike.events import ChildSaEstablished
+    from ocfpy.ike.tasks.ike_rekey import IkeRekey  # noqa: F401 - the path exercised
+
+    from .conftest import PSK
+
+    keys: set[bytes] = {PSK}
+    with caplog.at_level(1, logger="ocfpy"):
+        pair = initiator_and_responder(["aes256-sha256-modp2048"], ["aes256-sha256"])
+        ike_id = pair.establish()
+        for e in (pair.i, pair.r):
+            (sa,) = e.sas
+            k = sa.keys
+            keys |= {k.sk_d, k.sk_ai, k.sk_ar, k.sk_ei, k.sk_er, k.sk_pi, k.sk_pr}
+        child = pair.of_type("i", ChildSaEstablished)[0].spec.unique_id
+        pair.i.rekey_child(child, pair.now)
+        pair.run()
+        pair.i.rekey_ike(ike_id, pair.now)
+        pair.run()
+        for e in (pair.i, pair.r):
+            for sa in e.sas:
+                k = sa.keys
+                keys |= {k.sk_d, k.sk_ai, k.sk_ar, k.sk_ei, k.sk_er, k.sk_pi, k.sk_pr}
+        pair.i.terminate("home", pair.now)
+        pair.run()
+    events = pair.events["i"] + pair.events["r"]
+    for ev in events:
+        if isinstance(ev, ChildSaEstablished):
+            for d in (ev.spec.inbound, ev.spec.outbound):
+                keys |= {d.encryption_key, d.integrity_key}
+    keys.discard(b"")
+    assert len(keys) > 20
+    text = caplog.text + "".join(repr(e) + str(e) for e in events)
+    text += repr(pair.i.sa_list()) + repr(pair.r.sa_list())
+    assert len(caplog.records) > 10  # the log was really on
+    for key in keys:
+        for form in (key.hex(), repr(key)[2:-1], key.hex(" ")):
+            assert form not in text, f"a {len(key)}-byte key appears in the log or a repr"
