@@ -568,6 +568,9 @@ class IkeDaemon:
                           "peak": self.engine.sas.half_open_peak,
                           "limit": self.config.daemon.half_open_limit},
             "dataplane": self.dataplane.name,
+            # the userspace dataplane's own health: worker/reader restarts, unreadable
+            # records on its channel (issue 13 finding 3); other dataplanes have none
+            "dataplane_stats": dict(getattr(self.dataplane, "stats", dict)()),
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),
             "listening": [f"[{ep.address}]:{ep.port}" for ep in self.endpoints],
