@@ -224,7 +224,9 @@ class DaemonOptions:
     udp_gso: bool = False  # userspace dataplane: UDP GSO/GRO on the ESP-in-UDP socket
     # -- limits against floods and oversized input (issue 13; charon's names in brackets) --
     half_open_limit: int = 1000  # half-open IKE SAs in all; more are dropped [init_limit_half_open]
-    half_open_limit_per_ip: int = 5  # half-open IKE SAs per peer address [block_threshold]
+    # half-open IKE SAs per peer address [block_threshold, 5 in charon: 10 here leaves room
+    # for an initiator behind the same address as a burst of its own retries or neighbours]
+    half_open_limit_per_ip: int = 10
     init_rate_threshold: int = 100  # IKE_SA_INIT requests/s (refused ones too) before COOKIEs
     cookie_rotation: float = 120.0  # seconds between COOKIE secret versions (RFC 7296 2.6)
     cookie_grace: float = 10.0  # seconds the previous secret's COOKIEs are still accepted
