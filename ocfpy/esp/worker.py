@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 _ESP_HEADER = struct.Struct("!II")
 _IP_VERSION = {NEXT_HEADER_IPV4: 4, NEXT_HEADER_IPV6: 6}  # tunnel mode: next header -> version
 MAX_DATAGRAM = 65535
+SEQ_RESUME_MARGIN = 1 << 16  # see OutboundLoop.install
 
 # The worker <-> daemon channel (a SEQPACKET socket: one send, one record). Each record
 # starts with a tag: an IKE datagram found on UDP 4500 travels raw behind a small fixed
@@ -220,6 +221,12 @@ class OutboundLoop(_Loop):
 
     def install(self, spec, slot):
         sa = build_outbound(spec, self.ctx.dispatcher, slot)
+        sent = self.cells[slot * WIDTH + F.PACKETS_OUT]
+        if sent:
+            # a restarted worker takes the SA over (the daemon's watchdog): sequence numbers
+            # must go on past what was sent, or the peer's replay window drops everything
+            # (RFC 4303 3.3.3). The margin covers numbers reserved for a burst in flight.
+            sa.seq = sent + SEQ_RESUME_MARGIN
         self.remove(spec.unique_id)
         self.sas[spec.unique_id] = sa
         self.spd.add(spec.unique_id, spec.local_ts, spec.remote_ts, sa)

@@ -148,3 +148,59 @@ def test_flood_of_spoofed_inits_while_a_peer_connects(pair: Pair):
     assert figures["half_open_peak"] <= figures["half_open_limit"], figures
     assert figures["rss_growth_kb"] < RSS_BOUND_KB, figures
     assert int(sent) >= FLOOD_PACKETS * 0.95 and float(took) < FLOOD_SECONDS * 2, figures
+
+
+def test_userspace_dataplane_survives_a_65kb_ike_datagram_and_dead_workers():
+    """Finding 3: one ~65 KB IKE datagram to UDP 4500 used to kill the dataplane's reader.
+    Now it is carried whole (and refused by the engine for its size), the reader lives, and
+    when the workers are killed the watchdog restarts them with the SA: traffic flows again,
+    NAT-T IKE still reaches the engine (b's Delete ends a's SA), `sa stats` counts it all."""
+    import argparse
+    import os
+    import signal
+
+    from ocfpy.cli.demo import INNER_HOSTS, Gateways
+    from ocfpy.cli.demo import OUTER as DEMO_OUTER
+
+    opts = argparse.Namespace(crypto_backend="openssl", calibration=None, proposal=None,
+                              esp_proposal=["aes128gcm16"], dataplane="userspace", encap=True)
+    sender = textwrap.dedent("""
+        import socket, sys
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        dst = (sys.argv[1], 4500)
+        s.sendto(b"\\x00\\x00\\x00\\x00" + b"\\x21" * 65000, dst)  # IKE (non-ESP marker)
+        s.sendto(b"\\x21" * 65004, dst)  # no marker: ESP with an unknown SPI
+    """)
+
+    def ping(gw) -> bool:
+        out = gw.lab.run(gw.a, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-I",
+                                INNER_HOSTS[0], INNER_HOSTS[1]], timeout=20)
+        return out.returncode == 0
+
+    with Gateways(opts, "oihd") as gw:
+        gw.establish()
+        assert ping(gw), gw.log_tail("a")
+        out = gw.lab.run(gw.b, [sys.executable, "-c", sender, DEMO_OUTER[0]], timeout=20)
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: gw.call("a", "stats")["engine"].get("dropped_too_large", 0) >= 1, 10,
+                 "the 65 KB IKE datagram reaches the engine (and is refused for its size)",
+                 on_fail=lambda: gw.log_tail("a"))
+        st = gw.call("a", "stats")
+        dp = st["dataplane_stats"]
+        assert dp.get("channel_truncated", 0) == 0 and dp.get("channel_errors", 0) == 0, dp
+        assert ping(gw), gw.log_tail("a")
+        # kill both ESP workers of daemon a: the watchdog brings them back with the SA
+        workers = subprocess.run(["ps", "--ppid", str(st["pid"]), "-o", "pid="],
+                                 capture_output=True, text=True).stdout.split()
+        assert len(workers) == 2, workers
+        for pid in workers:
+            os.kill(int(pid), signal.SIGKILL)
+        wait_for(lambda: gw.call("a", "stats")["dataplane_stats"].get("worker_restarts", 0)
+                 == 2, 15, "both workers restarted", on_fail=lambda: gw.log_tail("a"))
+        assert ping(gw), gw.log_tail("a")
+        (sa,) = gw.call("a", "list")
+        assert sa["state"] == "established"
+        gw.call("b", "terminate", name="demo")  # its Delete arrives on a's UDP 4500
+        wait_for(lambda: not gw.call("a", "list"), 10, "a's SA deleted by b's Delete",
+                 on_fail=lambda: gw.log_tail("a"))

@@ -195,6 +195,13 @@ class UserspaceDataplane(Dataplane):
                     self._wait(req, role)
                 for entry in self._installed.values():
                     self._request(role, "install", entry.spec, entry.slot)
+                    if role == "in":
+                        # the new inbound worker's replay windows start empty: packets
+                        # captured earlier would pass once. Rekey each CHILD_SA now (a soft
+                        # lifetime event), so fresh keys make old packets worthless.
+                        self._call(self._on_event, SaEvent(
+                            entry.spec.unique_id, "soft",
+                            "inbound ESP worker restarted (replay state lost): rekeying"))
 
     def close(self) -> None:
         with self._lock:
