@@ -76,6 +76,12 @@ class SaKeys:
     encryption_key: bytes = field(repr=False)  # AEAD or CTR: key || salt
     integrity_key: bytes = field(default=b"", repr=False)
 
+    def __repr__(self) -> str:
+        # ChildSaSpec's repr (events, logs, `sa` debugging) includes this one: the keys must
+        # never reach a log line (issue 13 finding 9); the SPI and sizes are enough to debug
+        return (f"SaKeys(spi=0x{self.spi:08x}, encryption_key=<{len(self.encryption_key)} "
+                f"bytes>, integrity_key=<{len(self.integrity_key)} bytes>)")
+
 
 @dataclass
 class ChildSaSpec:

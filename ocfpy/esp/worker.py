@@ -30,6 +30,7 @@ import struct
 import traceback
 from dataclasses import dataclass, field
 
+from ocfpy.crypto.errors import OcfError
 from ocfpy.esp.counters import WIDTH, CounterBlock, F, G
 from ocfpy.esp.gso import VNET_HDR_LEN, from_tun, to_tun_header
 from ocfpy.esp.packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop
@@ -41,25 +42,64 @@ from ocfpy.esp.udpgso import receive as receive_coalesced
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE = 1 << 16
 _ESP_HEADER = struct.Struct("!II")
 _IP_VERSION = {NEXT_HEADER_IPV4: 4, NEXT_HEADER_IPV6: 6}  # tunnel mode: next header -> version
 MAX_DATAGRAM = 65535
+SEQ_RESUME_MARGIN = 1 << 16  # see OutboundLoop.install
+
+# The worker <-> daemon channel (a SEQPACKET socket: one send, one record). Each record
+# starts with a tag: an IKE datagram found on UDP 4500 travels raw behind a small fixed
+# header (it is attacker-chosen bytes: never pickled, up to 65,535 bytes, issue 13 finding 3);
+# orders, acks and events are pickles between our own processes.
+TAG_PICKLE = 0x50  # "P"
+TAG_IKE = 0x49  # "I"
+_IKE_FRAME = struct.Struct("!BIHB")  # tag, socket id (0: none), source port, address length
+MAX_MESSAGE = 1 + MAX_DATAGRAM + _IKE_FRAME.size + 64  # the largest record, with room
+
+
+class ChannelError(OcfError):
+    """A record on the worker channel that cannot be read (truncated, unknown framing)."""
 
 
 def send_msg(sock: socket.socket, msg: tuple, fds: list[int] | None = None) -> None:
-    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    data = bytes((TAG_PICKLE,)) + pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
     if fds:
         socket.send_fds(sock, [data], fds)
     else:
         sock.send(data)
 
 
+def send_ike(sock: socket.socket, data: bytes, addr: tuple, sock_id: int | None) -> None:
+    """An IKE datagram (non-ESP marker stripped) and where it came from, unpickled."""
+    host = addr[0].encode("ascii")
+    frame = _IKE_FRAME.pack(TAG_IKE, sock_id or 0, addr[1], len(host)) + host
+    sock.sendmsg([frame, data])
+
+
 def recv_msg(sock: socket.socket) -> tuple[tuple | None, list[int]]:
-    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
+    """One record: (message, fds), or (None, fds) when the other side is gone. Raises
+    ChannelError for a record that was truncated or is not framed as ours."""
+    data, fds, flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
     if not data:
         return None, fds  # the other side is gone
-    return pickle.loads(data), fds  # noqa: S301 - our own process on the other end
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise ChannelError(f"a {len(data)}-byte record was truncated (flags {flags:#x})")
+    tag = data[0]
+    if tag == TAG_IKE:
+        if len(data) < _IKE_FRAME.size:
+            raise ChannelError(f"IKE record of {len(data)} bytes is shorter than its header")
+        _, sock_id, port, alen = _IKE_FRAME.unpack_from(data)
+        start = _IKE_FRAME.size + alen
+        if len(data) < start:
+            raise ChannelError("IKE record shorter than its address")
+        host = data[_IKE_FRAME.size:start].decode("ascii")
+        return ("ike", data[start:], (host, port), sock_id or None), fds
+    if tag == TAG_PICKLE:
+        return pickle.loads(data[1:]), fds  # noqa: S301 - our own process on the other end
+    raise ChannelError(f"record with unknown tag {tag:#x}")
 
 
 @dataclass
@@ -100,6 +140,10 @@ class _Loop:
         try:
             msg, fds = recv_msg(self.ctx.ctrl)
         except (BlockingIOError, InterruptedError):
+            return
+        except Exception:  # a bad record must not end the worker: it is logged and dropped
+            log.error("worker %s: unreadable control record:\n%s", self.ctx.role,
+                      traceback.format_exc())
             return
         if msg is None:
             self.running = False
@@ -189,6 +233,12 @@ class OutboundLoop(_Loop):
     def install(self, spec, slot):
         sa = build_outbound(spec, self.ctx.dispatcher, slot)
         sa.migrations = sa.crypto.migrations
+        sent = self.cells[slot * WIDTH + F.PACKETS_OUT]
+        if sent:
+            # a restarted worker takes the SA over (the daemon's watchdog): sequence numbers
+            # must go on past what was sent, or the peer's replay window drops everything
+            # (RFC 4303 3.3.3). The margin covers numbers reserved for a burst in flight.
+            sa.seq = sent + SEQ_RESUME_MARGIN
         self.remove(spec.unique_id)
         self.sas[spec.unique_id] = sa
         self.spd.add(spec.unique_id, spec.local_ts, spec.remote_ts, sa)
@@ -333,8 +383,8 @@ class InboundLoop(_Loop):
                 if kind is Kind.IKE:
                     if self.ctx.forward_ike:
                         self.bump(G.IKE_FORWARDED)
-                        send_msg(self.ctx.ctrl, ("ike", data[4:], addr,
-                                                 self.ctx.udp_ids.get(sock.fileno())))
+                        send_ike(self.ctx.ctrl, data[4:], addr,
+                                 self.ctx.udp_ids.get(sock.fileno()))
                     continue
                 if kind is Kind.KEEPALIVE:
                     self.bump(G.KEEPALIVES)

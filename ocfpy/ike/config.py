@@ -258,6 +258,20 @@ class DaemonOptions:
     fragment_max_count: int = 64
     fragment_max_bytes: int = 65536
     fragment_timeout: float = 30.0
+    # -- limits against floods and oversized input (issue 13; charon's names in brackets) --
+    half_open_limit: int = 1000  # half-open IKE SAs in all; more are dropped [init_limit_half_open]
+    # half-open IKE SAs per peer address [block_threshold, 5 in charon: 10 here leaves room
+    # for an initiator behind the same address as a burst of its own retries or neighbours]
+    half_open_limit_per_ip: int = 10
+    init_rate_threshold: int = 100  # IKE_SA_INIT requests/s (refused ones too) before COOKIEs
+    cookie_rotation: float = 120.0  # seconds between COOKIE secret versions (RFC 7296 2.6)
+    cookie_grace: float = 10.0  # seconds the previous secret's COOKIEs are still accepted
+    max_packet: int = 10000  # largest IKE datagram accepted, bytes [charon.max_packet]
+    max_proposals: int = 32  # per SA payload
+    max_transforms: int = 64  # per proposal
+    max_payloads: int = 64  # per message (outer chain, and inside SK)
+    max_notifies: int = 32  # per message
+    refusal_log_interval: float = 10.0  # one refusal warning per source address per interval
 
     def __post_init__(self) -> None:
         if not isinstance(self.crypto_backend, str) or not self.crypto_backend:
@@ -285,6 +299,19 @@ class DaemonOptions:
             if not isinstance(getattr(self, key), bool):
                 raise ConfigValueError(key, f"expected true or false, got "
                                        f"{getattr(self, key)!r}")
+        for key, low in (("half_open_limit", 0), ("half_open_limit_per_ip", 0),
+                         ("init_rate_threshold", 0), ("max_packet", 576),
+                         ("max_proposals", 1), ("max_transforms", 1), ("max_payloads", 1),
+                         ("max_notifies", 1)):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigValueError(key, f"expected an integer >= {low}, got {v!r}")
+        if self.max_packet > 65535:
+            raise ConfigValueError("max_packet", f"a UDP datagram holds at most 65535 bytes, "
+                                   f"got {self.max_packet}")
+        _check_number("cookie_rotation", self.cookie_rotation, 1)
+        _check_number("cookie_grace", self.cookie_grace)
+        _check_number("refusal_log_interval", self.refusal_log_interval)
 
 
 @dataclass

@@ -29,8 +29,8 @@ from collections.abc import Callable
 
 from ocfpy.ike import codec
 from ocfpy.ike.codec.header import Header, pull_header
-from ocfpy.ike.codec.message import Message, encode
-from ocfpy.ike.codec.payloads import NotifyPayload
+from ocfpy.ike.codec.message import Message, _xname, encode
+from ocfpy.ike.codec.payloads import Limits, NotifyPayload, OverLimit
 from ocfpy.ike.config import ChildConfig, Connection, IkeConfig
 from ocfpy.ike.connections import Connections
 from ocfpy.ike.constants import ExchangeType, HeaderFlag, NotifyType, PayloadType
@@ -69,7 +69,12 @@ class IkeEngine:
         self.ctx = IkeContext(dispatcher, config.daemon, random, self.out, self.sas,
                               SpiAllocator(random, self.sas), self.connections,
                               Credentials(config.secrets, dispatcher), dispatcher.open("hashsha1"))
-        self._cookies = Cookies(dispatcher, random(32))
+        opts = config.daemon
+        self._cookies = Cookies(dispatcher, random, opts.cookie_rotation, opts.cookie_grace)
+        self._limits = Limits(opts.max_proposals, opts.max_transforms, opts.max_payloads,
+                              opts.max_notifies)
+        self._init_rate = _Rate()
+        self._refusals = _RefusalLog(opts.refusal_log_interval)
         self._timers: list[tuple[float, int, int]] = []
         self._seq = itertools.count()
 
@@ -80,8 +85,15 @@ class IkeEngine:
     # -- datagrams, timers, events ------------------------------------------------------------
     def receive_datagram(self, data: bytes, local: Addr, remote: Addr, now: float) -> None:
         self.out.count("received")
+        if len(data) > self.config.daemon.max_packet:
+            # charon.max_packet: nothing this big is needed, and parsing it costs (finding 6)
+            self.out.count("dropped_too_large")
+            return
         try:
             self._receive(bytes(data), local, remote, now)
+        except OverLimit as exc:
+            self.out.count("dropped_over_limit")
+            log.debug("dropped datagram from %s: %s", remote, exc)
         except DecodeError as exc:
             self.out.count("dropped_malformed")
             log.debug("dropped datagram from %s: %s", remote, exc)
@@ -124,7 +136,12 @@ class IkeEngine:
 
     def next_event(self) -> Event | None:
         events = self.out.events
-        return events.popleft() if events else None
+        if not events:
+            return None
+        ev = events.popleft()
+        # the whole event, keys included as their reprs allow (SaKeys shows sizes only)
+        log.debug("event %r", ev)
+        return ev
 
     # -- commands -----------------------------------------------------------------------------
     def initiate(self, connection: str, now: float, child: str | None = None, *,
@@ -326,7 +343,7 @@ class IkeEngine:
                 self._answer_major_version(data, local, remote)
             raise
         try:
-            msg = codec.decode(data, h)
+            msg = codec.decode(data, h, self._limits)
         except DecodeError as exc:
             if exc.notify == NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD and not h.is_response \
                     and h.exchange == ExchangeType.IKE_SA_INIT and h.from_initiator:
@@ -334,9 +351,16 @@ class IkeEngine:
                 self.out.count("unsupported_critical_payload")
                 self._answer(h, [NotifyPayload(exc.notify, exc.data)], local, remote)
             raise
-        if not h.is_response and h.exchange == ExchangeType.IKE_SA_INIT and h.message_id == 0 \
-                and h.from_initiator and not h.spi_r.strip(b"\x00"):
-            self._receive_init(msg, h, local, remote, now)
+        log.debug("received %s %s %d from %s:%d (%d bytes, %d payloads)",
+                  _xname(h.exchange), "response" if h.is_response else "request",
+                  h.message_id, remote[0], remote[1], len(data), len(msg.payloads))
+        if not h.is_response and h.exchange == ExchangeType.IKE_SA_INIT:
+            if h.message_id == 0 and h.from_initiator and not h.spi_r.strip(b"\x00"):
+                self._receive_init(msg, h, local, remote, now)
+            else:
+                # RFC 7296 1.2, 2.6: an IKE_SA_INIT request names no responder SPI and has
+                # message ID 0; one carrying an SA's SPIs touches nothing (finding 2)
+                self.out.count("dropped_init_on_sa")
             return
         our_spi = h.spi_r if h.from_initiator else h.spi_i
         sa = self.sas.by_spi(our_spi)
@@ -364,23 +388,46 @@ class IkeEngine:
 
     def _receive_init(self, msg: Message, h: Header, local: Addr, remote: Addr,
                       now: float) -> None:
-        key = (h.spi_i, remote[0], remote[1])
+        key = (h.spi_i, remote[0])
         sa = self.sas.half_open(key)
-        if sa is not None:  # a retransmitted (or repeated) IKE_SA_INIT
-            self.sas.touch(sa)
-            sa.tasks.on_request(sa, msg, local, remote, now)
+        if sa is not None:
+            # RFC 7296 2.1: a retransmission gets the identical response, wherever from (a
+            # NAT may have rebound the initiator's port; finding 8, strongSwan does the same).
+            # Any other request with this SPIi is not ours to act on: the half-open SA was
+            # made for the first one, and a spoofer must not replace its nonce or KE.
+            if msg.raw == sa.init_request and sa.tasks.last_resp is not None:
+                self.out.count("retransmits_answered")
+                sa.send(sa.tasks.last_resp, local, remote, now)
+            else:
+                self.out.count("dropped_init_on_sa")
             return
         msg.check_plain()
-        threshold = self.config.daemon.cookie_threshold
-        if threshold and self.sas.half_open_count >= threshold and \
-                not self._cookies.valid(msg, remote):
+        opts = self.config.daemon
+        # RFC 7296 2.6: demand a COOKIE under load, measured both as half-open SAs and as the
+        # rate of IKE_SA_INIT requests (refused ones count: each cost a proposal match)
+        rate = self._init_rate.add(now)
+        threshold = opts.cookie_threshold
+        loaded = threshold and (self.sas.half_open_count >= threshold or
+                                (opts.init_rate_threshold and rate > opts.init_rate_threshold))
+        if loaded and not self._cookies.valid(msg, remote, now):
             self.out.count("cookies_sent")
-            self._answer(h, [NotifyPayload(NotifyType.COOKIE, self._cookies.make(msg, remote))],
-                         local, remote)
+            self._answer(h, [NotifyPayload(NotifyType.COOKIE,
+                                           self._cookies.make(msg, remote, now))], local, remote)
+            return
+        # caps on state (charon's init_limit_half_open, block_threshold): past them a request
+        # is dropped unanswered; with COOKIEs in force its source address is genuine
+        if opts.half_open_limit and self.sas.half_open_count >= opts.half_open_limit:
+            self.out.count("dropped_half_open_limit")
+            return
+        if opts.half_open_limit_per_ip and \
+                self.sas.half_open_from(remote[0]) >= opts.half_open_limit_per_ip:
+            self.out.count("dropped_half_open_limit_per_ip")
             return
         conn, why, name = self.connections.for_init(msg.get(PayloadType.SA), local, remote)
         if conn is None:
-            log.warning("%s: %s", name, why)
+            self.out.count("init_refused")
+            why = _summarised(why)
+            self._refusals.warn(remote[0], now, name, why)
             self.out.record_failure(name, NotifyType.NO_PROPOSAL_CHOSEN, why)
             self._answer(h, [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)], local, remote)
             return
@@ -406,6 +453,59 @@ class IkeEngine:
         resp = Message(data[0:8], data[8:16], data[18], int.from_bytes(data[20:24], "big"),
                        True, False, [NotifyPayload(NotifyType.INVALID_MAJOR_VERSION, b"\x20")])
         self.out.send(encode(resp), local, remote)
+
+
+class _Rate:
+    """Events per second over the last second or so: this second's count plus the previous
+    second's, weighted by how much of it the window still covers (nginx's limit_req idea)."""
+
+    __slots__ = ("_second", "_this", "_last")
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._this = 0
+        self._last = 0
+
+    def add(self, now: float) -> float:
+        sec = int(now)
+        if sec != self._second:
+            self._last = self._this if sec == self._second + 1 else 0
+            self._this = 0
+            self._second = sec
+        self._this += 1
+        return self._this + self._last * (1.0 - (now - sec))
+
+
+class _RefusalLog:
+    """One warning per source address per ``interval``; what was held back is counted and
+    said with the next one. The table is bounded: a flood from many addresses cannot grow it
+    (the oldest entries go first)."""
+
+    MAX_SOURCES = 4096
+    __slots__ = ("interval", "_next")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next: dict[str, tuple[float, int]] = {}
+
+    def warn(self, source: str, now: float, name: str, why: str) -> bool:
+        due, held = self._next.pop(source, (0.0, 0))
+        if now < due:
+            self._next[source] = (due, held + 1)
+            return False
+        while len(self._next) >= self.MAX_SOURCES:
+            self._next.pop(next(iter(self._next)))
+        self._next[source] = (now + self.interval, 0)
+        more = f" ({held} more from {source} not logged)" if held else ""
+        log.warning("%s: refused IKE_SA_INIT from %s: %s%s", name, source, why, more)
+        return True
+
+
+def _summarised(text: str, limit: int = 600) -> str:
+    """A refusal explanation names the offer; a hostile offer must not make it unbounded."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
 
 
 def _has_child(sa: IkeSa, child: str) -> bool:

@@ -19,7 +19,7 @@ from ocfpy.ike.codec.buffer import Buffer, Writer
 from ocfpy.ike.codec.header import pull_header
 from ocfpy.ike.codec.message import Message, _xname, encode
 from ocfpy.ike.codec.payloads import NotifyPayload, pull_payloads, push_payloads
-from ocfpy.ike.codec.sk import IntegrityCheckFailed
+from ocfpy.ike.codec.sk import IntegrityCheckFailed, Unauthenticated
 from ocfpy.ike.constants import ExchangeType, NotifyType, PayloadType
 from ocfpy.ike.errors import DecodeError, IkeProtocolError
 from ocfpy.ike.state import REQUESTS_ALLOWED
@@ -56,6 +56,16 @@ class GiveUp:
 
     tries: int
     pending: list[Task]
+
+
+def drop_unauthenticated(sa: IkeSa, exc: Exception) -> None:
+    """Count a message that failed before or at its integrity check, by reason, and log it
+    at debug only: a spoofer must not be able to fill the log either."""
+    why = exc.why if isinstance(exc, Unauthenticated) else "integrity"
+    out = sa.ctx.out
+    out.count("dropped_unauthenticated")
+    out.count("dropped_integrity" if why == "integrity" else f"dropped_unauth_{why}")
+    log.debug("%s: unauthenticated message dropped: %s", sa.name, exc)
 
 
 class Outstanding:
@@ -147,10 +157,12 @@ class TaskManager:
         try:
             if msg.exchange == ExchangeType.IKE_SA_INIT:
                 msg.check_plain()
+            elif sa.crypto is None:
+                raise Unauthenticated("encrypted response before keys exist", "no_keys")
             elif not msg.encrypted:  # a reassembled message is already open
-                msg.decrypt(sa.crypto)  # type: ignore[arg-type]
-        except IntegrityCheckFailed:
-            sa.ctx.out.count("dropped_integrity")
+                msg.decrypt(sa.crypto)
+        except (IntegrityCheckFailed, Unauthenticated) as exc:
+            drop_unauthenticated(sa, exc)
             return
         except DecodeError as exc:
             log.info("%s: malformed response dropped: %s", sa.name, exc)
@@ -158,8 +170,8 @@ class TaskManager:
             return
         if msg.exchange == ExchangeType.IKE_SA_INIT:
             sa.init_response = msg.raw
-        sa.heard_from_peer(now)
-        self.out = None
+        last_in = sa.last_in
+        sa.heard_from_peer(now)  # before the tasks: what they make is timed from it
         need_more = False
         for t in self.active:
             st = t.process_i(sa, msg)
@@ -167,8 +179,15 @@ class TaskManager:
                 # the IKE SA failed or was deleted: the exchange's other tasks are moot (closing
                 # aborted them). A FAILED CHILD_SA task leaves the IKE SA and its peers be.
                 return
+            if st is Status.WAIT:
+                # an unprotected IKE_SA_INIT error, noted: the request stays outstanding and
+                # nothing else changes (RFC 7296 2.21.1)
+                sa.init_response = b""
+                sa.last_in = last_in
+                return
             if st is Status.NEED_MORE:
                 need_more = True
+        self.out = None
         if need_more:
             self._send_request(sa, now)  # same message ID (COOKIE / INVALID_KE retry)
             return
@@ -183,6 +202,11 @@ class TaskManager:
         out = self.out
         if out is None or now < out.deadline:
             return None
+        for t in self.active:
+            if isinstance(t, IkeInit) and t.act_on_noted(sa):
+                # RFC 7296 2.21.1: an unprotected IKE_SA_INIT error stands once a
+                # retransmission timeout passed without a valid response
+                return None
         rt = sa.conn.retransmit
         if out.tries < rt.tries:
             out.tries += 1
@@ -201,6 +225,18 @@ class TaskManager:
 
     # -- as responder ---------------------------------------------------------------------
     def on_request(self, sa: IkeSa, msg: Message, local: Addr, remote: Addr, now: float) -> None:
+        """A request from the peer. Until it has passed its integrity check (RFC 7296 2.21.2,
+        3.14) it may change nothing: not the message IDs, the cached answer, the liveness
+        clock, the peer's address (2.23: only authenticated messages move it), nor the SA's
+        state; it gets no answer. Only the answer cache is consulted first: a byte-identical
+        retransmission of the last request gets the identical response again (2.1)."""
+        if msg.exchange == ExchangeType.IKE_SA_INIT and \
+                (sa.initiator or self.peer_mid != 0 or msg.message_id != 0):
+            # IKE_SA_INIT is the first exchange or nothing (finding 2): on an SA that is
+            # past it, a request carrying its SPIs is a forgery or a stale duplicate. The
+            # engine answers genuine retransmissions of a half-open SA's request itself.
+            sa.ctx.out.count("dropped_init_on_sa")
+            return
         h = hash(msg.raw)
         fragment = _is_fragment(msg)
         if msg.message_id == self.peer_mid - 1 and self.last_resp is not None:
@@ -230,20 +266,20 @@ class TaskManager:
         try:
             if encrypted:
                 if sa.crypto is None:
-                    raise DecodeError(f"{_xname(msg.exchange)} before IKE_SA_INIT "
-                                      "completed")
+                    raise Unauthenticated(f"{_xname(msg.exchange)} before IKE_SA_INIT "
+                                          "completed", "no_keys")
                 if not msg.encrypted:  # a reassembled message is already open
                     msg.decrypt(sa.crypto)
             else:
                 msg.check_plain()
-        except IntegrityCheckFailed:
-            sa.ctx.out.count("dropped_integrity")
+        except (IntegrityCheckFailed, Unauthenticated) as exc:
+            drop_unauthenticated(sa, exc)
             return
         except DecodeError as exc:
             sa.ctx.out.count("dropped_malformed")
-            if not encrypted or sa.crypto is None:
+            if not encrypted:
                 return  # nothing authenticated it: answering would help a spoofer
-            error = exc
+            error = exc  # it passed the ICV: the authenticated peer sent garbage inside
         if not encrypted:
             sa.init_request = msg.raw
         else:
@@ -266,6 +302,14 @@ class TaskManager:
                     t.build_r(sa, resp)
             except IkeProtocolError as exc:
                 error = exc
+            except Exception:
+                # our bug, met by an authenticated request: answer it (an exchange must
+                # never stall, finding 7) and give back what the tasks took, so the SA
+                # stays as it was before the request
+                sa.ctx.out.count("internal_errors")
+                log.exception("%s: internal error handling a %s request", sa.name,
+                              _xname(msg.exchange))
+                error = IkeProtocolError(NotifyType.INVALID_SYNTAX, "internal error")
         if error is not None:
             for t in tasks or []:
                 t.abort(sa)  # refused: nothing a task took for this request stays held

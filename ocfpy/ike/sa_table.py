@@ -1,7 +1,7 @@
 """The IKE SAs an engine holds, indexed the three ways demultiplexing needs (RFC 7296 2.6):
 by our own SPI (every message after IKE_SA_INIT), by unique id (the API, timers), and, for a
-responder's half-open SA, by (peer's SPIi, peer address, peer port) so that a retransmitted
-IKE_SA_INIT finds the SA it already created.
+responder's half-open SA, by (peer's SPIi, peer address) so that a retransmitted IKE_SA_INIT
+finds the SA it already created, even from another source port (a NAT rebinding, RFC 7296 2.1).
 
 The table also remembers which SAs changed since the engine last looked (``touched``): an SA
 made or handed CHILD_SAs in the middle of another SA's exchange (an IKE SA rekey) needs its
@@ -16,16 +16,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ocfpy.ike.sa import IkeSa
 
-HalfOpenKey = tuple[bytes, str, int]
+HalfOpenKey = tuple[bytes, str]
 
 
 class SaTable:
-    __slots__ = ("_by_spi", "_by_id", "_half_open", "_ids", "_touched")
+    __slots__ = ("_by_spi", "_by_id", "_half_open", "_per_ip", "_ids", "_touched",
+                 "half_open_peak")
 
     def __init__(self) -> None:
         self._by_spi: dict[bytes, IkeSa] = {}
         self._by_id: dict[int, IkeSa] = {}
         self._half_open: dict[HalfOpenKey, IkeSa] = {}
+        self._per_ip: dict[str, int] = {}  # half-open SAs per peer address (block_threshold)
+        self.half_open_peak = 0
         self._ids = itertools.count(1)
         self._touched: dict[int, IkeSa] = {}
 
@@ -41,6 +44,9 @@ class SaTable:
         if half_open is not None:
             self._half_open[half_open] = sa
             sa.half_open_key = half_open
+            ip = half_open[1]
+            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+            self.half_open_peak = max(self.half_open_peak, len(self._half_open))
         self.touch(sa)
 
     def established(self, sa: IkeSa) -> None:
@@ -55,8 +61,14 @@ class SaTable:
         self._drop_half_open(sa)
 
     def _drop_half_open(self, sa: IkeSa) -> None:
-        if sa.half_open_key is not None:
-            self._half_open.pop(sa.half_open_key, None)
+        key = sa.half_open_key
+        if key is not None:
+            if self._half_open.pop(key, None) is not None:
+                n = self._per_ip.get(key[1], 0) - 1
+                if n > 0:
+                    self._per_ip[key[1]] = n
+                else:
+                    self._per_ip.pop(key[1], None)
             sa.half_open_key = None
 
     # -- look-ups ------------------------------------------------------------------------------
@@ -73,10 +85,13 @@ class SaTable:
     def half_open_count(self) -> int:
         return len(self._half_open)
 
+    def half_open_from(self, ip: str) -> int:
+        return self._per_ip.get(ip, 0)
+
     def sizes(self) -> dict[str, int]:
         """How many entries each index holds (all zero once every SA is gone)."""
         return {"spi": len(self._by_spi), "id": len(self._by_id),
-                "half_open": len(self._half_open)}
+                "half_open": len(self._half_open), "half_open_ips": len(self._per_ip)}
 
     def __iter__(self) -> Iterator[IkeSa]:
         """Every SA, as a snapshot: callers close SAs while they iterate."""

@@ -20,8 +20,10 @@ import binascii
 import difflib
 import ipaddress
 import json
+import logging
 import math
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
@@ -33,6 +35,8 @@ from ocfpy.crypto.calibration import default_path as default_calibration_path
 from ocfpy.crypto.errors import OcfError, UnknownAlgorithm
 from ocfpy.ike.config import ConfigValueError, DaemonOptions
 from ocfpy.ike.proposals import ProposalSyntaxError, check_proposal_strings
+
+log = logging.getLogger(__name__)
 
 Key = tuple[str, ...]
 
@@ -420,6 +424,18 @@ DAEMON = Table({
     "half_open_timeout": duration,
     "keepalive_interval": duration,
     "udp_gso": boolean,
+    "half_open_limit": integer(0),
+    "half_open_limit_per_ip": integer(0),
+    "init_rate_threshold": integer(0),
+    "cookie_rotation": duration,
+    "cookie_grace": duration,
+    "max_packet": integer(576, 65535),
+    "max_proposals": integer(1),
+    "max_transforms": integer(1),
+    "max_payloads": integer(1),
+    "max_notifies": integer(1),
+    "refusal_log_interval": duration,
+    "strict_permissions": boolean,
     "calibration": nonempty_string,  # checked (the file read) in _build, where the path is known
     "signature_authentication": boolean,
     "fragment_size": integer(576, 65535),
@@ -553,7 +569,28 @@ def load(path: str | Path):
         raise ConfigError(path, None, None, f"cannot read the file: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(path, None, None, f"not UTF-8 text: {exc}") from None
-    return loads(text, path)
+    conf = loads(text, path)
+    _check_permissions(p, conf)
+    return conf
+
+
+def _check_permissions(path: Path, conf) -> None:
+    """A file holding pre-shared keys must not be readable by group or others (issue 13
+    finding 9): a warning at load, an error with ``strict_permissions = true``."""
+    if not conf.secrets:
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # it was just read; a race with its removal is not ours to report
+    if not mode & 0o044:
+        return
+    who = "group and others" if mode & 0o044 == 0o044 else "group" if mode & 0o040 else "others"
+    reason = (f"holds secrets ({len(conf.secrets)} in [secrets]) and is readable by {who} "
+              f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
+    if getattr(conf.daemon, "strict_permissions", False):
+        raise ConfigError(path, None, None, reason + " (daemon.strict_permissions = true)")
+    log.warning("%s: %s", path, reason)
 
 
 # -- the calibration a daemon's dispatcher ranks drivers by ------------------------------------
@@ -563,6 +600,8 @@ class IkedOptions(DaemonOptions):
     the daemon process uses (its dispatcher's calibration), which the core need not know."""
 
     calibration: str | None = None  # absolute path of a `ocfpy bench crypto --save` file
+    # a config holding secrets that group/others can read: refused (True) or a warning
+    strict_permissions: bool = False
 
 
 def calibration_path(value: str, relative_to: str | Path | None = None) -> Path:

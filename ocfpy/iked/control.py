@@ -59,6 +59,7 @@ class ControlServer:
         directory = self.path.parent
         if not directory.exists():
             directory.mkdir(parents=True, mode=0o700)
+        _check_directory(directory)
         if self.path.exists() or self.path.is_symlink():
             if not stat.S_ISSOCK(self.path.lstat().st_mode):
                 raise ControlError(f"{self.path} exists and is not a socket: refusing to "
@@ -148,6 +149,24 @@ def _is_live(path: Path) -> bool:
         return False
     finally:
         s.close()
+
+
+def _check_directory(directory: Path) -> None:
+    """Whoever can write the socket's directory can replace the socket and take the
+    commands meant for us (or feed answers to `ocfpy sa`): it must be ours and writable by
+    nobody else (issue 13 finding 9). Refuse to start otherwise, saying why."""
+    st = directory.stat()
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise ControlError(f"control socket directory {directory} is owned by uid {st.st_uid}, "
+                           f"not by this daemon's user (uid {euid}): refusing to serve there "
+                           "(chown it, or give --control a directory of ours)")
+    writable = st.st_mode & 0o022
+    if writable:
+        who = {0o022: "group and others", 0o020: "group", 0o002: "others"}[writable]
+        raise ControlError(f"control socket directory {directory} is writable by {who} "
+                           f"(mode {stat.S_IMODE(st.st_mode):04o}): refusing to serve there "
+                           "(chmod go-w it)")
 
 
 class ControlClient:

@@ -589,7 +589,14 @@ class IkeDaemon:
         return {
             "engine": dict(self.engine.stats),
             "daemon": dict(self.stats),
+            # issue 13: how close the responder is to its caps (docs/security-limits.md)
+            "half_open": {"now": self.engine.sas.half_open_count,
+                          "peak": self.engine.sas.half_open_peak,
+                          "limit": self.config.daemon.half_open_limit},
             "dataplane": self.dataplane.name,
+            # the userspace dataplane's own health: worker/reader restarts, unreadable
+            # records on its channel (issue 13 finding 3); other dataplanes have none
+            "dataplane_stats": dict(getattr(self.dataplane, "stats", dict)()),
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),
             "listening": [f"[{ep.address}]:{ep.port}" for ep in self.endpoints],

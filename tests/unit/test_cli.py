@@ -159,6 +159,7 @@ def test_a_broken_calibration_stops_the_daemon_before_it_starts(tmp_path):
     (tmp_path / "cal.json").write_text("{ broken")
     conf = tmp_path / "iked.toml"
     conf.write_text(IKED_CONF.format(calibration=""))
+    conf.chmod(0o600)  # it holds a PSK: readable by others it would add a warning (issue 13)
     out = run("iked", "--config", str(conf), "--check", "--calibration",
               str(tmp_path / "cal.json"))
     assert out.returncode == 78  # EX_CONFIG, as for a bad config file

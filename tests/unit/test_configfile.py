@@ -386,3 +386,61 @@ def test_a_broken_calibration_is_refused_with_file_line_and_key(tmp_path, conten
     assert (exc.value.line, exc.value.key) == (3, "daemon.calibration")
     assert str(exc.value).startswith(f"{conf}:3: daemon.calibration: {tmp_path / 'cal.json'}: ")
     assert reason in exc.value.reason
+
+
+def test_issue13_limit_keys_load_and_are_checked():
+    """The flood/size limits of issue 13 are [daemon] keys with checked values."""
+    from ocfpy.iked.configfile import ConfigError, loads
+
+    cfg = loads('[daemon]\nhalf_open_limit = 200\nhalf_open_limit_per_ip = 2\n'
+                'init_rate_threshold = 10\ncookie_rotation = "5m"\ncookie_grace = "20s"\n'
+                'max_packet = 4096\nmax_proposals = 8\nmax_transforms = 16\n'
+                'max_payloads = 20\nmax_notifies = 10\nrefusal_log_interval = "1m"\n')
+    d = cfg.daemon
+    assert (d.half_open_limit, d.half_open_limit_per_ip, d.init_rate_threshold) == (200, 2, 10)
+    assert (d.cookie_rotation, d.cookie_grace, d.refusal_log_interval) == (300.0, 20.0, 60.0)
+    assert (d.max_packet, d.max_proposals, d.max_transforms, d.max_payloads,
+            d.max_notifies) == (4096, 8, 16, 20, 10)
+    for bad in ("max_packet = 70000", "max_packet = 100", "max_proposals = 0",
+                'half_open_limit = "many"'):
+        with pytest.raises(ConfigError, match=bad.split(" ")[0]):
+            loads(f"[daemon]\n{bad}\n")
+
+
+@pytest.mark.parametrize("mode,warned", [(0o600, False), (0o640, True), (0o604, True)])
+def test_secrets_readable_by_others_warn_at_load(tmp_path, caplog, mode, warned):
+    """Issue 13 finding 9: a file holding PSKs that group/others can read is no longer
+    accepted silently."""
+    import logging
+    import os
+
+    from ocfpy.iked.configfile import load
+
+    f = tmp_path / "iked.toml"
+    f.write_text(GOOD)
+    os.chmod(f, mode)
+    with caplog.at_level(logging.WARNING, logger="ocfpy"):
+        conf = load(f)
+    assert conf.secrets
+    msgs = [r.getMessage() for r in caplog.records if "holds secrets" in r.getMessage()]
+    assert bool(msgs) is warned
+    if warned:
+        assert f"mode {mode:04o}" in msgs[0] and "chmod 600" in msgs[0]
+
+
+def test_strict_permissions_refuses_a_readable_secrets_file(tmp_path):
+    import os
+
+    from ocfpy.iked.configfile import ConfigError, load
+
+    f = tmp_path / "iked.toml"
+    f.write_text(GOOD.replace("[daemon]\n", "[daemon]\nstrict_permissions = true\n", 1))
+    os.chmod(f, 0o644)
+    with pytest.raises(ConfigError, match="readable by group and others.*strict_permissions"):
+        load(f)
+    os.chmod(f, 0o600)
+    assert load(f).daemon.strict_permissions is True
+    # without secrets there is nothing to protect
+    f.write_text("[daemon]\nstrict_permissions = true\n")
+    os.chmod(f, 0o644)
+    assert load(f).secrets == []

@@ -408,3 +408,29 @@ def test_initiate_reuses_the_ike_sa_and_adds_children(tmp_path):
             await b.shutdown()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+@pytest.mark.parametrize("mode,words", [(0o770, "writable by group"),
+                                        (0o1777, "writable by group and others"),
+                                        (0o702, "writable by others")])
+def test_control_directory_writable_by_others_is_refused(tmp_path, mode, words):
+    """Issue 13 finding 9: whoever can write the socket's directory can swap the socket."""
+    d = tmp_path / "run"
+    d.mkdir()
+    os.chmod(d, mode)
+    with pytest.raises(ControlError, match=words):
+        with serving(d / "oid.sock", HANDLERS):
+            pass
+    assert not (d / "oid.sock").exists()
+
+
+def test_control_directory_of_another_user_is_refused(tmp_path):
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown a directory to another user")
+    d = tmp_path / "run"
+    d.mkdir(mode=0o700)
+    os.chown(d, 65534, 65534)
+    with pytest.raises(ControlError, match="owned by uid 65534"):
+        with serving(d / "oid.sock", HANDLERS):
+            pass

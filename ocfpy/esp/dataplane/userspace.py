@@ -26,6 +26,7 @@ import os
 import select
 import socket
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 from ocfpy.crypto.errors import OcfError
@@ -41,12 +42,13 @@ from ocfpy.esp.dataplane.base import (
 from ocfpy.esp.netlink import NETLINK_ROUTE, NetlinkChannel, NetlinkError
 from ocfpy.esp.spec import ChildSaSpec, IPNetwork, Mode
 from ocfpy.esp.tun import TunError, open_tun
-from ocfpy.esp.worker import WorkerContext, recv_msg, send_msg, worker_main
+from ocfpy.esp.worker import ChannelError, WorkerContext, recv_msg, send_msg, worker_main
 
 log = logging.getLogger(__name__)
 
 ESP_PROTOCOL = 50
 ACK_TIMEOUT = 10.0
+WATCHDOG_INTERVAL = 1.0  # seconds between checks that the workers and the reader live
 
 
 class DataplaneError(OcfError):
@@ -106,6 +108,11 @@ class UserspaceDataplane(Dataplane):
         self._wake_r, self._wake_w = os.pipe()
         self._lock = threading.RLock()
         self._closed = False
+        self._given: list[tuple[socket.socket, bool, int]] = []  # sockets the workers read
+        self._watchdog: threading.Thread | None = None
+        self._stop_watch = threading.Event()
+        # the worker channel's own health: restarts, unreadable records (finding 3)
+        self.channel: Counter[str] = Counter()
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -134,34 +141,89 @@ class UserspaceDataplane(Dataplane):
                     except OSError as exc:
                         log.warning("no raw ESP socket for %s (%s): only UDP-encapsulated ESP "
                                     "will work", family.name, exc)
-            ctx = multiprocessing.get_context("fork")
             for role in ("out", "in"):
-                parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                ours = [c.fileno() for _, c in self._workers.values()] + [parent.fileno()]
-                if self._rtnl is not None:  # routes are the daemon's business, not a worker's
-                    ours.append(self._rtnl.fileno())
-                wctx = WorkerContext(role, self.dispatcher, self._tun_fd, child,
-                                     self.counter_block, dict(self._raw), batch=self.batch,
-                                     gso=bool(self.gso_max), udp_gso=self.udp_gso,
-                                     mtu=self.mtu, close_fds=ours)
-                proc = ctx.Process(target=worker_main, args=(wctx,), daemon=True,
-                                   name=f"ocfpy-esp-{role}")
-                proc.start()
-                child.close()
-                self._workers[role] = (proc, parent)
-            self._reader = threading.Thread(target=self._read_workers, daemon=True,
-                                            name="ocfpy-esp-events")
-            self._reader.start()
+                self._spawn(role)
+            self._start_reader()
+            self._watchdog = threading.Thread(target=self._watch, daemon=True,
+                                              name="ocfpy-esp-watchdog")
+            self._watchdog.start()
             log.info("userspace dataplane on %s: workers %s", self.tun_name,
                      {r: p.pid for r, (p, _) in self._workers.items()})
+
+    def _spawn(self, role: str) -> None:
+        """Fork the worker for ``role`` (it inherits the TUN and raw sockets)."""
+        ctx = multiprocessing.get_context("fork")
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours = [c.fileno() for r, (_, c) in self._workers.items() if r != role]
+        ours.append(parent.fileno())
+        if self._rtnl is not None:  # routes are the daemon's business, not a worker's
+            ours.append(self._rtnl.fileno())
+        wctx = WorkerContext(role, self.dispatcher, self._tun_fd, child, self.counter_block,
+                             dict(self._raw), batch=self.batch, gso=bool(self.gso_max),
+                             udp_gso=self.udp_gso, mtu=self.mtu, close_fds=ours)
+        proc = ctx.Process(target=worker_main, args=(wctx,), daemon=True,
+                           name=f"ocfpy-esp-{role}")
+        proc.start()
+        child.close()
+        self._workers[role] = (proc, parent)
+
+    def _start_reader(self) -> None:
+        self._reader = threading.Thread(target=self._read_workers, daemon=True,
+                                        name="ocfpy-esp-events")
+        self._reader.start()
+
+    # -- the watchdog (issue 13 finding 3) ------------------------------------------------------
+    def _watch(self) -> None:
+        """If a worker or the reader dies, say so, start a new one and count it (shown by
+        `ocfpy sa stats`); a restarted worker gets the sockets and CHILD_SAs again."""
+        while not self._stop_watch.wait(WATCHDOG_INTERVAL):
+            try:
+                self.check_workers()
+            except Exception:  # the watchdog must outlive what it watches
+                self.channel["watchdog_errors"] += 1
+                log.exception("dataplane watchdog")
+
+    def check_workers(self) -> None:
+        with self._lock:
+            if self._closed or not self._workers:
+                return
+            if self._reader is None or not self._reader.is_alive():
+                log.error("the dataplane's reader thread died: starting a new one")
+                self.channel["reader_restarts"] += 1
+                self._start_reader()
+            for role, (proc, ctrl) in list(self._workers.items()):
+                if proc.is_alive():
+                    continue
+                log.error("the %sbound ESP worker (pid %s) exited with %s: starting a new one",
+                          role, proc.pid, proc.exitcode)
+                self.channel["worker_restarts"] += 1
+                ctrl.close()
+                self._spawn(role)
+                os.write(self._wake_w, b"r")  # the reader takes the new control socket
+                for sock, forward_ike, sock_id in self._given:
+                    req = next(self._req)
+                    self._send(role, ("socket", req, sock.family, forward_ike, sock_id),
+                               [sock.fileno()])
+                    self._wait(req, role)
+                for entry in self._installed.values():
+                    self._request(role, "install", entry.spec, entry.slot)
+                    if role == "in":
+                        # the new inbound worker's replay windows start empty: packets
+                        # captured earlier would pass once. Rekey each CHILD_SA now (a soft
+                        # lifetime event), so fresh keys make old packets worthless.
+                        self._call(self._on_event, SaEvent(
+                            entry.spec.unique_id, "soft",
+                            "inbound ESP worker restarted (replay state lost): rekeying"))
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            for entry in self._installed.values():
-                self._remove_routes(entry)
+            self._stop_watch.set()
+            for entry in list(self._installed.values()):
+                with contextlib.suppress(Exception):
+                    self._remove_routes(entry)
             for _proc, ctrl in self._workers.values():
                 with contextlib.suppress(OSError):
                     send_msg(ctrl, ("stop",))
@@ -268,8 +330,9 @@ class UserspaceDataplane(Dataplane):
         return c
 
     def stats(self) -> dict[str, int]:
-        """Dataplane-wide drops and counts that belong to no SA."""
-        return self.counter_block.global_counters()
+        """Dataplane-wide drops and counts that belong to no SA, and the worker channel's
+        (worker_restarts, reader_restarts, channel_errors, channel_truncated...)."""
+        return {**self.counter_block.global_counters(), **self.channel}
 
     # -- plumbing -----------------------------------------------------------------------------
     def _capture_loop(self) -> None:
@@ -298,6 +361,7 @@ class UserspaceDataplane(Dataplane):
         sock_id = next(self._sock_ids)
         if on_ike is not None:
             self._ike_handlers[sock_id] = on_ike
+        self._given.append((sock, forward_ike, sock_id))
         for role in ("in", "out"):
             req = next(self._req)
             self._send(role, ("socket", req, sock.family, forward_ike, sock_id), [sock.fileno()])
@@ -324,27 +388,57 @@ class UserspaceDataplane(Dataplane):
         return info
 
     def _read_workers(self) -> None:
-        """Reader thread: acks, lifetime events and IKE datagrams from the workers."""
-        socks = {ctrl.fileno(): (role, ctrl) for role, (_, ctrl) in self._workers.items()}
+        """Reader thread: acks, lifetime events and IKE datagrams from the workers. It
+        survives anything one record can do (issue 13 finding 3: a truncated pickle used to
+        end it, and with it NAT-T IKE, install acks and lifetime events): what it cannot
+        read is logged, counted and dropped."""
+        def current() -> dict:
+            return {c.fileno(): (r, c) for r, (_, c) in self._workers.items()
+                    if c.fileno() >= 0}
+
+        socks = current()
         while not self._closed:
             try:
                 ready, _, _ = select.select([self._wake_r, *socks], [], [])
-            except (OSError, ValueError):
-                return
+            except (OSError, ValueError):  # a control socket closed under us (a restart)
+                socks = current()
+                continue
             if self._wake_r in ready:
-                return
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 64)
+                if self._closed:
+                    return
+                socks = current()
+                continue
             for fd in ready:
                 role, ctrl = socks[fd]
                 try:
-                    msg, _ = recv_msg(ctrl)
+                    msg, fds = recv_msg(ctrl)
+                except ChannelError as exc:
+                    self.channel["channel_truncated" if "truncated" in str(exc)
+                                 else "channel_errors"] += 1
+                    log.error("unreadable record from the %sbound ESP worker: %s", role, exc)
+                    continue
                 except OSError:
-                    msg = None
+                    msg, fds = None, []
+                except Exception:
+                    self.channel["channel_errors"] += 1
+                    log.exception("unreadable record from the %sbound ESP worker", role)
+                    continue
+                for extra in fds:  # workers send none; never leak one
+                    with contextlib.suppress(OSError):
+                        os.close(extra)
                 if msg is None:
                     if not self._closed:
                         log.error("the %sbound ESP worker exited", role)
-                    socks.pop(fd)
+                    socks.pop(fd)  # the watchdog starts another and wakes us
                     continue
-                self._dispatch(msg)
+                try:
+                    self._dispatch(msg)
+                except Exception:
+                    self.channel["reader_errors"] += 1
+                    log.exception("handling a %r record from the %sbound ESP worker",
+                                  msg[0] if isinstance(msg, tuple) and msg else msg, role)
 
     def _dispatch(self, msg: tuple) -> None:
         kind = msg[0]

@@ -13,13 +13,15 @@ from ocfpy.ike.codec import rules
 from ocfpy.ike.codec.buffer import Buffer, Writer
 from ocfpy.ike.codec.header import Header, pull_header, push_header
 from ocfpy.ike.codec.payloads import (
+    DEFAULT_LIMITS,
     EncryptedPayload,
+    Limits,
     NotifyPayload,
     Payload,
     pull_payloads,
     push_payloads,
 )
-from ocfpy.ike.codec.sk import SK_HEADER_SIZE, SkCrypto
+from ocfpy.ike.codec.sk import SK_HEADER_SIZE, SkCrypto, Unauthenticated
 from ocfpy.ike.constants import IKE_HEADER_SIZE, IKE_VERSION, ExchangeType, HeaderFlag, PayloadType
 from ocfpy.ike.errors import DecodeError
 
@@ -35,6 +37,7 @@ class Message:
     payloads: list[Payload] = field(default_factory=list)
     raw: bytes = b""  # as received or as sent
     encrypted: bool = False  # arrived inside (or is to be put in) an SK payload
+    limits: Limits = DEFAULT_LIMITS  # what decrypt() allows inside SK
 
     # -- lookups the tasks use -----------------------------------------------------------
     def get(self, ptype: int):
@@ -61,15 +64,21 @@ class Message:
         return last if isinstance(last, EncryptedPayload) else None
 
     def decrypt(self, crypto: SkCrypto) -> None:
-        """Replace the SK payload by what it carries, then check the rules table."""
+        """Replace the SK payload by what it carries, then check the rules table.
+
+        Failures before the ICV verified raise Unauthenticated (or IntegrityCheckFailed):
+        the caller must not let such a message change anything. A DecodeError raised after
+        it comes from the authenticated peer."""
         sk = self.sk
         if sk is None:
-            raise DecodeError(f"{_xname(self.exchange)} message without an encrypted payload")
+            raise Unauthenticated(f"{_xname(self.exchange)} message without an encrypted "
+                                  "payload", "no_sk")
         outer = [p for p in self.payloads[:-1] if p.TYPE in (int(t) for t in PayloadType)]
         if outer:
-            raise DecodeError("unencrypted payloads before the encrypted payload")
+            raise Unauthenticated("unencrypted payloads before the encrypted payload",
+                                  "plain_before_sk")
         inner = crypto.open(self.raw, sk.offset, sk.body)
-        self.payloads = pull_payloads(Buffer(inner), sk.first_inner)
+        self.payloads = pull_payloads(Buffer(inner), sk.first_inner, self.limits)
         self.encrypted = True
         rules.check(self.exchange, self.is_response, self.payloads)
 
@@ -87,12 +96,14 @@ def _xname(x: int) -> str:
         return f"exchange {x}"
 
 
-def decode(data: bytes, header: Header | None = None) -> Message:
-    """Header and outer payload chain; SK stays sealed. Raises DecodeError."""
+def decode(data: bytes, header: Header | None = None,
+           limits: Limits = DEFAULT_LIMITS) -> Message:
+    """Header and outer payload chain; SK stays sealed. Raises DecodeError (OverLimit when
+    a count exceeds ``limits``)."""
     h = header or pull_header(data)
-    payloads = pull_payloads(Buffer(data, start=IKE_HEADER_SIZE), h.next_payload)
+    payloads = pull_payloads(Buffer(data, start=IKE_HEADER_SIZE), h.next_payload, limits)
     return Message(h.spi_i, h.spi_r, h.exchange, h.message_id, h.is_response, h.from_initiator,
-                   payloads, bytes(data))
+                   payloads, bytes(data), limits=limits)
 
 
 def encode(msg: Message, crypto: SkCrypto | None = None) -> bytes:

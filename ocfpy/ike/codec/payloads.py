@@ -7,6 +7,7 @@ proposal to pick, whether an ID matches) is for the tasks.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -17,6 +18,25 @@ from ocfpy.ike.errors import DecodeError
 GENERIC_HEADER_SIZE = 4
 ATTR_KEY_LENGTH = 14
 _AF_TV = 0x8000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps on counts per message (issue 13 finding 6): parsing and matching thousands of
+    empty proposals in one datagram costs CPU that nothing on the wire pays for. Real offers
+    are far below these (charon's default offer: 2 proposals of under 30 transforms)."""
+
+    proposals: int = 32  # per SA payload
+    transforms: int = 64  # per proposal
+    payloads: int = 64  # per chain (outer, or inside SK)
+    notifies: int = 32  # per chain
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class OverLimit(DecodeError):
+    """A message with more of something than Limits allows: dropped and counted."""
 
 
 # -- SA payload -----------------------------------------------------------------------------
@@ -45,12 +65,14 @@ class SaPayload:
     TYPE = PayloadType.SA
 
 
-def pull_sa(buf: Buffer) -> SaPayload:
+def pull_sa(buf: Buffer, limits: Limits = DEFAULT_LIMITS) -> SaPayload:
     proposals: list[RawProposal] = []
     last = 2
     while last == 2:
         if buf.eof():
             raise DecodeError("SA payload: proposal list ends before the last proposal")
+        if len(proposals) >= limits.proposals:
+            raise OverLimit(f"SA payload: more than {limits.proposals} proposals")
         last = buf.pull_uint8()
         if last not in (0, 2):
             raise DecodeError(f"SA payload: proposal substructure 'last' is {last}, not 0 or 2")
@@ -68,6 +90,9 @@ def pull_sa(buf: Buffer) -> SaPayload:
             raise DecodeError(f"SA payload: proposal number {number} after "
                               f"{proposals[-1].number}")
         prop = RawProposal(number, protocol, spi)
+        if count > limits.transforms:
+            raise OverLimit(f"SA payload: proposal {number} has {count} transforms (more "
+                            f"than {limits.transforms})")
         for i in range(count):
             tlast = body.pull_uint8()
             if tlast != (0 if i == count - 1 else 3):
@@ -439,7 +464,7 @@ class UnsupportedCriticalPayload(DecodeError):
                          NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, bytes((ptype,)))
 
 
-def pull_payloads(buf: Buffer, first: int) -> list[Payload]:
+def pull_payloads(buf: Buffer, first: int, limits: Limits = DEFAULT_LIMITS) -> list[Payload]:
     """The payload chain starting with type ``first`` up to the end of ``buf``.
 
     SK ends the chain (RFC 7296 3.14: it is the last payload; its Next Payload field names
@@ -448,8 +473,16 @@ def pull_payloads(buf: Buffer, first: int) -> list[Payload]:
     """
     out: list[Payload] = []
     ptype = first
+    notifies = 0
     try:
         while ptype != PayloadType.NONE:
+            if len(out) >= limits.payloads:
+                raise OverLimit(f"more than {limits.payloads} payloads in one message")
+            if ptype == PayloadType.NOTIFY:
+                notifies += 1
+                if notifies > limits.notifies:
+                    raise OverLimit(f"more than {limits.notifies} notify payloads in one "
+                                    "message")
             offset = buf.position
             nxt = buf.pull_uint8()
             flags = buf.pull_uint8()
@@ -472,6 +505,8 @@ def pull_payloads(buf: Buffer, first: int) -> list[Payload]:
                 out.append(OpaquePayload(PayloadType.SKF, body.rest(), False))
                 return out
             pull = _PULL.get(ptype)  # type: ignore[call-overload]
+            if ptype == PayloadType.SA:
+                pull = functools.partial(pull_sa, limits=limits)
             if pull is None:
                 if flags & 0x80:
                     raise UnsupportedCriticalPayload(ptype)

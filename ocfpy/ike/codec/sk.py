@@ -22,6 +22,17 @@ class IntegrityCheckFailed(IkeError):
     """The ICV of an encrypted payload did not verify: drop silently (RFC 7296 2.21.2)."""
 
 
+class Unauthenticated(DecodeError):
+    """A protected message that fails *before* its integrity check could be made (no SK
+    payload, plaintext payloads before SK, an SK body shorter than IV + ICV, CBC ciphertext
+    that is not whole blocks). Nothing vouches for it, so, like an ICV failure, it must change
+    nothing and get no answer (RFC 7296 2.21.2, 3.14). ``reason`` names the counter."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.why = reason
+
+
 class SkCrypto:
     """Protects SK payloads of one IKE SA in one direction pair.
 
@@ -93,7 +104,8 @@ class SkCrypto:
         """The decrypted inner payload chain (padding removed)."""
         n_iv, n_icv = self.iv_size, self.icv_size
         if len(body) < n_iv + n_icv + 1:
-            raise DecodeError(f"encrypted payload of {len(body)} bytes is too short")
+            raise Unauthenticated(f"encrypted payload of {len(body)} bytes is too short",
+                                  "short_sk")
         iv = body[:n_iv]
         try:
             if self.aead:
@@ -101,7 +113,8 @@ class SkCrypto:
             else:
                 ct = body[n_iv:-n_icv]
                 if len(ct) % self.block:
-                    raise DecodeError(f"ciphertext of {len(ct)} bytes is not whole blocks")
+                    raise Unauthenticated(f"ciphertext of {len(ct)} bytes is not whole blocks",
+                                          "partial_block")
                 self._mac_in.verify(raw[:-n_icv], raw[-n_icv:])  # type: ignore[union-attr]
                 pt = self._open.decrypt(iv, ct)
         except AuthenticationError:

@@ -15,6 +15,7 @@ class Status(Enum):
     SUCCESS = "success"  # done
     NEED_MORE = "need_more"  # run this exchange again (COOKIE, INVALID_KE_PAYLOAD)
     FAILED = "failed"  # the task failed; it has told the SA why
+    WAIT = "wait"  # an unprotected answer was noted, not acted on: keep waiting (RFC 7296 2.21.1)
 
 
 class Task:

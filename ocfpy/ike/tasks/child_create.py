@@ -188,6 +188,16 @@ class ChildCreate(Task):
             return
         offered_i = [selectors.from_raw(r) for r in tsi.selectors]
         offered_r = [selectors.from_raw(r) for r in tsr.selectors]
+        bad = [t for t in offered_i + offered_r
+               if t.start > t.end or t.start_port > t.end_port]
+        if bad:
+            # RFC 7296 3.13.1 ranges run start..end; a reversed one selects nothing and
+            # cannot be printed as networks (finding 7: formatting it raised)
+            self._refuse(sa, NotifyType.TS_UNACCEPTABLE,
+                         "the initiator sent reversed traffic selectors: " + ", ".join(
+                             f"{t.start}-{t.end} ports {t.start_port}-{t.end_port}"
+                             for t in bad[:4]))
+            return
         # strongSwan's child_cfg priority: a child whose selectors equal the offer beats one
         # that takes the offer unchanged, which beats one that has to narrow it
         match = None

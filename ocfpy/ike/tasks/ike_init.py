@@ -4,7 +4,16 @@ COOKIE (2.6) and INVALID_KE_PAYLOAD (1.2) retries on the initiator side.
 For public-key authentication both sides announce SIGNATURE_HASH_ALGORITHMS (RFC 7427 4; the
 responder only when the initiator did), and the responder asks for the initiator's
 certificate with CERTREQ (RFC 7296 3.7: the SHA-1 hashes of the CA keys it trusts) when the
-connection authenticates the peer by certificate. The initiator's CERTREQ goes in IKE_AUTH."""
+connection authenticates the peer by certificate. The initiator's CERTREQ goes in IKE_AUTH.
+
+Nothing in an IKE_SA_INIT response is authenticated, so an error notify in one may be a
+spoofer's (RFC 7296 2.21.1, issue 13 finding 4). The initiator therefore:
+ - notes NO_PROPOSAL_CHOSEN and other errors and keeps waiting; they are acted on only when
+   the retransmission timer fires with no valid response having arrived (TaskManager.on_timer);
+ - follows INVALID_KE_PAYLOAD only to a group it offered, once per group, and keeps the KE
+   state of each request sent, so a genuine answer to an earlier request still completes;
+ - echoes at most MAX_COOKIES COOKIEs; more are noted and ignored.
+What was seen is in ``sa why`` while it waits."""
 
 from __future__ import annotations
 
@@ -29,17 +38,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NONCE_SIZE = 32
-MAX_RETRIES = 3  # COOKIE / INVALID_KE rounds before giving up
+MAX_COOKIES = 3  # COOKIE rounds echoed per attempt (a loop bound, RFC 7296 2.6)
 
 
 class IkeInit(Task):
     exchange = ExchangeType.IKE_SA_INIT
-    __slots__ = ("cookie", "retries", "chosen_number")
+    __slots__ = ("cookie", "cookies", "chosen_number", "sent", "noted")
 
     def __init__(self) -> None:
         self.cookie = b""
-        self.retries = 0
+        self.cookies = 0  # COOKIE rounds done
         self.chosen_number = 1
+        # group -> (KE session, request bytes) of each request sent with another group: a
+        # valid answer to one of them completes the exchange (a forged INVALID_KE changed
+        # our group, not the responder's answer)
+        self.sent: dict[int, tuple[object, bytes]] = {}
+        self.noted: list[tuple[int, str]] = []  # unprotected errors seen: (notify, text)
 
     # -- initiator -----------------------------------------------------------------------
     def build_i(self, sa: IkeSa, msg: Message) -> None:
@@ -65,9 +79,10 @@ class IkeInit(Task):
     def process_i(self, sa: IkeSa, msg: Message) -> Status:
         cookie = msg.notify(NotifyType.COOKIE)
         if cookie is not None and msg.get(PayloadType.SA) is None:
-            if self.retries >= MAX_RETRIES or not 1 <= len(cookie.data) <= 64:
-                return sa.fail(NotifyType.COOKIE, "the responder keeps demanding COOKIEs")
-            self.retries += 1
+            if self.cookies >= MAX_COOKIES or not 1 <= len(cookie.data) <= 64:
+                return self._note(sa, NotifyType.COOKIE, f"a COOKIE after {self.cookies} "
+                                  "COOKIE rounds (ignored)")
+            self.cookies += 1
             self.cookie = cookie.data
             log.info("%s: responder demands a COOKIE; retrying", sa.name)
             return Status.NEED_MORE
@@ -76,11 +91,20 @@ class IkeInit(Task):
             return self._invalid_ke(sa, invalid_ke)
         for n in msg.notifies():
             if n.notify_type < 16384:
-                return sa.fail(n.notify_type, _peer_error_text(sa, n.notify_type, n.data))
+                return self._note(sa, n.notify_type, _peer_error_text(sa, n.notify_type, n.data))
         sa_p, ke_p, nonce_p = (msg.get(PayloadType.SA), msg.get(PayloadType.KE),
                                msg.get(PayloadType.NONCE))
         if sa_p is None or ke_p is None or nonce_p is None:
-            return sa.fail(NotifyType.INVALID_SYNTAX, "IKE_SA_INIT response lacks SA, KE or Nonce")
+            return self._note(sa, NotifyType.INVALID_SYNTAX,
+                              "an IKE_SA_INIT response without SA, KE or Nonce")
+        if ke_p.group != sa.ke_transform.group and ke_p.group in self.sent:
+            # the responder answered an earlier request of ours (a forged INVALID_KE had us
+            # move on): that request's KE and bytes are the ones this answer completes
+            ke, raw = self.sent.pop(ke_p.group)
+            if sa.ke is not None:
+                sa.ke.close()
+            sa.ke, sa.init_request = ke, raw
+            sa.ke_transform = ke.transform  # type: ignore[attr-defined]
         if len(sa_p.proposals) != 1:
             return sa.fail(NotifyType.NO_PROPOSAL_CHOSEN,
                            f"the responder returned {len(sa_p.proposals)} proposals, not one")
@@ -104,25 +128,55 @@ class IkeInit(Task):
         sa.process_natd(msg)
         _learn_pubkey(sa, msg)
         sa.derive_keys(shared)
+        self.abort(sa)  # the KE sessions of requests that were not answered
         return Status.SUCCESS
 
     def _invalid_ke(self, sa: IkeSa, n: NotifyPayload) -> Status:
         group = int.from_bytes(n.data[:2], "big") if len(n.data) >= 2 else 0
         ours = [t for p in sa.ike_proposals for t in p.of(TransformType.KE)]
         wanted = next((t for t in ours if t.group == group), None)
-        if wanted is None or wanted is sa.ke_transform or self.retries >= MAX_RETRIES:
+        if wanted is None or wanted is sa.ke_transform or group in self.sent:
+            # not a group we offered, or one we already sent a KE for: following it could
+            # only be a spoofer's downgrade or loop (RFC 7296 2.21.1)
             offered = ", ".join(dict.fromkeys(t.keyword for t in ours))
-            return sa.fail(NotifyType.INVALID_KE_PAYLOAD,
-                           f"the responder wants key exchange group {group}, which is not in our "
-                           f"proposals ({offered})")
-        self.retries += 1
+            return self._note(sa, NotifyType.INVALID_KE_PAYLOAD,
+                              f"the responder wants key exchange group {group}, which is not "
+                              f"in our proposals ({offered}) or was already tried")
         log.info("%s: responder wants %s instead of %s; retrying", sa.name, wanted,
                  sa.ke_transform)
-        sa.ke_transform = wanted
         if sa.ke is not None:
-            sa.ke.close()
+            self.sent[sa.ke_transform.group] = (sa.ke, sa.init_request)  # type: ignore[union-attr]
+        sa.ke_transform = wanted
         sa.ke = None
         return Status.NEED_MORE
+
+    def _note(self, sa: IkeSa, notify: int, text: str) -> Status:
+        """An unprotected error: remember it, say so in ``sa why``, keep waiting."""
+        self.noted.append((notify, text))
+        sa.ctx.out.count("init_errors_noted")
+        seen = ", ".join(dict.fromkeys(notify_name(n) for n, _ in self.noted))
+        sa.ctx.out.why[sa.name] = (f"waiting for a valid IKE_SA_INIT response; unprotected "
+                                   f"answers seen so far: {seen} (latest: {text})")
+        log.info("%s: unprotected %s in an IKE_SA_INIT response noted; still waiting for a "
+                 "valid one (RFC 7296 2.21.1)", sa.name, notify_name(notify))
+        return Status.WAIT
+
+    def act_on_noted(self, sa: IkeSa) -> bool:
+        """The retransmission timer fired with no valid response: the noted error stands
+        (the first one that is not a surplus COOKIE). True if the SA failed."""
+        errors = [(n, t) for n, t in self.noted if n != NotifyType.COOKIE] or self.noted
+        if not errors:
+            return False
+        notify, text = errors[0]
+        if notify == NotifyType.COOKIE:
+            text = "the responder keeps demanding COOKIEs"
+        sa.fail(notify, text + " (unprotected; no valid response followed)")
+        return True
+
+    def abort(self, sa: IkeSa) -> None:
+        for ke, _ in self.sent.values():
+            ke.close()  # type: ignore[attr-defined]
+        self.sent.clear()
 
     # -- responder -----------------------------------------------------------------------
     def process_r(self, sa: IkeSa, msg: Message) -> None:

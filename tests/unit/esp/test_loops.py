@@ -222,3 +222,22 @@ def test_drivers_are_reported_at_install_and_after_a_migration(monkeypatch):
         testdrivers.FAULTS.reset()
         for s in rig["sockets"]:
             s.close()
+
+
+def test_largest_ike_datagram_reaches_the_daemon_whole(rig):
+    """Issue 13 finding 3: an IKE message of about 65 KB to UDP 4500 was pickled into a
+    64 KiB read; the truncated pickle killed the daemon's reader. Now it travels raw and
+    whole (65,507 bytes: the most a UDP/IPv4 datagram holds), and the next one follows."""
+    src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    src.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    dest = rig["udp_b"].getsockname()
+    big = b"\x00\x00\x00\x00" + bytes(range(256)) * 255 + b"\xab" * (65507 - 4 - 256 * 255)
+    assert len(big) == 65507
+    src.sendto(big, dest)
+    src.sendto(b"\x00\x00\x00\x00" + b"small", dest)
+    rig["in"].on_readable(rig["udp_b"])
+    msg, _ = recv_msg(rig["daemon_b"])
+    assert msg[0] == "ike" and msg[1] == big[4:] and msg[2] == ("127.0.0.1", src.getsockname()[1])
+    msg, _ = recv_msg(rig["daemon_b"])
+    assert msg[1] == b"small"
+    src.close()

@@ -87,6 +87,11 @@ def test_proposal_mismatch_names_the_transform_type(initiator_and_responder):
     why = pair.r.why("home")
     assert "key exchange method" in why and "x25519" in why and "ecp256" in why
     assert "Nearest match" in why
+    # RFC 7296 2.21.1: the unprotected NO_PROPOSAL_CHOSEN is noted, and acted on only once
+    # the retransmission timeout passed without a valid response (issue 13 finding 4)
+    assert not pair.of_type("i", NegotiationFailed)
+    assert "NO_PROPOSAL_CHOSEN" in pair.i.why("home") and "waiting" in pair.i.why("home")
+    pair.advance(4.0)  # Retransmit.timeout
     (fail_i,) = pair.of_type("i", NegotiationFailed)
     assert fail_i.notify == NotifyType.NO_PROPOSAL_CHOSEN
     assert pair.i.sa_list() == [] and pair.r.sa_list() == []
@@ -141,6 +146,7 @@ def test_no_common_group_is_no_proposal_chosen(initiator_and_responder):
     pair = initiator_and_responder(["aes128gcm16-prfsha256-x25519-ecp256"],
                                    r_ike=["aes128gcm16-prfsha256-ecp384"])
     pair.establish()
+    pair.advance(4.0)  # the unprotected error stands after a retransmission timeout (2.21.1)
     (fail,) = pair.of_type("i", NegotiationFailed)
     assert fail.notify == NotifyType.NO_PROPOSAL_CHOSEN
     assert "key exchange method" in pair.r.why("home")
