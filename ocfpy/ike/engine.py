@@ -397,7 +397,8 @@ class IkeEngine:
             # made for the first one, and a spoofer must not replace its nonce or KE.
             if msg.raw == sa.init_request and sa.tasks.last_resp is not None:
                 self.out.count("retransmits_answered")
-                sa.send(sa.tasks.last_resp, local, remote, now)
+                for raw in sa.tasks.last_resp:  # one datagram (IKE_SA_INIT is never fragmented)
+                    sa.send(raw, local, remote, now)
             else:
                 self.out.count("dropped_init_on_sa")
             return

@@ -61,10 +61,10 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 
 I_ADDR, R_ADDR, SPOOF = "10.0.0.1", "10.0.0.2", "10.0.0.66"
-# FUZZ_STRICT_UNAUTH=1 (not in CI until issue 13's fix lands: today finding 1 trips it at
-# once): the engine targets also fail when a raw, unauthenticated datagram carrying the live
-# SA's SPIs gets an answer or changes what `sa list` shows.
-STRICT_UNAUTH = os.environ.get("FUZZ_STRICT_UNAUTH") == "1"
+# The strict oracle (issue 13's rule, on by default; FUZZ_STRICT_UNAUTH=0 turns it off): the
+# engine targets also fail when a raw, unauthenticated datagram carrying the live SA's SPIs
+# gets an answer or changes what `sa list` shows.
+STRICT_UNAUTH = os.environ.get("FUZZ_STRICT_UNAUTH", "1") == "1"
 NOW = 1000.0
 
 

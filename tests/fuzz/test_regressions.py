@@ -17,12 +17,8 @@ pytestmark = pytest.mark.fuzz
 
 # "target/file name" -> why it still fails (the issue and what the fix must do)
 KNOWN: dict[str, str] = {
-    # An authenticated CREATE_CHILD_SA whose TSi has start 10.1.255.255 > end 10.1.0.0:
-    # child_create.process_r formats the selectors for TS_UNACCEPTABLE, TrafficSelector.__str__
-    # -> networks() -> ipaddress.summarize_address_range raises ValueError; the engine counts an
-    # internal error and the request gets no answer.
-    "ike_responder/finding7-reversed-ts":
-        "issue 13 finding 7: a reversed traffic selector raises while building TS_UNACCEPTABLE",
+    # Fixed since (issue 13): finding 7, ike_responder/finding7-reversed-ts, a reversed
+    # traffic selector that raised while building TS_UNACCEPTABLE; it now replays clean.
 }
 
 _targets: dict[str, object] = {}
@@ -71,7 +67,7 @@ def test_seed_corpus_replays_clean(target):
 # Issue 13's rule at the engine, without root: raw datagrams an outsider writes with nothing
 # but the live SA's SPIs (mode byte 2: the harness writes the SPIs over bytes 0..15). With the
 # strict oracle (FUZZ_STRICT_UNAUTH) the engine targets fail if such a message is answered or
-# changes `sa list`. Today the engine answers each of them (findings 1 and 2).
+# changes `sa list`. Before issue 13's fix the engine answered each of them (findings 1 and 2).
 def _forged() -> list:
     import sys
     from pathlib import Path
@@ -80,16 +76,13 @@ def _forged() -> list:
     from attacker import ike_sa_init_request, informational_no_sk, short_sk
 
     spi = bytes(8)
-    one = "issue 13 finding 1: an unauthenticated message on a live SA is answered"
-    two = "issue 13 finding 2: an IKE_SA_INIT with a live SA's SPIs is processed by it"
-    rows = [
-        ("no-sk", informational_no_sk(spi, spi, 2, initiator=True), one),
-        ("short-sk", short_sk(spi, spi, 2, initiator=True), one),
-        ("plaintext-before-sk", short_sk(spi, spi, 2, initiator=True, plaintext_first=True), one),
-        ("ike-sa-init-live-spis", ike_sa_init_request(spi, spi, message_id=2), two),
+    rows = [  # findings 1 (the first three) and 2
+        ("no-sk", informational_no_sk(spi, spi, 2, initiator=True)),
+        ("short-sk", short_sk(spi, spi, 2, initiator=True)),
+        ("plaintext-before-sk", short_sk(spi, spi, 2, initiator=True, plaintext_first=True)),
+        ("ike-sa-init-live-spis", ike_sa_init_request(spi, spi, message_id=2)),
     ]
-    return [pytest.param(raw, id=name, marks=pytest.mark.xfail(strict=True, reason=why))
-            for name, raw, why in rows]
+    return [pytest.param(raw, id=name) for name, raw in rows]
 
 
 @pytest.mark.parametrize("side", ["ike_responder", "ike_initiator"])

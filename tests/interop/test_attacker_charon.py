@@ -42,8 +42,6 @@ def _identity(sa: dict) -> tuple:
 
 # Today: ocfpy moves its SA's remote to the forger's spoofed address and port (and answers it
 # there); DPD and every later request then go to that address, and the tunnel dies.
-@pytest.mark.xfail(strict=True, reason="issue 13 finding 1: unauthenticated messages change "
-                   "an established SA (ocfpy vs charon)")
 @pytest.mark.parametrize("initiator", ["ocfpy", "charon"])
 def test_finding1_forged_messages_change_nothing_vs_charon(peers: Peers, initiator: str):
     peers.configure(IKE, ESP)

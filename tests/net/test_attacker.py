@@ -1,9 +1,8 @@
 """Attacker lane (issue 13): a third party on the link, with no key, against two ocfpy daemons.
 
-Each test is one numbered finding of issue 13, written as the behaviour the fix must give and
-marked xfail(strict=True) while today's code shows the finding: the day the fix lands the test
-passes, strict xfail turns that into a failure, and the marker must come off. The comment on
-each says what it observes today. The forger (tests/net/attacker.py) uses only the wire: the
+Each test is one numbered finding of issue 13, written as the behaviour the fix must give; each
+failed (as a strict xfail) against the code before the fix, and the comment on each says what
+that code did. The forger (tests/net/attacker.py) uses only the wire: the
 peers' addresses and the two SPIs that every IKE packet carries.
 
 Run with the shared lock (namespaces of parallel runs collide):
@@ -114,8 +113,6 @@ def _one_sa(daemon) -> dict:
 # Today: after the burst b's SA has its remote at the attacker's address and port (the first
 # unauthenticated INFORMATIONAL moves it), b answers the attacker with encrypted INVALID_SYNTAX,
 # and the peer's message ID has advanced.
-@pytest.mark.xfail(strict=True, reason="issue 13 finding 1: unauthenticated messages (no SK, "
-                   "plaintext before SK, short SK) change an established SA and get answers")
 def test_finding1_forged_messages_change_nothing(net: AttackLab):
     sa_a, sa_b = _established(net)
     spi_i, spi_r = _spis(sa_b)
@@ -150,8 +147,6 @@ def test_finding1_forged_messages_change_nothing(net: AttackLab):
 # Today: an IKE_SA_INIT request carrying the live SA's two SPIs is handed to that SA's
 # exchange layer as a request (it is not a new SA: spi_r is set), which consumes a message ID
 # and answers; the genuine peer's next request is then out of window.
-@pytest.mark.xfail(strict=True, reason="issue 13 finding 2: IKE_SA_INIT requests with an "
-                   "existing SA's SPIs are processed by that SA")
 def test_finding2_init_with_live_spis_is_dropped(net: AttackLab):
     sa_a, sa_b = _established(net)
     spi_i, spi_r = _spis(sa_b)
@@ -186,8 +181,6 @@ def _nat_t_probe(net: AttackLab, n: int = 3) -> int:
 # Today: the worker forwards the 65,000-byte IKE message pickled through a 64 KiB read; the
 # daemon's reader thread dies on the truncated pickle, and no IKE on 4500 reaches the engine
 # again (the probe before the big datagram is seen, the one after is not).
-@pytest.mark.xfail(strict=True, reason="issue 13 finding 3: one ~65 KB IKE datagram to 4500 "
-                   "kills the userspace dataplane's channel to the daemon")
 def test_finding3_big_datagram_to_4500_keeps_nat_t_alive(net: AttackLab):
     _established(net, dataplane="userspace")
     assert _nat_t_probe(net) == 3, net.logs()  # the path works before the attack
@@ -214,8 +207,6 @@ def _connecting_spi(net: AttackLab) -> bytes:
 # the attempt, INVALID_KE_PAYLOAD restarts it with the group the forger named, forged COOKIEs
 # restart it until it gives up; b (started late, the way a slow responder answers late) is never
 # reached or is reached with the wrong group.
-@pytest.mark.xfail(strict=True, reason="issue 13 finding 4: spoofed IKE_SA_INIT errors are "
-                   "acted on before the retransmissions give up")
 @pytest.mark.parametrize("forged", ["no_proposal_chosen", "invalid_ke", "cookie"])
 def test_finding4_spoofed_init_errors_wait_for_a_valid_reply(net: AttackLab, forged: str):
     slow = {"timeout": 1.0, "tries": 6, "base": 1.2}
@@ -241,8 +232,6 @@ def test_finding4_spoofed_init_errors_wait_for_a_valid_reply(net: AttackLab, for
 # Today (cookie_threshold 30): after 30 half-open SAs b asks for cookies, but the cookie covers
 # only the source IP, Ni and SPIi, so the same request with the one cookie it got is accepted
 # from every source port: 300 half-open SAs from one address.
-@pytest.mark.xfail(strict=True, reason="issue 13 finding 5: half-open SAs are not capped "
-                   "(globally or per source address); one cookie admits unlimited requests")
 def test_finding5_half_open_is_bounded_per_source(net: AttackLab):
     net.b.start(_config(1, any_peer=True, cookie_threshold=30))
     listen = net.listen(5502)
@@ -272,8 +261,6 @@ def _cpu_s(pid: int) -> float:
 
 # Today: each 64 KB IKE_SA_INIT with 8,000 empty proposals costs b tenths of a second of CPU
 # and is logged in full at WARNING, twice (about 64 KB of log per datagram).
-@pytest.mark.xfail(strict=True, reason="issue 13 finding 6: proposals per message are not "
-                   "capped, and each refusal logs the whole offer")
 def test_finding6_huge_offers_cost_little(net: AttackLab):
     net.b.start(_config(1))
     size0, cpu0 = len(net.b.log()), _cpu_s(net.b.pid)
@@ -296,8 +283,6 @@ def test_finding6_huge_offers_cost_little(net: AttackLab):
 # Today: the half-open table is keyed by (SPIi, source address, source port), so the same
 # IKE_SA_INIT from a new port (a NAT rebinding between retransmissions) creates a second
 # responder SA with a new SPIr instead of repeating the cached response.
-@pytest.mark.xfail(strict=True, reason="issue 13 finding 8: a retransmitted IKE_SA_INIT from a "
-                   "new source port creates a second responder SA")
 def test_finding8_retransmission_from_new_port_repeats_the_response(net: AttackLab):
     net.b.start(_config(1, any_peer=True))
     listen = net.listen(5503)
