@@ -5,6 +5,7 @@
     ocfpy sa terminate NAME|ID
     ocfpy sa why NAME                 the last negotiation failure, in plain words
     ocfpy sa stats [--json]
+    ocfpy sa reload                   re-read the daemon's config file (as SIGHUP does)
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     why.add_argument("name")
     sub.add_parser("stats", parents=[common], help="daemon and engine counters")
     sub.add_parser("drivers", parents=[common], help="the crypto drivers the daemon uses")
+    sub.add_parser("reload", parents=[common], help="re-read the daemon's config file: add, "
+                   "remove and replace connections without touching the others "
+                   "(docs/operations.md)")
     p.set_defaults(func=run)
 
 
@@ -70,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
                 return _out(args, client.call("stats"), _print_stats)
             if args.sa_command == "drivers":
                 return _out(args, client.call("drivers"), _print_drivers)
+            if args.sa_command == "reload":
+                return _out(args, client.call("reload"), _print_reload)
     except ControlError as exc:
         print(f"ocfpy sa {args.sa_command}: {exc}", file=sys.stderr)
         return 1
@@ -149,6 +155,12 @@ def _print_stats(stats: dict[str, Any]) -> None:
                 print(f"  {k:28} {v}")
         else:
             print(f"{section}: {values}")
+
+
+def _print_reload(result: dict[str, list[str]]) -> None:
+    for outcome in ("added", "removed", "changed", "unchanged"):
+        names = result.get(outcome) or []
+        print(f"{outcome:9} {', '.join(names) if names else '-'}")
 
 
 def _print_drivers(drivers: list[dict[str, Any]]) -> None:

@@ -24,7 +24,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from ocfpy.crypto.calibration import default_path as default_calibration_path
 from ocfpy.crypto.errors import OcfError, UnknownAlgorithm
 from ocfpy.ike.config import ConfigValueError, DaemonOptions
 from ocfpy.ike.proposals import ProposalSyntaxError, check_proposal_strings
+from ocfpy.iked import logsetup, metrics
 
 Key = tuple[str, ...]
 
@@ -421,6 +422,8 @@ DAEMON = Table({
     "keepalive_interval": duration,
     "udp_gso": boolean,
     "calibration": nonempty_string,  # checked (the file read) in _build, where the path is known
+    "log": logsetup.log_schema(),  # [daemon.log]: target and per-subsystem levels
+    "metrics": metrics.listen_converter,  # "127.0.0.1:9641" -> ("127.0.0.1", 9641)
 })
 
 AUTH = Table({"auth": choice("psk"), "id": nonempty_string})
@@ -547,6 +550,10 @@ class IkedOptions(DaemonOptions):
     the daemon process uses (its dispatcher's calibration), which the core need not know."""
 
     calibration: str | None = None  # absolute path of a `ocfpy bench crypto --save` file
+    #: the checked ``[daemon.log]`` table (logsetup.LogOptions.from_table builds the options)
+    log: dict = field(default_factory=dict)
+    #: ``[daemon] metrics``: where to serve Prometheus text, None = not served
+    metrics: tuple[str, int] | None = None
 
 
 def calibration_path(value: str, relative_to: str | Path | None = None) -> Path:

@@ -41,9 +41,15 @@ from ocfpy.ike.events import (
     NegotiationFailed,
     SendKeepalive,
 )
+from ocfpy.iked import logsetup
 from ocfpy.iked.control import CommandError, ControlServer
+from ocfpy.iked.systemd import Notifier, status_line
 
 log = logging.getLogger(__name__)
+#: the daemon's socket I/O: the ``net`` subsystem of [daemon.log] (charon's NET)
+netlog = logging.getLogger("ocfpy.iked.net")
+#: configuration (re)loading: the ``cfg`` subsystem (charon's CFG)
+cfglog = logging.getLogger("ocfpy.iked.cfg")
 
 Addr = tuple[str, int]
 
@@ -81,8 +87,22 @@ class DaemonError(OcfError):
 
 class IkeDaemon:
     def __init__(self, config: IkeConfig, engine: Any, dataplane: Dataplane, *,
-                 dispatcher: Any = None, control_path: str | None = None):
+                 dispatcher: Any = None, control_path: str | None = None,
+                 notifier: Notifier | None = None,
+                 reloader: Callable[[], IkeConfig] | None = None):
+        """``notifier``: systemd's notify socket (a no-op one when not under systemd).
+        ``reloader``: re-reads the config file (the CLI's: its command-line overrides and the
+        log setup apply again); it raises ConfigError for a file that must change nothing."""
         self.config = config
+        self.notifier = notifier or Notifier(None)
+        self.reloader = reloader
+        self.metrics: Any = None  # ocfpy.iked.metrics.MetricsServer when [daemon] metrics is set
+        self._watchdog: asyncio.Task | None = None
+        #: negotiation failures by reason (the notify's name, or "timeout"), for metrics
+        self.failures: Counter[str] = Counter()
+        self.dpd_failures = 0
+        self._child_names: dict[int, str] = {}  # CHILD_SA unique id -> "conn/child", for logs
+        self.reloads: Counter[str] = Counter()  # "ok" / "failed"
         self.engine = engine
         self.dataplane = dataplane
         self.dispatcher = dispatcher
@@ -111,21 +131,34 @@ class IkeDaemon:
                 if ep.nat_t and self.dataplane.attach_udp_encap(
                         ep.sock, lambda data, remote, ep=ep: self._ike_from_dataplane(ep, data, remote)):
                     ep.taken_by_dataplane = True
-                    log.info("dataplane %s reads UDP %s:%d (ESP-in-UDP)", self.dataplane.name,
+                    netlog.info("dataplane %s reads UDP %s:%d (ESP-in-UDP)", self.dataplane.name,
                              ep.address, ep.port)
                 else:
                     self._loop.add_reader(ep.sock.fileno(), self._on_readable, ep)
             self.control = ControlServer(self.control_path, self._control_handlers())
             await self.control.start()
+            listen = getattr(self.config.daemon, "metrics", None)
+            if listen:
+                # MetricsError (no prometheus-client, port taken) refuses the start, before
+                # READY=1: an operator who asked for metrics must not get a daemon without them
+                from ocfpy.iked.metrics import MetricsServer
+
+                self.metrics = await MetricsServer(self.metrics_snapshot, *listen).start()
         except BaseException:
             for ep in self.endpoints:
                 self._loop.remove_reader(ep.sock.fileno())
                 ep.sock.close()
             self.endpoints.clear()
+            if self.control is not None:
+                await self.control.close()
+                self.control = None
             raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, self.stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            # systemctl reload (ExecReload=kill -HUP) and the classic daemon convention
+            self._loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self._service()
 
     def start_actions(self) -> None:
@@ -152,14 +185,44 @@ class IkeDaemon:
         await self.start()
         if ready is not None:
             ready()
+        # sd_notify(3): sockets are bound and the config is loaded; `systemctl start` returns
+        self.notifier.ready(self.status_text())
+        if self.notifier.watchdog_period is not None:
+            self._watchdog = asyncio.ensure_future(self.notifier.run_watchdog())
         self.start_actions()
         await self._stopped.wait()  # type: ignore[union-attr]
         await self.shutdown()
         return 0
 
+    def status_text(self) -> str:
+        """systemd's STATUS= line: SAs up and connections loaded."""
+        ike_up = child_up = half_open = 0
+        for sa in self._sa_list():
+            if sa.get("state") == "established":
+                ike_up += 1
+                child_up += len(sa.get("children", []))
+            else:
+                half_open += 1
+        return status_line(ike_up, child_up, len(self.config.connections), half_open)
+
+    def _notify_status(self) -> None:
+        # status_text() walks every SA: only worth it when someone (systemd) listens
+        if self.notifier.enabled:
+            self.notifier.status(self.status_text())
+
+    def _sa_list(self) -> list[dict]:
+        try:
+            return self.engine.sa_list()
+        except Exception:
+            return []
+
     async def shutdown(self) -> None:
         """Delete every SA (the peers hear of it), wait briefly for the answers, clean up."""
         log.info("shutting down: deleting all SAs")
+        self.notifier.stopping("deleting all SAs")
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         loop = self._loop
         assert loop is not None
         try:
@@ -183,6 +246,9 @@ class IkeDaemon:
         self.endpoints.clear()
         if self.control is not None:
             await self.control.close()
+        if self.metrics is not None:
+            await self.metrics.close()
+            self.metrics = None
         for _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(CommandError("the daemon is shutting down"))
@@ -208,7 +274,7 @@ class IkeDaemon:
                     if exc.errno == errno.EACCES and port < 1024:
                         why += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
                     if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) and ip.is_unspecified:
-                        log.warning("not listening on %s (this host has no IPv%d?)", why,
+                        netlog.warning("not listening on %s (this host has no IPv%d?)", why,
                                     ip.version)
                         continue
                     problems.append(why)
@@ -239,7 +305,7 @@ class IkeDaemon:
         except OSError:
             sock.close()
             raise
-        log.info("listening on UDP [%s]:%d%s", ip, port, " (NAT-T framing)" if nat_t else "")
+        netlog.info("listening on UDP [%s]:%d%s", ip, port, " (NAT-T framing)" if nat_t else "")
         return Endpoint(sock, family, str(ip), port, nat_t)
 
     def _on_readable(self, ep: Endpoint) -> None:
@@ -251,7 +317,7 @@ class IkeDaemon:
                 break
             except OSError as exc:  # e.g. ECONNREFUSED from an ICMP port unreachable
                 self.stats["receive_errors"] += 1
-                log.debug("receive on %s:%d: %s", ep.address, ep.port, exc)
+                netlog.debug("receive on %s:%d: %s", ep.address, ep.port, exc)
                 continue
             local = (self._destination(ep, ancdata), ep.port)
             self._datagram(ep, data, local, (remote[0], remote[1]), now)
@@ -303,7 +369,7 @@ class IkeDaemon:
         ep = self._endpoint_for(local, remote)
         if ep is None:
             self.stats["send_errors"] += 1
-            log.error("no socket for sending from %s:%d to %s:%d (daemon.listen = %s, ports "
+            netlog.error("no socket for sending from %s:%d to %s:%d (daemon.listen = %s, ports "
                       "%d/%d)", local[0], local[1], remote[0], remote[1],
                       self.config.daemon.listen, self.config.daemon.port,
                       self.config.daemon.port_nat_t)
@@ -318,7 +384,7 @@ class IkeDaemon:
             self.stats["datagrams_out"] += 1
         except OSError as exc:
             self.stats["send_errors"] += 1
-            log.warning("send to %s:%d failed: %s", remote[0], remote[1], exc.strerror or exc)
+            netlog.warning("send to %s:%d failed: %s", remote[0], remote[1], exc.strerror or exc)
 
     def _endpoint_for(self, local: Addr, remote: Addr) -> Endpoint | None:
         family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
@@ -381,14 +447,24 @@ class IkeDaemon:
         try:
             match event:
                 case IkeSaEstablished():
-                    log.info("IKE_SA %s[%s] established", event.name, event.ike_id)
+                    log.log(logsetup.AUDIT, "IKE_SA %s[%s] established", event.name,
+                            event.ike_id)
+                    self._notify_status()
                 case IkeSaClosed():
-                    log.info("IKE_SA %s[%s] closed: %s", event.name, event.ike_id, event.reason)
+                    log.log(logsetup.AUDIT, "IKE_SA %s[%s] closed: %s", event.name,
+                            event.ike_id, event.reason)
+                    self._notify_status()
                 case ChildSaEstablished():
                     self._install(event)
+                    self._notify_status()
                 case ChildSaClosed():
                     self._remove(event)
+                    self._notify_status()
                 case NegotiationFailed():
+                    reason = notify_name(event.notify) or "timeout"
+                    self.failures[reason] += 1
+                    if "(dead peer detection)" in event.explanation:  # IkeSa.no_answer's words
+                        self.dpd_failures += 1
                     log.warning("%s: negotiation failed (%s): %s", event.name,
                                 notify_name(event.notify), event.explanation)
                 case SendKeepalive():
@@ -405,9 +481,14 @@ class IkeDaemon:
 
     def _install(self, ev: ChildSaEstablished) -> None:
         spec = ev.spec
+        self._child_names[spec.unique_id] = spec.name
         try:
             self.dataplane.install(spec)
             self.stats["children_installed"] += 1
+            # charon's notation: name[IKE_SA id], name{CHILD_SA id}
+            log.log(logsetup.AUDIT, "CHILD_SA %s{%d} established (IKE_SA #%d), SPIs %08x_i "
+                    "%08x_o", spec.name, spec.unique_id, ev.ike_id, spec.inbound.spi,
+                    spec.outbound.spi)
         except Exception as exc:
             self.stats["install_failures"] += 1
             log.error("dataplane %s could not install CHILD_SA %s #%d: %s", self.dataplane.name,
@@ -416,7 +497,8 @@ class IkeDaemon:
     def _remove(self, ev: ChildSaClosed) -> None:
         # Say why: a peer that deletes a CHILD_SA right after creating it (charon when its
         # kernel interface refuses the SA) leaves no other trace here.
-        log.info("CHILD_SA #%d (IKE_SA #%d) closed: %s", ev.unique_id, ev.ike_id, ev.reason)
+        log.log(logsetup.AUDIT, "CHILD_SA %s{%d} (IKE_SA #%d) closed: %s",
+                self._child_names.pop(ev.unique_id, "?"), ev.unique_id, ev.ike_id, ev.reason)
         try:
             self.dataplane.remove(ev.unique_id)
         except Exception as exc:
@@ -441,6 +523,94 @@ class IkeDaemon:
         self.engine.child_sa_expired(event.unique_id, event.kind, loop.time())
         self._service()
 
+    # -- metrics ---------------------------------------------------------------------------
+    def metrics_snapshot(self):
+        """What `ocfpy.iked.metrics` serves at each scrape: read from the engine's, the
+        dataplane's and the dispatcher's own counters, so nothing is counted twice."""
+        from ocfpy.iked.metrics import MetricsSnapshot
+
+        ike: Counter[str] = Counter()
+        child: Counter[str] = Counter()
+        uids = []
+        for sa in self._sa_list():
+            ike[str(sa.get("state"))] += 1
+            for c in sa.get("children", []):
+                child["installed" if c.get("unique_id") in self._child_names else "other"] += 1
+                if c.get("unique_id") is not None:
+                    uids.append(c["unique_id"])
+        packets: Counter[str] = Counter()
+        nbytes: Counter[str] = Counter()
+        drops: Counter[str] = Counter()
+        for uid in uids:
+            try:
+                c = self.dataplane.counters(uid)
+            except Exception:  # not installed (dataplane none), or just removed
+                continue
+            packets["in"] += c.packets_in
+            packets["out"] += c.packets_out
+            nbytes["in"] += c.bytes_in
+            nbytes["out"] += c.bytes_out
+            drops["replay"] += c.replay_drops
+            drops["auth"] += c.auth_failures
+            drops["malformed"] += c.malformed
+        ops: dict[str, int] = {}
+        failovers: dict[str, int] = {}
+        if self.dispatcher is not None:
+            for driver, counters in self.dispatcher.stats().items():
+                ops[driver] = counters.get("ops", 0)
+                failovers[driver] = counters.get("migrations", 0)
+        engine_stats = self.engine.stats
+        return MetricsSnapshot(
+            ike_sas=dict(ike), child_sas=dict(child), negotiation_failures=dict(self.failures),
+            rekeys={"ike": engine_stats.get("ike_rekeyed", 0),
+                    "child": engine_stats.get("child_rekeyed", 0)},
+            dpd_failures=self.dpd_failures, packets=dict(packets), bytes=dict(nbytes),
+            drops=dict(drops), crypto_ops=ops, crypto_failovers=failovers)
+
+    # -- reload ------------------------------------------------------------------------------
+    def _on_sighup(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        loop.create_task(self._reload_logged())
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except CommandError as exc:
+            cfglog.error("reload refused, nothing changed: %s", exc)
+
+    async def reload(self) -> dict:
+        """Re-read the config file (SIGHUP, `ocfpy sa reload`). systemd hears RELOADING=1
+        first and READY=1 after, also when the file was refused (the daemon still runs on the
+        old config; STATUS= says why). A refused file changes nothing: CommandError."""
+        self.notifier.reloading("reloading the configuration")
+        cfglog.info("reloading the configuration")
+        if self.reloader is None:
+            self.notifier.ready(self.status_text())
+            raise CommandError("this daemon was started without a config file to reload")
+        try:
+            new = self.reloader()
+        except OcfError as exc:  # ConfigError (file:line: key: reason), LogSetupError
+            self.reloads["failed"] += 1
+            self.notifier.ready(f"reload refused: {exc}; {self.status_text()}")
+            raise CommandError(f"reload refused, nothing changed: {exc}") from None
+        result = self.apply_config(new)
+        self.reloads["ok"] += 1
+        cfglog.info("reloaded: %s", ", ".join(f"{k} {v}" for k, v in result.items()) or
+                    "nothing changed")
+        self.notifier.ready(self.status_text())
+        return result
+
+    def apply_config(self, new: IkeConfig) -> dict:
+        """Swap in a checked config (the connection and secret parts; the daemon's own
+        sockets, control path, backend and dataplane need a restart)."""
+        loop = self._loop
+        assert loop is not None
+        result = self.engine.reload(new, loop.time())
+        self.config.connections = self.engine.config.connections
+        self._service()
+        return result
+
     # -- control ---------------------------------------------------------------------------
     def _control_handlers(self) -> dict[str, Callable]:
         return {
@@ -450,6 +620,7 @@ class IkeDaemon:
             "why": self._cmd_why,
             "stats": self._cmd_stats,
             "drivers": self._cmd_drivers,
+            "reload": self._cmd_reload,
         }
 
     def _connection(self, request: dict) -> str:
@@ -557,7 +728,14 @@ class IkeDaemon:
         return {"terminating": target}
 
     def _cmd_why(self, request: dict) -> str | None:
-        return self.engine.why(self._connection(request))
+        name = self._connection(request)
+        if name not in self.config.connections:
+            raise CommandError(f"no connection named {name!r}; configured: "
+                               + (", ".join(sorted(self.config.connections)) or "none"))
+        return self.engine.why(name)
+
+    async def _cmd_reload(self, request: dict) -> dict:
+        return await self.reload()
 
     def _cmd_stats(self, request: dict) -> dict:
         return {

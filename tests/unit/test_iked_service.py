@@ -1,0 +1,327 @@
+"""The daemon as a service (issue 16): sd_notify, [daemon.log], metrics and reload, on the real
+daemon. No root: two daemons on 127.0.0.1 / 127.0.0.2 with high ports and dataplane "none";
+systemd is played by a datagram socket the test owns (what systemd itself listens on)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ocfpy.ike.engine", reason="the IKE engine is not merged")
+
+OCFPY = str(Path(sys.executable).with_name("ocfpy"))
+ADDRS = ("127.0.0.1", "127.0.0.2")
+IDS = ("a.svc.example", "b.svc.example")
+
+
+def _free_port(host: str, kind: int = socket.SOCK_DGRAM) -> int:
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind((host, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _conn(name: str, me: int, ports, subnet: int, rekey: str = "4h") -> str:
+    peer = 1 - me
+    return f"""
+[connections.{name}]
+local_addrs = ["{ADDRS[me]}"]
+remote_addrs = ["{ADDRS[peer]}"]
+local_port = {ports[me][0]}
+remote_port = {ports[peer][0]}
+proposals = ["aes128gcm16-prfsha256-x25519"]
+rekey_time = "{rekey}"
+retransmit = {{ timeout = 0.5, tries = 2 }}
+local = {{ id = "{name}.{IDS[me]}" }}
+remote = {{ id = "{name}.{IDS[peer]}" }}
+
+[connections.{name}.children.net]
+local_ts = ["10.{subnet + me}.0.0/16"]
+remote_ts = ["10.{subnet + peer}.0.0/16"]
+esp_proposals = ["aes128gcm16"]
+"""
+
+
+def _text(me: int, ports, control: Path, conns: dict[str, tuple[int, str]],
+          extra: str = "") -> str:
+    head = f"""
+[daemon]
+crypto_backend = "openssl"
+dataplane = "none"
+listen = ["{ADDRS[me]}"]
+port = {ports[me][0]}
+port_nat_t = {ports[me][1]}
+control_socket = "{control}"
+{extra}
+"""
+    body = "".join(_conn(name, me, ports, subnet, rekey)
+                   for name, (subnet, rekey) in conns.items())
+    return head + body + '\n[secrets.ike]\nsecret = "svc-key"\n'
+
+
+def _ports():
+    return [(_free_port(a), _free_port(a)) for a in ADDRS]
+
+
+# -- in process: the reload rules ------------------------------------------------------------
+def _daemons(tmp_path: Path, ports, conns_a, conns_b):
+    from ocfpy.crypto.dispatcher import Dispatcher
+    from ocfpy.esp.dataplane.null import NullDataplane
+    from ocfpy.ike.engine import IkeEngine
+    from ocfpy.iked.configfile import load
+    from ocfpy.iked.daemon import IkeDaemon
+
+    dispatcher = Dispatcher(backend="openssl")
+    out = []
+    for me, conns in ((0, conns_a), (1, conns_b)):
+        path = tmp_path / f"{me}.toml"
+        path.write_text(_text(me, ports, tmp_path / f"{me}.sock", conns))
+        conf = load(path)
+        out.append(IkeDaemon(conf, IkeEngine(conf, dispatcher), NullDataplane(),
+                             dispatcher=dispatcher, reloader=lambda path=path: load(path)))
+    return out
+
+
+async def _call(daemon, **line) -> dict:
+    return await daemon.control.handle_line(json.dumps(line).encode())
+
+
+def _sas(daemon) -> dict[str, dict]:
+    return {sa["name"]: sa for sa in daemon.engine.sa_list()}
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout:g}s")
+        await asyncio.sleep(0.02)
+
+
+def test_reload_adds_removes_replaces_and_leaves_the_rest(tmp_path):
+    ports = _ports()
+    before = {"keep": (20, "4h"), "change": (30, "4h"), "drop": (40, "4h")}
+    a, b = _daemons(tmp_path, ports, before, {**before, "new": (50, "4h")})
+
+    async def scenario():
+        await a.start()
+        await b.start()
+        try:
+            for name in before:
+                answer = await _call(a, cmd="initiate", name=name, wait=10)
+                assert answer["ok"], answer
+            await _until(lambda: len(_sas(b)) == 3)
+            old = _sas(a)
+            old_conn = a.engine.sas.by_id(old["change"]["id"]).conn
+
+            # a bad file changes nothing, and says file:line: key: reason
+            path = tmp_path / "0.toml"
+            good = path.read_text()
+            path.write_text(good.replace('rekey_time = "4h"', 'rekey_time = "soon"', 1))
+            bad = await _call(a, cmd="reload")
+            assert not bad["ok"]
+            assert f"{path}:" in bad["error"] and "connections.keep.rekey_time" in bad["error"]
+            assert "nothing changed" in bad["error"], bad
+            assert _sas(a) == old and set(a.config.connections) == set(before)
+
+            path.write_text(_text(0, ports, tmp_path / "0.sock",
+                                  {"keep": (20, "4h"), "change": (30, "2h"), "new": (50, "4h")}))
+            answer = await _call(a, cmd="reload")
+            assert answer["ok"], answer
+            assert answer["result"] == {"added": ["new"], "removed": ["drop"],
+                                        "changed": ["change"], "unchanged": ["keep"]}
+            # removed: its IKE SA is deleted, and the peer hears of it
+            await _until(lambda: "drop" not in _sas(a) and "drop" not in _sas(b))
+            now = _sas(a)
+            # unchanged and changed: the established SAs run on, same ids and SPIs
+            for name in ("keep", "change"):
+                assert now[name]["id"] == old[name]["id"]
+                assert (now[name]["spi_i"], now[name]["spi_r"]) == (old[name]["spi_i"],
+                                                                    old[name]["spi_r"])
+                assert now[name]["children"] == old[name]["children"]
+            # the changed connection's SA keeps the settings it was negotiated with; new SAs
+            # of it take the new ones
+            assert a.engine.sas.by_id(now["change"]["id"]).conn is old_conn
+            assert a.config.connections["change"].rekey_time == 7200
+            assert old_conn.rekey_time == 4 * 3600
+            # added: usable at once
+            answer = await _call(a, cmd="initiate", name="new", wait=10)
+            assert answer["ok"], answer
+            assert (await _call(a, cmd="why", name="drop"))["ok"] is False  # gone
+        finally:
+            await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))
+
+
+def test_why_of_an_unknown_connection_is_an_error(tmp_path):
+    ports = _ports()
+    a, _ = _daemons(tmp_path, ports, {"t": (20, "4h")}, {"t": (20, "4h")})
+
+    async def scenario():
+        await a.start()
+        try:
+            answer = await _call(a, cmd="why", name="NOSUCH")
+            assert not answer["ok"] and "no connection named 'NOSUCH'" in answer["error"]
+            assert (await _call(a, cmd="why", name="t")) == {"ok": True, "result": None}
+        finally:
+            await a.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+# -- the real command under a fake systemd -----------------------------------------------------
+class FakeSystemd:
+    """The notify socket: an AF_UNIX datagram socket, as systemd binds it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.seen: list[dict[str, str]] = []
+
+    def next(self, timeout: float = 60.0) -> dict[str, str]:
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(4096).decode()
+        fields = dict(line.split("=", 1) for line in data.splitlines() if line)
+        self.seen.append(fields)
+        return fields
+
+    def until(self, key: str, timeout: float = 60.0) -> dict[str, str]:
+        """The next datagram carrying key (STATUS-only updates may come in between)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            fields = self.next(max(0.1, deadline - time.monotonic()))
+            if key in fields:
+                return fields
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _sa(*argv: str, control: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([OCFPY, "sa", *argv, "--control", str(control)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_service_notify_logs_metrics_and_reload(tmp_path):
+    pytest.importorskip("prometheus_client")
+    from ocfpy.iked.control import ControlClient
+
+    ports = _ports()
+    metrics_port = _free_port("127.0.0.1", socket.SOCK_STREAM)
+    conns = {"t": (20, "4h")}
+    log_table = (f'metrics = "127.0.0.1:{metrics_port}"\n\n[daemon.log]\ndefault = 1\n'
+                 'net = -1\nctl = 2\n')
+    ctl = [tmp_path / "a.sock", tmp_path / "b.sock"]
+    conf = [tmp_path / "a.toml", tmp_path / "b.toml"]
+    conf[0].write_text(_text(0, ports, ctl[0], conns, log_table))
+    conf[1].write_text(_text(1, ports, ctl[1], conns))
+    systemd = FakeSystemd(tmp_path / "notify")
+    env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path)}
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [subprocess.Popen([OCFPY, "iked", "--config", str(conf[0]), "--foreground",
+                               "--log-file", str(logs[0])], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    benv = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    procs.append(subprocess.Popen([OCFPY, "iked", "--config", str(conf[1]), "--foreground",
+                                   "--log-file", str(logs[1])], env=benv,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        ready = systemd.next(120)
+        assert ready.get("READY") == "1", ready
+        assert "0 IKE_SA(s), 0 CHILD_SA(s) up; 1 connection(s) loaded" in ready["STATUS"]
+        assert ctl[0].exists()  # READY=1 only once the control socket is there
+        for _ in range(600):
+            if ctl[1].exists():
+                break
+            time.sleep(0.1)
+        up = _sa("initiate", "t", "--wait", "15", control=ctl[0])
+        assert up.returncode == 0, up.stderr
+        status = systemd.until("STATUS", 30)
+        while "1 CHILD_SA(s)" not in status["STATUS"]:
+            status = systemd.until("STATUS", 30)
+        assert status["STATUS"].startswith("1 IKE_SA(s), 1 CHILD_SA(s) up"), status
+
+        # metrics, scraped from the running daemon
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                      timeout=30).read().decode()
+        assert 'ocfpy_ike_sas{state="established"} 1.0' in body, body
+        assert 'ocfpy_child_sas{state="installed"} 1.0' in body, body
+        assert 'ocfpy_crypto_operations_total{driver="openssl"}' in body
+
+        why = _sa("why", "NOSUCH", control=ctl[0])
+        assert why.returncode == 1 and "no connection named 'NOSUCH'" in why.stderr, why
+        with ControlClient(ctl[0], timeout=30) as client:
+            sa_before = client.call("list")
+        # a bad file: RELOADING=1, then READY=1 with the refusal in STATUS; non-zero exit
+        good = conf[0].read_text()
+        conf[0].write_text(good.replace("net = -1", "net = 9"))
+        bad = _sa("reload", control=ctl[0])
+        assert bad.returncode == 1, bad
+        assert f"{conf[0]}:" in bad.stderr and "daemon.log.net" in bad.stderr, bad.stderr
+        assert systemd.until("RELOADING", 30)["RELOADING"] == "1"
+        again = systemd.until("READY", 30)
+        assert "reload refused" in again["STATUS"], again
+        # a good file by SIGHUP (systemctl reload): RELOADING=1 then READY=1, SA untouched
+        conf[0].write_text(good)
+        procs[0].send_signal(signal.SIGHUP)
+        reloading = systemd.until("RELOADING", 30)
+        assert int(reloading["MONOTONIC_USEC"]) > 0
+        again = systemd.until("READY", 30)
+        assert again["STATUS"].startswith("1 IKE_SA(s)"), again
+        with ControlClient(ctl[0], timeout=30) as client:
+            assert client.call("list") == sa_before
+
+        procs[0].send_signal(signal.SIGTERM)
+        assert systemd.until("STOPPING", 30)["STOPPING"] == "1"
+        assert procs[0].wait(60) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        systemd.close()
+    text = logs[0].read_text()
+    # [daemon.log]: net = -1 silences the socket lines, ctl = 2 lets its debug through,
+    # SA up/down are AUDIT lines with the name and id
+    assert "listening on UDP" not in text
+    assert "[CTL]" in text and "control socket at" in text
+    assert "IKE_SA t[1] established" in text and "CHILD_SA t/net{1} established" in text, text
+    assert "reload refused, nothing changed" in text or "reloaded" in text
+    assert "[CFG]" in text
+    # B, without [daemon.log], logs its sockets at the default level
+    assert "listening on UDP" in logs[1].read_text()
+
+
+def test_check_refuses_a_log_target_start_would_refuse(tmp_path):
+    from ocfpy.cli.main import main
+
+    ports = _ports()
+    conf = tmp_path / "c.toml"
+    extra = f'\n[daemon.log]\nfile = "{tmp_path}/no/such/dir/iked.log"\n'
+    conf.write_text(_text(0, ports, tmp_path / "c.sock", {"t": (20, "4h")}, extra))
+    assert main(["iked", "--config", str(conf), "--check"]) == 1
+    conf.write_text(_text(0, ports, tmp_path / "c.sock", {"t": (20, "4h")},
+                          f'\n[daemon.log]\nfile = "{tmp_path}/iked.log"\nike = 2\n'))
+    assert main(["iked", "--config", str(conf), "--check"]) == 0
+    conf.write_text(_text(0, ports, tmp_path / "c.sock", {"t": (20, "4h")},
+                          '\n[daemon.log]\nike = 5\n'))
+    assert main(["iked", "--config", str(conf), "--check"]) == 78  # file:line: key: reason
