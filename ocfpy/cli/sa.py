@@ -6,6 +6,7 @@
     ocfpy sa why NAME                 the last negotiation failure, in plain words
     ocfpy sa stats [--json]
     ocfpy sa reload                   re-read the daemon's config file (as SIGHUP does)
+    ocfpy sa monitor [--json]         stream the daemon's events as they happen
 """
 
 from __future__ import annotations
@@ -44,13 +45,68 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_parser("reload", parents=[common], help="re-read the daemon's config file: add, "
                    "remove and replace connections without touching the others "
                    "(docs/operations.md)")
+    mon = sub.add_parser("monitor", parents=[common], help="stream the daemon's events: SAs "
+                         "up/down, rekeys, DPD, failures, reloads, drivers")
+    mon.add_argument("--count", type=int, metavar="N",
+                     help="exit after N events (default: until interrupted or the daemon stops)")
     p.set_defaults(func=run)
+
+
+def _monitor(args: argparse.Namespace, client) -> int:
+    """Exit 0 on Ctrl-C, after --count events, or when the daemon says it stops; 1 when the
+    stream ends any other way (the daemon died)."""
+    seen = 0
+    last = None
+    try:
+        for event in client.events():
+            last = event.get("event")
+            if args.json:
+                print(json.dumps(event, default=str), flush=True)
+            else:
+                print(_event_line(event), flush=True)
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                return 0
+    except KeyboardInterrupt:
+        return 0
+    if last == "shutdown":
+        return 0
+    print("ocfpy sa monitor: the daemon closed the event stream", file=sys.stderr)
+    return 1
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    """One line per event: time, kind, the SA in charon's notation, then the rest."""
+    import time as _time
+
+    e = dict(event)
+    stamp = _time.strftime("%H:%M:%S", _time.localtime(e.pop("time", 0) or 0))
+    kind = e.pop("event", "?")
+    name = e.pop("name", None)
+    who = ""
+    if "unique_id" in e:
+        who = f"{name or '?'}{{{e.pop('unique_id')}}}"
+        e.pop("ike_id", None)
+    elif "ike_id" in e:
+        who = f"{name or '?'}[{e.pop('ike_id')}]"
+    elif name:
+        who = str(name)
+    text = e.pop("explanation", None)
+    rest = " ".join(f"{k}={v}" for k, v in e.items() if v not in (None, [], ""))
+    return " ".join(part for part in (stamp, f"{kind:12}", who, rest, text) if part)
 
 
 def run(args: argparse.Namespace) -> int:
     from ocfpy.iked.control import ControlClient, ControlError
 
     timeout = args.timeout
+    if args.sa_command == "monitor":
+        try:
+            with ControlClient(args.control, timeout=timeout) as client:
+                return _monitor(args, client)
+        except ControlError as exc:
+            print(f"ocfpy sa monitor: {exc}", file=sys.stderr)
+            return 1
     if args.sa_command == "initiate":
         timeout = max(timeout, args.wait + 2)
     try:

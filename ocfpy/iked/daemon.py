@@ -102,6 +102,7 @@ class IkeDaemon:
         self.failures: Counter[str] = Counter()
         self.dpd_failures = 0
         self._child_names: dict[int, str] = {}  # CHILD_SA unique id -> "conn/child", for logs
+        self.rekeys: Counter[str] = Counter()  # "ike" / "child": completed rekeys
         self.reloads: Counter[str] = Counter()  # "ok" / "failed"
         self.engine = engine
         self.dataplane = dataplane
@@ -153,6 +154,9 @@ class IkeDaemon:
                 await self.control.close()
                 self.control = None
             raise
+        if self.dispatcher is not None and hasattr(self.dispatcher, "registry"):
+            # drivers that come and go (hot-plug, a failed device whose sessions move on)
+            self.dispatcher.registry.subscribe(self._on_driver_event)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, self.stop)
@@ -220,6 +224,7 @@ class IkeDaemon:
         """Delete every SA (the peers hear of it), wait briefly for the answers, clean up."""
         log.info("shutting down: deleting all SAs")
         self.notifier.stopping("deleting all SAs")
+        self._publish("shutdown")
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -449,22 +454,53 @@ class IkeDaemon:
                 case IkeSaEstablished():
                     log.log(logsetup.AUDIT, "IKE_SA %s[%s] established", event.name,
                             event.ike_id)
+                    old = self._rekeyed_from(event.ike_id)
+                    if old is None:
+                        self._publish("ike-up", name=event.name, ike_id=event.ike_id)
+                    else:
+                        self.rekeys["ike"] += 1
+                        self._publish("ike-rekey", name=event.name, ike_id=event.ike_id,
+                                      old_ike_id=old)
                     self._notify_status()
                 case IkeSaClosed():
                     log.log(logsetup.AUDIT, "IKE_SA %s[%s] closed: %s", event.name,
                             event.ike_id, event.reason)
+                    self._publish("ike-down", name=event.name, ike_id=event.ike_id,
+                                  reason=event.reason)
                     self._notify_status()
                 case ChildSaEstablished():
+                    spec = event.spec
+                    # a CHILD_SA of a conn/child already up is its rekey (RFC 7296 2.8); the
+                    # old one's Delete follows
+                    old = next((uid for uid, name in self._child_names.items()
+                                if name == spec.name), None)
                     self._install(event)
+                    fields = dict(name=spec.name, ike_id=event.ike_id,
+                                  unique_id=spec.unique_id, spi_in=f"{spec.inbound.spi:08x}",
+                                  spi_out=f"{spec.outbound.spi:08x}")
+                    if old is None:
+                        self._publish("child-up", **fields)
+                    else:
+                        self.rekeys["child"] += 1
+                        self._publish("child-rekey", old_unique_id=old, **fields)
                     self._notify_status()
                 case ChildSaClosed():
+                    name = self._child_names.get(event.unique_id)
                     self._remove(event)
+                    self._publish("child-down", name=name, ike_id=event.ike_id,
+                                  unique_id=event.unique_id, reason=event.reason)
                     self._notify_status()
                 case NegotiationFailed():
                     reason = notify_name(event.notify) or "timeout"
                     self.failures[reason] += 1
                     if "(dead peer detection)" in event.explanation:  # IkeSa.no_answer's words
                         self.dpd_failures += 1
+                        self._publish("dpd", name=event.name, result="dead",
+                                      explanation=event.explanation)
+                    else:
+                        self._publish("failure", name=event.name,
+                                      notify=notify_name(event.notify),
+                                      explanation=event.explanation)
                     log.warning("%s: negotiation failed (%s): %s", event.name,
                                 notify_name(event.notify), event.explanation)
                 case SendKeepalive():
@@ -478,6 +514,30 @@ class IkeDaemon:
                 verdict = match(event)
                 if verdict is not None:
                     fut.set_result(verdict)
+
+    def _publish(self, kind: str, **fields: Any) -> None:
+        """One event for `ocfpy sa monitor` subscribers (never waits: see ControlServer)."""
+        if self.control is not None and self.control.subscribers:
+            self.control.publish({"event": kind, "time": round(time.time(), 3), **fields})
+
+    def _rekeyed_from(self, ike_id: int) -> int | None:
+        """The IKE SA that ``ike_id`` replaced by a rekey (IkeSa.replaced_by), if any."""
+        with contextlib.suppress(Exception):
+            for sa in self.engine.sas:
+                if getattr(sa, "replaced_by", None) == ike_id:
+                    return sa.id
+        return None
+
+    def _on_driver_event(self, what: str, record: Any) -> None:
+        """Registry listener: a driver became active or went away (may run in the hot-plug
+        thread: the event is handed to the loop)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        fields = {"driver": record.name, "status": record.status.value,
+                  "reason": record.reason,
+                  "quarantined": sorted(getattr(record, "quarantined", {}) or {})}
+        loop.call_soon_threadsafe(lambda: self._publish(f"driver-{what}", **fields))
 
     def _install(self, ev: ChildSaEstablished) -> None:
         spec = ev.spec
@@ -520,6 +580,8 @@ class IkeDaemon:
         self.stats[f"dataplane_{event.kind}"] += 1
         log.info("CHILD_SA #%d hit its %s lifetime (%s)", event.unique_id, event.kind,
                  event.reason)
+        self._publish("child-expire", name=self._child_names.get(event.unique_id),
+                      unique_id=event.unique_id, kind=event.kind, reason=event.reason)
         self.engine.child_sa_expired(event.unique_id, event.kind, loop.time())
         self._service()
 
@@ -563,7 +625,7 @@ class IkeDaemon:
         return MetricsSnapshot(
             ike_sas=dict(ike), child_sas=dict(child), negotiation_failures=dict(self.failures),
             rekeys={"ike": engine_stats.get("ike_rekeyed", 0),
-                    "child": engine_stats.get("child_rekeyed", 0)},
+                    "child": self.rekeys["child"]},
             dpd_failures=self.dpd_failures, packets=dict(packets), bytes=dict(nbytes),
             drops=dict(drops), crypto_ops=ops, crypto_failovers=failovers)
 
@@ -592,10 +654,12 @@ class IkeDaemon:
             new = self.reloader()
         except OcfError as exc:  # ConfigError (file:line: key: reason), LogSetupError
             self.reloads["failed"] += 1
+            self._publish("reload", ok=False, error=str(exc))
             self.notifier.ready(f"reload refused: {exc}; {self.status_text()}")
             raise CommandError(f"reload refused, nothing changed: {exc}") from None
         result = self.apply_config(new)
         self.reloads["ok"] += 1
+        self._publish("reload", ok=True, **result)
         cfglog.info("reloaded: %s", ", ".join(f"{k} {v}" for k, v in result.items()) or
                     "nothing changed")
         self.notifier.ready(self.status_text())
@@ -741,6 +805,8 @@ class IkeDaemon:
         return {
             "engine": dict(self.engine.stats),
             "daemon": dict(self.stats),
+            "monitor": {"subscribers": len(self.control.subscribers) if self.control else 0,
+                        "events_dropped": self.control.events_dropped if self.control else 0},
             "dataplane": self.dataplane.name,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),

@@ -34,6 +34,7 @@ def _free_port(host: str, kind: int = socket.SOCK_DGRAM) -> int:
 
 def _conn(name: str, me: int, ports, subnet: int, rekey: str = "4h") -> str:
     peer = 1 - me
+    rekey, _, dpd = rekey.partition(",")  # "4h,1s": rekey_time, dpd_delay
     return f"""
 [connections.{name}]
 local_addrs = ["{ADDRS[me]}"]
@@ -42,6 +43,7 @@ local_port = {ports[me][0]}
 remote_port = {ports[peer][0]}
 proposals = ["aes128gcm16-prfsha256-x25519"]
 rekey_time = "{rekey}"
+dpd_delay = "{dpd or '0s'}"
 retransmit = {{ timeout = 0.5, tries = 2 }}
 local = {{ id = "{name}.{IDS[me]}" }}
 remote = {{ id = "{name}.{IDS[peer]}" }}
@@ -182,6 +184,154 @@ def test_why_of_an_unknown_connection_is_an_error(tmp_path):
     asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
+# -- sa monitor: the event stream --------------------------------------------------------------
+class Events:
+    """A subscriber on the daemon's control socket, as `ocfpy sa monitor` is."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+        self.seen: list[dict] = []
+
+    @classmethod
+    async def open(cls, daemon) -> Events:
+        reader, writer = await asyncio.open_unix_connection(str(daemon.control.path))
+        writer.write(b'{"cmd": "subscribe"}\n')
+        await writer.drain()
+        ack = json.loads(await reader.readline())
+        assert ack == {"ok": True, "result": {"queue": daemon.control.queue_size}}, ack
+        return cls(reader, writer)
+
+    async def expect(self, kind: str, timeout: float = 15.0, **match) -> dict:
+        """Read until an event of this kind (and these fields) arrives; the ones before it
+        stay in self.seen, so the order of everything received is checked by the caller."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(),
+                                          max(0.05, deadline - time.monotonic()))
+            assert line, f"stream ended while waiting for {kind}; seen {self.seen}"
+            event = json.loads(line)
+            self.seen.append(event)
+            if event["event"] == kind and all(event.get(k) == v for k, v in match.items()):
+                return event
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def test_monitor_receives_each_event_type_in_order(tmp_path):
+    from ocfpy.plugins.openssl import OpenSSLDriver
+
+    from ocfpy.crypto.registry import Status
+
+    ports = _ports()
+    a, b = _daemons(tmp_path, ports, {"t": (20, "4h,1s"), "lonely": (30, "4h")},
+                    {"t": (20, "4h")})
+
+    class Unplugged(OpenSSLDriver):
+        name = "openssl-card"  # a second driver that comes and goes, as a device does
+
+    async def scenario():
+        await a.start()
+        await b.start()
+        ev = await Events.open(a)
+        try:
+            assert (await _call(a, cmd="initiate", name="t", wait=10))["ok"]
+            up = await ev.expect("ike-up", name="t")
+            child = await ev.expect("child-up", name="t/net", ike_id=up["ike_id"])
+            now = asyncio.get_running_loop().time()
+            a.engine.rekey_child(child["unique_id"], now)
+            a._service()
+            rekeyed = await ev.expect("child-rekey", name="t/net",
+                                      old_unique_id=child["unique_id"])
+            await ev.expect("child-down", unique_id=child["unique_id"])
+            a.engine.rekey_ike(up["ike_id"], asyncio.get_running_loop().time())
+            a._service()
+            new_ike = await ev.expect("ike-rekey", name="t", old_ike_id=up["ike_id"])
+            await ev.expect("ike-down", ike_id=up["ike_id"])
+            # b has no connection "lonely": a negotiation failure, explained
+            assert not (await _call(a, cmd="initiate", name="lonely", wait=10))["ok"]
+            failure = await ev.expect("failure", name="lonely")
+            assert failure["explanation"] and failure["notify"], failure
+            # reloads, refused and accepted
+            path = tmp_path / "0.toml"
+            good = path.read_text()
+            path.write_text(good + "\n[daemon.log]\nike = 7\n")
+            assert not (await _call(a, cmd="reload"))["ok"]
+            refused = await ev.expect("reload")
+            assert refused["ok"] is False and "daemon.log.ike" in refused["error"], refused
+            path.write_text(good)
+            assert (await _call(a, cmd="reload"))["ok"]
+            accepted = await ev.expect("reload")
+            assert accepted["ok"] is True and accepted["unchanged"] == ["t", "lonely"]
+            # a driver that appears and goes (hot-plug; its sessions would fail over)
+            record = a.dispatcher.registry.add(Unplugged(), entry_point="test")
+            assert record.status is Status.ACTIVE, record
+            await ev.expect("driver-added", driver="openssl-card")
+            a.dispatcher.registry.remove("openssl-card", "device unplugged")
+            gone = await ev.expect("driver-removed", driver="openssl-card")
+            assert gone["reason"] == "device unplugged"
+            # the peer dies without a word: dead peer detection (dpd_delay 1s, 2 retransmits)
+            for endpoint in b.endpoints:
+                b._loop.remove_reader(endpoint.sock.fileno())
+                endpoint.sock.close()
+            b.endpoints.clear()
+            dead = await ev.expect("dpd", name="t", timeout=30)
+            assert dead["result"] == "dead" and "did not answer" in dead["explanation"]
+            await ev.expect("ike-down", ike_id=new_ike["ike_id"])
+            await a.shutdown()
+            await ev.expect("shutdown")
+            assert await ev.reader.readline() == b""  # the stream ends with the daemon
+            kinds = [e["event"] for e in ev.seen]
+            order = ["ike-up", "child-up", "child-rekey", "child-down", "ike-rekey", "ike-down",
+                     "failure", "reload", "reload", "driver-added", "driver-removed", "dpd",
+                     "ike-down", "shutdown"]
+            it = iter(kinds)
+            assert all(k in it for k in order), kinds  # each, in this order
+            assert rekeyed["unique_id"] != child["unique_id"]
+        finally:
+            ev.close()
+            if a.control is not None:
+                await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_subscriber_that_does_not_read_never_blocks_the_daemon(tmp_path):
+    ports = _ports()
+    a, _ = _daemons(tmp_path, ports, {"t": (20, "4h")}, {"t": (20, "4h")})
+
+    async def scenario():
+        await a.start()
+        try:
+            slow = await Events.open(a)  # subscribes, then never reads
+            quick = await Events.open(a)
+            started = time.monotonic()
+            for i in range(20000):
+                a._publish("ike-up", name="x" * 200, ike_id=i)
+            assert time.monotonic() - started < 5  # put_nowait only: no waiting on anyone
+            assert a.control.events_dropped > 0
+            # the daemon still answers, and a reading subscriber gets events with the count
+            # of what it missed
+            assert (await _call(a, cmd="stats"))["result"]["monitor"]["events_dropped"] > 0
+            first = await quick.expect("ike-up")
+            assert first["ike_id"] == 0
+            while "dropped" not in (await quick.expect("ike-up", timeout=30)):
+                pass
+            # a subscriber that vanishes is forgotten
+            slow.close()
+            quick.close()
+            for _ in range(200):
+                if not a.control.subscribers:
+                    break
+                await asyncio.sleep(0.02)
+            assert not a.control.subscribers
+        finally:
+            await a.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
 # -- the real command under a fake systemd -----------------------------------------------------
 class FakeSystemd:
     """The notify socket: an AF_UNIX datagram socket, as systemd binds it."""
@@ -248,8 +398,21 @@ def test_service_notify_logs_metrics_and_reload(tmp_path):
             if ctl[1].exists():
                 break
             time.sleep(0.1)
+        monitor = subprocess.Popen([OCFPY, "sa", "monitor", "--count", "2", "--control",
+                                    str(ctl[0])], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        with ControlClient(ctl[0], timeout=30) as client:
+            for _ in range(600):  # subscribed before anything happens
+                if client.call("stats")["monitor"]["subscribers"]:
+                    break
+                time.sleep(0.1)
         up = _sa("initiate", "t", "--wait", "15", control=ctl[0])
         assert up.returncode == 0, up.stderr
+        out, err = monitor.communicate(timeout=60)
+        assert monitor.returncode == 0, err
+        lines = out.splitlines()
+        assert len(lines) == 2 and "ike-up" in lines[0] and "t[1]" in lines[0], out
+        assert "child-up" in lines[1] and "t/net{1}" in lines[1], out
         status = systemd.until("STATUS", 30)
         while "1 CHILD_SA(s)" not in status["STATUS"]:
             status = systemd.until("STATUS", 30)
