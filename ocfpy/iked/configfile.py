@@ -435,6 +435,8 @@ CHILD = Table({
     "remote_ts": list_of(traffic_selector),
     "esp_proposals": list_of(_proposal("esp"), allow_empty=False),
     "start_action": choice("none", "start", "trap"),
+    "dpd_action": choice("none", "trap", "start"),
+    "close_action": choice("none", "trap", "start"),
     "mode": choice("tunnel", "transport"),
     "replay_window": integer(0, 1 << 16),
     "rekey_time": duration,

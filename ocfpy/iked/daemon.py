@@ -57,6 +57,11 @@ NON_ESP_MARKER = b"\x00\x00\x00\x00"
 NAT_KEEPALIVE = b"\xff"
 RECV_BATCH = 64  # datagrams read per wakeup before the engine's output is flushed
 SHUTDOWN_GRACE = 1.5  # seconds to wait for Delete responses on SIGTERM
+#: dpd_action / close_action = start: the first restart is at once; one that follows an
+#: earlier restart of the connection within RESTART_STABLE seconds waits 1, 2, 4 ... s, at
+#: most RESTART_BACKOFF_MAX (a peer that deletes whatever we set up must not be flooded)
+RESTART_STABLE = 60.0
+RESTART_BACKOFF_MAX = 60.0
 
 # Linux values; the socket module lacks IP_PKTINFO on some builds.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -103,6 +108,7 @@ class IkeDaemon:
         self.dpd_failures = 0
         self._child_names: dict[int, str] = {}  # CHILD_SA unique id -> "conn/child", for logs
         self.rekeys: Counter[str] = Counter()  # "ike" / "child": completed rekeys
+        self._restarts: dict[str, tuple[int, float]] = {}  # conn -> (restarts in a row, when)
         self.reloads: Counter[str] = Counter()  # "ok" / "failed"
         self.engine = engine
         self.dataplane = dataplane
@@ -468,6 +474,8 @@ class IkeDaemon:
                     self._publish("ike-down", name=event.name, ike_id=event.ike_id,
                                   reason=event.reason)
                     self._notify_status()
+                    if event.reason == "deleted by peer":  # its Delete (RFC 7296 1.4.1)
+                        self._restart_children(event.name, "close_action", "the peer closed it")
                 case ChildSaEstablished():
                     spec = event.spec
                     # a CHILD_SA of a conn/child already up is its rekey (RFC 7296 2.8); the
@@ -490,6 +498,8 @@ class IkeDaemon:
                     self._publish("child-down", name=name, ike_id=event.ike_id,
                                   unique_id=event.unique_id, reason=event.reason)
                     self._notify_status()
+                    if event.reason == "deleted by peer" and name:
+                        self._child_closed_by_peer(event.ike_id, name)
                 case NegotiationFailed():
                     reason = notify_name(event.notify) or "timeout"
                     self.failures[reason] += 1
@@ -497,6 +507,7 @@ class IkeDaemon:
                         self.dpd_failures += 1
                         self._publish("dpd", name=event.name, result="dead",
                                       explanation=event.explanation)
+                        self._restart_children(event.name, "dpd_action", "the peer is dead")
                     else:
                         self._publish("failure", name=event.name,
                                       notify=notify_name(event.notify),
@@ -514,6 +525,55 @@ class IkeDaemon:
                 verdict = match(event)
                 if verdict is not None:
                     fut.set_result(verdict)
+
+    # -- dpd_action / close_action ------------------------------------------------------------
+    def _restart_children(self, conn_name: str, action: str, why: str,
+                          only: str | None = None) -> None:
+        """Re-establish the children of ``conn_name`` whose ``action`` (dpd_action or
+        close_action) is "start", as charon does; keyingtries then bounds each attempt."""
+        conn = self.config.connections.get(conn_name)
+        if conn is None or self._stopped is None or self._stopped.is_set():
+            return  # removed by a reload, or we are the ones stopping
+        children = [c.name for c in conn.children.values()
+                    if getattr(c, action, "none") == "start" and (only is None or c.name == only)]
+        if not children:
+            return
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        count, last = self._restarts.get(conn_name, (0, float("-inf")))
+        count = count + 1 if now - last < RESTART_STABLE else 1
+        delay = 0.0 if count == 1 else min(2.0 ** (count - 2), RESTART_BACKOFF_MAX)
+        self._restarts[conn_name] = (count, now)
+        log.log(logsetup.AUDIT, "%s: %s, %s = start: re-establishing %s in %gs", conn_name, why,
+                action, ", ".join(children), delay)
+        self._publish("restart", name=conn_name, children=children, action=action,
+                      delay=delay, reason=why)
+        loop.call_later(delay, self._do_restart, conn_name, children)
+
+    def _do_restart(self, conn_name: str, children: list[str]) -> None:
+        if self._stopped is None or self._stopped.is_set() \
+                or conn_name not in self.config.connections:
+            return
+        for child in children:
+            try:
+                self.engine.initiate(conn_name, self._loop.time(), child=child)  # type: ignore[union-attr]
+            except IkeUsageError as exc:
+                log.error("restart of %s/%s: %s", conn_name, child, exc)
+        self._service()
+
+    def _child_closed_by_peer(self, ike_id: int, name: str) -> None:
+        """The peer deleted one CHILD_SA; its IKE SA lives on. Not a close when it was a rekey
+        (a CHILD_SA of the same name is still up) or when the IKE SA went too (handled there)."""
+        if name in self._child_names.values():
+            return
+        sa = None
+        with contextlib.suppress(Exception):
+            sa = self.engine.sas.by_id(ike_id)
+        if sa is None or not sa.is_established:
+            return
+        conn_name, _, child = name.partition("/")
+        self._restart_children(conn_name, "close_action", "the peer closed " + name, only=child)
 
     def _publish(self, kind: str, **fields: Any) -> None:
         """One event for `ocfpy sa monitor` subscribers (never waits: see ControlServer)."""

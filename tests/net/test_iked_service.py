@@ -110,3 +110,26 @@ def test_reload_adds_removes_changes_and_keeps_without_an_outage():
         assert pair.a.call("initiate", name="new", wait=15, timeout=20)["state"] == "established"
         listing = pair.a.sa_cli("list", "--json")
         assert listing.returncode == 0 and '"new"' in listing.stdout
+
+
+def test_dpd_action_start_brings_the_tunnel_back_after_the_peer_restarts():
+    from ike_harness import config
+
+    with ike_lab("osd") as pair:
+        pair.a.start(config(0, proposals=[IKE], esp=[ESP], dataplane="userspace",
+                            dpd_delay="1s", keyingtries=0,
+                            child_options={"dpd_action": "start"}), timeout=60)
+        pair.b.start(config(1, proposals=[IKE], esp=[ESP], dataplane="userspace"), timeout=60)
+        first = pair.a.call("initiate", name="t", wait=15, timeout=20)
+        assert first["state"] == "established"
+        ping = ["ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", "10.177.1.1", "10.177.2.1"]
+        assert pair.lab.run(pair.a.ns, ping, timeout=20).returncode == 0, pair.logs()
+
+        pair.b.kill9()  # no Delete: only dead peer detection can tell
+        wait_for(lambda: "re-establishing" in pair.a.log(), 30, "a declares b dead")
+        pair.b.start(pair.b.config_text, timeout=60)  # the same peer, back
+        # back by itself: a new IKE SA, with nobody calling initiate
+        sa = wait_for(lambda: [s for s in pair.a.established() if s["id"] != first["ike_id"]
+                               and s.get("children")], 40, "the tunnel comes back")[0]
+        assert sa["name"] == "t"
+        assert pair.lab.run(pair.a.ns, ping, timeout=20).returncode == 0, pair.logs()

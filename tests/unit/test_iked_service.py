@@ -32,7 +32,8 @@ def _free_port(host: str, kind: int = socket.SOCK_DGRAM) -> int:
     return port
 
 
-def _conn(name: str, me: int, ports, subnet: int, rekey: str = "4h") -> str:
+def _conn(name: str, me: int, ports, subnet: int, rekey: str = "4h", child_extra: str = "",
+          conn_extra: str = "") -> str:
     peer = 1 - me
     rekey, _, dpd = rekey.partition(",")  # "4h,1s": rekey_time, dpd_delay
     return f"""
@@ -44,6 +45,7 @@ remote_port = {ports[peer][0]}
 proposals = ["aes128gcm16-prfsha256-x25519"]
 rekey_time = "{rekey}"
 dpd_delay = "{dpd or '0s'}"
+{conn_extra}
 retransmit = {{ timeout = 0.5, tries = 2 }}
 local = {{ id = "{name}.{IDS[me]}" }}
 remote = {{ id = "{name}.{IDS[peer]}" }}
@@ -52,10 +54,11 @@ remote = {{ id = "{name}.{IDS[peer]}" }}
 local_ts = ["10.{subnet + me}.0.0/16"]
 remote_ts = ["10.{subnet + peer}.0.0/16"]
 esp_proposals = ["aes128gcm16"]
+{child_extra}
 """
 
 
-def _text(me: int, ports, control: Path, conns: dict[str, tuple[int, str]],
+def _text(me: int, ports, control: Path, conns: dict[str, tuple],
           extra: str = "") -> str:
     head = f"""
 [daemon]
@@ -67,8 +70,7 @@ port_nat_t = {ports[me][1]}
 control_socket = "{control}"
 {extra}
 """
-    body = "".join(_conn(name, me, ports, subnet, rekey)
-                   for name, (subnet, rekey) in conns.items())
+    body = "".join(_conn(name, me, ports, *spec) for name, spec in conns.items())
     return head + body + '\n[secrets.ike]\nsecret = "svc-key"\n'
 
 
@@ -182,6 +184,95 @@ def test_why_of_an_unknown_connection_is_an_error(tmp_path):
             await a.shutdown()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+# -- dpd_action / close_action ------------------------------------------------------------------
+def test_close_action_start_brings_back_what_the_peer_closed(tmp_path):
+    ports = _ports()
+    a, b = _daemons(tmp_path, ports, {"t": (20, "4h", 'close_action = "start"')},
+                    {"t": (20, "4h")})
+
+    async def scenario():
+        await a.start()
+        await b.start()
+        ev = await Events.open(a)
+        try:
+            assert (await _call(b, cmd="initiate", name="t", wait=10))["ok"]
+            first = await ev.expect("ike-up", name="t")
+            # the peer deletes the IKE SA: a starts it again at once
+            assert (await _call(b, cmd="terminate", name="t"))["ok"]
+            await ev.expect("ike-down", ike_id=first["ike_id"], reason="deleted by peer")
+            restart = await ev.expect("restart", name="t")
+            assert restart["delay"] == 0 and restart["action"] == "close_action"
+            again = await ev.expect("ike-up", name="t")
+            child = await ev.expect("child-up", name="t/net", ike_id=again["ike_id"])
+            assert again["ike_id"] != first["ike_id"]
+            # the peer deletes only the CHILD_SA: the child comes back in the same IKE SA,
+            # after a back-off (a second restart within a minute)
+            assert (await _call(b, cmd="terminate", name="t/net"))["ok"]
+            await ev.expect("child-down", unique_id=child["unique_id"], reason="deleted by peer")
+            restart = await ev.expect("restart", name="t")
+            assert restart["delay"] == 1.0 and restart["children"] == ["net"]
+            back = await ev.expect("child-up", name="t/net", timeout=15)
+            assert back["ike_id"] == again["ike_id"]
+            # our own terminate is no close by the peer: nothing restarts
+            assert (await _call(a, cmd="terminate", name="t"))["ok"]
+            await ev.expect("ike-down", ike_id=again["ike_id"])
+            await asyncio.sleep(2.5)
+            assert not _sas(a) and not _sas(b)
+        finally:
+            ev.close()
+            await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))
+
+
+def test_dpd_action_start_re_establishes_once_the_peer_is_back(tmp_path):
+    from ocfpy.crypto.dispatcher import Dispatcher
+    from ocfpy.esp.dataplane.null import NullDataplane
+    from ocfpy.ike.engine import IkeEngine
+    from ocfpy.iked.configfile import load
+    from ocfpy.iked.daemon import IkeDaemon
+
+    ports = _ports()
+    a, b = _daemons(tmp_path, ports, {"t": (20, "4h,1s", 'dpd_action = "start"',
+                                            "keyingtries = 0")}, {"t": (20, "4h")})
+
+    async def scenario():
+        nonlocal b
+        await a.start()
+        await b.start()
+        ev = await Events.open(a)
+        try:
+            assert (await _call(a, cmd="initiate", name="t", wait=10))["ok"]
+            first = await ev.expect("ike-up", name="t")
+            # the peer dies without a word (no Delete): its sockets just go
+            for endpoint in b.endpoints:
+                b._loop.remove_reader(endpoint.sock.fileno())
+                endpoint.sock.close()
+            b.endpoints.clear()
+            await b.control.close()
+            await ev.expect("dpd", name="t", timeout=30)
+            restart = await ev.expect("restart", name="t", action="dpd_action")
+            assert restart["delay"] == 0 and restart["children"] == ["net"]
+            await ev.expect("ike-down", ike_id=first["ike_id"])
+            await asyncio.sleep(1.0)  # a tries on (keyingtries = 0) while nobody answers
+            # the peer comes back, same config and ports: the tunnel returns by itself
+            conf = load(tmp_path / "1.toml")
+            b = IkeDaemon(conf, IkeEngine(conf, Dispatcher(backend="openssl")),
+                          NullDataplane())
+            await b.start()
+            back = await ev.expect("ike-up", name="t", timeout=30)
+            await ev.expect("child-up", name="t/net", ike_id=back["ike_id"])
+            await _until(lambda: "t" in _sas(b) and _sas(b)["t"]["state"] == "established")
+        finally:
+            ev.close()
+            await a.shutdown()
+            if b.control is not None:
+                await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
 
 
 # -- sa monitor: the event stream --------------------------------------------------------------
@@ -488,3 +579,17 @@ def test_check_refuses_a_log_target_start_would_refuse(tmp_path):
     conf.write_text(_text(0, ports, tmp_path / "c.sock", {"t": (20, "4h")},
                           '\n[daemon.log]\nike = 5\n'))
     assert main(["iked", "--config", str(conf), "--check"]) == 78  # file:line: key: reason
+
+
+def test_trap_actions_are_refused_until_trap_policies_exist(tmp_path):
+    from ocfpy.iked.configfile import ConfigError, loads
+
+    ports = _ports()
+    for key in ("dpd_action", "close_action"):
+        text = _text(0, ports, tmp_path / "c.sock", {"t": (20, "4h", f'{key} = "trap"')})
+        with pytest.raises(ConfigError) as info:
+            loads(text, "t.toml")
+        assert f"connections.t.children.net.{key}" in str(info.value)
+        assert "not implemented yet" in str(info.value)
+        conf = loads(text.replace('"trap"', '"start"'), "t.toml")
+        assert getattr(conf.connections["t"].children["net"], key) == "start"
