@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     problems = _unservable(config, dispatcher)
     for p in problems:
         log.warning("%s", p)
+    from ocfpy.iked.daemon import DaemonError, select_dataplane
+
     if args.check:
         _summary(config, dispatcher, problems, calibration)
         print(f"log: {log_target}" + (f" (warning: {log_warning})" if log_warning else ""))
@@ -121,9 +123,13 @@ def run(args: argparse.Namespace) -> int:
                 _prometheus()
             except MetricsError as exc:  # start would refuse: so does --check
                 return _fail(str(exc))
+        try:  # opened and closed as the start would open it: what it refuses, --check does
+            probe = select_dataplane(opts.dataplane, dispatcher, config)
+        except DaemonError as exc:
+            return _fail(str(exc))
+        print(f"dataplane {opts.dataplane}: {probe.name} opened and closed (it can run here)")
+        probe.close()
         return 0
-
-    from ocfpy.iked.daemon import DaemonError, select_dataplane
 
     try:
         dataplane = select_dataplane(opts.dataplane, dispatcher, config)

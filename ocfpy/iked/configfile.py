@@ -673,6 +673,10 @@ def _build(loader: _Loader, checked: dict[str, Any]):
             c["retransmit"] = _make(cfg.Retransmit, key, loader, **c["retransmit"])
         if "proposals" in c:
             c["proposals"] = _expand_default(c["proposals"], cfg.DEFAULT_IKE_PROPOSALS)
+        # A connection sends from the daemon's port unless told otherwise: with port = 15500
+        # and no local_port it used to send from 500, where nothing listens (issue 16). The
+        # peer's port stays 500 by default, as swanctl's remote_port.
+        c.setdefault("local_port", daemon.port)
         conn = _make(cfg.Connection, key, loader, name=name, children=children, **c)
         _check_connection(loader, key, conn, children)
         connections[name] = conn

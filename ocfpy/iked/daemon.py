@@ -108,6 +108,10 @@ class IkeDaemon:
         self.dpd_failures = 0
         self._child_names: dict[int, str] = {}  # CHILD_SA unique id -> "conn/child", for logs
         self.rekeys: Counter[str] = Counter()  # "ike" / "child": completed rekeys
+        #: the last send failure towards each remote address: `sa why` and `sa initiate` say
+        #: it, as the engine cannot know that its datagram never left
+        self.send_errors: dict[str, str] = {}
+        self._child_up_at: dict[int, float] = {}  # CHILD_SA unique id -> loop time installed
         self._restarts: dict[str, tuple[int, float]] = {}  # conn -> (restarts in a row, when)
         self.reloads: Counter[str] = Counter()  # "ok" / "failed"
         self.engine = engine
@@ -380,10 +384,11 @@ class IkeDaemon:
         ep = self._endpoint_for(local, remote)
         if ep is None:
             self.stats["send_errors"] += 1
-            netlog.error("no socket for sending from %s:%d to %s:%d (daemon.listen = %s, ports "
-                      "%d/%d)", local[0], local[1], remote[0], remote[1],
-                      self.config.daemon.listen, self.config.daemon.port,
-                      self.config.daemon.port_nat_t)
+            why = (f"no socket for sending from {local[0]}:{local[1]} to {remote[0]}:"
+                   f"{remote[1]} (daemon.listen = {self.config.daemon.listen}, ports "
+                   f"{self.config.daemon.port}/{self.config.daemon.port_nat_t})")
+            self.send_errors[remote[0]] = why
+            netlog.error("%s", why)
             return
         if ep.nat_t and data != NAT_KEEPALIVE:
             data = NON_ESP_MARKER + data
@@ -393,8 +398,11 @@ class IkeDaemon:
         try:
             ep.sock.sendmsg([data], ancdata, 0, (remote[0], remote[1]))
             self.stats["datagrams_out"] += 1
+            self.send_errors.pop(remote[0], None)
         except OSError as exc:
             self.stats["send_errors"] += 1
+            self.send_errors[remote[0]] = (f"sending to {remote[0]}:{remote[1]} failed: "
+                                           f"{exc.strerror or exc}")
             netlog.warning("send to %s:%d failed: %s", remote[0], remote[1], exc.strerror or exc)
 
     def _endpoint_for(self, local: Addr, remote: Addr) -> Endpoint | None:
@@ -575,6 +583,10 @@ class IkeDaemon:
         conn_name, _, child = name.partition("/")
         self._restart_children(conn_name, "close_action", "the peer closed " + name, only=child)
 
+    def _now(self) -> float:
+        """The engine's clock: the loop's (time.monotonic() too, also before start())."""
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
     def _publish(self, kind: str, **fields: Any) -> None:
         """One event for `ocfpy sa monitor` subscribers (never waits: see ControlServer)."""
         if self.control is not None and self.control.subscribers:
@@ -602,6 +614,7 @@ class IkeDaemon:
     def _install(self, ev: ChildSaEstablished) -> None:
         spec = ev.spec
         self._child_names[spec.unique_id] = spec.name
+        self._child_up_at[spec.unique_id] = self._now()
         try:
             self.dataplane.install(spec)
             self.stats["children_installed"] += 1
@@ -617,6 +630,7 @@ class IkeDaemon:
     def _remove(self, ev: ChildSaClosed) -> None:
         # Say why: a peer that deletes a CHILD_SA right after creating it (charon when its
         # kernel interface refuses the SA) leaves no other trace here.
+        self._child_up_at.pop(ev.unique_id, None)
         log.log(logsetup.AUDIT, "CHILD_SA %s{%d} (IKE_SA #%d) closed: %s",
                 self._child_names.pop(ev.unique_id, "?"), ev.unique_id, ev.ike_id, ev.reason)
         try:
@@ -745,6 +759,8 @@ class IkeDaemon:
             "stats": self._cmd_stats,
             "drivers": self._cmd_drivers,
             "reload": self._cmd_reload,
+            "list-conns": self._cmd_list_conns,
+            "rekey": self._cmd_rekey,
         }
 
     def _connection(self, request: dict) -> str:
@@ -758,11 +774,34 @@ class IkeDaemon:
         record: the one the dataplane reports serving it (SaCounters.drivers), never a guess
         from the dispatcher, which would disagree with a kernel dataplane."""
         sas = self.engine.sa_list()
+        now = self._now()
+
+        def since(t: float | None) -> float | None:
+            return None if t is None else round(now - t, 1)
+
+        def until(t: float | None) -> float | None:
+            return None if not t else round(t - now, 1)
+
         for sa in sas:
+            obj = None
+            with contextlib.suppress(Exception):
+                obj = self.engine.sas.by_id(sa["id"])
+            # seconds; expires_in_s is None: ocfpy has no time-based hard lifetime (charon's
+            # over_time), only life_bytes / life_packets, which the dataplane enforces
+            sa["established_s"] = since(getattr(obj, "established_at", None))
+            sa["rekey_in_s"] = until(getattr(obj, "rekey_at", None))
+            sa["expires_in_s"] = None
             for child in sa.get("children", []):
                 uid = child.get("unique_id")
                 if uid is None:
                     continue
+                c = obj.child_by_id(uid) if obj is not None else None
+                child["established_s"] = since(self._child_up_at.get(uid))
+                child["rekey_in_s"] = until(getattr(c, "rekey_at", None))
+                child["expires_in_s"] = None
+                if c is not None:
+                    child["life_bytes"] = c.cfg.life_bytes or None
+                    child["life_packets"] = c.cfg.life_packets or None
                 child["driver"] = None  # not installed, or a dataplane that carries nothing
                 with contextlib.suppress(Exception):
                     c = self.dataplane.counters(uid)
@@ -825,7 +864,7 @@ class IkeDaemon:
         try:
             result = await asyncio.wait_for(fut, wait)
         except TimeoutError:
-            why = self.engine.why(name)
+            why = self._why(name)
             raise CommandError(f"{name}: not established within {wait:g} s"
                                + (f": {why}" if why else "; see `ocfpy sa why " + name + "`")) from None
         finally:
@@ -844,6 +883,12 @@ class IkeDaemon:
             target = int(target)
         if target is None or target == "":
             raise CommandError("terminate needs a connection name or an IKE_SA id")
+        child = request.get("child")
+        if child is not None:  # one CHILD_SA: "conn/child", or its unique id
+            if isinstance(target, int):
+                raise CommandError("--child needs the connection's name, not an IKE_SA id")
+            child = str(child)
+            target = f"child:{child}" if child.isdigit() else f"{target}/{child}"
         try:
             self.engine.terminate(target, self._loop.time())  # type: ignore[union-attr]
         except (IkeUsageError, KeyError, ValueError) as exc:
@@ -851,12 +896,79 @@ class IkeDaemon:
         self._service()
         return {"terminating": target}
 
+    def _cmd_list_conns(self, request: dict) -> list[dict]:
+        """The loaded connections as the daemon sees them (after the file's defaults and the
+        last reload), with how many IKE SAs each has up."""
+        up: Counter[str] = Counter(sa.get("name") for sa in self._sa_list()
+                                   if sa.get("state") == "established")
+        out = []
+        for conn in self.config.connections.values():
+            out.append({
+                "name": conn.name, "local_addrs": conn.local_addrs,
+                "remote_addrs": conn.remote_addrs, "local_port": conn.local_port,
+                "remote_port": conn.remote_port, "proposals": conn.proposals,
+                "local_id": conn.local.id, "remote_id": conn.remote.id,
+                "rekey_time": conn.rekey_time, "dpd_delay": conn.dpd_delay,
+                "keyingtries": conn.keyingtries, "encap": conn.encap, "ike_sas_up": up[conn.name],
+                "children": [{"name": c.name, "local_ts": c.local_ts, "remote_ts": c.remote_ts,
+                              "esp_proposals": c.esp_proposals, "mode": c.mode,
+                              "start_action": c.start_action,
+                              "dpd_action": getattr(c, "dpd_action", "none"),
+                              "close_action": getattr(c, "close_action", "none"),
+                              "rekey_time": c.rekey_time} for c in conn.children.values()],
+            })
+        return out
+
+    def _cmd_rekey(self, request: dict) -> dict:
+        """Rekey IKE SAs (``kind`` "ike") or CHILD_SAs ("child", optionally one ``child`` by
+        name) of a connection name or an IKE_SA id (RFC 7296 2.8, CREATE_CHILD_SA)."""
+        target = request.get("name")
+        kind = request.get("kind", "ike")
+        if target is None or target == "":
+            raise CommandError("rekey needs a connection name or an IKE_SA id")
+        if kind not in ("ike", "child"):
+            raise CommandError(f"rekey kind must be ike or child, not {kind!r}")
+        target = str(target)
+        sas = [sa for sa in self._sa_list() if sa.get("state") == "established"
+               and (str(sa.get("id")) == target or sa.get("name") == target)]
+        if not sas:
+            raise CommandError(f"no established IKE SA matches {target!r}")
+        now = self._loop.time()  # type: ignore[union-attr]
+        done: list[int] = []
+        try:
+            for sa in sas:
+                if kind == "ike":
+                    self.engine.rekey_ike(sa["id"], now)
+                    done.append(sa["id"])
+                    continue
+                for c in sa.get("children", []):
+                    if request.get("child") in (None, c.get("name"), str(c.get("unique_id"))):
+                        self.engine.rekey_child(c["unique_id"], now)
+                        done.append(c["unique_id"])
+        except (IkeUsageError, KeyError, ValueError) as exc:
+            raise CommandError(f"cannot rekey {target}: {exc}") from None
+        finally:
+            self._service()
+        if not done:
+            raise CommandError(f"{target} has no CHILD_SA"
+                               + (f" named {request['child']!r}" if request.get("child") else ""))
+        return {"rekeying": kind, "ids": done}
+
     def _cmd_why(self, request: dict) -> str | None:
         name = self._connection(request)
         if name not in self.config.connections:
             raise CommandError(f"no connection named {name!r}; configured: "
                                + (", ".join(sorted(self.config.connections)) or "none"))
-        return self.engine.why(name)
+        return self._why(name)
+
+    def _why(self, name: str) -> str | None:
+        """The engine's last failure of the connection, and a send failure towards its peer
+        (which the engine cannot see: for it the peer just does not answer)."""
+        why = self.engine.why(name)
+        conn = self.config.connections.get(name)
+        sent = [self.send_errors[a] for a in (conn.remote_addrs if conn else [])
+                if a in self.send_errors]
+        return "; ".join([*sent, *([why] if why else [])]) or None
 
     async def _cmd_reload(self, request: dict) -> dict:
         return await self.reload()

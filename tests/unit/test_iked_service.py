@@ -452,6 +452,14 @@ class FakeSystemd:
         self.sock.close()
 
 
+def _timeless(sas: list[dict]) -> list[dict]:
+    """An SA listing without what moves on its own (seconds up, seconds to rekey)."""
+    drop = ("established_s", "rekey_in_s")
+    return [{**{k: v for k, v in sa.items() if k not in drop},
+             "children": [{k: v for k, v in c.items() if k not in drop}
+                          for c in sa["children"]]} for sa in sas]
+
+
 def _sa(*argv: str, control: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([OCFPY, "sa", *argv, "--control", str(control)], capture_output=True,
                           text=True, timeout=timeout)
@@ -518,6 +526,19 @@ def test_service_notify_logs_metrics_and_reload(tmp_path):
 
         why = _sa("why", "NOSUCH", control=ctl[0])
         assert why.returncode == 1 and "no connection named 'NOSUCH'" in why.stderr, why
+        # every operator command says what failed, with a non-zero exit
+        for argv, words in ((("rekey", "NOSUCH", "--ike"), "no established IKE SA"),
+                            (("terminate", "t", "--child", "nosuch"), "no CHILD_SA named"),
+                            (("terminate", "NOSUCH"), "no IKE SA matches"),
+                            (("initiate", "NOSUCH", "--wait", "1"), "no connection named")):
+            failed = _sa(*argv, control=ctl[0])
+            assert failed.returncode == 1 and words in failed.stderr, (argv, failed)
+        conns = _sa("list-conns", control=ctl[0])
+        assert conns.returncode == 0 and conns.stdout.startswith("t: 127.0.0.1["), conns
+        listing = subprocess.run([OCFPY, "sa", "list", "--control", str(ctl[0])],
+                                 capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, "COLUMNS": "250"})
+        assert listing.returncode == 0 and "rekey in" in listing.stdout, listing
         with ControlClient(ctl[0], timeout=30) as client:
             sa_before = client.call("list")
         # a bad file: RELOADING=1, then READY=1 with the refusal in STATUS; non-zero exit
@@ -537,7 +558,7 @@ def test_service_notify_logs_metrics_and_reload(tmp_path):
         again = systemd.until("READY", 30)
         assert again["STATUS"].startswith("1 IKE_SA(s)"), again
         with ControlClient(ctl[0], timeout=30) as client:
-            assert client.call("list") == sa_before
+            assert _timeless(client.call("list")) == _timeless(sa_before)
 
         procs[0].send_signal(signal.SIGTERM)
         assert systemd.until("STOPPING", 30)["STOPPING"] == "1"
@@ -565,7 +586,7 @@ def test_service_notify_logs_metrics_and_reload(tmp_path):
     assert "listening on UDP" in logs[1].read_text()
 
 
-def test_check_refuses_a_log_target_start_would_refuse(tmp_path):
+def test_check_refuses_a_log_target_start_would_refuse(tmp_path, capsys):
     from ocfpy.cli.main import main
 
     ports = _ports()
@@ -576,6 +597,8 @@ def test_check_refuses_a_log_target_start_would_refuse(tmp_path):
     conf.write_text(_text(0, ports, tmp_path / "c.sock", {"t": (20, "4h")},
                           f'\n[daemon.log]\nfile = "{tmp_path}/iked.log"\nike = 2\n'))
     assert main(["iked", "--config", str(conf), "--check"]) == 0
+    # the dataplane is opened (and closed) as the start would open it
+    assert "dataplane none: none opened and closed" in capsys.readouterr().out
     conf.write_text(_text(0, ports, tmp_path / "c.sock", {"t": (20, "4h")},
                           '\n[daemon.log]\nike = 5\n'))
     assert main(["iked", "--config", str(conf), "--check"]) == 78  # file:line: key: reason
@@ -593,3 +616,112 @@ def test_trap_actions_are_refused_until_trap_policies_exist(tmp_path):
         assert "not implemented yet" in str(info.value)
         conf = loads(text.replace('"trap"', '"start"'), "t.toml")
         assert getattr(conf.connections["t"].children["net"], key) == "start"
+
+
+# -- operator commands and config traps --------------------------------------------------------
+def test_list_times_list_conns_rekey_and_terminate_child(tmp_path):
+    ports = _ports()
+    a, b = _daemons(tmp_path, ports, {"t": (20, "4h")}, {"t": (20, "4h")})
+
+    async def scenario():
+        await a.start()
+        await b.start()
+        ev = await Events.open(a)
+        try:
+            assert (await _call(a, cmd="initiate", name="t", wait=10))["ok"]
+            up = await ev.expect("ike-up", name="t")
+            child = await ev.expect("child-up", name="t/net")
+            await asyncio.sleep(0.3)
+            [sa] = (await _call(a, cmd="list"))["result"]
+            assert 0.2 <= sa["established_s"] < 30
+            assert 0.9 * 4 * 3600 - 60 <= sa["rekey_in_s"] <= 4 * 3600  # rekey_time minus jitter
+            assert sa["expires_in_s"] is None  # no time-based hard lifetime
+            [c] = sa["children"]
+            assert 0.2 <= c["established_s"] < 30 and c["rekey_in_s"] <= 3600
+            [conn] = (await _call(a, cmd="list-conns"))["result"]
+            assert conn["name"] == "t" and conn["ike_sas_up"] == 1
+            assert conn["local_port"] == ports[0][0] and conn["children"][0]["name"] == "net"
+
+            answer = await _call(a, cmd="rekey", name="t", kind="child")
+            assert answer["ok"] and answer["result"]["ids"] == [child["unique_id"]], answer
+            new_child = await ev.expect("child-rekey", old_unique_id=child["unique_id"])
+            answer = await _call(a, cmd="rekey", name=str(up["ike_id"]), kind="ike")
+            assert answer["ok"], answer
+            new_ike = await ev.expect("ike-rekey", old_ike_id=up["ike_id"])
+            await ev.expect("ike-down", ike_id=up["ike_id"])
+            # one CHILD_SA deleted, by name: its IKE SA stays
+            assert (await _call(a, cmd="terminate", name="t", child="net"))["ok"]
+            await ev.expect("child-down", unique_id=new_child["unique_id"])
+            await asyncio.sleep(0.2)
+            [sa] = (await _call(a, cmd="list"))["result"]
+            assert sa["id"] == new_ike["ike_id"] and sa["children"] == []
+            bad = await _call(a, cmd="rekey", name="t", kind="child")
+            assert not bad["ok"] and "has no CHILD_SA" in bad["error"]
+            bad = await _call(a, cmd="terminate", name=str(sa["id"]), child="net")
+            assert not bad["ok"] and "needs the connection's name" in bad["error"]
+        finally:
+            ev.close()
+            await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_local_port_defaults_to_the_daemon_port(tmp_path):
+    """A daemon on a high port and a connection without local_port: it sends from the daemon's
+    port (it used to send from 500, where nothing listened), the peer's port stays 500."""
+    from ocfpy.iked.configfile import loads
+
+    ports = _ports()
+    text = _text(0, ports, tmp_path / "c.sock", {"t": (20, "4h")})
+    no_ports = "\n".join(line for line in text.splitlines()
+                         if not line.startswith(("local_port", "remote_port")))
+    conn = loads(no_ports, "c.toml").connections["t"]
+    assert (conn.local_port, conn.remote_port) == (ports[0][0], 500)
+
+    for me in (0, 1):  # both without local_port: they still find each other
+        path = tmp_path / f"{me}.toml"
+        path.write_text("\n".join(line for line in _text(
+            me, ports, tmp_path / f"{me}.sock", {"t": (20, "4h")}).splitlines()
+            if not line.startswith("local_port")))
+    from ocfpy.crypto.dispatcher import Dispatcher
+    from ocfpy.esp.dataplane.null import NullDataplane
+    from ocfpy.ike.engine import IkeEngine
+    from ocfpy.iked.configfile import load
+    from ocfpy.iked.daemon import IkeDaemon
+
+    dispatcher = Dispatcher(backend="openssl")
+    a, b = (IkeDaemon(c, IkeEngine(c, dispatcher), NullDataplane(), dispatcher=dispatcher)
+            for c in (load(tmp_path / "0.toml"), load(tmp_path / "1.toml")))
+
+    async def scenario():
+        await a.start()
+        await b.start()
+        try:
+            answer = await _call(a, cmd="initiate", name="t", wait=10)
+            assert answer["ok"] and answer["result"]["state"] == "established", answer
+        finally:
+            await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_send_errors_reach_initiate_and_why(tmp_path):
+    """The connection's local address is not one the daemon listens on: nothing can be sent,
+    and `sa initiate` and `sa why` say so instead of "not established"."""
+    ports = _ports()
+    a, _ = _daemons(tmp_path, ports, {"t": (20, "4h")}, {"t": (20, "4h")})
+    a.config.connections["t"].local_addrs = ["127.0.0.3"]
+
+    async def scenario():
+        await a.start()
+        try:
+            answer = await _call(a, cmd="initiate", name="t", wait=1.5)
+            assert not answer["ok"] and "no socket for sending from 127.0.0.3" in answer["error"]
+            why = (await _call(a, cmd="why", name="t"))["result"]
+            assert "no socket for sending from 127.0.0.3" in why, why
+        finally:
+            await a.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
