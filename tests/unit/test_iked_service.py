@@ -479,7 +479,8 @@ def test_service_notify_logs_metrics_and_reload(tmp_path):
     conf[0].write_text(_text(0, ports, ctl[0], conns, log_table))
     conf[1].write_text(_text(1, ports, ctl[1], conns))
     systemd = FakeSystemd(tmp_path / "notify")
-    env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path)}
+    # WatchdogSec=2s: systemd passes WATCHDOG_USEC, the daemon pings every second
+    env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "2000000"}
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = [subprocess.Popen([OCFPY, "iked", "--config", str(conf[0]), "--foreground",
                                "--log-file", str(logs[0])], env=env,
@@ -493,6 +494,8 @@ def test_service_notify_logs_metrics_and_reload(tmp_path):
         assert ready.get("READY") == "1", ready
         assert "0 IKE_SA(s), 0 CHILD_SA(s) up; 1 connection(s) loaded" in ready["STATUS"]
         assert ctl[0].exists()  # READY=1 only once the control socket is there
+        assert systemd.until("WATCHDOG", 10)["WATCHDOG"] == "1"
+        assert systemd.until("WATCHDOG", 10)["WATCHDOG"] == "1"  # and again: a running task
         for _ in range(600):
             if ctl[1].exists():
                 break
@@ -501,10 +504,12 @@ def test_service_notify_logs_metrics_and_reload(tmp_path):
                                     str(ctl[0])], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
         with ControlClient(ctl[0], timeout=30) as client:
-            for _ in range(600):  # subscribed before anything happens
+            for _ in range(1200):  # subscribed before anything happens
                 if client.call("stats")["monitor"]["subscribers"]:
                     break
                 time.sleep(0.1)
+            else:
+                raise AssertionError("`ocfpy sa monitor` did not subscribe within 120 s")
         up = _sa("initiate", "t", "--wait", "15", control=ctl[0])
         assert up.returncode == 0, up.stderr
         out, err = monitor.communicate(timeout=60)
@@ -584,6 +589,18 @@ def test_service_notify_logs_metrics_and_reload(tmp_path):
     assert "[CFG]" in text
     # B, without [daemon.log], logs its sockets at the default level
     assert "listening on UDP" in logs[1].read_text()
+
+
+def test_check_refuses_missing_metrics_support(tmp_path, monkeypatch, capsys):
+    from ocfpy.cli.main import main
+
+    ports = _ports()
+    conf = tmp_path / "m.toml"
+    conf.write_text(_text(0, ports, tmp_path / "m.sock", {"t": (20, "4h")},
+                          'metrics = "127.0.0.1:9641"'))
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # not installed, as far as
+    assert main(["iked", "--config", str(conf), "--check"]) == 1  # an import can tell
+    assert "metrics need the prometheus-client package" in capsys.readouterr().err
 
 
 def test_check_refuses_a_log_target_start_would_refuse(tmp_path, capsys):
