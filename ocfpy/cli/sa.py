@@ -282,6 +282,9 @@ def _print_reload(result: dict[str, list[str]]) -> None:
     for outcome in ("added", "removed", "changed", "unchanged"):
         names = result.get(outcome) or []
         print(f"{outcome:9} {', '.join(names) if names else '-'}")
+    if result.get("restart_needed"):
+        print("not reloaded (they take effect at the next start): "
+              + ", ".join(result["restart_needed"]))
 
 
 def _print_drivers(drivers: list[dict[str, Any]]) -> None:

@@ -744,8 +744,14 @@ class IkeDaemon:
         sockets, control path, backend and dataplane need a restart)."""
         loop = self._loop
         assert loop is not None
-        result = self.engine.reload(new, loop.time())
+        old_opts, new_opts = vars(self.config.daemon), vars(new.daemon)
+        stale = sorted(k for k in new_opts if k != "log" and old_opts.get(k) != new_opts[k])
+        result: dict = self.engine.reload(new, loop.time())
         self.config.connections = self.engine.config.connections
+        if stale:  # sockets, backend, dataplane, metrics: bound at start
+            cfglog.warning("daemon.%s changed in the file: takes effect at the next start",
+                           ", daemon.".join(stale))
+            result["restart_needed"] = [f"daemon.{k}" for k in stale]
         self._service()
         return result
 

@@ -159,6 +159,14 @@ def test_reload_adds_removes_replaces_and_leaves_the_rest(tmp_path):
             assert a.engine.sas.by_id(now["change"]["id"]).conn is old_conn
             assert a.config.connections["change"].rekey_time == 7200
             assert old_conn.rekey_time == 4 * 3600
+            # [daemon] keys other than log are bound at start: said, not applied
+            path.write_text(path.read_text().replace('crypto_backend = "openssl"',
+                                                     'crypto_backend = "openssl"\n'
+                                                     'cookie_threshold = 5'))
+            answer = await _call(a, cmd="reload")
+            assert answer["ok"] and answer["result"]["restart_needed"] == [
+                "daemon.cookie_threshold"], answer
+            assert a.config.daemon.cookie_threshold == 30
             # added: usable at once
             answer = await _call(a, cmd="initiate", name="new", wait=10)
             assert answer["ok"], answer
