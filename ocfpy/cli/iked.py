@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ESP dataplane (overrides daemon.dataplane); none = IKE only, explicit")
     p.add_argument("--control", metavar="PATH", help="control socket (overrides daemon.control_socket)")
     p.add_argument("--foreground", "-F", action="store_true", help="do not detach")
-    p.add_argument("--log-file", metavar="FILE", help="log here (default: stderr; "
-                   "/dev/null once detached)")
+    p.add_argument("--log-file", metavar="FILE", help="log here (overrides [daemon.log]; "
+                   "default: stderr in the foreground, syslog once detached)")
     p.add_argument("--check", action="store_true",
                    help="check the config file and the backend, print a summary, and exit")
     p.set_defaults(func=run)
@@ -52,15 +52,11 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def run(args: argparse.Namespace) -> int:
-    from ocfpy.cli.common import build_dispatcher
-    from ocfpy.crypto.errors import BackendUnavailable
-    from ocfpy.iked.configfile import ConfigError, load
+def _load(args: argparse.Namespace):
+    """The config file with the command line's overrides applied (start and every reload)."""
+    from ocfpy.iked.configfile import load
 
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        return _fail(str(exc), EX_CONFIG)
+    config = load(args.config)
     opts = config.daemon
     if args.crypto_backend:
         opts.crypto_backend = args.crypto_backend
@@ -70,11 +66,40 @@ def run(args: argparse.Namespace) -> int:
         opts.dataplane = args.dataplane
     if args.control:
         opts.control_socket = args.control
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from ocfpy.cli.common import build_dispatcher
+    from ocfpy.crypto.errors import BackendUnavailable
+    from ocfpy.iked import logsetup
+    from ocfpy.iked.configfile import ConfigError
+
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        return _fail(str(exc), EX_CONFIG)
+    opts = config.daemon
     calibration = getattr(opts, "calibration", None)  # the config file's, already checked
     if args.calibration:
         calibration = args.calibration
-    if args.log_file:
-        _log_to(args.log_file)
+    log_options = logsetup.LogOptions.from_table(getattr(opts, "log", None))
+    foreground = bool(args.foreground)  # --check answers for the start it stands in for
+    log_warning = None
+    try:
+        # Opened here, while stderr is still the terminal: "no /dev/log" or an unwritable
+        # file is a start-up error, not a daemon that logs nowhere once detached.
+        log_target = logsetup.check(log_options, foreground=foreground, log_file=args.log_file)
+    except logsetup.LogSetupError as exc:
+        implicit = log_options.target == "auto" and not log_options.file and not args.log_file
+        if not (args.check and implicit):
+            return _fail(str(exc))
+        # --check without --foreground on a host without syslog: a detached start would be
+        # refused, but the same file is fine under systemd (--foreground): say so, not fail
+        log_target, log_warning = "syslog", f"a detached start would be refused: {exc}"
+    if foreground and not args.check:  # a detached child configures its own after dup2
+        logsetup.configure(log_options, foreground=True, verbosity=_verbosity(args),
+                           log_file=args.log_file)
 
     try:
         dispatcher = build_dispatcher(backend=opts.crypto_backend, strict=opts.strict_backend,
@@ -86,30 +111,56 @@ def run(args: argparse.Namespace) -> int:
     problems = _unservable(config, dispatcher)
     for p in problems:
         log.warning("%s", p)
+    from ocfpy.iked.daemon import DaemonError, select_dataplane
+
     if args.check:
         _summary(config, dispatcher, problems, calibration)
-        return 0
+        print(f"log: {log_target}" + (f" (warning: {log_warning})" if log_warning else ""))
+        if getattr(opts, "metrics", None):
+            from ocfpy.iked.metrics import MetricsError, _prometheus
 
-    from ocfpy.iked.daemon import DaemonError, select_dataplane
+            try:
+                _prometheus()
+            except MetricsError as exc:  # start would refuse: so does --check
+                return _fail(str(exc))
+        try:  # opened and closed as the start would open it: what it refuses, --check does
+            probe = select_dataplane(opts.dataplane, dispatcher, config)
+        except DaemonError as exc:
+            return _fail(str(exc))
+        print(f"dataplane {opts.dataplane}: {probe.name} opened and closed (it can run here)")
+        probe.close()
+        return 0
 
     try:
         dataplane = select_dataplane(opts.dataplane, dispatcher, config)
     except DaemonError as exc:
         return _fail(str(exc))
+    reloader = _reloader(args, foreground)
     if args.foreground:
-        return _serve(config, dispatcher, dataplane, ready_fd=None)
-    return _detach(config, dispatcher, dataplane, args.log_file)
+        return _serve(config, dispatcher, dataplane, ready_fd=None, reloader=reloader)
+    return _detach(config, dispatcher, dataplane, args, log_options, reloader)
 
 
-def _log_to(path: str) -> None:
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    root.addHandler(handler)
-    if root.level == logging.WARNING or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
+def _verbosity(args: argparse.Namespace) -> int:
+    return int(getattr(args, "verbose", 0) or 0)
+
+
+def _reloader(args: argparse.Namespace, foreground: bool):
+    """What the daemon calls on SIGHUP / `ocfpy sa reload`: the file again, with the same
+    overrides; the log setup is checked and applied only once the whole file is accepted,
+    so a refused file changes nothing (ConfigError / LogSetupError propagate)."""
+
+    def reload():
+        from ocfpy.iked import logsetup
+
+        config = _load(args)
+        options = logsetup.LogOptions.from_table(getattr(config.daemon, "log", None))
+        logsetup.check(options, foreground=foreground, log_file=args.log_file)
+        logsetup.configure(options, foreground=foreground, verbosity=_verbosity(args),
+                           log_file=args.log_file)
+        return config
+
+    return reload
 
 
 def _algorithms(config):
@@ -176,14 +227,23 @@ def _watch_devices(dispatcher) -> None:
         log.info("device hot-plug not watched: %s", exc)
 
 
-def _serve(config, dispatcher, dataplane, ready_fd: int | None) -> int:
+def _serve(config, dispatcher, dataplane, ready_fd: int | None, reloader=None) -> int:
     from ocfpy.ike.engine import IkeEngine
     from ocfpy.iked.control import ControlError
     from ocfpy.iked.daemon import DaemonError, IkeDaemon
+    from ocfpy.iked.metrics import MetricsError
+    from ocfpy.iked.systemd import Notifier, NotifyError
+
+    try:
+        notifier = Notifier.from_env()
+    except NotifyError as exc:  # a NOTIFY_SOCKET we cannot use: say so, run without it
+        log.warning("%s; not notifying systemd", exc)
+        notifier = Notifier(None)
 
     async def main() -> int:
         engine = IkeEngine(config, dispatcher)
-        daemon = IkeDaemon(config, engine, dataplane, dispatcher=dispatcher)
+        daemon = IkeDaemon(config, engine, dataplane, dispatcher=dispatcher, notifier=notifier,
+                           reloader=reloader)
         _watch_devices(dispatcher)
 
         readied = False
@@ -199,7 +259,7 @@ def _serve(config, dispatcher, dataplane, ready_fd: int | None) -> int:
 
         try:
             return await daemon.run(ready)
-        except (DaemonError, ControlError, OSError) as exc:
+        except (DaemonError, ControlError, MetricsError, OSError) as exc:
             if not readied:  # failed while starting: one line, no traceback
                 dataplane.close()
                 raise _StartFailed(str(exc)) from None
@@ -218,7 +278,7 @@ class _StartFailed(Exception):
     pass
 
 
-def _detach(config, dispatcher, dataplane, log_file: str | None) -> int:
+def _detach(config, dispatcher, dataplane, args, log_options, reloader) -> int:
     """Classic double fork; the parent exits once the child says it listens (or why not)."""
     read_fd, write_fd = os.pipe()
     if os.fork() > 0:
@@ -236,9 +296,14 @@ def _detach(config, dispatcher, dataplane, log_file: str | None) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    if not log_file:
-        logging.getLogger().handlers.clear()
-        logging.getLogger().addHandler(logging.NullHandler())
-    code = _serve(config, dispatcher, dataplane, ready_fd=write_fd)
+    from ocfpy.iked import logsetup
+
+    try:  # in this process: a syslog socket is per process, and stderr is /dev/null now
+        logsetup.configure(log_options, foreground=False, verbosity=_verbosity(args),
+                           log_file=args.log_file)
+    except logsetup.LogSetupError as exc:  # checked before the fork; only a race gets here
+        os.write(write_fd, f"{exc}\n".encode())
+        os._exit(1)
+    code = _serve(config, dispatcher, dataplane, ready_fd=write_fd, reloader=reloader)
     os._exit(code)
 

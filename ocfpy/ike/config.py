@@ -131,6 +131,10 @@ class ChildConfig:
     life_bytes: int = 0  # 0 = unlimited
     life_packets: int = 0
     rekey_time: float = 3600.0
+    #: swanctl's: what to do when DPD declares the peer dead / when the peer closes the SA.
+    #: "start" re-establishes it (the daemon, with back-off); "trap" is not implemented.
+    dpd_action: str = "none"
+    close_action: str = "none"
 
     def __post_init__(self) -> None:
         _check_ts("local_ts", self.local_ts)
@@ -152,6 +156,13 @@ class ChildConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigValueError(key, f"expected an integer >= 0, got {v!r}")
         _check_number("rekey_time", self.rekey_time)
+        for key in ("dpd_action", "close_action"):
+            v = getattr(self, key)
+            if v == "trap":
+                raise ConfigValueError(key, "\"trap\" needs trap policies, which are not "
+                                       "implemented yet: use \"none\" or \"start\"")
+            if v not in ("none", "start"):
+                raise ConfigValueError(key, f"{v!r}: expected none or start")
 
 
 @dataclass

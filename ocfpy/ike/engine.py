@@ -251,6 +251,45 @@ class IkeEngine:
                 sa.tasks.initiate(sa, now)
             sa.close("shutdown")
 
+    def reload(self, config: IkeConfig, now: float) -> dict[str, list[str]]:
+        """Replace the connections and secrets with ``config``'s (a checked file: the daemon's
+        reload). The rules, after `swanctl --load-all` (a loaded config replaces the set):
+
+        - added connections and every secret take effect for the next negotiation;
+        - a removed connection's IKE SAs (and so their CHILD_SAs) are deleted (INFORMATIONAL
+          Delete, RFC 7296 1.4.1);
+        - a changed connection (any key differs) is replaced for new SAs (initiate, a peer's
+          IKE_SA_INIT); its established SAs keep the settings they were negotiated with (each
+          IKE SA holds its own Connection, as charon's IKE_SA holds its peer_cfg) until they
+          are deleted or re-established;
+        - an unchanged connection keeps its very object, so its SAs see no difference at all.
+
+        Returns the names by outcome. The daemon options ([daemon]) are not reloaded."""
+        old = self.config.connections
+        merged = {}
+        result: dict[str, list[str]] = {"added": [], "removed": [], "changed": [],
+                                        "unchanged": []}
+        for name, conn in config.connections.items():
+            if name not in old:
+                result["added"].append(name)
+                merged[name] = conn
+            elif old[name] == conn:
+                result["unchanged"].append(name)
+                merged[name] = old[name]
+            else:
+                result["changed"].append(name)
+                merged[name] = conn
+        result["removed"] = [name for name in old if name not in merged]
+        self.config.connections = merged
+        self.config.secrets = config.secrets
+        self.ctx.credentials = Credentials(config.secrets, self.dispatcher)
+        for name in result["removed"]:
+            self.out.why.pop(name, None)
+            for sa in [sa for sa in self.sas if sa.name == name and not sa.is_closed]:
+                self._delete(sa, now)
+        self._reschedule_touched()
+        return result
+
     def sa_list(self) -> list[dict]:
         return [sa.as_dict() for sa in self.sas if not sa.is_closed]
 

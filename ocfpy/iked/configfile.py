@@ -26,7 +26,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from ocfpy.crypto.calibration import default_path as default_calibration_path
 from ocfpy.crypto.errors import OcfError, UnknownAlgorithm
 from ocfpy.ike.config import ConfigValueError, DaemonOptions
 from ocfpy.ike.proposals import ProposalSyntaxError, check_proposal_strings
+from ocfpy.iked import logsetup, metrics
 
 log = logging.getLogger(__name__)
 
@@ -442,6 +443,8 @@ DAEMON = Table({
     "fragment_max_count": integer(1, 0xFFFF),
     "fragment_max_bytes": integer(1024),
     "fragment_timeout": duration,
+    "log": logsetup.log_schema(),  # [daemon.log]: target and per-subsystem levels
+    "metrics": metrics.listen_converter,  # "127.0.0.1:9641" -> ("127.0.0.1", 9641)
 })
 
 AUTH = Table({
@@ -459,6 +462,8 @@ CHILD = Table({
     "remote_ts": list_of(traffic_selector),
     "esp_proposals": list_of(_proposal("esp"), allow_empty=False),
     "start_action": choice("none", "start", "trap"),
+    "dpd_action": choice("none", "trap", "start"),
+    "close_action": choice("none", "trap", "start"),
     "mode": choice("tunnel", "transport"),
     "replay_window": integer(0, 1 << 16),
     "rekey_time": duration,
@@ -602,6 +607,10 @@ class IkedOptions(DaemonOptions):
     calibration: str | None = None  # absolute path of a `ocfpy bench crypto --save` file
     # a config holding secrets that group/others can read: refused (True) or a warning
     strict_permissions: bool = False
+    #: the checked ``[daemon.log]`` table (logsetup.LogOptions.from_table builds the options)
+    log: dict = field(default_factory=dict)
+    #: ``[daemon] metrics``: where to serve Prometheus text, None = not served
+    metrics: tuple[str, int] | None = None
 
 
 def calibration_path(value: str, relative_to: str | Path | None = None) -> Path:
@@ -719,6 +728,10 @@ def _build(loader: _Loader, checked: dict[str, Any]):
             c["retransmit"] = _make(cfg.Retransmit, key, loader, **c["retransmit"])
         if "proposals" in c:
             c["proposals"] = _expand_default(c["proposals"], cfg.DEFAULT_IKE_PROPOSALS)
+        # A connection sends from the daemon's port unless told otherwise: with port = 15500
+        # and no local_port it used to send from 500, where nothing listens (issue 16). The
+        # peer's port stays 500 by default, as swanctl's remote_port.
+        c.setdefault("local_port", daemon.port)
         conn = _make(cfg.Connection, key, loader, name=name, children=children, **c)
         _check_connection(loader, key, conn, children)
         connections[name] = conn
@@ -821,9 +834,9 @@ def _credential_error(config, path, problems: list[str]) -> ConfigError:
     fname = first.split(":", 1)[0].rsplit("/", 1)[-1]
     key: Key = ()
     for name, conn in config.connections.items():
-        for side, field in (("local", "certs"), ("remote", "cacerts")):
-            if fname in getattr(getattr(conn, side), field):
-                key = ("connections", name, side, field)
+        for side, attr in (("local", "certs"), ("remote", "cacerts")):
+            if fname in getattr(getattr(conn, side), attr):
+                key = ("connections", name, side, attr)
     for k in config.private_keys:
         if k.file.rsplit("/", 1)[-1] == fname:
             key = ("secrets", f"private-{k.name}")

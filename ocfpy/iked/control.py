@@ -8,7 +8,15 @@ connection::
     {"cmd": "terminate", "name": "home"}
     {"cmd": "why", "name": "home"}                 -> {"ok": true, "result": "...or null"}
     {"cmd": "stats"} / {"cmd": "drivers"}
+    {"cmd": "subscribe"}                           -> {"ok": true, "result": {"queue": 256}}
+                                                      then one event object per line
     anything wrong                                 -> {"ok": false, "error": "reason"}
+
+A subscription turns its connection into a stream of the daemon's events (`ocfpy sa monitor`,
+like vici's event registration). Each subscriber has a bounded queue: the daemon only ever
+puts into it without waiting, and an event that does not fit is dropped and counted (the next
+event delivered carries ``"dropped": N``, the subscriber's total so far), so a slow or
+vanished subscriber never blocks the daemon.
 
 The server knows nothing of IKE: it maps a command name to a handler the daemon gives it. The
 socket is created mode 0600 (it can start and stop tunnels), in a directory made 0700 if it
@@ -25,7 +33,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,7 @@ from ocfpy.crypto.errors import OcfError
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024  # a request is a few hundred bytes; refuse anything absurd
+SUBSCRIBER_QUEUE = 256  # events buffered per subscriber before new ones are dropped
 DEFAULT_PATH = "/run/ocfpy/iked.sock"
 
 Handler = Callable[[dict[str, Any]], Any | Awaitable[Any]]
@@ -47,13 +56,26 @@ class CommandError(ControlError):
     """Raised by a handler: the request was understood but cannot be done (unknown name...)."""
 
 
+class _Subscriber:
+    __slots__ = ("queue", "dropped", "writer")
+
+    def __init__(self, size: int, writer: asyncio.StreamWriter):
+        self.queue: asyncio.Queue[dict | None] = asyncio.Queue(size)
+        self.dropped = 0
+        self.writer = writer
+
+
 class ControlServer:
-    def __init__(self, path: str | Path, handlers: Mapping[str, Handler]):
+    def __init__(self, path: str | Path, handlers: Mapping[str, Handler], *,
+                 queue_size: int = SUBSCRIBER_QUEUE):
         self.path = Path(path)
         self.handlers = dict(handlers)
         self._server: asyncio.AbstractServer | None = None
         self.requests = 0
         self.bad_requests = 0
+        self.queue_size = queue_size
+        self.subscribers: list[_Subscriber] = []
+        self.events_dropped = 0  # over all subscribers, for `ocfpy sa stats`
 
     async def start(self) -> None:
         directory = self.path.parent
@@ -76,7 +98,26 @@ class ControlServer:
             os.umask(old)
         log.info("control socket at %s", self.path)
 
+    def publish(self, event: dict[str, Any]) -> None:
+        """Queue an event for every subscriber, never waiting: a full queue drops it."""
+        for sub in self.subscribers:
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.dropped += 1
+                self.events_dropped += 1
+
     async def close(self) -> None:
+        # subscribers get what is queued (the daemon's last events), briefly, then the end
+        for sub in list(self.subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(None)
+        for _ in range(20):
+            if not self.subscribers:
+                break
+            await asyncio.sleep(0.05)
+        for sub in list(self.subscribers):
+            sub.writer.close()  # a subscriber that does not read: its drain() fails now
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -96,6 +137,11 @@ class ControlServer:
                     break
                 if not line:
                     break
+                if _is_subscribe(line):
+                    self.requests += 1
+                    await self._reply(writer, {"ok": True, "result": {"queue": self.queue_size}})
+                    await self._stream(reader, writer)
+                    break
                 answer = await self.handle_line(line)
                 await self._reply(writer, answer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -104,6 +150,31 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Write the subscriber's events until it goes away (EOF) or the server closes."""
+        sub = _Subscriber(self.queue_size, writer)
+        self.subscribers.append(sub)
+        gone = asyncio.ensure_future(reader.read())  # a subscriber sends nothing: EOF = gone
+        try:
+            while True:
+                get = asyncio.ensure_future(sub.queue.get())
+                done, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if get not in done:
+                    get.cancel()
+                    return
+                event = get.result()
+                if event is None:  # the server is closing
+                    return
+                if sub.dropped:
+                    event = {**event, "dropped": sub.dropped}
+                writer.write(json.dumps(event, default=str).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            gone.cancel()
+            self.subscribers.remove(sub)
 
     @staticmethod
     async def _reply(writer: asyncio.StreamWriter, answer: dict) -> None:
@@ -137,6 +208,14 @@ class ControlServer:
             return {"ok": False, "error": f"internal error in {request['cmd']}: "
                     f"{type(exc).__name__}: {exc}"}
         return {"ok": True, "result": result}
+
+
+def _is_subscribe(line: bytes) -> bool:
+    try:
+        request = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(request, dict) and request.get("cmd") == "subscribe"
 
 
 def _is_live(path: Path) -> bool:
@@ -230,3 +309,23 @@ class ControlClient:
         if not answer.get("ok"):
             raise ControlError(answer.get("error", "the daemon refused without a reason"))
         return answer.get("result")
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Subscribe, then yield the daemon's events as they come (no timeout between them).
+        Ends when the daemon closes the stream (after a "shutdown" event when it stops);
+        ControlError if the connection fails."""
+        self.call("subscribe")
+        sock = self._connect()
+        sock.settimeout(None)
+        while True:
+            while b"\n" not in self._buffer:
+                try:
+                    chunk = sock.recv(65536)
+                except OSError as exc:
+                    self.close()
+                    raise ControlError(f"event stream failed: {exc.strerror or exc}") from None
+                if not chunk:
+                    return
+                self._buffer += chunk
+            line, _, self._buffer = self._buffer.partition(b"\n")
+            yield json.loads(line)

@@ -41,9 +41,15 @@ from ocfpy.ike.events import (
     NegotiationFailed,
     SendKeepalive,
 )
+from ocfpy.iked import logsetup
 from ocfpy.iked.control import CommandError, ControlServer
+from ocfpy.iked.systemd import Notifier, status_line
 
 log = logging.getLogger(__name__)
+#: the daemon's socket I/O: the ``net`` subsystem of [daemon.log] (charon's NET)
+netlog = logging.getLogger("ocfpy.iked.net")
+#: configuration (re)loading: the ``cfg`` subsystem (charon's CFG)
+cfglog = logging.getLogger("ocfpy.iked.cfg")
 
 Addr = tuple[str, int]
 
@@ -51,6 +57,11 @@ NON_ESP_MARKER = b"\x00\x00\x00\x00"
 NAT_KEEPALIVE = b"\xff"
 RECV_BATCH = 64  # datagrams read per wakeup before the engine's output is flushed
 SHUTDOWN_GRACE = 1.5  # seconds to wait for Delete responses on SIGTERM
+#: dpd_action / close_action = start: the first restart is at once; one that follows an
+#: earlier restart of the connection within RESTART_STABLE seconds waits 1, 2, 4 ... s, at
+#: most RESTART_BACKOFF_MAX (a peer that deletes whatever we set up must not be flooded)
+RESTART_STABLE = 60.0
+RESTART_BACKOFF_MAX = 60.0
 
 # Linux values; the socket module lacks IP_PKTINFO on some builds.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -81,8 +92,28 @@ class DaemonError(OcfError):
 
 class IkeDaemon:
     def __init__(self, config: IkeConfig, engine: Any, dataplane: Dataplane, *,
-                 dispatcher: Any = None, control_path: str | None = None):
+                 dispatcher: Any = None, control_path: str | None = None,
+                 notifier: Notifier | None = None,
+                 reloader: Callable[[], IkeConfig] | None = None):
+        """``notifier``: systemd's notify socket (a no-op one when not under systemd).
+        ``reloader``: re-reads the config file (the CLI's: its command-line overrides and the
+        log setup apply again); it raises ConfigError for a file that must change nothing."""
         self.config = config
+        self.notifier = notifier or Notifier(None)
+        self.reloader = reloader
+        self.metrics: Any = None  # ocfpy.iked.metrics.MetricsServer when [daemon] metrics is set
+        self._watchdog: asyncio.Task | None = None
+        #: negotiation failures by reason (the notify's name, or "timeout"), for metrics
+        self.failures: Counter[str] = Counter()
+        self.dpd_failures = 0
+        self._child_names: dict[int, str] = {}  # CHILD_SA unique id -> "conn/child", for logs
+        self.rekeys: Counter[str] = Counter()  # "ike" / "child": completed rekeys
+        #: the last send failure towards each remote address: `sa why` and `sa initiate` say
+        #: it, as the engine cannot know that its datagram never left
+        self.send_errors: dict[str, str] = {}
+        self._child_up_at: dict[int, float] = {}  # CHILD_SA unique id -> loop time installed
+        self._restarts: dict[str, tuple[int, float]] = {}  # conn -> (restarts in a row, when)
+        self.reloads: Counter[str] = Counter()  # "ok" / "failed"
         self.engine = engine
         self.dataplane = dataplane
         self.dispatcher = dispatcher
@@ -112,21 +143,37 @@ class IkeDaemon:
                 if ep.nat_t and self.dataplane.attach_udp_encap(
                         ep.sock, lambda data, remote, ep=ep: self._ike_from_dataplane(ep, data, remote)):
                     ep.taken_by_dataplane = True
-                    log.info("dataplane %s reads UDP %s:%d (ESP-in-UDP)", self.dataplane.name,
+                    netlog.info("dataplane %s reads UDP %s:%d (ESP-in-UDP)", self.dataplane.name,
                              ep.address, ep.port)
                 else:
                     self._loop.add_reader(ep.sock.fileno(), self._on_readable, ep)
             self.control = ControlServer(self.control_path, self._control_handlers())
             await self.control.start()
+            listen = getattr(self.config.daemon, "metrics", None)
+            if listen:
+                # MetricsError (no prometheus-client, port taken) refuses the start, before
+                # READY=1: an operator who asked for metrics must not get a daemon without them
+                from ocfpy.iked.metrics import MetricsServer
+
+                self.metrics = await MetricsServer(self.metrics_snapshot, *listen).start()
         except BaseException:
             for ep in self.endpoints:
                 self._loop.remove_reader(ep.sock.fileno())
                 ep.sock.close()
             self.endpoints.clear()
+            if self.control is not None:
+                await self.control.close()
+                self.control = None
             raise
+        if self.dispatcher is not None and hasattr(self.dispatcher, "registry"):
+            # drivers that come and go (hot-plug, a failed device whose sessions move on)
+            self.dispatcher.registry.subscribe(self._on_driver_event)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, self.stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            # systemctl reload (ExecReload=kill -HUP) and the classic daemon convention
+            self._loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self._service()
 
     def load_certificates(self) -> None:
@@ -178,14 +225,45 @@ class IkeDaemon:
         await self.start()
         if ready is not None:
             ready()
+        # sd_notify(3): sockets are bound and the config is loaded; `systemctl start` returns
+        self.notifier.ready(self.status_text())
+        if self.notifier.watchdog_period is not None:
+            self._watchdog = asyncio.ensure_future(self.notifier.run_watchdog())
         self.start_actions()
         await self._stopped.wait()  # type: ignore[union-attr]
         await self.shutdown()
         return 0
 
+    def status_text(self) -> str:
+        """systemd's STATUS= line: SAs up and connections loaded."""
+        ike_up = child_up = half_open = 0
+        for sa in self._sa_list():
+            if sa.get("state") == "established":
+                ike_up += 1
+                child_up += len(sa.get("children", []))
+            else:
+                half_open += 1
+        return status_line(ike_up, child_up, len(self.config.connections), half_open)
+
+    def _notify_status(self) -> None:
+        # status_text() walks every SA: only worth it when someone (systemd) listens
+        if self.notifier.enabled:
+            self.notifier.status(self.status_text())
+
+    def _sa_list(self) -> list[dict]:
+        try:
+            return self.engine.sa_list()
+        except Exception:
+            return []
+
     async def shutdown(self) -> None:
         """Delete every SA (the peers hear of it), wait briefly for the answers, clean up."""
         log.info("shutting down: deleting all SAs")
+        self.notifier.stopping("deleting all SAs")
+        self._publish("shutdown")
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         loop = self._loop
         assert loop is not None
         try:
@@ -209,6 +287,9 @@ class IkeDaemon:
         self.endpoints.clear()
         if self.control is not None:
             await self.control.close()
+        if self.metrics is not None:
+            await self.metrics.close()
+            self.metrics = None
         for _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(CommandError("the daemon is shutting down"))
@@ -234,7 +315,7 @@ class IkeDaemon:
                     if exc.errno == errno.EACCES and port < 1024:
                         why += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
                     if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) and ip.is_unspecified:
-                        log.warning("not listening on %s (this host has no IPv%d?)", why,
+                        netlog.warning("not listening on %s (this host has no IPv%d?)", why,
                                     ip.version)
                         continue
                     problems.append(why)
@@ -265,7 +346,7 @@ class IkeDaemon:
         except OSError:
             sock.close()
             raise
-        log.info("listening on UDP [%s]:%d%s", ip, port, " (NAT-T framing)" if nat_t else "")
+        netlog.info("listening on UDP [%s]:%d%s", ip, port, " (NAT-T framing)" if nat_t else "")
         return Endpoint(sock, family, str(ip), port, nat_t)
 
     def _on_readable(self, ep: Endpoint) -> None:
@@ -277,7 +358,7 @@ class IkeDaemon:
                 break
             except OSError as exc:  # e.g. ECONNREFUSED from an ICMP port unreachable
                 self.stats["receive_errors"] += 1
-                log.debug("receive on %s:%d: %s", ep.address, ep.port, exc)
+                netlog.debug("receive on %s:%d: %s", ep.address, ep.port, exc)
                 continue
             local = (self._destination(ep, ancdata), ep.port)
             self._datagram(ep, data, local, (remote[0], remote[1]), now)
@@ -329,10 +410,11 @@ class IkeDaemon:
         ep = self._endpoint_for(local, remote)
         if ep is None:
             self.stats["send_errors"] += 1
-            log.error("no socket for sending from %s:%d to %s:%d (daemon.listen = %s, ports "
-                      "%d/%d)", local[0], local[1], remote[0], remote[1],
-                      self.config.daemon.listen, self.config.daemon.port,
-                      self.config.daemon.port_nat_t)
+            why = (f"no socket for sending from {local[0]}:{local[1]} to {remote[0]}:"
+                   f"{remote[1]} (daemon.listen = {self.config.daemon.listen}, ports "
+                   f"{self.config.daemon.port}/{self.config.daemon.port_nat_t})")
+            self.send_errors[remote[0]] = why
+            netlog.error("%s", why)
             return
         if ep.nat_t and data != NAT_KEEPALIVE:
             data = NON_ESP_MARKER + data
@@ -342,9 +424,12 @@ class IkeDaemon:
         try:
             ep.sock.sendmsg([data], ancdata, 0, (remote[0], remote[1]))
             self.stats["datagrams_out"] += 1
+            self.send_errors.pop(remote[0], None)
         except OSError as exc:
             self.stats["send_errors"] += 1
-            log.warning("send to %s:%d failed: %s", remote[0], remote[1], exc.strerror or exc)
+            self.send_errors[remote[0]] = (f"sending to {remote[0]}:{remote[1]} failed: "
+                                           f"{exc.strerror or exc}")
+            netlog.warning("send to %s:%d failed: %s", remote[0], remote[1], exc.strerror or exc)
 
     def _endpoint_for(self, local: Addr, remote: Addr) -> Endpoint | None:
         family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
@@ -407,14 +492,60 @@ class IkeDaemon:
         try:
             match event:
                 case IkeSaEstablished():
-                    log.info("IKE_SA %s[%s] established", event.name, event.ike_id)
+                    log.log(logsetup.AUDIT, "IKE_SA %s[%s] established", event.name,
+                            event.ike_id)
+                    old = self._rekeyed_from(event.ike_id)
+                    if old is None:
+                        self._publish("ike-up", name=event.name, ike_id=event.ike_id)
+                    else:
+                        self.rekeys["ike"] += 1
+                        self._publish("ike-rekey", name=event.name, ike_id=event.ike_id,
+                                      old_ike_id=old)
+                    self._notify_status()
                 case IkeSaClosed():
-                    log.info("IKE_SA %s[%s] closed: %s", event.name, event.ike_id, event.reason)
+                    log.log(logsetup.AUDIT, "IKE_SA %s[%s] closed: %s", event.name,
+                            event.ike_id, event.reason)
+                    self._publish("ike-down", name=event.name, ike_id=event.ike_id,
+                                  reason=event.reason)
+                    self._notify_status()
+                    if event.reason == "deleted by peer":  # its Delete (RFC 7296 1.4.1)
+                        self._restart_children(event.name, "close_action", "the peer closed it")
                 case ChildSaEstablished():
+                    spec = event.spec
+                    # a CHILD_SA of a conn/child already up is its rekey (RFC 7296 2.8); the
+                    # old one's Delete follows
+                    old = next((uid for uid, name in self._child_names.items()
+                                if name == spec.name), None)
                     self._install(event)
+                    fields = dict(name=spec.name, ike_id=event.ike_id,
+                                  unique_id=spec.unique_id, spi_in=f"{spec.inbound.spi:08x}",
+                                  spi_out=f"{spec.outbound.spi:08x}")
+                    if old is None:
+                        self._publish("child-up", **fields)
+                    else:
+                        self.rekeys["child"] += 1
+                        self._publish("child-rekey", old_unique_id=old, **fields)
+                    self._notify_status()
                 case ChildSaClosed():
+                    name = self._child_names.get(event.unique_id)
                     self._remove(event)
+                    self._publish("child-down", name=name, ike_id=event.ike_id,
+                                  unique_id=event.unique_id, reason=event.reason)
+                    self._notify_status()
+                    if event.reason == "deleted by peer" and name:
+                        self._child_closed_by_peer(event.ike_id, name)
                 case NegotiationFailed():
+                    reason = notify_name(event.notify) or "timeout"
+                    self.failures[reason] += 1
+                    if "(dead peer detection)" in event.explanation:  # IkeSa.no_answer's words
+                        self.dpd_failures += 1
+                        self._publish("dpd", name=event.name, result="dead",
+                                      explanation=event.explanation)
+                        self._restart_children(event.name, "dpd_action", "the peer is dead")
+                    else:
+                        self._publish("failure", name=event.name,
+                                      notify=notify_name(event.notify),
+                                      explanation=event.explanation)
                     log.warning("%s: negotiation failed (%s): %s", event.name,
                                 notify_name(event.notify), event.explanation)
                 case SendKeepalive():
@@ -429,11 +560,94 @@ class IkeDaemon:
                 if verdict is not None:
                     fut.set_result(verdict)
 
+    # -- dpd_action / close_action ------------------------------------------------------------
+    def _restart_children(self, conn_name: str, action: str, why: str,
+                          only: str | None = None) -> None:
+        """Re-establish the children of ``conn_name`` whose ``action`` (dpd_action or
+        close_action) is "start", as charon does; keyingtries then bounds each attempt."""
+        conn = self.config.connections.get(conn_name)
+        if conn is None or self._stopped is None or self._stopped.is_set():
+            return  # removed by a reload, or we are the ones stopping
+        children = [c.name for c in conn.children.values()
+                    if getattr(c, action, "none") == "start" and (only is None or c.name == only)]
+        if not children:
+            return
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        count, last = self._restarts.get(conn_name, (0, float("-inf")))
+        count = count + 1 if now - last < RESTART_STABLE else 1
+        delay = 0.0 if count == 1 else min(2.0 ** (count - 2), RESTART_BACKOFF_MAX)
+        self._restarts[conn_name] = (count, now)
+        log.log(logsetup.AUDIT, "%s: %s, %s = start: re-establishing %s in %gs", conn_name, why,
+                action, ", ".join(children), delay)
+        self._publish("restart", name=conn_name, children=children, action=action,
+                      delay=delay, reason=why)
+        loop.call_later(delay, self._do_restart, conn_name, children)
+
+    def _do_restart(self, conn_name: str, children: list[str]) -> None:
+        if self._stopped is None or self._stopped.is_set() \
+                or conn_name not in self.config.connections:
+            return
+        for child in children:
+            try:
+                self.engine.initiate(conn_name, self._loop.time(), child=child)  # type: ignore[union-attr]
+            except IkeUsageError as exc:
+                log.error("restart of %s/%s: %s", conn_name, child, exc)
+        self._service()
+
+    def _child_closed_by_peer(self, ike_id: int, name: str) -> None:
+        """The peer deleted one CHILD_SA; its IKE SA lives on. Not a close when it was a rekey
+        (a CHILD_SA of the same name is still up) or when the IKE SA went too (handled there)."""
+        if name in self._child_names.values():
+            return
+        sa = None
+        with contextlib.suppress(Exception):
+            sa = self.engine.sas.by_id(ike_id)
+        if sa is None or not sa.is_established:
+            return
+        conn_name, _, child = name.partition("/")
+        self._restart_children(conn_name, "close_action", "the peer closed " + name, only=child)
+
+    def _now(self) -> float:
+        """The engine's clock: the loop's (time.monotonic() too, also before start())."""
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    def _publish(self, kind: str, **fields: Any) -> None:
+        """One event for `ocfpy sa monitor` subscribers (never waits: see ControlServer)."""
+        if self.control is not None and self.control.subscribers:
+            self.control.publish({"event": kind, "time": round(time.time(), 3), **fields})
+
+    def _rekeyed_from(self, ike_id: int) -> int | None:
+        """The IKE SA that ``ike_id`` replaced by a rekey (IkeSa.replaced_by), if any."""
+        with contextlib.suppress(Exception):
+            for sa in self.engine.sas:
+                if getattr(sa, "replaced_by", None) == ike_id:
+                    return sa.id
+        return None
+
+    def _on_driver_event(self, what: str, record: Any) -> None:
+        """Registry listener: a driver became active or went away (may run in the hot-plug
+        thread: the event is handed to the loop)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        fields = {"driver": record.name, "status": record.status.value,
+                  "reason": record.reason,
+                  "quarantined": sorted(getattr(record, "quarantined", {}) or {})}
+        loop.call_soon_threadsafe(lambda: self._publish(f"driver-{what}", **fields))
+
     def _install(self, ev: ChildSaEstablished) -> None:
         spec = ev.spec
+        self._child_names[spec.unique_id] = spec.name
+        self._child_up_at[spec.unique_id] = self._now()
         try:
             self.dataplane.install(spec)
             self.stats["children_installed"] += 1
+            # charon's notation: name[IKE_SA id], name{CHILD_SA id}
+            log.log(logsetup.AUDIT, "CHILD_SA %s{%d} established (IKE_SA #%d), SPIs %08x_i "
+                    "%08x_o", spec.name, spec.unique_id, ev.ike_id, spec.inbound.spi,
+                    spec.outbound.spi)
         except Exception as exc:
             self.stats["install_failures"] += 1
             log.error("dataplane %s could not install CHILD_SA %s #%d: %s", self.dataplane.name,
@@ -442,7 +656,9 @@ class IkeDaemon:
     def _remove(self, ev: ChildSaClosed) -> None:
         # Say why: a peer that deletes a CHILD_SA right after creating it (charon when its
         # kernel interface refuses the SA) leaves no other trace here.
-        log.info("CHILD_SA #%d (IKE_SA #%d) closed: %s", ev.unique_id, ev.ike_id, ev.reason)
+        self._child_up_at.pop(ev.unique_id, None)
+        log.log(logsetup.AUDIT, "CHILD_SA %s{%d} (IKE_SA #%d) closed: %s",
+                self._child_names.pop(ev.unique_id, "?"), ev.unique_id, ev.ike_id, ev.reason)
         try:
             self.dataplane.remove(ev.unique_id)
         except Exception as exc:
@@ -464,8 +680,106 @@ class IkeDaemon:
         self.stats[f"dataplane_{event.kind}"] += 1
         log.info("CHILD_SA #%d hit its %s lifetime (%s)", event.unique_id, event.kind,
                  event.reason)
+        self._publish("child-expire", name=self._child_names.get(event.unique_id),
+                      unique_id=event.unique_id, kind=event.kind, reason=event.reason)
         self.engine.child_sa_expired(event.unique_id, event.kind, loop.time())
         self._service()
+
+    # -- metrics ---------------------------------------------------------------------------
+    def metrics_snapshot(self):
+        """What `ocfpy.iked.metrics` serves at each scrape: read from the engine's, the
+        dataplane's and the dispatcher's own counters, so nothing is counted twice."""
+        from ocfpy.iked.metrics import MetricsSnapshot
+
+        ike: Counter[str] = Counter()
+        child: Counter[str] = Counter()
+        uids = []
+        for sa in self._sa_list():
+            ike[str(sa.get("state"))] += 1
+            for c in sa.get("children", []):
+                child["installed" if c.get("unique_id") in self._child_names else "other"] += 1
+                if c.get("unique_id") is not None:
+                    uids.append(c["unique_id"])
+        packets: Counter[str] = Counter()
+        nbytes: Counter[str] = Counter()
+        drops: Counter[str] = Counter()
+        for uid in uids:
+            try:
+                c = self.dataplane.counters(uid)
+            except Exception:  # not installed (dataplane none), or just removed
+                continue
+            packets["in"] += c.packets_in
+            packets["out"] += c.packets_out
+            nbytes["in"] += c.bytes_in
+            nbytes["out"] += c.bytes_out
+            drops["replay"] += c.replay_drops
+            drops["auth"] += c.auth_failures
+            drops["malformed"] += c.malformed
+        ops: dict[str, int] = {}
+        failovers: dict[str, int] = {}
+        if self.dispatcher is not None:
+            for driver, counters in self.dispatcher.stats().items():
+                ops[driver] = counters.get("ops", 0)
+                failovers[driver] = counters.get("migrations", 0)
+        engine_stats = self.engine.stats
+        return MetricsSnapshot(
+            ike_sas=dict(ike), child_sas=dict(child), negotiation_failures=dict(self.failures),
+            rekeys={"ike": engine_stats.get("ike_rekeyed", 0),
+                    "child": self.rekeys["child"]},
+            dpd_failures=self.dpd_failures, packets=dict(packets), bytes=dict(nbytes),
+            drops=dict(drops), crypto_ops=ops, crypto_failovers=failovers)
+
+    # -- reload ------------------------------------------------------------------------------
+    def _on_sighup(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        loop.create_task(self._reload_logged())
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except CommandError as exc:
+            cfglog.error("reload refused, nothing changed: %s", exc)
+
+    async def reload(self) -> dict:
+        """Re-read the config file (SIGHUP, `ocfpy sa reload`). systemd hears RELOADING=1
+        first and READY=1 after, also when the file was refused (the daemon still runs on the
+        old config; STATUS= says why). A refused file changes nothing: CommandError."""
+        self.notifier.reloading("reloading the configuration")
+        cfglog.info("reloading the configuration")
+        if self.reloader is None:
+            self.notifier.ready(self.status_text())
+            raise CommandError("this daemon was started without a config file to reload")
+        try:
+            new = self.reloader()
+        except OcfError as exc:  # ConfigError (file:line: key: reason), LogSetupError
+            self.reloads["failed"] += 1
+            self._publish("reload", ok=False, error=str(exc))
+            self.notifier.ready(f"reload refused: {exc}; {self.status_text()}")
+            raise CommandError(f"reload refused, nothing changed: {exc}") from None
+        result = self.apply_config(new)
+        self.reloads["ok"] += 1
+        self._publish("reload", ok=True, **result)
+        cfglog.info("reloaded: %s", ", ".join(f"{k} {v}" for k, v in result.items()) or
+                    "nothing changed")
+        self.notifier.ready(self.status_text())
+        return result
+
+    def apply_config(self, new: IkeConfig) -> dict:
+        """Swap in a checked config (the connection and secret parts; the daemon's own
+        sockets, control path, backend and dataplane need a restart)."""
+        loop = self._loop
+        assert loop is not None
+        old_opts, new_opts = vars(self.config.daemon), vars(new.daemon)
+        stale = sorted(k for k in new_opts if k != "log" and old_opts.get(k) != new_opts[k])
+        result: dict = self.engine.reload(new, loop.time())
+        self.config.connections = self.engine.config.connections
+        if stale:  # sockets, backend, dataplane, metrics: bound at start
+            cfglog.warning("daemon.%s changed in the file: takes effect at the next start",
+                           ", daemon.".join(stale))
+            result["restart_needed"] = [f"daemon.{k}" for k in stale]
+        self._service()
+        return result
 
     # -- control ---------------------------------------------------------------------------
     def _control_handlers(self) -> dict[str, Callable]:
@@ -476,6 +790,9 @@ class IkeDaemon:
             "why": self._cmd_why,
             "stats": self._cmd_stats,
             "drivers": self._cmd_drivers,
+            "reload": self._cmd_reload,
+            "list-conns": self._cmd_list_conns,
+            "rekey": self._cmd_rekey,
         }
 
     def _connection(self, request: dict) -> str:
@@ -489,11 +806,34 @@ class IkeDaemon:
         record: the one the dataplane reports serving it (SaCounters.drivers), never a guess
         from the dispatcher, which would disagree with a kernel dataplane."""
         sas = self.engine.sa_list()
+        now = self._now()
+
+        def since(t: float | None) -> float | None:
+            return None if t is None else round(now - t, 1)
+
+        def until(t: float | None) -> float | None:
+            return None if not t else round(t - now, 1)
+
         for sa in sas:
+            obj = None
+            with contextlib.suppress(Exception):
+                obj = self.engine.sas.by_id(sa["id"])
+            # seconds; expires_in_s is None: ocfpy has no time-based hard lifetime (charon's
+            # over_time), only life_bytes / life_packets, which the dataplane enforces
+            sa["established_s"] = since(getattr(obj, "established_at", None))
+            sa["rekey_in_s"] = until(getattr(obj, "rekey_at", None))
+            sa["expires_in_s"] = None
             for child in sa.get("children", []):
                 uid = child.get("unique_id")
                 if uid is None:
                     continue
+                c = obj.child_by_id(uid) if obj is not None else None
+                child["established_s"] = since(self._child_up_at.get(uid))
+                child["rekey_in_s"] = until(getattr(c, "rekey_at", None))
+                child["expires_in_s"] = None
+                if c is not None:
+                    child["life_bytes"] = c.cfg.life_bytes or None
+                    child["life_packets"] = c.cfg.life_packets or None
                 child["driver"] = None  # not installed, or a dataplane that carries nothing
                 with contextlib.suppress(Exception):
                     c = self.dataplane.counters(uid)
@@ -556,7 +896,7 @@ class IkeDaemon:
         try:
             result = await asyncio.wait_for(fut, wait)
         except TimeoutError:
-            why = self.engine.why(name)
+            why = self._why(name)
             raise CommandError(f"{name}: not established within {wait:g} s"
                                + (f": {why}" if why else "; see `ocfpy sa why " + name + "`")) from None
         finally:
@@ -575,6 +915,12 @@ class IkeDaemon:
             target = int(target)
         if target is None or target == "":
             raise CommandError("terminate needs a connection name or an IKE_SA id")
+        child = request.get("child")
+        if child is not None:  # one CHILD_SA: "conn/child", or its unique id
+            if isinstance(target, int):
+                raise CommandError("--child needs the connection's name, not an IKE_SA id")
+            child = str(child)
+            target = f"child:{child}" if child.isdigit() else f"{target}/{child}"
         try:
             self.engine.terminate(target, self._loop.time())  # type: ignore[union-attr]
         except (IkeUsageError, KeyError, ValueError) as exc:
@@ -582,8 +928,82 @@ class IkeDaemon:
         self._service()
         return {"terminating": target}
 
+    def _cmd_list_conns(self, request: dict) -> list[dict]:
+        """The loaded connections as the daemon sees them (after the file's defaults and the
+        last reload), with how many IKE SAs each has up."""
+        up: Counter[str] = Counter(sa.get("name") for sa in self._sa_list()
+                                   if sa.get("state") == "established")
+        out = []
+        for conn in self.config.connections.values():
+            out.append({
+                "name": conn.name, "local_addrs": conn.local_addrs,
+                "remote_addrs": conn.remote_addrs, "local_port": conn.local_port,
+                "remote_port": conn.remote_port, "proposals": conn.proposals,
+                "local_id": conn.local.id, "remote_id": conn.remote.id,
+                "rekey_time": conn.rekey_time, "dpd_delay": conn.dpd_delay,
+                "keyingtries": conn.keyingtries, "encap": conn.encap, "ike_sas_up": up[conn.name],
+                "children": [{"name": c.name, "local_ts": c.local_ts, "remote_ts": c.remote_ts,
+                              "esp_proposals": c.esp_proposals, "mode": c.mode,
+                              "start_action": c.start_action,
+                              "dpd_action": getattr(c, "dpd_action", "none"),
+                              "close_action": getattr(c, "close_action", "none"),
+                              "rekey_time": c.rekey_time} for c in conn.children.values()],
+            })
+        return out
+
+    def _cmd_rekey(self, request: dict) -> dict:
+        """Rekey IKE SAs (``kind`` "ike") or CHILD_SAs ("child", optionally one ``child`` by
+        name) of a connection name or an IKE_SA id (RFC 7296 2.8, CREATE_CHILD_SA)."""
+        target = request.get("name")
+        kind = request.get("kind", "ike")
+        if target is None or target == "":
+            raise CommandError("rekey needs a connection name or an IKE_SA id")
+        if kind not in ("ike", "child"):
+            raise CommandError(f"rekey kind must be ike or child, not {kind!r}")
+        target = str(target)
+        sas = [sa for sa in self._sa_list() if sa.get("state") == "established"
+               and (str(sa.get("id")) == target or sa.get("name") == target)]
+        if not sas:
+            raise CommandError(f"no established IKE SA matches {target!r}")
+        now = self._loop.time()  # type: ignore[union-attr]
+        done: list[int] = []
+        try:
+            for sa in sas:
+                if kind == "ike":
+                    self.engine.rekey_ike(sa["id"], now)
+                    done.append(sa["id"])
+                    continue
+                for c in sa.get("children", []):
+                    if request.get("child") in (None, c.get("name"), str(c.get("unique_id"))):
+                        self.engine.rekey_child(c["unique_id"], now)
+                        done.append(c["unique_id"])
+        except (IkeUsageError, KeyError, ValueError) as exc:
+            raise CommandError(f"cannot rekey {target}: {exc}") from None
+        finally:
+            self._service()
+        if not done:
+            raise CommandError(f"{target} has no CHILD_SA"
+                               + (f" named {request['child']!r}" if request.get("child") else ""))
+        return {"rekeying": kind, "ids": done}
+
     def _cmd_why(self, request: dict) -> str | None:
-        return self.engine.why(self._connection(request))
+        name = self._connection(request)
+        if name not in self.config.connections:
+            raise CommandError(f"no connection named {name!r}; configured: "
+                               + (", ".join(sorted(self.config.connections)) or "none"))
+        return self._why(name)
+
+    def _why(self, name: str) -> str | None:
+        """The engine's last failure of the connection, and a send failure towards its peer
+        (which the engine cannot see: for it the peer just does not answer)."""
+        why = self.engine.why(name)
+        conn = self.config.connections.get(name)
+        sent = [self.send_errors[a] for a in (conn.remote_addrs if conn else [])
+                if a in self.send_errors]
+        return "; ".join([*sent, *([why] if why else [])]) or None
+
+    async def _cmd_reload(self, request: dict) -> dict:
+        return await self.reload()
 
     def _cmd_stats(self, request: dict) -> dict:
         return {
@@ -593,6 +1013,8 @@ class IkeDaemon:
             "half_open": {"now": self.engine.sas.half_open_count,
                           "peak": self.engine.sas.half_open_peak,
                           "limit": self.config.daemon.half_open_limit},
+            "monitor": {"subscribers": len(self.control.subscribers) if self.control else 0,
+                        "events_dropped": self.control.events_dropped if self.control else 0},
             "dataplane": self.dataplane.name,
             # the userspace dataplane's own health: worker/reader restarts, unreadable
             # records on its channel (issue 13 finding 3); other dataplanes have none

@@ -353,7 +353,8 @@ def test_iked_detaches_once_listening_and_stops_on_sigterm(tmp_path):
                                  capture_output=True, text=True, timeout=30)
         assert listing.returncode == 0 and "no SAs" in listing.stdout, listing
         # a second daemon on the same socket and ports is refused, and says why
-        again = subprocess.run([ocfpy, "iked", "--config", str(conf)], capture_output=True,
+        again = subprocess.run([ocfpy, "iked", "--config", str(conf), "--log-file",
+                                str(tmp_path / "again.log")], capture_output=True,
                                text=True, timeout=60)
         assert again.returncode == 1 and "in use" in again.stderr, again.stderr
     finally:
