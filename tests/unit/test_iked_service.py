@@ -320,7 +320,7 @@ class Events:
 def test_monitor_receives_each_event_type_in_order(tmp_path):
     from ocfpy.plugins.openssl import OpenSSLDriver
 
-    from ocfpy.crypto.registry import Status
+    from ocfpy.crypto.registry import DriverStatus
 
     ports = _ports()
     a, b = _daemons(tmp_path, ports, {"t": (20, "4h,1s"), "lonely": (30, "4h")},
@@ -364,7 +364,7 @@ def test_monitor_receives_each_event_type_in_order(tmp_path):
             assert accepted["ok"] is True and accepted["unchanged"] == ["t", "lonely"]
             # a driver that appears and goes (hot-plug; its sessions would fail over)
             record = a.dispatcher.registry.add(Unplugged(), entry_point="test")
-            assert record.status is Status.ACTIVE, record
+            assert record.status is DriverStatus.ACTIVE, record
             await ev.expect("driver-added", driver="openssl-card")
             a.dispatcher.registry.remove("openssl-card", "device unplugged")
             gone = await ev.expect("driver-removed", driver="openssl-card")
