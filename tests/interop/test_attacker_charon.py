@@ -53,7 +53,7 @@ def test_finding1_forged_messages_change_nothing_vs_charon(peers: Peers, initiat
     charon_is_initiator = initiator == "charon"
     net = ipaddress.ip_interface(f"{peers.sun.outer}/24").network
     spoof = (str(net.network_address + 66), 40500)
-    with Forger(peers.sun.netns) as forger:
+    with Forger(peers.sun.name) as forger:
         # to 500, and to 4500 behind the non-ESP marker (RFC 3948 2.2)
         for port, marker in ((500, False), (4500, True)):
             ocfpy = (peers.moon.outer, port)

@@ -207,6 +207,10 @@ def _connecting_spi(net: AttackLab) -> bytes:
 # the attempt, INVALID_KE_PAYLOAD restarts it with the group the forger named, forged COOKIEs
 # restart it until it gives up; b (started late, the way a slow responder answers late) is never
 # reached or is reached with the wrong group.
+@pytest.mark.xfail(strict=True, reason="issue 13 finding 4 (open): an unprotected IKE_SA_INIT "
+                   "error is acted on at the first retransmission timeout, not when the "
+                   "retransmissions give up, so a responder that answers only a later "
+                   "retransmission loses to a forged error")
 @pytest.mark.parametrize("forged", ["no_proposal_chosen", "invalid_ke", "cookie"])
 def test_finding4_spoofed_init_errors_wait_for_a_valid_reply(net: AttackLab, forged: str):
     slow = {"timeout": 1.0, "tries": 6, "base": 1.2}
@@ -233,7 +237,10 @@ def test_finding4_spoofed_init_errors_wait_for_a_valid_reply(net: AttackLab, for
 # only the source IP, Ni and SPIi, so the same request with the one cookie it got is accepted
 # from every source port: 300 half-open SAs from one address.
 def test_finding5_half_open_is_bounded_per_source(net: AttackLab):
-    net.b.start(_config(1, any_peer=True, cookie_threshold=30))
+    # The per-address half-open cap (half_open_limit_per_ip, 10 by default) would refuse this
+    # source long before the cookie is reused; raised here so that the test still shows what
+    # it was written for: one cookie, replayed from 300 ports, buys no more half-open SAs.
+    net.b.start(_config(1, any_peer=True, cookie_threshold=30, half_open_limit_per_ip=1000))
     listen = net.listen(5502)
     for _ in range(30):
         net.forger.send((ATTACKER, 5502), B, ike_sa_init_request(secrets.token_bytes(8)))
