@@ -82,13 +82,15 @@ def test_a_weak_choice_is_negotiated_but_named_in_a_warning(caplog):
                                       for m in messages), messages
 
 
-def test_the_defaults_hold_nothing_weak_but_the_last_esp_resort():
+def test_the_defaults_hold_nothing_weak():
     from ocfpy.ike.config import DEFAULT_ESP_PROPOSALS, DEFAULT_IKE_PROPOSALS
 
     ike = [P.parse_ike(t) for t in DEFAULT_IKE_PROPOSALS]
     esp = [P.parse_esp(t) for t in DEFAULT_ESP_PROPOSALS]
-    assert all(P.weak_transforms(p) == [] for p in ike + esp[:-1])
-    assert P.weak_transforms(esp[-1]) == ["sha1"]
+    assert all(P.weak_transforms(p) == [] for p in ike + esp)
+    # and nothing RFC 8247 / RFC 8221 forbid: 3DES, MD5, DES, MODP < 2048
+    words = {w for p in ike + esp for w in p.keywords()}
+    assert not words & {"3des", "md5", "des", "modp768", "modp1024", "modp1536", "aesxcbc"}
     # strongest/fastest first: an AEAD proposal leads, AES-256-GCM and X25519 first in it
     assert ike[0].is_aead and esp[0].is_aead
     assert str(ike[0]).startswith("aes256gcm16-") and ike[0].first(T.KE).keyword == "x25519"
