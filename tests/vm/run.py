@@ -299,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     for stale in ("junit.xml", "junit-kat.xml", "pytest.log", "afalg_bench.md", "qmp.sock", "qmp-port.sock"):
         (results / stale).unlink(missing_ok=True)
+    # The interop rows' records (tests/kernel/interop): docs/interop.md's table is rendered
+    # from them, so none may survive from an earlier run.
+    shutil.rmtree(results / "interop", ignore_errors=True)
     qmp_sock, port_sock = results / "qmp.sock", results / "qmp-port.sock"
     qemu_opts = [
         "-qmp", f"unix:{qmp_sock},server=on,wait=off",
