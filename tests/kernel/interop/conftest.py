@@ -165,12 +165,19 @@ def keep_logs(workdir: Path, prefix: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def interop_outcomes(istar):
-    """Every row of table.ROWS, played once per run: the peers in parallel (rows.play_all)."""
+def interop_outcomes(istar, request):
+    """The rows of table.ROWS this session selected (``-k libreswan`` plays only libreswan's),
+    played once per run: the peers in parallel (rows.play_all)."""
     from tests.kernel.interop.rows import play_all
     from tests.kernel.interop.table import ROWS
 
-    return play_all(istar, ROWS)
+    wanted = set()
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "peer" in params and "row" in params:
+            wanted.add((params["peer"], params["row"].key))
+    table = {peer: [r for r in rows if (peer, r.key) in wanted] for peer, rows in ROWS.items()}
+    return play_all(istar, {peer: rows for peer, rows in table.items() if rows})
 
 
 def report(outcomes: dict, peer: str, row) -> None:

@@ -104,7 +104,9 @@ def run_tunnel_row(istar, peer, row: Row, record: dict) -> None:
     sa = _establish(istar, peer, row.role)
     record["ike"], record["esp"] = _suite(sa)
     if row.ike is not None:
-        assert (record["ike"], record["esp"]) == (row.ike, row.esp), sa
+        assert (record["ike"], record["esp"]) == (row.ike, row.esp), \
+            (f"negotiated {record['ike']} / {record['esp']}, the row expects "
+             f"{row.ike} / {row.esp}")
     child = sa["children"][0]
     wait_for(lambda: len(peer.kernel_states()) >= 2, 30, "the peer's kernel states",
              on_fail=peer.log)
@@ -175,11 +177,12 @@ def play(istar, peer_name: str, rows: list[Row], outcomes: dict) -> None:
                 run_failure_row(istar, peer, row, record)
         except PeerUnavailable as exc:
             result, reason = "skipped", str(exc)
-        except AssertionError as exc:
-            result, reason = "fail", _short(f"AssertionError: {exc}")
         except Exception as exc:  # noqa: BLE001 - a row's crash is that row's failure
             result, reason = "fail", _short(f"{type(exc).__name__}: {exc}")
-            record["traceback"] = traceback.format_exc()[-3000:]
+            # The guest's /tmp goes with the guest: what explains a failure travels here.
+            record["traceback"] = traceback.format_exc()[-8000:]
+            record["ocfpy_log"] = istar.ocfpy.log_tail(8000)
+            record["peer_log"] = peer.log()[-8000:] if peer is not None else None
         finally:
             if peer is not None:
                 try:
