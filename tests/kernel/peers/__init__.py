@@ -184,6 +184,14 @@ def star(lab: Lab, sites: list[Site]) -> tuple[Namespace, dict[str, Namespace]]:
         m = site.matrix()
         lab.configure_link(hub, veth.a, f"{m.ocfpy_addr}/24")
         lab.configure_link(ns, veth.b, f"{m.peer_addr}/24")
+        # Both ends of the matrix pair talk from their matrix address: a daemon bound to
+        # 0.0.0.0 (OpenIKED) would otherwise send from the link's first address, and ocfpy
+        # finds no connection for that address pair (measured: every OpenIKED-initiated
+        # matrix row timed out).
+        lab.run(hub, ["ip", "route", "add", f"{m.peer_addr}/32", "dev", veth.a, "src",
+                      m.ocfpy_addr], check=True)
+        lab.run(ns, ["ip", "route", "add", f"{m.ocfpy_addr}/32", "dev", veth.b, "src",
+                     m.peer_addr], check=True)
         lab.address(ns, f"{site.peer_host}/32")
         # A plain route: the peer's XFRM policy, not the route, decides that it is protected;
         # the source address makes the peer's own pings leave from the protected host.
