@@ -47,7 +47,8 @@ def render(records: list[dict]) -> str:
     for r in records:
         result = r.get("result", "?")
         if result != "pass" and r.get("reason"):
-            result = f"**{result}**: {r['reason']}"
+            reason = r["reason"]  # the record keeps the whole story; the table its start
+            result = f"**{result}**: {reason[:240]}{'...' if len(reason) > 240 else ''}"
         elif r.get("warnings"):
             result = f"{result} ({'; '.join(r['warnings'])})"
         lines.append("| " + " | ".join(_cell(v) for v in (
