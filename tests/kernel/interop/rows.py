@@ -122,7 +122,18 @@ def run_tunnel_row(istar, peer, row: Row, record: dict) -> None:
         assert f"weak transform {word}" in new_log, new_log[-3000:]
     record["warnings"] = [f"weak transform {w} warned in ocfpy's log" for w in weak]
     record["listing"] = peer.listing()[-2000:]
-    istar.clear(peer.site.conn)
+    # Delete both ways: the side that initiated deletes. That is also what a libreswan
+    # initiator needs: a connection it brought up with `whack --initiate` is "supposed to
+    # remain up", so when ocfpy deletes it libreswan re-initiates at once (measured: "received
+    # a Delete/Notify but must remain up per local policy"); its own --terminate ends that.
+    conn = peer.site.conn
+    if row.role == "peer initiates" and hasattr(peer, "terminate"):
+        peer.terminate()
+        wait_for(lambda: not istar.sas(conn), 60, f"ocfpy saw {peer.name}'s delete",
+                 on_fail=lambda: istar.ocfpy.log_tail(3000) + "\n--- peer ---\n"
+                 + peer.log()[-3000:])
+    else:
+        istar.clear(conn)
     wait_for(lambda: not peer.kernel_states(), 30, "the peer removed its kernel states",
              on_fail=peer.log)
 
@@ -186,6 +197,8 @@ def play(istar, peer_name: str, rows: list[Row], outcomes: dict) -> None:
         finally:
             if peer is not None:
                 try:
+                    if hasattr(peer, "terminate"):
+                        peer.terminate()  # first: a libreswan initiator would revive the SA
                     istar.clear(peer.site.conn)
                 except Exception as exc:  # noqa: BLE001
                     if result == "pass":
