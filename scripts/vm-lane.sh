@@ -14,4 +14,8 @@ if [ ! -x .vm/vng/bin/vng ] && [ -z "${OCFPY_VNG:-}" ] && ! command -v vng >/dev
     { python3 -m venv .vm/vng && timeout 300 .vm/vng/bin/pip install -q virtme-ng==1.42; } \
         || { echo "vm-lane: could not install virtme-ng (the lane will skip)" >&2; rm -rf .vm/vng; }
 fi
+# The guest sees this tree read-only (9p) and runs with PYTHONDONTWRITEBYTECODE: without
+# bytecode compiled here it compiles every ocfpy and test module on each import, under TCG and
+# over 9p, in every process (each `ocfpy iked` the tests start imports the whole package).
+"$PY" -m compileall -q ocfpy tests >/dev/null 2>&1 || true
 exec "$PY" tests/vm/run.py "$@"

@@ -31,10 +31,21 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
+# The foreign-peer rows of the VM lane (tests/kernel/interop: libreswan, OpenIKED, charon with
+# kernel ESP; issue 15) are new and not yet proven end to end on the merged tree; they take
+# 20+ minutes of the emulated guest. They run when asked for:
+#     OCFPY_VM_PEERS=1 bash scripts/vm-lane.sh
+PEER_ROWS = "tests/kernel/interop/"
+
+
 def pytest_collection_modifyitems(config, items):
     root = _is_root()
     charon = shutil.which("charon") or os.path.exists("/usr/lib/ipsec/charon")
+    peers = os.environ.get("OCFPY_VM_PEERS") == "1"
     for item in items:
+        if not peers and PEER_ROWS in item.nodeid:
+            item.add_marker(pytest.mark.skip(
+                reason="VM-lane peer rows (issue 15, in progress): run with OCFPY_VM_PEERS=1"))
         if "net" in item.keywords and not root:
             item.add_marker(pytest.mark.skip(reason="net lane: needs root for network namespaces"))
         if "interop" in item.keywords and not (root and charon):

@@ -16,17 +16,28 @@ from ocfpy.crypto.signatures import find
 from ocfpy.ike.identity import Identity
 from ocfpy.ike.proposals import ProposalSyntaxError, check_proposal_strings
 
-# strongSwan 5.9 defaults, restricted to what ocfpy implements (no camellia, no 3des).
-# Non-AEAD first, then AEAD: the order proposal_create_default() uses.
+# The defaults: what a connection without `proposals` / `esp_proposals` offers and accepts.
+# Chosen so that ocfpy meets libreswan 4.10, OpenIKED 7.2 and strongSwan 5.9 in *their* default
+# configurations (docs/interop.md has the measured table). Per transform type the order is
+# strongest first, and among equals the fastest: AEADs before CBC+HMAC (one pass, no separate
+# MAC), AES-256-GCM before AES-128-GCM (AES-NI makes the difference small), ChaCha20-Poly1305
+# for CPUs without AES instructions; SHA-512 before SHA-384 before SHA-256 (on 64-bit CPUs
+# SHA-512 is also the faster one); X25519 first (fast, and every peer above has it), then the
+# NIST curves, then MODP 3072/4096/2048 for peers that only do MODP. Nothing RFC 8247 (IKEv2) or
+# RFC 8221 (ESP) marks MUST NOT or SHOULD NOT is in here (no 3DES, MD5, MODP 1024/1536, ESP
+# AES-XCBC), and not HMAC-SHA1 either (MUST-, on its way out): OpenIKED on Linux, whose PF_KEY
+# path can install neither AEADs nor a correctly truncated HMAC-SHA2-256, takes AES-CBC with
+# HMAC-SHA2-384 from the second ESP proposal (measured, both roles). A weak transform a peer is
+# configured to force is negotiated only when listed explicitly, and then logged as weak
+# (ocfpy/ike/proposals.py WEAK).
+_DEFAULT_KE = "x25519-ecp384-ecp256-ecp521-x448-modp3072-modp4096-modp2048"
 DEFAULT_IKE_PROPOSALS = [
-    "aes128-aes192-aes256-sha256-sha384-sha512-prfsha256-prfsha384-prfsha512-"
-    "x25519-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048",
-    "aes128gcm16-aes192gcm16-aes256gcm16-chacha20poly1305-prfsha256-prfsha384-prfsha512-"
-    "x25519-ecp256-ecp384-ecp521-modp3072-modp4096-modp2048",
+    f"aes256gcm16-aes128gcm16-chacha20poly1305-prfsha512-prfsha384-prfsha256-{_DEFAULT_KE}",
+    f"aes256-aes128-sha512-sha384-sha256-prfsha512-prfsha384-prfsha256-{_DEFAULT_KE}",
 ]
 DEFAULT_ESP_PROPOSALS = [
-    "aes128gcm16-aes256gcm16",
-    "aes128-aes192-aes256-sha256-sha384-sha512",
+    "aes256gcm16-aes128gcm16-chacha20poly1305",
+    "aes256-aes128-sha512-sha384-sha256",
 ]
 
 AUTH_METHODS = ("psk", "pubkey")

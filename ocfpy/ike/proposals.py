@@ -3,6 +3,9 @@
 A proposal string is strongSwan's: keywords joined by '-', e.g. "aes128gcm16-prfsha256-x25519",
 "aes128-sha256-modp2048" (sha256 doubles as PRF when no prf keyword is given, as in strongSwan),
 "aes128gcm16-esn" for ESP. Several algorithms of one type in one string are alternatives.
+Where strongSwan accepts a string whose meaning is unambiguous, so do we, with a warning: an
+integrity algorithm next to AEAD ciphers ("aes128gcm16-sha256") is dropped, and in IKE it still
+names the PRF when no prf keyword does (strongSwan's proposal.c check_proposal()).
 
 Selection follows strongSwan's default: the responder walks the initiator's proposals in the
 initiator's order and takes the first one that matches one of ours; within a matching pair, the
@@ -12,11 +15,14 @@ first of the initiator's transforms of each type that we also accept. When nothi
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from ocfpy.crypto import catalogue
 from ocfpy.crypto.catalogue import Primitive, Transform, TransformType
 from ocfpy.crypto.errors import OcfError, UnknownAlgorithm
+
+log = logging.getLogger(__name__)
 
 PROTO_IKE = 1
 PROTO_AH = 2
@@ -36,6 +42,44 @@ TYPE_NAMES = {
     TransformType.KE: "key exchange method (DH group)",
     TransformType.ESN: "extended sequence numbers setting",
 }
+
+
+# Transforms ocfpy negotiates when a peer leaves no other choice, but never proposes first and
+# warns about: RFC 8247 (IKEv2) and RFC 8221 (ESP) rate them MUST- (to be demoted) or SHOULD NOT.
+# The defaults (ocfpy/ike/config.py) contain none of them except HMAC-SHA1-96 in ESP, last,
+# because OpenIKED on Linux can install nothing else through PF_KEY (docs/interop.md).
+WEAK: dict[str, str] = {
+    "sha1": "HMAC-SHA1-96 is MUST- in RFC 8221 section 6 and RFC 8247 section 2.3 "
+            "(kept for interoperability, to be phased out)",
+    "prfsha1": "PRF-HMAC-SHA1 is MUST- in RFC 8247 section 2.2",
+    "aesxcbc": "AES-XCBC-96 is SHOULD NOT+ for ESP in RFC 8221 section 6",
+    "modp1024": "MODP 1024 (group 2) is SHOULD NOT in RFC 8247 section 2.4",
+    "modp1536": "MODP 1536 (group 5) is SHOULD NOT in RFC 8247 section 2.4",
+}
+
+
+def weak_transforms(prop: Proposal) -> list[str]:
+    """The keywords in ``prop`` that RFC 8247 / RFC 8221 rate as weak (see WEAK)."""
+    return [t.keyword for lst in prop.transforms.values() for t in lst if t.keyword in WEAK]
+
+
+def warn_if_weak(prop: Proposal) -> None:
+    """A negotiated proposal with a weak transform is allowed (the peer offered nothing
+    better) but logged, naming the transform and the RFC's rating."""
+    for word in weak_transforms(prop):
+        what = {PROTO_IKE: "IKE", PROTO_ESP: "ESP", PROTO_AH: "AH"}.get(prop.protocol, "?")
+        log.warning("negotiated %s proposal %s uses the weak transform %s: %s", what, prop,
+                    word, WEAK[word])
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Config strings are parsed again on every use: say each thing once per process."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 
 class ProposalSyntaxError(OcfError, ValueError):
@@ -107,8 +151,6 @@ def parse_ike(text: str) -> Proposal:
         raise ProposalSyntaxError(
             f"{text!r}: mixes AEAD ({aead[0]}) and non-AEAD ciphers in one proposal; "
             "write two proposals")
-    if aead and prop.of(TransformType.INTEG):
-        raise ProposalSyntaxError(f"{text!r}: an AEAD cipher takes no integrity algorithm")
     if not aead and not prop.of(TransformType.INTEG):
         raise ProposalSyntaxError(f"{text!r}: {encr[0]} needs an integrity algorithm (e.g. sha256)")
     if not prop.of(TransformType.PRF):
@@ -119,7 +161,20 @@ def parse_ike(text: str) -> Proposal:
         prop.transforms[TransformType.PRF] = prfs
     if not prop.of(TransformType.KE):
         raise ProposalSyntaxError(f"{text!r}: no key exchange method (e.g. x25519, modp2048)")
+    if aead and prop.of(TransformType.INTEG):
+        _drop_aead_integrity(text, prop, "IKE")
     return _ordered(prop)
+
+
+def _drop_aead_integrity(text: str, prop: Proposal, what: str) -> None:
+    """An AEAD cipher authenticates by itself, so an AEAD proposal carries no integrity
+    transform (RFC 5282 section 8 for IKE, RFC 4106 section 8.1 / RFC 7634 section 3 for ESP).
+    strongSwan silently removes one written next to it; we remove it and say so."""
+    dropped = prop.transforms.pop(TransformType.INTEG)
+    _warn_once(f"{what} proposal {text!r}: {', '.join(t.keyword for t in prop.of(TransformType.ENCR))} "
+               f"authenticates by itself, so the integrity algorithm "
+               f"{', '.join(t.keyword for t in dropped)} was dropped (as strongSwan does); "
+               f"the proposal in use is {_ordered(prop)}")
 
 
 def parse_esp(text: str) -> Proposal:
@@ -134,12 +189,12 @@ def parse_esp(text: str) -> Proposal:
     aead = [t for t in encr if t.primitive is Primitive.AEAD]
     if aead and len(aead) != len(encr):
         raise ProposalSyntaxError(f"{text!r}: mixes AEAD and non-AEAD ciphers; write two proposals")
-    if aead and prop.of(TransformType.INTEG):
-        raise ProposalSyntaxError(f"{text!r}: an AEAD cipher takes no integrity algorithm")
     if not aead and not prop.of(TransformType.INTEG):
         raise ProposalSyntaxError(f"{text!r}: {encr[0]} needs an integrity algorithm (e.g. sha256)")
     if not prop.of(TransformType.ESN):
         prop.transforms[TransformType.ESN] = [catalogue.get("noesn")]
+    if aead and prop.of(TransformType.INTEG):
+        _drop_aead_integrity(text, prop, "ESP")
     return _ordered(prop)
 
 
@@ -240,6 +295,7 @@ def select(offered: list[Proposal], ours: list[Proposal], *, ignore_ke: bool = F
         for m in ours:
             chosen, _ = _match(o, m, ignore_ke)
             if chosen is not None:
+                warn_if_weak(chosen)
                 return chosen
     return None
 
@@ -250,6 +306,7 @@ def accepts(chosen: Proposal, offered: list[Proposal], *, ignore_ke: bool = Fals
         if all(len(lst) == 1 for lst in chosen.transforms.values()) and \
                 _match(chosen, o, ignore_ke)[0] is not None and \
                 _types(chosen, ignore_ke) == _types(o, ignore_ke):
+            warn_if_weak(chosen)
             return True
     return False
 

@@ -157,7 +157,7 @@ def test_unknown_child_key_reports_its_line():
     ('start_action = "start"', 'start_action = "always"',
      "connections.home.children.net.start_action", "not one of"),
     ('dataplane = "none"', 'dataplane = "kernel"', "daemon.dataplane", "not one of"),
-    ('"aes128gcm16", "aes256-sha256-esn"', '"aes128gcm16-sha256"',
+    ('"aes128gcm16", "aes256-sha256-esn"', '"aes128gcm16-aes256-sha256"',
      "connections.home.children.net.esp_proposals", "AEAD"),
     ('"aes128gcm16-prfsha256-x25519"', '"aes128gcm16-prfsha256"',
      "connections.home.proposals", "key exchange"),

@@ -138,6 +138,7 @@ def guest_command(python: Path, results_guest: str, pytest_args: list[str], kat:
         "OCFPY_VM_QMP_PORT": GUEST_QMP_PORT,
         "OCFPY_VM_CRYPTO_DEVICE": CRYPTO_DEVICE_ID,
         "OCFPY_KAT_DRIVERS": os.environ.get("OCFPY_KAT_DRIVERS", "af_alg"),
+        "OCFPY_VM_PEERS": os.environ.get("OCFPY_VM_PEERS", ""),  # tests/conftest.py PEER_ROWS
         "PYTHONDONTWRITEBYTECODE": "1",
         "HOME": "/tmp",
         "PATH": f"{python.parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -299,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     for stale in ("junit.xml", "junit-kat.xml", "pytest.log", "afalg_bench.md", "qmp.sock", "qmp-port.sock"):
         (results / stale).unlink(missing_ok=True)
+    # The interop rows' records (tests/kernel/interop): docs/interop.md's table is rendered
+    # from them, so none may survive from an earlier run.
+    shutil.rmtree(results / "interop", ignore_errors=True)
     qmp_sock, port_sock = results / "qmp.sock", results / "qmp-port.sock"
     qemu_opts = [
         "-qmp", f"unix:{qmp_sock},server=on,wait=off",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from ocfpy.crypto import catalogue
@@ -35,7 +37,7 @@ def test_parse_esp_defaults_to_noesn():
 @pytest.mark.parametrize("text,esp,match", [
     ("aes129-sha256-x25519", False, "unknown algorithm 'aes129'"),
     ("aes128-x25519", False, "needs an integrity algorithm"),
-    ("aes128gcm16-sha256-prfsha256-x25519", False, "AEAD cipher takes no integrity"),
+    ("aes128gcm16-aes128-sha256-prfsha256-x25519", False, "mixes AEAD"),
     ("aes128gcm16-prfsha256", False, "no key exchange"),
     ("aes128gcm16-aes128-prfsha256-x25519", False, "mixes AEAD"),
     ("aes128gcm16-prfsha256-x25519-esn", False, "esn/noesn belongs in ESP"),
@@ -45,6 +47,53 @@ def test_parse_esp_defaults_to_noesn():
 def test_parse_errors_say_what_is_wrong(text, esp, match):
     with pytest.raises(P.ProposalSyntaxError, match=match):
         (P.parse_esp if esp else P.parse_ike)(text)
+
+
+@pytest.mark.parametrize("text,esp,expected,dropped", [
+    # strongSwan drops the integrity algorithm of an AEAD proposal (proposal.c check_proposal);
+    # in IKE it still names the PRF when no prf keyword does.
+    ("aes128gcm16-sha256", True, "aes128gcm16-noesn", "sha256"),
+    ("chacha20poly1305-sha256-esn", True, "chacha20poly1305-esn", "sha256"),
+    ("aes256gcm16-sha384-ecp384", False, "aes256gcm16-prfsha384-ecp384", "sha384"),
+    ("aes128gcm16-sha256-prfsha512-x25519", False, "aes128gcm16-prfsha512-x25519", "sha256"),
+])
+def test_aead_with_integrity_is_accepted_with_a_warning(text, esp, expected, dropped, caplog):
+    P._WARNED.clear()
+    with caplog.at_level(logging.WARNING, logger="ocfpy.ike.proposals"):
+        prop = (P.parse_esp if esp else P.parse_ike)(text)
+        (P.parse_esp if esp else P.parse_ike)(text)  # parsed again: not warned again
+    assert str(prop) == expected and not prop.of(T.INTEG)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert f"integrity algorithm {dropped} was dropped" in warnings[0]
+    assert repr(text) in warnings[0] and expected in warnings[0]
+
+
+def test_a_weak_choice_is_negotiated_but_named_in_a_warning(caplog):
+    ours = [P.parse_esp("aes256gcm16"), P.parse_esp("aes128-sha1")]
+    with caplog.at_level(logging.WARNING, logger="ocfpy.ike.proposals"):
+        chosen = P.select([P.parse_esp("aes128-sha1")], ours)
+        assert P.accepts(chosen, ours)
+        strong = P.select([P.parse_esp("aes256gcm16")], ours)
+    assert str(chosen) == "aes128-sha1-noesn" and P.weak_transforms(chosen) == ["sha1"]
+    assert P.weak_transforms(strong) == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and all("weak transform sha1" in m and "RFC 8221" in m
+                                      for m in messages), messages
+
+
+def test_the_defaults_hold_nothing_weak():
+    from ocfpy.ike.config import DEFAULT_ESP_PROPOSALS, DEFAULT_IKE_PROPOSALS
+
+    ike = [P.parse_ike(t) for t in DEFAULT_IKE_PROPOSALS]
+    esp = [P.parse_esp(t) for t in DEFAULT_ESP_PROPOSALS]
+    assert all(P.weak_transforms(p) == [] for p in ike + esp)
+    # and nothing RFC 8247 / RFC 8221 forbid: 3DES, MD5, DES, MODP < 2048
+    words = {w for p in ike + esp for w in p.keywords()}
+    assert not words & {"3des", "md5", "des", "modp768", "modp1024", "modp1536", "aesxcbc"}
+    # strongest/fastest first: an AEAD proposal leads, AES-256-GCM and X25519 first in it
+    assert ike[0].is_aead and esp[0].is_aead
+    assert str(ike[0]).startswith("aes256gcm16-") and ike[0].first(T.KE).keyword == "x25519"
 
 
 def test_raw_round_trip_keeps_key_lengths():

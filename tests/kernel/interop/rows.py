@@ -1,0 +1,245 @@
+"""The interop rows: what each checks, and the runner that plays them.
+
+Rows of one peer run one after another (they share the peer's namespace); the three peers run
+at the same time, each in its own thread, since their namespaces, ocfpy connections and
+addresses never meet. That keeps the lane's added time near the slowest peer's, not the sum
+(issue 15: boot once, run peers in parallel namespaces). Every row ends in a record (peer,
+version, role, row, suites, result, reason, date) written to ``$OCFPY_VM_RESULTS/interop/``,
+from which scripts/interop-table.py renders docs/interop.md's table; the pytest items in
+test_zero_config.py / test_matrix.py report each row's outcome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import threading
+import traceback
+from dataclasses import dataclass, field
+
+from ocfpy.lab.iked_runner import wait_for
+from tests.kernel.peers import PeerError
+from tests.vm.guest import results_dir
+
+# What the kernel calls ocfpy's transforms (``ip xfrm state``), to compare the two views.
+KERNEL_NAMES = {
+    "aes128gcm16": "rfc4106(gcm(aes))/128", "aes256gcm16": "rfc4106(gcm(aes))/128",
+    "chacha20poly1305": "rfc7539esp(chacha20,poly1305)/128",
+    "aes128": "cbc(aes)", "aes192": "cbc(aes)", "aes256": "cbc(aes)",
+    "aes128ctr": "rfc3686(ctr(aes))", "aes256ctr": "rfc3686(ctr(aes))",
+    "sha1": "hmac(sha1)/96", "sha256": "hmac(sha256)/128", "sha384": "hmac(sha384)/192",
+    "sha512": "hmac(sha512)/256",
+}
+ZERO_CONFIG = "zero-config (no algorithm lines either side)"
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    role: str  # "ocfpy initiates" / "peer initiates"
+    kind: str = "matrix"  # "zero-config", "matrix", or a failure notify name
+    ike: str | None = None  # ocfpy's expected IKE suite: encr[-integ]-prf-ke (None: any)
+    esp: str | None = None  # ocfpy's expected ESP suite: encr[-integ][-esn]
+    peer: dict = field(default_factory=dict)  # Peer.start() options, in the peer's words
+    impossible: str | None = None  # the peer's own reason, when it cannot do this row
+
+    @property
+    def key(self) -> str:
+        return f"{self.label} [{self.role}]"
+
+
+@dataclass
+class Outcome:
+    result: str  # pass / fail / impossible / skipped
+    reason: str | None
+    record: dict
+
+
+def _suite(sa: dict) -> tuple[str, str]:
+    alg, child = sa["algorithms"], sa["children"][0]
+    ike = "-".join(a for a in (alg["encr"], alg["integ"], alg["prf"], alg["ke"]) if a)
+    esp = "-".join(a for a in (child["encr"], child["integ"], "esn" if child["esn"] else None)
+                   if a)
+    return ike, esp
+
+
+def check_kernel_view(peer, child: dict) -> list[dict]:
+    """The peer's kernel holds the two SPIs ocfpy reports, with ocfpy's algorithms."""
+    states = peer.kernel_states()
+    spis = {st["spi"] for st in states}
+    assert {child["spi_in"], child["spi_out"]} <= spis, (child, states)
+    for st in states:
+        if st["spi"] not in (child["spi_in"], child["spi_out"]):
+            continue
+        if "aead" in st:
+            assert st["aead"] == KERNEL_NAMES[child["encr"]], (child, st)
+        else:
+            assert st.get("enc") == KERNEL_NAMES[child["encr"]], (child, st)
+            auth = st.get("auth-trunc") or st.get("auth")
+            expected = KERNEL_NAMES[child["integ"]]
+            # PF_KEY installs hmac(sha1) without a truncation attribute: the kernel default, 96.
+            assert auth == expected or (auth == expected.split("/")[0]
+                                        and expected.endswith("/96")), (child, st)
+        assert st["esn"] == ("esn" if child["esn"] else "noesn"), (child, st)
+    return states
+
+
+def _establish(istar, peer, role: str) -> dict:
+    conn = peer.site.conn
+    if role == "ocfpy initiates":
+        result = istar.ocfpy.call("initiate", name=conn, wait=90, timeout=150)
+        assert result.get("state") == "established", (result, peer.log()[-3000:])
+    else:
+        peer.initiate()
+    return wait_for(lambda: istar.established(conn), 120, f"{conn} established",
+                    on_fail=lambda: istar.ocfpy.log_tail(3000) + "\n--- peer ---\n"
+                    + peer.log()[-3000:])[0]
+
+
+def run_tunnel_row(istar, peer, row: Row, record: dict) -> None:
+    """Establish in the row's role, compare suites and kernel states, ping, delete."""
+    log_mark = len(istar.ocfpy.log())
+    peer.start(**row.peer)
+    sa = _establish(istar, peer, row.role)
+    record["ike"], record["esp"] = _suite(sa)
+    if row.ike is not None:
+        assert (record["ike"], record["esp"]) == (row.ike, row.esp), \
+            (f"negotiated {record['ike']} / {record['esp']}, the row expects "
+             f"{row.ike} / {row.esp}")
+    child = sa["children"][0]
+    wait_for(lambda: len(peer.kernel_states()) >= 2, 30, "the peer's kernel states",
+             on_fail=peer.log)
+    check_kernel_view(peer, child)
+    ping = istar.ping(peer.site)
+    assert ping.returncode == 0, (ping.stdout + ping.stderr, peer.listing()[-1500:],
+                                  istar.ocfpy.log_tail(2000))
+    alg = sa["algorithms"]
+    weak = [w for w in ("sha1", "prfsha1", "modp1024", "modp1536")
+            if w in (child["encr"], child["integ"], alg["prf"], alg["ke"])]
+    new_log = istar.ocfpy.log()[log_mark:]
+    for word in weak:
+        assert f"weak transform {word}" in new_log, new_log[-3000:]
+    record["warnings"] = [f"weak transform {w} warned in ocfpy's log" for w in weak]
+    record["listing"] = peer.listing()[-2000:]
+    # Delete both ways: the side that initiated deletes. That is also what a libreswan
+    # initiator needs: a connection it brought up with `whack --initiate` is "supposed to
+    # remain up", so when ocfpy deletes it libreswan re-initiates at once (measured: "received
+    # a Delete/Notify but must remain up per local policy"); its own --terminate ends that.
+    conn = peer.site.conn
+    if row.role == "peer initiates" and hasattr(peer, "terminate"):
+        peer.terminate()
+        wait_for(lambda: not istar.sas(conn), 60, f"ocfpy saw {peer.name}'s delete",
+                 on_fail=lambda: istar.ocfpy.log_tail(3000) + "\n--- peer ---\n"
+                 + peer.log()[-3000:])
+    else:
+        istar.clear(conn)
+    wait_for(lambda: not peer.kernel_states(), 30, "the peer removed its kernel states",
+             on_fail=peer.log)
+
+
+def run_failure_row(istar, peer, row: Row, record: dict) -> None:
+    """The peer initiates and is refused with ``row.kind``; ocfpy's `sa why` names the cause."""
+    conn = peer.site.conn
+    before = istar.ocfpy.call("why", name=conn)
+    peer.start(**row.peer)
+    try:
+        peer.initiate()
+    except PeerError:
+        pass  # the peer reports its own failure; ocfpy's side is what the row checks
+
+    def explained():
+        why = istar.ocfpy.call("why", name=conn)
+        return why if why and why != before else None
+
+    why = wait_for(explained, 90, "ocfpy to explain the failure",
+                   on_fail=lambda: istar.ocfpy.log_tail(3000) + "\n--- peer ---\n"
+                   + peer.log()[-3000:])
+    record["warnings"] = [f"ocfpy sa why: {why[:300]}"]
+    assert not istar.established(conn)
+    assert row.kind in istar.ocfpy.log(), istar.ocfpy.log_tail(2000)
+    if row.kind == "NO_PROPOSAL_CHOSEN":
+        assert "key exchange" in why and "modp8192" in why, why
+    elif row.kind == "AUTHENTICATION_FAILED":
+        assert peer.site.peer_id in why and "pre-shared key" in why, why
+    else:
+        assert "traffic selectors" in why and "10.50.0.0/24" in why, why
+
+
+def play(istar, peer_name: str, rows: list[Row], outcomes: dict) -> None:
+    """Play ``rows`` against one peer, in order; every row ends in an Outcome and a record."""
+    from tests.kernel.interop.conftest import PeerUnavailable
+
+    for row in rows:
+        record = {"peer": peer_name, "role": row.role, "row": row.label, "dataplane": "xfrm",
+                  "peer_conf": _peer_conf(row), "ike": row.ike, "esp": row.esp,
+                  "warnings": [], "reason": None, "version": None,
+                  "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")}
+        result, reason = "pass", None
+        peer = None
+        try:
+            peer = istar.peer(peer_name, matrix=row.kind != "zero-config")
+            record["version"] = peer.version()
+            if row.impossible:
+                result, reason = "impossible", row.impossible
+            elif row.kind in ("zero-config", "matrix"):
+                run_tunnel_row(istar, peer, row, record)
+            else:
+                run_failure_row(istar, peer, row, record)
+        except PeerUnavailable as exc:
+            result, reason = "skipped", str(exc)
+        except Exception as exc:  # noqa: BLE001 - a row's crash is that row's failure
+            result, reason = "fail", _short(f"{type(exc).__name__}: {exc}")
+            # The guest's /tmp goes with the guest: what explains a failure travels here.
+            record["traceback"] = traceback.format_exc()[-8000:]
+            record["ocfpy_log"] = istar.ocfpy.log_tail(8000)
+            record["peer_log"] = peer.log()[-8000:] if peer is not None else None
+        finally:
+            if peer is not None:
+                try:
+                    if hasattr(peer, "terminate"):
+                        peer.terminate()  # first: a libreswan initiator would revive the SA
+                    istar.clear(peer.site.conn)
+                except Exception as exc:  # noqa: BLE001
+                    if result == "pass":
+                        result, reason = "fail", _short(f"cleanup: {exc}")
+                finally:
+                    peer.stop()
+        record["result"], record["reason"] = result, reason
+        outcomes[(peer_name, row.key)] = Outcome(result, reason, record)
+        _write(record)
+
+
+def play_all(istar, table: dict[str, list[Row]]) -> dict:
+    outcomes: dict = {}
+    threads = [threading.Thread(target=play, args=(istar, name, rows, outcomes),
+                                name=f"interop-{name}") for name, rows in table.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def _peer_conf(row: Row) -> str:
+    if row.kind == "zero-config":
+        return "(defaults)"
+    parts = [str(v) for k, v in row.peer.items() if v and k != "psk"]
+    if "psk" in row.peer:
+        parts.append("psk=<a different one>")
+    return " / ".join(parts) or "-"
+
+
+def _short(text: str, limit: int = 500) -> str:
+    return re.sub(r"\s+", " ", text).strip()[:limit]
+
+
+def _write(record: dict) -> None:
+    out = results_dir()
+    if out is None:
+        return
+    d = out / "interop"
+    d.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_",
+                  f"{record['peer']}-{record['role']}-{record['row']}")[:150]
+    (d / f"{name}.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
