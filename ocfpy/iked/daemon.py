@@ -1009,7 +1009,7 @@ class IkeDaemon:
         return {
             "engine": dict(self.engine.stats),
             "daemon": dict(self.stats),
-            # issue 13: how close the responder is to its caps (docs/security-limits.md)
+            # issue 13: how close the responder is to its caps (docs/security.md)
             "half_open": {"now": self.engine.sas.half_open_count,
                           "peak": self.engine.sas.half_open_peak,
                           "limit": self.config.daemon.half_open_limit},
