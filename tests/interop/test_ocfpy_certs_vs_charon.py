@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ocfpy.lab.netns_pair import NetnsPair
 
 from ocfpy.lab import pki
 from ocfpy.lab.charon import LOAD, Charon, render_conf
 from ocfpy.lab.iked_toml import config_toml, connection_table, daemon_table, token_table
+from ocfpy.lab.netlab import HostPair
 
 from .ocfpy_peer import Iked, userspace_dataplane_reason, wait_for
 
@@ -33,7 +33,7 @@ CHARON_SCHEME = {"ecdsa-sha256": "ECDSA_WITH_SHA256_DER", "rsa/pss-sha256": "RSA
 
 
 @pytest.fixture
-def both(ocfpy_ok: None, pair: NetnsPair, workdir: Path) -> Iterator[tuple[NetnsPair, Iked,
+def both(ocfpy_ok: None, pair: HostPair, workdir: Path) -> Iterator[tuple[HostPair, Iked,
                                                                           Charon, Path]]:
     # pkcs8: swanctl's private/ keys are PKCS#8; rsa_pss: charon signs RSA with PSS (RFC 7427)
     iked = Iked(pair.left, workdir / "ocfpy")
@@ -45,7 +45,7 @@ def both(ocfpy_ok: None, pair: NetnsPair, workdir: Path) -> Iterator[tuple[Netns
             iked.stop()
 
 
-def _setup(pair: NetnsPair, iked: Iked, charon: Charon, kind: str, *,
+def _setup(pair: HostPair, iked: Iked, charon: Charon, kind: str, *,
            ocfpy_foreign: bool = False, charon_foreign: bool = False,
            charon_revoked: bool = False) -> None:
     """Certificates for both, charon's swanctl layout loaded, ocfpy started. ``*_foreign``:

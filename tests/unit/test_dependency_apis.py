@@ -17,7 +17,7 @@ def test_pyroute2():
                       proto=0, flags=0)
     assert s.family == socket.AF_NETLINK
     s.close()
-    for name in ("create", "remove", "listnetns"):  # lab/netlab.py, lab/netns_pair.py
+    for name in ("create", "remove", "listnetns"):  # lab/netlab.py
         assert callable(getattr(netns, name))
 
 
