@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from ocfpy.lab.iked_runner import wait_for
+
 from .peers import Peers
 
 pytestmark = pytest.mark.interop
@@ -70,7 +72,17 @@ def test_finding1_forged_messages_change_nothing_vs_charon(peers: Peers, initiat
     time.sleep(0.5)
     (after,) = peers.ocfpy_sas()
     assert _identity(after) == before, (after, peers.logs())
-    # charon, the genuine peer, is still heard and answered: a CREATE_CHILD_SA on the live SA
-    peers.initiate("charon")
+    # charon, the genuine peer, is still heard and answered on the attacked SA: it rekeys the
+    # CHILD_SA there (CREATE_CHILD_SA; a second 'net' child would be refused by charon itself
+    # as a duplicate), and the IKE SA stays the same
+    old_child = {c["spi-in"] for sa in peers.charon_sas() for c in sa.get("child-sas", {}).values()}
+    list(peers.charon.vici.rekey({"child": "net", "timeout": 3000}))
+
+    def rekeyed() -> bool:
+        kids = [c for sa in peers.charon_sas() for c in sa.get("child-sas", {}).values()
+                if c.get("state") == "INSTALLED"]
+        return len(kids) == 1 and kids[0]["spi-in"] not in old_child
+
+    wait_for(rekeyed, 10, "charon's CHILD_SA rekey on the attacked IKE SA", on_fail=peers.logs)
     (after,) = peers.ocfpy_established()
     assert _identity(after) == before

@@ -161,7 +161,8 @@ def test_esn_refused_by_libipsec_is_reported(peers: Peers, who: str) -> None:
         assert "net" in why and "aes256gcm16-esn" in why, why
     else:
         # We accepted and installed it; charon then deleted it: our log must say so.
-        wait_for(lambda: re.search(r"CHILD_SA #\d+ .*closed: deleted by peer", peers.iked.log()),
+        wait_for(lambda: re.search(r"CHILD_SA \S+ \(IKE_SA #\d+\) closed: deleted by peer",
+                                   peers.iked.log()),
                  5, "ocfpy's log to report the CHILD_SA deleted by charon", on_fail=peers.logs)
 
 

@@ -37,13 +37,14 @@ def config(side: int, *, proposals: list[str], esp: list[str], psk: str = PSK,
            dataplane: str = "none", backend: str = "openssl", dpd_delay: str = "0s",
            retransmit: dict | None = None,
            cookie_threshold: int = 30, keyingtries: int = 1, encap: bool | None = None,
-           child_options: dict | None = None,
+           child_options: dict | None = None, daemon_options: dict | None = None,
            outer: tuple[str, str] = OUTER, listen: list[str] | None = None) -> str:
     """The TOML config of side 0 (a) or 1 (b); connection "t" points at the other side."""
     me, peer = side, 1 - side
     return config_toml(
         daemon_table(backend=backend, dataplane=dataplane, listen=listen or [outer[me]],
-                     cookie_threshold=cookie_threshold, half_open_timeout="5s"),
+                     cookie_threshold=cookie_threshold, half_open_timeout="5s",
+                     **(daemon_options or {})),
         connection_table("t", local_addr=outer[me], remote_addr=outer[peer], local_id=IDS[me],
                          remote_id=IDS[peer], proposals=proposals, esp_proposals=esp,
                          children={"net": ([INNER[me]], [INNER[peer]])}, dpd_delay=dpd_delay,

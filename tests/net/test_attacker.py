@@ -240,7 +240,8 @@ def test_finding5_half_open_is_bounded_per_source(net: AttackLab):
     # The per-address half-open cap (half_open_limit_per_ip, 10 by default) would refuse this
     # source long before the cookie is reused; raised here so that the test still shows what
     # it was written for: one cookie, replayed from 300 ports, buys no more half-open SAs.
-    net.b.start(_config(1, any_peer=True, cookie_threshold=30, half_open_limit_per_ip=1000))
+    net.b.start(_config(1, any_peer=True, cookie_threshold=30,
+                        daemon_options={"half_open_limit_per_ip": 1000}))
     listen = net.listen(5502)
     for _ in range(30):
         net.forger.send((ATTACKER, 5502), B, ike_sa_init_request(secrets.token_bytes(8)))
