@@ -512,13 +512,17 @@ def choose_chain(chains: Sequence[LocalChain], requested: Iterable[bytes]) -> Lo
 
 
 # -- loading (the only I/O: files the caller names) ----------------------------------------------
-def load_certificates(path: str) -> list[x509.Certificate]:
-    """Every certificate of a PEM file (one or more) or a DER file."""
+def _read(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as exc:
         raise CertificateError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_certificates(path: str) -> list[x509.Certificate]:
+    """Every certificate of a PEM file (one or more) or a DER file."""
+    data = _read(path)
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
@@ -528,11 +532,7 @@ def load_certificates(path: str) -> list[x509.Certificate]:
 
 
 def load_crls(path: str) -> list[x509.CertificateRevocationList]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise CertificateError(f"{path}: cannot read: {exc.strerror}") from None
+    data = _read(path)
     try:
         if b"-----BEGIN" in data:
             return [x509.load_pem_x509_crl(data)]
