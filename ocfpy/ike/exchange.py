@@ -202,11 +202,6 @@ class TaskManager:
         out = self.out
         if out is None or now < out.deadline:
             return None
-        for t in self.active:
-            if isinstance(t, IkeInit) and t.act_on_noted(sa):
-                # RFC 7296 2.21.1: an unprotected IKE_SA_INIT error stands once a
-                # retransmission timeout passed without a valid response
-                return None
         rt = sa.conn.retransmit
         if out.tries < rt.tries:
             out.tries += 1
@@ -216,6 +211,12 @@ class TaskManager:
             for raw in out.raws:  # all fragments again (RFC 7383 2.6.1)
                 sa.send(raw, out.local, out.remote, now)
             return None
+        for t in self.active:
+            if isinstance(t, IkeInit) and t.act_on_noted(sa, out.tries):
+                # RFC 7296 2.21.1: an unprotected IKE_SA_INIT error stands only once the
+                # retransmissions are spent without a valid response (issue 13 finding 4):
+                # until then a genuine answer to any retransmission wins over a forged error
+                return None
         pending = self.active + self.queue
         for t in pending:
             t.abort(sa)

@@ -8,8 +8,9 @@ connection authenticates the peer by certificate. The initiator's CERTREQ goes i
 
 Nothing in an IKE_SA_INIT response is authenticated, so an error notify in one may be a
 spoofer's (RFC 7296 2.21.1, issue 13 finding 4). The initiator therefore:
- - notes NO_PROPOSAL_CHOSEN and other errors and keeps waiting; they are acted on only when
-   the retransmission timer fires with no valid response having arrived (TaskManager.on_timer);
+ - notes NO_PROPOSAL_CHOSEN and other errors and keeps retransmitting its request; they are
+   acted on only when the retransmissions give up with no valid response having arrived
+   (TaskManager.on_timer), and then end the attempt with the noted notify;
  - follows INVALID_KE_PAYLOAD only to a group it offered, once per group, and keeps the KE
    state of each request sent, so a genuine answer to an earlier request still completes;
  - echoes at most MAX_COOKIES COOKIEs; more are noted and ignored.
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 NONCE_SIZE = 32
 MAX_COOKIES = 3  # COOKIE rounds echoed per attempt (a loop bound, RFC 7296 2.6)
+MAX_NOTED = 8  # unprotected errors remembered per attempt (``sa why`` names the first ones)
 
 
 class IkeInit(Task):
@@ -152,7 +154,8 @@ class IkeInit(Task):
 
     def _note(self, sa: IkeSa, notify: int, text: str) -> Status:
         """An unprotected error: remember it, say so in ``sa why``, keep waiting."""
-        self.noted.append((notify, text))
+        if len(self.noted) < MAX_NOTED:  # a spoofer may send any number; they are counted
+            self.noted.append((notify, text))
         sa.ctx.out.count("init_errors_noted")
         seen = ", ".join(dict.fromkeys(notify_name(n) for n, _ in self.noted))
         sa.ctx.out.why[sa.name] = (f"waiting for a valid IKE_SA_INIT response; unprotected "
@@ -161,16 +164,19 @@ class IkeInit(Task):
                  "valid one (RFC 7296 2.21.1)", sa.name, notify_name(notify))
         return Status.WAIT
 
-    def act_on_noted(self, sa: IkeSa) -> bool:
-        """The retransmission timer fired with no valid response: the noted error stands
-        (the first one that is not a surplus COOKIE). True if the SA failed."""
+    def act_on_noted(self, sa: IkeSa, tries: int) -> bool:
+        """Every retransmission went out and no valid response came: the noted error stands
+        (the first one that is not a surplus COOKIE) and ends the attempt with that notify,
+        instead of "did not answer" and a keyingtries retry: the responder (or a spoofer
+        that outlasted every retransmission) did answer. True if the SA failed."""
         errors = [(n, t) for n, t in self.noted if n != NotifyType.COOKIE] or self.noted
         if not errors:
             return False
         notify, text = errors[0]
         if notify == NotifyType.COOKIE:
             text = "the responder keeps demanding COOKIEs"
-        sa.fail(notify, text + " (unprotected; no valid response followed)")
+        sa.fail(notify, f"{text} (unprotected; no valid response followed in {tries} "
+                "retransmits)")
         return True
 
     def abort(self, sa: IkeSa) -> None:

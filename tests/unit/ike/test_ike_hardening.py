@@ -264,20 +264,39 @@ def test_forged_init_error_does_not_end_the_attempt(initiator_and_responder, not
     assert pair.i.stats["init_errors_noted"] == 1
 
 
-def test_unanswered_init_error_stands_after_the_retransmission_timeout(initiator_and_responder):
-    """No valid answer comes: the noted error is acted on at the retransmission timeout,
-    with the notify the responder (or spoofer) sent, and ``sa why`` says so."""
+def test_unanswered_init_error_stands_when_the_retransmissions_give_up(initiator_and_responder):
+    """No valid answer comes: the noted error is acted on when the retransmissions give up
+    (not at the first timeout), with the notify the responder (or spoofer) sent instead of
+    "did not answer", no keyingtries retry, and ``sa why`` says so."""
     from ocfpy.ike.events import NegotiationFailed
 
-    pair = initiator_and_responder()
+    pair = initiator_and_responder()  # the defaults: 4 s x 1.8^n, 5 retransmits
     _, sa = _first_request(pair)
     _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, NotifyType.NO_PROPOSAL_CHOSEN))
-    pair.advance(3.9, drop=lambda d: True)
-    assert not pair.of_type("i", NegotiationFailed)
+    give_up = sum(4.0 * 1.8 ** n for n in range(6))  # 165 s
+    pair.advance(give_up - 0.1, drop=lambda d: True)
+    assert not pair.of_type("i", NegotiationFailed) and not sa.is_closed
+    assert pair.i.stats["retransmits"] == 5
     pair.advance(0.2, drop=lambda d: True)
     (fail,) = pair.of_type("i", NegotiationFailed)
     assert fail.notify == NotifyType.NO_PROPOSAL_CHOSEN
-    assert "no valid response followed" in pair.i.why("home")
+    assert "no valid response followed in 5 retransmits" in pair.i.why("home")
+    assert pair.i.stats.get("keying_retries", 0) == 0 and pair.i.sa_list() == []
+
+
+def test_genuine_answer_to_a_late_retransmission_wins(initiator_and_responder):
+    """Issue 13 finding 4: a forged error, then a responder that answers only the fourth
+    retransmission (the first ones lost): the SA is established, nothing was acted on."""
+    pair = initiator_and_responder()
+    _, sa = _first_request(pair)
+    _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, NotifyType.NO_PROPOSAL_CHOSEN))
+    # the request and its first three retransmissions (at 4, 11.2 and 24.16 s) are lost
+    lost = sum(4.0 * 1.8 ** n for n in range(3))
+    pair.advance(lost + 0.1, drop=lambda d: True)
+    assert pair.i.stats["retransmits"] == 3 and not pair.r.sas.sizes()["half_open"]
+    pair.advance(4.0 * 1.8 ** 3)  # the fourth retransmission (47.5 s) is answered
+    assert len(pair.of_type("i", IkeSaEstablished)) == 1 == len(pair.of_type("r", IkeSaEstablished))
+    assert pair.i.stats["retransmits"] == 4
 
 
 def test_forged_invalid_ke_racing_the_genuine_answer(initiator_and_responder):
@@ -613,3 +632,20 @@ def test_no_key_material_in_logs_or_reprs(initiator_and_responder, caplog):
     for key in keys:
         for form in (key.hex(), repr(key)[2:-1], key.hex(" ")):
             assert form not in text, f"a {len(key)}-byte key appears in the log or a repr"
+
+
+def test_noted_errors_are_bounded(initiator_and_responder):
+    """A spoofer may send any number of errors while the initiator waits: each is counted,
+    only the first MAX_NOTED are kept (``sa why`` names them), and the attempt still completes."""
+    from ocfpy.ike.tasks.ike_init import MAX_NOTED, IkeInit
+
+    pair = initiator_and_responder()
+    sent, sa = _first_request(pair)
+    for k in range(200):
+        _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, 100 + k % 50))
+    (task,) = [t for t in sa.tasks.active if isinstance(t, IkeInit)]
+    assert len(task.noted) == MAX_NOTED and pair.i.stats["init_errors_noted"] == 200
+    for raw, local, remote in sent:
+        pair.r.receive_datagram(raw, remote, local, pair.now)
+    pair.run()
+    assert len(pair.of_type("i", IkeSaEstablished)) == 1
