@@ -25,7 +25,7 @@ from ocfpy.crypto import catalogue
 from ocfpy.crypto.catalogue import TransformType
 from ocfpy.crypto.errors import InvalidPublicValue
 from ocfpy.ike import auth_sig
-from ocfpy.ike.certs import CERT_ENCODING_X509_SIGNATURE, certreq_data, parse_certreq
+from ocfpy.ike.certs import CERT_ENCODING_X509_SIGNATURE, certreq_data, requested_cas
 from ocfpy.ike.codec.payloads import CertPayload, KePayload, NoncePayload, NotifyPayload, SaPayload
 from ocfpy.ike.constants import ExchangeType, NotifyType, PayloadType, notify_name
 from ocfpy.ike.errors import DecodeError, IkeProtocolError
@@ -260,9 +260,10 @@ def _learn_pubkey(sa: IkeSa, msg: Message) -> None:
     # RFC 7383 2.3: both must announce; "no" on our side means we never did
     sa.tasks.peer_fragments = (sa.conn.fragmentation != "no" and msg.notify(
         NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None)
-    sa.auth.peer_certreq = [h for p in msg.all(PayloadType.CERTREQ)
-                            if p.encoding == CERT_ENCODING_X509_SIGNATURE
-                            for h in parse_certreq(p.data)]
+    reqs = [p.data for p in msg.all(PayloadType.CERTREQ)
+            if p.encoding == CERT_ENCODING_X509_SIGNATURE]
+    sa.auth.peer_certreq = (requested_cas(reqs, sa.ctx.credentials.certs.ca_hashes())
+                            if reqs else [])
 
 
 def _peer_error_text(sa: IkeSa, notify: int, data: bytes) -> str:
