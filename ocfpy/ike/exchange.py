@@ -384,7 +384,8 @@ class TaskManager:
         if done is None:
             return False
         try:
-            msg.payloads = pull_payloads(Buffer(done.inner), done.first_inner)
+            # the daemon's limits, as Message.decrypt applies them to an unfragmented one
+            msg.payloads = pull_payloads(Buffer(done.inner), done.first_inner, msg.limits)
             msg.encrypted = True
             rules.check(msg.exchange, msg.is_response, msg.payloads)
         except DecodeError as exc:

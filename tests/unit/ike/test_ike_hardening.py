@@ -649,3 +649,33 @@ def test_noted_errors_are_bounded(initiator_and_responder):
         pair.r.receive_datagram(raw, remote, local, pair.now)
     pair.run()
     assert len(pair.of_type("i", IkeSaEstablished)) == 1
+
+
+# -- RFC 7383: a reassembled message obeys the same limits as an unfragmented one -------------
+@pytest.mark.parametrize("fragmentation", ["no", "force"])
+def test_reassembled_message_obeys_max_payloads(initiator_and_responder, fragmentation):
+    """The inner payloads of a reassembled message were parsed with the built-in limits, not
+    the daemon's max_payloads / max_notifies: a lowered limit did not hold for a fragmented
+    IKE_AUTH. Here max_payloads admits IKE_SA_INIT but not the IKE_AUTH request, whichever way
+    it is sent."""
+    from ocfpy.ike.config import DaemonOptions
+
+    from .test_ike_pubkey import _ike_auth_payloads
+
+    frag = {"fragmentation": fragmentation}
+    # no SIGNATURE_HASH_ALGORITHMS from the initiator: one payload fewer in its IKE_SA_INIT
+    i_kw = {**frag, "daemon": DaemonOptions(signature_authentication=False)}
+    pair = initiator_and_responder(i_kw=i_kw, r_kw=frag)
+    pair.establish()
+    assert len(pair.of_type("r", IkeSaEstablished)) == 1
+    n_init = len(decode(pair.wire[0][1]).payloads)
+    n_auth = len(_ike_auth_payloads(pair, "i"))
+    assert n_auth > n_init, (n_auth, n_init)
+    if fragmentation == "force":
+        assert pair.wire[2][1][16] == PayloadType.SKF  # the IKE_AUTH request went as fragments
+
+    pair = initiator_and_responder(i_kw=i_kw,
+                                   r_kw={**frag, "daemon": DaemonOptions(max_payloads=n_init)})
+    pair.establish()
+    assert len(pair.of_type("i", IkeSaEstablished)) == 0 == len(pair.of_type("r", IkeSaEstablished))
+    assert pair.r.stats.get("dropped_malformed", 0) + pair.r.stats.get("dropped_over_limit", 0) >= 1
