@@ -164,18 +164,22 @@ class IkeInit(Task):
                  "valid one (RFC 7296 2.21.1)", sa.name, notify_name(notify))
         return Status.WAIT
 
-    def act_on_noted(self, sa: IkeSa, tries: int) -> bool:
+    def act_on_noted(self, sa: IkeSa, retransmits: int) -> bool:
         """Every retransmission went out and no valid response came: the noted error stands
         (the first one that is not a surplus COOKIE) and ends the attempt with that notify,
         instead of "did not answer" and a keyingtries retry: the responder (or a spoofer
         that outlasted every retransmission) did answer. True if the SA failed."""
-        errors = [(n, t) for n, t in self.noted if n != NotifyType.COOKIE] or self.noted
-        if not errors:
+        errors = [(n, t) for n, t in self.noted if n != NotifyType.COOKIE]
+        tries = sa.conn.keyingtries
+        if not errors and (not self.noted or not tries or sa.attempt < tries):
+            # nothing, or only COOKIEs past MAX_COOKIES (perhaps a forger spent the rounds):
+            # the engine's keyingtries retry starts a fresh attempt with fresh COOKIE rounds
             return False
+        errors = errors or self.noted
         notify, text = errors[0]
         if notify == NotifyType.COOKIE:
             text = "the responder keeps demanding COOKIEs"
-        sa.fail(notify, f"{text} (unprotected; no valid response followed in {tries} "
+        sa.fail(notify, f"{text} (unprotected; no valid response followed in {retransmits} "
                 "retransmits)")
         return True
 

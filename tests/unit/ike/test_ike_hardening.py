@@ -679,3 +679,33 @@ def test_reassembled_message_obeys_max_payloads(initiator_and_responder, fragmen
     pair.establish()
     assert len(pair.of_type("i", IkeSaEstablished)) == 0 == len(pair.of_type("r", IkeSaEstablished))
     assert pair.r.stats.get("dropped_malformed", 0) + pair.r.stats.get("dropped_over_limit", 0) >= 1
+
+
+@pytest.mark.parametrize("keyingtries", [1, 2])
+def test_spent_cookie_rounds_end_in_a_fresh_attempt_where_allowed(initiator_and_responder,
+                                                                  keyingtries):
+    """A forger spends the COOKIE rounds; nothing valid answers. With keyingtries left, the
+    give-up starts a fresh attempt (no COOKIE, fresh rounds) rather than ending on a COOKIE
+    noted from an unprotected answer; on the last try it ends, and ``sa why`` says why."""
+    from ocfpy.ike.codec.message import decode
+    from ocfpy.ike.config import Retransmit
+    from ocfpy.ike.events import NegotiationFailed
+    from ocfpy.ike.tasks.ike_init import MAX_COOKIES
+
+    pair = initiator_and_responder(i_kw={"keyingtries": keyingtries,
+                                         "retransmit": Retransmit(1.0, 2, 2.0)})
+    _, sa = _first_request(pair)
+    for k in range(MAX_COOKIES + 1):
+        _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, NotifyType.COOKIE,
+                                                        bytes([k + 1]) * 16))
+    pair.i.datagrams_to_send(pair.now)
+    pair.advance(7.1, drop=lambda d: True)  # 1 + 2 + 4 s: the retransmissions give up
+    if keyingtries == 1:
+        (fail,) = pair.of_type("i", NegotiationFailed)
+        assert fail.notify == NotifyType.COOKIE
+        assert "keeps demanding COOKIEs" in pair.i.why("home")
+        return
+    assert not pair.of_type("i", NegotiationFailed) and pair.i.stats["keying_retries"] == 1
+    retry = decode(pair.wire[-1][1])
+    assert retry.exchange == X.IKE_SA_INIT and retry.notify(NotifyType.COOKIE) is None
+    assert retry.spi_i != sa.spi_i
