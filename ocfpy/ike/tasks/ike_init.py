@@ -154,14 +154,17 @@ class IkeInit(Task):
 
     def _note(self, sa: IkeSa, notify: int, text: str) -> Status:
         """An unprotected error: remember it, say so in ``sa why``, keep waiting."""
-        if len(self.noted) < MAX_NOTED:  # a spoofer may send any number; they are counted
+        # a spoofer may send any number: they are counted, the first MAX_NOTED kept and logged
+        kept = len(self.noted) < MAX_NOTED
+        if kept:
             self.noted.append((notify, text))
         sa.ctx.out.count("init_errors_noted")
         seen = ", ".join(dict.fromkeys(notify_name(n) for n, _ in self.noted))
         sa.ctx.out.why[sa.name] = (f"waiting for a valid IKE_SA_INIT response; unprotected "
                                    f"answers seen so far: {seen} (latest: {text})")
-        log.info("%s: unprotected %s in an IKE_SA_INIT response noted; still waiting for a "
-                 "valid one (RFC 7296 2.21.1)", sa.name, notify_name(notify))
+        log.log(logging.INFO if kept else logging.DEBUG,
+                "%s: unprotected %s in an IKE_SA_INIT response noted; still waiting for a "
+                "valid one (RFC 7296 2.21.1)", sa.name, notify_name(notify))
         return Status.WAIT
 
     def act_on_noted(self, sa: IkeSa, retransmits: int) -> bool:

@@ -634,17 +634,22 @@ def test_no_key_material_in_logs_or_reprs(initiator_and_responder, caplog):
             assert form not in text, f"a {len(key)}-byte key appears in the log or a repr"
 
 
-def test_noted_errors_are_bounded(initiator_and_responder):
+def test_noted_errors_are_bounded(initiator_and_responder, caplog):
     """A spoofer may send any number of errors while the initiator waits: each is counted,
-    only the first MAX_NOTED are kept (``sa why`` names them), and the attempt still completes."""
+    only the first MAX_NOTED are kept (``sa why`` names them) and logged at INFO, and the
+    attempt still completes."""
+    import logging
+
     from ocfpy.ike.tasks.ike_init import MAX_NOTED, IkeInit
 
     pair = initiator_and_responder()
     sent, sa = _first_request(pair)
-    for k in range(200):
-        _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, 100 + k % 50))
+    with caplog.at_level(logging.INFO, logger="ocfpy"):
+        for k in range(200):
+            _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, 100 + k % 50))
     (task,) = [t for t in sa.tasks.active if isinstance(t, IkeInit)]
     assert len(task.noted) == MAX_NOTED and pair.i.stats["init_errors_noted"] == 200
+    assert sum("noted" in r.getMessage() for r in caplog.records) == MAX_NOTED
     for raw, local, remote in sent:
         pair.r.receive_datagram(raw, remote, local, pair.now)
     pair.run()
