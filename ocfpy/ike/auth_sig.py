@@ -67,11 +67,24 @@ def encode_hash_algorithms(ids: Iterable[int] = DEFAULT_HASHES) -> bytes:
     return struct.pack(f"!{len(ids)}H", *ids)
 
 
+MAX_UNKNOWN_HASHES = 8  # unknown hash IDs kept (for ``sa why`` only; they are never chosen)
+
+
 def decode_hash_algorithms(data: bytes) -> tuple[int, ...]:
-    """The peer's list; unknown IDs are kept (and ignored when choosing)."""
+    """The peer's list, in its order, each ID once: every ID we know, and the first
+    MAX_UNKNOWN_HASHES unknown ones (ignored when choosing, named in messages). The list is
+    kept for the SA's life, and anyone who sends an IKE_SA_INIT sets it: a 10 KB datagram
+    of IDs was a 180 KB tuple per half-open SA before the bound."""
     if len(data) % 2:
         raise DecodeError(f"SIGNATURE_HASH_ALGORITHMS data of odd length {len(data)}")
-    return struct.unpack(f"!{len(data) // 2}H", data)
+    kept, unknown = [], 0
+    for i in dict.fromkeys(struct.unpack(f"!{len(data) // 2}H", data)):
+        if i not in HASH_NAMES:
+            if unknown == MAX_UNKNOWN_HASHES:
+                continue
+            unknown += 1
+        kept.append(i)
+    return tuple(kept)
 
 
 # -- keys ------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -62,6 +63,12 @@ ACCEPTED_EKUS = {
     ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
 }
 MAX_DEPTH = 8  # certificates in a chain, anchor included (strongSwan's default is 7 CAs)
+# The peer's CERT payloads are read and chained before its AUTH is verified, so by anyone who
+# completes IKE_SA_INIT; these bound what that costs (DaemonOptions max_peer_certs and
+# max_chain_verifications; each verification may be a 16,384-bit RSA key with a 64-bit
+# exponent: 17 ms on the lab machine)
+MAX_PEER_CERTS = 16
+MAX_VERIFICATIONS = 16
 CERT_ENCODING_X509_SIGNATURE = 4  # RFC 7296 section 3.6, CERT and CERTREQ payloads
 
 
@@ -162,18 +169,37 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
 
 
-def _self_signed(cert: x509.Certificate) -> bool:
-    return cert.issuer == cert.subject and _issued_by(cert, cert)
+class _Budget(Exception):
+    """build_chain used up its signature verifications."""
 
 
 def build_chain(end_entity: x509.Certificate, intermediates: Sequence[x509.Certificate],
-           anchors: Sequence[x509.Certificate]) -> Validation:
+                anchors: Sequence[x509.Certificate], *,
+                max_verifications: int = MAX_VERIFICATIONS) -> Validation:
+    left = [max_verifications]
+
+    def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        if left[0] <= 0:
+            raise _Budget
+        left[0] -= 1
+        return _issued_by(cert, issuer)
+
     chain = [end_entity]
-    pool = [c for c in intermediates if c != end_entity]
+    try:
+        return _build(chain, [c for c in intermediates if c != end_entity], anchors, issued_by)
+    except _Budget:
+        return Validation(Check.UNTRUSTED,
+                          f"building the chain of '{dn(end_entity.subject)}' took more than "
+                          f"{max_verifications} signature verifications (max_chain_verifications"
+                          "): too many certificates named like the issuer sought", tuple(chain))
+
+
+def _build(chain: list[x509.Certificate], pool: list[x509.Certificate],
+           anchors: Sequence[x509.Certificate], issued_by) -> Validation:
     while True:
         top = chain[-1]
         for anchor in anchors:
-            if top.issuer == anchor.subject and _issued_by(top, anchor):
+            if top.issuer == anchor.subject and issued_by(top, anchor):
                 if top != anchor:
                     chain.append(anchor)
                 return Validation(Check.OK, chain=tuple(chain))
@@ -182,7 +208,7 @@ def build_chain(end_entity: x509.Certificate, intermediates: Sequence[x509.Certi
         if len(chain) >= MAX_DEPTH:
             return Validation(Check.TOO_LONG, f"the chain is longer than {MAX_DEPTH} "
                               "certificates without reaching a trusted CA", tuple(chain))
-        if _self_signed(top):
+        if top.issuer == top.subject and issued_by(top, top):  # self-signed
             return Validation(Check.UNTRUSTED,
                               f"no trusted CA for issuer '{dn(top.issuer)}': the chain ends at "
                               "that self-signed CA, which is not one of our CA certificates",
@@ -194,7 +220,7 @@ def build_chain(end_entity: x509.Certificate, intermediates: Sequence[x509.Certi
                               f"'{dn(top.issuer)}' as issuer, but its signature does not verify "
                               "with that CA's key (another CA with the same name?)", tuple(chain))
         nxt = next((c for c in pool if c not in chain and top.issuer == c.subject
-                    and _issued_by(top, c)), None)
+                    and issued_by(top, c)), None)
         if nxt is None:
             if any(c.subject == top.issuer for c in pool):
                 return Validation(Check.SIGNATURE,
@@ -335,7 +361,14 @@ def _tlvs(buf: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
+MAX_OID_BYTES = 64  # an OID's encoded body; real attribute types take under 16
+
+
 def _oid(body: bytes) -> str:
+    # Decoding an arc is quadratic in its length (it grows one big int); a peer's
+    # ID_DER_ASN1_DN is read before its AUTH is verified, so a 60 KB OID cost 0.6 s a time
+    if not body or len(body) > MAX_OID_BYTES:
+        raise ValueError(f"an OID of {len(body)} bytes")
     parts, value = [], 0
     for b in body:
         value = (value << 7) | (b & 0x7F)
@@ -360,7 +393,9 @@ def dn_text(der: bytes) -> str:
                 parts.append(f"{label}={value.decode('utf-8', 'replace')}")
         return ", ".join(reversed(parts))
     except (ValueError, IndexError):
-        return f"(DER {der.hex()})"
+        # the peer's bytes, so only their start: a whole 60 KB ID would go into every message
+        more = f"... {len(der)} bytes" if len(der) > 32 else ""
+        return f"(DER {der[:32].hex()}{more})"
 
 
 def dn_key(der: bytes) -> tuple[tuple[str, str], ...] | None:
@@ -444,12 +479,13 @@ def validate_chain(end_entity: x509.Certificate, intermediates: Sequence[x509.Ce
                    anchors: Sequence[x509.Certificate], *, now: dt.datetime,
                    crls: Sequence[x509.CertificateRevocationList] = (),
                    peer_id: tuple[int, bytes] | None = None,
-                   id_label: str = "the peer's ID") -> Validation:
+                   id_label: str = "the peer's ID",
+                   max_verifications: int = MAX_VERIFICATIONS) -> Validation:
     """Validate the peer's certificate and the CA certificates it sent to our trust anchors at
     ``now`` (an aware datetime); with ``peer_id`` = (ID type, ID data) also its identity."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
-    built = build_chain(end_entity, intermediates, anchors)
+    built = build_chain(end_entity, intermediates, anchors, max_verifications=max_verifications)
     if not built.ok:
         return built
     chain = built.chain
@@ -481,6 +517,14 @@ def parse_certreq(data: bytes) -> list[bytes]:
     """The 20-byte CA hashes of a CERTREQ (a trailing partial hash is ignored, as RFC 7296
     3.7 gives no other way to read it)."""
     return [data[i:i + 20] for i in range(0, len(data) - len(data) % 20, 20)]
+
+
+def requested_cas(datas: Iterable[bytes], ours: set[bytes] | frozenset[bytes]) -> list[bytes]:
+    """The CA hashes of CERTREQ payload data ``datas`` that name one of ``ours`` (the CAs of
+    our own chains), each once. The others cannot change which chain we send (choose_chain),
+    and keeping them would let anyone who completes IKE_SA_INIT park 500 hashes per 10 KB
+    datagram in each SA for its whole life."""
+    return list(dict.fromkeys(h for d in datas for h in parse_certreq(d) if h in ours))
 
 
 @dataclass(frozen=True)
@@ -531,11 +575,19 @@ def load_certificates(path: str) -> list[x509.Certificate]:
         raise CertificateError(f"{path}: not an X.509 certificate ({exc})") from None
 
 
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+
+
 def load_crls(path: str) -> list[x509.CertificateRevocationList]:
+    """Every CRL of a PEM file (one or more: `load_pem_x509_crl` reads only the first, and
+    the revocations of the others would go unchecked) or the one of a DER file."""
     data = _read(path)
     try:
         if b"-----BEGIN" in data:
-            return [x509.load_pem_x509_crl(data)]
+            blocks = _PEM_CRL.findall(data)
+            if not blocks:
+                raise ValueError("no X509 CRL PEM block")
+            return [x509.load_pem_x509_crl(b) for b in blocks]
         return [x509.load_der_x509_crl(data)]
     except ValueError as exc:
         raise CertificateError(f"{path}: not a CRL ({exc})") from None

@@ -293,6 +293,10 @@ class DaemonOptions:
     max_transforms: int = 64  # per proposal
     max_payloads: int = 64  # per message (outer chain, and inside SK)
     max_notifies: int = 32  # per message
+    # certificates a peer sends in IKE_AUTH are read and chained before its AUTH is verified:
+    # CERT payloads used per message, and signature verifications per chain built
+    max_peer_certs: int = 16
+    max_chain_verifications: int = 16
     refusal_log_interval: float = 10.0  # one refusal warning per source address per interval
 
     def __post_init__(self) -> None:
@@ -324,7 +328,8 @@ class DaemonOptions:
         for key, low in (("half_open_limit", 0), ("half_open_limit_per_ip", 0),
                          ("init_rate_threshold", 0), ("max_packet", 576),
                          ("max_proposals", 1), ("max_transforms", 1), ("max_payloads", 1),
-                         ("max_notifies", 1)):
+                         ("max_notifies", 1), ("max_peer_certs", 1),
+                         ("max_chain_verifications", 1)):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigValueError(key, f"expected an integer >= {low}, got {v!r}")

@@ -202,11 +202,6 @@ class TaskManager:
         out = self.out
         if out is None or now < out.deadline:
             return None
-        for t in self.active:
-            if isinstance(t, IkeInit) and t.act_on_noted(sa):
-                # RFC 7296 2.21.1: an unprotected IKE_SA_INIT error stands once a
-                # retransmission timeout passed without a valid response
-                return None
         rt = sa.conn.retransmit
         if out.tries < rt.tries:
             out.tries += 1
@@ -216,6 +211,12 @@ class TaskManager:
             for raw in out.raws:  # all fragments again (RFC 7383 2.6.1)
                 sa.send(raw, out.local, out.remote, now)
             return None
+        for t in self.active:
+            if isinstance(t, IkeInit) and t.act_on_noted(sa, out.tries):
+                # RFC 7296 2.21.1: an unprotected IKE_SA_INIT error stands only once the
+                # retransmissions are spent without a valid response (issue 13 finding 4):
+                # until then a genuine answer to any retransmission wins over a forged error
+                return None
         pending = self.active + self.queue
         for t in pending:
             t.abort(sa)
@@ -383,7 +384,8 @@ class TaskManager:
         if done is None:
             return False
         try:
-            msg.payloads = pull_payloads(Buffer(done.inner), done.first_inner)
+            # the daemon's limits, as Message.decrypt applies them to an unfragmented one
+            msg.payloads = pull_payloads(Buffer(done.inner), done.first_inner, msg.limits)
             msg.encrypted = True
             rules.check(msg.exchange, msg.is_response, msg.payloads)
         except DecodeError as exc:

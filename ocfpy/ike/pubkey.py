@@ -89,6 +89,11 @@ class CertStore:
         return [c for p, c in self.cas if c.issuer == c.subject
                 and (not names or _named(p, names))]
 
+    def ca_hashes(self) -> set[bytes]:
+        """CERTREQ hashes (RFC 7296 3.7) of the CAs in our own chains: the only ones a
+        peer's CERTREQ can usefully name."""
+        return {ikecerts.ca_key_hash(ca) for c in self.local for ca in c.chain.cas}
+
     @property
     def intermediates(self) -> list[x509.Certificate]:
         """CA certificates below a root: they help build a peer's chain when it sends only
@@ -167,7 +172,9 @@ def sign(store: CertStore, cred: LocalCert, peer_hashes, dispatcher, octets: byt
 def verify_peer(store: CertStore, cert_payloads: Sequence[bytes], auth_method: int,
                 auth_data: bytes, octets: bytes, *, cacerts: Sequence[str],
                 signatures: Sequence[str] | None, peer_id: tuple[int, bytes], id_label: str,
-                now: dt.datetime, dispatcher) -> tuple[ikecerts.Validation, str]:
+                now: dt.datetime, dispatcher, max_certs: int = ikecerts.MAX_PEER_CERTS,
+                max_verifications: int = ikecerts.MAX_VERIFICATIONS,
+                ) -> tuple[ikecerts.Validation, str]:
     """Check a peer that authenticates with a signature: its chain to our anchors at ``now``,
     its identity in the certificate, then the AUTH signature with the certificate's key.
     Returns (the validation, the scheme keyword); raises AUTHENTICATION_FAILED with a
@@ -178,6 +185,9 @@ def verify_peer(store: CertStore, cert_payloads: Sequence[bytes], auth_method: i
     if not cert_payloads:
         raise _fail("the peer sent no certificate (CERT payload, X.509 Certificate - "
                     "Signature); we do not keep peer certificates locally")
+    if len(cert_payloads) > max_certs:  # before parsing any: each costs a DER parse
+        raise _fail(f"the peer sent {len(cert_payloads)} certificates; at most {max_certs} "
+                    "are accepted (max_peer_certs)")
     try:
         ee, *rest = [x509.load_der_x509_certificate(d) for d in cert_payloads]
     except ValueError as exc:
@@ -187,7 +197,8 @@ def verify_peer(store: CertStore, cert_payloads: Sequence[bytes], auth_method: i
         raise _fail("no trust anchor configured (x509ca/ holds no self-signed CA certificate"
                     + (f" named by cacerts = {list(cacerts)}" if cacerts else "") + ")")
     v = ikecerts.validate_chain(ee, [*rest, *store.intermediates], anchors, now=now,
-                                crls=store.crls, peer_id=peer_id, id_label=id_label)
+                                crls=store.crls, peer_id=peer_id, id_label=id_label,
+                                max_verifications=max_verifications)
     if not v:
         raise _fail(v.reason)
     scheme = auth_sig.verify_auth(auth_method, auth_data, octets, ikecerts.spki_der(ee),

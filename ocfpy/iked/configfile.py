@@ -435,6 +435,8 @@ DAEMON = Table({
     "max_transforms": integer(1),
     "max_payloads": integer(1),
     "max_notifies": integer(1),
+    "max_peer_certs": integer(1),
+    "max_chain_verifications": integer(1),
     "refusal_log_interval": duration,
     "strict_permissions": boolean,
     "calibration": nonempty_string,  # checked (the file read) in _build, where the path is known

@@ -488,6 +488,124 @@ class ControlLine:
             raise Finding("a handler ran for a command it was not registered for")
 
 
+# -- what an IKE_AUTH carries before the peer's AUTH is verified ------------------------------
+def _fields(data: bytes, n: int) -> list[bytes]:
+    """``data`` cut into fields, each prefixed by a 2-octet length (the last takes the rest);
+    at most ``n`` fields."""
+    out, at = [], 0
+    while at < len(data) and len(out) < n - 1:
+        size = int.from_bytes(data[at:at + 2], "big")
+        out.append(data[at + 2:at + 2 + size])
+        at += 2 + size
+    if at < len(data):
+        out.append(data[at:])
+    return out
+
+
+class PeerAuth:
+    """Input: fields (2-octet length prefixed): SIGNATURE_HASH_ALGORITHMS data, CERTREQ data,
+    ID type (1 octet) + ID data, then the CERT payloads' DER. Runs what a responder does with
+    them before the AUTH signature is checked: the hash list, the CERTREQ hashes against ours,
+    the peer's identity (parsed, printed, compared with a configured DN), and the chain to a
+    fixed root (ocfpy.ike.pubkey.verify_peer). Refusals are DecodeError or
+    IkeProtocolError(AUTHENTICATION_FAILED); anything else, or a chain that validates, is a
+    finding (no input can hold the root's key)."""
+
+    def __init__(self) -> None:
+        from ocfpy.ike import auth_sig, certs, pubkey
+        from ocfpy.ike.errors import DecodeError, IkeProtocolError
+        from ocfpy.ike.identity import Identity
+        from tests.pki import NOW, three_level
+
+        self.auth_sig, self.certs, self.pubkey, self.Identity = auth_sig, certs, pubkey, Identity
+        self.errors = (DecodeError, IkeProtocolError)
+        self.now = NOW
+        root, inter, ee = three_level()
+        self.store = pubkey.CertStore([], [("x509ca/root.pem", root.cert)], [])
+        self.ours = {certs.ca_key_hash(inter.cert), certs.ca_key_hash(root.cert)}
+        self.configured = Identity.parse("C=CH, O=ocfpy, CN=gw.example.org")
+
+    def __call__(self, data: bytes) -> None:
+        f = _fields(data, 3 + 16) + [b""] * 3
+        hashes, certreq, ident, ders = f[0], f[1], f[2], [d for d in f[3:] if d]
+        try:
+            got = self.auth_sig.decode_hash_algorithms(hashes)
+            if len(got) > len(self.auth_sig.HASH_NAMES) + self.auth_sig.MAX_UNKNOWN_HASHES:
+                raise Finding(f"{len(got)} hash IDs kept")
+        except self.errors[0]:
+            pass
+        kept = self.certs.requested_cas([certreq], self.ours)
+        if not set(kept) <= self.ours or len(kept) != len(set(kept)):
+            raise Finding("CERTREQ kept a hash that is not one of ours, or one twice")
+        id_type, id_data = (ident[0], ident[1:]) if ident else (9, b"")
+        peer = self.Identity(id_type, id_data)
+        if len(str(peer)) > 4096:
+            raise Finding(f"an ID of {len(id_data)} bytes printed as {len(str(peer))} characters")
+        self.configured.matches(peer)
+        if not ders:
+            return
+        try:
+            self.pubkey.verify_peer(self.store, ders, 14, b"", b"", cacerts=[], signatures=None,
+                                    peer_id=(id_type, id_data), id_label="IDi", now=self.now,
+                                    dispatcher=None)
+        except self.errors[1]:
+            return
+        raise Finding("a chain no one can have signed was accepted")
+
+
+class Fragments:
+    """Input: records of (message ID 1, fragment number 2, total 2, first inner 1, chunk
+    length 2, chunk), each sealed as an SKF fragment with known keys inside the harness, so
+    every one passes its ICV (RFC 7383 2.5) and the fuzzer drives the reassembly rules: the
+    codec must take every well-numbered fragment, and the bounds must hold after each one."""
+
+    def __init__(self) -> None:
+        from ocfpy.crypto import catalogue
+        from ocfpy.ike import fragments
+        from ocfpy.ike.codec.header import Header, pull_header, push_header
+        from ocfpy.ike.codec.sk import SkCrypto
+
+        self.fragments, self.Header = fragments, Header
+        self.pull_header, self.push_header = pull_header, push_header
+        d = _dispatcher()
+        te = catalogue.get("aes128gcm16")
+        key = (bytes(range(te.keymat_size)), b"")
+        self.send = SkCrypto(d, te, None, key, key, d.random)
+        self.recv = SkCrypto(d, te, None, key, key, d.random)
+
+    def __call__(self, data: bytes) -> None:
+        fr = self.fragments
+        r = fr.Reassembler(max_fragments=8, max_bytes=2048, timeout=30.0)
+        opener = fr.open_with(self.recv)
+        at, now = 0, 0.0
+        while at + 8 <= len(data):
+            mid, number, total, first, size = struct.unpack_from("!BHHBH", data, at)
+            chunk = data[at + 8:at + 8 + size % 512]
+            at += 8 + len(chunk)
+            now += 1.0
+            body = self.send.padded(chunk)
+            skf_len = fr.SKF_HEADER_SIZE + self.send.iv_size + len(body) + self.send.icv_size
+            h = self.Header(b"fuzz-spi", b"resp-spi", fr.SKF_PAYLOAD_TYPE, 0x20, 35, 0x08, mid,
+                            28 + skf_len)
+            prefix = self.push_header(h) + struct.pack("!BBHHH", first, 0, skf_len, number,
+                                                        total)
+            raw = self.send.seal(prefix, body)
+            try:
+                skf = fr.parse_fragment_message(raw, self.pull_header(raw))
+            except fr.DecodeError:
+                if 1 <= number <= total:
+                    raise Finding(f"fragment {number} of {total} refused by the codec") from None
+                continue
+            done = r.add(raw, mid, skf, opener, now)
+            if r.held_bytes > r.max_bytes:
+                raise Finding(f"{r.held_bytes} bytes held, max {r.max_bytes}")
+            p = r.pending
+            if p is not None and not p[1] <= p[2] <= r.max_fragments:
+                raise Finding(f"pending {p}")
+            if done is not None and done.message_id != mid:
+                raise Finding("completed a message other than the one fragmented")
+
+
 TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {
     "ike_decode": IkeDecode,
     "ike_sk": IkeSk,
@@ -496,6 +614,8 @@ TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {
     "esp_decap": EspDecap,
     "config_load": ConfigLoad,
     "control_line": ControlLine,
+    "peer_auth": PeerAuth,
+    "fragments": Fragments,
 }
 
 __all__ = ["CORPUS", "REGRESSIONS", "TARGETS", "Finding"]

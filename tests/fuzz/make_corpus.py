@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import struct
 
 from tests.fuzz import harnesses as h
 
@@ -108,6 +109,43 @@ def control_seeds():
     return [json.dumps(x).encode() + b"\n" for x in lines] + [b"[]\n", b'"x"\n', b"{\n"]
 
 
+def _field(b: bytes) -> bytes:
+    return struct.pack("!H", len(b)) + b
+
+
+def peer_auth_seeds() -> list[bytes]:
+    """PeerAuth inputs: what a peer's IKE_AUTH carries before its AUTH is verified."""
+    from ocfpy.ike import auth_sig, certs
+    from tests.pki import three_level
+
+    root, inter, ee = three_level()
+    dn = ee.cert.subject.public_bytes()
+    out = []
+    for hashes, creq, ident, ders in [
+        (auth_sig.encode_hash_algorithms(), certs.certreq_data([root.cert]),
+         bytes([2]) + b"gw.example.org", [ee.der, inter.der]),
+        (b"\x00\x02\x00\x09", bytes(40), bytes([9]) + dn, [ee.der]),
+        (b"", b"", bytes([1, 10, 0, 0, 1]), [ee.der, inter.der, root.der]),
+        (b"\x00", b"\x01" * 21, bytes([9]) + b"\x30\x03\x06\x01\x00", [b"\x30\x00"]),
+    ]:
+        out.append(_field(hashes) + _field(creq) + _field(ident)
+                   + b"".join(_field(d) for d in ders[:-1]) + ders[-1])
+    return out
+
+
+def fragment_seeds() -> list[bytes]:
+    """Fragments inputs: in order, reordered with a duplicate, re-fragmented, bad numbers."""
+    def rec(mid, n, t, first, chunk):
+        return struct.pack("!BHHBH", mid, n, t, first, len(chunk)) + chunk
+
+    return [
+        rec(1, 1, 3, 35, b"a" * 100) + rec(1, 2, 3, 0, b"b" * 100) + rec(1, 3, 3, 0, b"c" * 10),
+        rec(1, 2, 2, 0, b"x" * 50) + rec(1, 1, 2, 35, b"y" * 50) + rec(1, 1, 2, 35, b"y" * 50),
+        rec(1, 1, 2, 35, b"a" * 300) + rec(1, 1, 4, 35, b"a" * 100) + rec(1, 2, 1, 0, b""),
+        rec(2, 0, 0, 0, b"") + rec(2, 1, 65535, 35, b"z") + rec(3, 9, 3, 0, b"q"),
+    ]
+
+
 def main() -> None:
     decode, sk, responder, initiator = ike_seeds()
     counts = {
@@ -118,6 +156,8 @@ def main() -> None:
         "esp_decap": _write("esp_decap", esp_seeds()),
         "config_load": _write("config_load", config_seeds()),
         "control_line": _write("control_line", control_seeds()),
+        "peer_auth": _write("peer_auth", peer_auth_seeds()),
+        "fragments": _write("fragments", fragment_seeds()),
     }
     for k, v in counts.items():
         print(f"{k}: {v} seeds")

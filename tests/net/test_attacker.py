@@ -203,14 +203,12 @@ def _connecting_spi(net: AttackLab) -> bytes:
     return bytes.fromhex(sa["spi_i"])
 
 
-# Today: the initiator acts on the first unprotected error it receives: NO_PROPOSAL_CHOSEN ends
-# the attempt, INVALID_KE_PAYLOAD restarts it with the group the forger named, forged COOKIEs
-# restart it until it gives up; b (started late, the way a slow responder answers late) is never
-# reached or is reached with the wrong group.
-@pytest.mark.xfail(strict=True, reason="issue 13 finding 4 (open): an unprotected IKE_SA_INIT "
-                   "error is acted on at the first retransmission timeout, not when the "
-                   "retransmissions give up, so a responder that answers only a later "
-                   "retransmission loses to a forged error")
+# Before the fix: the initiator acted on the first unprotected error it received: NO_PROPOSAL_CHOSEN
+# ended the attempt, INVALID_KE_PAYLOAD restarted it with the group the forger named, forged
+# COOKIEs restarted it until it gave up; then (a first fix) it acted on the noted error at the
+# first retransmission timeout. b (started late, the way a slow responder answers only a later
+# retransmission) was never reached or was reached with the wrong group. Now noted errors are
+# acted on only when the retransmissions give up (RFC 7296 2.21.1).
 @pytest.mark.parametrize("forged", ["no_proposal_chosen", "invalid_ke", "cookie"])
 def test_finding4_spoofed_init_errors_wait_for_a_valid_reply(net: AttackLab, forged: str):
     slow = {"timeout": 1.0, "tries": 6, "base": 1.2}

@@ -140,7 +140,9 @@ def _check_peer(sa: IkeSa, msg: Message, id_p: IdPayload, auth: AuthPayload, pee
         sa.ctx.credentials.certs, certs, auth.method, auth.data,
         _octets(sa, peer_is_initiator, id_p.body), cacerts=remote.cacerts,
         signatures=remote.signatures, peer_id=(id_p.id_type, id_p.data), id_label=label,
-        now=sa.ctx.credentials.now(), dispatcher=sa.dispatcher)
+        now=sa.ctx.credentials.now(), dispatcher=sa.dispatcher,
+        max_certs=sa.ctx.options.max_peer_certs,
+        max_verifications=sa.ctx.options.max_chain_verifications)
     sa.auth.remote_method, sa.auth.remote_scheme = auth.method, scheme
     sa.auth.peer_subject = ikecerts.dn(v.chain[0].subject)
     sa.auth.revocation = v.revocation
@@ -207,8 +209,10 @@ class IkeAuth(Task):
         idr = msg.get(PayloadType.IDr)
         wanted_local = Identity(idr.id_type, idr.data) if idr is not None else None
         sa.choose_connection_by_ids(peer, wanted_local)
-        sa.auth.peer_certreq += [h for p in msg.all(PayloadType.CERTREQ) if p.encoding == X509
-                                 for h in ikecerts.parse_certreq(p.data)]
+        sa.auth.peer_certreq = ikecerts.requested_cas(
+            [b"".join(sa.auth.peer_certreq)]
+            + [p.data for p in msg.all(PayloadType.CERTREQ) if p.encoding == X509],
+            sa.ctx.credentials.certs.ca_hashes())
         cred = _our_cert(sa) if sa.conn.local.auth == "pubkey" else None
         sa.local_id = _local_identity(sa, cred)
         _check_peer(sa, msg, idi, auth, peer, True)

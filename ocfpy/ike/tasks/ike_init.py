@@ -8,8 +8,9 @@ connection authenticates the peer by certificate. The initiator's CERTREQ goes i
 
 Nothing in an IKE_SA_INIT response is authenticated, so an error notify in one may be a
 spoofer's (RFC 7296 2.21.1, issue 13 finding 4). The initiator therefore:
- - notes NO_PROPOSAL_CHOSEN and other errors and keeps waiting; they are acted on only when
-   the retransmission timer fires with no valid response having arrived (TaskManager.on_timer);
+ - notes NO_PROPOSAL_CHOSEN and other errors and keeps retransmitting its request; they are
+   acted on only when the retransmissions give up with no valid response having arrived
+   (TaskManager.on_timer), and then end the attempt with the noted notify;
  - follows INVALID_KE_PAYLOAD only to a group it offered, once per group, and keeps the KE
    state of each request sent, so a genuine answer to an earlier request still completes;
  - echoes at most MAX_COOKIES COOKIEs; more are noted and ignored.
@@ -24,7 +25,7 @@ from ocfpy.crypto import catalogue
 from ocfpy.crypto.catalogue import TransformType
 from ocfpy.crypto.errors import InvalidPublicValue
 from ocfpy.ike import auth_sig
-from ocfpy.ike.certs import CERT_ENCODING_X509_SIGNATURE, certreq_data, parse_certreq
+from ocfpy.ike.certs import CERT_ENCODING_X509_SIGNATURE, certreq_data, requested_cas
 from ocfpy.ike.codec.payloads import CertPayload, KePayload, NoncePayload, NotifyPayload, SaPayload
 from ocfpy.ike.constants import ExchangeType, NotifyType, PayloadType, notify_name
 from ocfpy.ike.errors import DecodeError, IkeProtocolError
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 NONCE_SIZE = 32
 MAX_COOKIES = 3  # COOKIE rounds echoed per attempt (a loop bound, RFC 7296 2.6)
+MAX_NOTED = 8  # unprotected errors remembered per attempt (``sa why`` names the first ones)
 
 
 class IkeInit(Task):
@@ -152,25 +154,36 @@ class IkeInit(Task):
 
     def _note(self, sa: IkeSa, notify: int, text: str) -> Status:
         """An unprotected error: remember it, say so in ``sa why``, keep waiting."""
-        self.noted.append((notify, text))
+        # a spoofer may send any number: they are counted, the first MAX_NOTED kept and logged
+        kept = len(self.noted) < MAX_NOTED
+        if kept:
+            self.noted.append((notify, text))
         sa.ctx.out.count("init_errors_noted")
         seen = ", ".join(dict.fromkeys(notify_name(n) for n, _ in self.noted))
         sa.ctx.out.why[sa.name] = (f"waiting for a valid IKE_SA_INIT response; unprotected "
                                    f"answers seen so far: {seen} (latest: {text})")
-        log.info("%s: unprotected %s in an IKE_SA_INIT response noted; still waiting for a "
-                 "valid one (RFC 7296 2.21.1)", sa.name, notify_name(notify))
+        log.log(logging.INFO if kept else logging.DEBUG,
+                "%s: unprotected %s in an IKE_SA_INIT response noted; still waiting for a "
+                "valid one (RFC 7296 2.21.1)", sa.name, notify_name(notify))
         return Status.WAIT
 
-    def act_on_noted(self, sa: IkeSa) -> bool:
-        """The retransmission timer fired with no valid response: the noted error stands
-        (the first one that is not a surplus COOKIE). True if the SA failed."""
-        errors = [(n, t) for n, t in self.noted if n != NotifyType.COOKIE] or self.noted
-        if not errors:
+    def act_on_noted(self, sa: IkeSa, retransmits: int) -> bool:
+        """Every retransmission went out and no valid response came: the noted error stands
+        (the first one that is not a surplus COOKIE) and ends the attempt with that notify,
+        instead of "did not answer" and a keyingtries retry: the responder (or a spoofer
+        that outlasted every retransmission) did answer. True if the SA failed."""
+        errors = [(n, t) for n, t in self.noted if n != NotifyType.COOKIE]
+        tries = sa.conn.keyingtries
+        if not errors and (not self.noted or not tries or sa.attempt < tries):
+            # nothing, or only COOKIEs past MAX_COOKIES (perhaps a forger spent the rounds):
+            # the engine's keyingtries retry starts a fresh attempt with fresh COOKIE rounds
             return False
+        errors = errors or self.noted
         notify, text = errors[0]
         if notify == NotifyType.COOKIE:
             text = "the responder keeps demanding COOKIEs"
-        sa.fail(notify, text + " (unprotected; no valid response followed)")
+        sa.fail(notify, f"{text} (unprotected; no valid response followed in {retransmits} "
+                "retransmits)")
         return True
 
     def abort(self, sa: IkeSa) -> None:
@@ -254,9 +267,10 @@ def _learn_pubkey(sa: IkeSa, msg: Message) -> None:
     # RFC 7383 2.3: both must announce; "no" on our side means we never did
     sa.tasks.peer_fragments = (sa.conn.fragmentation != "no" and msg.notify(
         NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None)
-    sa.auth.peer_certreq = [h for p in msg.all(PayloadType.CERTREQ)
-                            if p.encoding == CERT_ENCODING_X509_SIGNATURE
-                            for h in parse_certreq(p.data)]
+    reqs = [p.data for p in msg.all(PayloadType.CERTREQ)
+            if p.encoding == CERT_ENCODING_X509_SIGNATURE]
+    sa.auth.peer_certreq = (requested_cas(reqs, sa.ctx.credentials.certs.ca_hashes())
+                            if reqs else [])
 
 
 def _peer_error_text(sa: IkeSa, notify: int, data: bytes) -> str:

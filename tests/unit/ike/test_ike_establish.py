@@ -79,8 +79,12 @@ def test_wrong_psk_fails_authentication_and_leaves_no_sa(initiator_and_responder
 
 
 def test_proposal_mismatch_names_the_transform_type(initiator_and_responder):
+    from ocfpy.ike.config import Retransmit
+
+    # short retransmissions: 1 s, then 2 s and 4 s, give up at 7 s
     pair = initiator_and_responder(["aes128gcm16-prfsha256-x25519"],
-                                   r_ike=["aes128gcm16-prfsha256-ecp256"])
+                                   r_ike=["aes128gcm16-prfsha256-ecp256"],
+                                   i_kw={"retransmit": Retransmit(1.0, 2, 2.0)})
     pair.establish()
     (fail_r,) = pair.of_type("r", NegotiationFailed)
     assert fail_r.notify == NotifyType.NO_PROPOSAL_CHOSEN
@@ -88,12 +92,16 @@ def test_proposal_mismatch_names_the_transform_type(initiator_and_responder):
     assert "key exchange method" in why and "x25519" in why and "ecp256" in why
     assert "Nearest match" in why
     # RFC 7296 2.21.1: the unprotected NO_PROPOSAL_CHOSEN is noted, and acted on only once
-    # the retransmission timeout passed without a valid response (issue 13 finding 4)
+    # the retransmissions gave up without a valid response (issue 13 finding 4)
     assert not pair.of_type("i", NegotiationFailed)
     assert "NO_PROPOSAL_CHOSEN" in pair.i.why("home") and "waiting" in pair.i.why("home")
-    pair.advance(4.0)  # Retransmit.timeout
+    pair.advance(6.9)  # both retransmissions went out, each refused again
+    assert not pair.of_type("i", NegotiationFailed)
+    assert pair.i.stats["retransmits"] == 2 and pair.i.stats["init_errors_noted"] == 3
+    pair.advance(0.2)
     (fail_i,) = pair.of_type("i", NegotiationFailed)
     assert fail_i.notify == NotifyType.NO_PROPOSAL_CHOSEN
+    assert "no valid response followed in 2 retransmits" in pair.i.why("home")
     assert pair.i.sa_list() == [] and pair.r.sa_list() == []
 
 
@@ -143,10 +151,13 @@ def test_invalid_ke_payload_retry_with_the_group_the_responder_asks(initiator_an
 
 
 def test_no_common_group_is_no_proposal_chosen(initiator_and_responder):
+    from ocfpy.ike.config import Retransmit
+
     pair = initiator_and_responder(["aes128gcm16-prfsha256-x25519-ecp256"],
-                                   r_ike=["aes128gcm16-prfsha256-ecp384"])
+                                   r_ike=["aes128gcm16-prfsha256-ecp384"],
+                                   i_kw={"retransmit": Retransmit(1.0, 2, 2.0)})
     pair.establish()
-    pair.advance(4.0)  # the unprotected error stands after a retransmission timeout (2.21.1)
+    pair.advance(7.1)  # the unprotected error stands once the retransmissions gave up (2.21.1)
     (fail,) = pair.of_type("i", NegotiationFailed)
     assert fail.notify == NotifyType.NO_PROPOSAL_CHOSEN
     assert "key exchange method" in pair.r.why("home")

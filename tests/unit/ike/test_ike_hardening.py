@@ -264,20 +264,39 @@ def test_forged_init_error_does_not_end_the_attempt(initiator_and_responder, not
     assert pair.i.stats["init_errors_noted"] == 1
 
 
-def test_unanswered_init_error_stands_after_the_retransmission_timeout(initiator_and_responder):
-    """No valid answer comes: the noted error is acted on at the retransmission timeout,
-    with the notify the responder (or spoofer) sent, and ``sa why`` says so."""
+def test_unanswered_init_error_stands_when_the_retransmissions_give_up(initiator_and_responder):
+    """No valid answer comes: the noted error is acted on when the retransmissions give up
+    (not at the first timeout), with the notify the responder (or spoofer) sent instead of
+    "did not answer", no keyingtries retry, and ``sa why`` says so."""
     from ocfpy.ike.events import NegotiationFailed
 
-    pair = initiator_and_responder()
+    pair = initiator_and_responder()  # the defaults: 4 s x 1.8^n, 5 retransmits
     _, sa = _first_request(pair)
     _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, NotifyType.NO_PROPOSAL_CHOSEN))
-    pair.advance(3.9, drop=lambda d: True)
-    assert not pair.of_type("i", NegotiationFailed)
+    give_up = sum(4.0 * 1.8 ** n for n in range(6))  # 165 s
+    pair.advance(give_up - 0.1, drop=lambda d: True)
+    assert not pair.of_type("i", NegotiationFailed) and not sa.is_closed
+    assert pair.i.stats["retransmits"] == 5
     pair.advance(0.2, drop=lambda d: True)
     (fail,) = pair.of_type("i", NegotiationFailed)
     assert fail.notify == NotifyType.NO_PROPOSAL_CHOSEN
-    assert "no valid response followed" in pair.i.why("home")
+    assert "no valid response followed in 5 retransmits" in pair.i.why("home")
+    assert pair.i.stats.get("keying_retries", 0) == 0 and pair.i.sa_list() == []
+
+
+def test_genuine_answer_to_a_late_retransmission_wins(initiator_and_responder):
+    """Issue 13 finding 4: a forged error, then a responder that answers only the fourth
+    retransmission (the first ones lost): the SA is established, nothing was acted on."""
+    pair = initiator_and_responder()
+    _, sa = _first_request(pair)
+    _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, NotifyType.NO_PROPOSAL_CHOSEN))
+    # the request and its first three retransmissions (at 4, 11.2 and 24.16 s) are lost
+    lost = sum(4.0 * 1.8 ** n for n in range(3))
+    pair.advance(lost + 0.1, drop=lambda d: True)
+    assert pair.i.stats["retransmits"] == 3 and not pair.r.sas.sizes()["half_open"]
+    pair.advance(4.0 * 1.8 ** 3)  # the fourth retransmission (47.5 s) is answered
+    assert len(pair.of_type("i", IkeSaEstablished)) == 1 == len(pair.of_type("r", IkeSaEstablished))
+    assert pair.i.stats["retransmits"] == 4
 
 
 def test_forged_invalid_ke_racing_the_genuine_answer(initiator_and_responder):
@@ -613,3 +632,85 @@ def test_no_key_material_in_logs_or_reprs(initiator_and_responder, caplog):
     for key in keys:
         for form in (key.hex(), repr(key)[2:-1], key.hex(" ")):
             assert form not in text, f"a {len(key)}-byte key appears in the log or a repr"
+
+
+def test_noted_errors_are_bounded(initiator_and_responder, caplog):
+    """A spoofer may send any number of errors while the initiator waits: each is counted,
+    only the first MAX_NOTED are kept (``sa why`` names them) and logged at INFO, and the
+    attempt still completes."""
+    import logging
+
+    from ocfpy.ike.tasks.ike_init import MAX_NOTED, IkeInit
+
+    pair = initiator_and_responder()
+    sent, sa = _first_request(pair)
+    with caplog.at_level(logging.INFO, logger="ocfpy"):
+        for k in range(200):
+            _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, 100 + k % 50))
+    (task,) = [t for t in sa.tasks.active if isinstance(t, IkeInit)]
+    assert len(task.noted) == MAX_NOTED and pair.i.stats["init_errors_noted"] == 200
+    assert sum("noted" in r.getMessage() for r in caplog.records) == MAX_NOTED
+    for raw, local, remote in sent:
+        pair.r.receive_datagram(raw, remote, local, pair.now)
+    pair.run()
+    assert len(pair.of_type("i", IkeSaEstablished)) == 1
+
+
+# -- RFC 7383: a reassembled message obeys the same limits as an unfragmented one -------------
+@pytest.mark.parametrize("fragmentation", ["no", "force"])
+def test_reassembled_message_obeys_max_payloads(initiator_and_responder, fragmentation):
+    """The inner payloads of a reassembled message were parsed with the built-in limits, not
+    the daemon's max_payloads / max_notifies: a lowered limit did not hold for a fragmented
+    IKE_AUTH. Here max_payloads admits IKE_SA_INIT but not the IKE_AUTH request, whichever way
+    it is sent."""
+    from ocfpy.ike.config import DaemonOptions
+
+    from .test_ike_pubkey import _ike_auth_payloads
+
+    frag = {"fragmentation": fragmentation}
+    # no SIGNATURE_HASH_ALGORITHMS from the initiator: one payload fewer in its IKE_SA_INIT
+    i_kw = {**frag, "daemon": DaemonOptions(signature_authentication=False)}
+    pair = initiator_and_responder(i_kw=i_kw, r_kw=frag)
+    pair.establish()
+    assert len(pair.of_type("r", IkeSaEstablished)) == 1
+    n_init = len(decode(pair.wire[0][1]).payloads)
+    n_auth = len(_ike_auth_payloads(pair, "i"))
+    assert n_auth > n_init, (n_auth, n_init)
+    if fragmentation == "force":
+        assert pair.wire[2][1][16] == PayloadType.SKF  # the IKE_AUTH request went as fragments
+
+    pair = initiator_and_responder(i_kw=i_kw,
+                                   r_kw={**frag, "daemon": DaemonOptions(max_payloads=n_init)})
+    pair.establish()
+    assert len(pair.of_type("i", IkeSaEstablished)) == 0 == len(pair.of_type("r", IkeSaEstablished))
+    assert pair.r.stats.get("dropped_malformed", 0) + pair.r.stats.get("dropped_over_limit", 0) >= 1
+
+
+@pytest.mark.parametrize("keyingtries", [1, 2])
+def test_spent_cookie_rounds_end_in_a_fresh_attempt_where_allowed(initiator_and_responder,
+                                                                  keyingtries):
+    """A forger spends the COOKIE rounds; nothing valid answers. With keyingtries left, the
+    give-up starts a fresh attempt (no COOKIE, fresh rounds) rather than ending on a COOKIE
+    noted from an unprotected answer; on the last try it ends, and ``sa why`` says why."""
+    from ocfpy.ike.codec.message import decode
+    from ocfpy.ike.config import Retransmit
+    from ocfpy.ike.events import NegotiationFailed
+    from ocfpy.ike.tasks.ike_init import MAX_COOKIES
+
+    pair = initiator_and_responder(i_kw={"keyingtries": keyingtries,
+                                         "retransmit": Retransmit(1.0, 2, 2.0)})
+    _, sa = _first_request(pair)
+    for k in range(MAX_COOKIES + 1):
+        _forge_to_initiator(pair, sa, forged_init_error(sa.spi_i, NotifyType.COOKIE,
+                                                        bytes([k + 1]) * 16))
+    pair.i.datagrams_to_send(pair.now)
+    pair.advance(7.1, drop=lambda d: True)  # 1 + 2 + 4 s: the retransmissions give up
+    if keyingtries == 1:
+        (fail,) = pair.of_type("i", NegotiationFailed)
+        assert fail.notify == NotifyType.COOKIE
+        assert "keeps demanding COOKIEs" in pair.i.why("home")
+        return
+    assert not pair.of_type("i", NegotiationFailed) and pair.i.stats["keying_retries"] == 1
+    retry = decode(pair.wire[-1][1])
+    assert retry.exchange == X.IKE_SA_INIT and retry.notify(NotifyType.COOKIE) is None
+    assert retry.spi_i != sa.spi_i
