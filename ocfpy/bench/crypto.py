@@ -216,3 +216,73 @@ def dispatch_overhead(dispatcher: Dispatcher, size: int = 1400, rounds: int = 7,
         "ratio_batch_vs_direct": ratio_batch,
         "target_session": 1.10, "target_batch": 1.0,
     }
+
+
+# -- asynchronous submission: throughput at a queue depth ---------------------------------------
+DEFAULT_DEPTHS = [1, 8, 32]
+
+
+def async_depth(dispatcher: Dispatcher, driver: str, algorithm: str, size: int, depth: int,
+                duration: float = 0.3, rounds: int = 3) -> dict:
+    """ops/s with ``depth`` requests kept in flight through Session.submit/collect (OCF's
+    crypto_dispatch model): fill the queue, then for every completion collected submit one
+    more. At depth 1 this is one request at a time through the same path, so the ratio
+    depth N / depth 1 is what queueing buys on this driver (a synchronous driver: about 1)."""
+    t = get_transform(algorithm)
+    s = dispatcher.open(t, _keymat(t), backend=driver)
+    n = _size_for(t, size)
+    data = bytes(n)
+    if t.primitive is Primitive.AEAD:
+        method, item = "seal", (bytes(t.iv_size), data, b"12345678")
+    elif t.primitive is Primitive.CIPHER:
+        method, item = "encrypt", (bytes(t.iv_size), data)
+    else:
+        raise ValueError(f"{algorithm}: only AEAD and cipher requests are submitted")
+    refill = [item] * depth
+    try:
+        def run_for(seconds: float) -> float:
+            done = 0
+            s.submit(method, refill)
+            t0 = time.perf_counter()
+            deadline = t0 + seconds
+            while True:
+                got = s.collect(True)
+                done += len(got)
+                if time.perf_counter() >= deadline:
+                    break
+                s.submit(method, refill[:len(got)])
+            elapsed = time.perf_counter() - t0
+            s.drain()
+            return done / elapsed
+
+        run_for(duration / 4)  # warm-up: sockets accepted, buffers grown
+        rates = [run_for(duration) for _ in range(rounds)]
+        return {"driver": driver, "algorithm": t.keyword, "size": n, "depth": depth,
+                "asynchronous": s.asynchronous, "ops_per_s": statistics.median(rates),
+                "spread": (min(rates), max(rates)), "mb_per_s": statistics.median(rates) * n / 1e6}
+    finally:
+        s.close()
+
+
+def async_depth_table(dispatcher: Dispatcher, drivers: Iterable[str], algorithms: Iterable[str],
+                      sizes: Iterable[int], depths: Iterable[int] = DEFAULT_DEPTHS,
+                      duration: float = 0.3, rounds: int = 3) -> list[dict]:
+    """async_depth for every serving driver x algorithm x size x depth, with each row's ratio
+    to depth 1 (``vs_depth1``) of the same driver, algorithm and size."""
+    rows = []
+    depths = list(depths)
+    for algorithm in algorithms:
+        serving = {r.name for r in dispatcher.candidates(algorithm)}
+        for driver in drivers:
+            if driver not in serving:
+                continue
+            for size in sizes:
+                base = None
+                for depth in depths:
+                    row = async_depth(dispatcher, driver, algorithm, size, depth, duration,
+                                      rounds)
+                    if depth == 1:
+                        base = row["ops_per_s"]
+                    row["vs_depth1"] = row["ops_per_s"] / base if base else None
+                    rows.append(row)
+    return rows

@@ -239,6 +239,26 @@ class Session:
             out += self.collect(True)
         return out
 
+    def _async_batch(self, method: str, items: Sequence, t0: int) -> list:
+        """A batch on an asynchronous driver: every item in flight at once (submit, then
+        drain), so the ESP dataplane's batches use the driver's queue without a change of its
+        own. Results and errors as the synchronous batch gives them: None for a failed tag in
+        open_batch (counted there), the first other error raised. Counted by collect."""
+        before = self.auth_failures
+        self.submit(method[:-6], items)  # "seal_batch" -> "seal"
+        done = self.drain()
+        self.auth_failures = before
+        self.time_ns += perf_counter_ns() - t0
+        out = []
+        for c in done:
+            if c.error is None:
+                out.append(c.result)
+            elif isinstance(c.error, AuthenticationError) and method == "open_batch":
+                out.append(None)
+            else:
+                raise c.error
+        return out
+
     def _resubmit(self, failure: DriverFailure | None, failed_ctx: Context | None) -> None:
         """Submit every request not yet completed to the current context, after moving the
         session off ``failed_ctx`` if given (as _retry does, as often as drivers fail)."""
@@ -263,6 +283,8 @@ class Session:
         """One batch, timed and counted once per call (never per item)."""
         t0 = perf_counter_ns()
         ctx = self._ctx
+        if ctx.asynchronous and len(items) > 1 and not self._pending:
+            return self._async_batch(method, items, t0)
         try:
             out = getattr(ctx, method)(items)
         except DriverFailure as failure:

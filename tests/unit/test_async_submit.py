@@ -195,3 +195,21 @@ def test_only_per_packet_methods_can_be_submitted():
     with pytest.raises(InvalidInput, match="asynchronous methods: none"):
         prf.submit("prf", [(b"x",)])
     assert s.in_flight == 0
+
+
+def test_batches_on_an_asynchronous_driver_go_through_its_queue(queue_driver):
+    # what the ESP dataplane gets without a change of its own: seal_batch/open_batch put every
+    # packet of the batch in flight at once, with the synchronous batch's results and counts
+    registry, driver = queue_driver
+    s = Dispatcher(registry).open("aes256gcm16", KEY)
+    items = _items(16)
+    sealed = s.seal_batch(items)
+    assert sealed == _reference(items) and driver.submitted == 16
+    sealed[3] = sealed[3][:-1] + bytes([sealed[3][-1] ^ 1])
+    opened = s.open_batch([(iv, ct, aad) for (iv, _, aad), ct in zip(items, sealed, strict=True)])
+    assert opened[3] is None and [o for i, o in enumerate(opened) if i != 3] == [
+        pt for i, (_, pt, _) in enumerate(items) if i != 3]
+    assert driver.submitted == 32 and s.auth_failures == 1 and s.ops == 32 and s.in_flight == 0
+    driver.fail_after = driver.completed + 5  # and a failure mid-batch migrates as before
+    assert s.seal_batch(items) == _reference(items)
+    assert s.driver == "openssl" and s.migrations == 1
