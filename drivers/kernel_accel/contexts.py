@@ -236,14 +236,13 @@ class CbcContext(_Fenced, CipherContext):
         for ticket, method, (iv, data) in requests:
             try:
                 self._check_request(iv, data)
-            except InvalidInput as exc:
+                if data:
+                    built.append(AioQueue.skcipher_request(handle, ticket, method == "encrypt",
+                                                           iv, data))
+                else:
+                    q.reject(ticket, None, b"")
+            except InvalidInput as exc:  # this request's own fault, reported as its error
                 q.reject(ticket, exc)
-                continue
-            if not data:
-                q.reject(ticket, None, b"")
-                continue
-            built.append(AioQueue.skcipher_request(handle, ticket, method == "encrypt", iv,
-                                                   data))
         q.submit(built)
 
     def collect(self, wait: bool = True):

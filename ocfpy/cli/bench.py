@@ -234,6 +234,11 @@ def run_overhead(args: argparse.Namespace) -> int:
           f"ratio {result['ratio_session_vs_direct']:.3f} (target <= 1.10)")
     print(f"  session.seal_batch (64 per call)   : {us['batch']:.3f} us/op  "
           f"ratio {result['ratio_batch_vs_direct']:.3f} (target <= 1.00)")
+    print(f"  direct cryptography AESGCM.decrypt : {us['direct_open']:.3f} us/op")
+    print(f"  session.open                       : {us['session_open']:.3f} us/op  "
+          f"ratio {result['ratio_session_open_vs_direct']:.3f} (target <= 1.10)")
+    print(f"  session.open_batch (64 per call)   : {us['batch_open']:.3f} us/op  "
+          f"ratio {result['ratio_batch_open_vs_direct']:.3f} (target <= 1.00)")
     sys.stdout.flush()
     return 0
 
