@@ -169,6 +169,8 @@ class Session:
         if method not in allowed:
             raise InvalidInput(f"{self.transform.keyword}: {method!r} cannot be submitted "
                                f"(asynchronous methods: {', '.join(allowed) or 'none'})")
+        if tags is not None and len(tags) != len(items):
+            raise InvalidInput(f"{len(items)} requests but {len(tags)} tags")
         first = self._next_ticket
         self._next_ticket = end = first + len(items)
         pending = self._pending
@@ -177,7 +179,7 @@ class Session:
             for t, args in zip(tickets, items):  # noqa: B905 - same length by construction
                 pending[t] = [method, args, None, False, None, None]
         else:
-            for t, args, tag in zip(tickets, items, tags, strict=True):
+            for t, args, tag in zip(tickets, items, tags):  # noqa: B905 - checked above
                 pending[t] = [method, args, tag, False, None, None]
         ctx = self._ctx
         if ctx is not self._sub_ctx:  # first use, or moved since: everything pending goes

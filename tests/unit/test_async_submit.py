@@ -191,6 +191,8 @@ def test_only_per_packet_methods_can_be_submitted():
     s = d.open("aes256gcm16", KEY)
     with pytest.raises(InvalidInput, match="'close' cannot be submitted"):
         s.submit("close", [()])
+    with pytest.raises(InvalidInput, match="2 requests but 1 tags"):
+        s.submit("seal", _items(2), tags=["only one"])
     prf = d.open("prfsha256", b"key")
     with pytest.raises(InvalidInput, match="asynchronous methods: none"):
         prf.submit("prf", [(b"x",)])
