@@ -58,6 +58,11 @@ class Transport(ABC):
     @abstractmethod
     def hash(self, implementation: str, key: bytes | None) -> HashHandle: ...
 
+    def cipher_queue(self, handle: CipherHandle, depth: int):
+        """An asynchronous queue on a cipher handle (several requests in the device at
+        once), or None where the transport has none: then requests run one by one."""
+        return None
+
 
 class AfAlgTransport(Transport):
     """The kernel crypto API over AF_ALG sockets, bound by exact driver name."""
@@ -73,6 +78,13 @@ class AfAlgTransport(Transport):
         from ocfpy.kernel import afalg
 
         return afalg.SkcipherOp(implementation, key)
+
+    def cipher_queue(self, handle: CipherHandle, depth: int):
+        # Kernel AIO on operation sockets bound to the device's own driver name: the
+        # requests reach the device's queue (virtio-crypto's data virtqueue) together.
+        from ocfpy.kernel import afalg
+
+        return afalg.AioQueue(handle, depth)  # type: ignore[arg-type]
 
     def aead(self, implementation: str, key: bytes, authsize: int) -> AeadHandle:
         from ocfpy.kernel import afalg

@@ -202,17 +202,106 @@ def dispatch_overhead(dispatcher: Dispatcher, size: int = 1400, rounds: int = 7,
     def batch():
         session.seal_batch(items)
 
-    per_op = {"direct": [], "session": [], "batch": []}
+    # the receive side: open (verify and decrypt) against AESGCM.decrypt
+    ct = aead.encrypt(salt + iv, data, aad)
+    open_items = [(iv, ct, aad)] * BATCH
+
+    def direct_open():
+        aead.decrypt(salt + iv, ct, aad)
+
+    def single_open():
+        session.open(iv, ct, aad)
+
+    def batch_open():
+        session.open_batch(open_items)
+
+    variants = (("direct", direct, 1), ("session", single, 1), ("batch", batch, BATCH),
+                ("direct_open", direct_open, 1), ("session_open", single_open, 1),
+                ("batch_open", batch_open, BATCH))
+    per_op: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     for _ in range(rounds):
-        for name, fn, k in (("direct", direct, 1), ("session", single, 1), ("batch", batch, BATCH)):
+        for name, fn, k in variants:
             rate, _ = measure(fn, k, duration, 1)
             per_op[name].append(1e6 / rate)
-    ratio_single = statistics.median(s / d for s, d in zip(per_op["session"], per_op["direct"], strict=True))
-    ratio_batch = statistics.median(b / d for b, d in zip(per_op["batch"], per_op["direct"], strict=True))
+
+    def ratio(num: str, den: str) -> float:
+        return statistics.median(a / b for a, b in zip(per_op[num], per_op[den], strict=True))
     return {
         "algorithm": "aes256gcm16", "size": size, "driver": driver, "rounds": rounds,
         "us_per_op": {k: statistics.median(v) for k, v in per_op.items()},
-        "ratio_session_vs_direct": ratio_single,
-        "ratio_batch_vs_direct": ratio_batch,
+        "ratio_session_vs_direct": ratio("session", "direct"),
+        "ratio_batch_vs_direct": ratio("batch", "direct"),
+        "ratio_session_open_vs_direct": ratio("session_open", "direct_open"),
+        "ratio_batch_open_vs_direct": ratio("batch_open", "direct_open"),
         "target_session": 1.10, "target_batch": 1.0,
     }
+
+
+# -- asynchronous submission: throughput at a queue depth ---------------------------------------
+DEFAULT_DEPTHS = [1, 8, 32]
+
+
+def async_depth(dispatcher: Dispatcher, driver: str, algorithm: str, size: int, depth: int,
+                duration: float = 0.3, rounds: int = 3) -> dict:
+    """ops/s with ``depth`` requests kept in flight through Session.submit/collect (OCF's
+    crypto_dispatch model): fill the queue, then for every completion collected submit one
+    more. At depth 1 this is one request at a time through the same path, so the ratio
+    depth N / depth 1 is what queueing buys on this driver (a synchronous driver: about 1)."""
+    t = get_transform(algorithm)
+    s = dispatcher.open(t, _keymat(t), backend=driver)
+    n = _size_for(t, size)
+    data = bytes(n)
+    if t.primitive is Primitive.AEAD:
+        method, item = "seal", (bytes(t.iv_size), data, b"12345678")
+    elif t.primitive is Primitive.CIPHER:
+        method, item = "encrypt", (bytes(t.iv_size), data)
+    else:
+        raise ValueError(f"{algorithm}: only AEAD and cipher requests are submitted")
+    refill = [item] * depth
+    try:
+        def run_for(seconds: float) -> float:
+            done = 0
+            s.submit(method, refill)
+            t0 = time.perf_counter()
+            deadline = t0 + seconds
+            while True:
+                got = s.collect(True)
+                done += len(got)
+                if time.perf_counter() >= deadline:
+                    break
+                s.submit(method, refill[:len(got)])
+            elapsed = time.perf_counter() - t0
+            s.drain()
+            return done / elapsed
+
+        run_for(duration / 4)  # warm-up: sockets accepted, buffers grown
+        rates = [run_for(duration) for _ in range(rounds)]
+        return {"driver": driver, "algorithm": t.keyword, "size": n, "depth": depth,
+                "asynchronous": s.asynchronous, "ops_per_s": statistics.median(rates),
+                "spread": (min(rates), max(rates)), "mb_per_s": statistics.median(rates) * n / 1e6}
+    finally:
+        s.close()
+
+
+def async_depth_table(dispatcher: Dispatcher, drivers: Iterable[str], algorithms: Iterable[str],
+                      sizes: Iterable[int], depths: Iterable[int] = DEFAULT_DEPTHS,
+                      duration: float = 0.3, rounds: int = 3) -> list[dict]:
+    """async_depth for every serving driver x algorithm x size x depth, with each row's ratio
+    to depth 1 (``vs_depth1``) of the same driver, algorithm and size."""
+    rows = []
+    depths = list(depths)
+    for algorithm in algorithms:
+        serving = {r.name for r in dispatcher.candidates(algorithm)}
+        for driver in drivers:
+            if driver not in serving:
+                continue
+            for size in sizes:
+                base = None
+                for depth in depths:
+                    row = async_depth(dispatcher, driver, algorithm, size, depth, duration,
+                                      rounds)
+                    if depth == 1:
+                        base = row["ops_per_s"]
+                    row["vs_depth1"] = row["ops_per_s"] / base if base else None
+                    rows.append(row)
+    return rows

@@ -77,6 +77,9 @@ class EspReport:
     profile: dict[str, list[dict[str, Any]]]
     load_average: list[str]
     notes: list[str] = field(default_factory=list)
+    # with several --crypto-backend names: each backend's tunnel, measured in the same runs
+    # (interleaved), its figures and the drivers its gateways reported serving the SAs
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,7 +190,13 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
         udp_gso: bool = False,
         strongswan_too: bool = True, prefix: str = "obn", workdir: str | None = None,
         profile_dir: str | None = None, step: Step = lambda label: None) -> EspReport:
-    ours, theirs = Figures(), Figures()
+    # "openssl,af_alg": one tunnel per backend, all up at once and measured run by run in
+    # turn, so that the backends are compared inside the tunnel under the same load
+    backends = list(dict.fromkeys(b.strip() for b in crypto_backend.split(",") if b.strip()))
+    if not backends:
+        raise EspBenchError("--crypto-backend: no backend named")
+    figures = {b: Figures() for b in backends}
+    ours, theirs = figures[backends[0]], Figures()
     skipped: dict[str, str] = {}
     notes: list[str] = []
     libipsec: dict[str, Any] | None = None
@@ -197,11 +206,15 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
         base = Path(workdir) if workdir else Path(stack.enter_context(
             tempfile.TemporaryDirectory(prefix=f"{prefix}-esp-")))
         (base / "ocfpy").mkdir(parents=True, exist_ok=True)
-        step("starting ocfpy's gateways")
-        tun, our_path = stack.enter_context(ocfpy_tunnel(
-            esp=esp, mtu=mtu, encap=encap, gso=gso, udp_gso=udp_gso, crypto_backend=crypto_backend,
-            calibration=calibration,
-            prefix=f"{prefix}e", profile_dir=profile_dir, workdir=base / "ocfpy"))
+        tunnels: dict[str, tuple[Any, Path2]] = {}
+        for i, backend in enumerate(backends):
+            step(f"starting ocfpy's gateways ({backend})")
+            (base / f"ocfpy{i or ''}").mkdir(parents=True, exist_ok=True)
+            tunnels[backend] = stack.enter_context(ocfpy_tunnel(
+                esp=esp, mtu=mtu, encap=encap, gso=gso, udp_gso=udp_gso, crypto_backend=backend,
+                calibration=calibration, prefix=f"{prefix}e{i or ''}", profile_dir=profile_dir,
+                workdir=base / f"ocfpy{i or ''}"))
+        tun, our_path = tunnels[backends[0]]
         sw = None
         if strongswan_too:
             step("starting two charons with kernel-libipsec")
@@ -214,9 +227,13 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
         else:
             skipped["libipsec"] = "--no-strongswan"
         our_delivered = their_delivered = 0
+        delivered = dict.fromkeys(backends, 0)
         for i in range(runs):
-            step(f"run {i + 1}/{runs}: ocfpy")
-            our_delivered += measure(our_path, ours, seconds, mtu)
+            for backend in backends:
+                step(f"run {i + 1}/{runs}: ocfpy ({backend})")
+                delivered[backend] += measure(tunnels[backend][1], figures[backend], seconds,
+                                              mtu)
+            our_delivered = delivered[backends[0]]
             if sw:
                 step(f"run {i + 1}/{runs}: libipsec")
                 their_delivered += measure(sw[1], theirs, seconds, mtu)
@@ -226,6 +243,16 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
                          f"{our_delivered}: traffic bypassed the tunnel")
         ocfpy = {"runs": asdict(ours), "median": ours.median(), "sa_bytes_in": our_in,
                  "payload_delivered": our_delivered, "counters_b": tun.counters("b")}
+        per_backend = {}
+        if len(backends) > 1:
+            for backend, (t, _) in tunnels.items():
+                bytes_in = _ocfpy_bytes_in(t)
+                if bytes_in < delivered[backend]:
+                    notes.append(f"{backend}: the SAs counted {bytes_in} bytes in, iperf3 "
+                                 f"delivered {delivered[backend]}: traffic bypassed the tunnel")
+                per_backend[backend] = {"runs": asdict(figures[backend]),
+                                        "median": figures[backend].median(),
+                                        "sa_bytes_in": bytes_in, "drivers": t.drivers}
         if sw:
             their_in = _libipsec_bytes_in(sw[0])
             if their_in < their_delivered:
@@ -240,9 +267,9 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
             with contextlib.suppress(Exception):
                 profile[f.name] = profile_summary(f)
     ratios, targets = compare(ours, theirs if libipsec else None)
-    return EspReport(esp, mtu, encap, gso, udp_gso, crypto_backend, seconds, runs, ocfpy, libipsec,
+    return EspReport(esp, mtu, encap, gso, udp_gso, backends[0], seconds, runs, ocfpy, libipsec,
                      ratios, targets, skipped, profile,
-                     Path("/proc/loadavg").read_text().split()[:3], notes)
+                     Path("/proc/loadavg").read_text().split()[:3], notes, per_backend)
 
 
 def compare(ours: Figures, theirs: Figures | None) -> tuple[dict[str, float], dict[str, bool]]:

@@ -16,9 +16,11 @@ def _options(p: argparse.ArgumentParser) -> None:
                    help="runs of each figure; medians are reported (default 3)")
     p.add_argument("--esp-proposal", default="aes128gcm16", metavar="P",
                    help="ESP proposal (default aes128gcm16)")
-    p.add_argument("--crypto-backend", default="openssl", metavar="NAME",
+    p.add_argument("--crypto-backend", default="openssl", metavar="NAME[,NAME...]",
                    help="force ocfpy's dataplane sessions onto one driver; auto: the "
-                   "dispatcher picks (default openssl)")
+                   "dispatcher picks; calibrated: ranked by --calibration (default openssl). "
+                   "Several, comma-separated (openssl,af_alg): one tunnel each, measured in "
+                   "the same runs, compared side by side")
     add_calibration_option(p, "ocfpy's dataplane (with --crypto-backend auto)")
     p.add_argument("--mtu", type=int, default=1400, help="tunnel MTU on both sides (default 1400)")
     p.add_argument("--raw-esp", action="store_true",
@@ -73,7 +75,8 @@ BENCH = NetnsBench(
     "tunnel, interleaved run by run, medians and ratios. Needs root and iperf3. Targets: "
     "TCP >= 2.5x libipsec's, 64-byte rate >= 2x (docs/benchmarking.md).",
     add_options=_options, check=_check,
-    steps=lambda a: 1 + a.rounds + (0 if a.no_strongswan else 1 + a.rounds),
+    steps=lambda a: (1 + a.rounds) * len(a.crypto_backend.split(","))
+    + (0 if a.no_strongswan else 1 + a.rounds),
     measure=_measure, show=lambda con, report: _print(con, report), errors=_errors,
     tools=("iperf3",), needs_tun=True,
     deprecated={"--seconds": "--duration", "--runs": "--rounds", "--esp": "--esp-proposal"},
@@ -91,6 +94,12 @@ def _print(con, report) -> None:
     rows = [(f"ocfpy userspace ({wire}, {report.crypto_backend}"
              f"{', GSO' if report.gso else ''}{', UDP GSO/GRO' if report.udp_gso else ''})",
              report.ocfpy["median"])]
+    for backend, b in list(report.backends.items())[1:]:  # the first is the row above
+        # what the gateways reported serving their SAs: {"a": {"in": .., "out": ..}, "b": ..}
+        drivers = ", ".join(sorted({str(d) for side in b["drivers"].values()
+                                    if isinstance(side, dict) for d in side.values()}))
+        rows.append((f"ocfpy userspace ({wire}, {backend}"
+                     + (f": {drivers}" if drivers else "") + ")", b["median"]))
     if report.libipsec:
         rows.append((f"{report.libipsec['strongswan']} kernel-libipsec", report.libipsec["median"]))
     for label, m in rows:

@@ -83,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     calibration = getattr(opts, "calibration", None)  # the config file's, already checked
     if args.calibration:
         calibration = args.calibration
+    if opts.crypto_backend == "calibrated" and not calibration:
+        calibration = "default"  # what the calibrated policy reads when no file is named
     log_options = logsetup.LogOptions.from_table(getattr(opts, "log", None))
     foreground = bool(args.foreground)  # --check answers for the start it stands in for
     log_warning = None

@@ -182,10 +182,20 @@ def _algorithms(d: dict[str, Any]) -> str:
 
 
 def _drivers(d: dict[str, Any]) -> str:
+    """Each driver with why the daemon's dispatcher chose it (calibrated, forced, kind,
+    priority, fallback, migrated; docs/configuration.md)."""
     drivers = d.get("drivers") or {}
+    why = d.get("selection") or {}
     if isinstance(drivers, dict) and drivers:
-        return ", ".join(f"{k}: {v}" for k, v in drivers.items())
-    return str(d.get("driver") or "")
+        return ", ".join(f"{k}: {v}" + (f" ({why[k]})" if why.get(k) else "")
+                         for k, v in drivers.items())
+    reasons = set(why.values()) if isinstance(why, dict) else set()
+    driver = str(d.get("driver") or "")
+    if driver and len(reasons) == 1 and None not in reasons:
+        return f"{driver} ({reasons.pop()})"
+    if driver and reasons:
+        return f"{driver} (" + ", ".join(f"{k}: {v}" for k, v in why.items()) + ")"
+    return driver
 
 
 def _endpoint(side: dict[str, Any] | None, auth: str | None = None,

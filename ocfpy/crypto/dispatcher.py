@@ -33,6 +33,7 @@ from .stats import Counters
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
+CALIBRATED = "calibrated"  # auto, ranked by a calibration (the one given, else the default file)
 
 
 class Dispatcher:
@@ -46,7 +47,10 @@ class Dispatcher:
         calibration: Calibration | None = None,
     ):
         self.registry = registry if registry is not None else Registry.load()
-        self.backend = None if backend in (None, AUTO) else backend
+        if backend == CALIBRATED and calibration is None:
+            calibration = _default_calibration()
+        self.policy = CALIBRATED if backend == CALIBRATED else (backend or AUTO)
+        self.backend = None if backend in (None, AUTO, CALIBRATED) else backend
         self.strict = strict
         self.overrides: dict[str, str] = {}
         for keyword, driver in (overrides or {}).items():
@@ -115,6 +119,41 @@ class Dispatcher:
             return (-int(r.kind or 0), -speed, -prio, len(r.sessions), r.order)
         return sorted(serving, key=rank)
 
+    def explain(self, algorithm: str | Transform, driver: str, size_hint: int | None = None,
+                backend: str | None = None) -> str:
+        """Why this policy has ``driver`` serve ``algorithm`` (for `ocfpy sa list`):
+
+        - ``forced``: a forced backend or per-algorithm override names it;
+        - ``kind``: it is the only active driver of the best kind that serves the algorithm;
+        - ``calibrated``: the calibration measured it fastest among drivers of that kind;
+        - ``priority``: within that kind, its priority (or registration order, on a tie);
+        - ``fallback``: a non-strict forced backend could not serve the algorithm;
+        - ``migrated``: the policy would pick another driver now, so the session moved here
+          after its driver failed or left (or the registry changed since it opened).
+        """
+        transform = get_transform(algorithm)
+        forced = backend if backend not in (None, AUTO, CALIBRATED) else None
+        forced = forced or self.overrides.get(transform.keyword) or self.backend
+        serving = self._serving(transform)
+        if forced is not None:
+            if forced == driver:
+                return "forced"
+            return "migrated" if any(r.name == forced for r in serving) else "fallback"
+        cal = self.calibration
+
+        def rank(r: DriverRecord) -> tuple:
+            speed = (cal.rate(transform.keyword, r.name, size_hint) or 0.0) if cal else 0.0
+            return (int(r.kind or 0), speed, r.driver.priority if r.driver is not None else 0)
+        ranks = {r.name: rank(r) for r in serving}
+        mine = ranks.get(driver)
+        if mine is None or any(other > mine for other in ranks.values()):
+            return "migrated"
+        rivals = [v for name, v in ranks.items() if name != driver and v[0] == mine[0]]
+        if not rivals:
+            return "kind"
+        runner_up = max(rivals)
+        return "calibrated" if runner_up[1] != mine[1] else "priority"
+
     def _serving(self, transform: Transform) -> list[DriverRecord]:
         """Active drivers serving a transform, cached until the registry changes: sessions are
         opened on every IKE exchange, so this must not walk the registry each time."""
@@ -131,7 +170,7 @@ class Dispatcher:
                 exclude: set[str], count: bool = True, size_hint: int | None = None
                 ) -> DriverRecord:
         strict = self.strict if strict is None else strict
-        forced = backend if backend not in (None, AUTO) else None
+        forced = backend if backend not in (None, AUTO, CALIBRATED) else None
         forced = forced or self.overrides.get(transform.keyword) or self.backend
         ranked = [r for r in self.candidates(transform, size_hint) if r.name not in exclude]
         if forced is not None:
@@ -331,3 +370,16 @@ class Dispatcher:
     # -- reporting -------------------------------------------------------------------------
     def stats(self) -> dict[str, dict[str, int]]:
         return {r.name: r.counters().as_dict() for r in self.registry.records()}
+
+
+def _default_calibration() -> Calibration:
+    """The calibration `ocfpy bench crypto --save` writes by default, for backend="calibrated"
+    without one given; refused with the way to make it when it is missing or unreadable."""
+    from .calibration import default_path
+
+    path = default_path()
+    try:
+        return Calibration.load(path)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise BackendUnavailable(CALIBRATED, "anything", f"no usable calibration at {path} "
+                                 f"({exc}); run `ocfpy bench crypto --save` first", []) from None

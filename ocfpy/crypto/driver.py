@@ -61,9 +61,54 @@ class DeviceInfo:
 
 
 class Context(ABC):
-    """One keyed instance of one transform on one driver."""
+    """One keyed instance of one transform on one driver.
+
+    Besides the synchronous methods, every context takes requests asynchronously (OCF's
+    crypto_dispatch / crypto_done model): ``submit`` hands over requests, ``collect`` returns
+    their completions later. A synchronous context runs each request inside ``submit`` (the
+    defaults below); an *asynchronous* one (``asynchronous = True``: AF_ALG with kernel AIO,
+    a device queue) puts them in flight and returns at once, so that up to ``max_depth``
+    requests are in the kernel or the device together.
+
+    - ``submit(requests)``: each request is ``(ticket, method, args)``, ``method`` the name of
+      a synchronous per-packet method (``seal``, ``open``, ``encrypt``, ``decrypt``,
+      ``compute``) and ``args`` its arguments. Tickets are the caller's (increasing ints).
+    - ``collect(wait)``: the completions available now, ``(ticket, result, error)`` each;
+      with ``wait``, blocks until at least one of the requests in flight completed (returns
+      [] if none is). A request's own failure (AuthenticationError, InvalidInput) is its
+      ``error``, not an exception: the other requests of the batch are unaffected.
+    - ``DriverFailure`` from either means the driver failed: every request submitted and not
+      yet collected is then lost *on this context*; the session resubmits them all to the
+      next driver (nothing lost), and never collects from this context again (nothing twice).
+    - Completions may come in any order; the session hands them out in ticket order.
+    """
 
     transform: Transform
+    asynchronous = False
+    max_depth = 1
+
+    def submit(self, requests: Sequence[tuple[int, str, tuple]]) -> None:
+        """Synchronous default: run each request now, keep its completion for collect()."""
+        from .errors import DriverFailure, OcfError
+
+        try:
+            done = self._completions
+        except AttributeError:
+            done = self._completions = []
+        for ticket, method, args in requests:
+            try:
+                done.append((ticket, getattr(self, method)(*args), None))
+            except DriverFailure:
+                raise
+            except OcfError as exc:  # this request's fault (bad tag, bad input), reported
+                done.append((ticket, None, exc))
+
+    def collect(self, wait: bool = True) -> list[tuple[int, object, BaseException | None]]:
+        done = getattr(self, "_completions", None)
+        if not done:
+            return []
+        self._completions = []
+        return done
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release driver resources (sockets, device handles)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from operator import itemgetter
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .catalogue import Primitive, Transform
 from .driver import Context
@@ -26,13 +26,32 @@ if TYPE_CHECKING:
 _second = itemgetter(1)
 
 
+class Completion(NamedTuple):
+    """One asynchronous request's outcome (`Session.collect`): its ticket, the tag given to
+    `Session.submit`, and either the result or the request's own error."""
+
+    ticket: int
+    tag: Any
+    result: Any
+    error: BaseException | None
+
+
+# The per-packet methods a session takes asynchronously, and which argument is the payload
+# (counted in ``bytes``, as the synchronous path counts it).
+_ASYNC_METHODS: dict[Primitive, dict[str, int]] = {
+    Primitive.AEAD: {"seal": 1, "open": 1},
+    Primitive.CIPHER: {"encrypt": 1, "decrypt": 1},
+    Primitive.INTEG: {"compute": 0},
+}
+
+
 class Session:
     """Base of all sessions. ``driver`` names who serves it right now."""
 
     __slots__ = (
         "transform", "_key", "_dispatcher", "_record", "_ctx", "_policy",
         "ops", "bytes", "errors", "auth_failures", "migrations", "batches", "time_ns",
-        "__weakref__",
+        "_pending", "_sub_ctx", "_next_ticket", "__weakref__",
     )
 
     def __init__(
@@ -47,6 +66,11 @@ class Session:
         self._policy = policy
         self.ops = self.bytes = self.errors = self.auth_failures = 0
         self.migrations = self.batches = self.time_ns = 0
+        # asynchronous requests: ticket -> [method, args, tag, done, result, error], in
+        # ticket order; _sub_ctx is the context they were submitted to
+        self._pending: dict[int, list] = {}
+        self._sub_ctx: Context | None = None
+        self._next_ticket = 0
         self._bind(ctx)
 
     def _bind(self, ctx: Context) -> None:
@@ -121,10 +145,148 @@ class Session:
         self.bytes += nbytes
         return out
 
+    # -- asynchronous submission (OCF's crypto_dispatch / crypto_done) ----------------------
+    # The consumer submits requests and collects completions later; on an asynchronous driver
+    # (AF_ALG with kernel AIO, a device queue) many are in flight at once. The session keeps
+    # every request until its completion is handed out, so a driver failure with requests in
+    # flight moves the session and resubmits exactly the ones not yet completed (nothing lost),
+    # and a completion is handed out once, in ticket order (nothing duplicated, no reordering).
+    @property
+    def asynchronous(self) -> bool:
+        """Whether the serving driver runs requests asynchronously (several in flight)."""
+        return bool(self._ctx.asynchronous)
+
+    @property
+    def in_flight(self) -> int:
+        """Submitted requests whose completion was not handed out yet."""
+        return len(self._pending)
+
+    def submit(self, method: str, items: Sequence[tuple], tags: Sequence | None = None
+               ) -> range:
+        """Submit one request per item (the arguments of ``method``, e.g. (iv, pt, aad) for
+        "seal"); returns their tickets. ``tags`` (one per item) come back in the completions."""
+        allowed = _ASYNC_METHODS.get(self.transform.primitive, {})
+        if method not in allowed:
+            raise InvalidInput(f"{self.transform.keyword}: {method!r} cannot be submitted "
+                               f"(asynchronous methods: {', '.join(allowed) or 'none'})")
+        if tags is not None and len(tags) != len(items):
+            raise InvalidInput(f"{len(items)} requests but {len(tags)} tags")
+        first = self._next_ticket
+        self._next_ticket = end = first + len(items)
+        pending = self._pending
+        tickets = range(first, end)
+        if tags is None:
+            for t, args in zip(tickets, items):  # noqa: B905 - same length by construction
+                pending[t] = [method, args, None, False, None, None]
+        else:
+            for t, args, tag in zip(tickets, items, tags):  # noqa: B905 - checked above
+                pending[t] = [method, args, tag, False, None, None]
+        ctx = self._ctx
+        if ctx is not self._sub_ctx:  # first use, or moved since: everything pending goes
+            self._resubmit(None, None)
+            return tickets
+        try:
+            ctx.submit([(t, method, args) for t, args in zip(tickets, items)])  # noqa: B905
+        except DriverFailure as failure:
+            self._resubmit(failure, ctx)
+        return tickets
+
+    def collect(self, wait: bool = True) -> list[Completion]:
+        """Completions in ticket order. With ``wait``, at least one if any request is in
+        flight; without, only what is done now (possibly nothing)."""
+        pending = self._pending
+        if not pending:
+            return []
+        if self._ctx is not self._sub_ctx:  # a registry event moved the session meanwhile
+            self._resubmit(None, None)
+        while True:
+            ctx = self._ctx
+            try:
+                done = ctx.collect(wait)
+                if wait and not done:
+                    raise DriverFailure(f"{self._record.name}: collect() returned nothing "
+                                        f"with {len(pending)} requests in flight")
+            except DriverFailure as failure:
+                self._resubmit(failure, ctx)
+                continue
+            for ticket, result, error in done:
+                entry = pending.get(ticket)
+                if entry is not None and not entry[3]:
+                    entry[3], entry[4], entry[5] = True, result, error
+            out = []
+            for ticket, entry in pending.items():
+                if not entry[3]:
+                    break
+                out.append(Completion(ticket, entry[2], entry[4], entry[5]))
+            if out or not wait:
+                break
+        if out:
+            payload = _ASYNC_METHODS[self.transform.primitive]
+            nbytes = failures = 0
+            for c in out:
+                entry = pending.pop(c.ticket)
+                nbytes += len(entry[1][payload[entry[0]]])
+                if isinstance(c.error, AuthenticationError):
+                    failures += 1
+            self.ops += len(out)
+            self.bytes += nbytes
+            self.auth_failures += failures
+            self.batches += 1
+        return out
+
+    def drain(self) -> list[Completion]:
+        """Every outstanding completion, in ticket order."""
+        out: list[Completion] = []
+        while self._pending:
+            out += self.collect(True)
+        return out
+
+    def _async_batch(self, method: str, items: Sequence, t0: int) -> list:
+        """A batch on an asynchronous driver: every item in flight at once (submit, then
+        drain), so the ESP dataplane's batches use the driver's queue without a change of its
+        own. Results and errors as the synchronous batch gives them: None for a failed tag in
+        open_batch (counted there), the first other error raised. Counted by collect."""
+        before = self.auth_failures
+        self.submit(method[:-6], items)  # "seal_batch" -> "seal"
+        done = self.drain()
+        self.auth_failures = before
+        self.time_ns += perf_counter_ns() - t0
+        out = []
+        for c in done:
+            if c.error is None:
+                out.append(c.result)
+            elif isinstance(c.error, AuthenticationError) and method == "open_batch":
+                out.append(None)
+            else:
+                raise c.error
+        return out
+
+    def _resubmit(self, failure: DriverFailure | None, failed_ctx: Context | None) -> None:
+        """Submit every request not yet completed to the current context, after moving the
+        session off ``failed_ctx`` if given (as _retry does, as often as drivers fail)."""
+        failed: set[str] = set()
+        ctx = failed_ctx
+        while True:
+            if failure is not None:
+                self.errors += 1
+                if self._ctx is ctx:
+                    failed.add(self._record.name)
+                self._dispatcher._migrate(self, failure, failed, ctx)
+            ctx = self._sub_ctx = self._ctx
+            redo = [(t, e[0], e[1]) for t, e in self._pending.items() if not e[3]]
+            try:
+                if redo:
+                    ctx.submit(redo)
+                return
+            except DriverFailure as again:
+                failure = again
+
     def _batch(self, method: str, items: Sequence, nbytes: int):
         """One batch, timed and counted once per call (never per item)."""
         t0 = perf_counter_ns()
         ctx = self._ctx
+        if ctx.asynchronous and len(items) > 1 and not self._pending:
+            return self._async_batch(method, items, t0)
         try:
             out = getattr(ctx, method)(items)
         except DriverFailure as failure:

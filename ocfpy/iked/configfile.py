@@ -701,6 +701,10 @@ def _build(loader: _Loader, checked: dict[str, Any]):
     from ocfpy.ike import config as cfg
 
     daemon_keys = dict(checked.get("daemon", {}))
+    if daemon_keys.get("crypto_backend") == "calibrated" and "calibration" not in daemon_keys:
+        # the calibrated policy without a file named: the one `ocfpy bench crypto --save`
+        # writes by default, checked now like a named one
+        daemon_keys["calibration"] = "default"
     if "calibration" in daemon_keys:
         key = ("daemon", "calibration")
         base = Path(loader.path).parent if loader.path is not None else None

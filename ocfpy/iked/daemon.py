@@ -807,6 +807,9 @@ class IkeDaemon:
         from the dispatcher, which would disagree with a kernel dataplane."""
         sas = self.engine.sa_list()
         now = self._now()
+        # the policy that chose the drivers: the daemon's dispatcher (the engine's, the same
+        # object, when the daemon was built without one)
+        policy = self.dispatcher or getattr(self.engine, "dispatcher", None)
 
         def since(t: float | None) -> float | None:
             return None if t is None else round(now - t, 1)
@@ -818,6 +821,9 @@ class IkeDaemon:
             obj = None
             with contextlib.suppress(Exception):
                 obj = self.engine.sas.by_id(sa["id"])
+            sa["selection"] = {
+                role: _selection(policy, [(sa.get("algorithms") or {}).get(role)], drv)
+                for role, drv in (sa.get("drivers") or {}).items()}
             # seconds; expires_in_s is None: ocfpy has no time-based hard lifetime (charon's
             # over_time), only life_bytes / life_packets, which the dataplane enforces
             sa["established_s"] = since(getattr(obj, "established_at", None))
@@ -839,6 +845,9 @@ class IkeDaemon:
                     c = self.dataplane.counters(uid)
                     child["dataplane"] = {"name": self.dataplane.name, **vars(c)}
                     child["driver"] = _driver_of_record(c.drivers)
+                    child["selection"] = {
+                        d: _selection(policy, [child.get("encr"), child.get("integ")], names)
+                        for d, names in c.drivers.items()}
         return sas
 
     async def _cmd_initiate(self, request: dict) -> dict:
@@ -1049,6 +1058,28 @@ def _driver_of_record(drivers: dict[str, str]) -> str | None:
     if len(names) == 1:
         return names.pop()
     return ", ".join(f"{k}: {v}" for k, v in drivers.items()) or None
+
+
+def _selection(dispatcher, algorithms: list[str | None], drivers: str) -> str | None:
+    """Why the dispatcher's policy has these drivers serve these algorithms (Dispatcher.explain:
+    calibrated, forced, kind, priority, fallback, migrated), "+"-joined like ``drivers`` (ESP:
+    the cipher's driver, then the MAC's; one name serves both); "kernel" for what a kernel
+    dataplane chose."""
+    algs = [a for a in algorithms if a and a != "none"]
+    names = drivers.split("+") if drivers else []
+    if not algs or not names:
+        return None
+    pairs = zip(algs, names * len(algs) if len(names) == 1 else names)  # noqa: B905
+    reasons = []
+    for alg, name in pairs:
+        if name.startswith("kernel:") or dispatcher is None:
+            reasons.append("kernel" if name.startswith("kernel:") else "unknown")
+            continue
+        try:
+            reasons.append(dispatcher.explain(alg, name))
+        except Exception:  # an algorithm or driver this dispatcher does not know
+            reasons.append("unknown")
+    return "+".join(dict.fromkeys(reasons))
 
 
 def _pktinfo(family: int, address: str) -> tuple[int, int, bytes]:

@@ -35,10 +35,13 @@ change so far: `AeadOp.seal`/`open` moved from (iv, aad, payload) to the driver 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
+import platform
 import socket
+from collections import deque
 from functools import cached_property
 
 from ocfpy.crypto.devices import proc_crypto
@@ -352,3 +355,291 @@ class AeadOp(_Op):
             raise self._fail(exc, "decrypt") from None
         return out[n:]
 
+
+
+# -- asynchronous submission: Linux native AIO on operation sockets ---------------------------
+# algif_aead and algif_skcipher run a read submitted with io_submit() asynchronously: the
+# crypto request is started with a completion callback and io_submit returns at once
+# (-EIOCBQUEUED inside the kernel), and the completion arrives as an io_event. An asynchronous
+# kernel driver (virtio_crypto, ccp, qat) therefore holds as many requests as were submitted,
+# in its queue, at once; a synchronous one (AES-NI, generic) completes each inside io_submit,
+# and what we save there is system calls (one io_submit and one io_getevents per batch).
+#
+# One operation socket per request in flight, never two requests on one socket: the request
+# data (TX scatterlist) and the IV belong to the socket, and the kernel's crypto request reads
+# the socket's IV when the driver processes it, which for a queued request is after the next
+# sendmsg on the same socket would have replaced it. Sockets are accepted from the op's keyed
+# transform socket (the key is the transform's; accept() is cheap) as depth demands.
+_AIO_SYSCALLS = {  # io_setup, io_destroy, io_getevents, io_submit
+    "x86_64": (206, 207, 208, 209),
+    "aarch64": (0, 1, 4, 2),
+}
+_IOCB_CMD_PREAD = 0
+
+
+class _IoCb(ctypes.Structure):  # struct iocb (linux/aio_abi.h), little-endian layout
+    _fields_ = [("aio_data", ctypes.c_uint64), ("aio_key", ctypes.c_uint32),
+                ("aio_rw_flags", ctypes.c_int32), ("aio_lio_opcode", ctypes.c_uint16),
+                ("aio_reqprio", ctypes.c_int16), ("aio_fildes", ctypes.c_uint32),
+                ("aio_buf", ctypes.c_uint64), ("aio_nbytes", ctypes.c_uint64),
+                ("aio_offset", ctypes.c_int64), ("aio_reserved2", ctypes.c_uint64),
+                ("aio_flags", ctypes.c_uint32), ("aio_resfd", ctypes.c_uint32)]
+
+
+class _IoEvent(ctypes.Structure):  # struct io_event
+    _fields_ = [("data", ctypes.c_uint64), ("obj", ctypes.c_uint64),
+                ("res", ctypes.c_int64), ("res2", ctypes.c_int64)]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def aio_unavailable() -> str | None:
+    """None if native AIO can be used from here, else why not."""
+    if platform.machine() not in _AIO_SYSCALLS:
+        return f"no AIO system call numbers known for {platform.machine()}"
+    return None
+
+
+class _Slot:
+    __slots__ = ("sock", "buf", "ticket", "skip", "want", "request")
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.buf = ctypes.create_string_buffer(0)
+        self.ticket = -1
+        self.skip = self.want = 0
+        self.request: tuple | None = None
+
+
+class AioQueue:
+    """Up to ``depth`` requests of one keyed AF_ALG transform in the kernel at once.
+
+    ``submit`` takes requests ``(ticket, op_code, iv, parts, assoclen, outlen, skip)``: what
+    one sendmsg_afalg carries, the bytes to read back and how many of them to drop (the AAD
+    region the kernel repeats). Requests beyond the depth wait here and go in as slots free.
+    ``collect`` returns ``(ticket, payload, error)`` in completion order; a request's own
+    failure (EBADMSG: AuthenticationError; EINVAL/EMSGSIZE: InvalidInput) is its error, while
+    any other failure raises DriverFailure (the queue is then unusable: the dispatcher moves
+    the session and resubmits what it had not collected).
+    """
+
+    def __init__(self, op: _Op, depth: int = 32):
+        why = aio_unavailable()
+        if why:
+            raise AfAlgUnavailable(why)
+        self.name = op.name
+        self.depth = depth
+        # Lowered when the kernel refuses a request for a full queue: af_alg starts AIO
+        # requests without CRYPTO_TFM_REQ_MAY_BACKLOG, so a driver queue shorter than our
+        # depth (a crypto_engine's qlen) answers ENOSPC/EBUSY instead of holding it.
+        self.limit = depth
+        self._op = op
+        self._setup, self._destroy, self._getevents, self._submit = \
+            _AIO_SYSCALLS[platform.machine()]
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.syscall.restype = ctypes.c_long
+        self._ctx = ctypes.c_ulong(0)
+        if self._libc.syscall(ctypes.c_long(self._setup), ctypes.c_long(depth),
+                              ctypes.byref(self._ctx)) < 0:
+            err = ctypes.get_errno()
+            raise DriverFailure(f"{self.name}: io_setup({depth}) failed: {_errname(err)}")
+        self._slots: list[_Slot] = []
+        self._free: list[_Slot] = []
+        self._busy: dict[int, _Slot] = {}  # slot index (aio_data) -> slot
+        self._backlog: deque = deque()
+        self._done: list[tuple[int, bytes | None, Exception | None]] = []
+        self._iocbs = (_IoCb * depth)()
+        self._iocbpp = (ctypes.POINTER(_IoCb) * depth)()
+        self._events = (_IoEvent * depth)()
+        self.broken = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._busy) + len(self._backlog)
+
+    def _slot(self) -> _Slot | None:
+        if len(self._busy) >= self.limit:
+            return None
+        if self._free:
+            return self._free.pop()
+        if len(self._slots) < self.depth:
+            slot = _Slot(self._op._accept())
+            self._slots.append(slot)
+            return slot
+        return None
+
+    def submit(self, requests) -> None:
+        self._backlog.extend(requests)
+        self._push()
+
+    def reject(self, ticket: int, error: Exception | None, result: bytes | None = None) -> None:
+        """Complete a request without the kernel: its own error found before sending (a bad
+        IV), or a result known without work (an empty cipher request)."""
+        self._done.append((ticket, result, error))
+
+    def _push(self) -> None:
+        """Send as many waiting requests as there are free slots, then one io_submit."""
+        if self.broken:
+            raise DriverFailure(f"{self.name}: AIO queue failed earlier")
+        n = 0
+        iocbs, iocbpp = self._iocbs, self._iocbpp
+        backlog = self._backlog
+        while backlog:
+            slot = self._slot()
+            if slot is None:
+                break
+            request = backlog.popleft()
+            ticket, op_code, iv, parts, assoclen, outlen, skip = request
+            try:
+                slot.sock.sendmsg_afalg(parts, op=op_code, iv=iv, assoclen=assoclen)
+            except OSError as exc:
+                self._free.append(self._fresh(slot))
+                self._done.append((ticket, None, self._request_error(exc, "send")))
+                continue
+            if len(slot.buf) < outlen:
+                slot.buf = ctypes.create_string_buffer(max(outlen, 2 * len(slot.buf)))
+            slot.ticket, slot.skip, slot.want, slot.request = ticket, skip, outlen, request
+            index = self._slots.index(slot)
+            cb = iocbs[n]
+            ctypes.memset(ctypes.byref(cb), 0, ctypes.sizeof(_IoCb))
+            cb.aio_data = index
+            cb.aio_lio_opcode = _IOCB_CMD_PREAD
+            cb.aio_fildes = slot.sock.fileno()
+            cb.aio_buf = ctypes.addressof(slot.buf)
+            cb.aio_nbytes = outlen
+            iocbpp[n] = ctypes.pointer(cb)
+            self._busy[index] = slot
+            n += 1
+        if not n:
+            return
+        got = self._libc.syscall(ctypes.c_long(self._submit), self._ctx, ctypes.c_long(n),
+                                 iocbpp)
+        if got != n:
+            self.broken = True
+            err = ctypes.get_errno() if got < 0 else 0
+            raise DriverFailure(f"{self.name}: io_submit took {got} of {n} requests"
+                                + (f": {_errname(err)}" if err else ""))
+
+    def collect(self, wait: bool = True, timeout: float | None = None
+                ) -> list[tuple[int, bytes | None, Exception | None]]:
+        """Completions available now; with ``wait`` at least one if any is in flight.
+        ``timeout``: raise DriverFailure if a wait finds nothing within it (a lost request)."""
+        if self._backlog:
+            self._push()
+        out, self._done = self._done, []
+        while self._busy:
+            self._harvest(out, 1 if wait and not out else 0, timeout)
+            if self._backlog:
+                self._push()
+            if out or not wait:
+                break
+            out, self._done = out + self._done, []
+        return out
+
+    def _harvest(self, out: list, min_nr: int, timeout: float | None) -> None:
+        if timeout is not None and min_nr:
+            ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
+        elif min_nr:
+            ts = None  # block
+        else:
+            ts = _Timespec(0, 0)
+        tsp = ctypes.byref(ts) if ts is not None else None
+        while True:
+            got = self._libc.syscall(ctypes.c_long(self._getevents), self._ctx,
+                                     ctypes.c_long(min_nr), ctypes.c_long(self.depth),
+                                     self._events, tsp)
+            if got >= 0:
+                break
+            err = ctypes.get_errno()
+            if err != errno.EINTR:
+                self.broken = True
+                raise DriverFailure(f"{self.name}: io_getevents failed: {_errname(err)}")
+        if got < min_nr:
+            self.broken = True
+            raise DriverFailure(f"{self.name}: no completion within {timeout:g} s "
+                                f"({len(self._busy)} requests in flight)")
+        for i in range(got):
+            ev = self._events[i]
+            slot = self._busy.pop(ev.data)
+            res = ev.res
+            if res in (-errno.ENOSPC, -errno.EBUSY) and self._busy:
+                # the driver's queue is full (see ``limit``): run it again once others left
+                self.limit = max(1, len(self._busy))
+                self._backlog.appendleft(slot.request)
+                self._free.append(slot)
+                continue
+            if res < 0:
+                error = self._request_error(OSError(-res, os.strerror(-res)), "request")
+                if not isinstance(error, (AuthenticationError, InvalidInput)):
+                    self.broken = True
+                    raise error
+                if isinstance(error, InvalidInput):
+                    slot = self._fresh(slot)
+                out.append((slot.ticket, None, error))
+            elif res < slot.want and not (slot.want == 1 and res == 0):
+                self.broken = True
+                raise DriverFailure(f"{self.name}: short AIO read ({res} of {slot.want})")
+            else:
+                out.append((slot.ticket, ctypes.string_at(
+                    ctypes.addressof(slot.buf) + slot.skip, max(res - slot.skip, 0)), None))
+            self._free.append(slot)
+
+    def _request_error(self, exc: OSError, what: str) -> Exception:
+        if exc.errno == errno.EBADMSG:
+            return AuthenticationError(f"{self.name}: authentication failed (EBADMSG)")
+        if exc.errno in (errno.EINVAL, errno.EMSGSIZE):
+            return InvalidInput(f"{self.name}: kernel rejected the {what}: "
+                                f"{_errname(exc.errno)} ({exc.strerror})")
+        return DriverFailure(f"{self.name}: asynchronous {what} failed: "
+                             f"{_errname(exc.errno)} ({exc.strerror})")
+
+    def _fresh(self, slot: _Slot) -> _Slot:
+        """A slot whose socket may hold a half-sent request gets a new operation socket."""
+        index = self._slots.index(slot)
+        try:
+            slot.sock.close()
+        finally:
+            slot.sock = self._op._accept()
+        self._slots[index] = slot
+        return slot
+
+    def close(self) -> None:
+        """Wait for what is in flight (io_destroy does), then release the sockets."""
+        if self._ctx.value:
+            self._libc.syscall(ctypes.c_long(self._destroy), self._ctx)
+            self._ctx = ctypes.c_ulong(0)
+        for slot in self._slots:
+            slot.sock.close()
+        self._slots.clear()
+        self._free.clear()
+        self._busy.clear()
+        self._backlog.clear()
+
+    # request builders, the same layout as AeadOp.seal/open and SkcipherOp._run
+    @staticmethod
+    def aead_request(op: AeadOp, ticket: int, encrypt: bool, iv: bytes, payload: bytes,
+                     aad: bytes):
+        if op.iv_in_aad:
+            n = len(aad) + len(iv)
+            parts = [aad, iv, payload]
+        else:
+            n = len(aad)
+            parts = [aad, payload]
+        op._check(n + len(payload))
+        if encrypt:
+            return (ticket, ALG_OP_ENCRYPT, iv, parts, n, n + len(payload) + op.authsize, n)
+        if len(payload) < op.authsize:
+            raise AuthenticationError(f"{op.name}: input shorter than the "
+                                      f"{op.authsize}-byte tag")
+        # never a zero-length read (see AeadOp.open: the kernel would skip the request)
+        return (ticket, ALG_OP_DECRYPT, iv, parts, n, n + len(payload) - op.authsize or 1, n)
+
+    @staticmethod
+    def skcipher_request(op: SkcipherOp, ticket: int, encrypt: bool, iv: bytes, data: bytes):
+        if len(data) > op.max_request:
+            raise InvalidInput(f"{op.name}: {len(data)} bytes exceed the AF_ALG request "
+                               f"limit of {op.max_request}")
+        return (ticket, ALG_OP_ENCRYPT if encrypt else ALG_OP_DECRYPT, iv, [data], 0,
+                len(data), 0)

@@ -38,13 +38,50 @@ def _check_iv(t: Transform, iv: bytes) -> None:
 
 class _Closing:
     _ops: tuple[afalg._Op, ...] = ()
+    _aio: afalg.AioQueue | None = None
 
     def close(self) -> None:
+        if self._aio is not None:
+            self._aio.close()
         for op in self._ops:
             op.close()
 
 
-class GcmContext(_Closing, AeadContext):
+class _Async(_Closing):
+    """Asynchronous submission through kernel AIO (afalg.AioQueue): one operation socket per
+    request in flight, so that an asynchronous kernel implementation holds up to max_depth
+    requests at once; the synchronous methods keep their own socket."""
+
+    asynchronous = True
+    max_depth = 32
+    _op: afalg.AeadOp | afalg.SkcipherOp
+
+    def _request(self, ticket: int, method: str, args: tuple):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def submit(self, requests) -> None:
+        q = self._aio
+        if q is None:
+            q = self._aio = afalg.AioQueue(self._op, self.max_depth)
+        built = []
+        for ticket, method, args in requests:
+            try:
+                request = self._request(ticket, method, args)
+            except (InvalidInput, AuthenticationError) as exc:  # this request's own fault
+                q.reject(ticket, exc)
+                continue
+            if isinstance(request, bytes):  # known without the kernel
+                q.reject(ticket, None, request)
+            else:
+                built.append(request)
+        q.submit(built)
+
+    def collect(self, wait: bool = True):
+        q = self._aio
+        return q.collect(wait) if q is not None else []
+
+
+class GcmContext(_Async, AeadContext):
     """AES-GCM on ``gcm(aes)``: nonce = salt || IV (RFC 4106 section 4), any AAD length."""
 
     def __init__(self, t: Transform, key: bytes | None):
@@ -63,6 +100,13 @@ class GcmContext(_Closing, AeadContext):
         if len(iv) != 8:
             _check_iv(self.transform, iv)
         return self._op.open(self._salt + iv, ciphertext, aad=aad)
+
+    def _request(self, ticket: int, method: str, args: tuple):
+        iv, payload, aad = args
+        if len(iv) != 8:
+            _check_iv(self.transform, iv)
+        return afalg.AioQueue.aead_request(self._op, ticket, method == "seal", self._salt + iv,
+                                           payload, aad)
 
     def seal_batch(self, items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bytes]:
         # The kernel takes one request per send/recv pair on an operation socket, so a
@@ -88,7 +132,7 @@ class GcmContext(_Closing, AeadContext):
         return out
 
 
-class ChaChaEspContext(_Closing, AeadContext):
+class ChaChaEspContext(_Async, AeadContext):
     """ChaCha20-Poly1305 on ``rfc7539esp(chacha20,poly1305)`` (key || salt; RFC 7634)."""
 
     def __init__(self, t: Transform, key: bytes | None):
@@ -106,8 +150,13 @@ class ChaChaEspContext(_Closing, AeadContext):
         _check_iv(self.transform, iv)
         return self._op.open(iv, ciphertext, aad=aad)
 
+    def _request(self, ticket: int, method: str, args: tuple):
+        iv, payload, aad = args
+        _check_iv(self.transform, iv)
+        return afalg.AioQueue.aead_request(self._op, ticket, method == "seal", iv, payload, aad)
 
-class SkcipherContext(_Closing, CipherContext):
+
+class SkcipherContext(_Async, CipherContext):
     """AES-CBC (``cbc(aes)``) or AES-CTR (``rfc3686(ctr(aes))``, key || 4-byte nonce)."""
 
     def __init__(self, t: Transform, key: bytes | None, kernel_name: str):
@@ -130,6 +179,13 @@ class SkcipherContext(_Closing, CipherContext):
     def decrypt(self, iv: bytes, data: bytes) -> bytes:
         self._check(iv, data)
         return self._op.decrypt(iv, data) if data else b""
+
+    def _request(self, ticket: int, method: str, args: tuple):
+        iv, data = args
+        self._check(iv, data)
+        if not data:
+            return b""
+        return afalg.AioQueue.skcipher_request(self._op, ticket, method == "encrypt", iv, data)
 
 
 class MacOpContext(_Closing, MacContext):
