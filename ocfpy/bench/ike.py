@@ -168,8 +168,13 @@ class Auth:
 
 def _daemon(me: Namespace) -> dict:
     """No cookies (a rate test must not pay the round trip a flood defence would want); a
-    half-open timeout that outlives a burst on a busy machine."""
-    return daemon_table(listen=[me.outer], cookie_threshold=1000000, half_open_timeout="120s")
+    half-open timeout that outlives a burst on a busy machine. The flood caps (issue 13:
+    half-open SAs in all and per address, the IKE_SA_INIT rate that turns cookies on) are
+    off as charon's are in strongswan._RATE_SETTINGS: one initiator address firing a burst
+    is what they exist to slow down (10 half-open per address held a burst of 50 to 10 at a
+    time, the rest waiting for a retransmission), and defences are not what is measured."""
+    return daemon_table(listen=[me.outer], cookie_threshold=1000000, half_open_timeout="120s",
+                        half_open_limit=0, half_open_limit_per_ip=0, init_rate_threshold=0)
 
 
 def responder_config(me: Namespace, peer: Namespace, local_id: str,
@@ -331,8 +336,13 @@ def ocfpy_pair(n: int, sequential: int, memory: int, *, prefix: str, workdir: st
         notes = [] if up == n else [f"only {up} of {n} came up within {timeout} s"]
         rate = PairResult("ocfpy", "ocfpy", n, up, seconds, up / max(seconds, 1e-9),
                           statistics.median(seq) if seq else 0.0, notes)
+        from ocfpy.iked.control import ControlError
+
         for name in names[:n]:
-            ini.call("terminate", name=name)
+            try:
+                ini.call("terminate", name=name)
+            except ControlError:  # it never came up: the notes above already count it
+                pass
         wait_until(lambda: not resp.call("list"), 120, "the burst SAs to go", interval=0.5)
         mem = None
         if memory:

@@ -191,6 +191,40 @@ def test_ocfpy_refuses_charons_expired_certificate(both, who):
             charon.log_text()[-3000:]
 
 
+@pytest.mark.parametrize("who", ["ocfpy", "charon"], ids=lambda w: f"{w}-initiates")
+def test_ocfpy_refuses_an_identity_charons_certificate_does_not_hold(both, who):
+    """charon claims 'gw.oss.test' with a certificate whose only SAN is sun.oss.test (charon
+    signs with the configured certificate's key whatever identity it claims): ocfpy refuses
+    the IDr/IDi (RFC 7296 3.5, RFC 4945 3.1) in either role and names the SANs it found."""
+    pair, iked, charon, _workdir = both
+    now = dt.datetime.now(dt.UTC)
+    root = pki.issue("oss Root CA", ca=True, now=now)
+    moon = pki.issue(OCFPY_ID, root, now=now)
+    sun = pki.issue(CHARON_ID, root, now=now)
+    m, s = pair.left, pair.right
+    claimed = "gw.oss.test"
+    _load_charon(charon, sun, root, m, s,
+                 local={"auth": "pubkey", "certs": "sun.pem", "id": claimed})
+    pki.write_layout(str(iked.workdir), own=moon, cas=[root], name="moon")
+    iked.start(config_toml(
+        daemon_table(backend="openssl", dataplane="none", listen=[m.outer],
+                    control_socket=str(iked.control)),
+        connection_table("t", local_addr=m.outer, remote_addr=s.outer, local_id=OCFPY_ID,
+                        remote_id=claimed, proposals=[IKE], esp_proposals=[ESP],
+                        children={"net": ([m.inner_net], [s.inner_net])},
+                        auth=("pubkey", "pubkey"), certs=["moon.pem"], keyingtries=1,
+                        retransmit={"timeout": "1s", "tries": 2, "base": 1.5})))
+    with pytest.raises(Exception):  # noqa: B017 - ControlError or vici's CommandException
+        _initiate(iked, charon, who)
+    wait_for(lambda: iked.call("why", name="t"), 5, "ocfpy explains")
+    why = iked.sa_cli("why", "t")
+    label = "IDr" if who == "ocfpy" else "IDi"
+    assert f"{label} '{claimed}' is not in the certificate" in why.stdout, \
+        why.stdout + _logs(iked, charon)
+    assert CHARON_ID in why.stdout  # the SANs it does hold
+    assert iked.sas() == []
+
+
 def test_charon_refuses_a_certificate_from_an_unknown_ca(both):
     pair, iked, charon, _workdir = both
     _setup(pair, iked, charon, "ecdsa-p256", ocfpy_foreign=True)
