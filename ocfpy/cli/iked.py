@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-file", metavar="FILE", help="log here (overrides [daemon.log]; "
                    "default: stderr in the foreground, syslog once detached)")
     p.add_argument("--check", action="store_true",
-                   help="check the config file and the backend, print a summary, and exit")
+                   help="check the config file, its credentials (certificates, keys, CAs, CRLs, tokens) and "
+                   "the backend as a start would, print a summary, and exit")
     p.set_defaults(func=run)
 
 
