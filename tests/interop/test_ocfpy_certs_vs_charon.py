@@ -3,7 +3,9 @@ both directions: ECDSA P-256, RSA-3072 with RSA-PSS (charon's rsa_pss = yes) and
 certificates made with `cryptography` (ocfpy.lab.pki). charon reads its certificates and key
 from a swanctl layout (x509/, x509ca/, private/ beside the swanctl.conf that
 `swanctl --load-all --file` is given), ocfpy from the same layout beside its iked.toml.
-Failure rows: each side refuses a certificate from a CA it does not trust."""
+RFC 7427 off on both sides: RSA-2048 with method 1 and ECDSA P-384 with method 10.
+Failure rows: each side refuses a certificate from a CA it does not trust; ocfpy refuses
+charon's revoked or expired certificate and an identity charon's certificate does not hold."""
 
 from __future__ import annotations
 
