@@ -426,6 +426,73 @@ def test_fragmentation_with_charon_over_a_path_that_drops_ip_fragments(both, who
         assert ping.returncode == 0, ping.stdout + _logs(iked, charon)
 
 
+def _pki(*args: str, stdin: bytes | None = None) -> bytes:
+    out = subprocess.run(["pki", *args], input=stdin, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")
+    return out.stdout
+
+
+def _pki_made(cn: str, ca_key: bytes | None = None, ca_cert: bytes | None = None):
+    """A key and certificate made by strongSwan's `pki` (ECDSA P-256), as docs/certificates.md
+    shows: self-signed CA when ``ca_key`` is None, else an end entity with ``cn`` as its SAN.
+    Returned as pki.Cert (the certificate's bytes are pki's; write_layout re-encodes only the
+    key, as PKCS#8, which both daemons read)."""
+    import tempfile
+
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = _pki("--gen", "--type", "ecdsa", "--size", "256", "--outform", "pem")
+    dn = f"C=CH, O=ocfpy lab, CN={cn}"
+    if ca_key is None:
+        cert = _pki("--self", "--ca", "--lifetime", "30", "--type", "ecdsa", "--dn", dn,
+                    "--outform", "pem", stdin=key)
+    else:
+        with tempfile.TemporaryDirectory(prefix="oss-pki-") as d:
+            Path(d, "ca.key").write_bytes(ca_key)
+            Path(d, "ca.pem").write_bytes(ca_cert or b"")
+            pub = _pki("--pub", "--type", "ecdsa", "--outform", "pem", stdin=key)
+            cert = _pki("--issue", "--lifetime", "30", "--cacert", f"{d}/ca.pem", "--cakey",
+                        f"{d}/ca.key", "--dn", dn, "--san", cn, "--type", "pub",
+                        "--outform", "pem", stdin=pub)
+    return pki.Cert(cx509.load_pem_x509_certificate(cert), load_pem_private_key(key, None)), key
+
+
+@pytest.mark.skipif(shutil.which("pki") is None, reason="strongSwan's pki tool not installed "
+                    "(Debian: apt install strongswan-pki)")
+@pytest.mark.parametrize("who", ["ocfpy", "charon"], ids=lambda w: f"{w}-initiates")
+def test_certificates_made_with_strongswans_pki(both, who):
+    """The CA and both end-entity certificates made by strongSwan's `pki` (no keyUsage, no
+    EKU: pki --issue adds neither without flags), ECDSA P-256, then traffic."""
+    pair, iked, charon, _workdir = both
+    (root, root_key) = _pki_made("oss pki Root CA")
+    moon, _ = _pki_made(OCFPY_ID, root_key, root.pem)
+    sun, _ = _pki_made(CHARON_ID, root_key, root.pem)
+    m, s = pair.left, pair.right
+    _load_charon(charon, sun, root, m, s)
+    pki.write_layout(str(iked.workdir), own=moon, cas=[root], name="moon")
+    dataplane = "none" if userspace_dataplane_reason() else "userspace"
+    iked.start(config_toml(
+        daemon_table(backend="openssl", dataplane=dataplane, listen=[m.outer],
+                    control_socket=str(iked.control)),
+        connection_table("t", local_addr=m.outer, remote_addr=s.outer, local_id=OCFPY_ID,
+                        remote_id=CHARON_ID, proposals=[IKE], esp_proposals=[ESP],
+                        children={"net": ([m.inner_net], [s.inner_net])},
+                        auth=("pubkey", "pubkey"), certs=["moon.pem"], keyingtries=1,
+                        retransmit={"timeout": "1s", "tries": 2, "base": 1.5})))
+    _initiate(iked, charon, who)
+    (ours,) = wait_for(lambda: [sa for sa in iked.sas() if sa["state"] == "established"], 10,
+                       "ocfpy established", on_fail=lambda: _logs(iked, charon))
+    assert ours["auth"]["peer_cert"] == f"CN={CHARON_ID},O=ocfpy lab,C=CH"
+    assert ours["auth"]["remote"] == "digital-signature (ecdsa-sha256)", ours["auth"]
+    assert f"authentication of '{OCFPY_ID}' with ECDSA_WITH_SHA256_DER successful" in \
+        charon.log_text()
+    if not userspace_dataplane_reason():
+        ping = m.run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", m.inner, s.inner,
+                     timeout=20)
+        assert ping.returncode == 0, ping.stdout + _logs(iked, charon)
+
+
 @pytest.mark.parametrize("who", ["ocfpy", "charon"], ids=lambda w: f"{w}-initiates")
 def test_distinguished_names_as_identities(both, who):
     """charon's default identity with a certificate is its subject DN; ocfpy names both DNs
