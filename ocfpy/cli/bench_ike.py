@@ -14,11 +14,18 @@ def _options(p: argparse.ArgumentParser) -> None:
                    help="establishments one after the other (default 50)")
     p.add_argument("--memory", type=int, default=10000,
                    help="SAs up when the responder's memory is read (default 10000; 0: skip)")
+    p.add_argument("--auth", default="psk", metavar="KIND",
+                   help="psk (default), or certificates of this key kind on both sides: "
+                   "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, ed25519, ... (RFC 7427)")
 
 
 def _check(args: argparse.Namespace) -> str | None:
     if min(args.n, args.sequential, args.memory) < 0 or args.n < 1:
         return "--n must be at least 1; --sequential and --memory at least 0"
+    from ocfpy.lab.pki import KINDS
+
+    if args.auth != "psk" and args.auth not in KINDS:
+        return f"--auth {args.auth!r}: psk or one of {', '.join(KINDS)}"
     return None
 
 
@@ -35,7 +42,7 @@ def _measure(args: argparse.Namespace, step) -> object:
 
     return ike.run(args.n, args.sequential, args.memory, charon=not args.no_strongswan,
                    workdir=args.workdir, prefix=args.prefix, profile_dir=args.profile,
-                   step=step)
+                   step=step, auth=args.auth)
 
 
 def _errors() -> tuple[type[Exception], ...]:
@@ -46,7 +53,8 @@ def _errors() -> tuple[type[Exception], ...]:
 
 BENCH = NetnsBench(
     name="ike", help="IKE_SA + CHILD_SA establishment rate and memory per SA vs charon",
-    description="Two network namespaces, PSK + x25519 + aes128gcm16: a burst of --n "
+    description="Two network namespaces, PSK (or --auth: certificates) + x25519 + "
+    "aes128gcm16: a burst of --n "
     "establishments at once and --sequential one after the other for ocfpy -> ocfpy and "
     "(with strongSwan installed) charon -> charon, ocfpy -> charon, charon -> ocfpy; the "
     "responder's memory per IKE SA with --memory SAs up. Needs root. Targets: rate >= "
@@ -54,7 +62,7 @@ BENCH = NetnsBench(
     add_options=_options, check=_check, steps=_steps, measure=_measure,
     show=lambda con, report: _print(con, report), errors=_errors,
     command=lambda a: {"n": a.n, "sequential": a.sequential, "memory": a.memory,
-                       "charon": not a.no_strongswan},
+                       "charon": not a.no_strongswan, "auth": a.auth},
     deprecated={"--no-charon": "--no-strongswan"},
 )
 
@@ -62,7 +70,8 @@ BENCH = NetnsBench(
 def _print(con, report) -> None:
     from rich.table import Table
 
-    t = Table(title="ocfpy bench ike: IKE_SA + CHILD_SA (PSK, x25519, aes128gcm16)")
+    auth = "PSK" if report.auth == "psk" else f"{report.auth} certificates"
+    t = Table(title=f"ocfpy bench ike: IKE_SA + CHILD_SA ({auth}, x25519, aes128gcm16)")
     for col in ("initiator -> responder", "burst", "up", "per second", "sequential ms", "notes"):
         t.add_column(col, justify="right" if col in ("burst", "up", "per second",
                                                      "sequential ms") else "left")

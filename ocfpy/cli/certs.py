@@ -42,6 +42,9 @@ def run_list(args: argparse.Namespace) -> int:
         _err().print(f"[red]{exc}[/red]")
         return 1
     # tokens are checked by signing in them: only then is a dispatcher (and its drivers) needed
+    from ocfpy.iked.configfile import use_pkcs11_module
+
+    use_pkcs11_module(config)  # [daemon] pkcs11_module, as the daemon's drivers see it
     dispatcher = Dispatcher() if config.tokens else None
     try:
         loaded = creds.load_credentials(

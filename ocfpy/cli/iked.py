@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-file", metavar="FILE", help="log here (overrides [daemon.log]; "
                    "default: stderr in the foreground, syslog once detached)")
     p.add_argument("--check", action="store_true",
-                   help="check the config file and the backend, print a summary, and exit")
+                   help="check the config file, its credentials (certificates, keys, CAs, CRLs, tokens) and "
+                   "the backend as a start would, print a summary, and exit")
     p.set_defaults(func=run)
 
 
@@ -103,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         logsetup.configure(log_options, foreground=True, verbosity=_verbosity(args),
                            log_file=args.log_file)
 
+    from ocfpy.iked.configfile import use_pkcs11_module
+
+    use_pkcs11_module(config)  # before the drivers load: the pkcs11 driver reads it once
     try:
         dispatcher = build_dispatcher(backend=opts.crypto_backend, strict=opts.strict_backend,
                                       calibration=calibration)
@@ -117,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.check:
         _summary(config, dispatcher, problems, calibration)
+        code = _check_credentials(config, dispatcher)
+        if code:
+            return code
         print(f"log: {log_target}" + (f" (warning: {log_warning})" if log_warning else ""))
         if getattr(opts, "metrics", None):
             from ocfpy.iked.metrics import MetricsError, _prometheus
@@ -141,6 +148,36 @@ def run(args: argparse.Namespace) -> int:
     if args.foreground:
         return _serve(config, dispatcher, dataplane, ready_fd=None, reloader=reloader)
     return _detach(config, dispatcher, dataplane, args, log_options, reloader)
+
+
+def _check_credentials(config, dispatcher) -> int:
+    """Load certificates, keys, CAs, CRLs and tokens exactly as start does (open_cert_store,
+    the daemon's own call) and report; EX_CONFIG with file:line: key: reason where start
+    would refuse, 0 otherwise (signer problems are warnings there as at start)."""
+    from datetime import UTC, datetime
+
+    from ocfpy.iked.configfile import ConfigError, open_cert_store, use_pkcs11_module
+
+    try:
+        store, warnings = open_cert_store(config, now=datetime.now(UTC), dispatcher=dispatcher)
+    except ConfigError as exc:
+        return _fail(str(exc), EX_CONFIG)
+    if store is None:
+        print("credentials: none (no connection authenticates with a certificate)")
+        return 0
+    try:
+        keys = ", ".join(f"{c.path.rsplit('/', 1)[-1]} ({c.where})" for c in store.local)
+        print(f"credentials: {len(store.local)} certificate(s) with keys"
+              + (f" [{keys}]" if keys else "") + f", {len(store.cas)} CA certificate(s), "
+              f"{len(store.crls)} CRL(s)"
+              + ("" if store.crls else " (revocation: not checked, no CRL in x509crl/)"))
+        if any(c.where.startswith("pkcs11:") for c in store.local):
+            print(f"pkcs11 module: {use_pkcs11_module(config) or 'the default paths'}")
+        for w in warnings:
+            print(f"warning: credentials: {w}")
+    finally:
+        store.close()  # sessions and token logins opened for the check
+    return 0
 
 
 def _verbosity(args: argparse.Namespace) -> int:

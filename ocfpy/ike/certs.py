@@ -40,9 +40,11 @@ SubjectPublicKeyInfo; `choose_chain` uses the peer's to pick which of our chains
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import ipaddress
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -162,11 +164,29 @@ def spki_der(cert: x509.Certificate) -> bytes:
 # -- chain building --------------------------------------------------------------------------
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Names and signature (RFC 5280 section 6.1.3 (a)(1), (a)(4))."""
+    # The answer is a function of the two certificates' bytes alone, and every IKE_AUTH of a
+    # peer brings the same certificate again: verified signatures are remembered, as
+    # strongSwan's cert_cache remembers issued_by results (the expensive step of building a
+    # chain; validity, constraints, revocation and identity are still checked every time).
+    key = (hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest(),
+           hashlib.sha256(issuer.public_bytes(serialization.Encoding.DER)).digest())
+    if key in _VERIFIED:
+        _VERIFIED.move_to_end(key)
+        return True
     try:
         cert.verify_directly_issued_by(issuer)
-        return True
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
+        return False  # failures are not remembered: a forged certificate costs its sender
+    _VERIFIED[key] = None
+    if len(_VERIFIED) > _VERIFIED_MAX:
+        _VERIFIED.popitem(last=False)
+    return True
+
+
+# SHA-256 of (certificate, issuer) DER: 64 bytes an entry, so a peer that sends chains of
+# its own making (its own CA as an intermediate) can fill it only to this bound, LRU-evicted
+_VERIFIED: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+_VERIFIED_MAX = 1024
 
 
 class _Budget(Exception):
@@ -503,8 +523,11 @@ def validate_chain(end_entity: x509.Certificate, intermediates: Sequence[x509.Ce
 
 
 # -- CERTREQ (RFC 7296 section 3.7) --------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
 def ca_key_hash(cert: x509.Certificate) -> bytes:
-    """SHA-1 of the CA's SubjectPublicKeyInfo: one Certification Authority entry."""
+    """SHA-1 of the CA's SubjectPublicKeyInfo: one Certification Authority entry. Kept per
+    certificate (our anchors and chains are the same objects for every SA: each IKE_SA_INIT
+    and IKE_AUTH would otherwise re-encode and re-hash them)."""
     return hashlib.sha1(spki_der(cert)).digest()  # noqa: S324 - the RFC's choice, not ours
 
 
@@ -537,10 +560,15 @@ class LocalChain:
     def cert_payloads(self) -> list[bytes]:
         """DER of the CERT payloads to send: ours, then the intermediates (not the root: the
         peer must have it already, RFC 4945 section 3.2.2)."""
+        return list(self._payloads)
+
+    @functools.cached_property
+    def _payloads(self) -> tuple[bytes, ...]:
+        # encoded once per loaded chain, not once per IKE_AUTH (the chain never changes)
         ders = [self.certificate.public_bytes(serialization.Encoding.DER)]
         ders += [c.public_bytes(serialization.Encoding.DER) for c in self.cas
                  if not (c.issuer == c.subject)]
-        return ders
+        return tuple(ders)
 
 
 def choose_chain(chains: Sequence[LocalChain], requested: Iterable[bytes]) -> LocalChain | None:

@@ -15,6 +15,7 @@ SIGNATURE_HASH_ALGORITHMS and CERTREQ, both sides' methods, the peer's certifica
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -59,9 +60,14 @@ class LocalCert:
     def certificate(self) -> x509.Certificate:
         return self.chain.certificate
 
-    @property
+    @functools.cached_property
     def spki(self) -> bytes:
+        # encoded once: every IKE_AUTH we sign picks a scheme by our key's kind
         return ikecerts.spki_der(self.chain.certificate)
+
+    @functools.cached_property
+    def kind(self) -> auth_sig.KeyKind:
+        return auth_sig.key_kind(self.spki)
 
 
 def _named(path: str, names: Sequence[str]) -> bool:
@@ -77,17 +83,34 @@ class CertStore:
     cas: list[tuple[str, x509.Certificate]] = field(default_factory=list)
     crls: list[x509.CertificateRevocationList] = field(default_factory=list)
     _signers: dict = field(default_factory=dict, repr=False)
+    # answers that depend only on the store (never changed once loaded: a reload builds a
+    # new one) and the connection's names: worked out on the first SA, not on every one
+    _memo: dict = field(default_factory=dict, repr=False)
 
     # -- what a connection may use -------------------------------------------------------------
     def local_for(self, names: Sequence[str]) -> list[LocalCert]:
         """Our certificates for a connection's ``local.certs`` (empty: all of them)."""
-        return [c for c in self.local if not names or _named(c.path, names)]
+        key = ("local", tuple(names))
+        if key not in self._memo:
+            self._memo[key] = [c for c in self.local if not names or _named(c.path, names)]
+        return list(self._memo[key])
 
     def anchors_for(self, names: Sequence[str]) -> list[x509.Certificate]:
         """Trust anchors for a connection's ``remote.cacerts`` (empty: every self-signed CA
         certificate of x509ca/)."""
-        return [c for p, c in self.cas if c.issuer == c.subject
-                and (not names or _named(p, names))]
+        key = ("anchors", tuple(names))
+        if key not in self._memo:
+            self._memo[key] = [c for p, c in self.cas if c.issuer == c.subject
+                               and (not names or _named(p, names))]
+        return list(self._memo[key])
+
+    def holds_identity(self, cred: LocalCert, id_type: int, data: bytes) -> bool:
+        """Whether our certificate ``cred`` holds the identity we are configured with
+        (certs.identity_mismatch, asked once per certificate and identity)."""
+        key = ("id", cred.path, id_type, data)
+        if key not in self._memo:
+            self._memo[key] = ikecerts.identity_mismatch(cred.certificate, id_type, data) is None
+        return self._memo[key]
 
     def ca_hashes(self) -> set[bytes]:
         """CERTREQ hashes (RFC 7296 3.7) of the CAs in our own chains: the only ones a
@@ -119,7 +142,7 @@ class CertStore:
         problems, one line each (the key stays configured: another scheme may work)."""
         problems = []
         for cred in self.local:
-            kind = auth_sig.key_kind(cred.spki)
+            kind = cred.kind
             try:
                 _method, scheme = auth_sig.choose_scheme(kind, auth_sig.DEFAULT_HASHES)
                 self.signer(cred, scheme, dispatcher)
@@ -163,7 +186,7 @@ def sign(store: CertStore, cred: LocalCert, peer_hashes, dispatcher, octets: byt
          ) -> tuple[int, str, bytes, str]:
     """(AUTH method, scheme keyword, AUTH data, the driver that signed) over ``octets`` with
     our key (RFC 7427 4: method 14 when the peer announced hashes, else the key's own)."""
-    method, scheme = auth_sig.choose_scheme(auth_sig.key_kind(cred.spki), peer_hashes)
+    method, scheme = auth_sig.choose_scheme(cred.kind, peer_hashes)
     signer = store.signer(cred, scheme, dispatcher)
     data = auth_sig.build_auth(method, scheme, signer, octets)
     return method, scheme.keyword, data, getattr(signer, "driver", "")

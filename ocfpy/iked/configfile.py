@@ -440,6 +440,7 @@ DAEMON = Table({
     "refusal_log_interval": duration,
     "strict_permissions": boolean,
     "calibration": nonempty_string,  # checked (the file read) in _build, where the path is known
+    "pkcs11_module": nonempty_string,  # checked (the file exists) in _build, as calibration
     "signature_authentication": boolean,
     "fragment_size": integer(576, 65535),
     "fragment_max_count": integer(1, 0xFFFF),
@@ -613,6 +614,32 @@ class IkedOptions(DaemonOptions):
     log: dict = field(default_factory=dict)
     #: ``[daemon] metrics``: where to serve Prometheus text, None = not served
     metrics: tuple[str, int] | None = None
+    #: ``[daemon] pkcs11_module``: absolute path of the PKCS#11 module (shared library) the
+    #: pkcs11 driver loads; None: $OCFPY_PKCS11_MODULE, else the usual SoftHSM2/p11-kit paths
+    pkcs11_module: str | None = None
+
+
+PKCS11_MODULE_ENV = "OCFPY_PKCS11_MODULE"
+
+
+def use_pkcs11_module(config) -> str | None:
+    """Hand ``[daemon] pkcs11_module`` to the pkcs11 driver before the drivers are loaded.
+
+    The driver is an entry point that the registry builds without arguments, and the layers
+    keep the daemon from importing a plugin, so the path travels the way an operator's
+    choice already did: $OCFPY_PKCS11_MODULE. The file wins over the environment (it is the
+    daemon's configuration; the variable stays the fallback for commands without a config).
+    A module is loaded once per process: a changed path takes effect at the next start, not
+    on reload. Returns the path now in effect, or None when neither names one."""
+    path = getattr(config.daemon, "pkcs11_module", None)
+    if path:
+        import os
+
+        os.environ[PKCS11_MODULE_ENV] = path
+        return path
+    import os
+
+    return os.environ.get(PKCS11_MODULE_ENV) or None
 
 
 def calibration_path(value: str, relative_to: str | Path | None = None) -> Path:
@@ -714,6 +741,17 @@ def _build(loader: _Loader, checked: dict[str, Any]):
         except ConfigError as exc:
             raise loader.error(key, str(exc)) from None
         daemon_keys["calibration"] = str(path)
+    if "pkcs11_module" in daemon_keys:
+        # strongSwan names modules in strongswan.conf (charon.plugins.pkcs11.modules.NAME.path),
+        # daemon-wide, not per secret: so does this; a relative path is the config folder's
+        key = ("daemon", "pkcs11_module")
+        path = Path(daemon_keys["pkcs11_module"]).expanduser()
+        if not path.is_absolute() and loader.path is not None:
+            path = Path(loader.path).parent / path
+        if not path.is_file():
+            raise loader.error(key, f"PKCS#11 module {path} does not exist (Debian's SoftHSM2: "
+                               "/usr/lib/softhsm/libsofthsm2.so, apt install softhsm2)")
+        daemon_keys["pkcs11_module"] = str(path.absolute())
     daemon = _make(IkedOptions, ("daemon",), loader, **daemon_keys)
     connections = {}
     for name, c in checked.get("connections", {}).items():
@@ -826,6 +864,18 @@ def load_cert_store(config, *, now, dispatcher=None):
     store = CertStore([LocalCert(c.path, c.chain, c.key, c.key_where) for c in loaded.local],
                       list(loaded.cas), [c for _p, c in loaded.crls])
     return store, list(loaded.warnings)
+
+
+def open_cert_store(config, *, now, dispatcher):
+    """What the daemon does with its credentials at start, in one place for start and for
+    `ocfpy iked --check`: load_cert_store, then open each key's signer once (a key that
+    cannot sign, or a token that refuses its PIN, shows now, not at the first IKE_AUTH).
+    Returns (store or None, warnings: load warnings then signer problems, which start logs
+    and survives); raises ConfigError for what start refuses."""
+    store, warnings = load_cert_store(config, now=now, dispatcher=dispatcher)
+    if store is not None and dispatcher is not None:
+        warnings = [*warnings, *store.open_signers(dispatcher)]
+    return store, warnings
 
 
 def _credential_error(config, path, problems: list[str]) -> ConfigError:

@@ -183,10 +183,10 @@ class IkeDaemon:
         judged by. Raises DaemonError with file:line: key: reason."""
         from datetime import UTC, datetime
 
-        from ocfpy.iked.configfile import ConfigError, load_cert_store
+        from ocfpy.iked.configfile import ConfigError, open_cert_store
 
-        try:
-            store, warnings = load_cert_store(self.config, now=datetime.now(UTC),
+        try:  # the same call as `ocfpy iked --check`, so the check refuses what start does
+            store, warnings = open_cert_store(self.config, now=datetime.now(UTC),
                                               dispatcher=self.dispatcher)
         except ConfigError as exc:
             raise DaemonError(str(exc)) from None
@@ -194,9 +194,6 @@ class IkeDaemon:
             return
         for w in warnings:
             log.warning("credentials: %s", w)
-        if self.dispatcher is not None:
-            for problem in store.open_signers(self.dispatcher):
-                log.warning("credentials: %s", problem)
         self.engine.ctx.credentials.use_certificates(store, lambda: datetime.now(UTC))
         log.info("credentials: %d certificate(s) with keys, %d CA certificate(s), %d CRL(s)",
                  len(store.local), len(store.cas), len(store.crls))

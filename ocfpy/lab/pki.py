@@ -22,6 +22,8 @@ from cryptography.x509.oid import NameOID
 
 DAY = dt.timedelta(days=1)
 _CURVES = {"ecdsa-p256": ec.SECP256R1, "ecdsa-p384": ec.SECP384R1, "ecdsa-p521": ec.SECP521R1}
+KINDS = ("ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "rsa-2048", "rsa-3072", "rsa-4096",
+         "ed25519", "ed448")
 
 
 def new_key(kind: str):
@@ -151,4 +153,4 @@ def write_layout(base: str, *, own: Cert | None = None, cas: list[Cert] = (),  #
     return out
 
 
-__all__ = ["Cert", "crl", "dn", "issue", "new_key", "san", "write_layout"]
+__all__ = ["KINDS", "Cert", "crl", "dn", "issue", "new_key", "san", "write_layout"]

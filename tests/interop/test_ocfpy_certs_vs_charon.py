@@ -3,7 +3,9 @@ both directions: ECDSA P-256, RSA-3072 with RSA-PSS (charon's rsa_pss = yes) and
 certificates made with `cryptography` (ocfpy.lab.pki). charon reads its certificates and key
 from a swanctl layout (x509/, x509ca/, private/ beside the swanctl.conf that
 `swanctl --load-all --file` is given), ocfpy from the same layout beside its iked.toml.
-Failure rows: each side refuses a certificate from a CA it does not trust."""
+RFC 7427 off on both sides: RSA-2048 with method 1 and ECDSA P-384 with method 10.
+Failure rows: each side refuses a certificate from a CA it does not trust; ocfpy refuses
+charon's revoked or expired certificate and an identity charon's certificate does not hold."""
 
 from __future__ import annotations
 
@@ -47,15 +49,20 @@ def both(ocfpy_ok: None, pair: HostPair, workdir: Path) -> Iterator[tuple[HostPa
 
 def _setup(pair: HostPair, iked: Iked, charon: Charon, kind: str, *,
            ocfpy_foreign: bool = False, charon_foreign: bool = False,
-           charon_revoked: bool = False) -> None:
+           charon_revoked: bool = False, charon_expired: bool = False,
+           rfc7427: bool = True) -> None:
     """Certificates for both, charon's swanctl layout loaded, ocfpy started. ``*_foreign``:
     that side's certificate comes from a CA the other does not trust; ``charon_revoked``:
-    ocfpy holds a CRL of the root that revokes charon's certificate."""
+    ocfpy holds a CRL of the root that revokes charon's certificate; ``charon_expired``:
+    charon's certificate expired yesterday; ``rfc7427`` False: ocfpy neither sends nor
+    honours SIGNATURE_HASH_ALGORITHMS, so both sides use the dedicated methods (1, 9-11)."""
     now = dt.datetime.now(dt.UTC)
     root = pki.issue("oss Root CA", kind=kind, ca=True, now=now)
     other = pki.issue("oss Other CA", kind=kind, ca=True, now=now)
     moon = pki.issue(OCFPY_ID, other if ocfpy_foreign else root, kind=kind, now=now)
-    sun = pki.issue(CHARON_ID, other if charon_foreign else root, kind=kind, now=now)
+    sun = pki.issue(CHARON_ID, other if charon_foreign else root, kind=kind, now=now,
+                    **({"not_before": now - 30 * pki.DAY, "not_after": now - pki.DAY}
+                       if charon_expired else {}))
     m, s = pair.left, pair.right
     if charon_revoked:
         pki.write_layout(str(iked.workdir), crls=[pki.crl(root, [sun], now=now)])
@@ -66,7 +73,8 @@ def _setup(pair: HostPair, iked: Iked, charon: Charon, kind: str, *,
     dataplane = "none" if userspace_dataplane_reason() else "userspace"
     iked.start(config_toml(
         daemon_table(backend="openssl", dataplane=dataplane, listen=[m.outer],
-                    control_socket=str(iked.control)),
+                    control_socket=str(iked.control),
+                    **({} if rfc7427 else {"signature_authentication": False})),
         connection_table("t", local_addr=m.outer, remote_addr=s.outer, local_id=OCFPY_ID,
                         remote_id=CHARON_ID, proposals=[IKE], esp_proposals=[ESP],
                         children={"net": ([m.inner_net], [s.inner_net])},
@@ -114,6 +122,109 @@ def test_certificates_establish_and_carry_traffic(both, kind, scheme, who):
     ping = pair.left.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", pair.left.inner,
                          pair.right.inner, timeout=20)
     assert ping.returncode == 0, ping.stdout + _logs(iked, charon)
+
+
+@pytest.fixture
+def dedicated(ocfpy_ok: None, pair: HostPair, workdir: Path) -> Iterator[tuple[HostPair, Iked,
+                                                                               Charon, Path]]:
+    """As ``both``, but charon with signature_authentication = no: neither side announces
+    SIGNATURE_HASH_ALGORITHMS, so IKE_AUTH uses RFC 7296's method 1 (RSA PKCS#1 v1.5 with
+    SHA-1) or RFC 4754's methods 9-11 (ECDSA by curve)."""
+    iked = Iked(pair.left, workdir / "ocfpy")
+    with Charon(pair.right, workdir / "charon", ike_log=2, load=LOAD + " pkcs8",
+                settings={"signature_authentication": False}) as charon:
+        try:
+            yield pair, iked, charon, workdir
+        finally:
+            iked.stop()
+
+
+# (key kind, ocfpy's name for the method, charon's (auth_method_names) as its log writes it)
+DEDICATED = [("rsa-2048", "rsa-sig", "RSA signature"),
+             ("ecdsa-p384", "ecdsa-384", "ECDSA-384 signature")]
+
+
+@pytest.mark.parametrize("who", ["ocfpy", "charon"], ids=lambda w: f"{w}-initiates")
+@pytest.mark.parametrize("kind,method,charon_name", DEDICATED, ids=[k[0] for k in DEDICATED])
+def test_dedicated_methods_establish_and_carry_traffic(dedicated, kind, method, charon_name,
+                                                       who):
+    """RSA-2048 with method 1 and ECDSA P-384 with method 10, both ways, then traffic."""
+    pair, iked, charon, _workdir = dedicated
+    _setup(pair, iked, charon, kind, rfc7427=False)
+    _initiate(iked, charon, who)
+
+    def up():
+        ours = [sa for sa in iked.sas() if sa["state"] == "established" and sa["children"]]
+        theirs = [sa for _, sa in charon.list_sa_entries() if sa.get("state") == "ESTABLISHED"]
+        return (ours[0], theirs[0]) if ours and theirs else None
+
+    ours, theirs = wait_for(up, 10, "established on both sides",
+                            on_fail=lambda: _logs(iked, charon))
+    assert ours["auth"]["local"] == method, ours["auth"]
+    assert ours["auth"]["remote"] == method, _logs(iked, charon)
+    assert ours["auth"]["peer_cert"] == f"CN={CHARON_ID},O=ocfpy lab,C=CH"
+    assert theirs["remote-id"] == OCFPY_ID and theirs["local-id"] == CHARON_ID
+    log = charon.log_text()
+    assert f"authentication of '{OCFPY_ID}' with {charon_name} successful" in log, log[-3000:]
+    assert f"authentication of '{CHARON_ID}' (myself) with {charon_name} successful" in log
+    if userspace_dataplane_reason():
+        pytest.skip("established and checked; no userspace dataplane for traffic")
+    ping = pair.left.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", pair.left.inner,
+                         pair.right.inner, timeout=20)
+    assert ping.returncode == 0, ping.stdout + _logs(iked, charon)
+
+
+@pytest.mark.parametrize("who", ["ocfpy", "charon"], ids=lambda w: f"{w}-initiates")
+def test_ocfpy_refuses_charons_expired_certificate(both, who):
+    """charon still sends a certificate of its own that expired (it checks only the peer's):
+    ocfpy refuses it whichever side initiates, says why, and charon hears
+    AUTHENTICATION_FAILED (RFC 7296 2.21.2: as initiator ocfpy tells it in an INFORMATIONAL)."""
+    pair, iked, charon, _workdir = both
+    _setup(pair, iked, charon, "ecdsa-p256", charon_expired=True)
+    with pytest.raises(Exception):  # noqa: B017 - ControlError or vici's CommandException
+        _initiate(iked, charon, who)
+    wait_for(lambda: iked.call("why", name="t"), 5, "ocfpy explains")
+    why = iked.sa_cli("why", "t")
+    assert f"the peer's certificate 'CN={CHARON_ID},O=ocfpy lab,C=CH' expired on" in why.stdout, \
+        why.stdout + _logs(iked, charon)
+    assert iked.sas() == []
+    if who == "charon":
+        assert "received AUTHENTICATION_FAILED notify" in charon.log_text(), \
+            charon.log_text()[-3000:]
+
+
+@pytest.mark.parametrize("who", ["ocfpy", "charon"], ids=lambda w: f"{w}-initiates")
+def test_ocfpy_refuses_an_identity_charons_certificate_does_not_hold(both, who):
+    """charon claims 'gw.oss.test' with a certificate whose only SAN is sun.oss.test (charon
+    signs with the configured certificate's key whatever identity it claims): ocfpy refuses
+    the IDr/IDi (RFC 7296 3.5, RFC 4945 3.1) in either role and names the SANs it found."""
+    pair, iked, charon, _workdir = both
+    now = dt.datetime.now(dt.UTC)
+    root = pki.issue("oss Root CA", ca=True, now=now)
+    moon = pki.issue(OCFPY_ID, root, now=now)
+    sun = pki.issue(CHARON_ID, root, now=now)
+    m, s = pair.left, pair.right
+    claimed = "gw.oss.test"
+    _load_charon(charon, sun, root, m, s,
+                 local={"auth": "pubkey", "certs": "sun.pem", "id": claimed})
+    pki.write_layout(str(iked.workdir), own=moon, cas=[root], name="moon")
+    iked.start(config_toml(
+        daemon_table(backend="openssl", dataplane="none", listen=[m.outer],
+                    control_socket=str(iked.control)),
+        connection_table("t", local_addr=m.outer, remote_addr=s.outer, local_id=OCFPY_ID,
+                        remote_id=claimed, proposals=[IKE], esp_proposals=[ESP],
+                        children={"net": ([m.inner_net], [s.inner_net])},
+                        auth=("pubkey", "pubkey"), certs=["moon.pem"], keyingtries=1,
+                        retransmit={"timeout": "1s", "tries": 2, "base": 1.5})))
+    with pytest.raises(Exception):  # noqa: B017 - ControlError or vici's CommandException
+        _initiate(iked, charon, who)
+    wait_for(lambda: iked.call("why", name="t"), 5, "ocfpy explains")
+    why = iked.sa_cli("why", "t")
+    label = "IDr" if who == "ocfpy" else "IDi"
+    assert f"{label} '{claimed}' is not in the certificate" in why.stdout, \
+        why.stdout + _logs(iked, charon)
+    assert CHARON_ID in why.stdout  # the SANs it does hold
+    assert iked.sas() == []
 
 
 def test_charon_refuses_a_certificate_from_an_unknown_ca(both):
@@ -309,6 +420,73 @@ def test_fragmentation_with_charon_over_a_path_that_drops_ip_fragments(both, who
     log = charon.log_text()
     assert "received fragment #1 of" in log or "received fragment #" in log, log[-3000:]
     assert "splitting IKE message" in log, log[-3000:]
+    if not userspace_dataplane_reason():
+        ping = m.run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", m.inner, s.inner,
+                     timeout=20)
+        assert ping.returncode == 0, ping.stdout + _logs(iked, charon)
+
+
+def _pki(*args: str, stdin: bytes | None = None) -> bytes:
+    out = subprocess.run(["pki", *args], input=stdin, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")
+    return out.stdout
+
+
+def _pki_made(cn: str, ca_key: bytes | None = None, ca_cert: bytes | None = None):
+    """A key and certificate made by strongSwan's `pki` (ECDSA P-256), as docs/certificates.md
+    shows: self-signed CA when ``ca_key`` is None, else an end entity with ``cn`` as its SAN.
+    Returned as pki.Cert (the certificate's bytes are pki's; write_layout re-encodes only the
+    key, as PKCS#8, which both daemons read)."""
+    import tempfile
+
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = _pki("--gen", "--type", "ecdsa", "--size", "256", "--outform", "pem")
+    dn = f"C=CH, O=ocfpy lab, CN={cn}"
+    if ca_key is None:
+        cert = _pki("--self", "--ca", "--lifetime", "30", "--type", "ecdsa", "--dn", dn,
+                    "--outform", "pem", stdin=key)
+    else:
+        with tempfile.TemporaryDirectory(prefix="oss-pki-") as d:
+            Path(d, "ca.key").write_bytes(ca_key)
+            Path(d, "ca.pem").write_bytes(ca_cert or b"")
+            pub = _pki("--pub", "--type", "ecdsa", "--outform", "pem", stdin=key)
+            cert = _pki("--issue", "--lifetime", "30", "--cacert", f"{d}/ca.pem", "--cakey",
+                        f"{d}/ca.key", "--dn", dn, "--san", cn, "--type", "pub",
+                        "--outform", "pem", stdin=pub)
+    return pki.Cert(cx509.load_pem_x509_certificate(cert), load_pem_private_key(key, None)), key
+
+
+@pytest.mark.skipif(shutil.which("pki") is None, reason="strongSwan's pki tool not installed "
+                    "(Debian: apt install strongswan-pki)")
+@pytest.mark.parametrize("who", ["ocfpy", "charon"], ids=lambda w: f"{w}-initiates")
+def test_certificates_made_with_strongswans_pki(both, who):
+    """The CA and both end-entity certificates made by strongSwan's `pki` (no keyUsage, no
+    EKU: pki --issue adds neither without flags), ECDSA P-256, then traffic."""
+    pair, iked, charon, _workdir = both
+    (root, root_key) = _pki_made("oss pki Root CA")
+    moon, _ = _pki_made(OCFPY_ID, root_key, root.pem)
+    sun, _ = _pki_made(CHARON_ID, root_key, root.pem)
+    m, s = pair.left, pair.right
+    _load_charon(charon, sun, root, m, s)
+    pki.write_layout(str(iked.workdir), own=moon, cas=[root], name="moon")
+    dataplane = "none" if userspace_dataplane_reason() else "userspace"
+    iked.start(config_toml(
+        daemon_table(backend="openssl", dataplane=dataplane, listen=[m.outer],
+                    control_socket=str(iked.control)),
+        connection_table("t", local_addr=m.outer, remote_addr=s.outer, local_id=OCFPY_ID,
+                        remote_id=CHARON_ID, proposals=[IKE], esp_proposals=[ESP],
+                        children={"net": ([m.inner_net], [s.inner_net])},
+                        auth=("pubkey", "pubkey"), certs=["moon.pem"], keyingtries=1,
+                        retransmit={"timeout": "1s", "tries": 2, "base": 1.5})))
+    _initiate(iked, charon, who)
+    (ours,) = wait_for(lambda: [sa for sa in iked.sas() if sa["state"] == "established"], 10,
+                       "ocfpy established", on_fail=lambda: _logs(iked, charon))
+    assert ours["auth"]["peer_cert"] == f"CN={CHARON_ID},O=ocfpy lab,C=CH"
+    assert ours["auth"]["remote"] == "digital-signature (ecdsa-sha256)", ours["auth"]
+    assert f"authentication of '{OCFPY_ID}' with ECDSA_WITH_SHA256_DER successful" in \
+        charon.log_text()
     if not userspace_dataplane_reason():
         ping = m.run("ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", m.inner, s.inner,
                      timeout=20)

@@ -86,6 +86,28 @@ def test_bench_ike_all_four_pairings_with_ratios():
     assert r["ratios"]["rate_vs_charon"] == pytest.approx(expect, rel=1e-2)
 
 
+@pytest.mark.interop
+@pytest.mark.parametrize("auth", ["ecdsa-p256", "rsa-3072"])
+def test_bench_ike_with_certificates_has_both_rows(auth):
+    """`--auth KIND`: certificates on both sides (issue 14); ocfpy and charon rows and the
+    memory of both come from the same run, every SA came up, the JSON names the method.
+    No timing is asserted: the figures are for docs/benchmarking.md, not for CI."""
+    charon_or_skip()
+    r = bench("ike", "--auth", auth, "--n", "4", "--sequential", "1", "--memory", "6",
+              timeout=400)
+    assert r["auth"] == auth and r["command"]["auth"] == auth
+    assert not r["skipped"], r["skipped"]
+    got = {(p["initiator"], p["responder"]): p for p in r["pairs"]}
+    assert set(got) == {("ocfpy", "ocfpy"), ("charon", "charon"), ("ocfpy", "charon"),
+                        ("charon", "ocfpy")}
+    for p in got.values():
+        assert p["established"] == 4 and p["rate_per_s"] > 0, p
+        assert not [n for n in p["notes"] if "strongSwan" not in n], p
+    assert {(m["implementation"], m["sas"]) for m in r["memory"]} == {("ocfpy", 6),
+                                                                    ("charon", 6)}
+    assert {"rate_vs_charon", "memory_per_sa_vs_charon"} <= set(r["ratios"])
+
+
 def iperf3_or_skip() -> None:
     if shutil.which("iperf3") is None:
         pytest.skip("iperf3 missing (bash scripts/setup.sh, lane net)")

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import serialization
 
 from ocfpy.ike import certs as ikecerts
 from ocfpy.ike import pubkey
-from ocfpy.ike.certs import identity_mismatch
 from ocfpy.ike.codec.payloads import AuthPayload, CertPayload, IdPayload, NotifyPayload
 from ocfpy.ike.constants import (
     AuthMethod,
@@ -72,8 +71,7 @@ def _our_cert(sa: IkeSa) -> pubkey.LocalCert:
                        " (x509/ and private/ beside the configuration)"))
     if sa.conn.local.id is not None:
         me = Identity.parse(sa.conn.local.id)
-        fitting = [c for c in cands
-                   if identity_mismatch(c.certificate, me.id_type, me.data) is None]
+        fitting = [c for c in cands if store.holds_identity(c, me.id_type, me.data)]
         if not fitting:
             raise _fail(f"our identity {me} is in none of our certificates ("
                         + "; ".join(f"{c.path}: {ikecerts.dn(c.certificate.subject)}, SANs: "
