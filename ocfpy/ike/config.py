@@ -294,6 +294,9 @@ class DaemonOptions:
     max_payloads: int = 64  # per message (outer chain, and inside SK)
     max_notifies: int = 32  # per message
     refusal_log_interval: float = 10.0  # one refusal warning per source address per interval
+    # seconds a rekeyed CHILD_SA's inbound SA keeps accepting after its Delete (packets in
+    # flight and reordered; docs/ike.md *Rekeying*)
+    rekey_grace: float = 2.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.crypto_backend, str) or not self.crypto_backend:

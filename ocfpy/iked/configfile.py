@@ -436,6 +436,7 @@ DAEMON = Table({
     "max_payloads": integer(1),
     "max_notifies": integer(1),
     "refusal_log_interval": duration,
+    "rekey_grace": duration,
     "strict_permissions": boolean,
     "calibration": nonempty_string,  # checked (the file read) in _build, where the path is known
     "signature_authentication": boolean,
