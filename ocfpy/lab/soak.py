@@ -93,6 +93,7 @@ class SoakResult:
     tcp_received: tuple[int, str] = (0, "")
     retransmits: int = 0
     rekeys: Counter = field(default_factory=Counter)  # "a/child", "b/ike", ... requested
+    rekey_times: list[float] = field(default_factory=list)  # seconds into the soak, each
     rekey_errors: list[str] = field(default_factory=list)
     memory_kb: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     ping_output: str = ""
@@ -110,9 +111,18 @@ class SoakResult:
         samples = self.memory_kb.get(who, [])
         return samples[-1][1] - samples[0][1] if len(samples) >= 2 else 0
 
+    def kb_per_1000_rekeys(self, who: str) -> float | None:
+        """Memory growth per 1,000 rekeys (both sides' requests, CHILD and IKE) between the
+        first and the last sample; None when no rekey fell between them."""
+        samples = self.memory_kb.get(who, [])
+        if len(samples) < 2:
+            return None
+        n = sum(1 for t in self.rekey_times if samples[0][0] <= t <= samples[-1][0])
+        return self.memory_growth_kb(who) / n * 1000 if n else None
+
     def summary(self) -> str:
-        mem = ", ".join(f"{who} {s[0][1]}->{s[-1][1]} kB" for who, s in self.memory_kb.items()
-                        if s)
+        mem = ", ".join(f"{who} {s[0][1]}->{s[-1][1]} kB ({self.kb_per_1000_rekeys(who) or 0:.0f}"
+                        " kB per 1,000 rekeys)" for who, s in self.memory_kb.items() if s)
         return (f"{self.seconds:.0f} s: pings {self.pings_sent} sent, {self.pings_lost} lost; "
                 f"TCP {self.tcp_sent[0]} bytes sent, {self.tcp_received[0]} received, "
                 f"{'intact' if self.tcp_intact else 'NOT intact'}, {self.retransmits} "
@@ -132,16 +142,18 @@ class RekeyDriver(threading.Thread):
         self.child_every, self.ike_every = child_every, ike_every
         self.result = result
         self.stop_event = threading.Event()
+        self.started = time.monotonic()
 
     def _call(self, side: str, kind: str) -> None:
         try:
             self.rekey[(side, kind)]()
             self.result.rekeys[f"{side}/{kind}"] += 1
+            self.result.rekey_times.append(time.monotonic() - self.started)
         except Exception as exc:  # noqa: BLE001 - counted and reported, the soak goes on
             self.result.rekey_errors.append(f"{side}/{kind}: {type(exc).__name__}: {exc}")
 
     def run(self) -> None:
-        start = time.monotonic()
+        self.started = start = time.monotonic()
         next_child, next_ike = start + self.child_every, start + self.ike_every
         while not self.stop_event.is_set():
             now = time.monotonic()
