@@ -295,8 +295,14 @@ class UserspaceDataplane(Dataplane):
                 # (issue 18: the daemon waits for this before a rekey's answer leaves)
                 reqs = {role: self._post(role, "install", spec, slot, outbound)
                         for role in ("in", "out")}
-                for role, req in reqs.items():
-                    self._wait(req, role)
+                failed = []
+                for role, req in reqs.items():  # each ack taken, none left behind in _acks
+                    try:
+                        self._wait(req, role)
+                    except DataplaneError as exc:
+                        failed.append(exc)
+                if failed:
+                    raise failed[0]
                 if self._routes is not None:
                     self._add_routes(entry)
             except Exception:
