@@ -37,9 +37,12 @@ class G(IntEnum):
     SEND_ERRORS = 5
     TUN_WRITE_ERRORS = 6
     SEQ_EXHAUSTED = 7
+    # an inbound ESP packet for an SPI that was installed and has been removed (a rekeyed
+    # SA's tail after its grace period, issue 18); UNKNOWN_SPI counts the never-seen ones
+    REMOVED_SPI = 8
 
 
-WIDTH = 8  # fields per slot
+WIDTH = 10  # fields per slot (G, in slot 0, needs 9)
 
 
 class CounterBlock:

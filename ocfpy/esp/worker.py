@@ -27,6 +27,7 @@ import select
 import signal
 import socket
 import struct
+import time
 import traceback
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ _ESP_HEADER = struct.Struct("!II")
 _IP_VERSION = {NEXT_HEADER_IPV4: 4, NEXT_HEADER_IPV6: 6}  # tunnel mode: next header -> version
 MAX_DATAGRAM = 65535
 SEQ_RESUME_MARGIN = 1 << 16  # see OutboundLoop.install
+GONE_SPIS = 1024  # removed inbound SPIs remembered, to tell their tail from unknown SPIs
 
 # The worker <-> daemon channel (a SEQPACKET socket: one send, one record). Each record
 # starts with a tag: an IKE datagram found on UDP 4500 travels raw behind a small fixed
@@ -151,10 +153,17 @@ class _Loop:
         op = msg[0]
         try:
             if op == "install":
-                _, req, spec, slot = msg
-                info = self.install(spec, slot)
+                _, req, spec, slot, *rest = msg
+                # rest: [send on it now]; False: an outbound SA made ready for a rekey
+                # switch ("activate"), make-before-break (docs/ike.md *Rekeying*)
+                info = self.install(spec, slot, *rest)
                 send_msg(self.ctx.ctrl, ("drivers", slot, self.ctx.role, info))
                 send_msg(self.ctx.ctrl, ("ack", req, True, info))
+            elif op == "activate":
+                _, req, uid = msg
+                self.activate(uid)
+                if req is not None:
+                    send_msg(self.ctx.ctrl, ("ack", req, True, None))
             elif op == "remove":
                 _, req, uid = msg
                 self.remove(uid)
@@ -191,8 +200,11 @@ class _Loop:
             sa.migrations = sa.crypto.migrations
             send_msg(self.ctx.ctrl, ("drivers", sa.slot, self.ctx.role, sa.crypto.drivers))
 
-    def install(self, spec, slot):
+    def install(self, spec, slot, active: bool = True):
         raise NotImplementedError
+
+    def activate(self, uid: int) -> None:
+        """Only the outbound loop sends: the inbound one accepts from install on."""
 
     def remove(self, uid: int) -> None:
         raise NotImplementedError
@@ -228,9 +240,10 @@ class OutboundLoop(_Loop):
         super().__init__(ctx)
         self.spd: PolicyTable[OutboundSa] = PolicyTable()
         self.sas: dict[int, OutboundSa] = {}
+        self.staged: dict[int, object] = {}  # uid -> ChildSaSpec installed, not yet sent on
         self.segmenting = SegmentingSender() if ctx.udp_gso else None
 
-    def install(self, spec, slot):
+    def install(self, spec, slot, active: bool = True):
         sa = build_outbound(spec, self.ctx.dispatcher, slot)
         sa.migrations = sa.crypto.migrations
         sent = self.cells[slot * WIDTH + F.PACKETS_OUT]
@@ -241,10 +254,22 @@ class OutboundLoop(_Loop):
             sa.seq = sent + SEQ_RESUME_MARGIN
         self.remove(spec.unique_id)
         self.sas[spec.unique_id] = sa
-        self.spd.add(spec.unique_id, spec.local_ts, spec.remote_ts, sa)
+        if active:
+            self.spd.add(spec.unique_id, spec.local_ts, spec.remote_ts, sa)
+        else:  # keys and crypto sessions ready; the switch is then one policy insert
+            self.staged[spec.unique_id] = spec
         return sa.crypto.drivers
 
+    def activate(self, uid: int) -> None:
+        """The switch: one policy insert between two packet bursts of this process. The
+        newest policy wins (spd.py), so the very next packet of the old SA's selectors
+        goes out on the new SA; there is no moment with neither."""
+        spec = self.staged.pop(uid, None)
+        if spec is not None and uid in self.sas:
+            self.spd.add(uid, spec.local_ts, spec.remote_ts, self.sas[uid])
+
     def remove(self, uid: int) -> None:
+        self.staged.pop(uid, None)
         sa = self.sas.pop(uid, None)
         if sa is not None:
             self.spd.remove(uid)
@@ -346,8 +371,11 @@ class InboundLoop(_Loop):
         super().__init__(ctx)
         self.by_spi: dict[int, InboundSa] = {}
         self.by_uid: dict[int, InboundSa] = {}
+        # SPIs removed lately -> (unique id, when): a packet for one is counted as
+        # REMOVED_SPI, not UNKNOWN_SPI, and logged once with its CHILD_SA (issue 18)
+        self.gone: dict[int, tuple[int, float]] = {}
 
-    def install(self, spec, slot):
+    def install(self, spec, slot, active: bool = True):
         if spec.inbound.spi in self.by_spi and self.by_spi[spec.inbound.spi].unique_id != \
                 spec.unique_id:
             raise ValueError(f"inbound SPI {spec.inbound.spi:#010x} is already installed")
@@ -363,6 +391,21 @@ class InboundLoop(_Loop):
         if sa is not None:
             self.by_spi.pop(sa.spi, None)
             sa.crypto.close()
+            self.gone[sa.spi] = (uid, time.monotonic())
+            if len(self.gone) > GONE_SPIS:
+                del self.gone[next(iter(self.gone))]
+
+    def unknown_spi(self, spi: int) -> None:
+        gone = self.gone.get(spi)
+        if gone is None:
+            self.cells[G.UNKNOWN_SPI] += 1
+            return
+        self.cells[G.REMOVED_SPI] += 1
+        uid, when = gone
+        if when:  # the first one only: the log must not grow with a flood
+            self.gone[spi] = (uid, 0.0)
+            log.warning("inbound ESP for SPI %08x of CHILD_SA #%d, %.0f ms after its inbound "
+                        "SA was removed: dropped", spi, uid, (time.monotonic() - when) * 1e3)
 
     def readers(self) -> list:
         return [*self.udp_sockets, *self.ctx.raw.values()]
@@ -427,7 +470,7 @@ class InboundLoop(_Loop):
             spi, seq_low = unpack(p)
             sa = by_spi.get(spi)
             if sa is None:
-                cells[G.UNKNOWN_SPI] += 1
+                self.unknown_spi(spi)
                 continue
             rp = sa.replay
             if not rp.esn and seq_low > rp.top:

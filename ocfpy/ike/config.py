@@ -298,6 +298,9 @@ class DaemonOptions:
     max_peer_certs: int = 16
     max_chain_verifications: int = 16
     refusal_log_interval: float = 10.0  # one refusal warning per source address per interval
+    # seconds a rekeyed CHILD_SA's inbound SA keeps accepting after its Delete (packets in
+    # flight and reordered; docs/ike.md *Rekeying*)
+    rekey_grace: float = 2.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.crypto_backend, str) or not self.crypto_backend:

@@ -50,10 +50,22 @@ def replacement(old: IkeSa, initiator: bool, spi_i: bytes, spi_r: bytes, chosen:
 
 def adopt(old: IkeSa, new: IkeSa) -> None:
     """``new`` replaces ``old``: the CHILD_SAs move over (no ChildSaClosed: the dataplane keeps
-    them), ``old`` stops rekeying, and both SAs' timers are looked at again (the children's
-    rekey deadlines now count for ``new``)."""
+    them, SPIs and sequence numbers unchanged), ``old`` stops rekeying, and both SAs' timers
+    are looked at again (the children's rekey deadlines now count for ``new``).
+
+    Queued CHILD_SA work moves with the children: the Delete of a CHILD_SA just rekeyed
+    tells a responder to switch to the new one (RFC 7296 2.8) and ends the old inbound SA;
+    left on ``old`` it would die with it. ``new`` starts it from its timer
+    (IkeSa.next_deadline), after the message that creates ``new`` has left."""
+    from ocfpy.ike.tasks.child_rekey import ChildRekey
+    from ocfpy.ike.tasks.delete import ChildDelete
+
     new.children += old.children
     old.children = []
+    moving = [t for t in old.tasks.queue if isinstance(t, (ChildDelete, ChildRekey))]
+    if moving:
+        old.tasks.queue = [t for t in old.tasks.queue if t not in moving]
+        new.tasks.queue += moving
     old.replaced_by = new.id
     old.rekey_at = None
     old.ctx.table.touch(old)

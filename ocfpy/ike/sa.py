@@ -24,6 +24,7 @@ from ocfpy.ike.errors import IkeProtocolError
 from ocfpy.ike.events import (
     ChildSaClosed,
     ChildSaEstablished,
+    ChildSaOutbound,
     IkeSaClosed,
     IkeSaEstablished,
     SendKeepalive,
@@ -54,13 +55,16 @@ def _ip(ip: str):
 
 class ChildSa:
     __slots__ = ("unique_id", "cfg", "spi_in", "spi_out", "spec", "rekey_at", "rekeyed",
-                 "peer_rekey_nonce")
+                 "peer_rekey_nonce", "replaces", "outbound_active", "redundant")
 
     def __init__(self, unique_id: int, cfg: ChildConfig, spi_in: bytes, spi_out: bytes,
                  spec: ChildSaSpec):
         self.rekey_at: float | None = None
         self.rekeyed = False  # our rekey of it completed; the old SA awaits its Delete
         self.peer_rekey_nonce: bytes | None = None  # lowest nonce of the peer's rekey of it
+        self.replaces: int | None = None  # the unique id of the CHILD_SA this one rekeys
+        self.outbound_active = True  # the dataplane sends on it (see IkeSa.activate_outbound)
+        self.redundant = False  # it lost a rekey collision (RFC 7296 2.8.1): never sent on
         self.unique_id = unique_id
         self.cfg = cfg
         self.spi_in = spi_in
@@ -344,9 +348,15 @@ class IkeSa:
     # -- CHILD_SAs -----------------------------------------------------------------------------
     def add_child(self, cfg: ChildConfig, chosen: Proposal, spi_in: bytes, spi_out: bytes,
                   ts_i: list[TrafficSelector], ts_r: list[TrafficSelector], ni: bytes, nr: bytes,
-                  transport: bool, exchange_initiator: bool, shared: bytes = b"") -> ChildSa:
+                  transport: bool, exchange_initiator: bool, shared: bytes = b"",
+                  replaces: ChildSa | None = None) -> ChildSa:
         """``exchange_initiator``: we initiated the exchange that created this CHILD_SA. KEYMAT
-        order (RFC 7296 2.17) and TSi/TSr follow the exchange's roles, not the IKE SA's."""
+        order (RFC 7296 2.17) and TSi/TSr follow the exchange's roles, not the IKE SA's.
+
+        ``replaces``: the CHILD_SA this one rekeys. Then the new SA is installed inbound only
+        (make-before-break): it is sent on once the peer can decrypt it, which the rekey
+        task (as initiator) or the peer's Delete of the old SA (as responder) tells
+        (activate_outbound; RFC 7296 2.8 leaves this order to the implementation)."""
         encr = chosen.first(TransformType.ENCR)
         integ = chosen.first(TransformType.INTEG)
         esn = chosen.first(TransformType.ESN)
@@ -377,9 +387,37 @@ class IkeSa:
         )
         child = ChildSa(uid, cfg, spi_in, spi_out, spec)
         child.rekey_at = self.rekey_deadline(cfg.rekey_time, self.last_in)
+        if replaces is not None:
+            child.replaces = replaces.unique_id
+            child.outbound_active = False
         self.children.append(child)
-        self.ctx.out.emit(ChildSaEstablished(self.id, spec))
+        self.ctx.out.emit(ChildSaEstablished(self.id, spec, child.outbound_active,
+                                             child.replaces))
         return child
+
+    def activate_outbound(self, child: ChildSa) -> None:
+        """Send on ``child`` from now on: the peer has its inbound SA (one dataplane step)."""
+        if child.outbound_active or child.redundant:
+            return
+        child.outbound_active = True
+        self.ctx.out.count("child_outbound_switches")
+        self.ctx.out.emit(ChildSaOutbound(self.id, child.unique_id))
+
+    def retire_child(self, child: ChildSa, reason: str) -> None:
+        """``child`` is deleted (by us or by the peer). If a rekey replaced it, the
+        replacement now carries the outbound traffic (a responder's switch: the peer's Delete
+        of the old SA tells that the peer has the new one, RFC 7296 2.8), and the old inbound
+        SA keeps accepting for the grace period (packets still in flight)."""
+        successors = [c for c in self.children if c.replaces == child.unique_id
+                      and not c.redundant]
+        if successors and not any(c.outbound_active for c in successors):
+            self.activate_outbound(successors[-1])
+        # part of a rekey (replaced, or a collision's redundant SA, which a peer may have
+        # sent on): its inbound SA gets the grace period
+        rekeying = child.rekeyed or child.replaces is not None or any(
+            c.replaces == child.unique_id for c in self.children)
+        self.remove_child(child.unique_id, reason,
+                          self.ctx.options.rekey_grace if rekeying else 0.0)
 
     def child_by_id(self, unique_id: int) -> ChildSa | None:
         return next((c for c in self.children if c.unique_id == unique_id), None)
@@ -387,13 +425,13 @@ class IkeSa:
     def child_by_outbound_spi(self, spi: bytes) -> ChildSa | None:
         return next((c for c in self.children if c.spi_out == spi), None)
 
-    def remove_child(self, unique_id: int, reason: str) -> None:
+    def remove_child(self, unique_id: int, reason: str, grace: float = 0.0) -> None:
         child = self.child_by_id(unique_id)
         if child is None:
             return
         self.children.remove(child)
         self.ctx.spis.release_child(child.spi_in)
-        self.ctx.out.emit(ChildSaClosed(self.id, unique_id, reason))
+        self.ctx.out.emit(ChildSaClosed(self.id, unique_id, reason, grace))
 
     # -- timers --------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -414,6 +452,8 @@ class IkeSa:
             if self.rekey_at is not None:
                 cands.append(self.rekey_at)
             cands += [c.rekey_at for c in self.children if c.rekey_at is not None]
+            if self.tasks.queue and not self.tasks.busy:
+                cands.append(self.last_in)  # work handed over by an IKE rekey (rekey.adopt)
         return min(cands) if cands else None
 
     def handle_timer(self, now: float) -> GiveUp | None:

@@ -438,6 +438,7 @@ DAEMON = Table({
     "max_peer_certs": integer(1),
     "max_chain_verifications": integer(1),
     "refusal_log_interval": duration,
+    "rekey_grace": duration,
     "strict_permissions": boolean,
     "calibration": nonempty_string,  # checked (the file read) in _build, where the path is known
     "pkcs11_module": nonempty_string,  # checked (the file exists) in _build, as calibration

@@ -35,6 +35,7 @@ from ocfpy.ike.errors import IkeUsageError
 from ocfpy.ike.events import (
     ChildSaClosed,
     ChildSaEstablished,
+    ChildSaOutbound,
     Event,
     IkeSaClosed,
     IkeSaEstablished,
@@ -112,6 +113,8 @@ class IkeDaemon:
         #: it, as the engine cannot know that its datagram never left
         self.send_errors: dict[str, str] = {}
         self._child_up_at: dict[int, float] = {}  # CHILD_SA unique id -> loop time installed
+        # rekeyed CHILD_SAs whose inbound SA still accepts (grace period): unique id -> timer
+        self._retiring: dict[int, asyncio.TimerHandle] = {}
         self._restarts: dict[str, tuple[int, float]] = {}  # conn -> (restarts in a row, when)
         self.reloads: Counter[str] = Counter()  # "ok" / "failed"
         self.engine = engine
@@ -272,6 +275,9 @@ class IkeDaemon:
         while loop.time() < deadline and self._engine_has_sas():
             await asyncio.sleep(0.05)
         self._cancel_timer()
+        for handle in self._retiring.values():  # close() removes every CHILD_SA anyway
+            handle.cancel()
+        self._retiring.clear()
         for ep in self.endpoints:
             with contextlib.suppress(Exception):
                 loop.remove_reader(ep.sock.fileno())
@@ -446,14 +452,16 @@ class IkeDaemon:
         loop = self._loop
         assert loop is not None
         for _ in range(4):  # events may make more output (and the other way round)
-            now = loop.time()
-            out = self.engine.datagrams_to_send(now)
-            for data, local, remote in out:
-                self._send(data, local, remote)
+            # Events first: a CREATE_CHILD_SA response must not leave before the inbound SA
+            # it lets the peer use is installed (make-before-break, docs/ike.md *Rekeying*)
             handled = 0
             while (event := self.engine.next_event()) is not None:
                 handled += 1
                 self._event(event)
+            now = loop.time()
+            out = self.engine.datagrams_to_send(now)
+            for data, local, remote in out:
+                self._send(data, local, remote)
             if not out and not handled:
                 break
         self._arm_timer()
@@ -523,6 +531,8 @@ class IkeDaemon:
                         self.rekeys["child"] += 1
                         self._publish("child-rekey", old_unique_id=old, **fields)
                     self._notify_status()
+                case ChildSaOutbound():
+                    self._activate(event)
                 case ChildSaClosed():
                     name = self._child_names.get(event.unique_id)
                     self._remove(event)
@@ -638,8 +648,13 @@ class IkeDaemon:
         spec = ev.spec
         self._child_names[spec.unique_id] = spec.name
         self._child_up_at[spec.unique_id] = self._now()
+        started = time.perf_counter()
         try:
-            self.dataplane.install(spec)
+            if ev.outbound:
+                self.dataplane.install(spec)
+            else:  # a rekey: inbound now, outbound ready but unused until ChildSaOutbound
+                self.dataplane.install(spec, outbound=False, replaces=ev.replaces)
+            self._timed("install", started)
             self.stats["children_installed"] += 1
             # charon's notation: name[IKE_SA id], name{CHILD_SA id}
             log.log(logsetup.AUDIT, "CHILD_SA %s{%d} established (IKE_SA #%d), SPIs %08x_i "
@@ -656,11 +671,48 @@ class IkeDaemon:
         self._child_up_at.pop(ev.unique_id, None)
         log.log(logsetup.AUDIT, "CHILD_SA %s{%d} (IKE_SA #%d) closed: %s",
                 self._child_names.pop(ev.unique_id, "?"), ev.unique_id, ev.ike_id, ev.reason)
+        if ev.grace > 0 and self._loop is not None:
+            # a rekeyed CHILD_SA: its successor carries the outbound traffic already; the old
+            # inbound SA takes what is still in flight for ev.grace seconds (docs/ike.md)
+            self._retiring[ev.unique_id] = self._loop.call_later(
+                ev.grace, self._remove_now, ev.unique_id)
+            return
+        self._remove_now(ev.unique_id)
+
+    def _remove_now(self, unique_id: int) -> None:
+        self._retiring.pop(unique_id, None)
+        self._collect_drops(unique_id)
         try:
-            self.dataplane.remove(ev.unique_id)
+            self.dataplane.remove(unique_id)
         except Exception as exc:
             log.error("dataplane %s could not remove CHILD_SA #%d: %s", self.dataplane.name,
-                      ev.unique_id, exc)
+                      unique_id, exc)
+
+    def _activate(self, ev: ChildSaOutbound) -> None:
+        """The peer can decrypt the new CHILD_SA: send on it from now on (one step)."""
+        started = time.perf_counter()
+        try:
+            self.dataplane.activate(ev.unique_id)
+            self._timed("switch", started)
+            self.stats["children_switched"] += 1
+            log.info("CHILD_SA %s{%d}: outbound traffic switched to it",
+                     self._child_names.get(ev.unique_id, "?"), ev.unique_id)
+        except Exception as exc:
+            self.stats["switch_failures"] += 1
+            log.error("dataplane %s could not switch to CHILD_SA #%d: %s",
+                      self.dataplane.name, ev.unique_id, exc)
+
+    def _timed(self, what: str, started: float) -> None:
+        """The longest dataplane install / switch so far, in microseconds (`sa stats`)."""
+        us = int((time.perf_counter() - started) * 1e6)
+        key = f"{what}_us_max"
+        self.stats[key] = max(self.stats[key], us)
+
+    def _collect_drops(self, unique_id: int) -> None:
+        """Before a CHILD_SA goes: add its replay drops to the daemon's running total, so
+        that `sa stats` still shows drops of SAs rekeyed away."""
+        with contextlib.suppress(Exception):
+            self.stats["sa_replay_drops"] += self.dataplane.counters(unique_id).replay_drops
 
     def _on_dataplane_event(self, event: Any) -> None:
         """A CHILD_SA lifetime limit (SaEvent soft/hard). May come from another thread."""

@@ -223,6 +223,38 @@ def test_rekeyed_child_sa_takes_over_the_shared_policies(lab):
     _nothing_left(lab, lab.a)
 
 
+def test_make_before_break_keeps_the_reqid_and_switches_in_one_step(lab):
+    """Issue 18 on the kernel: a rekey's CHILD_SA goes in with only its inbound state, under
+    the old one's reqid (the policies stay as they are and pass both SAs' packets); the
+    switch adds its outbound state, and the kernel sends on it from then on."""
+    from ocfpy.esp.dataplane.xfrm import XfrmDataplane
+
+    with XfrmDataplane(netns=lab.a.name) as dpa, XfrmDataplane(netns=lab.b.name) as dpb:
+        dpa.install(_spec("a", "old", "aes128gcm16", uid=1))
+        dpb.install(_spec("b", "old", "aes128gcm16", uid=1))
+        policies = _policies(lab, lab.a)
+        new_a, new_b = (_spec(s, "new", "aes128gcm16", uid=2) for s in "ab")
+        for spec in (new_a, new_b):
+            for keys in (spec.inbound, spec.outbound):
+                object.__setattr__(keys, "spi", keys.spi + 1)
+        dpa.install(new_a, outbound=False, replaces=1)
+        dpb.install(new_b, outbound=False, replaces=1)
+        state = _ip(lab, lab.a, "xfrm", "state")
+        assert state.count("proto esp spi") == 3  # old in + out, new in only
+        assert _policies(lab, lab.a) == policies  # the same reqid: nothing to update
+        assert _ping(lab, lab.a, 2).returncode == 0  # still the old SA, both ways
+        assert dpb.counters(2).packets_in == 0
+        dpa.activate(2)  # a switches; b still sends on the old SA: both pass
+        assert _ping(lab, lab.a, 2).returncode == 0
+        assert dpb.counters(2).packets_in >= 2 and dpa.counters(1).packets_in >= 2
+        dpb.activate(2)
+        dpa.remove(1)
+        dpb.remove(1)
+        assert _ping(lab, lab.a, 3).returncode == 0
+        assert dpa.counters(2).packets_in >= 3
+    _nothing_left(lab, lab.a)
+
+
 def test_soft_and_hard_lifetime_events(lab):
     from ocfpy.esp.dataplane.xfrm import XfrmDataplane
 

@@ -388,6 +388,16 @@ def test_a_broken_calibration_is_refused_with_file_line_and_key(tmp_path, conten
     assert reason in exc.value.reason
 
 
+def test_rekey_grace_loads_as_a_duration():
+    """Issue 18's grace period of a rekeyed CHILD_SA's inbound SA: a [daemon] duration."""
+    from ocfpy.iked.configfile import ConfigError, loads
+
+    assert loads("").daemon.rekey_grace == 2.0
+    assert loads('[daemon]\nrekey_grace = "1m"\n').daemon.rekey_grace == 60.0
+    with pytest.raises(ConfigError, match="rekey_grace"):
+        loads('[daemon]\nrekey_grace = "soon"\n')
+
+
 def test_issue13_limit_keys_load_and_are_checked():
     """The flood/size limits of issue 13 are [daemon] keys with checked values."""
     from ocfpy.iked.configfile import ConfigError, loads

@@ -53,8 +53,16 @@ class Dataplane(ABC):
     name: str = ""
 
     @abstractmethod
-    def install(self, spec: ChildSaSpec) -> None:
-        """Install both SAs of a CHILD_SA and the policies/routes for its selectors."""
+    def install(self, spec: ChildSaSpec, *, outbound: bool = True,
+                replaces: int | None = None) -> None:
+        """Install both SAs of a CHILD_SA and the policies/routes for its selectors. The
+        inbound SA accepts when this returns. ``outbound`` False (a rekey, make-before-break,
+        docs/ike.md): the outbound SA is made ready but nothing is sent on it until
+        ``activate``. ``replaces``: the CHILD_SA this one rekeys, still installed."""
+
+    def activate(self, unique_id: int) -> None:  # noqa: B027 - a dataplane without staging
+        """Send on this CHILD_SA from now on, in one step: traffic that the CHILD_SA it
+        replaces carried moves to it at once, no packet finding neither SA."""
 
     @abstractmethod
     def remove(self, unique_id: int) -> None:

@@ -22,7 +22,8 @@ class NullDataplane(Dataplane):
     def __init__(self) -> None:
         self.installed: dict[int, ChildSaSpec] = {}
 
-    def install(self, spec: ChildSaSpec) -> None:
+    def install(self, spec: ChildSaSpec, *, outbound: bool = True,
+                replaces: int | None = None) -> None:
         self.installed[spec.unique_id] = spec
         # INFO, not WARNING: selecting "none" already warned once; a bench with 10,000 SAs
         # must not spend its time writing the same warning

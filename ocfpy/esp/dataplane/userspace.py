@@ -60,6 +60,7 @@ class _Installed:
     spec: ChildSaSpec
     slot: int
     routes: list[IPNetwork] = field(default_factory=list)
+    active: bool = True  # the outbound worker sends on it (False: installed for a rekey)
 
 
 class UserspaceDataplane(Dataplane):
@@ -206,7 +207,7 @@ class UserspaceDataplane(Dataplane):
                                [sock.fileno()])
                     self._wait(req, role)
                 for entry in self._installed.values():
-                    self._request(role, "install", entry.spec, entry.slot)
+                    self._request(role, "install", entry.spec, entry.slot, entry.active)
                     if role == "in":
                         # the new inbound worker's replay windows start empty: packets
                         # captured earlier would pass once. Rekey each CHILD_SA now (a soft
@@ -267,7 +268,8 @@ class UserspaceDataplane(Dataplane):
         self._give_socket(sock, forward_ike=True, on_ike=on_ike)
         return True
 
-    def install(self, spec: ChildSaSpec) -> None:
+    def install(self, spec: ChildSaSpec, *, outbound: bool = True,
+                replaces: int | None = None) -> None:
         if spec.mode is not Mode.TUNNEL:
             raise DataplaneError(f"CHILD_SA {spec.name}: the userspace dataplane supports "
                                  "tunnel mode only (as strongSwan's kernel-libipsec); use "
@@ -286,11 +288,21 @@ class UserspaceDataplane(Dataplane):
             if spec.unique_id in self._installed:
                 self.remove(spec.unique_id)
             slot = self.counter_block.allocate()
-            entry = _Installed(spec, slot)
+            entry = _Installed(spec, slot, active=outbound)
             self._drivers[slot] = {}  # filled by the workers' reports, before their acks
             try:
-                for role in ("in", "out"):
-                    self._request(role, "install", spec, slot)
+                # both workers build their SA at the same time: one round trip, not two
+                # (issue 18: the daemon waits for this before a rekey's answer leaves)
+                reqs = {role: self._post(role, "install", spec, slot, outbound)
+                        for role in ("in", "out")}
+                failed = []
+                for role, req in reqs.items():  # each ack taken, none left behind in _acks
+                    try:
+                        self._wait(req, role)
+                    except DataplaneError as exc:
+                        failed.append(exc)
+                if failed:
+                    raise failed[0]
                 if self._routes is not None:
                     self._add_routes(entry)
             except Exception:
@@ -307,6 +319,17 @@ class UserspaceDataplane(Dataplane):
                  spec.encryption, f"-{spec.integrity}" if spec.integrity else "",
                  ",".join(map(str, spec.local_ts)), ",".join(map(str, spec.remote_ts)),
                  "UDP 4500" if spec.encap else "raw ESP")
+
+    def activate(self, unique_id: int) -> None:
+        """The switch (make-before-break): the outbound worker inserts the SA's policy
+        between two bursts; no ack is awaited, since the channel keeps the order of this
+        and a later remove of the old SA, and the daemon has nothing to wait for."""
+        with self._lock:
+            entry = self._installed.get(unique_id)
+            if entry is None or entry.active:
+                return
+            entry.active = True
+            self._send("out", ("activate", None, unique_id))
 
     def remove(self, unique_id: int) -> None:
         with self._lock:
@@ -371,9 +394,13 @@ class UserspaceDataplane(Dataplane):
         send_msg(self._workers[role][1], msg, fds)
 
     def _request(self, role: str, op: str, *args):
+        return self._wait(self._post(role, op, *args), role)
+
+    def _post(self, role: str, op: str, *args) -> int:
+        """Send an order that the worker acks; returns the request id to _wait for."""
         req = next(self._req)
         self._send(role, (op, req, *args))
-        return self._wait(req, role)
+        return req
 
     def _wait(self, req: int, role: str):
         with self._ack_cv:

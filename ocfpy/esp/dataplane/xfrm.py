@@ -75,6 +75,7 @@ class _Installed:
     policies: list[tuple] = field(default_factory=list)  # policy keys
     routes: list[IPNetwork] = field(default_factory=list)
     drivers: dict[str, str] = field(default_factory=dict)
+    active: bool = True  # its outbound state is in the kernel (False: installed for a rekey)
 
 
 def _probe(ch: NetlinkChannel, version: int) -> str | None:
@@ -169,7 +170,13 @@ class XfrmDataplane(Dataplane):
         bypass_socket(sock)  # idempotent; for callers that skip prepare_ike_socket
         return False
 
-    def install(self, spec: ChildSaSpec) -> None:
+    def install(self, spec: ChildSaSpec, *, outbound: bool = True,
+                replaces: int | None = None) -> None:
+        """A rekey (``replaces``) keeps the old CHILD_SA's reqid, as strongSwan does: the
+        policies' templates then match the old and the new SAs alike, so the kernel's
+        inbound policy check passes the old SA's tail and the policies need no update.
+        ``outbound`` False: only the inbound state goes in now; ``activate`` adds the
+        outbound one, and the kernel sends on the newest state of a reqid from then on."""
         version = spec.remote.version
         if version not in self.families:
             raise XfrmError(f"CHILD_SA {spec.name}: {self._family_reasons[version]}")
@@ -182,7 +189,9 @@ class XfrmDataplane(Dataplane):
             self._check_open()
             if spec.unique_id in self._installed:
                 self.remove(spec.unique_id)
-            entry = _Installed(spec, next(self._reqids))
+            old = self._installed.get(replaces) if replaces is not None else None
+            entry = _Installed(spec, old.reqid if old is not None else next(self._reqids),
+                               active=outbound)
             try:
                 self._add_states(entry)
                 self._add_policies(entry)
@@ -199,6 +208,16 @@ class XfrmDataplane(Dataplane):
                  f"-{spec.integrity}" if spec.integrity else "", "-esn" if spec.esn else "",
                  ",".join(map(str, spec.local_ts)), ",".join(map(str, spec.remote_ts)),
                  spec.mode.value, entry.reqid, ", UDP-encapsulated" if spec.encap else "")
+
+    def activate(self, unique_id: int) -> None:
+        """The switch: one netlink request adds the outbound state; the kernel picks the
+        newest valid state of the reqid for the next packet (xfrm_state_find)."""
+        with self._lock:
+            entry = self._installed.get(unique_id)
+            if entry is None or entry.active:
+                return
+            entry.active = True
+            self._add_state(entry, inbound=False)
 
     def remove(self, unique_id: int) -> None:
         with self._lock:
@@ -273,26 +292,29 @@ class XfrmDataplane(Dataplane):
             encap, spec.lifetime_bytes, spec.lifetime_packets, SOFT_FRACTION)
 
     def _add_states(self, entry: _Installed) -> None:
+        for inbound in (True, False) if entry.active else (True,):
+            self._add_state(entry, inbound)
+
+    def _add_state(self, entry: _Installed, inbound: bool) -> None:
         spec = entry.spec
-        for inbound in (True, False):
-            p = self._state_params(entry, inbound)
-            what = (f"CHILD_SA {spec.name}: {'inbound' if inbound else 'outbound'} SA "
-                    f"{p.spi:08x} ({spec.encryption}{'-' + spec.integrity if spec.integrity else ''})")
+        p = self._state_params(entry, inbound)
+        what = (f"CHILD_SA {spec.name}: {'inbound' if inbound else 'outbound'} SA "
+                f"{p.spi:08x} ({spec.encryption}{'-' + spec.integrity if spec.integrity else ''})")
+        try:
+            self._xfrm.request(X.newsa(p), what)
+        except NetlinkError as exc:
+            if exc.errno != errno.EEXIST:
+                raise XfrmError(_explain(exc, spec)) from exc
+            # left over by a daemon that was killed: replace it (the keys differ)
+            log.warning("%s exists already (a previous run?): replacing it", what)
+            with contextlib.suppress(NetlinkError):
+                self._xfrm.request(X.delsa(p.src, p.dst, p.spi), what)
             try:
                 self._xfrm.request(X.newsa(p), what)
-            except NetlinkError as exc:
-                if exc.errno != errno.EEXIST:
-                    raise XfrmError(_explain(exc, spec)) from exc
-                # left over by a daemon that was killed: replace it (the keys differ)
-                log.warning("%s exists already (a previous run?): replacing it", what)
-                with contextlib.suppress(NetlinkError):
-                    self._xfrm.request(X.delsa(p.src, p.dst, p.spi), what)
-                try:
-                    self._xfrm.request(X.newsa(p), what)
-                except NetlinkError as exc2:
-                    raise XfrmError(_explain(exc2, spec)) from exc2
-            entry.states.append((p.src, p.dst, p.spi))
-            self._by_state[(p.dst, p.spi)] = spec.unique_id
+            except NetlinkError as exc2:
+                raise XfrmError(_explain(exc2, spec)) from exc2
+        entry.states.append((p.src, p.dst, p.spi))
+        self._by_state[(p.dst, p.spi)] = spec.unique_id
 
     def _get_state(self, src: IPAddress, dst: IPAddress, spi: int) -> X.SaState | None:
         try:

@@ -147,7 +147,7 @@ class ChildCreate(Task):
                                        f"the responder's KE value is invalid: {exc}")
         self.created = sa.add_child(cfg, chosen, self.spi_in, chosen.spi, ts_i, ts_r,
                                     self.ni or sa.ni, self.nr or sa.nr, transport, True,
-                                    self.shared)
+                                    self.shared, self.rekey)
         return Status.SUCCESS
 
     def abort(self, sa: IkeSa) -> None:
@@ -295,7 +295,7 @@ class ChildCreate(Task):
         assert self.cfg is not None
         self.created = sa.add_child(self.cfg, self.chosen, self.spi_in, self.chosen.spi,
                                     self.ts_i, self.ts_r, self.ni or sa.ni, self.nr or sa.nr,
-                                    self.transport, False, self.shared)
+                                    self.transport, False, self.shared, self.rekey)
         self._close_ke()
         if self.rekey is not None:  # for collision detection in our own rekey (RFC 7296 2.8.1)
             self.rekey.peer_rekey_nonce = min(self.ni, self.nr)

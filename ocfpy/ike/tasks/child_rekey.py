@@ -39,13 +39,20 @@ class ChildRekey(Task):
             return status  # the rekey failed; the old SA stays (reported by child_create)
         old = self.old
         old.rekeyed = True
+        # The responder installed the new inbound SA before it answered, so we can send on
+        # the new SA now, one step, and the Delete of the old one follows (RFC 7296 2.8):
+        # that Delete is what lets the responder switch too.
         if old.peer_rekey_nonce is None:
-            sa.tasks.queue_task(ChildDelete(old.unique_id, "rekeyed"))  # RFC 7296 2.8
+            sa.activate_outbound(new)
+            sa.tasks.queue_task(ChildDelete(old.unique_id, "rekeyed"))
         elif min(self.create.ni, self.create.nr) < old.peer_rekey_nonce:
-            # both rekeyed it: ours has the lowest nonce, so ours is the redundant one
+            # both rekeyed it: ours has the lowest nonce, so ours is the redundant one; we
+            # never send on it, and switch to the peer's when the peer deletes the old SA
             sa.ctx.out.count("rekey_collisions_lost")
+            new.redundant = True
             sa.tasks.queue_task(ChildDelete(new.unique_id, "rekey collision: redundant"))
         else:
             sa.ctx.out.count("rekey_collisions_won")
+            sa.activate_outbound(new)
             sa.tasks.queue_task(ChildDelete(old.unique_id, "rekeyed"))
         return status

@@ -51,7 +51,9 @@ class ChildDelete(Task):
             msg.payloads.append(DeletePayload(ProtocolId.ESP, [child.spi_in]))
 
     def process_i(self, sa: IkeSa, msg: Message) -> Status:
-        sa.remove_child(self.unique_id, self.reason)
+        child = sa.child_by_id(self.unique_id)
+        if child is not None:
+            sa.retire_child(child, self.reason)
         return Status.SUCCESS
 
 
@@ -77,7 +79,8 @@ class Informational(Task):
                             log.info("%s: peer deletes unknown ESP SPI %s", sa.name, spi.hex())
                             continue
                         self.deleted_spis.append(child.spi_in)
-                        sa.remove_child(child.unique_id, "deleted by peer")
+                        # a rekeyed SA's Delete: switch to its successor first (sa.py)
+                        sa.retire_child(child, "deleted by peer")
             elif p.TYPE == PayloadType.NOTIFY and p.notify_type < 16384:
                 log.warning("%s: peer reports %s", sa.name, notify_name(p.notify_type))
 

@@ -130,6 +130,60 @@ def test_junk_replays_and_ike_on_4500(rig):
     assert len(_drain(rig["tun_b"])) == 1
 
 
+def test_rekey_staged_outbound_switches_in_one_step_and_the_old_tail_is_told(rig,
+                                                                             dispatcher):
+    """Issue 18: a rekey's outbound SA is installed but unused until "activate", which
+    moves the very next packet to it; the old inbound SA takes the old SA's tail; once it
+    is removed, a late packet for its SPI counts as removed_spi, not unknown_spi."""
+    seed = os.urandom(8).hex()
+    udp_a, udp_b = rig["udp_a"].getsockname()[1], rig["udp_b"].getsockname()[1]
+    new_a = static_spec("a", local="127.0.0.1", remote="127.0.0.1", local_ts=["10.1.0.0/16"],
+                        remote_ts=["10.2.0.0/16"], esp="aes128gcm16", seed=seed, encap=True,
+                        unique_id=3)
+    new_b = static_spec("b", local="127.0.0.1", remote="127.0.0.1", local_ts=["10.2.0.0/16"],
+                        remote_ts=["10.1.0.0/16"], esp="aes128gcm16", seed=seed, encap=True,
+                        unique_id=4)
+    new_a.encap = UdpEncap(udp_a, udp_b)
+    for spec in (new_a, new_b):  # other SPIs than the old pair
+        for keys in (spec.inbound, spec.outbound):
+            object.__setattr__(keys, "spi", keys.spi ^ 0x00F00000)
+    counters = rig["counters"]
+    slot_a3, slot_b4 = counters.allocate(), counters.allocate()
+    out, inb = rig["out"], rig["in"]
+    inb.install(new_b, slot_b4)  # the peer's inbound first (it answered after installing)
+    out.install(new_a, slot_a3, False)  # staged: ready, not sent on
+
+    def send(n: int) -> None:
+        for i in range(n):
+            rig["tun_a"].send(_pkt("10.1.0.1", "10.2.0.1", i))
+        out.on_readable(None)
+
+    send(3)
+    held = [rig["udp_b"].recv(65535) for _ in range(3)]  # the old SA's tail, in flight
+    assert counters.sa_counters(slot_a3).packets_out == 0
+    assert counters.sa_counters(rig["slot_a"]).packets_out == 3
+    out.activate(3)  # the switch
+    send(4)
+    assert counters.sa_counters(slot_a3).packets_out == 4
+    assert counters.sa_counters(rig["slot_a"]).packets_out == 3
+    inb.on_readable(rig["udp_b"])  # the new SA's packets: accepted by the new inbound SA
+    for p in held:  # the old tail arrives after the switch: the old inbound SA takes it
+        rig["udp_a"].sendto(p, rig["udp_b"].getsockname())
+    inb.on_readable(rig["udp_b"])
+    assert len(_drain(rig["tun_b"])) == 7
+    assert counters.sa_counters(slot_b4).packets_in == 4
+    assert counters.sa_counters(rig["slot_b"]).packets_in == 3
+    assert counters.sa_counters(rig["slot_b"]).replay_drops == 0
+    # the old SA removed (after the grace): a packet for it is a removed SPI now
+    out.remove(1)
+    inb.remove(2)
+    rig["udp_a"].sendto(held[0], rig["udp_b"].getsockname())
+    rig["udp_a"].sendto(b"\xde\xad\xbe\xef" + b"\x00" * 40, rig["udp_b"].getsockname())
+    inb.on_readable(rig["udp_b"])
+    g = counters.global_counters()
+    assert (g["removed_spi"], g["unknown_spi"], g["no_policy"]) == (1, 1, 0)
+
+
 def test_selector_check_after_decryption(rig):
     """An authentic packet whose inner addresses the SA does not cover is dropped: a's
     outbound SA covers 10.9.0.0/16 -> 10.2.0.0/16 too, b's inbound SA does not."""
