@@ -208,8 +208,10 @@ def _tcp_key(p: bytes):
 
 def _udp_key(p: bytes):
     v = p[0] >> 4
+    if len(p) < 28:
+        return None
     if v == 4:
-        if p[0] != 0x45 or p[9] != UDP or len(p) < 28 or p[6] & 0x3F or p[7]:
+        if p[0] != 0x45 or p[9] != UDP or p[6] & 0x3F or p[7]:
             return None
         return (4, p[1], p[8], p[6], p[12:24]), 28
     if v == 6 and p[6] == UDP and len(p) >= 48:
@@ -227,7 +229,10 @@ def coalesce(packets: list, udp: bool = True) -> list[tuple[bytes, object, int]]
     while i < n:
         p = packets[i]
         j = i + 1
-        t = _tcp_key(p) if p[0] >> 4 in (4, 6) else None
+        # the protocol byte first (IPv4 offset 9, IPv6 next header at 6): a flood of UDP
+        # packets should pay one comparison each here, not a header parse
+        t = _tcp_key(p) if len(p) >= 40 and (p[9] if p[0] >> 4 == 4 else p[6]) == TCP \
+            else None
         if t is not None:
             key, hlen, seq, flags = t
             size = len(p) - hlen

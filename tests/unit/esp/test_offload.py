@@ -215,3 +215,11 @@ def test_udp_runs_round_trip(csum, version):
         dgrams = fixed
     assert again == dgrams
     assert VNET_HDR_LEN == len(hdr)
+
+
+def test_short_and_odd_packets_pass_through_untouched(csum):
+    """Whatever decrypts (the selector check runs before, but coalesce must not rely on it):
+    short, odd and non-IP packets go through one by one, never raise."""
+    odd = [b"\x45", b"\x45" + bytes(8), b"\x60" * 39, b"\x45" * 39, os.urandom(3), b"\x00" * 60,
+           bytes(_ip(4) / TCP(flags="A"))[:39]]
+    assert offload.coalesce(odd) == [(PLAIN, p, 1) for p in odd]
