@@ -6,7 +6,7 @@ no layer can reach into another by a relative import. Installed, they become
 ocfpy, ocfpy.plugins and ocfpy.drivers. Metadata lives in pyproject.toml.
 """
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 LAYOUT = {"ocfpy": "ocfpy", "ocfpy.plugins": "plugins", "ocfpy.drivers": "drivers"}
 
@@ -21,6 +21,10 @@ def _packages() -> list[str]:
 
 setup(
     packages=_packages(),
+    # The userspace dataplane's one compiled helper (the checksum of segments cut from TCP
+    # super-packets, ocfpy/esp/_csum.c): optional, so a machine without a C compiler still
+    # installs, and ocfpy/esp/offload.py falls back to the pure-Python sum (same result).
+    ext_modules=[Extension("ocfpy.esp._csum", ["ocfpy/esp/_csum.c"], optional=True)],
     package_dir=LAYOUT,
     # ocfpy-iked.service: the systemd unit, installed with the package (pip cannot put it in
     # /etc/systemd/system); `python -m ocfpy.iked.systemd unit` prints it for this install.

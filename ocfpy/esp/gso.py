@@ -30,7 +30,7 @@ def ones_complement_sum(data: bytes) -> int:
     A loop over words in Python would cost ~15 ns each.
     """
     if len(data) & 1:
-        data += b"\0"
+        data = bytes(data) + b"\0"  # a memoryview (offload.py) has no +
     x = int.from_bytes(data, "big")
     if len(data) <= 4096:
         return x % 0xFFFF or (0xFFFF if x else 0)

@@ -21,6 +21,8 @@ IFF_VNET_HDR = 0x4000
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
+TUN_F_USO4 = 0x20  # Linux 6.2
+TUN_F_USO6 = 0x40
 
 
 class TunError(OcfError, OSError):
@@ -31,7 +33,7 @@ TXQUEUELEN = 4096
 
 
 def open_tun(name: str, *, mtu: int = 1400, up: bool = True, gso_max: int = 0,
-             txqueuelen: int = TXQUEUELEN) -> int:
+             txqueuelen: int = TXQUEUELEN, vnet_hdr: bool = False) -> int:
     """Create (or attach to) TUN device `name`; returns a non-blocking fd. Needs CAP_NET_ADMIN.
 
     With ``gso_max`` > 0 the device carries a virtio_net_hdr on every packet (IFF_VNET_HDR)
@@ -40,6 +42,10 @@ def open_tun(name: str, *, mtu: int = 1400, up: bool = True, gso_max: int = 0,
 
     ``txqueuelen`` sizes the queue the kernel fills for us: the default 500 overflows (and
     costs TCP a retransmit each time) whenever the outbound worker waits for a CPU a little.
+
+    ``vnet_hdr`` alone: the virtio_net_hdr on every packet, offloads left to
+    `enable_offloads` (the per-run offloads of offload.py; the device keeps its default
+    gso_max_size, since super-packets are cut into MTU-sized segments before encryption).
     """
     if len(name) > 15:
         raise TunError(f"TUN name {name!r} is longer than 15 characters")
@@ -49,7 +55,7 @@ def open_tun(name: str, *, mtu: int = 1400, up: bool = True, gso_max: int = 0,
         raise TunError(exc.errno, f"cannot open /dev/net/tun: {exc.strerror} "
                                   "(needs root and TUN support)") from exc
     try:
-        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if gso_max else 0)
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if gso_max or vnet_hdr else 0)
         ifr = struct.pack("16sH22x", name.encode(), flags)
         fcntl.ioctl(fd, TUNSETIFF, ifr)
         if gso_max:
@@ -72,3 +78,20 @@ def open_tun(name: str, *, mtu: int = 1400, up: bool = True, gso_max: int = 0,
         raise
     log.info("TUN device %s up, MTU %d", name, mtu)
     return fd
+
+
+def enable_offloads(fd: int) -> bool:
+    """Offer checksum, TCP and UDP segmentation offload on a VNET_HDR TUN (as wireguard-go's
+    tun/tcp_offload_linux.go does): True with UDP (TUN_F_USO4/6, Linux 6.2), False with TCP
+    only. Raises TunError where the device takes no offloads at all."""
+    base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+    try:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, base | TUN_F_USO4 | TUN_F_USO6)
+        return True
+    except OSError:
+        pass  # an older kernel: TCP only
+    try:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, base)
+    except OSError as exc:
+        raise TunError(exc.errno, f"TUN offloads refused: {exc.strerror}") from exc
+    return False

@@ -270,6 +270,8 @@ class DaemonOptions:
     half_open_timeout: float = 30.0  # seconds a responder keeps a half-open SA (charon: 30)
     keepalive_interval: float = 20.0  # NAT-T keepalives (charon.keep_alive)
     udp_gso: bool = False  # userspace dataplane: UDP GSO/GRO on the ESP-in-UDP socket
+    # userspace dataplane: per-run offloads (TUN TSO/USO + coalescing, UDP GSO/GRO; esp/offload.py)
+    esp_offload: bool = True
     # RFC 7427 signature authentication (strongSwan's charon.signature_authentication): send
     # SIGNATURE_HASH_ALGORITHMS and sign with method 14; off, only methods 1 and 9-11
     signature_authentication: bool = True
@@ -324,7 +326,7 @@ class DaemonOptions:
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigValueError(key, f"expected an integer >= {low}, got {v!r}")
         _check_number("fragment_timeout", self.fragment_timeout, 0.001)
-        for key in ("udp_gso", "signature_authentication"):
+        for key in ("udp_gso", "esp_offload", "signature_authentication"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigValueError(key, f"expected true or false, got "
                                        f"{getattr(self, key)!r}")

@@ -425,6 +425,7 @@ DAEMON = Table({
     "half_open_timeout": duration,
     "keepalive_interval": duration,
     "udp_gso": boolean,
+    "esp_offload": boolean,
     "half_open_limit": integer(0),
     "half_open_limit_per_ip": integer(0),
     "init_rate_threshold": integer(0),

@@ -93,6 +93,7 @@ class StaticTunnel:
                  crypto_backend: str | None = None, calibration: str | None = None,
                  workdir: Path | None = None,
                  verbose: bool = False, gso: int = 0, udp_gso: bool = False,
+                 offload: bool = True,
                  outer: tuple[str, str] | None = None, inner: tuple[str, str] | None = None):
         import os
         import tempfile
@@ -111,6 +112,7 @@ class StaticTunnel:
         self.verbose = verbose
         self.gso = gso
         self.udp_gso = udp_gso
+        self.offload = offload
         self._own_dir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix=f"{lab.prefix}-static-"))
         self.procs: dict[str, object] = {}
@@ -137,6 +139,7 @@ class StaticTunnel:
             argv += ["-v"] if self.verbose else []
             argv += ["--gso", str(self.gso)] if self.gso else []
             argv += ["--udp-gso"] if self.udp_gso else []
+            argv += [] if self.offload else ["--no-offload"]
             with open(self.dir / f"{side}.log", "w") as log_file:  # the child keeps a copy
                 self.procs[side] = self.lab.popen(self.ns[side], argv, stdout=log_file,
                                                   stderr=log_file)
@@ -212,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="TCP segmentation offload on the TUN, super-packets up to BYTES")
     p.add_argument("--udp-gso", action="store_true",
                    help="UDP segmentation offload and GRO on the ESP-in-UDP socket")
+    p.add_argument("--no-offload", dest="offload", action="store_false",
+                   help="no per-run offloads (TUN TSO/USO and coalescing, UDP GSO/GRO)")
     p.add_argument("--crypto-backend", default=None, metavar="NAME",
                    help="force the SA's sessions onto one driver (default: the dispatcher picks)")
     p.add_argument("--calibration", metavar="PATH",
@@ -256,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
     with UserspaceDataplane(dispatcher, tun_name=args.tun, mtu=args.mtu,
-                            gso_max=args.gso, udp_gso=args.udp_gso) as dp:
+                            gso_max=args.gso, udp_gso=args.udp_gso,
+                            offload=args.offload) as dp:
         dp.install(spec)
         signal.signal(signal.SIGUSR1, dump)
         dump()

@@ -167,14 +167,16 @@ class Peers:
         return self.moon.run("ping", "-c", str(count), "-i", "0.2", "-W", "2", "-I",
                              self.moon.inner, self.sun.inner, timeout=count * 3 + 5)
 
-    def tcp_transfer(self, size: int = 2 << 20, port: int = 5301) -> tuple[str, str]:
-        """Send ``size`` random bytes moon -> sun over TCP through the tunnel; both SHA-256s."""
-        server = subprocess.Popen(self.sun.argv(sys.executable, "-c", _SINK, self.sun.inner,
-                                                str(port)),
+    def tcp_transfer(self, size: int = 2 << 20, port: int = 5301,
+                     reverse: bool = False) -> tuple[str, str]:
+        """Send ``size`` random bytes moon -> sun (``reverse``: sun -> moon) over TCP through
+        the tunnel; both SHA-256s."""
+        src, dst = (self.sun, self.moon) if reverse else (self.moon, self.sun)
+        server = subprocess.Popen(dst.argv(sys.executable, "-c", _SINK, dst.inner, str(port)),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            out = self.moon.run(sys.executable, "-c", _SOURCE, self.sun.inner, str(port),
-                                str(size), self.moon.inner, timeout=60)
+            out = src.run(sys.executable, "-c", _SOURCE, dst.inner, str(port),
+                          str(size), src.inner, timeout=60)
             sent = out.stdout.strip()
             got, err = server.communicate(timeout=30)
             if out.returncode != 0:

@@ -112,6 +112,27 @@ def test_udp_gso_toward_charon(peers: Peers) -> None:
     assert int(their_child["packets-in"]) >= (2 << 20) // 1500, their_child
 
 
+@pytest.mark.parametrize("offload", [True, False], ids=["offload", "no-offload"])
+def test_50_mb_both_ways_with_and_without_offloads(peers: Peers, offload: bool) -> None:
+    """50 MB of TCP each way between ocfpy and charon, SHA-256 checked: with the per-run
+    offloads (the default: super-packets cut into MTU-sized ESP toward charon, runs of
+    charon's packets coalesced into super-packets on ocfpy's TUN) and without them."""
+    reason = userspace_dataplane_reason()
+    if reason:
+        pytest.skip(reason)
+    peers.configure(*ROWS[0], ocfpy_daemon={"esp_offload": offload})
+    assert f"esp_offload = {str(offload).lower()}" in peers.iked.conf_path.read_text()
+    peers.initiate("ocfpy")
+    peers.wait_established()
+    for reverse in (False, True):
+        sent, received = peers.tcp_transfer(50 * 10**6, port=5302 + reverse, reverse=reverse)
+        assert sent == received, peers.logs()
+    their_child = next(iter(peers.charon_sas()[0]["child-sas"].values()))
+    # every byte both ways went through charon's SA, in packets no larger than the MTU allows
+    assert int(their_child["bytes-in"]) >= 50 * 10**6 <= int(their_child["bytes-out"])
+    assert int(their_child["packets-in"]) >= 50 * 10**6 // 1500, their_child
+
+
 @pytest.mark.parametrize("who", DIRECTIONS, ids=lambda w: f"{w}-initiates")
 def test_defaults_on_both_sides(peers: Peers, who: str) -> None:
     """No proposals configured anywhere: ocfpy's defaults meet charon's ("default")."""

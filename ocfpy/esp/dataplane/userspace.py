@@ -41,7 +41,7 @@ from ocfpy.esp.dataplane.base import (
 )
 from ocfpy.esp.netlink import NETLINK_ROUTE, NetlinkChannel, NetlinkError
 from ocfpy.esp.spec import ChildSaSpec, IPNetwork, Mode
-from ocfpy.esp.tun import TunError, open_tun
+from ocfpy.esp.tun import TunError, enable_offloads, open_tun
 from ocfpy.esp.worker import ChannelError, WorkerContext, recv_msg, send_msg, worker_main
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class UserspaceDataplane(Dataplane):
     def __init__(
         self, dispatcher, *, tun_name: str = "ocfpy0", mtu: int = 1400, batch: int = 64,
         raw_esp: bool = True, install_routes: bool = True, max_sas: int = 1024,
-        gso_max: int = 0, udp_gso: bool = False,
+        gso_max: int = 0, udp_gso: bool = False, offload: bool = True,
     ):
         self.dispatcher = dispatcher
         self.tun_name = tun_name
@@ -81,6 +81,10 @@ class UserspaceDataplane(Dataplane):
         self.gso_max = gso_max
         # UDP_SEGMENT sends and UDP_GRO receives on the ESP-in-UDP socket (esp/udpgso.py)
         self.udp_gso = udp_gso
+        # per-run offloads (esp/offload.py), on by default; gso_max > 0 (whole super-packets
+        # in one ESP packet) replaces them
+        self.offload = offload and not gso_max
+        self._uso = False  # the TUN took UDP segmentation offload too
         self.counter_block = CounterBlock(max_sas)
         self._installed: dict[int, _Installed] = {}
         # The driver serving each SA direction, by counter slot, as the workers report it: at
@@ -128,7 +132,13 @@ class UserspaceDataplane(Dataplane):
             if self._closed:
                 raise DataplaneError("the dataplane was closed")
             try:
-                self._tun_fd = open_tun(self.tun_name, mtu=self.mtu, gso_max=self.gso_max)
+                self._tun_fd = open_tun(self.tun_name, mtu=self.mtu, gso_max=self.gso_max,
+                                        vnet_hdr=self.offload)
+                if self.offload:
+                    try:
+                        self._uso = enable_offloads(self._tun_fd)
+                    except TunError as exc:  # the header stays: packets come one by one
+                        log.warning("%s: %s", self.tun_name, exc)
                 if self.install_routes:
                     self._rtnl = NetlinkChannel(NETLINK_ROUTE)
                     self._routes = rtnl.Routes(self._rtnl)
@@ -161,7 +171,8 @@ class UserspaceDataplane(Dataplane):
             ours.append(self._rtnl.fileno())
         wctx = WorkerContext(role, self.dispatcher, self._tun_fd, child, self.counter_block,
                              dict(self._raw), batch=self.batch, gso=bool(self.gso_max),
-                             udp_gso=self.udp_gso, mtu=self.mtu, close_fds=ours)
+                             udp_gso=self.udp_gso, offload=self.offload, uso=self._uso,
+                             mtu=self.mtu, close_fds=ours)
         proc = ctx.Process(target=worker_main, args=(wctx,), daemon=True,
                            name=f"ocfpy-esp-{role}")
         proc.start()
@@ -558,4 +569,5 @@ def create(dispatcher, config=None) -> UserspaceDataplane:
         tun_name=getattr(opts, "tun_name", None) or "ocfpy0",
         mtu=getattr(opts, "tun_mtu", None) or 1400,
         udp_gso=bool(getattr(opts, "udp_gso", False)),
+        offload=bool(getattr(opts, "esp_offload", True)),
     )

@@ -26,7 +26,7 @@ def _dgram_pair():
     return a, b
 
 
-def _wire(dispatcher, esp: str = "aes128gcm16") -> dict:
+def _wire(dispatcher, esp: str = "aes128gcm16", offload: bool = False) -> dict:
     """a's outbound loop -> loopback UDP -> b's inbound loop, with fake TUNs on both ends;
     nothing installed yet."""
     tun_a_kernel, tun_a = _dgram_pair()  # we write "kernel" packets, the loop reads tun_a
@@ -41,9 +41,10 @@ def _wire(dispatcher, esp: str = "aes128gcm16") -> dict:
     ctrl_b, daemon_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     counters = CounterBlock(4)
     out = OutboundLoop(WorkerContext("out", dispatcher, tun_a.fileno(), ctrl_a, counters,
-                                     udp={socket.AF_INET: udp_a}))
+                                     udp={socket.AF_INET: udp_a}, offload=offload, uso=offload))
     inb = InboundLoop(WorkerContext("in", dispatcher, tun_b.fileno(), ctrl_b, counters,
-                                    udp={socket.AF_INET: udp_b}, forward_ike=True))
+                                    udp={socket.AF_INET: udp_b}, forward_ike=True,
+                                    offload=offload, uso=offload))
     seed = os.urandom(8).hex()
     spec_a = static_spec("a", local="127.0.0.1", remote="127.0.0.1", local_ts=["10.1.0.0/16"],
                          remote_ts=["10.2.0.0/16"], esp=esp, seed=seed, encap=True,
@@ -295,3 +296,48 @@ def test_largest_ike_datagram_reaches_the_daemon_whole(rig):
     msg, _ = recv_msg(rig["daemon_b"])
     assert msg[1] == b"small"
     src.close()
+
+
+def test_offloads_cut_super_packets_and_coalesce_them_back(dispatcher):
+    """With the per-run offloads: a TCP super-packet read from the TUN (virtio_net_hdr, TSO)
+    crosses as MTU-sized ESP packets, one per segment, in runs sent with UDP GSO over
+    loopback; the far side reads them coalesced (UDP GRO) and writes one super-packet whose
+    segments are exactly the ones the near side cut; a lone ping takes the plain path."""
+    from scapy.layers.inet import TCP
+
+    from ocfpy.esp.gso import F_NEEDS_CSUM, PLAIN
+    from ocfpy.esp.offload import split
+
+    rig = _wire(dispatcher, offload=True)
+    try:
+        counters = rig["counters"]
+        slot_a, slot_b = counters.allocate(), counters.allocate()
+        rig["out"].install(rig["spec_a"], slot_a)
+        rig["in"].install(rig["spec_b"], slot_b)
+        pkt = bytearray(bytes(IP(src="10.1.0.1", dst="10.2.0.1", id=7)
+                              / TCP(sport=40000, dport=5201, seq=1000, flags="PA")
+                              / os.urandom(20 * 1360)))
+        pseudo = pkt[12:20] + (6).to_bytes(2, "big") + (len(pkt) - 20).to_bytes(2, "big")
+        from ocfpy.esp.gso import ones_complement_sum
+
+        pkt[36:38] = ones_complement_sum(bytes(pseudo)).to_bytes(2, "big")
+        frame = (F_NEEDS_CSUM.to_bytes(1, "big") + bytes((1,)) + (40).to_bytes(2, "little")
+                 + (1360).to_bytes(2, "little") + (20).to_bytes(2, "little")
+                 + (16).to_bytes(2, "little") + bytes(pkt))
+        segments = split(frame)
+        assert len(segments) == 20 and all(len(x) == 1400 for x in segments)
+        rig["tun_a"].send(frame)
+        ping = _pkt("10.1.0.1", "10.2.0.1")
+        rig["tun_a"].send(PLAIN + ping)
+        rig["out"].on_readable(None)
+        rig["in"].on_readable(rig["udp_b"])
+        written = _drain(rig["tun_b"])
+        assert [split(w) for w in written] == [segments, [ping]]
+        assert written[1] == PLAIN + ping  # a run of one: the plain path
+        assert counters.sa_counters(slot_a).packets_out == 21
+        assert counters.sa_counters(slot_b).packets_in == 21
+        g = counters.global_counters()
+        assert g["malformed"] == g["send_errors"] == g["tun_write_errors"] == 0
+    finally:
+        for s in rig["sockets"]:
+            s.close()
