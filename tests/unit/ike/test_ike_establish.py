@@ -109,6 +109,34 @@ def test_esp_mismatch_keeps_the_ike_sa(initiator_and_responder):
     assert pair.i.sa_list()[0]["children"] == []
 
 
+def test_ike_auth_refused_over_the_child_names_the_peers_notify(initiator_and_responder,
+                                                                monkeypatch):
+    """RFC 7296 2.21.2: a responder may refuse the whole IKE_AUTH over its CHILD_SA, answering
+    N(NO_PROPOSAL_CHOSEN) with no IDr and no AUTH (OpenIKED does, for an ESP suite Linux
+    PF_KEY cannot install). The initiator reports that notify and our ESP proposals, not
+    INVALID_SYNTAX (measured against OpenIKED 7.2 in the VM lane, issue 15)."""
+    from ocfpy.ike.errors import IkeProtocolError
+    from ocfpy.ike.tasks.child_create import ChildCreate
+
+    real = ChildCreate.process_r
+
+    def refuse_whole_exchange(self, sa, msg):
+        real(self, sa, msg)
+        if self.error is not None:  # as OpenIKED: the child's refusal ends the IKE_AUTH
+            raise IkeProtocolError(self.error, self.explanation)
+
+    monkeypatch.setattr(ChildCreate, "process_r", refuse_whole_exchange)
+    pair = initiator_and_responder(esp=["aes128gcm16"], r_esp=["aes256-sha256"])
+    pair.establish()
+    assert not pair.of_type("i", IkeSaEstablished)
+    (fail,) = pair.of_type("i", NegotiationFailed)
+    assert fail.notify == NotifyType.NO_PROPOSAL_CHOSEN
+    why = pair.i.why("home")
+    assert "NO_PROPOSAL_CHOSEN" in why and "INVALID_SYNTAX" not in why
+    assert "ESP proposals" in why and "aes128gcm16" in why and "child net" in why
+    assert pair.i.sa_list() == []
+
+
 def test_ts_unacceptable(initiator_and_responder):
     pair = initiator_and_responder(i_ts=(["10.1.0.0/16"], ["10.9.0.0/16"]))
     pair.establish()
