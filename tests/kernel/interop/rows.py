@@ -120,7 +120,11 @@ def run_tunnel_row(istar, peer, row: Row, record: dict) -> None:
     new_log = istar.ocfpy.log()[log_mark:]
     for word in weak:
         assert f"weak transform {word}" in new_log, new_log[-3000:]
-    record["warnings"] = [f"weak transform {w} warned in ocfpy's log" for w in weak]
+    # ... and `sa list --json` marks it (issue 15 item 3), on the SA that carries it
+    assert sorted(alg_w for alg_w in sa.get("weak", []) + child.get("weak", [])) == \
+        sorted(weak), (sa.get("weak"), child.get("weak"), weak)
+    record["warnings"] = [f"weak transform {w} warned in ocfpy's log and marked in sa list"
+                          for w in weak]
     record["listing"] = peer.listing()[-2000:]
     # Delete both ways: the side that initiated deletes. That is also what a libreswan
     # initiator needs: a connection it brought up with `whack --initiate` is "supposed to

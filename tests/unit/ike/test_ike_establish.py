@@ -591,6 +591,35 @@ def test_sa_list_is_json_and_names_the_drivers(initiator_and_responder):
     assert child["spi_in"] != child["spi_out"] and len(child["spi_in"]) == 8
 
 
+def test_sa_list_marks_a_weak_transform_the_peer_forced(initiator_and_responder, capsys,
+                                                        monkeypatch):
+    """Issue 15 item 3: a weak transform (HMAC-SHA1-96, as OpenIKED on Linux forces) is
+    negotiated when nothing better is in common, and `sa list` marks it: in the JSON
+    ("weak") and in the table; a strong suite is marked with nothing."""
+    import json
+
+    from ocfpy.cli.sa import _print_list
+
+    monkeypatch.setenv("COLUMNS", "400")  # rich folds cells at 80 columns
+    pair = initiator_and_responder(["aes256-sha256-modp1536"], ["aes128-sha1"])
+    pair.establish()
+    for side in (pair.i, pair.r):
+        (sa,) = json.loads(json.dumps(side.sa_list()))
+        assert sa["weak"] == ["modp1536"]
+        (child,) = sa["children"]
+        assert child["integ"] == "sha1" and child["weak"] == ["sha1"]
+    _print_list(pair.i.sa_list())
+    out = capsys.readouterr().out
+    assert "WEAK: modp1536" in out and "WEAK: sha1" in out
+
+    strong = initiator_and_responder(["aes256gcm16-prfsha384-ecp384"], ["aes256gcm16"])
+    strong.establish()
+    (sa,) = strong.i.sa_list()
+    assert sa["weak"] == [] and sa["children"][0]["weak"] == []
+    _print_list(strong.i.sa_list())
+    assert "WEAK" not in capsys.readouterr().out
+
+
 def test_esp_the_backend_cannot_serve_is_not_offered(dispatcher):
     """A driver policy that cannot serve the child's ESP algorithm: the IKE SA comes up
     childless and the failure says why (rather than an empty SA payload on the wire)."""
