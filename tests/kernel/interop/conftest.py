@@ -66,7 +66,10 @@ def ocfpy_config(*, dataplane: str = "xfrm", psk: str = PSK) -> str:
             conns.append(connection_table(
                 site.conn, local_addr=site.ocfpy_addr, remote_addr=site.peer_addr,
                 local_id=OCFPY_ID, remote_id=site.peer_id, proposals=ike, esp_proposals=esp,
-                children={"net": ([OCFPY_NET], [site.peer_net])}, dpd_delay="0s",
+                children={"net": ([OCFPY_NET], [site.peer_net])},
+                # DPD on the matrix connections only: the DPD rows (rows.LIFECYCLE) use them;
+                # the zero-config ones stay exactly the documented recipe
+                dpd_delay="10s" if site.offset else "0s",
                 keyingtries=1, retransmit={"timeout": 4.0, "tries": 4, "base": 1.5}))
         secrets.append(secret_table(f"ike-{base.name}", psk, [OCFPY_ID, base.peer_id]))
     return config_toml(daemon_table(dataplane=dataplane, listen=listen,

@@ -66,8 +66,17 @@ class CharonKernel(Peer):
         except Exception as exc:  # vici's CommandException carries charon's errmsg
             raise PeerError(f"charon could not initiate: {exc}\n{self.log()[-2000:]}") from exc
 
+    def rekey_child(self) -> None:
+        assert self.charon is not None
+        self.charon.vici.rekey({"child": "net"})  # vici "rekey" (swanctl --rekey)
+
+    def rekey_ike(self) -> None:
+        assert self.charon is not None
+        self.charon.vici.rekey({"ike": "t"})
+
     def terminate(self) -> None:
-        if self.charon is not None:
+        # not after crash(): a dead charon's vici socket refuses, and nothing is left to end
+        if self.charon is not None and self.proc is not None and self.proc.poll() is None:
             self.charon.terminate_all()
 
     def listing(self) -> str:

@@ -47,6 +47,11 @@ class OpenIked(Peer):
     def log_path(self) -> Path:
         return self.dir / "iked.log"
 
+    REKEY_IMPOSSIBLE = (
+        "OpenIKED 7.2 cannot be told to rekey now: ikectl's commands are active, passive, "
+        "couple, decouple, load, log, monitor, reload, reset, show and ca (no rekey); iked "
+        "rekeys only when its configured lifetime runs out")
+
     def version(self) -> str:
         out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "openiked"],
                              capture_output=True, text=True, timeout=30).stdout
