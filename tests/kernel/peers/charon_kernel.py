@@ -76,8 +76,13 @@ class CharonKernel(Peer):
 
     def terminate(self) -> None:
         # not after crash(): a dead charon's vici socket refuses, and nothing is left to end
-        if self.charon is not None and self.proc is not None and self.proc.poll() is None:
-            self.charon.terminate_all()
+        if self.charon is None or self.proc is None or self.proc.poll() is not None:
+            return
+        if not self.charon.list_sas():
+            return  # nothing to end (vici's terminate would answer "no matching SAs")
+        # vici "terminate" (swanctl --terminate --ike t): charon sends the Delete and waits
+        # for its answer; the answer's log messages are streamed, so list() drains them
+        list(self.charon.vici.terminate({"ike": "t", "timeout": 30000}))
 
     def listing(self) -> str:
         if self.charon is None:
