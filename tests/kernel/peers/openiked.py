@@ -81,7 +81,8 @@ class OpenIked(Peer):
         self.log_path.write_text("")
         self.spawn([str(IKED), "-d", "-vv", "-f", str(conf), "-s", str(self.sock)],
                    self.log_path)
-        self.wait(lambda: "config_getsocket" in self.log(), 180, "config_getsocket in its log")
+        # about a minute in a quiet guest; over three when the host runs several guests
+        self.wait(lambda: "config_getsocket" in self.log(), 420, "config_getsocket in its log")
 
     def initiate(self) -> None:
         """OpenIKED initiates the connections marked ``active`` when it loads its config:
