@@ -60,6 +60,22 @@ def render(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary(records: list[dict]) -> list[str]:
+    """Per peer and dataplane: how many rows passed, failed, were impossible or skipped."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for r in records:
+        key = (str(r.get("peer")), str(r.get("dataplane")))
+        by = counts.setdefault(key, {})
+        by[r.get("result", "?")] = by.get(r.get("result", "?"), 0) + 1
+    kinds = ("pass", "fail", "impossible", "skipped")
+    lines = ["| peer | dataplane | " + " | ".join(kinds) + " |", "|" + "---|" * (2 + len(kinds))]
+    for (peer, dataplane), by in sorted(counts.items(),
+                                        key=lambda kv: (PEER_ORDER.get(kv[0][0], 9), kv[0])):
+        lines.append(f"| {peer} | {dataplane} | " + " | ".join(str(by.get(k, 0)) for k in kinds)
+                     + " |")
+    return lines
+
+
 def splice(doc: str, table: str) -> str:
     if BEGIN not in doc or END not in doc:
         raise SystemExit(f"interop-table: the doc lacks the {BEGIN} / {END} markers")
@@ -76,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     records = load(args.results)
     doc = args.doc.read_text()
-    new = splice(doc, render(records))
+    new = splice(doc, "\n".join(summary(records) + [""]) + "\n" + render(records)
+                 if records else render(records))
     if args.check:
         return 0 if new == doc else 1
     args.doc.write_text(new)

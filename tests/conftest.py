@@ -32,8 +32,8 @@ def _is_root() -> bool:
 
 
 # The foreign-peer rows of the VM lane (tests/kernel/interop: libreswan, OpenIKED, charon with
-# kernel ESP; issue 15) are new and not yet proven end to end on the merged tree; they take
-# 20+ minutes of the emulated guest. They run when asked for:
+# kernel ESP; issue 15) take many minutes of the emulated guest. CI runs them (scripts/test.sh
+# sets OCFPY_VM_PEERS=1 when CI=true); on a laptop they run when asked for:
 #     OCFPY_VM_PEERS=1 bash scripts/vm-lane.sh
 PEER_ROWS = "tests/kernel/interop/"
 

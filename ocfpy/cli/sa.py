@@ -178,7 +178,10 @@ def _algorithms(d: dict[str, Any]) -> str:
     words = [str(algs[k]) for k in ("encr", "integ", "prf", "ke") if algs.get(k)]
     if "esn" in d:
         words.append("esn" if d["esn"] else "noesn")
-    return "-".join(words)
+    text = "-".join(words)
+    if d.get("weak"):  # a transform RFC 8247 / 8221 rate weak that the peer forced
+        text += f"\nWEAK: {', '.join(d['weak'])}"
+    return text
 
 
 def _drivers(d: dict[str, Any]) -> str:

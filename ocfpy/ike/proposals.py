@@ -328,8 +328,8 @@ def explain_mismatch(offered: list[Proposal], ours: list[Proposal], *, what: str
                 continue
             if best is None or len(missing) < best[0]:
                 best = (len(missing), o, m, missing)
-    text = [f"no {what} proposal in common. The peer offered: {_fmt(offered)}. "
-            f"We accept: {_fmt(ours)}."]
+    text = [f"no {what} proposal in common. The peer offered: {_fmt(offered)}"
+            f"{_libreswan_note(offered)}. We accept: {_fmt(ours)}."]
     if best is not None and best[3]:
         _, o, m, missing = best
         for tt in missing:
@@ -346,3 +346,40 @@ def explain_mismatch(offered: list[Proposal], ours: list[Proposal], *, what: str
         who = f"the forced crypto backend {backend!r}" if backend else "no active driver"
         text.append(f"Not offered/accepted because {who} cannot serve them: {', '.join(dropped)}.")
     return " ".join(text)
+
+
+# libreswan's names (ipsec.conf ike=/esp=, libreswan 4.x) where they differ from ocfpy's
+# strongSwan keywords, so that `sa why` also speaks the words a libreswan user has in front of
+# them (issue 15). Not listed: the same word in both (aes128, sha1, modp2048, ...).
+_LIBRESWAN = {
+    "aes128gcm16": "aes_gcm128", "aes192gcm16": "aes_gcm192", "aes256gcm16": "aes_gcm256",
+    "aes128ctr": "aes_ctr128", "aes192ctr": "aes_ctr192", "aes256ctr": "aes_ctr256",
+    "chacha20poly1305": "chacha20_poly1305",
+    "sha256": "sha2_256", "sha384": "sha2_384", "sha512": "sha2_512", "aesxcbc": "aes_xcbc",
+    "prfsha1": "sha1", "prfsha256": "sha2_256", "prfsha384": "sha2_384",
+    "prfsha512": "sha2_512", "prfaesxcbc": "aes_xcbc",
+    "ecp256": "dh19", "ecp384": "dh20", "ecp521": "dh21", "x25519": "dh31", "x448": "dh32",
+}
+
+
+def libreswan_words(prop: Proposal) -> str:
+    """``prop`` as libreswan writes it: ``ike=ENCR-PRF;DH`` for an AEAD IKE proposal,
+    ``ENCR-INTEG;DH`` otherwise (libreswan derives the PRF from the integrity algorithm),
+    ``esp=ENCR[-INTEG][;DH]``; alternatives of one type joined with ``+`` as libreswan does."""
+    def names(tt: TransformType) -> str:
+        return "+".join(_LIBRESWAN.get(t.keyword, t.keyword) for t in prop.of(tt))
+
+    second = names(TransformType.INTEG) or (
+        names(TransformType.PRF) if prop.protocol == PROTO_IKE else "")
+    text = "-".join(w for w in (names(TransformType.ENCR), second) if w)
+    ke = names(TransformType.KE)
+    key = "ike" if prop.protocol == PROTO_IKE else "esp"
+    return f"{key}={text}{';' + ke if ke else ''}"
+
+
+def _libreswan_note(offered: list[Proposal]) -> str:
+    words = [libreswan_words(p) for p in offered if p.transforms and not p.unknown]
+    if not words:
+        return ""
+    return f" (in libreswan's words: {', '.join(words)})"
+

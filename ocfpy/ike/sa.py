@@ -31,7 +31,7 @@ from ocfpy.ike.events import (
 )
 from ocfpy.ike.exchange import GiveUp, TaskManager
 from ocfpy.ike.identity import Identity
-from ocfpy.ike.proposals import Proposal, accepts
+from ocfpy.ike.proposals import WEAK, Proposal, accepts
 from ocfpy.ike.pubkey import AuthState
 from ocfpy.ike.state import IkeState, next_state
 from ocfpy.ike.tasks.base import Status
@@ -518,6 +518,9 @@ class IkeSa:
                 "prf": self.prf.keyword if self.prf else None,
                 "ke": self.ke_transform.keyword if self.ke_transform else None,
             },
+            # issue 15: a transform RFC 8247 rates weak that the peer forced is marked here
+            # too, not only in the log line of the negotiation (proposals.warn_if_weak)
+            "weak": _weak(self.encr, self.integ, self.prf, self.ke_transform),
             "drivers": drivers,
             "auth": self.auth.as_dict(),
             "children": [self._child_dict(c) for c in self.children],
@@ -530,8 +533,16 @@ class IkeSa:
             "name": c.cfg.name, "unique_id": c.unique_id,
             "spi_in": f"{s.inbound.spi:08x}", "spi_out": f"{s.outbound.spi:08x}",
             "encr": s.encryption, "integ": s.integrity, "esn": s.esn, "mode": s.mode.value,
+            "weak": _weak(s.encryption, s.integrity),  # RFC 8221 section 6 (e.g. sha1)
             "local_ts": [str(t) for t in s.local_ts], "remote_ts": [str(t) for t in s.remote_ts],
             "encap": s.encap is not None,
             # no "driver": the dataplane that installed the CHILD_SA knows which serves it,
             # and the daemon adds that (IkeDaemon._cmd_list)
         }
+
+
+def _weak(*transforms: Transform | str | None) -> list[str]:
+    """The negotiated transforms RFC 8247 / RFC 8221 rate weak (proposals.WEAK), in order."""
+    words = [t if isinstance(t, str) else t.keyword for t in transforms if t]
+    return [w for w in words if w in WEAK]
+

@@ -63,3 +63,12 @@ def test_splice_replaces_only_the_table_and_check_mode(tmp_path):
 
 def test_no_records_says_how_to_make_them(tmp_path):
     assert "scripts/vm-lane.sh -k interop" in T.render([])
+
+
+def test_summary_counts_results_per_peer_and_dataplane(tmp_path):
+    lines = T.summary(T.load(_records(tmp_path)))
+    assert lines[0] == "| peer | dataplane | pass | fail | impossible | skipped |"
+    assert lines[2:] == ["| libreswan | xfrm | 0 | 1 | 1 | 0 |",
+                         "| openiked | xfrm | 1 | 0 | 0 | 0 |",
+                         "| strongswan | xfrm | 1 | 0 | 0 | 0 |"]
+

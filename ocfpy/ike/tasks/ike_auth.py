@@ -183,6 +183,13 @@ class IkeAuth(Task):
                                f"{notify_name(n.notify_type)}")
         idr, auth = msg.get(PayloadType.IDr), msg.get(PayloadType.AUTH)
         if idr is None or auth is None:
+            refusal = next((n.notify_type for n in msg.notifies()
+                            if n.notify_type in _CHILD_ERRORS), None)
+            if refusal is not None:
+                # RFC 7296 2.21.2: a responder may refuse the whole IKE_AUTH over the CHILD_SA
+                # (OpenIKED answers a CHILD_SA it cannot install with N(NO_PROPOSAL_CHOSEN)
+                # alone). Its notify is the answer, not a syntax error of ours.
+                return sa.fail(refusal, _child_refusal(sa, refusal))
             return sa.fail(NotifyType.INVALID_SYNTAX, "IKE_AUTH response lacks IDr or AUTH")
         peer = Identity(idr.id_type, idr.data)
         want = sa.configured_remote_id()
@@ -229,3 +236,22 @@ _CHILD_ERRORS = {NotifyType.NO_PROPOSAL_CHOSEN, NotifyType.TS_UNACCEPTABLE,
                  NotifyType.SINGLE_PAIR_REQUIRED, NotifyType.INTERNAL_ADDRESS_FAILURE,
                  NotifyType.FAILED_CP_REQUIRED, NotifyType.INVALID_SELECTORS,
                  NotifyType.NO_ADDITIONAL_SAS}
+
+
+def _child_refusal(sa: IkeSa, notify: int) -> str:
+    """Why the responder refused IKE_AUTH with a CHILD_SA error and no IDr/AUTH: the option
+    of ours it names (our ESP proposals, or our traffic selectors), so that `sa why` says
+    what to change."""
+    head = (f"the responder answered IKE_AUTH with {notify_name(notify)} alone (no IDr, no "
+            "AUTH: RFC 7296 2.21.2), refusing the IKE_SA over its first CHILD_SA")
+    children = list(sa.conn.children.values())
+    if notify == NotifyType.NO_PROPOSAL_CHOSEN:
+        offered = "; ".join(f"child {c.name}: {', '.join(str(p) for p in sa.esp_proposals(c))}"
+                            for c in children)
+        return f"{head}: it accepts none of our ESP proposals ({offered})"
+    if notify == NotifyType.TS_UNACCEPTABLE:
+        ts = "; ".join(f"child {c.name}: local_ts {c.local_ts}, remote_ts {c.remote_ts}"
+                       for c in children)
+        return f"{head}: it refused our traffic selectors ({ts})"
+    return head
+

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from pyroute2 import config as pyroute2_config
 
 from ocfpy.lab.iked_runner import IkedRunner, wait_for
 from ocfpy.lab.iked_toml import config_toml, connection_table, daemon_table, secret_table
@@ -31,6 +32,13 @@ from tests.kernel.peers import (
     star,
 )
 from tests.vm.guest import results_dir
+
+# pyroute2 opens a socket in a namespace from a forked child and gives up after 10 s (2 s per
+# try): in the emulated guest, with the peers' threads busy, the fork alone took longer and the
+# userspace star's set-up failed with "could not start netns socket within timeout" (measured
+# 2026-12-02, load average 14 on the host). The guest is slow, not broken: wait longer.
+pyroute2_config.default_create_socket_timeout = 120
+pyroute2_config.default_communicate_timeout = 20
 
 SITES = {"libreswan": Site("ls", 1), "openiked": Site("oi", 2), "strongswan": Site("ch", 3)}
 PEER_CLASSES = {"libreswan": (libreswan.Libreswan, libreswan.unavailable_reason),
@@ -66,7 +74,10 @@ def ocfpy_config(*, dataplane: str = "xfrm", psk: str = PSK) -> str:
             conns.append(connection_table(
                 site.conn, local_addr=site.ocfpy_addr, remote_addr=site.peer_addr,
                 local_id=OCFPY_ID, remote_id=site.peer_id, proposals=ike, esp_proposals=esp,
-                children={"net": ([OCFPY_NET], [site.peer_net])}, dpd_delay="0s",
+                children={"net": ([OCFPY_NET], [site.peer_net])},
+                # DPD on the matrix connections only: the DPD rows (rows.LIFECYCLE) use them;
+                # the zero-config ones stay exactly the documented recipe
+                dpd_delay="10s" if site.offset else "0s",
                 keyingtries=1, retransmit={"timeout": 4.0, "tries": 4, "base": 1.5}))
         secrets.append(secret_table(f"ike-{base.name}", psk, [OCFPY_ID, base.peer_id]))
     return config_toml(daemon_table(dataplane=dataplane, listen=listen,

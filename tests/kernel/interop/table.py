@@ -112,23 +112,53 @@ FAILURES = {
 }
 
 
+# The lifecycle rows (rows.run_lifecycle_row: rekeys started by each side, delete both ways,
+# DPD) run on one suite per peer that its matrix rows proved, so that they test the lifecycle,
+# not the suite again.
+LIFECYCLE_SUITE = {
+    "libreswan": {"ike": "aes_gcm256-sha2_512-dh19", "esp": "aes_gcm256", "extra": "esn=no"},
+    "strongswan": {"ike": "aes256gcm16-prfsha512-ecp256", "esp": "aes256gcm16"},
+    "openiked": {"ike": "ikesa enc aes-256-gcm prf hmac-sha2-256 group ecp256",
+                 "esp": "childsa enc aes-256 auth hmac-sha2-384"},
+}
+LIFECYCLE = {
+    "rekey by ocfpy": "CHILD_SA + IKE_SA rekey started by ocfpy, delete by the peer",
+    "rekey by the peer": "CHILD_SA + IKE_SA rekey started by the peer, delete by ocfpy",
+    "DPD": "DPD: the peer dies, ocfpy declares it dead",
+}
+
+
 def rows_for(peer: str, matrix: list) -> list[Row]:
     rows = [Row(ZERO_CONFIG, role, "zero-config") for role in ROLES]
     for i, (label, ike, esp, opts, impossible) in enumerate(matrix):
         rows.append(Row(label, ROLES[i % 2], "matrix", ike, esp, opts, impossible))
+    rows += [Row(label, "ocfpy initiates", kind, peer=LIFECYCLE_SUITE[peer])
+             for kind, label in LIFECYCLE.items()]
     rows += [Row(f"failure: {kind}", "peer initiates", kind, peer=make(peer))
              for kind, make in FAILURES.items()]
     return rows
 
 
-ROWS = {"libreswan": rows_for("libreswan", LIBRESWAN),
+def userspace_rows(matrix: list) -> list[Row]:
+    """ocfpy's userspace dataplane against a peer's kernel ESP: zero-config both roles and a
+    few matrix rows (an AEAD, CBC+HMAC, ESN), enough for the other dataplane to meet a
+    foreign kernel without repeating every suite the xfrm rows prove."""
+    rows = [Row(ZERO_CONFIG, role, "zero-config") for role in ROLES]
+    for i, (label, ike, esp, opts, impossible) in enumerate(matrix):
+        rows.append(Row(label, ROLES[i % 2], "matrix", ike, esp, opts, impossible))
+    return rows
+
+
+ROWS = {"libreswan/userspace": userspace_rows([LIBRESWAN[0], LIBRESWAN[3], LIBRESWAN[8]]),
+        "libreswan": rows_for("libreswan", LIBRESWAN),
         "openiked": rows_for("openiked", OPENIKED),
         "strongswan": rows_for("strongswan", STRONGSWAN)}
 
 
 def cases(kind: str) -> list[tuple[str, Row]]:
-    """(peer, row) pairs of one kind: "zero-config", "matrix", or "failure"."""
+    """(peer, row) pairs of one kind: "zero-config", "matrix", "lifecycle" or "failure"."""
     def want(row: Row) -> bool:
-        return row.kind == kind or (kind == "failure" and row.kind not in ("zero-config",
-                                                                             "matrix"))
+        if kind == "lifecycle":
+            return row.kind in LIFECYCLE
+        return row.kind == kind or (kind == "failure" and row.kind in FAILURES)
     return [(peer, row) for peer, rows in ROWS.items() for row in rows if want(row)]

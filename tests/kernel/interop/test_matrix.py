@@ -30,3 +30,10 @@ def test_matrix_row(interop_outcomes, peer, row):
 @pytest.mark.parametrize("peer,row", cases("failure"), ids=[_id(*c) for c in cases("failure")])
 def test_failure_row(interop_outcomes, peer, row):
     report(interop_outcomes, peer, row)
+
+
+@pytest.mark.parametrize("peer,row", cases("lifecycle"),
+                         ids=[_id(*c) for c in cases("lifecycle")])
+def test_lifecycle_row(interop_outcomes, peer, row):
+    """Rekeys started by each side, delete both ways, DPD (rows.run_lifecycle_row)."""
+    report(interop_outcomes, peer, row)

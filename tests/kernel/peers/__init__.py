@@ -143,6 +143,37 @@ class Peer:
         if proc is not None:
             self.lab.stop(proc, timeout)
 
+    # Rekeys started by the peer (issue 15: CHILD_SA and IKE_SA rekey "started by each side").
+    # A peer whose tools cannot start one now says so in REKEY_IMPOSSIBLE, in its own words.
+    REKEY_IMPOSSIBLE: str | None = None
+
+    def rekey_child(self) -> None:
+        raise NotImplementedError
+
+    def rekey_ike(self) -> None:
+        raise NotImplementedError
+
+    def crash(self) -> None:
+        """The peer dies without a word (SIGKILL, its whole process group where it has its own:
+        OpenIKED's privilege-separated children too): what DPD is for. Its kernel states
+        are flushed: nothing of the dead peer may answer for it."""
+        import os
+        import signal
+
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            raise PeerError(f"{self.name} is not running")
+        try:
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+        # stale states would pass the next row's "the peer's kernel holds the SPIs" check
+        self.flush_kernel()
+
     def kernel_states(self) -> list[dict[str, str]]:
         """The ESP states the peer installed in its namespace's kernel (``ip xfrm state``)."""
         return xfrm_states(self.lab, self.ns)

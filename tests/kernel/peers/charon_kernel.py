@@ -66,9 +66,23 @@ class CharonKernel(Peer):
         except Exception as exc:  # vici's CommandException carries charon's errmsg
             raise PeerError(f"charon could not initiate: {exc}\n{self.log()[-2000:]}") from exc
 
+    def rekey_child(self) -> None:
+        assert self.charon is not None
+        self.charon.vici.rekey({"child": "net"})  # vici "rekey" (swanctl --rekey)
+
+    def rekey_ike(self) -> None:
+        assert self.charon is not None
+        self.charon.vici.rekey({"ike": "t"})
+
     def terminate(self) -> None:
-        if self.charon is not None:
-            self.charon.terminate_all()
+        # not after crash(): a dead charon's vici socket refuses, and nothing is left to end
+        if self.charon is None or self.proc is None or self.proc.poll() is not None:
+            return
+        if not self.charon.list_sas():
+            return  # nothing to end (vici's terminate would answer "no matching SAs")
+        # vici "terminate" (swanctl --terminate --ike t): charon sends the Delete and waits
+        # for its answer; the answer's log messages are streamed, so list() drains them
+        list(self.charon.vici.terminate({"ike": "t", "timeout": 30000}))
 
     def listing(self) -> str:
         if self.charon is None:

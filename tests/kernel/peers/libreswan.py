@@ -109,6 +109,13 @@ class Libreswan(Peer):
         if "established Child SA" not in text and "IPsec SA established" not in text:
             raise PeerError(f"libreswan could not initiate: {text.strip()[-1500:]}")
 
+    def rekey_child(self) -> None:
+        # libreswan 4.x: whack --rekey-ipsec / --rekey-ike start a rekey now (ipsec(8))
+        self.whack("--name", "t", "--rekey-ipsec")
+
+    def rekey_ike(self) -> None:
+        self.whack("--name", "t", "--rekey-ike")
+
     def terminate(self) -> None:
         self.whack("--name", "t", "--terminate", check=False)
 

@@ -47,6 +47,11 @@ class OpenIked(Peer):
     def log_path(self) -> Path:
         return self.dir / "iked.log"
 
+    REKEY_IMPOSSIBLE = (
+        "OpenIKED 7.2 cannot be told to rekey now: ikectl's commands are active, passive, "
+        "couple, decouple, load, log, monitor, reload, reset, show and ca (no rekey); iked "
+        "rekeys only when its configured lifetime runs out")
+
     def version(self) -> str:
         out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "openiked"],
                              capture_output=True, text=True, timeout=30).stdout
@@ -76,7 +81,8 @@ class OpenIked(Peer):
         self.log_path.write_text("")
         self.spawn([str(IKED), "-d", "-vv", "-f", str(conf), "-s", str(self.sock)],
                    self.log_path)
-        self.wait(lambda: "config_getsocket" in self.log(), 180, "config_getsocket in its log")
+        # about a minute in a quiet guest; over three when the host runs several guests
+        self.wait(lambda: "config_getsocket" in self.log(), 420, "config_getsocket in its log")
 
     def initiate(self) -> None:
         """OpenIKED initiates the connections marked ``active`` when it loads its config:

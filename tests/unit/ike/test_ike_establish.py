@@ -117,6 +117,34 @@ def test_esp_mismatch_keeps_the_ike_sa(initiator_and_responder):
     assert pair.i.sa_list()[0]["children"] == []
 
 
+def test_ike_auth_refused_over_the_child_names_the_peers_notify(initiator_and_responder,
+                                                                monkeypatch):
+    """RFC 7296 2.21.2: a responder may refuse the whole IKE_AUTH over its CHILD_SA, answering
+    N(NO_PROPOSAL_CHOSEN) with no IDr and no AUTH (OpenIKED does, for an ESP suite Linux
+    PF_KEY cannot install). The initiator reports that notify and our ESP proposals, not
+    INVALID_SYNTAX (measured against OpenIKED 7.2 in the VM lane, issue 15)."""
+    from ocfpy.ike.errors import IkeProtocolError
+    from ocfpy.ike.tasks.child_create import ChildCreate
+
+    real = ChildCreate.process_r
+
+    def refuse_whole_exchange(self, sa, msg):
+        real(self, sa, msg)
+        if self.error is not None:  # as OpenIKED: the child's refusal ends the IKE_AUTH
+            raise IkeProtocolError(self.error, self.explanation)
+
+    monkeypatch.setattr(ChildCreate, "process_r", refuse_whole_exchange)
+    pair = initiator_and_responder(esp=["aes128gcm16"], r_esp=["aes256-sha256"])
+    pair.establish()
+    assert not pair.of_type("i", IkeSaEstablished)
+    (fail,) = pair.of_type("i", NegotiationFailed)
+    assert fail.notify == NotifyType.NO_PROPOSAL_CHOSEN
+    why = pair.i.why("home")
+    assert "NO_PROPOSAL_CHOSEN" in why and "INVALID_SYNTAX" not in why
+    assert "ESP proposals" in why and "aes128gcm16" in why and "child net" in why
+    assert pair.i.sa_list() == []
+
+
 def test_ts_unacceptable(initiator_and_responder):
     pair = initiator_and_responder(i_ts=(["10.1.0.0/16"], ["10.9.0.0/16"]))
     pair.establish()
@@ -572,6 +600,35 @@ def test_sa_list_is_json_and_names_the_drivers(initiator_and_responder):
     # dataplane's counters; tests/unit/ike/test_iked_sa_report.py): the engine claims none
     assert "driver" not in child
     assert child["spi_in"] != child["spi_out"] and len(child["spi_in"]) == 8
+
+
+def test_sa_list_marks_a_weak_transform_the_peer_forced(initiator_and_responder, capsys,
+                                                        monkeypatch):
+    """Issue 15 item 3: a weak transform (HMAC-SHA1-96, as OpenIKED on Linux forces) is
+    negotiated when nothing better is in common, and `sa list` marks it: in the JSON
+    ("weak") and in the table; a strong suite is marked with nothing."""
+    import json
+
+    from ocfpy.cli.sa import _print_list
+
+    monkeypatch.setenv("COLUMNS", "400")  # rich folds cells at 80 columns
+    pair = initiator_and_responder(["aes256-sha256-modp1536"], ["aes128-sha1"])
+    pair.establish()
+    for side in (pair.i, pair.r):
+        (sa,) = json.loads(json.dumps(side.sa_list()))
+        assert sa["weak"] == ["modp1536"]
+        (child,) = sa["children"]
+        assert child["integ"] == "sha1" and child["weak"] == ["sha1"]
+    _print_list(pair.i.sa_list())
+    out = capsys.readouterr().out
+    assert "WEAK: modp1536" in out and "WEAK: sha1" in out
+
+    strong = initiator_and_responder(["aes256gcm16-prfsha384-ecp384"], ["aes256gcm16"])
+    strong.establish()
+    (sa,) = strong.i.sa_list()
+    assert sa["weak"] == [] and sa["children"][0]["weak"] == []
+    _print_list(strong.i.sa_list())
+    assert "WEAK" not in capsys.readouterr().out
 
 
 def test_esp_the_backend_cannot_serve_is_not_offered(dispatcher):

@@ -165,3 +165,26 @@ def test_forced_backend_limits_what_the_engine_offers(dispatcher, initiator_and_
     engine = IkeEngine(cfg, d)
     props, dropped = engine.connections.ike_proposals(cfg.connections["home"])
     assert [str(p) for p in props] == ["aes128gcm16-prfsha256-ecp256"] and dropped == ["x25519"]
+
+
+@pytest.mark.parametrize("text,protocol,words", [
+    ("aes256gcm16-prfsha512-modp8192", P.PROTO_IKE, "ike=aes_gcm256-sha2_512;modp8192"),
+    ("aes256-sha256-prfsha256-ecp256", P.PROTO_IKE, "ike=aes256-sha2_256;dh19"),
+    ("chacha20poly1305-prfsha256-x25519", P.PROTO_IKE, "ike=chacha20_poly1305-sha2_256;dh31"),
+    ("aes128ctr-sha512", P.PROTO_ESP, "esp=aes_ctr128-sha2_512"),
+    ("aes256gcm16-aes128gcm16", P.PROTO_ESP, "esp=aes_gcm256+aes_gcm128"),
+])
+def test_libreswan_words(text, protocol, words):
+    """`sa why` names a mismatch in libreswan's ipsec.conf words too (issue 15): the same
+    suites as the VM lane's libreswan rows write them (tests/kernel/interop/table.py)."""
+    assert P.libreswan_words(P._parse(text, protocol)) == words
+
+
+def test_a_mismatch_is_explained_in_both_vocabularies():
+    offered = [P._parse("aes256gcm16-prfsha512-modp8192", P.PROTO_IKE)]
+    ours = [P._parse("aes256gcm16-prfsha512-ecp256", P.PROTO_IKE)]
+    why = P.explain_mismatch(offered, ours)
+    assert "The peer offered: aes256gcm16-prfsha512-modp8192 (in libreswan's words: " \
+           "ike=aes_gcm256-sha2_512;modp8192)" in why
+    assert "key exchange method" in why
+
