@@ -629,18 +629,26 @@ def test_check_refuses_a_log_target_start_would_refuse(tmp_path, capsys):
     assert main(["iked", "--config", str(conf), "--check"]) == 78  # file:line: key: reason
 
 
-def test_trap_actions_are_refused_until_trap_policies_exist(tmp_path):
+def test_trap_actions_are_accepted_and_other_values_refused(tmp_path):
+    """dpd_action / close_action = trap (swanctl's) now install the child's trap; an unknown
+    action is still refused with file:line: key: reason."""
     from ocfpy.iked.configfile import ConfigError, loads
 
     ports = _ports()
     for key in ("dpd_action", "close_action"):
         text = _text(0, ports, tmp_path / "c.sock", {"t": (20, "4h", f'{key} = "trap"')})
+        conf = loads(text, "t.toml")
+        assert getattr(conf.connections["t"].children["net"], key) == "trap"
         with pytest.raises(ConfigError) as info:
-            loads(text, "t.toml")
+            loads(text.replace('"trap"', '"hold"'), "t.toml")
         assert f"connections.t.children.net.{key}" in str(info.value)
-        assert "not implemented yet" in str(info.value)
-        conf = loads(text.replace('"trap"', '"start"'), "t.toml")
-        assert getattr(conf.connections["t"].children["net"], key) == "start"
+    conf = loads(_text(0, ports, tmp_path / "c.sock", {"t": (20, "4h")},
+                       'trap_queue = 3\ntrap_hold = "2s"'), "t.toml")
+    assert (conf.daemon.trap_queue, conf.daemon.trap_hold) == (3, 2.0)
+    with pytest.raises(ConfigError) as info:
+        loads(_text(0, ports, tmp_path / "c.sock", {"t": (20, "4h")}, "trap_queue = 5000"),
+              "t.toml")
+    assert "daemon.trap_queue" in str(info.value)
 
 
 # -- operator commands and config traps --------------------------------------------------------
