@@ -383,6 +383,10 @@ class OutboundLoop(_Loop):
         self.remove(spec.unique_id)
         self.sas[spec.unique_id] = sa
         self.spd.add(spec.unique_id, spec.local_ts, spec.remote_ts, sa)
+        for _, t in self.traps.values():
+            # a negotiation finished: the next packet a trap catches (this SA closed early,
+            # or did not cover it) is a new question for the daemon, not a repeat to hold back
+            t.last_acquire = float("-inf")
         self.release()
         return sa.crypto.drivers
 

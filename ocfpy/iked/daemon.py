@@ -457,14 +457,18 @@ class IkeDaemon:
         loop = self._loop
         assert loop is not None
         for _ in range(4):  # events may make more output (and the other way round)
-            now = loop.time()
-            out = self.engine.datagrams_to_send(now)
-            for data, local, remote in out:
-                self._send(data, local, remote)
+            # events first: a responder's CHILD_SA is then in the dataplane before its
+            # IKE_AUTH / CREATE_CHILD_SA response leaves (as charon's child_create installs
+            # in build_r), so the initiator's first ESP packet (a trap's held packets go out
+            # the moment its SA is up) never finds the responder without the SA
             handled = 0
             while (event := self.engine.next_event()) is not None:
                 handled += 1
                 self._event(event)
+            now = loop.time()
+            out = self.engine.datagrams_to_send(now)
+            for data, local, remote in out:
+                self._send(data, local, remote)
             if not out and not handled:
                 break
         self._arm_timer()
