@@ -85,6 +85,7 @@ class _Installed:
 @dataclass
 class _TrapEntry:
     spec: TrapSpec
+    reqid: int  # its template's; the CHILD_SAs of the same child get it too (install)
     policies: list[tuple] = field(default_factory=list)  # policy keys it is a user of
     routes: list[IPNetwork] = field(default_factory=list)
 
@@ -203,7 +204,13 @@ class XfrmDataplane(Dataplane):
             self._check_open()
             if spec.unique_id in self._installed:
                 self.remove(spec.unique_id)
-            entry = _Installed(spec, next(self._reqids))
+            # a trapped child's SAs take the trap's reqid (charon keeps one reqid per child,
+            # rekeys included): adding the outbound state then replaces the kernel's larval
+            # state of the ACQUIRE (xfrm_state_add matches it by mode, reqid, proto and
+            # addresses), which would otherwise swallow the trap's next ACQUIRE for
+            # xfrm_acq_expires (30 s) once this CHILD_SA is gone
+            trap = self._traps.get(spec.name)
+            entry = _Installed(spec, trap.reqid if trap is not None else next(self._reqids))
             try:
                 self._add_states(entry)
                 self._add_policies(entry)
@@ -290,7 +297,7 @@ class XfrmDataplane(Dataplane):
 
     def install_trap(self, trap: TrapSpec) -> None:
         """charon's trap: an outbound policy for the selectors whose template (ESP, the
-        child's mode, our and the peer's addresses, reqid 0, level required) no state
+        child's mode, our and the peer's addresses, its reqid, level required) no state
         satisfies, so the kernel sends XFRM_MSG_ACQUIRE for the first packet (RFC 4301
         4.4.1.1; the packet itself is dropped with xfrm_larval_drop = 1). The trap is the
         lowest user of its policy: a CHILD_SA's template replaces it while the SA is up and
@@ -308,12 +315,13 @@ class XfrmDataplane(Dataplane):
         if not sels:
             raise XfrmError(f"trap {trap.key}: the traffic selectors have no pair of the same "
                             "IP version and protocol")
-        tmpl = X.TemplateParams(trap.local, trap.remote, 0, trap.mode)
         with self._lock:
             self._check_open()
-            if trap.key in self._traps:
+            old = self._traps.get(trap.key)
+            if old is not None:
                 self.remove_trap(trap.key)
-            entry = _TrapEntry(trap)
+            entry = _TrapEntry(trap, old.reqid if old is not None else next(self._reqids))
+            tmpl = X.TemplateParams(trap.local, trap.remote, entry.reqid, trap.mode)
             try:
                 for sel in sels:
                     key = (sel, X.XFRM_POLICY_OUT)
