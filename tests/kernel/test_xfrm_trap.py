@@ -31,9 +31,14 @@ def _trap(pair) -> dict | None:
 
 
 def test_kernel_acquire_brings_the_trapped_tunnel_up(pair):
-    pair.a.start(H.config(0, proposals=[IKE], esp=[ESP], dataplane="xfrm",
-                          child_options={"start_action": "trap"}), timeout=240)
-    pair.b.start(H.config(1, proposals=[IKE], esp=[ESP], dataplane="xfrm"), timeout=240)
+    # under TCG an IKE_AUTH answer took over 4 s (measured): patient retransmits, and
+    # keyingtries = 0 so that an acquire's negotiation keeps trying
+    patient = {"timeout": 5, "tries": 4, "base": 1.5}
+    pair.a.start(H.config(0, proposals=[IKE], esp=[ESP], dataplane="xfrm", keyingtries=0,
+                          retransmit=patient, child_options={"start_action": "trap"}),
+                 timeout=240)
+    pair.b.start(H.config(1, proposals=[IKE], esp=[ESP], dataplane="xfrm",
+                          retransmit=patient), timeout=240)
     policies = pair.lab.run(pair.a.ns, ["ip", "xfrm", "policy"], check=True).stdout
     assert "dir out" in policies and "10.177.2.0/24" in policies, policies
     assert pair.lab.run(pair.a.ns, ["ip", "xfrm", "state"], check=True).stdout.strip() == ""
@@ -42,7 +47,7 @@ def test_kernel_acquire_brings_the_trapped_tunnel_up(pair):
 
     # the first packet: the kernel's ACQUIRE; the tunnel comes up by itself
     pair.lab.run(pair.a.ns, [*PING, "-c", "1", "-W", "1"], timeout=20)
-    H.wait_for(pair.a.established, 60, "the acquire brings the tunnel up", on_fail=pair.logs)
+    H.wait_for(pair.a.established, 180, "the acquire brings the tunnel up", on_fail=pair.logs)
     trap = _trap(pair)
     assert trap["acquires"] == 1 and trap["dataplane"]["acquires"] == 1, trap
     assert "hit trap t/net" in pair.a.log()
@@ -52,11 +57,11 @@ def test_kernel_acquire_brings_the_trapped_tunnel_up(pair):
 
     # our terminate: the CHILD_SA goes, the trap's template is back, the next ping acquires
     pair.a.call("terminate", name="t")
-    H.wait_for(lambda: not pair.a.sas(), 20, "terminated", on_fail=pair.logs)
+    H.wait_for(lambda: not pair.a.sas(), 60, "terminated", on_fail=pair.logs)
     time.sleep(0.2)
     assert "dir out" in pair.lab.run(pair.a.ns, ["ip", "xfrm", "policy"], check=True).stdout
     pair.lab.run(pair.a.ns, [*PING, "-c", "1", "-W", "1"], timeout=20)
-    H.wait_for(pair.a.established, 60, "up again by the trap", on_fail=pair.logs)
+    H.wait_for(pair.a.established, 180, "up again by the trap", on_fail=pair.logs)
     assert _trap(pair)["acquires"] == 2
     assert pair.lab.run(pair.a.ns, [*PING, "-c", "2", "-i", "0.2", "-W", "5"],
                         timeout=30).returncode == 0
