@@ -288,6 +288,13 @@ def _print_conns(conns: list[dict[str, Any]]) -> None:
                   f"{', '.join(ch['remote_ts'])} {ch['mode']}; {', '.join(ch['esp_proposals'])}"
                   f"; start {ch['start_action']}, dpd {ch['dpd_action']}, close "
                   f"{ch['close_action']}")
+            trap = ch.get("trap")
+            if trap:  # swanctl --list-pols' "TRAP" line
+                dp = trap.get("dataplane") or {}
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(dp.items()))
+                print(f"    TRAP ({trap['installed_by']}): {', '.join(trap['local_ts'])} === "
+                      f"{', '.join(trap['remote_ts'])}; acquires {trap['acquires']}"
+                      + (f"; {counts}" if counts else ""))
 
 
 def _print_stats(stats: dict[str, Any]) -> None:

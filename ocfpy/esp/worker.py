@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import pickle
@@ -29,6 +30,7 @@ import socket
 import struct
 import time
 import traceback
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from ocfpy.crypto.errors import OcfError
@@ -37,7 +39,7 @@ from ocfpy.esp.gso import VNET_HDR_LEN, from_tun, to_tun_header
 from ocfpy.esp.offload import coalesce, split
 from ocfpy.esp.packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop
 from ocfpy.esp.sad import Expiry, InboundSa, OutboundSa, build_inbound, build_outbound
-from ocfpy.esp.spd import PolicyTable
+from ocfpy.esp.spd import PolicyTable, flow
 from ocfpy.esp.udpencap import Kind, classify
 from ocfpy.esp.udpgso import SegmentingSender, enable_gro
 from ocfpy.esp.udpgso import receive as receive_coalesced
@@ -186,6 +188,18 @@ class _Loop:
                 self.ctx.udp_ids[sock.fileno()] = sock_id
                 self.ctx.forward_ike = self.ctx.forward_ike or forward_ike
                 send_msg(self.ctx.ctrl, ("ack", req, True, None))
+            elif op == "trap":
+                _, req, trap = msg
+                self.trap(trap)
+                send_msg(self.ctx.ctrl, ("ack", req, True, None))
+            elif op == "untrap":
+                _, req, key = msg
+                self.untrap(key)
+                if req is not None:
+                    send_msg(self.ctx.ctrl, ("ack", req, True, None))
+            elif op == "trapstats":
+                _, req = msg
+                send_msg(self.ctx.ctrl, ("ack", req, True, self.trap_stats()))
             elif op == "stop":
                 self.running = False
         except Exception as exc:  # report to the daemon, keep the loop alive
@@ -212,6 +226,15 @@ class _Loop:
     def activate(self, uid: int) -> None:
         """Only the outbound loop sends: the inbound one accepts from install on."""
 
+    def trap(self, trap) -> None:
+        raise ValueError(f"the {self.ctx.role}bound worker holds no trap policies")
+
+    def untrap(self, key: str) -> None:
+        raise ValueError(f"the {self.ctx.role}bound worker holds no trap policies")
+
+    def trap_stats(self) -> dict:
+        return {}
+
     def remove(self, uid: int) -> None:
         raise NotImplementedError
 
@@ -221,14 +244,24 @@ class _Loop:
     def on_readable(self, r) -> None:
         raise NotImplementedError
 
+    def next_wakeup(self) -> float | None:
+        """Seconds until the loop has something to do without input (held packets expire)."""
+        return None
+
+    def expire(self) -> None:
+        """Called after every wakeup when next_wakeup() asked for one."""
+
     def run(self) -> None:
         ctrl = self.ctx.ctrl
         while self.running:
             fds = [ctrl, *self.readers()]
+            wake = self.next_wakeup()
             try:
-                ready, _, _ = select.select(fds, [], [])
+                ready, _, _ = select.select(fds, [], [], wake)
             except InterruptedError:
                 continue
+            if wake is not None:
+                self.expire()
             for r in ready:
                 if r is ctrl:
                     self.control()
@@ -241,6 +274,19 @@ class _Loop:
                     self.bump(G.MALFORMED)
 
 
+class _Trap:
+    """A trap policy in the outbound worker (base.TrapSpec): the packets it holds until a
+    CHILD_SA covers them, and when it last asked the daemon for one."""
+
+    __slots__ = ("spec", "held", "last_acquire", "counts")
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+        self.held: deque[tuple[float, bytes]] = deque()  # (monotonic time, packet)
+        self.last_acquire = float("-inf")
+        self.counts: Counter[str] = Counter()
+
+
 class OutboundLoop(_Loop):
     def __init__(self, ctx: WorkerContext):
         super().__init__(ctx)
@@ -250,6 +296,100 @@ class OutboundLoop(_Loop):
         self.segmenting = SegmentingSender() if ctx.udp_gso or ctx.offload else None
         # offload: whether this burst held a super-packet (see on_readable)
         self.super_burst = bool(ctx.udp_gso)
+        # trap policies, looked up only for packets no CHILD_SA covers (an SA's policy
+        # always wins over a trap, as the kernel's priorities make it with charon's traps)
+        self.trap_spd: PolicyTable[_Trap] = PolicyTable()
+        self.traps: dict[str, tuple[int, _Trap]] = {}  # key -> (policy key, trap)
+        self._trap_ids = 0
+        self.holding = 0  # packets held by all traps
+
+    # -- traps ------------------------------------------------------------------------------
+    def trap(self, spec) -> None:
+        old = self.traps.get(spec.key)
+        self._trap_ids += 1
+        t = _Trap(spec)
+        if old is not None:  # a changed trap (a reload): its held packets and counts go on
+            t.held, t.counts = old[1].held, old[1].counts
+            self.trap_spd.remove(old[0])
+        self.traps[spec.key] = (self._trap_ids, t)
+        self.trap_spd.add(self._trap_ids, list(spec.local_ts), list(spec.remote_ts), t)
+        self._trim(t)
+
+    def untrap(self, key: str) -> None:
+        entry = self.traps.pop(key, None)
+        if entry is not None:
+            pid, t = entry
+            self.trap_spd.remove(pid)
+            self._drop_held(t, len(t.held), "dropped_removed")
+
+    def trap_stats(self) -> dict:
+        return {key: {**t.counts, "holding": len(t.held)} for key, (_, t) in self.traps.items()}
+
+    def _hold(self, t: _Trap, packet: bytes, now: float) -> None:
+        """A packet for a trapped selector with no SA: hold it (bounded) and acquire."""
+        if len(t.held) < t.spec.queue:
+            t.held.append((now, packet))
+            t.counts["queued"] += 1
+            self.holding += 1
+        else:  # the queue is full: this packet is lost (the kernel's larval drop)
+            t.counts["dropped_full"] += 1
+        if now - t.last_acquire >= t.spec.acquire_interval:
+            t.last_acquire = now
+            t.counts["acquires"] += 1
+            f = flow(packet)
+            src = dst = None
+            proto = sport = dport = 0
+            if f is not None:
+                src, dst = str(ipaddress.ip_address(f[0])), str(ipaddress.ip_address(f[1]))
+                proto, sport, dport = f[2], f[3], f[4]
+            send_msg(self.ctx.ctrl, ("acquire", t.spec.key, src, dst, proto, sport, dport))
+
+    def _drop_held(self, t: _Trap, n: int, why: str) -> None:
+        for _ in range(min(n, len(t.held))):
+            t.held.popleft()
+            t.counts[why] += 1
+            self.holding -= 1
+
+    def _trim(self, t: _Trap) -> None:
+        if len(t.held) > t.spec.queue:
+            self._drop_held(t, len(t.held) - t.spec.queue, "dropped_full")
+
+    def release(self) -> None:
+        """After an install: held packets a CHILD_SA now covers go out through it, in the
+        order they came; the others stay held."""
+        if not self.holding:
+            return
+        groups: dict[int, list[bytes]] = {}
+        for _, t in self.traps.values():
+            keep: deque[tuple[float, bytes]] = deque()
+            for when, p in t.held:
+                sa = self.spd.lookup(p)
+                if sa is None or sa.expired:
+                    keep.append((when, p))
+                    continue
+                groups.setdefault(sa.unique_id, []).append(p)
+                t.counts["released"] += 1
+                self.holding -= 1
+            t.held = keep
+        for uid, ps in groups.items():
+            self.send(self.sas[uid], ps)
+
+    def next_wakeup(self) -> float | None:
+        if not self.holding:
+            return None
+        oldest = min(t.held[0][0] + t.spec.queue_timeout
+                     for _, t in self.traps.values() if t.held)
+        return max(0.0, oldest - time.monotonic()) + 0.01
+
+    def expire(self) -> None:
+        """Held packets older than their trap's queue_timeout are dropped and counted (the
+        negotiation failed or is slow: the sender's own retransmission takes over)."""
+        if not self.holding:
+            return
+        now = time.monotonic()
+        for _, t in self.traps.values():
+            stale = sum(1 for when, _ in t.held if now - when >= t.spec.queue_timeout)
+            self._drop_held(t, stale, "dropped_timeout")
 
     def install(self, spec, slot, active: bool = True):
         sa = build_outbound(spec, self.ctx.dispatcher, slot)
@@ -266,6 +406,11 @@ class OutboundLoop(_Loop):
             self.spd.add(spec.unique_id, spec.local_ts, spec.remote_ts, sa)
         else:  # keys and crypto sessions ready; the switch is then one policy insert
             self.staged[spec.unique_id] = spec
+        for _, t in self.traps.values():
+            # a negotiation finished: the next packet a trap catches (this SA closed early,
+            # or did not cover it) is a new question for the daemon, not a repeat to hold back
+            t.last_acquire = float("-inf")
+        self.release()
         return sa.crypto.drivers
 
     def activate(self, uid: int) -> None:
@@ -313,10 +458,15 @@ class OutboundLoop(_Loop):
         groups: dict[int, list[bytes]] = {}
         lookup = self.spd.lookup
         no_policy = 0
+        trapped = self.trap_spd.lookup if self.traps else None
         for p in packets:
             sa = lookup(p)
             if sa is None or sa.expired:
-                no_policy += 1
+                t = trapped(p) if trapped is not None else None
+                if t is not None:
+                    self._hold(t, p, time.monotonic())
+                else:
+                    no_policy += 1
                 continue
             groups.setdefault(sa.unique_id, []).append(p)
         if no_policy:

@@ -143,7 +143,8 @@ class ChildConfig:
     life_packets: int = 0
     rekey_time: float = 3600.0
     #: swanctl's: what to do when DPD declares the peer dead / when the peer closes the SA.
-    #: "start" re-establishes it (the daemon, with back-off); "trap" is not implemented.
+    #: "start" re-establishes it (the daemon, with back-off); "trap" installs the child's
+    #: trap policy, so the next packet re-establishes it.
     dpd_action: str = "none"
     close_action: str = "none"
 
@@ -169,11 +170,8 @@ class ChildConfig:
         _check_number("rekey_time", self.rekey_time)
         for key in ("dpd_action", "close_action"):
             v = getattr(self, key)
-            if v == "trap":
-                raise ConfigValueError(key, "\"trap\" needs trap policies, which are not "
-                                       "implemented yet: use \"none\" or \"start\"")
-            if v not in ("none", "start"):
-                raise ConfigValueError(key, f"{v!r}: expected none or start")
+            if v not in ("none", "trap", "start"):
+                raise ConfigValueError(key, f"{v!r}: expected none, trap or start")
 
 
 @dataclass
@@ -303,6 +301,10 @@ class DaemonOptions:
     # seconds a rekeyed CHILD_SA's inbound SA keeps accepting after its Delete (packets in
     # flight and reordered; docs/ike.md *Rekeying*)
     rekey_grace: float = 2.0
+    # -- trap policies (start_action = "trap"; docs/operations.md) --
+    trap_queue: int = 8  # packets the userspace dataplane holds per trap until the SA is up
+    trap_hold: float = 5.0  # seconds a held packet waits before it is dropped
+    trap_acquire_interval: float = 1.0  # at most one acquire per trap per interval
 
     def __post_init__(self) -> None:
         if not isinstance(self.crypto_backend, str) or not self.crypto_backend:
@@ -344,6 +346,12 @@ class DaemonOptions:
         _check_number("cookie_rotation", self.cookie_rotation, 1)
         _check_number("cookie_grace", self.cookie_grace)
         _check_number("refusal_log_interval", self.refusal_log_interval)
+        if isinstance(self.trap_queue, bool) or not isinstance(self.trap_queue, int) \
+                or not 0 <= self.trap_queue <= 1024:
+            raise ConfigValueError("trap_queue", f"expected an integer from 0 to 1024, got "
+                                   f"{self.trap_queue!r}")
+        _check_number("trap_hold", self.trap_hold, 0.001)
+        _check_number("trap_acquire_interval", self.trap_acquire_interval)
 
 
 @dataclass

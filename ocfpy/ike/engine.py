@@ -77,6 +77,8 @@ class IkeEngine:
         self._refusals = _RefusalLog(opts.refusal_log_interval)
         self._timers: list[tuple[float, int, int]] = []
         self._seq = itertools.count()
+        #: re-establishments of SAs whose connection a reload changed: new IKE SA id -> old
+        self._replacing: dict[int, int] = {}
 
     @property
     def stats(self):
@@ -100,7 +102,7 @@ class IkeEngine:
         except Exception:  # the daemon must never die of a datagram: count it, keep the trace
             self.out.count("internal_errors")
             log.exception("internal error handling a datagram from %s", remote)
-        self._reschedule_touched()
+        self._reschedule_touched(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr, Addr]]:
         out, self.out.datagrams = self.out.datagrams, []
@@ -126,13 +128,15 @@ class IkeEngine:
             sa.deadline = None
             self.sas.touch(sa)
             try:
+                if self._rekey_due_on_changed(sa, now):
+                    self._reestablish(sa, now)
                 gave_up = sa.handle_timer(now)
                 if gave_up is not None:
                     self._gave_up(sa, gave_up, now)
             except Exception:
                 self.out.count("internal_errors")
                 log.exception("internal error in a timer of IKE SA %d", sa_id)
-            self._reschedule_touched()
+            self._reschedule_touched(now)
 
     def next_event(self) -> Event | None:
         events = self.out.events
@@ -168,7 +172,7 @@ class IkeEngine:
         cfg = conn.children.get(child) if child else next(iter(conn.children.values()), None)
         self.out.count("initiated")
         sa = self._start(conn, self.sas.new_id(), local, remote, [cfg] if cfg else [], 1, now)
-        self._reschedule_touched()
+        self._reschedule_touched(now)
         return sa.id
 
     def initiate_child(self, ike_id: int, child: str, now: float) -> None:
@@ -180,10 +184,15 @@ class IkeEngine:
         self._run(sa, ChildCreate(cfg, in_ike_auth=False), now)
 
     def rekey_ike(self, ike_id: int, now: float) -> None:
-        """Replace an IKE SA by a new one (CREATE_CHILD_SA); its CHILD_SAs move over."""
+        """Replace an IKE SA by a new one (CREATE_CHILD_SA); its CHILD_SAs move over. An SA
+        of a connection a reload changed is re-established under the new config instead
+        (see reload())."""
         sa = self._sa_by_id(ike_id)
         if not sa.is_established:
             raise IkeUsageError(f"IKE SA {ike_id} is {sa.state.value}")
+        if self._changed_by_reload(sa):
+            self._reestablish(sa, now)
+            return
         self._run(sa, IkeRekey(), now)
 
     def rekey_child(self, unique_id: int, now: float) -> None:
@@ -195,6 +204,9 @@ class IkeEngine:
             if child is not None:
                 if not sa.is_established:
                     raise IkeUsageError(f"IKE SA {sa.id} is {sa.state.value}")
+                if self._changed_by_reload(sa):
+                    self._reestablish(sa, now)
+                    return
                 self._run(sa, ChildRekey(child), now)
                 return
         raise IkeUsageError(f"no CHILD_SA with unique id {unique_id}")
@@ -231,7 +243,7 @@ class IkeEngine:
                         hit = True
                 sa.tasks.initiate(sa, now)
                 self.sas.touch(sa)
-            self._reschedule_touched()
+            self._reschedule_touched(now)
             if not hit:
                 raise IkeUsageError(f"no CHILD_SA named {name_or_id!r}")
             return
@@ -240,7 +252,7 @@ class IkeEngine:
             raise IkeUsageError(f"no IKE SA matches {name_or_id!r}")
         for sa in sas:
             self._delete(sa, now)
-        self._reschedule_touched()
+        self._reschedule_touched(now)
 
     def shutdown(self, now: float) -> None:
         """SIGTERM: send a Delete for every established IKE SA (once, not retransmitted) and
@@ -259,9 +271,12 @@ class IkeEngine:
         - a removed connection's IKE SAs (and so their CHILD_SAs) are deleted (INFORMATIONAL
           Delete, RFC 7296 1.4.1);
         - a changed connection (any key differs) is replaced for new SAs (initiate, a peer's
-          IKE_SA_INIT); its established SAs keep the settings they were negotiated with (each
-          IKE SA holds its own Connection, as charon's IKE_SA holds its peer_cfg) until they
-          are deleted or re-established;
+          IKE_SA_INIT); its established SAs keep running on the settings they were negotiated
+          with (each IKE SA holds its own Connection, as charon's IKE_SA holds its peer_cfg)
+          until their next rekey (scheduled, a lifetime's soft limit, or `sa rekey`): that
+          rekey is replaced by a re-establishment under the new config, make-before-break
+          (_reestablish). Only an IKE SA's initiator rekeys, so on a responder they run until
+          the peer re-establishes them or they are deleted;
         - an unchanged connection keeps its very object, so its SAs see no difference at all.
 
         Returns the names by outcome. The daemon options ([daemon]) are not reloaded."""
@@ -287,8 +302,74 @@ class IkeEngine:
             self.out.why.pop(name, None)
             for sa in [sa for sa in self.sas if sa.name == name and not sa.is_closed]:
                 self._delete(sa, now)
-        self._reschedule_touched()
+        self._reschedule_touched(now)
         return result
+
+    # -- re-establishing SAs of a changed connection (reload) ---------------------------------
+    def _changed_by_reload(self, sa: IkeSa) -> bool:
+        """``sa`` was negotiated under a connection that a reload has since replaced (an
+        unchanged connection keeps its object; a removed one has its SAs deleted). Only the
+        initiator re-establishes (it has the address to start to, and rekeys on its own)."""
+        current = self.config.connections.get(sa.name)
+        return (current is not None and current is not sa.conn and sa.initiator
+                and sa.is_established and sa.replaced_by is None
+                and sa.id not in self._replacing.values())
+
+    def _rekey_due_on_changed(self, sa: IkeSa, now: float) -> bool:
+        if not self._changed_by_reload(sa):
+            return False
+        due = [sa.rekey_at, *(c.rekey_at for c in sa.children)]
+        return any(t is not None and now >= t for t in due)
+
+    def _reestablish(self, old: IkeSa, now: float) -> None:
+        """The rekey of an SA whose connection a reload changed: a new IKE SA under the new
+        config with the children the old one carries (those the new config still has),
+        make-before-break as charon's reauthentication (make_before_break = yes): the old
+        IKE SA, and with it its CHILD_SAs, is deleted once the new one and its children are
+        up (_settle_replacements), so traffic never stops. If the new one fails the old
+        keeps running and is tried again at its next rekey time."""
+        conn = self.config.connections[old.name]
+        old.rekey_at = None  # no ordinary rekey of it any more: the replacement is that rekey
+        for c in old.children:
+            c.rekey_at = None
+        names = list(dict.fromkeys(c.cfg.name for c in old.children))
+        children = [conn.children[n] for n in names if n in conn.children]
+        try:
+            local, remote = self.connections.endpoints(conn)
+        except IkeUsageError as exc:
+            log.warning("%s[%d]: cannot re-establish under the reloaded config (%s): it keeps "
+                        "running on the old one", old.name, old.id, exc)
+            self._retry_later(old, now)
+            return
+        log.info("%s[%d]: rekey due on a connection changed by a reload: re-establishing under "
+                 "the new config (children %s), the old IKE SA goes once the new one is up",
+                 old.name, old.id, ", ".join(c.name for c in children) or "none")
+        self.out.count("reestablished_after_reload")
+        new = self._start(conn, self.sas.new_id(), local, remote, children, 1, now)
+        self._replacing[new.id] = old.id
+        self.sas.touch(old)
+
+    def _retry_later(self, old: IkeSa, now: float) -> None:
+        old.rekey_at = old.rekey_deadline(old.conn.rekey_time, now)
+        self.sas.touch(old)
+
+    def _settle_replacements(self, now: float) -> None:
+        """Delete the SAs whose re-establishment is complete; let those whose replacement
+        failed run on (and try again at their next rekey time)."""
+        for new_id, old_id in list(self._replacing.items()):
+            new, old = self.sas.by_id(new_id), self.sas.by_id(old_id)
+            if old is None or old.is_closed:
+                del self._replacing[new_id]
+            elif new is None or new.is_closed:
+                del self._replacing[new_id]
+                log.warning("%s[%d]: re-establishing under the reloaded config failed: the old "
+                            "IKE SA keeps running", old.name, old.id)
+                self._retry_later(old, now)
+            elif new.is_established and not _pending_children(new):
+                del self._replacing[new_id]
+                log.info("%s[%d] replaced by %s[%d] (config reloaded): deleting the old one",
+                         old.name, old.id, new.name, new.id)
+                self._delete(old, now)
 
     def sa_list(self) -> list[dict]:
         return [sa.as_dict() for sa in self.sas if not sa.is_closed]
@@ -342,7 +423,7 @@ class IkeEngine:
         sa.tasks.queue_task(task)
         sa.tasks.initiate(sa, now)
         self.sas.touch(sa)
-        self._reschedule_touched()
+        self._reschedule_touched(now)
 
     def _sa_by_id(self, ike_id: int) -> IkeSa:
         sa = self.sas.by_id(ike_id)
@@ -365,8 +446,10 @@ class IkeEngine:
             sa.fail(None, "terminated before it was established")
         self.sas.touch(sa)
 
-    def _reschedule_touched(self) -> None:
+    def _reschedule_touched(self, now: float | None = None) -> None:
         """Re-arm the timers of every SA that changed since the last call."""
+        if self._replacing and now is not None:
+            self._settle_replacements(now)
         for sa in self.sas.drain_touched():
             d = sa.next_deadline()
             if d != sa.deadline:
@@ -546,6 +629,11 @@ def _summarised(text: str, limit: int = 600) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def _pending_children(sa: IkeSa) -> bool:
+    """``sa`` still negotiates a CHILD_SA (queued or in flight)."""
+    return any(isinstance(t, ChildCreate) for t in (*sa.tasks.active, *sa.tasks.queue))
 
 
 def _has_child(sa: IkeSa, child: str) -> bool:

@@ -414,6 +414,9 @@ class TableOf:
 
 
 DAEMON = Table({
+    "trap_queue": integer(0, 1024),
+    "trap_hold": duration,
+    "trap_acquire_interval": duration,
     "crypto_backend": nonempty_string,
     "strict_backend": boolean,
     "dataplane": choice("auto", "userspace", "xfrm", "none"),

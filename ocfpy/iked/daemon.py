@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocfpy.crypto.errors import OcfError
-from ocfpy.esp.dataplane.base import Dataplane
+from ocfpy.esp.dataplane.base import Acquire, Dataplane, TrapSpec
 from ocfpy.ike.config import IkeConfig
 from ocfpy.ike.errors import IkeUsageError
 from ocfpy.ike.events import (
@@ -117,6 +117,10 @@ class IkeDaemon:
         self._retiring: dict[int, asyncio.TimerHandle] = {}
         self._restarts: dict[str, tuple[int, float]] = {}  # conn -> (restarts in a row, when)
         self.reloads: Counter[str] = Counter()  # "ok" / "failed"
+        #: trap policies installed: "conn/child" -> (spec, what installed it: start_action,
+        #: dpd_action or close_action, since when (wall clock))
+        self.traps: dict[str, tuple[TrapSpec, str, float]] = {}
+        self.acquires: Counter[str] = Counter()  # per trap key: acquires acted on
         self.engine = engine
         self.dataplane = dataplane
         self.dispatcher = dispatcher
@@ -141,6 +145,7 @@ class IkeDaemon:
         self._open_sockets()
         try:
             self.dataplane.set_event_handler(self._on_dataplane_event)
+            self.dataplane.set_acquire_handler(self._on_acquire)
             for ep in self.endpoints:
                 self.dataplane.prepare_ike_socket(ep.sock)
                 if ep.nat_t and self.dataplane.attach_udp_encap(
@@ -202,10 +207,13 @@ class IkeDaemon:
                  len(store.local), len(store.cas), len(store.crls))
 
     def start_actions(self) -> None:
-        """Initiate every child with start_action = start (after start(), like charon)."""
+        """Install the trap of every child with start_action = trap and initiate every child
+        with start_action = start (after start(), like charon)."""
         now = self._loop.time()  # type: ignore[union-attr]
         for conn in self.config.connections.values():
             for child in conn.children.values():
+                if child.start_action == "trap":
+                    self._trap(conn.name, child.name, "start_action")
                 if child.start_action != "start":
                     continue
                 log.info("start_action: initiating %s/%s", conn.name, child.name)
@@ -452,8 +460,11 @@ class IkeDaemon:
         loop = self._loop
         assert loop is not None
         for _ in range(4):  # events may make more output (and the other way round)
-            # Events first: a CREATE_CHILD_SA response must not leave before the inbound SA
-            # it lets the peer use is installed (make-before-break, docs/ike.md *Rekeying*)
+            # Events first: a CREATE_CHILD_SA (or IKE_AUTH) response must not leave before
+            # the inbound SA it lets the peer use is installed (make-before-break, docs/ike.md
+            # *Rekeying*; charon's child_create installs in build_r too), so the initiator's
+            # first ESP packet (a trap's held packets go out the moment its SA is up) never
+            # finds the responder without the SA
             handled = 0
             while (event := self.engine.next_event()) is not None:
                 handled += 1
@@ -575,6 +586,10 @@ class IkeDaemon:
         conn = self.config.connections.get(conn_name)
         if conn is None or self._stopped is None or self._stopped.is_set():
             return  # removed by a reload, or we are the ones stopping
+        for c in conn.children.values():  # swanctl's "trap": the next packet brings it back
+            if getattr(c, action, "none") == "trap" and (only is None or c.name == only):
+                log.log(logsetup.AUDIT, "%s: %s, %s = trap", conn_name, why, action)
+                self._trap(conn_name, c.name, action)
         children = [c.name for c in conn.children.values()
                     if getattr(c, action, "none") == "start" and (only is None or c.name == only)]
         if not children:
@@ -602,6 +617,113 @@ class IkeDaemon:
             except IkeUsageError as exc:
                 log.error("restart of %s/%s: %s", conn_name, child, exc)
         self._service()
+
+    # -- trap policies (start_action / dpd_action / close_action = "trap") --------------------
+    def _trap_spec(self, conn_name: str, child_name: str) -> TrapSpec:
+        """The child's selectors as a trap. "dynamic" stands for the connection's own
+        addresses (charon resolves it the same way for its traps); a connection without a
+        single local and remote address cannot be trapped: there is nobody to start to."""
+        from ocfpy.esp.spec import Mode
+        from ocfpy.ike import selectors
+
+        conn = self.config.connections[conn_name]
+        child = conn.children[child_name]
+        local = [a for a in conn.local_addrs if not a.startswith("%") and "/" not in a and
+                 "-" not in a]
+        remote = [a for a in conn.remote_addrs if not a.startswith("%") and "/" not in a and
+                  "-" not in a]
+        if not remote:
+            raise IkeUsageError("a trap needs a remote address to start to: set remote_addrs")
+        if "dynamic" in child.local_ts and not local:
+            raise IkeUsageError("local_ts = dynamic needs local_addrs for a trap")
+        opts = self.config.daemon
+        return TrapSpec(
+            key=f"{conn_name}/{child_name}",
+            local_ts=tuple(selectors.parse(child.local_ts, local[0] if local else "")),
+            remote_ts=tuple(selectors.parse(child.remote_ts, remote[0])),
+            mode=Mode(child.mode), local=ipaddress.ip_address(local[0]) if local else None,
+            remote=ipaddress.ip_address(remote[0]),
+            queue=getattr(opts, "trap_queue", 8), queue_timeout=getattr(opts, "trap_hold", 5.0),
+            acquire_interval=getattr(opts, "trap_acquire_interval", 1.0))
+
+    def _trap(self, conn_name: str, child_name: str, why: str) -> bool:
+        """Install (or replace) the child's trap; a failure is logged, never fatal (one bad
+        connection must not stop the others, as with start_action = start)."""
+        key = f"{conn_name}/{child_name}"
+        try:
+            spec = self._trap_spec(conn_name, child_name)
+            self.dataplane.install_trap(spec)
+        except Exception as exc:
+            log.error("%s = trap of %s: %s", why, key, exc)
+            return False
+        old = self.traps.get(key)
+        self.traps[key] = (spec, old[1] if old else why, old[2] if old else time.time())
+        log.log(logsetup.AUDIT, "trap %s installed (%s): %s === %s", key, why,
+                ",".join(map(str, spec.local_ts)), ",".join(map(str, spec.remote_ts)))
+        self._publish("trap", name=key, action=why)
+        return True
+
+    def _untrap(self, key: str) -> None:
+        if self.traps.pop(key, None) is None:
+            return
+        try:
+            self.dataplane.remove_trap(key)
+        except Exception as exc:
+            log.error("removing the trap of %s: %s", key, exc)
+        log.log(logsetup.AUDIT, "trap %s removed", key)
+        self._publish("untrap", name=key)
+
+    def _on_acquire(self, acq: Acquire) -> None:
+        """A packet hit a trap (the dataplane rate-limits these per trap): negotiate the
+        child. The engine reuses an IKE SA of the connection that is up or coming up and
+        never starts a second CHILD_SA of the same name on it, so a repeated acquire while
+        one negotiation runs starts nothing new. keyingtries bounds the negotiation.
+        Selectors: the child's configured ones (a superset of the packet's flow), not
+        narrowed to the packet (charon can send the packet's addresses first, RFC 7296 2.9;
+        ocfpy's initiator proposes its configured selectors only)."""
+        loop = self._loop
+        if loop is None or self._stopped is None or self._stopped.is_set():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            loop.call_soon_threadsafe(self._on_acquire, acq)
+            return
+        if acq.key not in self.traps:
+            self.stats["acquires_ignored"] += 1
+            return
+        conn_name, _, child = acq.key.partition("/")
+        if acq.key in self._child_names.values():
+            self.stats["acquires_ignored"] += 1  # its CHILD_SA is up: a race with the install
+            return
+        self.acquires[acq.key] += 1
+        flow = f"{acq.src} -> {acq.dst}" + (f" proto {acq.protocol}" if acq.protocol else "")
+        log.log(logsetup.AUDIT, "acquire for trap %s (%s): initiating", acq.key, flow)
+        self._publish("acquire", name=acq.key, src=acq.src, dst=acq.dst, protocol=acq.protocol)
+        try:
+            self.engine.initiate(conn_name, loop.time(), child=child)
+        except IkeUsageError as exc:
+            log.error("acquire for %s: %s", acq.key, exc)
+        self._service()
+
+    def _sync_traps(self, result: dict) -> None:
+        """After a reload: traps of removed connections go; a changed connection's traps are
+        replaced by the new config's (start_action = trap), others of it removed; an added
+        connection's are installed; an unchanged connection's stay as they are."""
+        for key in list(self.traps):
+            conn_name, _, child = key.partition("/")
+            if conn_name in result.get("removed", ()):
+                self._untrap(key)
+            elif conn_name in result.get("changed", ()):
+                c = self.config.connections[conn_name].children.get(child)
+                if c is None or c.start_action != "trap":
+                    self._untrap(key)
+        for conn_name in (*result.get("added", ()), *result.get("changed", ())):
+            for c in self.config.connections[conn_name].children.values():
+                if c.start_action == "trap":
+                    self._trap(conn_name, c.name, "start_action")
 
     def _child_closed_by_peer(self, ike_id: int, name: str) -> None:
         """The peer deleted one CHILD_SA; its IKE SA lives on. Not a close when it was a rekey
@@ -823,6 +945,7 @@ class IkeDaemon:
         stale = sorted(k for k in new_opts if k != "log" and old_opts.get(k) != new_opts[k])
         result: dict = self.engine.reload(new, loop.time())
         self.config.connections = self.engine.config.connections
+        self._sync_traps(result)
         if stale:  # sockets, backend, dataplane, metrics: bound at start
             cfglog.warning("daemon.%s changed in the file: takes effect at the next start",
                            ", daemon.".join(stale))
@@ -991,6 +1114,12 @@ class IkeDaemon:
         last reload), with how many IKE SAs each has up."""
         up: Counter[str] = Counter(sa.get("name") for sa in self._sa_list()
                                    if sa.get("state") == "established")
+        trap_stats: dict = {}
+        if self.traps:
+            try:
+                trap_stats = self.dataplane.trap_stats()
+            except Exception as exc:  # the counters only: the listing must not fail for them
+                log.warning("trap counters: %s", exc)
         out = []
         for conn in self.config.connections.values():
             out.append({
@@ -1003,11 +1132,24 @@ class IkeDaemon:
                 "children": [{"name": c.name, "local_ts": c.local_ts, "remote_ts": c.remote_ts,
                               "esp_proposals": c.esp_proposals, "mode": c.mode,
                               "start_action": c.start_action,
+                              "trap": self._trap_state(f"{conn.name}/{c.name}", trap_stats),
                               "dpd_action": getattr(c, "dpd_action", "none"),
                               "close_action": getattr(c, "close_action", "none"),
                               "rekey_time": c.rekey_time} for c in conn.children.values()],
             })
         return out
+
+    def _trap_state(self, key: str, stats: dict) -> dict | None:
+        """A child's trap as `sa list-conns` shows it (swanctl --list-pols): None when none
+        is installed."""
+        entry = self.traps.get(key)
+        if entry is None:
+            return None
+        spec, why, since = entry
+        return {"installed_by": why, "since": round(since, 3),
+                "local_ts": [str(t) for t in spec.local_ts],
+                "remote_ts": [str(t) for t in spec.remote_ts], "acquires": self.acquires[key],
+                "dataplane": stats.get(key, {})}
 
     def _cmd_rekey(self, request: dict) -> dict:
         """Rekey IKE SAs (``kind`` "ike") or CHILD_SAs ("child", optionally one ``child`` by

@@ -155,6 +155,11 @@ class Lab:
         for attempt in range(3):
             try:
                 netns.create(name)
+            except TimeoutError as exc:
+                # pyroute2 waits 2 s for its helper process; in the VM lane (TCG) on a busy
+                # host that is not always enough (seen: "no response from the child"), and
+                # the namespace may exist all the same: the check below decides
+                log.warning("namespace %s: %s (attempt %d)", name, exc, attempt + 1)
             except OSError as exc:
                 raise LabError(f"cannot create namespace {name}: {exc}") from exc
             # Others on this machine create namespaces too; their `ip netns add` re-mounting

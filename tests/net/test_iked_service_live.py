@@ -106,6 +106,35 @@ def test_reload_adds_removes_changes_and_keeps_without_an_outage():
         for name in ("keep", "change"):  # both keep running: same ids, same SPIs
             assert _ids(after_a[name]) == _ids(before_a[name]), name
             assert _ids(after_b[name]) == _ids(before_b[name]), name
+        # changed: at its next rekey (asked for here; the scheduled one does the same, see
+        # tests/unit/test_iked_service.py) it is re-established under the new config,
+        # make-before-break: pings through it lose nothing, the old IKE SA goes on both sides
+        pair.lab.address(pair.a.ns, "10.178.1.1/32")
+        pair.lab.address(pair.b.ns, "10.178.2.1/32")
+        ping = pair.lab.popen(pair.a.ns, ["ping", "-c", "40", "-i", "0.1", "-W", "2", "-I",
+                                          "10.178.1.1", "10.178.2.1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: "64 bytes" in (ping.stdout.readline() or ""), 10,
+                     "the first ping through change")  # the pings run before the rekey
+            rekey = pair.a.sa_cli("rekey", "change", "--child")
+            assert rekey.returncode == 0, rekey.stderr
+            wait_for(lambda: _ids(_by_name(pair.a.sas()).get("change", before_a["change"]))
+                     [0] != before_a["change"]["id"]
+                     and before_a["change"]["id"] not in {s["id"] for s in pair.a.sas()}
+                     and before_b["change"]["id"] not in {s["id"] for s in pair.b.sas()}, 20,
+                     "change re-established under the new config")
+            out, _ = ping.communicate(timeout=60)
+        finally:
+            if ping.poll() is None:
+                ping.kill()
+                ping.wait()
+        assert " 0% packet loss" in out, out + pair.logs()
+        new_change = _by_name(pair.a.sas())["change"]
+        assert new_change["spi_i"] != before_a["change"]["spi_i"]
+        assert new_change["children"][0]["spi_in"] != before_a["change"]["children"][0]["spi_in"]
+        assert "re-establishing under the new config" in pair.a.log()
+        assert _ids(_by_name(pair.a.sas())["keep"]) == _ids(before_a["keep"])  # still untouched
         # added: usable at once
         assert pair.a.call("initiate", name="new", wait=15, timeout=20)["state"] == "established"
         listing = pair.a.sa_cli("list", "--json")

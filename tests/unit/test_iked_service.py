@@ -178,6 +178,75 @@ def test_reload_adds_removes_replaces_and_leaves_the_rest(tmp_path):
     asyncio.run(asyncio.wait_for(scenario(), 90))
 
 
+def test_changed_connection_is_reestablished_under_the_new_config_at_its_next_rekey(tmp_path):
+    """docs/operations.md (*Reload*): a changed connection's SAs run on until their next
+    rekey; that rekey (here: the scheduled one, and one asked for with `sa rekey`) is a new
+    IKE SA under the new config, make-before-break: the old one is deleted once the new one
+    and its children are up. An unchanged connection still rekeys as before."""
+    ports = _ports()
+    before = {"keep": (20, "4h"), "timed": (30, "6s"), "asked": (40, "4h")}
+    a, b = _daemons(tmp_path, ports, before, before)
+
+    async def scenario():
+        await a.start()
+        await b.start()
+        try:
+            for name in before:
+                assert (await _call(a, cmd="initiate", name=name, wait=10))["ok"]
+            await _until(lambda: len(_sas(b)) == 3)
+            old_a, old_b = _sas(a), _sas(b)
+            path = tmp_path / "0.toml"
+            path.write_text(_text(0, ports, tmp_path / "0.sock",
+                                  {"keep": (20, "4h"), "timed": (30, "2h"), "asked": (40, "3h")}))
+            answer = await _call(a, cmd="reload")
+            assert answer["result"]["changed"] == ["timed", "asked"], answer
+            assert {n: s["id"] for n, s in _sas(a).items()} == \
+                {n: s["id"] for n, s in old_a.items()}  # nothing replaced yet
+
+            def replaced(name: str) -> bool:
+                now_a = _sas(a)
+                return (name in now_a and now_a[name]["id"] != old_a[name]["id"]
+                        and now_a[name]["state"] == "established"
+                        and len(now_a[name]["children"]) == 1
+                        and old_b[name]["id"] not in {s["id"] for s in b.engine.sa_list()}
+                        and old_a[name]["id"] not in {s["id"] for s in a.engine.sa_list()})
+
+            # asked for: `sa rekey asked --child` re-establishes instead of rekeying
+            answer = await _call(a, cmd="rekey", name="asked", kind="child")
+            assert answer["ok"], answer
+            await _until(lambda: replaced("asked"))
+            # scheduled: the old SA's own rekey time (6 s less jitter) comes, same outcome
+            assert _sas(a)["timed"]["id"] == old_a["timed"]["id"]
+            await _until(lambda: replaced("timed"), timeout=20)
+            for name, rekey in (("asked", 3 * 3600), ("timed", 2 * 3600)):
+                sa = _sas(a)[name]
+                obj = a.engine.sas.by_id(sa["id"])
+                assert obj.conn is a.config.connections[name]  # the new config's
+                assert obj.conn.rekey_time == rekey
+                assert [c["name"] for c in sa["children"]] == ["net"]
+                assert sa["children"][0]["spi_in"] != old_a[name]["children"][0]["spi_in"]
+                assert _sas(b)[name]["id"] != old_b[name]["id"]
+            assert a.engine.stats["reestablished_after_reload"] == 2
+            # unchanged: untouched all along, and its rekey is still a rekey (RFC 7296 2.8)
+            def ids(sa: dict) -> tuple:
+                return (sa["id"], sa["spi_i"], sa["spi_r"], [(c["unique_id"], c["spi_in"],
+                                                              c["spi_out"]) for c in sa["children"]])
+
+            assert ids(_sas(a)["keep"]) == ids(old_a["keep"])
+            assert ids(_sas(b)["keep"]) == ids(old_b["keep"])
+            answer = await _call(a, cmd="rekey", name="keep", kind="ike")
+            assert answer["ok"], answer
+            await _until(lambda: _sas(a)["keep"]["id"] != old_a["keep"]["id"])
+            assert a.engine.sas.by_id(old_a["keep"]["id"]) is None or \
+                a.engine.sas.by_id(old_a["keep"]["id"]).replaced_by == _sas(a)["keep"]["id"]
+            assert a.engine.stats["reestablished_after_reload"] == 2
+        finally:
+            await a.shutdown()
+            await b.shutdown()
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))
+
+
 def test_why_of_an_unknown_connection_is_an_error(tmp_path):
     ports = _ports()
     a, _ = _daemons(tmp_path, ports, {"t": (20, "4h")}, {"t": (20, "4h")})
@@ -630,18 +699,26 @@ def test_check_refuses_a_log_target_start_would_refuse(tmp_path, capsys):
     assert main(["iked", "--config", str(conf), "--check"]) == 78  # file:line: key: reason
 
 
-def test_trap_actions_are_refused_until_trap_policies_exist(tmp_path):
+def test_trap_actions_are_accepted_and_other_values_refused(tmp_path):
+    """dpd_action / close_action = trap (swanctl's) now install the child's trap; an unknown
+    action is still refused with file:line: key: reason."""
     from ocfpy.iked.configfile import ConfigError, loads
 
     ports = _ports()
     for key in ("dpd_action", "close_action"):
         text = _text(0, ports, tmp_path / "c.sock", {"t": (20, "4h", f'{key} = "trap"')})
+        conf = loads(text, "t.toml")
+        assert getattr(conf.connections["t"].children["net"], key) == "trap"
         with pytest.raises(ConfigError) as info:
-            loads(text, "t.toml")
+            loads(text.replace('"trap"', '"hold"'), "t.toml")
         assert f"connections.t.children.net.{key}" in str(info.value)
-        assert "not implemented yet" in str(info.value)
-        conf = loads(text.replace('"trap"', '"start"'), "t.toml")
-        assert getattr(conf.connections["t"].children["net"], key) == "start"
+    conf = loads(_text(0, ports, tmp_path / "c.sock", {"t": (20, "4h")},
+                       'trap_queue = 3\ntrap_hold = "2s"'), "t.toml")
+    assert (conf.daemon.trap_queue, conf.daemon.trap_hold) == (3, 2.0)
+    with pytest.raises(ConfigError) as info:
+        loads(_text(0, ports, tmp_path / "c.sock", {"t": (20, "4h")}, "trap_queue = 5000"),
+              "t.toml")
+    assert "daemon.trap_queue" in str(info.value)
 
 
 # -- operator commands and config traps --------------------------------------------------------

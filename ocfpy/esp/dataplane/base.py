@@ -18,7 +18,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ocfpy.esp.spec import ChildSaSpec
+from ocfpy.crypto.errors import OcfError
+from ocfpy.esp.spec import ChildSaSpec, IPAddress, Mode, TrafficSelector
 
 
 @dataclass
@@ -45,7 +46,45 @@ class SaEvent:
     reason: str
 
 
+@dataclass(frozen=True)
+class TrapSpec:
+    """A trap policy (charon's trap, swanctl ``start_action = "trap"``): an outbound policy
+    for the child's selectors with no SA behind it yet. A packet that matches it while no
+    CHILD_SA covers it is an acquire (RFC 4301 4.4.1.1: "PROTECT" with no SA: the key
+    management daemon is asked for one); what happens to the packet is the dataplane's (the
+    kernel keeps a few, the userspace dataplane queues ``queue`` of them)."""
+
+    key: str  # "conn/child": the daemon's name for the trap
+    local_ts: tuple[TrafficSelector, ...]
+    remote_ts: tuple[TrafficSelector, ...]
+    mode: Mode = Mode.TUNNEL
+    local: IPAddress | None = None  # outer addresses (the kernel's template needs them)
+    remote: IPAddress | None = None
+    queue: int = 4  # packets held per trap until the CHILD_SA is up (0: none, drop)
+    queue_timeout: float = 5.0  # seconds a held packet waits before it is dropped
+    acquire_interval: float = 1.0  # at most one acquire per trap per this many seconds
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """A packet hit a trap: the daemon negotiates the CHILD_SA. ``src``/``dst``/``protocol``/
+    ports are the packet's (for narrowing, as charon's trap manager), when the dataplane
+    knows them."""
+
+    key: str
+    src: str | None = None
+    dst: str | None = None
+    protocol: int = 0
+    sport: int = 0
+    dport: int = 0
+
+
+class TrapUnsupported(OcfError):
+    """This dataplane cannot hold trap policies (the control-plane-only one)."""
+
+
 EventHandler = Callable[[SaEvent], None]
+AcquireHandler = Callable[[Acquire], None]
 IkeDatagramHandler = Callable[[bytes, tuple], None]
 
 
@@ -83,6 +122,24 @@ class Dataplane(ABC):
         """Offer the daemon's UDP 4500 socket. Return True if the dataplane now reads it
         (and passes IKE datagrams, marker stripped, to on_ike); False to leave it alone."""
         return False
+
+    # -- trap policies (issue 16): start_action / dpd_action / close_action = "trap" --------
+    def install_trap(self, trap: TrapSpec) -> None:
+        """Install (or replace, by key) a trap policy. Acquires go to the handler given to
+        set_acquire_handler, at most one per trap per ``ACQUIRE_INTERVAL`` (the kernel
+        re-sends its own; a busy flow must not flood the daemon)."""
+        raise TrapUnsupported(f"the {self.name or type(self).__name__} dataplane has no trap "
+                              "policies")
+
+    def remove_trap(self, key: str) -> None:  # noqa: B027 - optional
+        """Remove a trap (idempotent); packets it held are dropped and counted."""
+
+    def set_acquire_handler(self, handler: AcquireHandler) -> None:  # noqa: B027 - optional
+        """Where acquires go (the daemon initiates the child)."""
+
+    def trap_stats(self) -> dict[str, dict[str, int]]:
+        """Per trap key: acquires, packets queued, released, dropped (what there is)."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional
         """Remove everything installed; called on daemon shutdown."""

@@ -33,11 +33,14 @@ from ocfpy.crypto.errors import OcfError
 from ocfpy.esp import rtnl
 from ocfpy.esp.counters import CounterBlock
 from ocfpy.esp.dataplane.base import (
+    Acquire,
+    AcquireHandler,
     Dataplane,
     EventHandler,
     IkeDatagramHandler,
     SaCounters,
     SaEvent,
+    TrapSpec,
 )
 from ocfpy.esp.netlink import NETLINK_ROUTE, NetlinkChannel, NetlinkError
 from ocfpy.esp.spec import ChildSaSpec, IPNetwork, Mode
@@ -105,6 +108,10 @@ class UserspaceDataplane(Dataplane):
         self._ike_handlers: dict[int, IkeDatagramHandler] = {}  # socket id -> daemon callback
         self._sock_ids = itertools.count(1)
         self._on_event: EventHandler | None = None
+        self._on_acquire: AcquireHandler | None = None
+        # trap policies (issue 16): key -> (spec, the routes they hold into the TUN device);
+        # the outbound worker holds their packets, we hold what to give a restarted one
+        self._traps: dict[str, tuple[TrapSpec, list[IPNetwork]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acks: dict[int, tuple[bool, object]] = {}
         self._ack_cv = threading.Condition()
@@ -217,6 +224,9 @@ class UserspaceDataplane(Dataplane):
                     self._send(role, ("socket", req, sock.family, forward_ike, sock_id),
                                [sock.fileno()])
                     self._wait(req, role)
+                if role == "out":  # before the SAs: their installs release held packets
+                    for trap, _ in self._traps.values():
+                        self._request(role, "trap", trap)
                 for entry in self._installed.values():
                     self._request(role, "install", entry.spec, entry.slot, entry.active)
                     if role == "in":
@@ -236,6 +246,9 @@ class UserspaceDataplane(Dataplane):
             for entry in list(self._installed.values()):
                 with contextlib.suppress(Exception):
                     self._remove_routes(entry)
+            for key in list(self._traps):
+                with contextlib.suppress(Exception):
+                    self._remove_trap_routes(key)
             for _proc, ctrl in self._workers.values():
                 with contextlib.suppress(OSError):
                     send_msg(ctrl, ("stop",))
@@ -354,6 +367,71 @@ class UserspaceDataplane(Dataplane):
             self._drivers.pop(entry.slot, None)
             # The slot is not reused at once: a worker may still count a burst in flight.
             threading.Timer(1.0, self.counter_block.release, (entry.slot,)).start()
+
+    # -- trap policies ---------------------------------------------------------------------
+    def set_acquire_handler(self, handler: AcquireHandler) -> None:
+        self._on_acquire = handler
+        self._capture_loop()
+
+    def install_trap(self, trap: TrapSpec) -> None:
+        """Route the trap's remote selectors into the TUN device (so its first packet reaches
+        the outbound worker) and have the worker hold what no CHILD_SA covers."""
+        if trap.mode is not Mode.TUNNEL:
+            raise DataplaneError(f"trap {trap.key}: the userspace dataplane supports tunnel "
+                                 "mode only")
+        if not trap.local_ts or not trap.remote_ts:
+            raise DataplaneError(f"trap {trap.key}: no traffic selectors")
+        self.start()
+        with self._lock:
+            old = self._traps.get(trap.key)
+            routes: list[IPNetwork] = []
+            try:
+                if self._routes is not None:
+                    path = rtnl.Path(self._tun_index)
+                    sources = rtnl.local_sources(self._rtnl, list(trap.local_ts))
+                    for ts in trap.remote_ts:
+                        for net in ts.networks():
+                            self._routes.add(net, path, sources[net.version])
+                            routes.append(net)
+                self._request("out", "trap", trap)
+            except Exception as exc:
+                for net in routes:
+                    with contextlib.suppress(Exception):
+                        self._routes.remove(net)  # type: ignore[union-attr]
+                if isinstance(exc, NetlinkError):
+                    raise DataplaneError(f"trap {trap.key}: cannot add a route via "
+                                         f"{self.tun_name}: {exc}") from exc
+                raise
+            self._traps[trap.key] = (trap, routes)
+            if old is not None:  # replaced: the old routes go after the new are in
+                for net in old[1]:
+                    with contextlib.suppress(Exception):
+                        self._routes.remove(net)  # type: ignore[union-attr]
+        log.info("trap %s installed: %s === %s, holding up to %d packet(s) for %gs", trap.key,
+                 ",".join(map(str, trap.local_ts)), ",".join(map(str, trap.remote_ts)),
+                 trap.queue, trap.queue_timeout)
+
+    def remove_trap(self, key: str) -> None:
+        with self._lock:
+            if key not in self._traps:
+                return
+            with contextlib.suppress(OSError, DataplaneError):
+                self._request("out", "untrap", key)
+            self._remove_trap_routes(key)
+        log.info("trap %s removed", key)
+
+    def _remove_trap_routes(self, key: str) -> None:
+        _, routes = self._traps.pop(key)
+        for net in routes:
+            try:
+                self._routes.remove(net)  # type: ignore[union-attr]
+            except OSError as exc:
+                log.warning("trap %s: cannot remove route %s: %s", key, net, exc)
+
+    def trap_stats(self) -> dict[str, dict[str, int]]:
+        if not self._traps or not self.started:
+            return {}
+        return dict(self._request("out", "trapstats"))
 
     def counters(self, unique_id: int) -> SaCounters:
         entry = self._installed.get(unique_id)
@@ -493,6 +571,9 @@ class UserspaceDataplane(Dataplane):
                 # while it waits for an ack that only this thread can deliver.
                 threading.Thread(target=self.remove, args=(uid,), daemon=True).start()
             self._call(self._on_event, event)
+        elif kind == "acquire":
+            _, key, src, dst, proto, sport, dport = msg
+            self._call(self._on_acquire, Acquire(key, src, dst, proto, sport, dport))
         elif kind == "ike":
             _, data, addr, sock_id = msg
             self._call(self._ike_handlers.get(sock_id), data, addr)

@@ -29,6 +29,8 @@ import os
 import select
 import socket
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from ocfpy.crypto.devices import proc_crypto
@@ -36,11 +38,14 @@ from ocfpy.crypto.errors import OcfError
 from ocfpy.esp import rtnl
 from ocfpy.esp.dataplane import xfrm_msg as X
 from ocfpy.esp.dataplane.base import (
+    Acquire,
+    AcquireHandler,
     Dataplane,
     EventHandler,
     IkeDatagramHandler,
     SaCounters,
     SaEvent,
+    TrapSpec,
 )
 from ocfpy.esp.dataplane.xfrm_selectors import priority, selectors
 from ocfpy.esp.netlink import NETLINK_ROUTE, NETLINK_XFRM, NetlinkChannel, NetlinkError
@@ -76,6 +81,19 @@ class _Installed:
     routes: list[IPNetwork] = field(default_factory=list)
     drivers: dict[str, str] = field(default_factory=dict)
     active: bool = True  # its outbound state is in the kernel (False: installed for a rekey)
+
+
+@dataclass
+class _TrapEntry:
+    spec: TrapSpec
+    reqid: int  # its template's; the CHILD_SAs of the same child get it too (install)
+    policies: list[tuple] = field(default_factory=list)  # policy keys it is a user of
+    routes: list[IPNetwork] = field(default_factory=list)
+
+    @property
+    def uid(self) -> str:
+        """Its name among a policy's users (CHILD_SAs are ints: never equal)."""
+        return "trap:" + self.spec.key
 
 
 def _probe(ch: NetlinkChannel, version: int) -> str | None:
@@ -133,6 +151,10 @@ class XfrmDataplane(Dataplane):
         self._policies: dict[tuple, list[tuple[int, X.TemplateParams, X.Selector, int]]] = {}
         self._lock = threading.RLock()
         self._on_event: EventHandler | None = None
+        self._on_acquire: AcquireHandler | None = None
+        self._traps: dict[str, _TrapEntry] = {}
+        self._acquired_at: dict[str, float] = {}  # trap key -> monotonic time of the last
+        self._trap_counts: dict[str, Counter[str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: NetlinkChannel | None = None
         self._event_thread: threading.Thread | None = None
@@ -189,9 +211,17 @@ class XfrmDataplane(Dataplane):
             self._check_open()
             if spec.unique_id in self._installed:
                 self.remove(spec.unique_id)
+            # A rekey's SAs keep the old CHILD_SA's reqid (policies unchanged); a trapped
+            # child's SAs take the trap's reqid (charon keeps one reqid per child, rekeys
+            # included): adding the outbound state then replaces the kernel's larval state of
+            # the ACQUIRE (xfrm_state_add matches it by mode, reqid, proto and addresses),
+            # which would otherwise swallow the trap's next ACQUIRE for xfrm_acq_expires (30 s)
+            # once this CHILD_SA is gone
             old = self._installed.get(replaces) if replaces is not None else None
-            entry = _Installed(spec, old.reqid if old is not None else next(self._reqids),
-                               active=outbound)
+            trap = self._traps.get(spec.name)
+            reqid = (old.reqid if old is not None else
+                     trap.reqid if trap is not None else next(self._reqids))
+            entry = _Installed(spec, reqid, active=outbound)
             try:
                 self._add_states(entry)
                 self._add_policies(entry)
@@ -202,6 +232,8 @@ class XfrmDataplane(Dataplane):
                 raise
             entry.drivers = kernel_drivers(spec)
             self._installed[spec.unique_id] = entry
+            # a negotiation finished: the next ACQUIRE is a new question (see worker.py)
+            self._acquired_at.clear()
         log.info("installed CHILD_SA %s #%d in the kernel: in %08x out %08x %s%s%s, %s === %s "
                  "(%s mode, reqid %d%s)", spec.name, spec.unique_id, spec.inbound.spi,
                  spec.outbound.spi, spec.encryption,
@@ -257,6 +289,11 @@ class XfrmDataplane(Dataplane):
                     self.remove(uid)
                 except Exception as exc:
                     log.error("removing CHILD_SA #%d on close failed: %s", uid, exc)
+            for key in list(self._traps):
+                try:
+                    self.remove_trap(key)
+                except Exception as exc:
+                    log.error("removing trap %s on close failed: %s", key, exc)
             self._closed = True
         os.write(self._wake_w, b"x")
         if self._event_thread is not None and self._event_thread is not threading.current_thread():
@@ -272,6 +309,149 @@ class XfrmDataplane(Dataplane):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # -- trap policies ---------------------------------------------------------------------------
+    def set_acquire_handler(self, handler: AcquireHandler) -> None:
+        self._on_acquire = handler
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+
+    def install_trap(self, trap: TrapSpec) -> None:
+        """charon's trap: an outbound policy for the selectors whose template (ESP, the
+        child's mode, our and the peer's addresses, its reqid, level required) no state
+        satisfies, so the kernel sends XFRM_MSG_ACQUIRE for the first packet (RFC 4301
+        4.4.1.1; the packet itself is dropped with xfrm_larval_drop = 1). The trap is the
+        lowest user of its policy: a CHILD_SA's template replaces it while the SA is up and
+        it comes back when the SA goes (_remove_policy)."""
+        if trap.local is None or trap.remote is None:
+            raise XfrmError(f"trap {trap.key}: the kernel's template needs both outer "
+                            "addresses (local_addrs and remote_addrs)")
+        version = trap.remote.version
+        if version not in self.families:
+            raise XfrmError(f"trap {trap.key}: {self._family_reasons[version]}")
+        try:
+            sels = selectors(list(trap.local_ts), list(trap.remote_ts))
+        except ValueError as exc:
+            raise XfrmError(f"trap {trap.key}: {exc}") from exc
+        if not sels:
+            raise XfrmError(f"trap {trap.key}: the traffic selectors have no pair of the same "
+                            "IP version and protocol")
+        with self._lock:
+            self._check_open()
+            old = self._traps.get(trap.key)
+            if old is not None:
+                self.remove_trap(trap.key)
+            entry = _TrapEntry(trap, old.reqid if old is not None else next(self._reqids))
+            tmpl = X.TemplateParams(trap.local, trap.remote, entry.reqid, trap.mode)
+            try:
+                for sel in sels:
+                    key = (sel, X.XFRM_POLICY_OUT)
+                    users = self._policies.setdefault(key, [])
+                    prio = priority(sel)
+                    if not users:
+                        try:
+                            self._xfrm.request(
+                                X.newpolicy(sel, X.XFRM_POLICY_OUT, tmpl, priority=prio,
+                                            msg_type=X.XFRM_MSG_UPDPOLICY),
+                                f"trap {trap.key}: policy {_sel_str(sel, X.XFRM_POLICY_OUT)}")
+                        except NetlinkError as exc:
+                            del self._policies[key]
+                            raise XfrmError(f"trap {trap.key}: the kernel refused the policy "
+                                            f"{_sel_str(sel, X.XFRM_POLICY_OUT)}: "
+                                            f"{exc.kernel_message or exc}") from exc
+                    users.insert(0, (entry.uid, tmpl, sel, prio))
+                    entry.policies.append(key)
+                if self.install_routes and trap.mode is Mode.TUNNEL:
+                    self._add_trap_routes(entry)
+            except Exception:
+                self._undo_trap(entry)
+                raise
+            self._traps[trap.key] = entry
+            self._trap_counts.setdefault(trap.key, Counter())
+        log.info("trap %s in the kernel: %s === %s (%s mode, %s -> %s)", trap.key,
+                 ",".join(map(str, trap.local_ts)), ",".join(map(str, trap.remote_ts)),
+                 trap.mode.value, trap.local, trap.remote)
+
+    def _add_trap_routes(self, entry: _TrapEntry) -> None:
+        trap = entry.spec
+        path = rtnl.route_to(self._route, trap.remote)
+        sources = rtnl.local_sources(self._route, list(trap.local_ts))
+        for ts in trap.remote_ts:
+            for net in ts.networks():
+                if trap.remote in net:
+                    continue  # would capture the peer itself (as in _add_routes)
+                try:
+                    self._routes.add(net, path, sources[net.version])
+                except NetlinkError as exc:
+                    raise XfrmError(f"trap {trap.key}: cannot add a route to {net}: "
+                                    f"{exc}") from exc
+                entry.routes.append(net)
+
+    def _undo_trap(self, entry: _TrapEntry) -> None:
+        for net in entry.routes:
+            with contextlib.suppress(OSError):
+                self._routes.remove(net)
+        entry.routes.clear()
+        for key in entry.policies:
+            try:
+                self._remove_policy(key, entry.uid)  # type: ignore[arg-type]
+            except (NetlinkError, OSError) as exc:
+                log.warning("trap %s: removing policy: %s", entry.spec.key, exc)
+        entry.policies.clear()
+
+    def remove_trap(self, key: str) -> None:
+        with self._lock:
+            entry = self._traps.pop(key, None)
+            if entry is None:
+                return
+            self._undo_trap(entry)
+            self._acquired_at.pop(key, None)
+            self._trap_counts.pop(key, None)
+        log.info("trap %s removed from the kernel", key)
+
+    def trap_stats(self) -> dict[str, dict[str, int]]:
+        return {k: dict(v) for k, v in self._trap_counts.items()}
+
+    def _acquire(self, msg) -> None:
+        """XFRM_MSG_ACQUIRE: which trap's policy (by its selector and direction) the packet
+        hit; rate-limited per trap, as the kernel repeats ACQUIREs for the same flow."""
+        policy = (X.selector_from(msg, "pol_sel_"), msg["pol_dir"])
+        flow = X.selector_from(msg, "sel_")
+        with self._lock:
+            users = self._policies.get(policy, [])
+            top = users[-1][0] if users else None
+            entry = self._traps.get(top[5:]) if isinstance(top, str) else None
+            if entry is None:
+                # Traffic hit a CHILD_SA's policy with no state behind it (one direction
+                # hard-expired before we took the CHILD_SA out, or a state was deleted by
+                # hand): logged; the daemon's answer is the hard event it already got.
+                log.info("xfrm acquire: traffic %s -> %s matches %s but has no SA", flow.src,
+                         flow.dst, f"CHILD_SA #{top}'s policy" if top is not None
+                         else "a policy")
+                return
+            key = entry.spec.key
+            now = time.monotonic()
+            if now - self._acquired_at.get(key, float("-inf")) < entry.spec.acquire_interval:
+                self._trap_counts[key]["acquires_suppressed"] += 1
+                return
+            self._acquired_at[key] = now
+            self._trap_counts[key]["acquires"] += 1
+        log.info("xfrm acquire: %s -> %s (proto %d) hit trap %s", flow.src, flow.dst,
+                 flow.proto, key)
+        self._call_acquire(Acquire(key, str(flow.src), str(flow.dst), flow.proto))
+
+    def _call_acquire(self, acq: Acquire) -> None:
+        handler = self._on_acquire
+        if handler is None:
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(handler, acq)
+            return
+        try:
+            handler(acq)
+        except Exception:
+            log.exception("acquire handler failed")
 
     # -- states ----------------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -478,16 +658,7 @@ class XfrmDataplane(Dataplane):
                     self.remove(uid)
             self._emit(SaEvent(uid, kind, reason))
         elif msg_type == X.XFRM_MSG_ACQUIRE:
-            # Traffic hit one of our policies with no state behind it (one direction hard-
-            # expired before we took the CHILD_SA out, or a state was deleted by hand). Logged,
-            # not forwarded: SaEvent kinds are "soft" and "hard", and the daemon's answer to
-            # a CHILD_SA without states is the hard event it already got.
-            msg = X.parse(X.xfrm_user_acquire, raw)
-            policy = (X.selector_from(msg, "pol_sel_"), msg["pol_dir"])
-            users = self._policies.get(policy, [])
-            flow = X.selector_from(msg, "sel_")
-            log.info("xfrm acquire: traffic %s -> %s matches %s but has no SA", flow.src,
-                     flow.dst, f"CHILD_SA #{users[-1][0]}'s policy" if users else "a policy")
+            self._acquire(X.parse(X.xfrm_user_acquire, raw))
 
     def _emit(self, event: SaEvent) -> None:
         handler = self._on_event
