@@ -176,7 +176,7 @@ class IkeEngine:
         return sa.id
 
     def initiate_child(self, ike_id: int, child: str, now: float) -> None:
-        """Another CHILD_SA on an established IKE SA (CREATE_CHILD_SA, no PFS)."""
+        """Another CHILD_SA on an established IKE SA (CREATE_CHILD_SA; PFS as for a rekey)."""
         sa = self._sa_by_id(ike_id)
         cfg = sa.conn.children.get(child)
         if cfg is None:
@@ -196,8 +196,9 @@ class IkeEngine:
         self._run(sa, IkeRekey(), now)
 
     def rekey_child(self, unique_id: int, now: float) -> None:
-        """Replace a CHILD_SA with a fresh one (CREATE_CHILD_SA with REKEY_SA, PFS when the
-        child's ESP proposals name a group); the old one is deleted once the new one is up.
+        """Replace a CHILD_SA with a fresh one (CREATE_CHILD_SA with REKEY_SA; PFS required
+        when the child's ESP proposals name a group, else offered with the IKE SA's group next
+        to NONE, proposals.with_optional_pfs); the old one is deleted once the new one is up.
         The daemon calls this on a dataplane soft-lifetime event."""
         for sa in self.sas:
             child = sa.child_by_id(unique_id)

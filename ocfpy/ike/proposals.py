@@ -82,6 +82,18 @@ def _warn_once(message: str) -> None:
         log.warning("%s", message)
 
 
+# RFC 7296 3.3.2, Transform Type 4 (Key Exchange Method) ID 0: NONE. In an ESP/AH proposal the
+# key exchange is optional (3.3.3: "Optional Type: Diffie-Hellman Group"), and an initiator that
+# wants it but can live without it lists NONE as one of the groups (3.3.3: "If an initiator wishes
+# to make use of the transform optional to the responder, it includes a transform substructure
+# with Transform ID = 0 as one of the options"). It is not a catalogue keyword: no one writes it
+# in a proposal string; ocfpy adds it itself when it offers optional PFS (with_optional_pfs) and
+# reads it from a peer's proposals (from_raw). An ESP proposal with no KE transform at all means
+# the same as one with only NONE (OpenIKED's and strongSwan's reading too), see _ke_lists.
+KE_NONE = Transform("none", Primitive.FLAG, TransformType.KE, 0,
+                    description="no key exchange in CREATE_CHILD_SA (no PFS)", rfc="RFC 7296 3.3.2")
+
+
 class ProposalSyntaxError(OcfError, ValueError):
     """A proposal string that does not parse; the message says which keyword and why."""
 
@@ -232,6 +244,8 @@ def from_raw(raw) -> Proposal:
         t = None
         if not rt.unknown_attributes and rt.type in TYPE_NAMES:
             t = catalogue.by_ike_id(rt.type, rt.id, rt.key_bits)
+            if t is None and (rt.type, rt.id, rt.key_bits) == (TransformType.KE, 0, None):
+                t = KE_NONE
         if t is None:
             prop.unknown.append(rt.key())
             # a type we know with only unknown IDs still counts as present (for explanations)
@@ -268,6 +282,15 @@ def _types(prop: Proposal, ignore_ke: bool) -> set[TransformType]:
     return types
 
 
+def _ke_lists(offered: Proposal, ours: Proposal) -> tuple[list[Transform], list[Transform]]:
+    """The KE transforms of an ESP/AH pair, where a proposal without a KE transform counts as
+    offering NONE only (RFC 7296 3.3.3: the type is optional there). A peer proposal whose KE
+    transforms are all unknown to us still has the type, so it never reads as NONE."""
+    theirs = offered.of(TransformType.KE) if TransformType.KE in offered.transforms else [KE_NONE]
+    mine = ours.of(TransformType.KE) if TransformType.KE in ours.transforms else [KE_NONE]
+    return theirs, mine
+
+
 def _match(offered: Proposal, ours: Proposal, ignore_ke: bool
            ) -> tuple[Proposal | None, list[TransformType]]:
     """The chosen proposal (one transform per type, the peer's preference), or the types with
@@ -277,10 +300,14 @@ def _match(offered: Proposal, ours: Proposal, ignore_ke: bool
     chosen = Proposal(offered.protocol, number=offered.number, spi=offered.spi)
     missing: list[TransformType] = []
     for tt in sorted(_types(offered, ignore_ke) | _types(ours, ignore_ke)):
-        mine = ours.of(tt)
-        pick = next((t for t in offered.of(tt) if t in mine), None)
+        theirs, mine = offered.of(tt), ours.of(tt)
+        if tt == TransformType.KE and offered.protocol != PROTO_IKE:
+            theirs, mine = _ke_lists(offered, ours)
+        pick = next((t for t in theirs if t in mine), None)
         if pick is None:
             missing.append(tt)
+        elif pick == KE_NONE and tt not in offered.transforms:
+            continue  # no KE offered, none chosen: the answer names no KE transform either
         else:
             chosen.transforms[tt] = [pick]
     if missing:
@@ -301,14 +328,61 @@ def select(offered: list[Proposal], ours: list[Proposal], *, ignore_ke: bool = F
 
 
 def accepts(chosen: Proposal, offered: list[Proposal], *, ignore_ke: bool = False) -> bool:
-    """Whether the peer's choice is one transform per type out of one of our proposals."""
+    """Whether the peer's choice is one transform per type out of one of our proposals. In ESP
+    an answer without a KE transform is NONE (_ke_lists): acceptable where we offered NONE,
+    which is how strongSwan answers an optional-PFS offer when it has no group configured."""
     for o in offered:
+        types_c, types_o = _types(chosen, ignore_ke), _types(o, ignore_ke)
+        if chosen.protocol != PROTO_IKE and not ignore_ke:
+            # _match has checked the KE choice against our list, NONE included
+            types_c, types_o = types_c | {TransformType.KE}, types_o | {TransformType.KE}
         if all(len(lst) == 1 for lst in chosen.transforms.values()) and \
-                _match(chosen, o, ignore_ke)[0] is not None and \
-                _types(chosen, ignore_ke) == _types(o, ignore_ke):
+                _match(chosen, o, ignore_ke)[0] is not None and types_c == types_o:
             warn_if_weak(chosen)
             return True
     return False
+
+
+def pfs_group(prop: Proposal) -> Transform | None:
+    """The key exchange a chosen ESP proposal asks for in CREATE_CHILD_SA, None for no PFS."""
+    group = prop.first(TransformType.KE)
+    return None if group == KE_NONE else group
+
+
+def with_optional_pfs(props: list[Proposal], group: Transform | None) -> list[Proposal]:
+    """What we offer in CREATE_CHILD_SA (RFC 7296 1.3.1, 1.3.2): an ESP proposal configured
+    without a KE group offers ``group`` (the IKE SA's) and NONE, in that order, so a peer that
+    requires PFS (libreswan's default pfs=yes takes the IKE SA's group) picks the group and a
+    peer without PFS (charon's default ESP proposals name none) picks NONE. Proposals that name
+    groups are left alone: the user asked for PFS with exactly those. Copies; the cached
+    proposals stay as configured."""
+    if group is None:
+        return props
+    out = []
+    for p in props:
+        if TransformType.KE not in p.transforms:
+            p = Proposal(p.protocol, dict(p.transforms), p.number, p.spi, list(p.unknown))
+            p.transforms[TransformType.KE] = [group, KE_NONE]
+            p = _ordered(p)
+        out.append(p)
+    return out
+
+
+def with_peer_pfs(props: list[Proposal], groups: list[Transform]) -> list[Proposal]:
+    """What we accept as CREATE_CHILD_SA responder: an ESP proposal configured without a KE
+    group accepts no key exchange (NONE) and any of ``groups`` (those we accept for the IKE SA),
+    so an initiator that insists on PFS (libreswan's pfs=yes) gets it: more PFS costs one key
+    exchange and never weakens the CHILD_SA, and the groups are the ones we already trust for
+    IKE. The initiator's order decides between them (RFC 7296 2.7), as for every other type.
+    Proposals that name groups are left alone (PFS required, with those groups)."""
+    out = []
+    for p in props:
+        if TransformType.KE not in p.transforms and groups:
+            p = Proposal(p.protocol, dict(p.transforms), p.number, p.spi, list(p.unknown))
+            p.transforms[TransformType.KE] = [KE_NONE, *groups]
+            p = _ordered(p)
+        out.append(p)
+    return out
 
 
 def _fmt(props: list[Proposal]) -> str:

@@ -8,11 +8,12 @@ the tree; without it the rows establish only, and say so when they skip the traf
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from .capture import Capture
-from .ocfpy_peer import userspace_dataplane_reason
+from .ocfpy_peer import userspace_dataplane_reason, wait_for
 from .peers import (
     Peers,
     charon_algorithms,
@@ -212,3 +213,48 @@ def test_sa_list_agrees_with_charon(peers: Peers, who: str) -> None:
         assert word.lower() in text, f"{word!r} missing from `ocfpy sa list`:\n{table.stdout}"
 
 
+
+
+@pytest.mark.parametrize("who", DIRECTIONS, ids=lambda w: f"{w}-rekeys")
+def test_child_rekey_with_defaults_on_both_sides(peers: Peers, who: str) -> None:
+    """Issue 15 (libreswan's pfs=yes): ocfpy's CREATE_CHILD_SA for a child configured without
+    a group now offers the IKE SA's group and NONE (RFC 7296 3.3.3). charon's default ESP
+    proposals name no group, so charon must pick NONE (its proposal.c accepts a peer's NONE
+    where it has no group) and the rekey goes through without PFS, started by either side."""
+    peers.configure("default", "default")
+    peers.initiate("ocfpy")
+    ours, theirs = peers.wait_established()
+    (old,) = theirs["child-sas"].values()
+    ike_spis = (theirs["initiator-spi"], theirs["responder-spi"])
+    if who == "ocfpy":
+        peers.iked.call("rekey", name="t", kind="child", timeout=20)
+    else:
+        list(peers.charon.vici.rekey({"child": "net", "timeout": 3000}))
+
+    def rekeyed() -> dict | None:
+        # a rekey on the same IKE_SA, not a new IKE_SA
+        sas = peers.charon_sas()
+        if len(sas) != 1 or (sas[0]["initiator-spi"], sas[0]["responder-spi"]) != ike_spis:
+            return None
+        kids = list(sas[0].get("child-sas", {}).values())
+        if len(kids) == 1 and kids[0]["state"] == "INSTALLED" and \
+                kids[0]["spi-in"] != old["spi-in"]:
+            return kids[0]
+        return None
+
+    new = wait_for(rekeyed, 10, f"the CHILD_SA rekeyed by {who} (new SPIs, old one deleted)",
+                   on_fail=peers.logs)
+    # charon chose NONE: no PFS group on its new CHILD_SA
+    assert "dh-group" not in new, new
+    if who == "ocfpy":
+        # what charon 5.9.8 logs for our offer: the IKE SA's group and NONE, then NONE taken
+        log = peers.charon.log_text()
+        assert re.search(r"received proposals: ESP:\S*/CURVE_25519/KE_NONE/", log), peers.logs()
+        assert "agreed on a non-PFS proposal" in log, peers.logs()
+    (ours,) = peers.ocfpy_established()
+    (child,) = ours["children"]
+    assert ocfpy_child_spis(child) == (spi(new["spi-out"]), spi(new["spi-in"]))
+    assert ocfpy_algorithms(child) == charon_algorithms(new)
+    if not userspace_dataplane_reason():
+        ping = peers.ping()
+        assert ping.returncode == 0, ping.stdout + peers.logs()

@@ -15,7 +15,17 @@ from ocfpy.ike import selectors
 from ocfpy.ike.codec.payloads import KePayload, NoncePayload, NotifyPayload, SaPayload, TsPayload
 from ocfpy.ike.constants import ExchangeType, NotifyType, PayloadType, notify_name
 from ocfpy.ike.errors import IkeProtocolError
-from ocfpy.ike.proposals import accepts, explain_mismatch, from_raw, select, to_raw
+from ocfpy.ike.proposals import (
+    KE_NONE,
+    accepts,
+    explain_mismatch,
+    from_raw,
+    pfs_group,
+    select,
+    to_raw,
+    with_optional_pfs,
+    with_peer_pfs,
+)
 from ocfpy.ike.tasks.base import Status, Task
 from ocfpy.ike.tasks.ike_init import NONCE_SIZE
 
@@ -29,7 +39,8 @@ log = logging.getLogger(__name__)
 
 class ChildCreate(Task):
     __slots__ = ("cfg", "exchange", "spi_in", "chosen", "ts_i", "ts_r", "error", "ni", "nr",
-                 "explanation", "transport", "rekey", "ke", "shared", "error_data", "created")
+                 "explanation", "transport", "rekey", "ke", "shared", "error_data", "created",
+                 "offered")
 
     def __init__(self, cfg: ChildConfig | None = None, *, in_ike_auth: bool = True,
                  rekey: ChildSa | None = None):
@@ -39,6 +50,7 @@ class ChildCreate(Task):
         self.shared = b""
         self.error_data = b""
         self.created: ChildSa | None = None  # what process_i made
+        self.offered: list | None = None  # the ESP proposals build_i sent
         self.exchange = ExchangeType.IKE_AUTH if in_ike_auth else ExchangeType.CREATE_CHILD_SA
         self.spi_in = b""
         self.chosen = None
@@ -67,6 +79,10 @@ class ChildCreate(Task):
                             f"can be served by {f'the forced backend {backend!r}' if backend else 'any active driver'}"
                             f" (cannot serve: {', '.join(dropped)})")
             return
+        if not self.in_ike_auth:
+            # optional PFS with the IKE SA's group where the child names none (with_optional_pfs)
+            props = with_optional_pfs(props, sa.ke_transform)
+        self.offered = props
         self.spi_in = sa.ctx.spis.child()
         if self.rekey is not None:
             msg.payloads.append(NotifyPayload(NotifyType.REKEY_SA, b"", 3, self.rekey.spi_in))
@@ -74,7 +90,9 @@ class ChildCreate(Task):
         if not self.in_ike_auth:
             self.ni = sa.ctx.random(NONCE_SIZE)
             msg.payloads.append(NoncePayload(self.ni))
-            group = props[0].first(TransformType.KE) if props else None
+            # KEi for the first proposal's first group: the one we expect the responder to
+            # take (RFC 7296 1.3.1); unused if it picks NONE (1.3: "other than NONE")
+            group = pfs_group(props[0]) if props else None
             if group is not None:  # PFS (RFC 7296 1.3.1)
                 self.ke = sa.dispatcher.open(group)
                 msg.payloads.append(KePayload(group.group, self.ke.public_value()))  # type: ignore[arg-type]
@@ -119,7 +137,8 @@ class ChildCreate(Task):
                 return sa.child_failed(cfg.name, NotifyType.INVALID_SYNTAX, "no Nonce in answer")
             self.nr = nonce.data
         chosen = from_raw(sa_p.proposals[0]) if len(sa_p.proposals) == 1 else None
-        ours = sa.esp_proposals(cfg, with_ke=not self.in_ike_auth)
+        ours = self.offered if self.offered is not None else \
+            sa.esp_proposals(cfg, with_ke=not self.in_ike_auth)
         if chosen is None or chosen.unknown or len(chosen.spi) != 4 or \
                 not accepts(chosen, ours, ignore_ke=self.in_ike_auth):
             return sa.child_failed(cfg.name, NotifyType.NO_PROPOSAL_CHOSEN,
@@ -132,10 +151,16 @@ class ChildCreate(Task):
                                    "the responder's traffic selectors are not within ours")
         transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None and \
             cfg.mode == "transport"
-        group = chosen.first(TransformType.KE)
-        if not self.in_ike_auth and (group is not None or self.ke is not None):
-            ke_p = msg.get(PayloadType.KE)
-            if group is None or self.ke is None or ke_p is None or \
+        group = pfs_group(chosen)
+        ke_p = msg.get(PayloadType.KE)
+        if not self.in_ike_auth and group is None and ke_p is not None:
+            return sa.child_failed(cfg.name, NotifyType.INVALID_KE_PAYLOAD,
+                                   "the responder sent a KE payload but chose no PFS group")
+        # No group chosen although we sent KEi: accepts() has checked that we offered NONE
+        # in that proposal, and our KEi is simply unused (RFC 7296 1.3). The keys then come
+        # from SK_d and the nonces alone (2.17).
+        if not self.in_ike_auth and group is not None:
+            if self.ke is None or ke_p is None or \
                     group is not self.ke.transform or ke_p.group != group.group:
                 return sa.child_failed(cfg.name, NotifyType.INVALID_KE_PAYLOAD,
                                        f"the responder's PFS group {group} does not match ours "
@@ -227,6 +252,10 @@ class ChildCreate(Task):
         offered = [p for p in offered if p.protocol == 3 and len(p.spi) == 4]
         ike_auth = self.in_ike_auth
         ours = sa.esp_proposals(cfg, with_ke=not ike_auth)
+        if not ike_auth:
+            # an initiator that insists on PFS for a child we configured without it: accept
+            # the groups we accept for IKE (with_peer_pfs; libreswan's default pfs=yes)
+            ours = with_peer_pfs(ours, _ike_groups(sa))
         chosen = select(offered, ours, ignore_ke=ike_auth)
         if chosen is None:
             self._refuse(sa, NotifyType.NO_PROPOSAL_CHOSEN,
@@ -246,10 +275,14 @@ class ChildCreate(Task):
 
     def _pfs_r(self, sa: IkeSa, msg: Message, chosen, cfg: ChildConfig) -> bool:
         """CREATE_CHILD_SA with a KE group: check the KE payload, compute g^ir."""
-        group = chosen.first(TransformType.KE)
+        group = pfs_group(chosen)
         ke_p = msg.get(PayloadType.KE)
         if group is None:
-            if ke_p is not None:
+            # NONE chosen from an optional-PFS offer: the initiator's KEi (for the group it
+            # listed first) is ignored, RFC 7296 1.3 asks for INVALID_KE_PAYLOAD only for a
+            # group "other than NONE". A KE payload with no KE transform offered at all is
+            # still refused.
+            if ke_p is not None and chosen.first(TransformType.KE) != KE_NONE:
                 self._refuse(sa, NotifyType.NO_PROPOSAL_CHOSEN,
                              "the initiator sent a KE payload (PFS) but chose no group")
                 return False
@@ -299,6 +332,15 @@ class ChildCreate(Task):
         self._close_ke()
         if self.rekey is not None:  # for collision detection in our own rekey (RFC 7296 2.8.1)
             self.rekey.peer_rekey_nonce = min(self.ni, self.nr)
+
+
+def _ike_groups(sa: IkeSa) -> list:
+    """The key exchange methods we accept for this IKE SA (its connection's IKE proposals,
+    as far as the crypto backend serves them), in our preference order."""
+    groups: list = []
+    for p in sa.ike_proposals:
+        groups += [t for t in p.of(TransformType.KE) if t not in groups]
+    return groups
 
 
 def _peer_child_error(sa: IkeSa, cfg: ChildConfig, notify: int) -> str:

@@ -188,3 +188,45 @@ def test_a_mismatch_is_explained_in_both_vocabularies():
            "ike=aes_gcm256-sha2_512;modp8192)" in why
     assert "key exchange method" in why
 
+
+
+def test_ke_none_in_esp_selection_and_acceptance():
+    """RFC 7296 3.3.3: in ESP no KE transform means the same as NONE only; NONE next to a group
+    makes PFS optional. A group the responder does not list is not matched by its NONE."""
+    from ocfpy.ike.codec.payloads import RawProposal, RawTransform
+
+    esp = P.parse_esp("aes128gcm16")
+    optional = P.with_optional_pfs([esp], catalogue.get("x25519"))[0]
+    assert [t.keyword for t in optional.of(T.KE)] == ["x25519", "none"]
+    assert T.KE not in esp.transforms  # the cached proposal stays as configured
+    # a responder without a group takes NONE out of [x25519, none] and echoes it
+    chosen = P.select([optional], [esp])
+    assert chosen is not None and chosen.of(T.KE) == [P.KE_NONE]
+    assert P.pfs_group(chosen) is None
+    # an answer without any KE transform (charon's) is NONE: accepted for [x25519, none] only
+    assert P.accepts(P.select([esp], [esp]), [optional])
+    assert not P.accepts(P.select([esp], [esp]), [P.parse_esp("aes128gcm16-x25519")])
+    # a responder requiring a group takes it; one requiring another group refuses
+    assert P.pfs_group(P.select([optional], [P.parse_esp("aes128gcm16-x25519")])).keyword == "x25519"
+    assert P.select([optional], [P.parse_esp("aes128gcm16-ecp256")]) is None
+    # NONE on the wire is transform ID 0 of type 4, and reads back as KE_NONE
+    raw = P.to_raw(optional, 1, b"\x00" * 4)
+    assert [(t.type, t.id) for t in raw.transforms if t.type == 4] == [(4, 31), (4, 0)]
+    assert P.from_raw(raw).of(T.KE) == [catalogue.get("x25519"), P.KE_NONE]
+    # a peer offering only a group we do not know is not offering NONE
+    unknown = P.from_raw(RawProposal(1, 3, b"\x00" * 4, [RawTransform(1, 20, 128),
+                                                         RawTransform(4, 1234),
+                                                         RawTransform(5, 0)]))
+    assert P.select([unknown], P.with_peer_pfs([esp], [catalogue.get("x25519")])) is None
+    assert P.select([unknown], [esp]) is None
+
+
+def test_responder_pfs_list_adds_the_ike_groups_to_children_without_one():
+    esp, pfs = P.parse_esp("aes128gcm16"), P.parse_esp("aes256gcm16-ecp256")
+    groups = [catalogue.get("x25519"), catalogue.get("modp2048")]
+    out = P.with_peer_pfs([esp, pfs], groups)
+    assert [t.keyword for t in out[0].of(T.KE)] == ["none", "x25519", "modp2048"]
+    assert out[1].of(T.KE) == [catalogue.get("ecp256")]  # PFS required: unchanged
+    # libreswan's rekey offer: [modp2048] only; the initiator's order decides
+    offer = P.parse_esp("aes128gcm16-modp2048-x25519")
+    assert P.pfs_group(P.select([offer], out)).keyword == "modp2048"
