@@ -191,12 +191,27 @@ class Gateways:
         return time.monotonic() - t0
 
 
+def _settled_listings(gw: Gateways, wait: float = 3.0) -> tuple[dict, dict]:
+    """Both gateways' SA listings once the traffic has settled: the last segments of the
+    transfer (a FIN, an ACK) may still be between a's outbound worker and b's inbound one when
+    the transfer returns, and the two listings are read one after the other. Read until two
+    rounds agree (or ``wait`` runs out), so that the counters compared are of the same moment."""
+    deadline = time.monotonic() + wait
+    last = None
+    while True:
+        now = (gw.call("a", "list")[0], gw.call("b", "list")[0])
+        counters = [(sa.get("children") or [{}])[0].get("dataplane") for sa in now]
+        if counters == last or time.monotonic() >= deadline:
+            return now
+        last = counters
+        time.sleep(0.2)
+
+
 def _with_daemons(args: argparse.Namespace) -> dict:
     with Gateways(args, args.prefix) as gw:
         established = gw.establish()
         traffic = _traffic(gw.lab, gw.a, gw.b, args.megabytes)
-        sa_a = gw.call("a", "list")[0]
-        sa_b = gw.call("b", "list")[0]
+        sa_a, sa_b = _settled_listings(gw)
         gw.call("a", "terminate", name="demo")
         return _report(established, traffic, sa_a, sa_b)
 
