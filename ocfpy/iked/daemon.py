@@ -681,15 +681,9 @@ class IkeDaemon:
         Selectors: the child's configured ones (a superset of the packet's flow), not
         narrowed to the packet (charon can send the packet's addresses first, RFC 7296 2.9;
         ocfpy's initiator proposes its configured selectors only)."""
-        loop = self._loop
-        if loop is None or self._stopped is None or self._stopped.is_set():
+        if self._stopped is None or self._stopped.is_set():
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not loop:
-            loop.call_soon_threadsafe(self._on_acquire, acq)
+        if self._elsewhere(self._on_acquire, acq):
             return
         if acq.key not in self.traps:
             self.stats["acquires_ignored"] += 1
@@ -703,7 +697,7 @@ class IkeDaemon:
         log.log(logsetup.AUDIT, "acquire for trap %s (%s): initiating", acq.key, flow)
         self._publish("acquire", name=acq.key, src=acq.src, dst=acq.dst, protocol=acq.protocol)
         try:
-            self.engine.initiate(conn_name, loop.time(), child=child)
+            self.engine.initiate(conn_name, self._loop.time(), child=child)  # type: ignore[union-attr]
         except IkeUsageError as exc:
             log.error("acquire for %s: %s", acq.key, exc)
         self._service()
@@ -836,24 +830,33 @@ class IkeDaemon:
         with contextlib.suppress(Exception):
             self.stats["sa_replay_drops"] += self.dataplane.counters(unique_id).replay_drops
 
-    def _on_dataplane_event(self, event: Any) -> None:
-        """A CHILD_SA lifetime limit (SaEvent soft/hard). May come from another thread."""
+    def _elsewhere(self, callback: Any, arg: Any) -> bool:
+        """Dataplane callbacks may come from a worker-reader thread: hand them to the event
+        loop's thread. True if the call was passed on (or there is no loop: dropped), False
+        if the caller is already on the loop and should go on."""
         loop = self._loop
         if loop is None:
-            return
+            return True
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is not loop:
-            loop.call_soon_threadsafe(self._on_dataplane_event, event)
+            loop.call_soon_threadsafe(callback, arg)
+            return True
+        return False
+
+    def _on_dataplane_event(self, event: Any) -> None:
+        """A CHILD_SA lifetime limit (SaEvent soft/hard). May come from another thread."""
+        if self._elsewhere(self._on_dataplane_event, event):
             return
         self.stats[f"dataplane_{event.kind}"] += 1
         log.info("CHILD_SA #%d hit its %s lifetime (%s)", event.unique_id, event.kind,
                  event.reason)
         self._publish("child-expire", name=self._child_names.get(event.unique_id),
                       unique_id=event.unique_id, kind=event.kind, reason=event.reason)
-        self.engine.child_sa_expired(event.unique_id, event.kind, loop.time())
+        self.engine.child_sa_expired(event.unique_id, event.kind,
+                                     self._loop.time())  # type: ignore[union-attr]
         self._service()
 
     # -- metrics ---------------------------------------------------------------------------
