@@ -376,6 +376,29 @@ def charon_pair(n: int, sequential: int, *, prefix: str, workdir: str | None,
                       r.sequential_ms, [*r.notes, r.strongswan])
 
 
+def _charon_pair_loaded(pair: Any, ini: Any, resp: Any, auth: Auth, prefix: str) -> str:
+    """Credentials on both charons and the responder's connection (any initiator ID);
+    returns the responder's ID."""
+    rid = responder_id(prefix)
+    auth.charon_load(ini, "moon")
+    auth.charon_load(resp, "sun")
+    resp.load_conn("r", auth.charon_conn(
+        local_addr=pair.right.outer, remote_addr=pair.left.outer, local_id=rid,
+        remote_id="%any", proposals=[IKE_PROPOSAL], unique="never",
+        children={"c": strongswan.child([pair.right.inner_net], [pair.left.inner_net],
+                                        [ESP_PROPOSAL])}))
+    return rid
+
+
+def _charon_initiator_conn(pair: Any, ini: Any, auth: Auth, rid: str, name: str) -> None:
+    """One initiator connection ``name`` (its own ID, so the responder keeps every SA)."""
+    ini.load_conn(name, auth.charon_conn(
+        local_addr=pair.left.outer, remote_addr=pair.right.outer,
+        local_id=auth.initiator_id(name), remote_id=rid, proposals=[IKE_PROPOSAL],
+        children={"c": strongswan.child([pair.left.inner_net], [pair.right.inner_net],
+                                        [ESP_PROPOSAL])}))
+
+
 def _charon_cert_pair(n: int, sequential: int, *, prefix: str, workdir: str | None,
                       auth: Auth, timeout: float) -> PairResult:
     """charon -> charon with certificates, measured as strongswan.ike_establishment_rate
@@ -383,21 +406,10 @@ def _charon_cert_pair(n: int, sequential: int, *, prefix: str, workdir: str | No
     with _workdir(workdir, "charon", prefix) as base, moon_and_sun(prefix) as pair, \
             _charon(pair.right, base / "sun", auth) as resp, \
             _charon(pair.left, base / "moon", auth) as ini:
-        rid = responder_id(prefix)
-        auth.charon_load(ini, "moon")
-        auth.charon_load(resp, "sun")
-        resp.load_conn("r", auth.charon_conn(
-            local_addr=pair.right.outer, remote_addr=pair.left.outer, local_id=rid,
-            remote_id="%any", proposals=[IKE_PROPOSAL], unique="never",
-            children={"c": strongswan.child([pair.right.inner_net], [pair.left.inner_net],
-                                            [ESP_PROPOSAL])}))
+        rid = _charon_pair_loaded(pair, ini, resp, auth, prefix)
         total = sequential + n
         for i in range(total):
-            ini.load_conn(f"c{i}", auth.charon_conn(
-                local_addr=pair.left.outer, remote_addr=pair.right.outer,
-                local_id=auth.initiator_id(f"c{i}"), remote_id=rid, proposals=[IKE_PROPOSAL],
-                children={"c": strongswan.child([pair.left.inner_net], [pair.right.inner_net],
-                                                [ESP_PROPOSAL])}))
+            _charon_initiator_conn(pair, ini, auth, rid, f"c{i}")
         seq = []
         for i in range(sequential):
             t0 = time.perf_counter()
@@ -422,20 +434,9 @@ def charon_memory(memory: int, *, prefix: str, workdir: str | None, step: Step,
     with _workdir(workdir, "cmem", prefix) as base, moon_and_sun(prefix) as pair, \
             _charon(pair.right, base / "sun", auth) as resp, \
             _charon(pair.left, base / "moon", auth) as ini:
-        rid = responder_id(prefix)
-        auth.charon_load(ini, "moon")
-        auth.charon_load(resp, "sun")
-        resp.load_conn("r", auth.charon_conn(
-            local_addr=pair.right.outer, remote_addr=pair.left.outer, local_id=rid,
-            remote_id="%any", proposals=[IKE_PROPOSAL], unique="never",
-            children={"c": strongswan.child([pair.right.inner_net], [pair.left.inner_net],
-                                            [ESP_PROPOSAL])}))
+        rid = _charon_pair_loaded(pair, ini, resp, auth, prefix)
         for name in names:
-            ini.load_conn(name, auth.charon_conn(
-                local_addr=pair.left.outer, remote_addr=pair.right.outer,
-                local_id=auth.initiator_id(name), remote_id=rid, proposals=[IKE_PROPOSAL],
-                children={"c": strongswan.child([pair.left.inner_net], [pair.right.inner_net],
-                                                [ESP_PROPOSAL])}))
+            _charon_initiator_conn(pair, ini, auth, rid, name)
         assert resp.pid is not None
         before = rss_kb(resp.pid)
         t0 = time.perf_counter()
