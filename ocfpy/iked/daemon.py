@@ -79,10 +79,10 @@ class IkeDaemon:
                                    self._notify_status)
         self.pump = EnginePump(ctx, self.reactions, self.udp.send)
         ctx.service = self.pump.service
-        self.reloading = ConfigReload(ctx, self.traps, self.notifier, reloader,
+        self.config_reload = ConfigReload(ctx, self.traps, self.notifier, reloader,
                                       self.status_text)
         self.commands = Commands(ctx, self.udp, self.bridge, self.traps, self.waiters,
-                                 self.reloading.reload)
+                                 self.config_reload.reload)
 
     # -- what tests, metrics and the CLI read -------------------------------------------------
     @property
@@ -146,7 +146,7 @@ class IkeDaemon:
                 loop.add_signal_handler(sig, self.stop)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             # systemctl reload (ExecReload=kill -HUP) and the classic daemon convention
-            loop.add_signal_handler(signal.SIGHUP, self.reloading.on_sighup)
+            loop.add_signal_handler(signal.SIGHUP, self.config_reload.on_sighup)
         self._service()
 
     def load_certificates(self) -> None:
@@ -261,10 +261,10 @@ class IkeDaemon:
     # -- reload --------------------------------------------------------------------------------
     async def reload(self) -> dict:
         """SIGHUP, `ocfpy sa reload`: iked/reload.py."""
-        return await self.reloading.reload()
+        return await self.config_reload.reload()
 
     def apply_config(self, new: IkeConfig) -> dict:
-        return self.reloading.apply(new)
+        return self.config_reload.apply(new)
 
     # -- the engine ------------------------------------------------------------------------
     def _service(self) -> None:
