@@ -61,8 +61,10 @@ class Endpoint:
 class UdpSockets:
     """The bound endpoints, what reads them (the loop, or the dataplane for ESP-in-UDP on
     4500) and the one way out (``send``). ``send_errors``: the last send failure towards each
-    remote address: `sa why` and `sa initiate` say it, as the engine cannot know that its
-    datagram never left."""
+    configured peer address: `sa why` and `sa initiate` say it, as the engine cannot know
+    that its datagram never left. Only addresses named in a connection's remote_addrs are
+    kept (the only ones those commands read), so the table is bounded by the config, not by
+    the source addresses a flood of IKE_SA_INIT requests claims."""
 
     def __init__(self, ctx: DaemonContext):
         self.ctx = ctx
@@ -185,7 +187,7 @@ class UdpSockets:
             why = (f"no socket for sending from {local[0]}:{local[1]} to {remote[0]}:"
                    f"{remote[1]} (daemon.listen = {opts.listen}, ports "
                    f"{opts.port}/{opts.port_nat_t})")
-            self.send_errors[remote[0]] = why
+            self._note_send_error(remote[0], why)
             netlog.error("%s", why)
             return
         if ep.nat_t and data != NAT_KEEPALIVE:  # RFC 3948 2.2: IKE on 4500 gets the marker
@@ -199,9 +201,13 @@ class UdpSockets:
             self.send_errors.pop(remote[0], None)
         except OSError as exc:
             stats["send_errors"] += 1
-            self.send_errors[remote[0]] = (f"sending to {remote[0]}:{remote[1]} failed: "
-                                           f"{exc.strerror or exc}")
+            self._note_send_error(remote[0], f"sending to {remote[0]}:{remote[1]} failed: "
+                                             f"{exc.strerror or exc}")
             netlog.warning("send to %s:%d failed: %s", remote[0], remote[1], exc.strerror or exc)
+
+    def _note_send_error(self, address: str, why: str) -> None:
+        if any(address in c.remote_addrs for c in self.ctx.config.connections.values()):
+            self.send_errors[address] = why
 
     def endpoint_for(self, local: Addr, remote: Addr) -> Endpoint | None:
         family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET

@@ -33,7 +33,7 @@ def test_nat_t_framing_counts_what_is_not_ike_and_sends_with_the_marker(dispatch
 
     port, port_nat_t = _free_ports(2)
     opts = DaemonOptions(listen=["127.0.0.1"], port=port, port_nat_t=port_nat_t)
-    config = make_config("127.0.0.1", "127.0.0.2", "a", "b", daemon=opts)
+    config = make_config("127.0.0.1", "127.0.0.1", "a", "b", daemon=opts)
     engine = IkeEngine(config, dispatcher)
     ctx = DaemonContext(config, engine, NullDataplane())
     flushes = []
@@ -63,6 +63,7 @@ def test_nat_t_framing_counts_what_is_not_ike_and_sends_with_the_marker(dispatch
         udp.send(NAT_KEEPALIVE, ("127.0.0.1", port_nat_t), me)
         udp.send(b"ike", ("127.0.0.1", port), me)
         udp.send(b"ike", ("127.0.0.1", 1), me)  # no socket on that port
+        udp.send(b"ike", ("127.0.0.1", 1), ("127.0.0.9", 500))  # nor to a peer not configured
         udp.stop_reading()
         udp.close()
 
@@ -79,6 +80,9 @@ def test_nat_t_framing_counts_what_is_not_ike_and_sends_with_the_marker(dispatch
     peer.close()
     assert [(d, a[1]) for d, a in got] == [(NON_ESP_MARKER + b"ike", port_nat_t),
                                            (NAT_KEEPALIVE, port_nat_t), (b"ike", port)]
-    assert stats["datagrams_out"] == 3 and stats["send_errors"] == 1
+    assert stats["datagrams_out"] == 3 and stats["send_errors"] == 2
+    # `sa why` reads the configured peer's failure; an address no connection names is
+    # counted but not kept (a spoofed source must not grow the table)
+    assert list(udp.send_errors) == ["127.0.0.1"]
     assert "no socket for sending from 127.0.0.1:1" in udp.send_errors["127.0.0.1"]
     assert udp.endpoints == []
