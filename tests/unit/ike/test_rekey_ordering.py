@@ -1,7 +1,8 @@
 """The order of dataplane steps at a rekey (issue 18, make-before-break; docs/ike.md
 *Rekeying*), in the sans-I/O engine: two engines back to back, each with a model of a
 dataplane that applies the engine's events the way the daemon does, events before the
-datagrams of the same call (IkeDaemon._service).
+datagrams of the same call (ocfpy/iked/pump.py; test_iked_bridge.py runs the daemon's own
+parts the same way).
 
 Each model records its calls (install inbound, install outbound, switch, remove) and the
 invariant is checked after every step of every exchange: whatever SPI a side sends on, the
