@@ -486,9 +486,7 @@ class OutboundLoop(_Loop):
                 return
         base = sa.seq
         sa.seq += n
-        items = [(base + i + 1, p, NEXT_HEADER_IPV4 if p[0] >> 4 == 4 else NEXT_HEADER_IPV6)
-                 for i, p in enumerate(packets)]
-        wires = sa.crypto.encapsulate_batch(items)
+        wires = sa.crypto.encapsulate_batch(base + 1, packets)  # next header by IP version
         self.check_drivers(sa)
         if sa.encap is not None:
             family = socket.AF_INET6 if ":" in sa.remote else socket.AF_INET
