@@ -25,9 +25,11 @@ setup(
     # super-packets, ocfpy/esp/_csum.c): optional, so a machine without a C compiler still
     # installs, and ocfpy/esp/offload.py falls back to the pure-Python sum (same result).
     # The ESP framing around each packet's AEAD call (ocfpy/esp/_framing.c) is built the same
-    # way: ocfpy/esp/framing.py falls back to its pure-Python twin (same bytes).
+    # way: ocfpy/esp/framing.py falls back to its pure-Python twin (same bytes); so is the
+    # batched send (ocfpy/esp/_mmsg.c, sendmmsg): ocfpy/esp/sendbatch.py falls back to sendto.
     ext_modules=[Extension("ocfpy.esp._csum", ["ocfpy/esp/_csum.c"], optional=True),
-                 Extension("ocfpy.esp._framing", ["ocfpy/esp/_framing.c"], optional=True)],
+                 Extension("ocfpy.esp._framing", ["ocfpy/esp/_framing.c"], optional=True),
+                 Extension("ocfpy.esp._mmsg", ["ocfpy/esp/_mmsg.c"], optional=True)],
     package_dir=LAYOUT,
     # ocfpy-iked.service: the systemd unit, installed with the package (pip cannot put it in
     # /etc/systemd/system); `python -m ocfpy.iked.systemd unit` prints it for this install.

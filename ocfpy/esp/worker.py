@@ -39,6 +39,7 @@ from ocfpy.esp.gso import VNET_HDR_LEN, from_tun, to_tun_header
 from ocfpy.esp.offload import coalesce, split
 from ocfpy.esp.packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop
 from ocfpy.esp.sad import Expiry, InboundSa, OutboundSa, build_inbound, build_outbound
+from ocfpy.esp.sendbatch import send as send_datagrams
 from ocfpy.esp.spd import PolicyTable, flow
 from ocfpy.esp.udpencap import Kind, classify
 from ocfpy.esp.udpgso import SegmentingSender, enable_gro
@@ -504,14 +505,8 @@ class OutboundLoop(_Loop):
                 and self.super_burst:
             errors = self.segmenting.send(sock, wires, dest,
                                           lambda exc: _send_failed(sa.remote, exc))
-        else:
-            sendto = sock.sendto
-            for w in wires:
-                try:
-                    sendto(w, dest)
-                except OSError as exc:
-                    errors += 1
-                    _send_failed(sa.remote, exc)
+        else:  # one sendmmsg per 64 datagrams where compiled, else a sendto each
+            errors = send_datagrams(sock, wires, dest, lambda exc: _send_failed(sa.remote, exc))
         if errors:
             self.bump(G.SEND_ERRORS, errors)
         nbytes = sum(len(p) for p in packets)
