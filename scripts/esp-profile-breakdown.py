@@ -26,7 +26,7 @@ CATEGORIES = [
     ("session + driver batch", lambda f: f.startswith(("session.py", "aead.py"))),
     ("system calls", lambda f: any(s in f for s in (
         "posix.read", "posix.write", "posix.writev", "sendto", "recvfrom", "recvmsg",
-        "sendmsg", "recv_into"))),
+        "sendmsg", "recv_into", "_mmsg.send"))),
     ("replay window", lambda f: f.startswith("replay.py")),
     ("SPD / selectors", lambda f: f.startswith("spd.py")),
     ("offloads (cut, coalesce, csum)", lambda f: f.startswith(("offload.py", "gso.py",
