@@ -21,10 +21,16 @@ def _packages() -> list[str]:
 
 setup(
     packages=_packages(),
-    # The userspace dataplane's one compiled helper (the checksum of segments cut from TCP
-    # super-packets, ocfpy/esp/_csum.c): optional, so a machine without a C compiler still
+    # The userspace dataplane's compiled helpers, each optional and each with a pure-Python
+    # twin that OCFPY_PURE_PYTHON=1 forces. The checksum of segments cut from TCP
+    # super-packets (ocfpy/esp/_csum.c): optional, so a machine without a C compiler still
     # installs, and ocfpy/esp/offload.py falls back to the pure-Python sum (same result).
-    ext_modules=[Extension("ocfpy.esp._csum", ["ocfpy/esp/_csum.c"], optional=True)],
+    # The ESP framing around each packet's AEAD call (ocfpy/esp/_framing.c) is built the same
+    # way: ocfpy/esp/framing.py falls back to its pure-Python twin (same bytes); so is the
+    # batched send (ocfpy/esp/_mmsg.c, sendmmsg): ocfpy/esp/sendbatch.py falls back to sendto.
+    ext_modules=[Extension("ocfpy.esp._csum", ["ocfpy/esp/_csum.c"], optional=True),
+                 Extension("ocfpy.esp._framing", ["ocfpy/esp/_framing.c"], optional=True),
+                 Extension("ocfpy.esp._mmsg", ["ocfpy/esp/_mmsg.c"], optional=True)],
     package_dir=LAYOUT,
     # ocfpy-iked.service: the systemd unit, installed with the package (pip cannot put it in
     # /etc/systemd/system); `python -m ocfpy.iked.systemd unit` prints it for this install.

@@ -30,6 +30,7 @@ CI_TARGETS=(
     "ike_responder 0 20"
     "ike_initiator 0 20"
     "esp_decap 440000 0"
+    "esp_framing 60000 0"
     "config_load 20000 0"
     "control_line 260000 0"
     "peer_auth 20000 0"

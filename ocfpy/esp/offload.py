@@ -23,6 +23,7 @@ interfaces (read for the model, no code taken).
 
 from __future__ import annotations
 
+import os
 import struct
 
 from ocfpy.esp.gso import (
@@ -36,6 +37,8 @@ from ocfpy.esp.gso import (
 )
 
 try:  # the optional compiled helper (ocfpy/esp/_csum.c): the same results, about 10x faster
+    if os.environ.get("OCFPY_PURE_PYTHON", "") not in ("", "0"):  # as framing.py, sendbatch.py
+        raise ImportError("OCFPY_PURE_PYTHON is set")
     from ocfpy.esp._csum import complete as _complete_c
     from ocfpy.esp._csum import sum16
 except ImportError:  # pragma: no cover - the tests run both through their `csum` fixture

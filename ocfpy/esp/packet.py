@@ -12,7 +12,9 @@ next header) | ICV. Two cipher families:
   never travel on the wire.
 
 All crypto runs in dispatcher sessions opened once per SA direction; the batch methods submit
-one batch per burst (the per-call overhead is what limits a Python dataplane).
+one batch per burst (the per-call overhead is what limits a Python dataplane). For the AEADs,
+the framing around that one call per packet (header, IV, trailer, AAD out; lengths, AAD,
+trailer check in) is ocfpy/esp/framing.py: compiled when built, else its Python twin.
 
 The IV for the counter-style AEADs is the 64-bit sequence number: unique per key, which is all
 RFC 4106 s. 3.1 and RFC 7634 s. 2 ask, and it costs no random bytes (strongSwan's iv_gen_seq).
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING
 from ocfpy.crypto.catalogue import Primitive, Transform
 from ocfpy.crypto.catalogue import get as get_transform
 from ocfpy.crypto.errors import AuthenticationError, InvalidInput, InvalidKey, OcfError
+from ocfpy.esp.framing import IV_SIZE, NH_FROM_VERSION, open_frames, seal_frames
 
 if TYPE_CHECKING:
     from ocfpy.crypto.dispatcher import Dispatcher
@@ -69,6 +72,9 @@ class Drop(StrEnum):
     SEQ_EXHAUSTED = "seq_exhausted"  # outbound: the sequence number space is used up
 
 
+_DROPS = (Drop.TRUNCATED, Drop.AUTH, Drop.BAD_PADDING)  # framing.open_frames' three verdicts
+
+
 class EspCrypto:
     """The crypto of one SA direction: its sessions, sizes and the ESP trailer rules."""
 
@@ -93,6 +99,9 @@ class EspCrypto:
                 raise InvalidInput(f"{encryption} is an AEAD: it takes no integrity algorithm "
                                    f"(got {integrity})")
             self.icv_size = self.encr.icv_size
+            if self.encr.iv_size != IV_SIZE:  # every ESP AEAD's IV is 8 bytes (framing.py)
+                raise InvalidInput(f"{encryption}: an ESP AEAD needs an {IV_SIZE}-byte IV, "
+                                   f"not {self.encr.iv_size}")
         else:
             if not integrity:
                 raise InvalidInput(f"{encryption} needs an integrity algorithm (RFC 4303 "
@@ -140,43 +149,39 @@ class EspCrypto:
         pad = -(payload_len + 2) % self.align
         return _PADS[pad] + bytes((pad, next_header))
 
-    def encapsulate_batch(self, items: Sequence[tuple[int, bytes, int]]) -> list[bytes]:
-        """ESP packets for (64-bit sequence number, payload, next header) items."""
+    def encapsulate_batch(self, first_seq: int, payloads: Sequence[bytes],
+                          next_header: int = NH_FROM_VERSION) -> list[bytes]:
+        """ESP packets for payloads numbered first_seq, first_seq + 1, ... (64-bit sequence
+        numbers); next_header for all of them, or NH_FROM_VERSION (tunnel mode): 4 for an
+        IPv4 payload, else 41 (RFC 4303 s. 2.6)."""
+        if self.aead:  # the framing around the AEAD call: compiled when built (framing.py)
+            return seal_frames(self.cipher.seal_batch, self._spi_bytes, first_seq, payloads,
+                               next_header, self.align, self.esn)
         spi = self._spi_bytes
         align = self.align
         trailers = _TRAILERS
-        if self.aead:
-            batch = []
-            headers = []
-            esn = self.esn
-            for seq, payload, nh in items:
-                iv = seq.to_bytes(8, "big")  # its low half is the wire's sequence number
-                hdr = spi + iv[4:]
-                batch.append((iv, payload + trailers[nh][-(len(payload) + 2) % align],
-                              spi + iv if esn else hdr))
-                headers.append(hdr + iv)
-            sealed = self.cipher.seal_batch(batch)
-            return [h + s for h, s in zip(headers, sealed, strict=True)]
-        ivs = self._random(self.iv_size * len(items))
+        ivs = self._random(self.iv_size * len(payloads))
         size = self.iv_size
         enc_items = []
         heads = []
-        for i, (seq, payload, nh) in enumerate(items):
+        for i, payload in enumerate(payloads):
+            nh = next_header
+            if nh == NH_FROM_VERSION:
+                nh = NEXT_HEADER_IPV4 if payload and payload[0] >> 4 == 4 else NEXT_HEADER_IPV6
             iv = ivs[i * size:(i + 1) * size]
-            heads.append(spi + (seq & 0xFFFFFFFF).to_bytes(4, "big") + iv)
+            heads.append(spi + ((first_seq + i) & 0xFFFFFFFF).to_bytes(4, "big") + iv)
             enc_items.append((iv, payload + trailers[nh][-(len(payload) + 2) % align]))
         cts = self.cipher.encrypt_batch(enc_items)
         packets = [h + c for h, c in zip(heads, cts, strict=True)]
-        if self.esn:
+        if self.esn:  # RFC 4303 s. 3.3.2.1: the high half is authenticated, never sent
             macs = self.mac.compute_batch(
-                [p + (seq >> 32).to_bytes(4, "big") for p, (seq, _, _) in
-                 zip(packets, items, strict=True)])
+                [p + ((first_seq + i) >> 32).to_bytes(4, "big") for i, p in enumerate(packets)])
         else:
             macs = self.mac.compute_batch(packets)
         return [p + m for p, m in zip(packets, macs, strict=True)]
 
     def encapsulate(self, seq: int, payload: bytes, next_header: int) -> bytes:
-        return self.encapsulate_batch([(seq, payload, next_header)])[0]
+        return self.encapsulate_batch(seq, [payload], next_header)[0]
 
     # -- inbound ---------------------------------------------------------------------------
     def decapsulate_batch(
@@ -188,6 +193,9 @@ class EspCrypto:
         it) and inferred the high sequence bits; it advances the window only for results that
         are not a Drop.
         """
+        if self.aead:  # the framing around the AEAD call: compiled when built (framing.py)
+            return open_frames(self.cipher.open_batch, items, self.esn, self.icv_size,
+                               self.align, _DROPS)
         out: list[tuple[bytes, int] | Drop | None] = [None] * len(items)
         work: list[int] = []
         min_size = self.min_size
@@ -201,15 +209,7 @@ class EspCrypto:
                 work.append(i)
         if not work:
             return out  # type: ignore[return-value]
-        if self.aead:
-            batch = []
-            for i in work:
-                pkt, seq = items[i]
-                aad = pkt[:4] + seq.to_bytes(8, "big") if self.esn else pkt[:8]
-                batch.append((pkt[8:8 + ivs], pkt[8 + ivs:], aad))
-            plains = self.cipher.open_batch(batch)
-        else:
-            plains = self._verify_and_decrypt([items[i] for i in work])
+        plains = self._verify_and_decrypt([items[i] for i in work])
         for i, plain in zip(work, plains, strict=True):
             out[i] = Drop.AUTH if plain is None else _strip_trailer(plain)
         return out  # type: ignore[return-value]

@@ -39,6 +39,7 @@ from ocfpy.esp.gso import VNET_HDR_LEN, from_tun, to_tun_header
 from ocfpy.esp.offload import coalesce, split
 from ocfpy.esp.packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop
 from ocfpy.esp.sad import Expiry, InboundSa, OutboundSa, build_inbound, build_outbound
+from ocfpy.esp.sendbatch import send as send_datagrams
 from ocfpy.esp.spd import PolicyTable, flow
 from ocfpy.esp.udpencap import Kind, classify
 from ocfpy.esp.udpgso import SegmentingSender, enable_gro
@@ -486,9 +487,7 @@ class OutboundLoop(_Loop):
                 return
         base = sa.seq
         sa.seq += n
-        items = [(base + i + 1, p, NEXT_HEADER_IPV4 if p[0] >> 4 == 4 else NEXT_HEADER_IPV6)
-                 for i, p in enumerate(packets)]
-        wires = sa.crypto.encapsulate_batch(items)
+        wires = sa.crypto.encapsulate_batch(base + 1, packets)  # next header by IP version
         self.check_drivers(sa)
         if sa.encap is not None:
             family = socket.AF_INET6 if ":" in sa.remote else socket.AF_INET
@@ -506,14 +505,8 @@ class OutboundLoop(_Loop):
                 and self.super_burst:
             errors = self.segmenting.send(sock, wires, dest,
                                           lambda exc: _send_failed(sa.remote, exc))
-        else:
-            sendto = sock.sendto
-            for w in wires:
-                try:
-                    sendto(w, dest)
-                except OSError as exc:
-                    errors += 1
-                    _send_failed(sa.remote, exc)
+        else:  # one sendmmsg per 64 datagrams where compiled, else a sendto each
+            errors = send_datagrams(sock, wires, dest, lambda exc: _send_failed(sa.remote, exc))
         if errors:
             self.bump(G.SEND_ERRORS, errors)
         nbytes = sum(len(p) for p in packets)

@@ -419,6 +419,92 @@ class EspDecap:
         return ct + sa.mac.compute(mac_in)
 
 
+class EspFraming:
+    """The compiled ESP framing (ocfpy/esp/_framing.c) against its pure-Python twin
+    (ocfpy/esp/framing.py) on the same bytes: the same wire packets, the same (payload, next
+    header) or drop per packet, or the same exception class; anything else is a finding.
+
+    Input: suite(1) mode(1) first_seq(8) || fields (2-octet length prefixed, up to 32).
+    mode bit 0: inbound (else outbound: the fields are payloads, sealed as one batch); bit 1
+    (inbound): each field is a whole plaintext (payload, padding, trailer as the fuzzer wrote
+    it) sealed with the SA's key, so it passes the tag and reaches the trailer checks; else
+    each field is a raw ESP packet; bit 2: ESN; bits 3-4: alignment 4, 1, 16 or 256; bits 5-7
+    (outbound): the next header, 0-6 as 4, 41, 59, 0, 255, 17, 6, and 7 as tunnel mode (from
+    the payload's IP version). The sequence number of packet i is first_seq + i (the fuzzer
+    may run it past 64 bits: both must refuse with OverflowError)."""
+
+    ALIGN = (4, 1, 16, 256)
+    NEXT = (4, 41, 59, 0, 255, 17, 6, -1)
+
+    def __init__(self) -> None:
+        from ocfpy.esp import framing, packet
+
+        self.framing, self.drops = framing, packet._DROPS
+        # without the compiled helper there is nothing to compare: the Python twin alone
+        # still must not raise
+        self.c = framing._C
+        d = _dispatcher()
+        self.sas = [packet.EspCrypto(d, 0x1234, encr, None, bytes(range(48))[:size])
+                    for encr, size in (("aes128gcm16", 20), ("chacha20poly1305", 36),
+                                       ("aes256gcm8", 36))]
+
+    @staticmethod
+    def _run(fn, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:  # compared by class below
+            return exc
+
+    def __call__(self, data: bytes) -> None:
+        if len(data) < 10:
+            return
+        sa = self.sas[data[0] % len(self.sas)]
+        mode = data[1]
+        first = int.from_bytes(data[2:10], "big")
+        fields = _fields(data[10:], 32)
+        esn = bool(mode & 4)
+        align = self.ALIGN[(mode >> 3) & 3]
+        py = self.framing
+        if mode & 1:
+            if mode & 2:
+                fields = [self._seal(sa, first + i, f + bytes(-len(f) % align), esn)
+                          for i, f in enumerate(fields)]
+            items = [(f, (first + i) & ((1 << 64) - 1)) for i, f in enumerate(fields)]
+            args = (sa.cipher.open_batch, items, esn, sa.icv_size, align, self.drops)
+            want = self._run(py.open_frames_py, *args)
+            got = self._run(self.c.open_frames, *args) if self.c else want
+            if mode & 2 and not isinstance(want, Exception):
+                if any(r is self.drops[1] for r in want):
+                    raise Finding("a packet sealed with the SA's key failed its tag")
+        else:
+            nh = self.NEXT[mode >> 5]
+            args = (sa.cipher.seal_batch, sa._spi_bytes, first, fields, nh, align, esn)
+            want = self._run(py.seal_frames_py, *args)
+            got = self._run(self.c.seal_frames, *args) if self.c else want
+            if not isinstance(want, Exception):
+                back = self._run(py.open_frames_py, sa.cipher.open_batch,
+                                 [(w, first + i) for i, w in enumerate(want)], esn,
+                                 sa.icv_size, align, self.drops)
+                nhs = [nh if nh >= 0 else 4 if f and f[0] >> 4 == 4 else 41 for f in fields]
+                if back != list(zip(fields, nhs, strict=True)):
+                    raise Finding("what seal_frames built does not open to its payloads")
+        if isinstance(want, Exception) or isinstance(got, Exception):
+            if type(want) is not type(got):
+                raise Finding(f"compiled: {got!r}, Python: {want!r}")
+            if not isinstance(want, OverflowError):  # the fuzzer's seq past 64 bits only
+                raise Finding(f"both refused a well-formed call: {want!r}")
+        elif got != want:
+            raise Finding("the compiled framing and the Python twin disagree")
+
+    @staticmethod
+    def _seal(sa, seq: int, plain: bytes, esn: bool) -> bytes:
+        seq &= (1 << 64) - 1
+        hdr = sa._spi_bytes + (seq & 0xFFFFFFFF).to_bytes(4, "big")
+        iv = seq.to_bytes(8, "big")
+        aad = sa._spi_bytes + iv if esn else hdr
+        return hdr + iv + sa.cipher.seal(iv, plain, aad)
+
+
 # -- the daemon's configuration file --------------------------------------------------------
 class ConfigLoad:
     """ocfpy.iked.configfile.load on the fuzzed bytes as a file: ConfigError is the only
@@ -612,6 +698,7 @@ TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {
     "ike_responder": IkeResponder,
     "ike_initiator": IkeInitiator,
     "esp_decap": EspDecap,
+    "esp_framing": EspFraming,
     "config_load": ConfigLoad,
     "control_line": ControlLine,
     "peer_auth": PeerAuth,

@@ -86,6 +86,33 @@ def esp_seeds():
     return seeds
 
 
+def framing_seeds():
+    """esp_framing: outbound batches (IPv4, IPv6, empty payloads), inbound runs of real ESP
+    packets and of sealed plaintexts with good and broken trailers, near the 64-bit edge."""
+    def fields(*chunks: bytes) -> bytes:
+        return b"".join(len(c).to_bytes(2, "big") + c for c in chunks)
+
+    ipv4 = bytes.fromhex("4500001c00000000400100000a0100010a020001") + bytes(8)
+    ipv6 = bytes.fromhex("6000000000083a40") + bytes(32) + bytes(8)
+    t = h.EspFraming()
+    seeds = []
+    for suite in range(len(t.sas)):
+        sa = t.sas[suite]
+        for mode, first in ((7 << 5, 1), (0, 5), (4 | (1 << 3), (3 << 32) | 9),
+                            ((2 << 5) | (2 << 3), (1 << 64) - 3)):
+            seeds.append(bytes((suite, mode)) + first.to_bytes(8, "big")
+                         + fields(ipv4, ipv6, b"", b"x" * 61))
+        wires = sa.encapsulate_batch(1, [ipv4, ipv6, b""])
+        seeds.append(bytes((suite, 1)) + (1).to_bytes(8, "big")
+                     + fields(*wires, wires[0][:20], wires[1][:-1]))
+        plains = [ipv4 + b"\x01\x02\x02\x04", b"\x00\x00\x03\x04", b"\x01\x09\x02\x04",
+                  b"\x45\x00\x00" + bytes(range(1, 256)) + bytes((255, 41))]
+        seeds.append(bytes((suite, 3)) + (7).to_bytes(8, "big") + fields(*plains))
+        seeds.append(bytes((suite, 3 | 4)) + ((2 << 32) | 7).to_bytes(8, "big")
+                     + fields(*plains))
+    return seeds
+
+
 def config_seeds():
     from ocfpy.lab.iked_toml import Raw, config_toml, connection_toml, daemon_toml, secret_toml
 
@@ -154,6 +181,7 @@ def main() -> None:
         "ike_responder": _write("ike_responder", responder),
         "ike_initiator": _write("ike_initiator", initiator),
         "esp_decap": _write("esp_decap", esp_seeds()),
+        "esp_framing": _write("esp_framing", framing_seeds()),
         "config_load": _write("config_load", config_seeds()),
         "control_line": _write("control_line", control_seeds()),
         "peer_auth": _write("peer_auth", peer_auth_seeds()),

@@ -16,9 +16,22 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
 from ocfpy.crypto.errors import AuthenticationError, InvalidInput, InvalidKey
+from ocfpy.esp import framing, packet
 from ocfpy.esp.packet import Drop, EspCrypto, EspDropped, parse_header
 
 VECTORS = Path(__file__).parent / "vectors"
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def framing_path(request, monkeypatch):
+    """Every test here runs on the compiled AEAD framing (when built) and on its pure-Python
+    twin (ocfpy/esp/framing.py): the same tests, the same bytes."""
+    if request.param == "python":
+        monkeypatch.setattr(packet, "seal_frames", framing.seal_frames_py)
+        monkeypatch.setattr(packet, "open_frames", framing.open_frames_py)
+    elif not framing.COMPILED:
+        pytest.skip("the compiled helper ocfpy.esp._framing is not loaded")
+    return request.param
 
 
 def _cases(name: str) -> list[dict]:
