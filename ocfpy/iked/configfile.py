@@ -439,6 +439,7 @@ DAEMON = Table({
     "max_transforms": integer(1),
     "max_payloads": integer(1),
     "max_notifies": integer(1),
+    "max_child_sas": integer(1),
     "max_peer_certs": integer(1),
     "max_chain_verifications": integer(1),
     "refusal_log_interval": duration,
