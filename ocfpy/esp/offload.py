@@ -12,8 +12,9 @@ to 64 KiB, and accepts them back. What travels inside ESP stays ordinary MTU-siz
   sequence number; UDP: the same 5-tuple and size) are written to the TUN as one super-packet
   with a GSO header, as the kernel's GRO would build it; the kernel cuts it again where it
   must (forwarding) or takes it whole (local delivery). The checksum is left to the kernel
-  (NEEDS_CSUM with the pseudo-header sum, as wireguard-go does): the ESP ICV already proved
-  the bytes are what the peer sent.
+  (NEEDS_CSUM with the pseudo-header sum, as wireguard-go does), which the kernel then trusts:
+  the ESP ICV proves only that the bytes are the peer's, so a segment joins a run only if the
+  kernel would have accepted it alone (lengths and checksums, `_whole`; docs/security.md O2).
 
 Per run: a super-packet of one segment, a run of one datagram, a packet that fits no run take
 the plain path (one read, one write, one ``sendto``), so floods of small or MTU-sized packets
