@@ -35,6 +35,7 @@ CI_TARGETS=(
     "control_line 260000 0"
     "peer_auth 20000 0"
     "fragments 10000 0"
+    "offload 5000 0"
 )
 CI_CAP_S=${FUZZ_CAP_S:-90}
 MIN_EXECS=${FUZZ_MIN_EXECS:-1000000}

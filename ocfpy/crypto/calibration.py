@@ -10,11 +10,24 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import OcfError
+
 DEFAULT_SIZE = 1400  # what an ESP session mostly sees
+
+
+class CalibrationError(OcfError, ValueError):
+    """A calibration file that cannot be used: ``path``, and ``reason`` saying what is wrong.
+    The file is the admin's, but it may be corrupt or written by another program: every reader
+    (the config file's check, Dispatcher's default, the CLI) refuses it the same way."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
 
 
 def default_path() -> Path:
@@ -50,11 +63,59 @@ class Calibration:
 
     @classmethod
     def load(cls, path: Path | None = None) -> Calibration:
-        path = path or default_path()
-        data = json.loads(Path(path).read_text())
-        cal = cls(source=data.get("source", str(path)))
-        for alg, drivers in data.get("rates", {}).items():
-            for drv, points in drivers.items():
-                for size, rate in points:
-                    cal.add(alg, drv, int(size), float(rate))
+        """Read and check a file `ocfpy bench crypto --save` wrote; CalibrationError (path and
+        reason) for anything else. FileNotFoundError is a CalibrationError too."""
+        path = Path(path or default_path())
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CalibrationError(str(path), "no such file (write one with `ocfpy bench "
+                                   "crypto --save`)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CalibrationError(str(path), f"cannot read the file: "
+                                   f"{getattr(exc, 'strerror', None) or exc}") from None
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: str, path: str) -> Calibration:
+        """The calibration in ``text`` (read from ``path``), every field checked: one
+        parser for every reader, so none takes what another refuses."""
+        from .catalogue import UnknownAlgorithm
+        from .catalogue import get as get_transform
+
+        def bad(reason: str) -> CalibrationError:
+            return CalibrationError(path, f"not a usable calibration: {reason}")
+
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise bad(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("rates"), dict):
+            raise bad('expected an object with "rates" (as `ocfpy bench crypto --save` writes)')
+        source = data.get("source", path)
+        if not isinstance(source, str):
+            raise bad(f'"source": expected a string, got {type(source).__name__}')
+        cal = cls(source=source)
+        for algorithm, drivers in data["rates"].items():
+            try:
+                get_transform(algorithm)
+            except UnknownAlgorithm:
+                raise bad(f"rates: unknown algorithm {algorithm!r}") from None
+            if not isinstance(drivers, dict):
+                raise bad(f"rates.{algorithm}: expected an object of driver -> measurements")
+            for driver, points in drivers.items():
+                where = f"rates.{algorithm}.{driver}"
+                if not isinstance(points, list) or not points:
+                    raise bad(f"{where}: expected a non-empty list of [bytes, ops per second]")
+                for point in points:
+                    # a measurement is a size and a rate: NaN, infinite or negative numbers
+                    # came from no measurement and would rank drivers arbitrarily
+                    ok = (isinstance(point, list) and len(point) == 2
+                          and isinstance(point[0], int) and not isinstance(point[0], bool)
+                          and point[0] >= 0 and isinstance(point[1], int | float)
+                          and not isinstance(point[1], bool) and math.isfinite(point[1])
+                          and point[1] > 0)
+                    if not ok:
+                        raise bad(f"{where}: {point!r} is not [bytes >= 0, ops per second > 0]")
+                    cal.add(algorithm, driver, point[0], float(point[1]))
         return cal

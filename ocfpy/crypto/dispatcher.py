@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Mapping
 
-from .calibration import Calibration
+from .calibration import Calibration, CalibrationError
 from .catalogue import Transform
 from .catalogue import get as get_transform
 from .errors import BackendUnavailable, DriverFailure
@@ -380,6 +380,7 @@ def _default_calibration() -> Calibration:
     path = default_path()
     try:
         return Calibration.load(path)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except CalibrationError as exc:  # every problem of the file, with its path and reason
         raise BackendUnavailable(CALIBRATED, "anything", f"no usable calibration at {path} "
-                                 f"({exc}); run `ocfpy bench crypto --save` first", []) from None
+                                 f"({exc.reason}); run `ocfpy bench crypto --save` first",
+                                 []) from None

@@ -97,7 +97,71 @@ complete(PyObject *self, PyObject *arg)
     return out;
 }
 
+static uint32_t
+add_words(const unsigned char *q, Py_ssize_t m)
+{
+    uint64_t acc = 0;
+    while (m >= 4) { uint32_t w; memcpy(&w, q, 4); acc += w; q += 4; m -= 4; }
+    if (m >= 2) { uint16_t w; memcpy(&w, q, 2); acc += w; q += 2; m -= 2; }
+    if (m) { uint16_t w = 0; memcpy(&w, q, 1); acc += w; }
+    while (acc >> 16)
+        acc = (acc & 0xFFFF) + (acc >> 16);
+    uint16_t s = (uint16_t)acc;
+#if PY_BIG_ENDIAN == 0
+    s = (uint16_t)((s >> 8) | (s << 8));
+#endif
+    return s;
+}
+
+/* whole(packet, proto) -> bool: whether the kernel would take this IPv4 (IHL 5) or IPv6 (no
+ * extension header) TCP or UDP packet alone: IP length field == the packet's length
+ * (RFC 791 3.1, RFC 8200 3), the IPv4 header checksum (RFC 791 3.1), the UDP length
+ * (RFC 768), and the transport checksum over the pseudo-header (RFC 9293 3.1, RFC 768,
+ * RFC 8200 8.1; an IPv4 UDP checksum of 0 means none was computed). offload.py's coalescer
+ * asks it before a segment joins a run (docs/security.md, finding O2); offload._whole_py is
+ * the same in Python. The caller has checked the version, IHL and protocol bytes. */
+static PyObject *
+whole(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    int proto;
+    if (!PyArg_ParseTuple(args, "y*i", &view, &proto))
+        return NULL;
+    const unsigned char *p = view.buf;
+    Py_ssize_t n = view.len;
+    int ok = 0;
+    int v4 = n >= 1 && (p[0] >> 4) == 4;
+    Py_ssize_t ip = v4 ? 20 : 40;
+    if (n < ip + 8 || n > 0xFFFF + 40)
+        goto done;
+    if (v4) {
+        if (((p[2] << 8) | p[3]) != n || add_words(p, 20) != 0xFFFF)
+            goto done;
+    } else if (((p[4] << 8) | p[5]) + 40 != n) {
+        goto done;
+    }
+    if (proto == 17) {
+        if (((p[ip + 4] << 8) | p[ip + 5]) != n - ip)
+            goto done;
+        if (v4 && !p[ip + 6] && !p[ip + 7]) {
+            ok = 1;
+            goto done;
+        }
+    }
+    {
+        uint64_t acc = (uint64_t)add_words(v4 ? p + 12 : p + 8, v4 ? 8 : 32)
+            + (uint64_t)proto + (uint64_t)(n - ip) + add_words(p + ip, n - ip);
+        while (acc >> 16)
+            acc = (acc & 0xFFFF) + (acc >> 16);
+        ok = acc == 0xFFFF;
+    }
+done:
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(ok);
+}
+
 static PyMethodDef methods[] = {
+    {"whole", whole, METH_VARARGS, "Whether a TCP/UDP packet's lengths and checksums hold."},
     {"sum16", sum16, METH_O, "Folded 16-bit ones' complement sum (RFC 1071), big-endian."},
     {"complete", complete, METH_O, "The packet behind a NEEDS_CSUM virtio_net_hdr, checksum done."},
     {NULL, NULL, 0, NULL},

@@ -12,8 +12,9 @@ to 64 KiB, and accepts them back. What travels inside ESP stays ordinary MTU-siz
   sequence number; UDP: the same 5-tuple and size) are written to the TUN as one super-packet
   with a GSO header, as the kernel's GRO would build it; the kernel cuts it again where it
   must (forwarding) or takes it whole (local delivery). The checksum is left to the kernel
-  (NEEDS_CSUM with the pseudo-header sum, as wireguard-go does): the ESP ICV already proved
-  the bytes are what the peer sent.
+  (NEEDS_CSUM with the pseudo-header sum, as wireguard-go does), which the kernel then trusts:
+  the ESP ICV proves only that the bytes are the peer's, so a segment joins a run only if the
+  kernel would have accepted it alone (lengths and checksums, `_whole`; docs/security.md O2).
 
 Per run: a super-packet of one segment, a run of one datagram, a packet that fits no run take
 the plain path (one read, one write, one ``sendto``), so floods of small or MTU-sized packets
@@ -41,9 +42,10 @@ try:  # the optional compiled helper (ocfpy/esp/_csum.c): the same results, abou
         raise ImportError("OCFPY_PURE_PYTHON is set")
     from ocfpy.esp._csum import complete as _complete_c
     from ocfpy.esp._csum import sum16
+    from ocfpy.esp._csum import whole as _whole_c
 except ImportError:  # pragma: no cover - the tests run both through their `csum` fixture
     sum16 = ones_complement_sum
-    _complete_c = None
+    _complete_c = _whole_c = None
 
 GSO_UDP_L4 = 5  # <linux/virtio_net.h> VIRTIO_NET_HDR_GSO_UDP_L4
 GSO_ECN = 0x80
@@ -73,6 +75,8 @@ def split(frame: bytes) -> list:
     """The IP packets of one frame read from a VNET_HDR TUN with offloads on: one, its
     checksum completed, for a plain frame; the segments, for a TCP or UDP super-packet. An
     offload request this code cannot follow yields nothing (the caller counts it)."""
+    if len(frame) < VNET_HDR_LEN:
+        return []
     flags, gso_type, _hlen, gso_size, csum_start, csum_off = _HDR.unpack_from(frame)
     gso_type &= ~GSO_ECN
     if gso_type == GSO_NONE:
@@ -104,8 +108,8 @@ def split(frame: bytes) -> list:
 
 
 def _ip_ok(pkt, version: int, l4: int, proto: int) -> bool:
-    if version == 4:
-        return l4 == (pkt[0] & 0x0F) * 4 and pkt[9] == proto
+    if version == 4:  # RFC 791 3.1: IHL counts 32-bit words, 5 at least
+        return l4 == (pkt[0] & 0x0F) * 4 and l4 >= 20 and pkt[9] == proto
     return version == 6 and l4 == 40 and pkt[6] == proto  # no extension headers
 
 
@@ -115,11 +119,12 @@ def _split_tcp(pkt, version: int, l4: int, mss: int) -> list:
     from the super-packet's (inet_gso_segment); checksums over each segment (RFC 793 3.1)."""
     if not _ip_ok(pkt, version, l4, TCP) or len(pkt) < l4 + 20:
         return []
-    hlen = l4 + (pkt[l4 + 12] >> 4) * 4
+    doff = pkt[l4 + 12] >> 4
+    hlen = l4 + doff * 4
+    if mss <= 0 or doff < 5 or hlen > len(pkt):  # RFC 9293 3.1: Data Offset 5 at least
+        return []
     payload = pkt[hlen:]
     n = len(payload)
-    if mss <= 0 or hlen > len(pkt):
-        return []
     iph = bytearray(pkt[:l4])
     th = bytearray(pkt[l4:hlen])
     th[16:18] = b"\0\0"
@@ -181,11 +186,51 @@ def _split_udp(pkt, version: int, l4: int, size: int) -> list:
 
 # -- inbound: runs of one flow's segments into super-packets, as GRO would -------------------
 
+# A run goes to the TUN with NEEDS_CSUM, which the kernel trusts on local delivery
+# (CHECKSUM_PARTIAL): the checksums of the segments in it are never looked at again. The ESP
+# ICV proves the bytes are the peer's, not that they are a packet the kernel would take (the
+# peer forwards what the hosts behind it send, RFC 4301 5.1). So a segment joins a run only if
+# the kernel would have accepted it alone, as its GRO requires before it merges
+# (tcp4_gro_receive: the checksum verified; inet_gro_receive: IHL 5, the header checksum, the
+# total length): anything else goes through plain and the kernel drops and counts it.
+# docs/security.md, findings O1 and O2.
+
+def _whole_py(p, proto: int) -> bool:
+    """The IP length field is the packet's length (RFC 791 3.1 Total Length, RFC 8200 3
+    Payload Length), the IPv4 header checksum holds (RFC 791 3.1), and so does the transport
+    checksum over the pseudo-header (RFC 9293 3.1, RFC 768; RFC 8200 8.1). The compiled
+    helper's ``whole`` is the same, faster."""
+    n = len(p)
+    v = p[0] >> 4 if n else 0
+    ip = 20 if v == 4 else 40
+    if n < ip + 8 or n > 0xFFFF + 40:
+        return False
+    m = memoryview(p)  # slices without copies
+    if v == 4:
+        if (p[2] << 8 | p[3]) != n or sum16(m[:20]) != 0xFFFF:
+            return False
+    elif (p[4] << 8 | p[5]) + 40 != n:
+        return False
+    if proto == UDP:
+        if (p[ip + 4] << 8 | p[ip + 5]) != n - ip:
+            return False  # RFC 768: the UDP length covers header and data
+        if v == 4 and not p[ip + 6] and not p[ip + 7]:
+            return True  # RFC 768: no checksum was computed (IPv4 only; RFC 8200 8.1)
+    addrs = sum16(m[12:20] if v == 4 else m[8:40])
+    return _fold(addrs + proto + n - ip + sum16(m[ip:])) == 0xFFFF
+
+
+def _whole(p, proto: int) -> bool:
+    if _whole_c is not None and sum16 is not ones_complement_sum:  # the tests swap sum16
+        return _whole_c(p, proto)
+    return _whole_py(p, proto)
+
+
 def _tcp_key(p: bytes):
     """(flow key, header length, sequence number, flags) of a TCP segment that may join a
     run, or None. The key holds every header byte GRO requires equal (tcp_gro_receive,
     inet_gro_receive): addresses, ports, ack, window, options, TOS/TTL/DF; IPv4 options and
-    fragments never join."""
+    fragments never join, nor a segment the kernel would refuse alone (_whole)."""
     v = p[0] >> 4
     if v == 4:
         if p[0] != 0x45 or p[9] != TCP or len(p) < 40 or p[6] & 0x3F or p[7]:
@@ -199,25 +244,28 @@ def _tcp_key(p: bytes):
         key = (6, p[0:4], p[7], p[8:40])
     else:
         return None
-    hlen = ip + (p[ip + 12] >> 4) * 4
-    if hlen > len(p):
+    doff = p[ip + 12] >> 4
+    hlen = ip + doff * 4
+    if doff < 5 or hlen > len(p):  # RFC 9293 3.1: Data Offset 5 at least
         return None
     flags = p[ip + 13]
     if flags & ~(ACK | PSH) or not flags & ACK:
         return None  # SYN, FIN, RST, URG, ECN signals: GRO flushes on them, so do we
+    if not _whole(p, TCP):
+        return None
     return (key, p[ip:ip + 4], p[ip + 8:ip + 12], p[ip + 14:ip + 16], p[ip + 20:hlen]), \
         hlen, int.from_bytes(p[ip + 4:ip + 8], "big"), flags
 
 
 def _udp_key(p: bytes):
-    v = p[0] >> 4
     if len(p) < 28:
         return None
+    v = p[0] >> 4
     if v == 4:
-        if p[0] != 0x45 or p[9] != UDP or p[6] & 0x3F or p[7]:
+        if p[0] != 0x45 or p[9] != UDP or p[6] & 0x3F or p[7] or not _whole(p, UDP):
             return None
         return (4, p[1], p[8], p[6], p[12:24]), 28
-    if v == 6 and p[6] == UDP and len(p) >= 48:
+    if v == 6 and p[6] == UDP and len(p) >= 48 and _whole(p, UDP):
         return (6, p[0:4], p[7], p[8:44]), 48
     return None
 

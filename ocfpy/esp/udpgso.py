@@ -127,12 +127,19 @@ def receive(sock: socket.socket, calls: int, on_error: Callable[[OSError], None]
         if flags & _MSG_TRUNC:
             truncated += 1
             continue
-        size = 0
-        for level, kind, value in ancillary:
-            if level == SOL_UDP and kind == UDP_GRO:
-                size = int.from_bytes(value[:4], sys.byteorder)
-        if 0 < size < len(data):
-            out.extend((data[k:k + size], addr) for k in range(0, len(data), size))
-        else:
-            out.append((data, addr))
+        out.extend((d, addr) for d in cut(data, ancillary))
     return out, truncated
+
+
+def cut(data: bytes, ancillary) -> list[bytes]:
+    """The datagrams of one UDP_GRO read: ``data`` cut at the segment size the kernel's
+    UDP_GRO control message gives (each datagram that size, the last possibly shorter;
+    udp_gro_receive merges only those). The bytes are unauthenticated (each datagram is then
+    classified and checked alone): every byte lands in exactly one datagram, none is empty."""
+    size = 0
+    for level, kind, value in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+            size = int.from_bytes(value[:4], sys.byteorder)
+    if 0 < size < len(data):
+        return [data[k:k + size] for k in range(0, len(data), size)]
+    return [data]

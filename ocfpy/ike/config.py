@@ -297,6 +297,9 @@ class DaemonOptions:
     # CERT payloads used per message, and signature verifications per chain built
     max_peer_certs: int = 16
     max_chain_verifications: int = 16
+    # CHILD_SAs one peer may have on one IKE SA (live; as many again may wait for the Delete
+    # that ends a rekey): more are refused NO_ADDITIONAL_SAS (tasks/child_create.py)
+    max_child_sas: int = 32
     refusal_log_interval: float = 10.0  # one refusal warning per source address per interval
     # seconds a rekeyed CHILD_SA's inbound SA keeps accepting after its Delete (packets in
     # flight and reordered; docs/ike.md *Rekeying*)
@@ -336,7 +339,7 @@ class DaemonOptions:
                          ("init_rate_threshold", 0), ("max_packet", 576),
                          ("max_proposals", 1), ("max_transforms", 1), ("max_payloads", 1),
                          ("max_notifies", 1), ("max_peer_certs", 1),
-                         ("max_chain_verifications", 1)):
+                         ("max_chain_verifications", 1), ("max_child_sas", 1)):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigValueError(key, f"expected an integer >= {low}, got {v!r}")

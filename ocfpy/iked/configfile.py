@@ -19,9 +19,7 @@ import base64
 import binascii
 import difflib
 import ipaddress
-import json
 import logging
-import math
 import re
 import stat
 import tomllib
@@ -30,9 +28,9 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from ocfpy.crypto.calibration import Calibration
+from ocfpy.crypto.calibration import Calibration, CalibrationError
 from ocfpy.crypto.calibration import default_path as default_calibration_path
-from ocfpy.crypto.errors import OcfError, UnknownAlgorithm
+from ocfpy.crypto.errors import OcfError
 from ocfpy.ike.config import ConfigValueError, DaemonOptions
 from ocfpy.ike.proposals import ProposalSyntaxError, check_proposal_strings
 from ocfpy.iked import logsetup, metrics
@@ -439,6 +437,7 @@ DAEMON = Table({
     "max_transforms": integer(1),
     "max_payloads": integer(1),
     "max_notifies": integer(1),
+    "max_child_sas": integer(1),
     "max_peer_certs": integer(1),
     "max_chain_verifications": integer(1),
     "refusal_log_interval": duration,
@@ -661,47 +660,12 @@ def calibration_path(value: str, relative_to: str | Path | None = None) -> Path:
 
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration file, or refuse it with a ConfigError that says what is wrong
-    (Calibration.load itself would fail with whatever json or a dict lookup raised, or
-    quietly accept rates no measurement produced)."""
-    from ocfpy.crypto.catalogue import get as get_transform
-
-    def bad(reason: str) -> ConfigError:
-        return ConfigError(path, None, None, f"not a usable calibration: {reason}")
-
+    (Calibration.load's checks: the file is read and parsed once, so what is used is what
+    was checked)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, None, None, "no such file (write one with `ocfpy bench "
-                          "crypto --save`)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, None, None, f"cannot read the file: "
-                          f"{getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise bad(f"not JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("rates"), dict):
-        raise bad('expected an object with "rates" (as `ocfpy bench crypto --save` writes)')
-    for algorithm, drivers in data["rates"].items():
-        try:
-            get_transform(algorithm)
-        except UnknownAlgorithm:
-            raise bad(f"rates: unknown algorithm {algorithm!r}") from None
-        if not isinstance(drivers, dict):
-            raise bad(f"rates.{algorithm}: expected an object of driver -> measurements")
-        for driver, points in drivers.items():
-            where = f"rates.{algorithm}.{driver}"
-            if not isinstance(points, list) or not points:
-                raise bad(f"{where}: expected a non-empty list of [bytes, ops per second]")
-            for point in points:
-                ok = (isinstance(point, list) and len(point) == 2
-                      and isinstance(point[0], int) and not isinstance(point[0], bool)
-                      and point[0] >= 0 and isinstance(point[1], int | float)
-                      and not isinstance(point[1], bool) and math.isfinite(point[1])
-                      and point[1] > 0)
-                if not ok:
-                    raise bad(f"{where}: {point!r} is not [bytes >= 0, ops per second > 0]")
-    return Calibration.load(Path(path))
+        return Calibration.load(Path(path))
+    except CalibrationError as exc:
+        raise ConfigError(path, None, None, exc.reason) from None
 
 
 # -- building the dataclasses -----------------------------------------------------------------

@@ -692,6 +692,154 @@ class Fragments:
                 raise Finding("completed a message other than the one fragmented")
 
 
+# -- the userspace dataplane's offloads (ocfpy/esp/offload.py, udpgso.py) --------------------
+def _records(data: bytes) -> list[bytes]:
+    """``data`` as records, each a 2-octet length then that many bytes (the last may be short)."""
+    out, at = [], 0
+    while at + 2 <= len(data):
+        n = struct.unpack_from("!H", data, at)[0] % 2048
+        out.append(data[at + 2:at + 2 + n])
+        at += 2 + n
+    return out
+
+
+def _normal(p: bytes) -> bytes:
+    """A segment without what the kernel may rewrite when it cuts a super-packet again: the
+    IPv4 ID and header checksum (inet_gso_segment), and the transport checksum, whose value
+    the caller checks separately (0x0000 and 0xFFFF both verify; a UDP/IPv4 0 means none)."""
+    b = bytearray(p)
+    ip = 20 if b[0] >> 4 == 4 else 40
+    proto = b[9] if ip == 20 else b[6]
+    if ip == 20:
+        b[4:6] = b[10:12] = b"\0\0"
+    at = ip + (16 if proto == 6 else 6)
+    b[at:at + 2] = b"\0\0"
+    return bytes(b)
+
+
+class Offload:
+    """Input: mode(1) || rest; mode % 4 selects:
+
+    0. ``rest`` is a frame read from the TUN (virtio_net_hdr || packet): ``split`` must yield
+       a list of packets, and every segment it cuts from a GSO request must be a packet the
+       kernel takes alone (IP length, header and transport checksums: ``offload._whole_py``).
+    1. ``rest`` is records of decrypted packets (2-octet length || bytes), what an
+       authenticated peer sent; 2. the same records are a template (flags, sequence step,
+       size) from which the harness builds valid TCP segments of one or two flows, so runs
+       form. ``coalesce`` must account for every packet once, put only whole segments
+       (``_whole_py``) in a run, stay under 64 KiB, and a run cut again by ``split`` (what the
+       kernel does on forwarding) must give back the segments it was made of.
+    3. ``rest`` is a UDP_GRO read: segment size(4, native order) || coalesced bytes:
+       ``udpgso.cut`` must give every byte once, in order, no empty datagram, each the segment
+       size but the last; then each is classified as the worker does (never raises)."""
+
+    def __init__(self) -> None:
+        import sys
+
+        from ocfpy.esp import gso, offload, udpencap, udpgso
+
+        self.offload, self.gso, self.udpgso, self.udpencap = offload, gso, udpgso, udpencap
+        self.order = sys.byteorder
+
+    def __call__(self, data: bytes) -> None:
+        if not data:
+            return
+        mode, rest = data[0] % 4, data[1:]
+        if mode == 0:
+            self._split(rest)
+        elif mode == 1:
+            self._coalesce(_records(rest), bool(data[0] & 4))
+        elif mode == 2:
+            self._coalesce(self._built(rest), bool(data[0] & 4))
+        else:
+            self._gro(rest)
+
+    def _split(self, frame: bytes) -> None:
+        off = self.offload
+        out = off.split(frame)
+        if not isinstance(out, list) or not all(isinstance(p, bytes) for p in out):
+            raise Finding(f"split returned {out!r:.200}")
+        if len(frame) < 10 or frame[1] & 0x7F == 0 or not out:
+            return
+        for seg in out:
+            proto = seg[9] if seg[0] >> 4 == 4 else seg[6]
+            if (seg[0] == 0x45 or seg[0] >> 4 == 6) and not off._whole_py(seg, proto):
+                raise Finding(f"split cut a segment the kernel would refuse: {seg[:64].hex()}")
+
+    def _built(self, rest: bytes) -> list[bytes]:
+        """Valid TCP/IPv4 segments from 4-octet records: flags, size step, flow/version,
+        sequence skip."""
+        out = []
+        seq = {0: 1000, 1: 1000}
+        for at in range(0, len(rest) - 3, 4):
+            flags, size, flow, skip = rest[at], rest[at + 1] * 8, rest[at + 2], rest[at + 3]
+            f = flow & 1
+            v6 = bool(flow & 2)
+            payload = bytes([at & 0xFF]) * size
+            seq[f] = (seq[f] + (skip if skip > 250 else 0)) & 0xFFFFFFFF
+            out.append(self._tcp(v6, 40000 + f, seq[f], flags | 0x10, payload))
+            seq[f] = (seq[f] + size) & 0xFFFFFFFF
+        return out
+
+    def _tcp(self, v6: bool, sport: int, seq: int, flags: int, payload: bytes) -> bytes:
+        s = self.gso.ones_complement_sum
+        th = bytearray(struct.pack("!HHIIBBHHH", sport, 5201, seq, 9, 5 << 4, flags, 501, 0, 0))
+        n = 20 + len(payload)
+        if v6:
+            src, dst = bytes(15) + b"\1", bytes(15) + b"\2"
+            ip = struct.pack("!IHBB", 6 << 28, n, 6, 63) + src + dst
+        else:
+            src, dst = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+            ip = bytearray(struct.pack("!BBHHHBBH", 0x45, 0, 20 + n, 7, 0x4000, 63, 6, 0)
+                           + src + dst)
+            ip[10:12] = (~s(bytes(ip)) & 0xFFFF).to_bytes(2, "big")
+        pseudo = src + dst + struct.pack("!IxxxB", n, 6)
+        c = ~s(pseudo + bytes(th) + payload) & 0xFFFF
+        th[16:18] = c.to_bytes(2, "big")
+        return bytes(ip) + bytes(th) + payload
+
+    def _coalesce(self, packets: list[bytes], udp: bool) -> None:
+        off = self.offload
+        out = off.coalesce(packets, udp=udp)
+        at = 0
+        for hdr, pkt, count in out:
+            pkt = bytes(pkt)
+            if count < 1 or len(hdr) != 10:
+                raise Finding(f"a write of {count} segments, header {hdr!r}")
+            run = packets[at:at + count]
+            at += count
+            if count == 1:
+                if hdr != self.gso.PLAIN or pkt != run[0]:
+                    raise Finding("a packet on the plain path was changed")
+                continue
+            if len(pkt) > off.MAX_SUPER:
+                raise Finding(f"a super-packet of {len(pkt)} bytes")
+            for q in run:
+                proto = q[9] if q[0] >> 4 == 4 else q[6]
+                if not off._whole_py(q, proto):
+                    raise Finding(f"a segment the kernel would refuse joined a run: {q[:64].hex()}")
+            again = off.split(hdr + pkt)
+            if not all(off._whole_py(a, proto) for a in again) or \
+                    [_normal(a) for a in again] != [_normal(q) for q in run]:
+                raise Finding(f"a run of {count} is cut again into {len(again)} other segments")
+        if at != len(packets):
+            raise Finding(f"{len(packets)} packets in, {at} accounted for")
+
+    def _gro(self, rest: bytes) -> None:
+        if len(rest) < 4:
+            return
+        u = self.udpgso
+        size = int.from_bytes(rest[:4], self.order)
+        data = rest[4:]
+        parts = u.cut(data, [(u.SOL_UDP, u.UDP_GRO, rest[:4])])
+        if b"".join(parts) != data or (data and any(not p for p in parts)):
+            raise Finding(f"cut lost or added bytes: size {size}, {len(data)} bytes")
+        if 0 < size < len(data) and any(len(p) != size for p in parts[:-1]):
+            raise Finding(f"cut datagrams of the wrong size: {[len(p) for p in parts]}")
+        for p in parts:
+            self.udpencap.classify(p)
+
+
 TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {
     "ike_decode": IkeDecode,
     "ike_sk": IkeSk,
@@ -703,6 +851,7 @@ TARGETS: dict[str, Callable[[], Callable[[bytes], None]]] = {
     "control_line": ControlLine,
     "peer_auth": PeerAuth,
     "fragments": Fragments,
+    "offload": Offload,
 }
 
 __all__ = ["CORPUS", "REGRESSIONS", "TARGETS", "Finding"]

@@ -173,6 +173,42 @@ def fragment_seeds() -> list[bytes]:
     ]
 
 
+def offload_seeds() -> list[bytes]:
+    """Offload inputs: TUN frames (a TCP and a UDP super-packet, a plain one), decrypted
+    packets (a run of three, an odd one), built-run templates, UDP_GRO reads."""
+    import sys
+
+    from scapy.layers.inet import IP, TCP, UDP
+
+    from ocfpy.esp.gso import ones_complement_sum
+
+    def frame(pkt: bytes, gso_type: int, size: int, where: int) -> bytes:
+        raw = bytearray(pkt)
+        seg_len = len(raw) - 20
+        pseudo = bytes(raw[12:20]) + struct.pack("!BBH", 0, raw[9], seg_len)
+        raw[20 + where:22 + where] = ones_complement_sum(pseudo).to_bytes(2, "big")
+        return struct.pack("<BBHHHH", 1, gso_type, 0, size, 20, where) + bytes(raw)
+
+    ip = IP(src="10.0.0.1", dst="10.0.0.2", flags="DF")
+    tcp_super = bytes(ip / TCP(sport=1, dport=2, flags="PA", seq=7) / (b"t" * 3000))
+    udp_super = bytes(ip / UDP(sport=1, dport=2) / (b"u" * 2500))
+    segs = [bytes(ip / TCP(sport=1, dport=2, flags="A", seq=7 + i * 500) / (b"s" * 500))
+            for i in range(3)]
+    recs = b"".join(struct.pack("!H", len(p)) + p for p in [*segs, b"\x45" * 30])
+    gro = (500).to_bytes(4, sys.byteorder) + bytes(8) + b"e" * 1492 + bytes(8) + b"f" * 100
+    return [
+        b"\x00" + frame(tcp_super, 1, 1000, 16),
+        b"\x00" + frame(udp_super, 5, 700, 6),
+        b"\x00" + bytes(10) + segs[0],
+        b"\x01" + recs,
+        b"\x05" + recs,
+        b"\x02" + bytes([0x10, 100, 0, 0] * 4 + [0x18, 50, 0, 0] + [0x10, 100, 1, 0] * 3),
+        b"\x02" + bytes([0x10, 170, 2, 0] * 5 + [0x10, 170, 2, 255] * 2),
+        b"\x03" + gro,
+        b"\x03" + (0).to_bytes(4, sys.byteorder) + b"\xff",
+    ]
+
+
 def main() -> None:
     decode, sk, responder, initiator = ike_seeds()
     counts = {
@@ -186,6 +222,7 @@ def main() -> None:
         "control_line": _write("control_line", control_seeds()),
         "peer_auth": _write("peer_auth", peer_auth_seeds()),
         "fragments": _write("fragments", fragment_seeds()),
+        "offload": _write("offload", offload_seeds()),
     }
     for k, v in counts.items():
         print(f"{k}: {v} seeds")

@@ -204,6 +204,7 @@ class ChildCreate(Task):
                                            f"CHILD_SA {rekey.spi.hex()} is already rekeyed")
                 self.rekey = old
                 self.cfg = old.cfg
+            _check_child_limit(sa, rekey=self.rekey is not None)
         sa_p, tsi, tsr = (msg.get(PayloadType.SA), msg.get(PayloadType.TSi),
                           msg.get(PayloadType.TSr))
         if sa_p is None and tsi is None and tsr is None:
@@ -332,6 +333,25 @@ class ChildCreate(Task):
         self._close_ke()
         if self.rekey is not None:  # for collision detection in our own rekey (RFC 7296 2.8.1)
             self.rekey.peer_rekey_nonce = min(self.ni, self.nr)
+
+
+def _check_child_limit(sa: IkeSa, *, rekey: bool) -> None:
+    """Every CHILD_SA takes dataplane state shared by all peers (a counter slot of the
+    userspace dataplane, XFRM states, crypto sessions), so one peer's CREATE_CHILD_SAs are
+    bounded (`max_child_sas`, docs/security.md finding R1): a new CHILD_SA while that many are
+    live (not replaced by a rekey), or a rekey while twice that many exist (old SAs whose
+    Delete the peer has not sent: RFC 7296 2.8 leaves it to the rekey's initiator, and a peer
+    may never send it), is refused with NO_ADDITIONAL_SAS (RFC 7296 3.10.1: "unwilling to
+    accept any more Child SAs on this IKE SA"). The IKE SA stays up."""
+    limit = sa.ctx.options.max_child_sas
+    children = sa.children
+    replaced = {c.replaces for c in children if c.replaces is not None}
+    live = sum(1 for c in children if not c.rekeyed and c.unique_id not in replaced)
+    if (len(children) >= 2 * limit) if rekey else (live >= limit):
+        sa.ctx.out.count("child_sas_refused_limit")
+        raise IkeProtocolError(NotifyType.NO_ADDITIONAL_SAS,
+                               f"{'rekey refused: ' if rekey else ''}{len(children)} CHILD_SAs "
+                               f"on this IKE SA ({live} live), max_child_sas is {limit}")
 
 
 def _ike_groups(sa: IkeSa) -> list:

@@ -73,14 +73,22 @@ class Informational(Task):
                 if p.protocol == ProtocolId.IKE:
                     self.delete_ike = True
                 elif p.protocol == ProtocolId.ESP:
+                    unknown: list[bytes] = []
                     for spi in p.spis:
                         child = sa.child_by_outbound_spi(spi)
                         if child is None:
-                            log.info("%s: peer deletes unknown ESP SPI %s", sa.name, spi.hex())
+                            unknown.append(spi)  # RFC 7296 1.4.1: ignored
                             continue
                         self.deleted_spis.append(child.spi_in)
                         # a rekeyed SA's Delete: switch to its successor first (sa.py)
                         sa.retire_child(child, "deleted by peer")
+                    if unknown:
+                        # one line per Delete, however many SPIs it lists (3.11: up to a
+                        # message's worth), and a counter (docs/security.md, finding R2)
+                        sa.ctx.out.stats["deletes_unknown_spi"] += len(unknown)
+                        log.info("%s: peer deletes %d unknown ESP SPI(s): %s%s", sa.name,
+                                 len(unknown), " ".join(s.hex() for s in unknown[:4]),
+                                 " ..." if len(unknown) > 4 else "")
             elif p.TYPE == PayloadType.NOTIFY and p.notify_type < 16384:
                 log.warning("%s: peer reports %s", sa.name, notify_name(p.notify_type))
 
