@@ -48,7 +48,8 @@ def test_rekey_soak_ocfpy_vs_charon_loses_nothing(peers: Peers) -> None:
     before = {k: peers.iked.call("stats")["dataplane_stats"].get(k, 0)
               for k in ("unknown_spi", "removed_spi", "no_policy")}
     soak = Soak(peers.moon.name, peers.moon.inner, peers.sun.name, peers.sun.inner, SECONDS,
-                daemons={"ocfpy": peers.iked.pid, "charon": peers.charon.pid or 0})
+                daemons={"ocfpy": peers.iked.pid, "charon": peers.charon.pid or 0},
+                traced=("ocfpy",))
     driver = RekeyDriver({("a", "child"): ocfpy("child"), ("a", "ike"): ocfpy("ike"),
                           ("b", "child"): charon("child"), ("b", "ike"): charon("ike")},
                          SECONDS, result=soak.result)
@@ -62,6 +63,9 @@ def test_rekey_soak_ocfpy_vs_charon_loses_nothing(peers: Peers) -> None:
               f"{peers.iked.call('why', name='t')!r}\nocfpy: engine "
               f"{stats['engine']}, daemon {stats['daemon']}, dataplane {stats['dataplane_stats']}")
     print(report)
+    print(r.memory_report())
+    for key, top in r.memtrace.items():  # OCFPY_MEMTRACE runs only
+        print(f"tracemalloc growth, {key}:\n  " + "\n  ".join(top))
     assert r.rekeys["a/child"] and r.rekeys["b/child"] and r.rekeys["b/ike"], report
     assert r.pings_sent >= SECONDS * 50 * 0.95, report
     assert r.pings_lost == 0, report + peers.logs()

@@ -58,7 +58,7 @@ def test_rekey_soak_ocfpy_vs_ocfpy_loses_nothing():
 
         before = {"a": _drops(pair.a.stats()), "b": _drops(pair.b.stats())}
         soak = Soak(pair.a.ns.name, "10.177.1.1", pair.b.ns.name, "10.177.2.1", SECONDS,
-                    daemons={"a": pair.a.pid, "b": pair.b.pid})
+                    daemons={"a": pair.a.pid, "b": pair.b.pid}, traced=("a", "b"))
         driver = RekeyDriver({(s, k): rekey(d, k) for s, d in (("a", pair.a), ("b", pair.b))
                               for k in ("child", "ike")}, SECONDS, result=soak.result)
         try:
@@ -71,6 +71,9 @@ def test_rekey_soak_ocfpy_vs_ocfpy_loses_nothing():
                   + "\n".join(f"{s}: engine {st['engine']}, daemon {st['daemon']}, "
                               f"dataplane {st['dataplane_stats']}" for s, st in stats.items()))
         print(report)
+        print(r.memory_report())
+        for key, top in r.memtrace.items():  # OCFPY_MEMTRACE runs only
+            print(f"tracemalloc growth, {key}:\n  " + "\n  ".join(top))
         assert r.rekeys["a/child"] and r.rekeys["b/child"] and r.rekeys["a/ike"], report
         assert r.pings_sent >= SECONDS * 50 * 0.95, report
         assert r.pings_lost == 0, report + "\n" + pair.logs()
