@@ -175,6 +175,38 @@ class SoakResult:
         fit = self.slope(who)
         return fit[0] if fit else None
 
+    def window_slopes(self, who: str, span: float) -> list[float]:
+        """The slope (kB per 1,000 rekeys) over every ``span`` seconds of settled samples,
+        one window starting at each sample: how much a run of that length can read from
+        the allocator's steps alone (the CI soak's bound is judged against it)."""
+        samples = [s for s in self.memory_kb.get(who, []) if s[0] >= self.settle]
+        out = []
+        for i, first in enumerate(samples):
+            window = [s for s in samples[i:] if s[0] <= first[0] + span]
+            if window[-1][0] - first[0] < span * 0.9:
+                break
+            fit = fit_slope([(self.rekeys_by(t) / 1000, kb) for t, kb in window])
+            if fit:
+                out.append(fit[0])
+        return out
+
+    def save(self, path: str) -> None:
+        data = {k: v for k, v in self.__dict__.items() if k != "ping_output"}
+        data["rekeys"] = dict(self.rekeys)
+        with open(path, "w") as f:
+            json.dump(data, f)
+
+    @classmethod
+    def load(cls, path: str) -> SoakResult:
+        with open(path) as f:
+            data = json.load(f)
+        r = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        r.rekeys = Counter(r.rekeys)
+        r.tcp_sent, r.tcp_received = tuple(r.tcp_sent), tuple(r.tcp_received)
+        r.memory_kb = {k: [tuple(s) for s in v] for k, v in r.memory_kb.items()}
+        r.processes = {k: [tuple(s) for s in v] for k, v in r.processes.items()}
+        return r
+
     def memory_report(self) -> str:
         """One line per process: Rss/Pss/Uss at the first settled sample and at the end,
         the fitted slope of each in kB per 1,000 rekeys (+- its standard error)."""
@@ -271,6 +303,7 @@ class Soak:
         self.memtrace_dir = os.environ.get(memtrace.ENV, "")
         self.traced = traced if self.memtrace_dir else ()
         self.result = SoakResult(seconds=seconds, settle=min(60.0, seconds / 6))
+        self.record = os.environ.get("OCFPY_SOAK_RECORD", "")  # a directory: the samples
         self._procs: list[subprocess.Popen] = []
         self._trace_pids: dict[str, int] = {}  # "who/process" -> pid signalled
 
@@ -366,6 +399,10 @@ class Soak:
         out, _ = server.communicate(timeout=60)
         r.tcp_received = _sized_digest(out)
         r.retransmits = tcp_retransmits(self.src_ns) - retrans0
+        if self.record:
+            os.makedirs(self.record, exist_ok=True)
+            path = os.path.join(self.record, f"soak-{'-'.join(self.daemons)}-{os.getpid()}.json")
+            r.save(path)
         return r
 
     def stop(self) -> None:
@@ -382,3 +419,29 @@ def _sized_digest(out: str) -> tuple[int, str]:
         if len(parts) == 2 and parts[0].isdigit():
             return int(parts[0]), parts[1]
     return 0, out.strip()[-200:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ocfpy.lab.soak RECORD.json [--window S]``: the memory report of a recorded
+    soak (OCFPY_SOAK_RECORD=DIR), and the spread of the slope over windows of S seconds."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m ocfpy.lab.soak", description=main.__doc__)
+    ap.add_argument("record")
+    ap.add_argument("--window", type=float, default=0.0,
+                    help="also fit the slope over every window of this many seconds")
+    args = ap.parse_args(argv)
+    r = SoakResult.load(args.record)
+    print(r.summary())
+    print(r.memory_report())
+    if args.window:
+        for who in r.memory_kb:
+            w = sorted(r.window_slopes(who, args.window))
+            if w:
+                print(f"{who}: {len(w)} windows of {args.window:.0f} s: slope min {w[0]:+.0f}, "
+                      f"median {w[len(w) // 2]:+.0f}, max {w[-1]:+.0f} kB per 1,000 rekeys")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

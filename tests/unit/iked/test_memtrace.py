@@ -13,7 +13,6 @@ import textwrap
 import tracemalloc
 
 from ocfpy.iked import memtrace
-from ocfpy.lab.soak import SoakResult, fit_slope
 
 _PROGRAM = textwrap.dedent("""
     import os, signal, sys
@@ -70,16 +69,3 @@ def test_the_daemon_cli_installs_it_only_when_asked():
                             "iked.py")).read()
     assert "memtrace.install()" in src
     assert signal.getsignal(signal.SIGUSR2) is not memtrace._dump
-
-
-def test_slope_is_fitted_over_the_settled_samples_per_rekey():
-    assert fit_slope([(0, 1), (1, 2)]) is None
-    slope, err = fit_slope([(0, 10), (1, 12), (2, 14), (3, 16)])
-    assert slope == 2 and err == 0
-    r = SoakResult(seconds=100, settle=20)
-    r.rekey_times = [t + 0.5 for t in range(200)]  # one rekey a second
-    # a warm-up jump before the settle time, then 5 kB per rekey
-    r.memory_kb["a"] = [(0, 1000), (10, 9000)] + [(t, 9000 + 5 * t) for t in range(20, 101, 10)]
-    slope, err = r.slope("a")
-    assert round(slope) == 5000 and err < 1  # kB per 1,000 rekeys
-    assert r.memory_growth_kb("a") == 5 * 80
