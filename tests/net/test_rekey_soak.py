@@ -30,7 +30,7 @@ SECONDS = float(os.environ.get("OCFPY_SOAK_SECONDS", "100"))
 #: kB per 1,000 rekeys: the least-squares slope of the daemon's and its workers' resident
 #: memory over the samples after the first minute (a sixth of a shorter run) against the
 #: rekeys requested by then (ocfpy/lab/soak.py). Measured (docs/performance.md, rekey soak):
-#: 0.1-0.4 MB over 9 and 25 minutes, up to 1.6 MB over a run's first 100 s (the tail of its
+#: 0.1-0.7 MB over 5 to 25 minutes, up to 1.9 MB over a run's first 100 s (the tail of its
 #: warm-up); a daemon holding one more IKE_SA + CHILD_SA per rekey would read about 11 MB.
 #: The slope less twice its standard error must stay under it: an allocator step in a short
 #: run leaves wide residuals (a wide error), a leak per rekey a straight line (a narrow one).
