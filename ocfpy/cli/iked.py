@@ -304,6 +304,11 @@ def _serve(config, dispatcher, dataplane, ready_fd: int | None, reloader=None) -
                 raise _StartFailed(str(exc)) from None
             raise
 
+    from ocfpy.iked import memtrace
+
+    if memtrace.install():  # a debug aid, off unless OCFPY_MEMTRACE names a directory
+        log.warning("memory tracing on (%s): kill -USR2 a process to write a record",
+                    os.environ[memtrace.ENV])
     try:
         return asyncio.run(main())
     except _StartFailed as exc:

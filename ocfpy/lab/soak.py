@@ -5,8 +5,14 @@ The traffic: a steady ping (50 per second by default) and one TCP stream whose S
 receiver checks against the sender's. The rekeys: a callable per side and kind, called on a
 schedule in three phases (side a alone, side b alone, both at once: simultaneous rekeys,
 RFC 7296 2.8.1 collisions). The measures: pings sent and lost, the stream's bytes and digest,
-TCP retransmissions on the sender (its namespace's /proc/net/snmp), and the resident memory
-of a daemon and its children (the ESP workers) after the first minute and at the end.
+TCP retransmissions on the sender (its namespace's /proc/net/snmp), and the memory of each
+daemon and of each of its children (the ESP workers): resident, unique and proportional
+(/proc/PID/smaps_rollup) every 10 s from the start, with the growth per 1,000 rekeys as the
+least-squares slope over the samples after the first minute (a step of the allocator
+settling moves a difference of two samples, it hardly moves a slope). With OCFPY_MEMTRACE
+set (ocfpy/iked/memtrace.py, a debug hook) the traced daemons and their workers also write
+tracemalloc snapshots after the first minute and at the end, and the result holds the
+allocation sites that grew most between the two, per process.
 
 Used by tests/net/test_rekey_soak.py, tests/interop/test_rekey_soak_charon.py and
 scripts/soak.sh. Everything it starts is stopped by ``Soak.stop()``.
@@ -15,7 +21,11 @@ scripts/soak.sh. Everything it starts is stopped by ``Soak.stop()``.
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -24,7 +34,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["RekeyDriver", "Soak", "SoakResult", "rss_kb", "tcp_retransmits"]
+from ocfpy.iked import memtrace
+
+__all__ = ["RekeyDriver", "Soak", "SoakResult", "fit_slope", "process_memory", "rss_kb",
+           "tcp_retransmits"]
 
 TCP_PORT = 47018
 # The receiver: reads the stream to its end, answers the byte count and the SHA-256.
@@ -61,19 +74,43 @@ print(n, h.hexdigest(), flush=True)
 """
 
 
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError, ValueError):
+        return sorted(int(t) for t in open(f"/proc/{pid}/task/{pid}/children").read().split())
+    return []
+
+
+def process_memory(pid: int) -> dict[str, tuple[int, dict[str, int]]]:
+    """``pid`` and each of its children: label -> (pid, smaps_rollup in kB: Rss, Pss, Uss).
+    The daemon is "daemon"; an ocfpy daemon's two ESP workers are "out" and "in" (forked in
+    that order, so by ascending pid, docs/dataplanes.md); other children are "child-PID"."""
+    kids = _children(pid)
+    labels = ["out", "in"] if len(kids) == 2 else [f"child-{k}" for k in kids]
+    out = {"daemon": (pid, memtrace.smaps_rollup(pid))}
+    for label, k in zip(labels, kids, strict=True):
+        out[label] = (k, memtrace.smaps_rollup(k))
+    return {k: v for k, v in out.items() if v[1]}
+
+
 def rss_kb(pid: int) -> int:
     """Resident memory of ``pid`` and its children (the ESP workers), in kB."""
-    total = 0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        for task in open(f"/proc/{pid}/task/{pid}/children").read().split():
-            pids.append(int(task))
-    for p in pids:
-        with contextlib.suppress(OSError):
-            for line in open(f"/proc/{p}/status"):
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
+    return sum(m.get("Rss", 0) for _, m in process_memory(pid).values())
+
+
+def fit_slope(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least-squares slope of y over x and its standard error; None with fewer than three
+    points or no spread in x."""
+    n = len(points)
+    if n < 3:
+        return None
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx == 0:
+        return None
+    slope = sum((x - mx) * (y - my) for x, y in points) / sxx
+    resid = sum((y - my - slope * (x - mx)) ** 2 for x, y in points)
+    return slope, (resid / (n - 2) / sxx) ** 0.5
 
 
 def tcp_retransmits(netns: str) -> int:
@@ -95,7 +132,13 @@ class SoakResult:
     rekeys: Counter = field(default_factory=Counter)  # "a/child", "b/ike", ... requested
     rekey_times: list[float] = field(default_factory=list)  # seconds into the soak, each
     rekey_errors: list[str] = field(default_factory=list)
+    settle: float = 60.0  # seconds: memory samples before this are the warm-up
+    # who -> [(seconds, kB)]: resident memory of the daemon with its children, every sample
     memory_kb: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    # "who/process" (daemon, out, in) -> [(seconds, Rss, Pss, Uss)] in kB
+    processes: dict[str, list[tuple[float, int, int, int]]] = field(default_factory=dict)
+    memtrace: dict[str, list[str]] = field(default_factory=dict)  # "who/process" -> top growth
+    memtrace_accounts: dict[str, list[dict]] = field(default_factory=dict)
     ping_output: str = ""
 
     @property
@@ -106,23 +149,89 @@ class SoakResult:
     def tcp_intact(self) -> bool:
         return self.tcp_sent[0] > 0 and self.tcp_sent == self.tcp_received
 
+    def rekeys_by(self, t: float) -> int:
+        """Rekeys requested (both sides, CHILD and IKE) in the first ``t`` seconds."""
+        return sum(1 for x in self.rekey_times if x <= t)
+
+    def settled(self, who: str) -> list[tuple[float, int]]:
+        return [s for s in self.memory_kb.get(who, []) if s[0] >= self.settle]
+
     def memory_growth_kb(self, who: str) -> int:
         """kB gained between the first sample after the first minute and the last one."""
-        samples = self.memory_kb.get(who, [])
+        samples = self.settled(who)
         return samples[-1][1] - samples[0][1] if len(samples) >= 2 else 0
 
+    def slope(self, who: str, column: int = 1) -> tuple[float, float] | None:
+        """kB per 1,000 rekeys after the first minute, fitted (least squares) over the
+        samples against the rekeys requested by then, with its standard error. ``who`` is a
+        daemon (resident memory with its workers) or "daemon/process" (column 1 Rss, 2 Pss,
+        3 Uss)."""
+        samples = (self.processes.get(who, []) if "/" in who else self.memory_kb.get(who, []))
+        points = [(self.rekeys_by(s[0]) / 1000, s[column]) for s in samples
+                  if s[0] >= self.settle]
+        return fit_slope(points)
+
     def kb_per_1000_rekeys(self, who: str) -> float | None:
-        """Memory growth per 1,000 rekeys (both sides' requests, CHILD and IKE) between the
-        first and the last sample; None when no rekey fell between them."""
-        samples = self.memory_kb.get(who, [])
-        if len(samples) < 2:
-            return None
-        n = sum(1 for t in self.rekey_times if samples[0][0] <= t <= samples[-1][0])
-        return self.memory_growth_kb(who) / n * 1000 if n else None
+        fit = self.slope(who)
+        return fit[0] if fit else None
+
+    def window_slopes(self, who: str, span: float) -> list[float]:
+        """The slope (kB per 1,000 rekeys) over every ``span`` seconds of settled samples,
+        one window starting at each sample: how much a run of that length can read from
+        the allocator's steps alone (the CI soak's bound is judged against it)."""
+        samples = [s for s in self.memory_kb.get(who, []) if s[0] >= self.settle]
+        out = []
+        for i, first in enumerate(samples):
+            if first[0] + span > samples[-1][0] + 1:
+                break  # the run ends before this window would
+            # a second of slack: the sampler's period drifts under load
+            window = [s for s in samples[i:] if s[0] <= first[0] + span + 1]
+            fit = fit_slope([(self.rekeys_by(t) / 1000, kb) for t, kb in window])
+            if fit:
+                out.append(fit[0])
+        return out
+
+    def save(self, path: str) -> None:
+        data = {k: v for k, v in self.__dict__.items() if k != "ping_output"}
+        data["rekeys"] = dict(self.rekeys)
+        with open(path, "w") as f:
+            json.dump(data, f)
+
+    @classmethod
+    def load(cls, path: str) -> SoakResult:
+        with open(path) as f:
+            data = json.load(f)
+        r = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        r.rekeys = Counter(r.rekeys)
+        r.tcp_sent, r.tcp_received = tuple(r.tcp_sent), tuple(r.tcp_received)
+        r.memory_kb = {k: [tuple(s) for s in v] for k, v in r.memory_kb.items()}
+        r.processes = {k: [tuple(s) for s in v] for k, v in r.processes.items()}
+        return r
+
+    def memory_report(self) -> str:
+        """One line per process: Rss/Pss/Uss at the first settled sample and at the end,
+        the fitted slope of each in kB per 1,000 rekeys (+- its standard error)."""
+        lines = []
+        for key, samples in self.processes.items():
+            after = [s for s in samples if s[0] >= self.settle]
+            if len(after) < 2:
+                continue
+            cols = []
+            for i, name in ((1, "Rss"), (2, "Pss"), (3, "Uss")):
+                fit = self.slope(key, i)
+                fitted = f"{fit[0]:+.0f}+-{fit[1]:.0f}" if fit else "n/a"
+                cols.append(f"{name} {after[0][i]}->{after[-1][i]} ({fitted})")
+            lines.append(f"  {key}: " + ", ".join(cols))
+        return (f"memory after {self.settle:.0f} s, kB (slope kB per 1,000 rekeys, "
+                f"{self.rekeys_by(self.seconds + 60)} rekeys in all):\n" + "\n".join(lines))
 
     def summary(self) -> str:
-        mem = ", ".join(f"{who} {s[0][1]}->{s[-1][1]} kB ({self.kb_per_1000_rekeys(who) or 0:.0f}"
-                        " kB per 1,000 rekeys)" for who, s in self.memory_kb.items() if s)
+        def fitted(who: str) -> str:
+            fit = self.slope(who)
+            return f"{fit[0]:+.0f}+-{fit[1]:.0f}" if fit else "n/a"
+
+        mem = ", ".join(f"{who} {s[0][1]}->{s[-1][1]} kB ({fitted(who)} kB per 1,000 rekeys)"
+                        for who in self.memory_kb if (s := self.settled(who)))
         return (f"{self.seconds:.0f} s: pings {self.pings_sent} sent, {self.pings_lost} lost; "
                 f"TCP {self.tcp_sent[0]} bytes sent, {self.tcp_received[0]} received, "
                 f"{'intact' if self.tcp_intact else 'NOT intact'}, {self.retransmits} "
@@ -179,17 +288,63 @@ class RekeyDriver(threading.Thread):
 class Soak:
     """Ping and a TCP stream from ``src_ns`` (address ``src``) to ``dst_ns`` (``dst``) for
     ``seconds``, with ``driver`` rekeying meanwhile; ``daemons`` maps a name to a pid whose
-    memory (with its children) is sampled every 10 s after the first minute (or after the
-    first sixth of a shorter soak)."""
+    memory (its own and each child's) is sampled every ``sample_every`` seconds; the samples
+    after the first minute (or the first sixth of a shorter soak) are the settled ones.
+    ``traced`` names the daemons (ocfpy's, started with OCFPY_MEMTRACE set) whose processes
+    are asked for tracemalloc records (SIGUSR2) at the settle time and at the end."""
 
     def __init__(self, src_ns: str, src: str, dst_ns: str, dst: str, seconds: float, *,
                  rate: int = 50, tcp_rate: int = 200_000,
-                 daemons: dict[str, int] | None = None) -> None:
+                 daemons: dict[str, int] | None = None, sample_every: float = 10.0,
+                 traced: tuple[str, ...] = ()) -> None:
         self.src_ns, self.src, self.dst_ns, self.dst = src_ns, src, dst_ns, dst
         self.seconds, self.rate, self.tcp_rate = seconds, rate, tcp_rate
         self.daemons = daemons or {}
-        self.result = SoakResult(seconds=seconds)
+        self.sample_every = sample_every
+        self.memtrace_dir = os.environ.get(memtrace.ENV, "")
+        self.traced = traced if self.memtrace_dir else ()
+        self.result = SoakResult(seconds=seconds, settle=min(60.0, seconds / 6))
+        self.record = os.environ.get("OCFPY_SOAK_RECORD", "")  # a directory: the samples
         self._procs: list[subprocess.Popen] = []
+        self._trace_pids: dict[str, int] = {}  # "who/process" -> pid signalled
+
+    def sample(self, elapsed: float) -> None:
+        r = self.result
+        for who, pid in self.daemons.items():
+            procs = process_memory(pid) if pid else {}
+            if not procs:
+                continue
+            r.memory_kb.setdefault(who, []).append(
+                (elapsed, sum(m.get("Rss", 0) for _, m in procs.values())))
+            for label, (_, m) in procs.items():
+                r.processes.setdefault(f"{who}/{label}", []).append(
+                    (elapsed, m.get("Rss", 0), m.get("Pss", 0), m.get("Uss", 0)))
+
+    def trace(self) -> None:
+        """Ask each traced daemon and its workers for a memtrace record (SIGUSR2)."""
+        for who in self.traced:
+            for label, (pid, _) in process_memory(self.daemons[who]).items():
+                self._trace_pids[f"{who}/{label}"] = pid
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR2)
+
+    def collect_traces(self, limit: int = 12) -> None:
+        """Per traced process: the allocation sites that grew most between its first record
+        and its last, and the accounts (smaps, mallinfo, traced bytes) of each record."""
+        time.sleep(2)  # a record takes a moment (a snapshot of every traced block)
+        for key, pid in self._trace_pids.items():
+            def n(path: str) -> int:
+                return int(path.rsplit("-", 1)[1].split(".")[0])
+
+            snaps = sorted(glob.glob(os.path.join(self.memtrace_dir, f"{pid}-*.snap")), key=n)
+            accounts = []
+            for path in sorted(glob.glob(os.path.join(self.memtrace_dir, f"{pid}-*.json")),
+                               key=n):
+                with contextlib.suppress(OSError, ValueError), open(path) as f:
+                    accounts.append(json.load(f))
+            self.result.memtrace_accounts[key] = accounts
+            if len(snaps) >= 2:
+                self.result.memtrace[key] = memtrace.top_growth(snaps[0], snaps[-1], limit)
 
     def _popen(self, ns: str, argv: list[str], **kw) -> subprocess.Popen:
         proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], text=True,
@@ -217,23 +372,29 @@ class Soak:
         if driver is not None:
             driver.start()
         start = time.monotonic()
-        settle = min(60.0, self.seconds / 6)
+        last_sample, traced, interrupted = -self.sample_every, False, False
         while ping.poll() is None:
             elapsed = time.monotonic() - start
-            if elapsed >= settle:
-                for who, pid in self.daemons.items():
-                    samples = r.memory_kb.setdefault(who, [])
-                    if not samples or elapsed - samples[-1][0] >= 10:
-                        samples.append((round(elapsed, 1), rss_kb(pid)))
+            if elapsed - last_sample >= self.sample_every:
+                last_sample = elapsed
+                self.sample(round(elapsed, 1))
+            if not traced and elapsed >= r.settle:
+                traced = True
+                self.trace()
             time.sleep(0.5)
-            if elapsed > self.seconds + 60:
-                ping.kill()
+            if elapsed > self.seconds * 1.1 + 60 and not interrupted:
+                # ping lags its interval on a loaded machine (a 1,500 s run had not sent its
+                # 75,000 by 1,560 s, and a kill lost its summary): SIGINT makes it stop and
+                # print what it sent and received (a ping in flight then counts as lost)
+                interrupted = True
+                ping.send_signal(signal.SIGINT)
         if driver is not None:
             driver.stop_event.set()
             driver.join(30)
-        for who, pid in self.daemons.items():
-            r.memory_kb.setdefault(who, []).append((round(time.monotonic() - start, 1),
-                                                    rss_kb(pid)))
+        self.sample(round(time.monotonic() - start, 1))
+        if self.traced:
+            self.trace()
+            self.collect_traces()
         r.ping_output = ping.communicate(timeout=10)[0]
         m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", r.ping_output)
         if m:
@@ -243,6 +404,10 @@ class Soak:
         out, _ = server.communicate(timeout=60)
         r.tcp_received = _sized_digest(out)
         r.retransmits = tcp_retransmits(self.src_ns) - retrans0
+        if self.record:
+            os.makedirs(self.record, exist_ok=True)
+            path = os.path.join(self.record, f"soak-{'-'.join(self.daemons)}-{os.getpid()}.json")
+            r.save(path)
         return r
 
     def stop(self) -> None:
@@ -259,3 +424,29 @@ def _sized_digest(out: str) -> tuple[int, str]:
         if len(parts) == 2 and parts[0].isdigit():
             return int(parts[0]), parts[1]
     return 0, out.strip()[-200:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ocfpy.lab.soak RECORD.json [--window S]``: the memory report of a recorded
+    soak (OCFPY_SOAK_RECORD=DIR), and the spread of the slope over windows of S seconds."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m ocfpy.lab.soak", description=main.__doc__)
+    ap.add_argument("record")
+    ap.add_argument("--window", type=float, default=0.0,
+                    help="also fit the slope over every window of this many seconds")
+    args = ap.parse_args(argv)
+    r = SoakResult.load(args.record)
+    print(r.summary())
+    print(r.memory_report())
+    if args.window:
+        for who in r.memory_kb:
+            w = sorted(r.window_slopes(who, args.window))
+            if w:
+                print(f"{who}: {len(w)} windows of {args.window:.0f} s: slope min {w[0]:+.0f}, "
+                      f"median {w[len(w) // 2]:+.0f}, max {w[-1]:+.0f} kB per 1,000 rekeys")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

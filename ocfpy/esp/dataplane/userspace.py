@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -182,6 +183,11 @@ class UserspaceDataplane(Dataplane):
                              mtu=self.mtu, close_fds=ours)
         proc = ctx.Process(target=worker_main, args=(wctx,), daemon=True,
                            name=f"ocfpy-esp-{role}")
+        # The worker shares the daemon's heap copy-on-write; a full collection in either
+        # process writes every tracked object's GC header and so copies every page of it
+        # (the workers' private memory grew in 1.8 MB and 0.8 MB steps over a 25-minute soak,
+        # docs/performance.md). Frozen objects are never traversed: nothing is copied for it.
+        gc.freeze()
         proc.start()
         child.close()
         self._workers[role] = (proc, parent)
