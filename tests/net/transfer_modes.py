@@ -14,9 +14,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from tests.net.ike_harness import Pair, config, wait_for
-
 from ocfpy.lab.netlab import tcp_transfer
+from tests.net.ike_harness import Pair, config, wait_for
 
 IKE = "aes128gcm16-prfsha256-x25519"
 INNER_A, INNER_B = "10.177.1.1", "10.177.2.1"  # the harness's inner hosts (lo of each side)
