@@ -18,6 +18,8 @@ from ocfpy.lab.netlab import tcp_transfer
 from tests.net.ike_harness import Pair, config, wait_for
 
 IKE = "aes128gcm16-prfsha256-x25519"
+# af_alg has no ECP or Curve25519 (no kernel interface for them): MODP through keyctl
+IKE_AF_ALG = "aes128gcm16-prfsha256-modp2048"
 INNER_A, INNER_B = "10.177.1.1", "10.177.2.1"  # the harness's inner hosts (lo of each side)
 
 
@@ -28,6 +30,7 @@ class Mode:
     encap: bool  # ESP-in-UDP (RFC 3948) rather than IP protocol 50
     offload: bool | None  # userspace per-run offloads (esp_offload); None: not a userspace knob
     esp: str = "aes128gcm16"
+    ike: str = IKE
     backend: str = "openssl"  # crypto_backend of both daemons
     lane: str = "host"  # "host" (tests/net) or "vm" (tests/kernel, scripts/vm-lane.sh)
     daemon: dict = field(default_factory=dict)  # further [daemon] keys
@@ -49,10 +52,10 @@ MODES = [
     # the VM lane: kernel ESP, and the asynchronous driver path (AF_ALG with kernel AIO)
     Mode("xfrm-raw", "xfrm", False, None, lane="vm"),
     Mode("xfrm-udp", "xfrm", True, None, esp="aes256-sha256", lane="vm"),
-    Mode("userspace-raw-offload-async-af_alg", "userspace", False, True, backend="af_alg",
-         lane="vm"),
-    Mode("userspace-udp-no-offload-async-af_alg", "userspace", True, False, backend="af_alg",
-         lane="vm"),
+    Mode("userspace-raw-offload-async-af_alg", "userspace", False, True, ike=IKE_AF_ALG,
+         backend="af_alg", lane="vm"),
+    Mode("userspace-udp-no-offload-async-af_alg", "userspace", True, False, ike=IKE_AF_ALG,
+         backend="af_alg", lane="vm"),
 ]
 HOST_MODES = [m for m in MODES if m.lane == "host"]
 VM_MODES = [m for m in MODES if m.lane == "vm"]
@@ -69,7 +72,7 @@ def run_row(pair: Pair, mode: Mode, nbytes: int, *, start_timeout: float = 20.0,
     """Both daemons in ``mode``, a CHILD_SA, then ``nbytes`` of TCP a->b and b->a, each
     checked by SHA-256 on both ends, and both daemons' SA counters checked against it."""
     for side, d in ((0, pair.a), (1, pair.b)):
-        d.start(config(side, proposals=[IKE], esp=[mode.esp], dataplane=mode.dataplane,
+        d.start(config(side, proposals=[mode.ike], esp=[mode.esp], dataplane=mode.dataplane,
                        backend=mode.backend, encap=mode.encap or None,
                        daemon_options=mode.daemon_options()), timeout=start_timeout)
     got = pair.a.call("initiate", name="t", wait=establish_timeout,
