@@ -448,7 +448,9 @@ print(json.dumps({"bytes": n, "sha256": h.hexdigest(), "seconds": time.monotonic
 _SOURCE = """
 import hashlib, os, socket, sys, json, time
 dst, port, src, total = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-block = os.urandom(1 << 20)
+# argv[6], when given, seeds the bytes (transfer_stream() rebuilds them): else random
+block = (hashlib.shake_256(sys.argv[6].encode()).digest(1 << 20) if len(sys.argv) > 6
+         else os.urandom(1 << 20))
 h = hashlib.sha256(); sent = 0
 c = socket.create_connection((dst, port), timeout=float(sys.argv[5]), source_address=(src, 0))
 t0 = time.monotonic()
@@ -479,8 +481,10 @@ class Transfer:
 
 def tcp_transfer(lab: Lab, client: Namespace, client_ip: str, server: Namespace,
                  server_ip: str, nbytes: int, *, port: int = 5001,
-                 timeout: float = 120) -> Transfer:
-    """Send nbytes from client to server over TCP; both ends hash what they saw."""
+                 timeout: float = 120, seed: str | None = None) -> Transfer:
+    """Send nbytes from client to server over TCP; both ends hash what they saw. With a
+    ``seed`` the bytes sent are ``transfer_stream(nbytes, seed)`` (a test that reads the
+    transfer off the wire knows what every byte must be), else random."""
     import json
     import sys
 
@@ -491,7 +495,8 @@ def tcp_transfer(lab: Lab, client: Namespace, client_ip: str, server: Namespace,
         if "listening" not in line:
             raise LabError(f"TCP sink did not start: {sink.stderr.read()[-500:]}")
         src = lab.run(client, [sys.executable, "-c", _SOURCE, server_ip, str(port), client_ip,
-                               str(nbytes), str(timeout)], timeout=timeout + 10)
+                               str(nbytes), str(timeout), *([seed] if seed else [])],
+                      timeout=timeout + 10)
         if src.returncode != 0:
             raise LabError(f"TCP source failed: {src.stderr[-500:]}")
         out, err = sink.communicate(timeout=timeout)
@@ -501,3 +506,16 @@ def tcp_transfer(lab: Lab, client: Namespace, client_ip: str, server: Namespace,
                         json.loads(out.strip().splitlines()[-1]))
     finally:
         lab.stop(sink)
+
+
+def transfer_stream(nbytes: int, seed: str) -> bytes:
+    """The bytes ``tcp_transfer(..., nbytes, seed=seed)`` sends, in order (what _SOURCE does:
+    1 MiB blocks from the seed, each starting with the SHA-256 of its offset)."""
+    import hashlib
+
+    block = hashlib.shake_256(seed.encode()).digest(1 << 20)
+    out = bytearray()
+    while len(out) < nbytes:
+        chunk = block[: min(len(block), nbytes - len(out))]
+        out += hashlib.sha256(len(out).to_bytes(8, "big")).digest() + chunk[32:]
+    return bytes(out)

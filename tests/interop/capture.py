@@ -32,18 +32,21 @@ class WireSummary:
 
 
 class Capture:
-    def __init__(self, host: Namespace, path: Path, bpf: str = "udp or esp or icmp or tcp") -> None:
+    def __init__(self, host: Namespace, path: Path, bpf: str = "udp or esp or icmp or tcp",
+                 options: tuple[str, ...] = ()) -> None:
+        """``options``: more tcpdump options (a larger buffer ``-B KiB``, a snapshot
+        length ``-s N``) for captures of bulk traffic."""
         if shutil.which("tcpdump") is None:
             raise RuntimeError("tcpdump missing (apt-get install tcpdump)")
-        self.host, self.path, self.bpf = host, path, bpf
+        self.host, self.path, self.bpf, self.options = host, path, bpf, tuple(options)
         self._proc: subprocess.Popen[bytes] | None = None
         self._err = b""  # tcpdump's closing statistics, for failure messages
 
     def __enter__(self) -> Capture:
         self.path.unlink(missing_ok=True)
         self._proc = subprocess.Popen(
-            self.host.argv("tcpdump", "-U", "--immediate-mode", "-n", "-i", self.host.ifname, "-w", str(self.path),
-                           self.bpf),
+            self.host.argv("tcpdump", "-U", "--immediate-mode", "-n", *self.options, "-i",
+                           self.host.ifname, "-w", str(self.path), self.bpf),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # The file appears before the filter is attached; "listening on" on stderr comes after.
         assert self._proc.stderr is not None
