@@ -2,11 +2,11 @@
 daemon, without messages.
 
 One anonymous shared mapping (MAP_SHARED, inherited across fork) holds, per *lane*, a row of
-64-bit counters per SA slot. A lane belongs to one worker pair (the outbound and the inbound
-worker of one TUN queue, docs/dataplanes.md *Workers*): in a lane each field has exactly one
-writer (the inbound worker writes the *_in fields and the drops, the outbound worker the *_out
-fields), and aligned 8-byte stores are atomic on the machines we run on, so readers never see a
-torn value. Readers sum the lanes.
+64-bit counters per SA slot. Lane i is written by the outbound worker of TUN queue i
+(docs/dataplanes.md *Workers*) and, in lane 0, by the inbound worker: in a lane each field has
+exactly one writer (the inbound worker writes the *_in fields and the drops, an outbound worker
+the *_out fields), and aligned 8-byte stores are atomic on the machines we run on, so readers
+never see a torn value. Readers sum the lanes.
 
 Behind the lanes, a row per slot that all lanes share: the SA's outbound sequence counter
 (the last number reserved, RFC 4303 s. 3.3.3: one counter per SA, whoever sends) and a word of
@@ -122,8 +122,16 @@ class CounterBlock:
         return {g.name.lower(): self._sum(g) for g in G}
 
     def sa_counters(self, slot: int) -> SaCounters:
-        b = slot * WIDTH
-        s = self._sum
+        """An SA's counters, summed over the lanes."""
+        return self._counters(slot * WIDTH, self._sum)
+
+    def lane_counters(self, slot: int, lane: int) -> SaCounters:
+        """An SA's counters in one lane (what one worker pair counted)."""
+        cells = self.lane(lane)
+        return self._counters(slot * WIDTH, cells.__getitem__)
+
+    @staticmethod
+    def _counters(b: int, s) -> SaCounters:
         return SaCounters(
             packets_in=s(b + F.PACKETS_IN), bytes_in=s(b + F.BYTES_IN),
             packets_out=s(b + F.PACKETS_OUT), bytes_out=s(b + F.BYTES_OUT),

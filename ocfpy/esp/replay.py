@@ -11,9 +11,6 @@ The window is a Python int used as a bitmap: bit i stands for sequence number to
 
 from __future__ import annotations
 
-import mmap
-import multiprocessing
-
 MAX_WINDOW = 4096
 DEFAULT_WINDOW = 128
 _LOW = 0xFFFFFFFF
@@ -90,83 +87,3 @@ class ReplayWindow:
     def __repr__(self) -> str:
         return f"<ReplayWindow top={self.top} size={self.size} esn={self.esn}>"
 
-
-_WORDS = MAX_WINDOW // 64  # bitmap words per slot
-_ROW = 1 + _WORDS  # top, then the bitmap (little-endian words: bit i = top - i)
-
-
-class SharedWindows:
-    """The replay windows of every SA slot in one anonymous shared mapping (MAP_SHARED,
-    inherited across fork), for several inbound workers reading one socket: a packet of an
-    SA may reach any of them, and the window must be one (RFC 4303 s. 3.4.3). Checks and
-    updates happen under one process-shared lock, once per burst and SA."""
-
-    def __init__(self, slots: int = 1024):
-        self._map = mmap.mmap(-1, (slots + 1) * _ROW * 8)
-        self.words = memoryview(self._map).cast("Q")
-        self.raw = memoryview(self._map)
-        self.lock = multiprocessing.get_context("fork").Lock()
-
-    def reset(self, slot: int) -> None:
-        """A new SA in ``slot``: an empty window (the daemon calls it before the workers
-        build the SA, never a worker: a second worker's install must not empty a window the
-        first one already uses)."""
-        base = slot * _ROW
-        with self.lock:
-            for i in range(_ROW):
-                self.words[base + i] = 0
-
-    def window(self, slot: int, size: int, esn: bool) -> SharedReplayWindow:
-        return SharedReplayWindow(self, slot, size, esn)
-
-
-class SharedReplayWindow:
-    """The interface of ReplayWindow over a SharedWindows row: `check` and `accept_new` load
-    the row, decide with a private ReplayWindow and store it back, under the lock."""
-
-    __slots__ = ("_shared", "_top_index", "_bits", "_nbytes", "_w", "esn", "size")
-
-    def __init__(self, shared: SharedWindows, slot: int, size: int, esn: bool) -> None:
-        self._w = ReplayWindow(size, esn)  # validates size; the scratch state
-        self._shared = shared
-        self._top_index = slot * _ROW
-        self._nbytes = (size + 7) // 8
-        start = (self._top_index + 1) * 8
-        self._bits = shared.raw[start:start + self._nbytes]
-        self.esn = esn
-        self.size = size
-
-    @property
-    def top(self) -> int:
-        """The highest authenticated number (one aligned 8-byte load: never torn); a hint for
-        the in-order fast path, decided again under the lock in accept_new."""
-        return self._shared.words[self._top_index]
-
-    def _load(self) -> ReplayWindow:
-        w = self._w
-        w.top = self._shared.words[self._top_index]
-        w.bitmap = int.from_bytes(self._bits, "little")
-        return w
-
-    def _store(self, w: ReplayWindow) -> None:
-        if self._nbytes:  # size 0: no window, only the top (ESN inference)
-            self._bits[:] = w.bitmap.to_bytes(self._nbytes, "little")
-        self._shared.words[self._top_index] = w.top
-
-    def check(self, seq_low: int) -> int | None:
-        with self._shared.lock:
-            return self._load().check(seq_low)
-
-    def fresh(self, seq: int) -> bool:
-        with self._shared.lock:
-            return self._load().fresh(seq)
-
-    def accept_new(self, seqs: list[int]) -> list[bool]:
-        with self._shared.lock:
-            w = self._load()
-            out = w.accept_new(seqs)
-            self._store(w)
-        return out
-
-    def __repr__(self) -> str:
-        return f"<SharedReplayWindow top={self.top} size={self.size} esn={self.esn}>"

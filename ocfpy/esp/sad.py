@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from ocfpy.esp.counters import SharedSequence
 from ocfpy.esp.packet import EspCrypto
-from ocfpy.esp.replay import ReplayWindow, SharedReplayWindow
+from ocfpy.esp.replay import ReplayWindow
 from ocfpy.esp.spd import InboundCheck
 from ocfpy.esp.spec import ChildSaSpec, UdpEncap
 
@@ -102,7 +102,7 @@ class OutboundSa:
 class InboundSa:
     unique_id: int
     crypto: EspCrypto
-    replay: ReplayWindow | SharedReplayWindow
+    replay: ReplayWindow
     check: InboundCheck
     slot: int
     lifetime: Lifetime = field(default_factory=Lifetime)
@@ -128,13 +128,10 @@ def build_outbound(spec: ChildSaSpec, dispatcher, slot: int,
                       seqs or private_sequence(spec.esn), lifetime=Lifetime.from_spec(spec))
 
 
-def build_inbound(spec: ChildSaSpec, dispatcher, slot: int,
-                  replay: SharedReplayWindow | None = None) -> InboundSa:
-    """``replay``: the SA's window in shared memory, when several inbound workers read one
-    socket; else a private one."""
+def build_inbound(spec: ChildSaSpec, dispatcher, slot: int) -> InboundSa:
     crypto = EspCrypto(dispatcher, spec.inbound.spi, spec.encryption, spec.integrity,
                        spec.inbound.encryption_key, spec.inbound.integrity_key, esn=spec.esn,
                        backend=spec.crypto_backend)
-    return InboundSa(spec.unique_id, crypto, replay or ReplayWindow(spec.replay_window, spec.esn),
+    return InboundSa(spec.unique_id, crypto, ReplayWindow(spec.replay_window, spec.esn),
                      InboundCheck(spec.local_ts, spec.remote_ts), slot,
                      lifetime=Lifetime.from_spec(spec))

@@ -6,12 +6,14 @@ share one core; measured in docs/performance.md).
 - inbound: UDP 4500 / raw ESP -> demux (IKE goes back to the daemon) -> SPI lookup -> replay
   check (no state change) -> one open batch per SA -> replay advance -> selector check -> TUN.
 
-With ``esp_workers`` = N > 1 there are N pairs of loops, one per queue of a multi-queue TUN
+With ``esp_workers`` = N > 1 there are N outbound loops, one per queue of a multi-queue TUN
 device (docs/dataplanes.md *Workers*): outbound loop i reads queue i (the kernel keeps a flow
-on one queue); the N inbound loops read the same sockets. What an SA's loops share lives in
-shared memory: its sequence counter (counters.SharedSequence, taken in blocks of at most
-SEQ_BLOCK), its replay window (replay.SharedWindows) and its lifetime totals (the counter
-lanes summed); each loop writes its own counter lane.
+on one queue). What they share lives in shared memory: each SA's sequence counter
+(counters.SharedSequence, taken in blocks of at most SEQ_BLOCK) and its lifetime totals (the
+counter lanes summed); each loop writes its own counter lane. There stays one inbound loop:
+one receiver per SA, so its replay window stays private (two receivers of one socket each
+took bursts of up to 64 reads, and a burst held back behind the other's pushed the window
+past it: measured, docs/performance.md); it writes each flow on one TUN queue (tun_for).
 
 Each loop reads up to `batch` packets per wakeup with non-blocking calls. A control socket
 (AF_UNIX SOCK_SEQPACKET) carries install/remove messages and sockets (SCM_RIGHTS) from the
@@ -46,7 +48,6 @@ from ocfpy.esp.counters import WIDTH, CounterBlock, F, G, Once
 from ocfpy.esp.gso import VNET_HDR_LEN, from_tun, to_tun_header
 from ocfpy.esp.offload import coalesce, split
 from ocfpy.esp.packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop
-from ocfpy.esp.replay import SharedWindows
 from ocfpy.esp.sad import (
     SEQ_MAX_32,
     SEQ_MAX_64,
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 
 _ESP_HEADER = struct.Struct("!II")
 _IP_VERSION = {NEXT_HEADER_IPV4: 4, NEXT_HEADER_IPV6: 6}  # tunnel mode: next header -> version
+_PORTS = frozenset((6, 17, 132, 136))  # TCP, UDP, SCTP, UDP-Lite: a flow is its ports too
 MAX_DATAGRAM = 65535
 # With several outbound workers, each takes an SA's sequence numbers in blocks of at most this
 # many, just before it encrypts and sends them. Two workers' blocks interleave on the wire, so
@@ -151,20 +153,19 @@ class WorkerContext:
     uso: bool = False
     close_fds: list[int] = field(default_factory=list)  # the daemon's ends, inherited by fork
     mtu: int = 1400
-    # several workers per direction (esp_workers > 1): this loop's index (its TUN queue and
-    # counter lane), every queue's fd (an inbound loop writes a flow's packets on one queue,
-    # see InboundLoop.tun_for), and the shared replay windows (None: one inbound loop, its
-    # windows private)
+    # several outbound workers (esp_workers > 1): this loop's index (its TUN queue and
+    # counter lane), and every queue's fd (the inbound loop writes a flow's packets on one
+    # queue, see InboundLoop.tun_for)
     lane: int = 0
     tun_fds: list[int] = field(default_factory=list)
-    windows: SharedWindows | None = None
 
 
 class _Loop:
     def __init__(self, ctx: WorkerContext):
         self.ctx = ctx
         self.cells = ctx.counters.lane(ctx.lane)
-        self.shared = ctx.counters.lanes > 1  # lifetimes count all lanes' traffic
+        # an outbound SA's traffic is counted in several lanes: lifetimes count their sum
+        self.shared = ctx.counters.lanes > 1 and ctx.role == "out"
         self.running = True
         self.udp_sockets: list[socket.socket] = list(ctx.udp.values())  # all are read
         self.coalesced: set[int] = set()  # filenos of UDP sockets with UDP_GRO on
@@ -606,10 +607,7 @@ class InboundLoop(_Loop):
         if spec.inbound.spi in self.by_spi and self.by_spi[spec.inbound.spi].unique_id != \
                 spec.unique_id:
             raise ValueError(f"inbound SPI {spec.inbound.spi:#010x} is already installed")
-        windows = self.ctx.windows
-        replay = (windows.window(slot, spec.replay_window, spec.esn)
-                  if windows is not None else None)
-        sa = build_inbound(spec, self.ctx.dispatcher, slot, replay)
+        sa = build_inbound(spec, self.ctx.dispatcher, slot)
         sa.migrations = sa.crypto.migrations
         self.remove(spec.unique_id)
         self.by_spi[sa.spi] = sa
@@ -732,8 +730,7 @@ class InboundLoop(_Loop):
                     continue
                 authentic.append((seq, res))
             # RFC 4303 s. 3.4.3: the window moves only for authenticated packets, and each
-            # number is accepted once, even when two copies came in one burst or another
-            # inbound worker took the same number (one step under the shared lock)
+            # number is accepted once, even when two copies came in one burst
             verdicts = sa.replay.accept_new([seq for seq, _ in authentic])
             allows = sa.check.allows
             ready = []  # offload: written after the loop, runs of one flow coalesced
@@ -796,9 +793,13 @@ class InboundLoop(_Loop):
         on one outbound worker, in order; which queue does not matter."""
         if packet[0] >> 4 == 4:
             ihl = (packet[0] & 0x0F) * 4
-            key = packet[12:20] + packet[ihl:ihl + 4]  # addresses, then ports (or ICMP)
+            key = packet[12:20]  # addresses, then ports where the protocol has them
+            if packet[9] in _PORTS:
+                key += packet[ihl:ihl + 4]
         else:
-            key = packet[8:44]  # addresses, then ports (no extension headers)
+            key = packet[8:40]
+            if packet[6] in _PORTS:  # extension headers are not walked
+                key += packet[40:44]
         fds = self.ctx.tun_fds
         return fds[zlib.crc32(key) % len(fds)]
 

@@ -3,9 +3,9 @@
 Process model (what the daemon sees): the daemon, an asyncio program, calls install(),
 remove(), counters() and attach_udp_encap() from its loop; each returns quickly. Behind them
 worker processes, forked at start() so they inherit the dispatcher and its drivers, move
-packets: one per direction (see ocfpy/esp/worker.py), or with ``workers`` = N > 1 one per
-direction and queue of a multi-queue TUN device (docs/dataplanes.md *Workers*). Every order
-goes to every worker of its direction. They get their orders over a
+packets: one per direction (see ocfpy/esp/worker.py), or with ``workers`` = N > 1 one
+outbound worker per queue of a multi-queue TUN device and one inbound worker
+(docs/dataplanes.md *Workers*). Every order goes to every worker of its direction. They get their orders over a
 SEQPACKET control socket each; their counters live in shared memory, so counters() costs no
 message. Lifetime events and IKE datagrams found on port 4500 come back through one reader
 thread here, and are handed to the daemon's loop with call_soon_threadsafe when the daemon
@@ -45,7 +45,6 @@ from ocfpy.esp.dataplane.base import (
     TrapSpec,
 )
 from ocfpy.esp.netlink import NETLINK_ROUTE, NetlinkChannel, NetlinkError
-from ocfpy.esp.replay import SharedWindows
 from ocfpy.esp.spec import ChildSaSpec, IPNetwork, Mode
 from ocfpy.esp.tun import MAX_QUEUES, TunError, attach_queue, enable_offloads, open_tun
 from ocfpy.esp.worker import ChannelError, WorkerContext, recv_msg, send_msg, worker_main
@@ -95,7 +94,7 @@ class UserspaceDataplane(Dataplane):
             raise DataplaneError(f"esp_workers = {workers}: expected 1..{MAX_QUEUES} (workers "
                                  "per direction, one TUN queue each)")
         self.dispatcher = dispatcher
-        # workers per direction: N > 1 opens a multi-queue TUN device, one queue per pair
+        # outbound workers: N > 1 opens a multi-queue TUN device, one queue each
         self.workers = workers
         self.tun_name = tun_name
         self.mtu = mtu
@@ -111,9 +110,6 @@ class UserspaceDataplane(Dataplane):
         self.offload = offload and not gso_max
         self._uso = False  # the TUN took UDP segmentation offload too
         self.counter_block = CounterBlock(max_sas, lanes=workers)
-        # several inbound workers read one socket: an SA's packets reach any of them, so its
-        # replay window is one, in shared memory (replay.SharedWindows)
-        self._windows = SharedWindows(max_sas) if workers > 1 else None
         self._tun_fds: list[int] = []
         self._installed: dict[int, _Installed] = {}
         # The driver serving each SA direction, by counter slot, as the workers report it: at
@@ -190,8 +186,8 @@ class UserspaceDataplane(Dataplane):
                         log.warning("no raw ESP socket for %s (%s): only UDP-encapsulated ESP "
                                     "will work", family.name, exc)
             for lane in range(self.workers):
-                for role in ("out", "in"):
-                    self._spawn(f"{role}{lane or ''}")
+                self._spawn(f"out{lane or ''}")
+            self._spawn("in")  # one receiver per SA: its replay window stays in one process
             self._start_reader()
             self._watchdog = threading.Thread(target=self._watch, daemon=True,
                                               name="ocfpy-esp-watchdog")
@@ -213,7 +209,7 @@ class UserspaceDataplane(Dataplane):
                              self.counter_block, dict(self._raw), batch=self.batch,
                              gso=bool(self.gso_max), udp_gso=self.udp_gso,
                              offload=self.offload, uso=self._uso, mtu=self.mtu, close_fds=ours,
-                             lane=lane, tun_fds=list(self._tun_fds), windows=self._windows)
+                             lane=lane, tun_fds=list(self._tun_fds))
         proc = ctx.Process(target=worker_main, args=(wctx,), daemon=True,
                            name=f"ocfpy-esp-{name}")
         proc.start()
@@ -267,11 +263,10 @@ class UserspaceDataplane(Dataplane):
                         self._request(role, "trap", trap)
                 for entry in self._installed.values():
                     self._request(role, "install", entry.spec, entry.slot, entry.active)
-                    if _role(role) == "in" and self._windows is None:
+                    if _role(role) == "in":
                         # the new inbound worker's replay windows start empty: packets
                         # captured earlier would pass once. Rekey each CHILD_SA now (a soft
-                        # lifetime event), so fresh keys make old packets worthless. (Shared
-                        # windows, with several workers, outlive a worker: nothing to redo.)
+                        # lifetime event), so fresh keys make old packets worthless.
                         self._call(self._on_event, SaEvent(
                             entry.spec.unique_id, "soft",
                             "inbound ESP worker restarted (replay state lost): rekeying"))
@@ -352,8 +347,6 @@ class UserspaceDataplane(Dataplane):
             if spec.unique_id in self._installed:
                 self.remove(spec.unique_id)
             slot = self.counter_block.allocate()  # zeroes its counters and sequence counter
-            if self._windows is not None:
-                self._windows.reset(slot)
             entry = _Installed(spec, slot, active=outbound)
             self._drivers[slot] = {}  # filled by the workers' reports, before their acks
             try:
@@ -489,6 +482,16 @@ class UserspaceDataplane(Dataplane):
         c = self.counter_block.sa_counters(entry.slot)
         c.drivers = dict(self._drivers.get(entry.slot, {}))
         return c
+
+    def lane_counters(self, unique_id: int) -> list[SaCounters]:
+        """An SA's counters per counter lane, queue 0 first: how its outbound traffic spread
+        over the outbound workers (the inbound worker counts in lane 0; counters() is the
+        sum)."""
+        entry = self._installed.get(unique_id)
+        if entry is None:
+            raise KeyError(f"no CHILD_SA with id {unique_id} is installed")
+        return [self.counter_block.lane_counters(entry.slot, lane)
+                for lane in range(self.workers)]
 
     def stats(self) -> dict[str, int]:
         """Dataplane-wide drops and counts that belong to no SA, and the worker channel's
