@@ -191,9 +191,8 @@ def test_rekey_under_traffic_with_two_workers_loses_nothing():
 
         soak = Soak(pair.a.ns.name, "10.177.1.1", pair.b.ns.name, "10.177.2.1", seconds,
                     daemons={"a": pair.a.pid, "b": pair.b.pid})
-        driver = RekeyDriver({(s, "child"): rekey(d, "child")
-                              for s, d in (("a", pair.a), ("b", pair.b))}, seconds,
-                             result=soak.result)
+        driver = RekeyDriver({(s, k): rekey(d, k) for s, d in (("a", pair.a), ("b", pair.b))
+                              for k in ("child", "ike")}, seconds, result=soak.result)
         try:
             r = soak.run(driver)
         finally:
