@@ -271,7 +271,7 @@ class DaemonOptions:
     # userspace dataplane: per-run offloads (TUN TSO/USO + coalescing, UDP GSO/GRO; esp/offload.py)
     esp_offload: bool = True
     # userspace dataplane: worker processes per direction, one multi-queue TUN queue each
-    # (docs/dataplanes.md *Workers*; 1 measured best on 2 cores, docs/performance.md)
+    # (docs/dataplanes.md *Workers*; default 1: docs/performance.md says why)
     esp_workers: int = 1
     # RFC 7427 signature authentication (strongSwan's charon.signature_authentication): send
     # SIGNATURE_HASH_ALGORITHMS and sign with method 14; off, only methods 1 and 9-11
