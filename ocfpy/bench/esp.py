@@ -81,6 +81,11 @@ class EspReport:
     # (interleaved), its figures and the drivers its gateways reported serving the SAs
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
     offload: bool = True  # ocfpy's per-run offloads (esp/offload.py)
+    # ocfpy's outbound workers (esp_workers); with several counts (--workers 1,2) one tunnel
+    # each, measured in the same runs: their rows are in `backends`, labelled "<backend>, N
+    # workers"
+    workers: list[int] = field(default_factory=lambda: [1])
+    streams: int = 1  # parallel TCP streams in the TCP figure (iperf3 -P)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,8 +98,8 @@ def iperf(path: Path2, args: list[str], seconds: float) -> dict[str, Any]:
     return iperf3.run(*path, args, seconds, EspBenchError)
 
 
-def tcp_mbit(path: Path2, seconds: float) -> tuple[float, int]:
-    end = iperf(path, [], seconds)["end"]["sum_received"]
+def tcp_mbit(path: Path2, seconds: float, streams: int = 1) -> tuple[float, int]:
+    end = iperf(path, ["-P", str(streams)] if streams > 1 else [], seconds)["end"]["sum_received"]
     return end["bits_per_second"] / 1e6, int(end["bytes"])
 
 
@@ -105,10 +110,10 @@ def udp_pps(path: Path2, payload: int, seconds: float) -> tuple[float, int]:
     return received / (s["seconds"] or seconds), received * payload
 
 
-def measure(path: Path2, figures: Figures, seconds: float, mtu: int) -> int:
+def measure(path: Path2, figures: Figures, seconds: float, mtu: int, streams: int = 1) -> int:
     """One run of the three figures into ``figures``; payload bytes delivered."""
     delivered = 0
-    mbit, n = tcp_mbit(path, seconds)
+    mbit, n = tcp_mbit(path, seconds, streams)
     figures.tcp_mbit_s.append(mbit)
     delivered += n
     pps, n = udp_pps(path, 64, seconds)
@@ -124,7 +129,8 @@ def measure(path: Path2, figures: Figures, seconds: float, mtu: int) -> int:
 @contextlib.contextmanager
 def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, crypto_backend: str,
                  prefix: str, profile_dir: str | None, workdir: Path,
-                 calibration: str | None = None, offload: bool = True) -> Iterator[tuple[Any, Path2]]:
+                 calibration: str | None = None, offload: bool = True,
+                 workers: int = 1) -> Iterator[tuple[Any, Path2]]:
     from ocfpy.lab.netlab import Lab
     from ocfpy.lab.static_tunnel import StaticTunnel
 
@@ -137,7 +143,8 @@ def ocfpy_tunnel(*, esp: str, mtu: int, encap: bool, gso: int, udp_gso: bool, cr
                                               crypto_backend=crypto_backend,
                                               calibration=calibration,
                                               tun=f"{prefix}-tun0", gso=gso, udp_gso=udp_gso,
-                                              offload=offload, workdir=workdir) as tun:
+                                              offload=offload, workers=workers,
+                                              workdir=workdir) as tun:
             yield tun, (tun.a, tun.b)
     finally:
         if saved is None:
@@ -188,14 +195,19 @@ def _ocfpy_bytes_in(tun: Any) -> int:
 def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
         crypto_backend: str = "openssl", calibration: str | None = None, mtu: int = 1400,
         encap: bool = True, gso: int = 0,
-        udp_gso: bool = False, offload: bool = True,
-        strongswan_too: bool = True, prefix: str = "obn", workdir: str | None = None,
+        udp_gso: bool = False, offload: bool = True, workers: list[int] | None = None,
+        streams: int = 1, strongswan_too: bool = True, prefix: str = "obn", workdir: str | None = None,
         profile_dir: str | None = None, step: Step = lambda label: None) -> EspReport:
     # "openssl,af_alg": one tunnel per backend, all up at once and measured run by run in
     # turn, so that the backends are compared inside the tunnel under the same load
-    backends = list(dict.fromkeys(b.strip() for b in crypto_backend.split(",") if b.strip()))
-    if not backends:
+    names = list(dict.fromkeys(b.strip() for b in crypto_backend.split(",") if b.strip()))
+    if not names:
         raise EspBenchError("--crypto-backend: no backend named")
+    counts = list(dict.fromkeys(workers or [1]))
+    # one tunnel per backend and worker count: label -> (backend, workers)
+    variants = {(b if len(counts) == 1 else f"{b}, {w} worker{'s' if w > 1 else ''}"): (b, w)
+                for b in names for w in counts}
+    backends = list(variants)
     figures = {b: Figures() for b in backends}
     ours, theirs = figures[backends[0]], Figures()
     skipped: dict[str, str] = {}
@@ -212,7 +224,8 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
             step(f"starting ocfpy's gateways ({backend})")
             (base / f"ocfpy{i or ''}").mkdir(parents=True, exist_ok=True)
             tunnels[backend] = stack.enter_context(ocfpy_tunnel(
-                esp=esp, mtu=mtu, encap=encap, gso=gso, udp_gso=udp_gso, crypto_backend=backend,
+                esp=esp, mtu=mtu, encap=encap, gso=gso, udp_gso=udp_gso,
+                crypto_backend=variants[backend][0], workers=variants[backend][1],
                 calibration=calibration, offload=offload, prefix=f"{prefix}e{i or ''}",
                 profile_dir=profile_dir, workdir=base / f"ocfpy{i or ''}"))
         tun, our_path = tunnels[backends[0]]
@@ -233,11 +246,11 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
             for backend in backends:
                 step(f"run {i + 1}/{runs}: ocfpy ({backend})")
                 delivered[backend] += measure(tunnels[backend][1], figures[backend], seconds,
-                                              mtu)
+                                              mtu, streams)
             our_delivered = delivered[backends[0]]
             if sw:
                 step(f"run {i + 1}/{runs}: libipsec")
-                their_delivered += measure(sw[1], theirs, seconds, mtu)
+                their_delivered += measure(sw[1], theirs, seconds, mtu, streams)
         our_in = _ocfpy_bytes_in(tun)
         if our_in < our_delivered:
             notes.append(f"ocfpy's SAs counted {our_in} bytes in, iperf3 delivered "
@@ -268,10 +281,10 @@ def run(*, seconds: float = 5.0, runs: int = 3, esp: str = "aes128gcm16",
             with contextlib.suppress(Exception):
                 profile[f.name] = profile_summary(f)
     ratios, targets = compare(ours, theirs if libipsec else None)
-    return EspReport(esp, mtu, encap, gso, udp_gso, backends[0], seconds, runs, ocfpy, libipsec,
+    return EspReport(esp, mtu, encap, gso, udp_gso, names[0], seconds, runs, ocfpy, libipsec,
                      ratios, targets, skipped, profile,
                      Path("/proc/loadavg").read_text().split()[:3], notes, per_backend,
-                     offload)
+                     offload, counts, streams)
 
 
 def compare(ours: Figures, theirs: Figures | None) -> tuple[dict[str, float], dict[str, bool]]:

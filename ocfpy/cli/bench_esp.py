@@ -33,6 +33,12 @@ def _options(p: argparse.ArgumentParser) -> None:
                    help="ocfpy's ESP-in-UDP socket sends runs of packets with UDP segmentation "
                    "offload and reads them coalesced (UDP GRO); off by default, as the daemon "
                    "runs unless `udp_gso = true`")
+    p.add_argument("--workers", default="1", metavar="N[,N...]",
+                   help="ocfpy's outbound ESP workers on a multi-queue TUN (esp_workers; default "
+                   "1). Several, comma-separated (1,2): one tunnel each, measured in the same "
+                   "runs, compared side by side")
+    p.add_argument("--streams", type=int, default=1, metavar="N",
+                   help="parallel TCP streams in the TCP figure (iperf3 -P; default 1)")
     p.add_argument("--no-offload", dest="offload", action="store_false",
                    help="ocfpy without its per-run offloads (TUN TSO/USO and coalescing, UDP "
                    "GSO/GRO: on by default, as the daemon runs unless `esp_offload = false`)")
@@ -43,6 +49,14 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--duration must be positive and --rounds at least 1"
     if not 576 <= args.mtu <= 9000:
         return f"--mtu {args.mtu}: expected 576..9000"
+    try:
+        workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    except ValueError:
+        workers = []
+    if not workers or not all(1 <= w <= 16 for w in workers):
+        return f"--workers {args.workers}: expected numbers 1..16, comma-separated"
+    if not 1 <= args.streams <= 128:
+        return f"--streams {args.streams}: expected 1..128"
     if args.calibration:
         from ocfpy.iked.configfile import ConfigError, calibration_path, load_calibration
 
@@ -60,7 +74,8 @@ def _measure(args: argparse.Namespace, step) -> object:
     return esp.run(seconds=args.duration, runs=args.rounds, esp=args.esp_proposal,
                    crypto_backend=args.crypto_backend, mtu=args.mtu, encap=not args.raw_esp,
                    gso=args.gso, udp_gso=args.udp_gso, offload=args.offload,
-                   strongswan_too=not args.no_strongswan,
+                   workers=[int(w) for w in args.workers.split(",") if w.strip()],
+                   streams=args.streams, strongswan_too=not args.no_strongswan,
                    workdir=args.workdir, prefix=args.prefix, profile_dir=args.profile,
                    calibration=str(calibration_path(args.calibration))
                    if args.calibration else None, step=step)
@@ -80,6 +95,7 @@ BENCH = NetnsBench(
     "TCP >= 3x libipsec's, 64-byte rate >= 2x, MTU-sized rate >= 1.5x (docs/benchmarking.md).",
     add_options=_options, check=_check,
     steps=lambda a: (1 + a.rounds) * len(a.crypto_backend.split(","))
+    * len(a.workers.split(","))
     + (0 if a.no_strongswan else 1 + a.rounds),
     measure=_measure, show=lambda con, report: _print(con, report), errors=_errors,
     tools=("iperf3",), needs_tun=True,
@@ -93,9 +109,11 @@ def _print(con, report) -> None:
     wire = "ESP in UDP 4500" if report.encap else "raw ESP"
     t = Table(title=f"ocfpy bench esp: {report.esp}, MTU {report.mtu}, median of {report.runs} "
               f"x {report.seconds:g} s")
-    for col in ("tunnel", "TCP Mbit/s", "64 B pkt/s", f"{report.mtu} B pkt/s"):
+    tcp = "TCP Mbit/s" + (f" ({report.streams} streams)" if report.streams > 1 else "")
+    for col in ("tunnel", tcp, "64 B pkt/s", f"{report.mtu} B pkt/s"):
         t.add_column(col, justify="left" if col == "tunnel" else "right")
-    rows = [(f"ocfpy userspace ({wire}, {report.crypto_backend}"
+    first = next(iter(report.backends), report.crypto_backend)  # "<backend>[, N workers]"
+    rows = [(f"ocfpy userspace ({wire}, {first}"
              f"{', GSO' if report.gso else ''}{', UDP GSO/GRO' if report.udp_gso else ''}"
              f"{'' if report.offload else ', no offloads'})",
              report.ocfpy["median"])]

@@ -69,5 +69,21 @@ class ReplayWindow:
         elif self.size:
             self.bitmap |= 1 << (self.top - seq)
 
+    def accept_new(self, seqs: list[int]) -> list[bool]:
+        """After the ICV check of a burst: for each authenticated sequence number in order,
+        whether it is new (then recorded) or a replay (two copies in one burst, or another
+        receiver took it first). One step, so that with several receivers the test and the
+        record cannot be split (RFC 4303 s. 3.4.3: the window is updated only for packets
+        whose integrity check passed)."""
+        out = []
+        for seq in seqs:
+            if self.fresh(seq):
+                self.accept(seq)
+                out.append(True)
+            else:
+                out.append(False)
+        return out
+
     def __repr__(self) -> str:
         return f"<ReplayWindow top={self.top} size={self.size} esn={self.esn}>"
+

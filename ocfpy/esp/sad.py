@@ -8,9 +8,11 @@ like strongSwan's default rekey margin (life_bytes = 110% of rekey_bytes).
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ocfpy.esp.counters import SharedSequence
 from ocfpy.esp.packet import EspCrypto
 from ocfpy.esp.replay import ReplayWindow
 from ocfpy.esp.spd import InboundCheck
@@ -34,14 +36,23 @@ class Lifetime:
     packets: int = 0
     soft_sent: bool = False
 
+    @property
+    def limited(self) -> bool:
+        return bool(self.hard_bytes or self.hard_packets)
+
     @classmethod
     def from_spec(cls, spec: ChildSaSpec) -> Lifetime:
         return cls(spec.lifetime_bytes, spec.lifetime_packets)
 
     def consume(self, packets: int, nbytes: int) -> tuple[Expiry, str] | None:
         """Count traffic; report the first limit crossed (each at most once)."""
-        self.packets += packets
-        self.bytes += nbytes
+        return self.observe(self.packets + packets, self.bytes + nbytes)
+
+    def observe(self, packets: int, nbytes: int) -> tuple[Expiry, str] | None:
+        """The SA's totals so far (with several workers: summed over their counter lanes);
+        the limit crossed, as consume()."""
+        self.packets = packets
+        self.bytes = nbytes
         hb, hp = self.hard_bytes, self.hard_packets
         if not (hb or hp):
             return None
@@ -63,7 +74,7 @@ class OutboundSa:
     encap: UdpEncap | None
     slot: int  # counter slot
     esn: bool
-    seq: int = 0  # last sequence number used
+    seqs: SharedSequence  # the SA's one counter, shared by the outbound workers
     lifetime: Lifetime = field(default_factory=Lifetime)
     expired: bool = False
     migrations: int = 0  # crypto.migrations when the daemon was last told the drivers
@@ -72,15 +83,19 @@ class OutboundSa:
     def spi(self) -> int:
         return self.crypto.spi
 
-    def take_seqs(self, n: int) -> int:
-        """Reserve n sequence numbers; returns how many could be reserved (0 = exhausted).
+    @property
+    def seq(self) -> int:
+        """The last sequence number reserved (by any worker)."""
+        return self.seqs.last
+
+    def take_seqs(self, n: int) -> tuple[int, int]:
+        """Reserve n sequence numbers: (the number before the block, how many could be
+        reserved; 0 = exhausted).
 
         The counter never cycles (RFC 4303 s. 3.3.3): at 2^32 - 1 (or 2^64 - 1 with ESN) the SA
         is used up and must be rekeyed.
         """
-        limit = SEQ_MAX_64 if self.esn else SEQ_MAX_32
-        n = min(n, limit - self.seq)
-        return max(n, 0)
+        return self.seqs.take(n)
 
 
 @dataclass
@@ -98,12 +113,19 @@ class InboundSa:
         return self.crypto.spi
 
 
-def build_outbound(spec: ChildSaSpec, dispatcher, slot: int) -> OutboundSa:
+def private_sequence(esn: bool) -> SharedSequence:
+    """A counter no other process sees (tests, and SAs built outside a dataplane)."""
+    return SharedSequence(memoryview(array("Q", [0])), 0, SEQ_MAX_64 if esn else SEQ_MAX_32,
+                          None)
+
+
+def build_outbound(spec: ChildSaSpec, dispatcher, slot: int,
+                   seqs: SharedSequence | None = None) -> OutboundSa:
     crypto = EspCrypto(dispatcher, spec.outbound.spi, spec.encryption, spec.integrity,
                        spec.outbound.encryption_key, spec.outbound.integrity_key, esn=spec.esn,
                        backend=spec.crypto_backend)
     return OutboundSa(spec.unique_id, crypto, str(spec.remote), spec.encap, slot, spec.esn,
-                      lifetime=Lifetime.from_spec(spec))
+                      seqs or private_sequence(spec.esn), lifetime=Lifetime.from_spec(spec))
 
 
 def build_inbound(spec: ChildSaSpec, dispatcher, slot: int) -> InboundSa:

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
+IFF_MULTI_QUEUE = 0x0100  # Linux 3.8: one fd per queue (Documentation/networking/tuntap.rst)
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 TUN_F_CSUM = 0x01
@@ -32,9 +33,18 @@ class TunError(OcfError, OSError):
 TXQUEUELEN = 4096
 
 
+MAX_QUEUES = 16  # esp_workers' bound (the kernel's MAX_TAP_QUEUES is 256)
+
+
 def open_tun(name: str, *, mtu: int = 1400, up: bool = True, gso_max: int = 0,
-             txqueuelen: int = TXQUEUELEN, vnet_hdr: bool = False) -> int:
+             txqueuelen: int = TXQUEUELEN, vnet_hdr: bool = False, queues: int = 1) -> int:
     """Create (or attach to) TUN device `name`; returns a non-blocking fd. Needs CAP_NET_ADMIN.
+
+    With ``queues`` > 1 the device is multi-queue (IFF_MULTI_QUEUE) and this fd is its first
+    queue; `attach_queue` opens the others. The kernel puts each outgoing packet on one queue
+    by its flow: the queue that last wrote a packet of the flow (its symmetric hash, the
+    tun driver's flow table), else the flow hash modulo the queues; so a flow's packets are
+    read from one queue, in order.
 
     With ``gso_max`` > 0 the device carries a virtio_net_hdr on every packet (IFF_VNET_HDR)
     and offers checksum and TCP segmentation offload: the kernel hands over TCP super-packets
@@ -49,15 +59,12 @@ def open_tun(name: str, *, mtu: int = 1400, up: bool = True, gso_max: int = 0,
     """
     if len(name) > 15:
         raise TunError(f"TUN name {name!r} is longer than 15 characters")
+    if not 1 <= queues <= MAX_QUEUES:
+        raise TunError(f"{queues} TUN queues: expected 1..{MAX_QUEUES}")
+    flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if gso_max or vnet_hdr else 0) \
+        | (IFF_MULTI_QUEUE if queues > 1 else 0)
+    fd = _open_queue(name, flags)
     try:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise TunError(exc.errno, f"cannot open /dev/net/tun: {exc.strerror} "
-                                  "(needs root and TUN support)") from exc
-    try:
-        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if gso_max or vnet_hdr else 0)
-        ifr = struct.pack("16sH22x", name.encode(), flags)
-        fcntl.ioctl(fd, TUNSETIFF, ifr)
         if gso_max:
             fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
     except OSError as exc:
@@ -78,6 +85,27 @@ def open_tun(name: str, *, mtu: int = 1400, up: bool = True, gso_max: int = 0,
         raise
     log.info("TUN device %s up, MTU %d", name, mtu)
     return fd
+
+
+def _open_queue(name: str, flags: int) -> int:
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TunError(exc.errno, f"cannot open /dev/net/tun: {exc.strerror} "
+                                  "(needs root and TUN support)") from exc
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
+    except OSError as exc:
+        os.close(fd)
+        raise TunError(exc.errno, f"cannot create TUN device {name}: {exc.strerror}") from exc
+    return fd
+
+
+def attach_queue(name: str, *, vnet_hdr: bool = False) -> int:
+    """Another queue of multi-queue TUN device ``name`` (opened by open_tun with queues > 1,
+    and with the same ``vnet_hdr``: the kernel refuses a queue whose flags differ)."""
+    return _open_queue(name, IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE
+                       | (IFF_VNET_HDR if vnet_hdr else 0))
 
 
 def enable_offloads(fd: int) -> bool:

@@ -6,6 +6,15 @@ share one core; measured in docs/performance.md).
 - inbound: UDP 4500 / raw ESP -> demux (IKE goes back to the daemon) -> SPI lookup -> replay
   check (no state change) -> one open batch per SA -> replay advance -> selector check -> TUN.
 
+With ``esp_workers`` = N > 1 there are N outbound loops, one per queue of a multi-queue TUN
+device (docs/dataplanes.md *Workers*): outbound loop i reads queue i (the kernel keeps a flow
+on one queue). What they share lives in shared memory: each SA's sequence counter
+(counters.SharedSequence, taken in blocks of at most SEQ_BLOCK) and its lifetime totals (the
+counter lanes summed); each loop writes its own counter lane. There stays one inbound loop:
+one receiver per SA, so its replay window stays private (two receivers of one socket each
+took bursts of up to 64 reads, and a burst held back behind the other's pushed the window
+past it: measured, docs/performance.md); it writes each flow on one TUN queue (tun_for).
+
 Each loop reads up to `batch` packets per wakeup with non-blocking calls. A control socket
 (AF_UNIX SOCK_SEQPACKET) carries install/remove messages and sockets (SCM_RIGHTS) from the
 daemon side, and acks, lifetime events, IKE datagrams and driver reports back. A driver
@@ -30,15 +39,24 @@ import socket
 import struct
 import time
 import traceback
+import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from ocfpy.crypto.errors import OcfError
-from ocfpy.esp.counters import WIDTH, CounterBlock, F, G
+from ocfpy.esp.counters import WIDTH, CounterBlock, F, G, Once
 from ocfpy.esp.gso import VNET_HDR_LEN, from_tun, to_tun_header
 from ocfpy.esp.offload import coalesce, split
 from ocfpy.esp.packet import NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, Drop
-from ocfpy.esp.sad import Expiry, InboundSa, OutboundSa, build_inbound, build_outbound
+from ocfpy.esp.sad import (
+    SEQ_MAX_32,
+    SEQ_MAX_64,
+    Expiry,
+    InboundSa,
+    OutboundSa,
+    build_inbound,
+    build_outbound,
+)
 from ocfpy.esp.sendbatch import send as send_datagrams
 from ocfpy.esp.spd import PolicyTable, flow
 from ocfpy.esp.udpencap import Kind, classify
@@ -49,8 +67,15 @@ log = logging.getLogger(__name__)
 
 _ESP_HEADER = struct.Struct("!II")
 _IP_VERSION = {NEXT_HEADER_IPV4: 4, NEXT_HEADER_IPV6: 6}  # tunnel mode: next header -> version
+_PORTS = frozenset((6, 17, 132, 136))  # TCP, UDP, SCTP, UDP-Lite: a flow is its ports too
 MAX_DATAGRAM = 65535
-SEQ_RESUME_MARGIN = 1 << 16  # see OutboundLoop.install
+# With several outbound workers, each takes an SA's sequence numbers in blocks of at most this
+# many, just before it encrypts and sends them. Two workers' blocks interleave on the wire, so
+# the peer sees a number up to about one block (plus what the other worker sent meanwhile)
+# behind its highest: it must stay far inside the peer's replay window. RFC 4303 s. 3.4.3
+# makes 32 the smallest window a receiver must support (and strongSwan's default); ocfpy's
+# default is 128. 16 = half of 32. One worker takes a whole burst at once (nothing interleaves).
+SEQ_BLOCK = 16
 GONE_SPIS = 1024  # removed inbound SPIs remembered, to tell their tail from unknown SPIs
 
 # The worker <-> daemon channel (a SEQPACKET socket: one send, one record). Each record
@@ -129,12 +154,19 @@ class WorkerContext:
     uso: bool = False
     close_fds: list[int] = field(default_factory=list)  # the daemon's ends, inherited by fork
     mtu: int = 1400
+    # several outbound workers (esp_workers > 1): this loop's index (its TUN queue and
+    # counter lane), and every queue's fd (the inbound loop writes a flow's packets on one
+    # queue, see InboundLoop.tun_for)
+    lane: int = 0
+    tun_fds: list[int] = field(default_factory=list)
 
 
 class _Loop:
     def __init__(self, ctx: WorkerContext):
         self.ctx = ctx
-        self.cells = ctx.counters.cells
+        self.cells = ctx.counters.lane(ctx.lane)
+        # an outbound SA's traffic is counted in several lanes: lifetimes count their sum
+        self.shared = ctx.counters.lanes > 1 and ctx.role == "out"
         self.running = True
         self.udp_sockets: list[socket.socket] = list(ctx.udp.values())  # all are read
         self.coalesced: set[int] = set()  # filenos of UDP sockets with UDP_GRO on
@@ -210,6 +242,24 @@ class _Loop:
 
     def event(self, uid: int, kind: Expiry, reason: str) -> None:
         send_msg(self.ctx.ctrl, ("event", uid, str(kind), f"{self.ctx.role}bound SA: {reason}"))
+
+    def event_once(self, sa: OutboundSa | InboundSa, kind: Expiry, reason: str) -> None:
+        """A lifetime event, sent by whichever worker of the SA's direction sees it first."""
+        flags = {("out", Expiry.SOFT): Once.OUT_SOFT, ("out", Expiry.HARD): Once.OUT_HARD,
+                 ("in", Expiry.SOFT): Once.IN_SOFT, ("in", Expiry.HARD): Once.IN_HARD}
+        if self.ctx.counters.once(sa.slot, flags[self.ctx.role, kind]):
+            self.event(sa.unique_id, kind, reason)
+
+    def lifetime(self, sa: OutboundSa | InboundSa, packets: int, nbytes: int,
+                 counted: tuple[F, F]) -> tuple[Expiry, str] | None:
+        """Count a burst against the SA's lifetime: this loop's own count, or with several
+        workers the totals of all lanes (``counted``: the packet and byte fields)."""
+        life = sa.lifetime
+        if not self.shared:
+            return life.consume(packets, nbytes)
+        if not life.limited:
+            return None
+        return life.observe(*self.ctx.counters.totals(sa.slot, *counted))
 
     def bump(self, index: int, n: int = 1) -> None:
         self.cells[index] += n
@@ -393,14 +443,12 @@ class OutboundLoop(_Loop):
             self._drop_held(t, stale, "dropped_timeout")
 
     def install(self, spec, slot, active: bool = True):
-        sa = build_outbound(spec, self.ctx.dispatcher, slot)
+        # The SA's counter lives in the shared block (zeroed when the daemon allocated the
+        # slot): a restarted worker, or a second one, goes on past every number any worker
+        # reserved, so none is sent twice (RFC 4303 s. 3.3.3).
+        seqs = self.ctx.counters.sequence(slot, SEQ_MAX_64 if spec.esn else SEQ_MAX_32)
+        sa = build_outbound(spec, self.ctx.dispatcher, slot, seqs)
         sa.migrations = sa.crypto.migrations
-        sent = self.cells[slot * WIDTH + F.PACKETS_OUT]
-        if sent:
-            # a restarted worker takes the SA over (the daemon's watchdog): sequence numbers
-            # must go on past what was sent, or the peer's replay window drops everything
-            # (RFC 4303 3.3.3). The margin covers numbers reserved for a burst in flight.
-            sa.seq = sent + SEQ_RESUME_MARGIN
         self.remove(spec.unique_id)
         self.sas[spec.unique_id] = sa
         if active:
@@ -476,17 +524,24 @@ class OutboundLoop(_Loop):
             self.send(self.sas[uid], ps)
 
     def send(self, sa: OutboundSa, packets: list[bytes]) -> None:
-        n = sa.take_seqs(len(packets))
+        if self.shared and len(packets) > SEQ_BLOCK:  # see SEQ_BLOCK
+            for i in range(0, len(packets), SEQ_BLOCK):
+                if not self.send_block(sa, packets[i:i + SEQ_BLOCK]):
+                    return
+            return
+        self.send_block(sa, packets)
+
+    def send_block(self, sa: OutboundSa, packets: list[bytes]) -> bool:
+        """Number, seal and send packets of one SA; False when its numbers ran out."""
+        base, n = sa.take_seqs(len(packets))
         if n < len(packets):
             self.bump(G.SEQ_EXHAUSTED, len(packets) - n)
             if not sa.expired:
                 sa.expired = True
-                self.event(sa.unique_id, Expiry.HARD, "sequence numbers exhausted")
+                self.event_once(sa, Expiry.HARD, "sequence numbers exhausted")
             packets = packets[:n]
             if not packets:
-                return
-        base = sa.seq
-        sa.seq += n
+                return False
         wires = sa.crypto.encapsulate_batch(base + 1, packets)  # next header by IP version
         self.check_drivers(sa)
         if sa.encap is not None:
@@ -513,12 +568,13 @@ class OutboundLoop(_Loop):
         base_cell = sa.slot * WIDTH
         self.cells[base_cell + F.PACKETS_OUT] += len(packets)
         self.cells[base_cell + F.BYTES_OUT] += nbytes
-        expiry = sa.lifetime.consume(len(packets), nbytes)
+        expiry = self.lifetime(sa, len(packets), nbytes, (F.PACKETS_OUT, F.BYTES_OUT))
         if expiry is not None:
             kind, reason = expiry
             if kind is Expiry.HARD:
                 sa.expired = True
-            self.event(sa.unique_id, kind, reason)
+            self.event_once(sa, kind, reason)
+        return n == len(packets)
 
 
 def _send_failed(remote: str, exc: OSError) -> None:
@@ -648,6 +704,7 @@ class InboundLoop(_Loop):
             groups.setdefault(spi, []).append((p, seq))
         write = os.write
         tun = self.ctx.tun_fd
+        tun_for = self.tun_for if len(self.ctx.tun_fds) > 1 else None
         offload = self.ctx.offload
         gso = self.ctx.gso
         mtu = self.ctx.mtu
@@ -659,25 +716,26 @@ class InboundLoop(_Loop):
             self.check_drivers(sa)
             good = 0
             nbytes = 0
-            rp = sa.replay
-            allows = sa.check.allows
-            ready = []  # offload: written after the loop, runs of one flow coalesced
+            authentic = []  # (seq, (payload, next header)) whose ICV verified
             for (_, seq), res in zip(items, results, strict=True):
                 if res.__class__ is not tuple:  # a Drop
                     cells[base + (F.AUTH_FAILURES if res is Drop.AUTH else F.MALFORMED)] += 1
                     continue
-                payload, nh = res
-                if nh == NEXT_HEADER_NONE:
-                    if rp.fresh(seq):
-                        rp.accept(seq)  # TFC dummy: authentic, silently dropped
+                authentic.append((seq, res))
+            # RFC 4303 s. 3.4.3: the window moves only for authenticated packets, and each
+            # number is accepted once, even when two copies came in one burst
+            verdicts = sa.replay.accept_new([seq for seq, _ in authentic])
+            allows = sa.check.allows
+            ready = []  # offload: written after the loop, runs of one flow coalesced
+            for (_, (payload, nh)), new in zip(authentic, verdicts, strict=True):
+                if not new:
+                    cells[base + F.REPLAY_DROPS] += 1
                     continue
+                if nh == NEXT_HEADER_NONE:
+                    continue  # TFC dummy (RFC 4303 s. 2.6): authentic, silently dropped
                 if not payload or _IP_VERSION.get(nh) != payload[0] >> 4:
                     cells[base + F.MALFORMED] += 1
                     continue
-                if seq <= rp.top and not rp.fresh(seq):  # a duplicate within this batch
-                    cells[base + F.REPLAY_DROPS] += 1
-                    continue
-                rp.accept(seq)
                 if not allows(payload):
                     cells[base + F.MALFORMED] += 1
                     cells[base + F.POLICY_DROPS] += 1
@@ -688,10 +746,11 @@ class InboundLoop(_Loop):
                     nbytes += len(payload)
                     continue
                 try:
+                    fd = tun if tun_for is None else tun_for(payload)
                     if gso:
-                        writev(tun, (to_tun_header(payload, mtu), payload))
+                        writev(fd, (to_tun_header(payload, mtu), payload))
                     else:
-                        write(tun, payload)
+                        write(fd, payload)
                 except OSError:
                     cells[G.TUN_WRITE_ERRORS] += 1
                     continue
@@ -704,7 +763,7 @@ class InboundLoop(_Loop):
                 # either)
                 for hdr, pkt, count in coalesce(ready, udp=False):
                     try:
-                        writev(tun, (hdr, pkt))
+                        writev(tun if tun_for is None else tun_for(pkt), (hdr, pkt))
                     except OSError:
                         cells[G.TUN_WRITE_ERRORS] += count
                         good -= count
@@ -713,12 +772,29 @@ class InboundLoop(_Loop):
             if good:
                 cells[base + F.PACKETS_IN] += good
                 cells[base + F.BYTES_IN] += nbytes
-                expiry = sa.lifetime.consume(good, nbytes)
+                expiry = self.lifetime(sa, good, nbytes, (F.PACKETS_IN, F.BYTES_IN))
                 if expiry is not None:
                     kind, reason = expiry
                     if kind is Expiry.HARD:
                         self.remove(sa.unique_id)
-                    self.event(sa.unique_id, kind, reason)
+                    self.event_once(sa, kind, reason)
+
+    def tun_for(self, packet: bytes) -> int:
+        """The TUN queue to write an inner packet on, by its flow: always the same queue for
+        one flow. The tun driver steers a flow's outgoing packets to the queue that last wrote
+        one of its packets (its flow table), so writing a flow on one queue keeps its replies
+        on one outbound worker, in order; which queue does not matter."""
+        if packet[0] >> 4 == 4:
+            ihl = (packet[0] & 0x0F) * 4
+            key = packet[12:20]  # addresses, then ports where the protocol has them
+            if packet[9] in _PORTS:
+                key += packet[ihl:ihl + 4]
+        else:
+            key = packet[8:40]
+            if packet[6] in _PORTS:  # extension headers are not walked
+                key += packet[40:44]
+        fds = self.ctx.tun_fds
+        return fds[zlib.crc32(key) % len(fds)]
 
 
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)  # <linux/in.h>; the module lacks

@@ -270,6 +270,9 @@ class DaemonOptions:
     udp_gso: bool = False  # userspace dataplane: UDP GSO/GRO on the ESP-in-UDP socket
     # userspace dataplane: per-run offloads (TUN TSO/USO + coalescing, UDP GSO/GRO; esp/offload.py)
     esp_offload: bool = True
+    # userspace dataplane: worker processes per direction, one multi-queue TUN queue each
+    # (docs/dataplanes.md *Workers*; default 1: docs/performance.md says why)
+    esp_workers: int = 1
     # RFC 7427 signature authentication (strongSwan's charon.signature_authentication): send
     # SIGNATURE_HASH_ALGORITHMS and sign with method 14; off, only methods 1 and 9-11
     signature_authentication: bool = True
@@ -335,6 +338,10 @@ class DaemonOptions:
             if not isinstance(getattr(self, key), bool):
                 raise ConfigValueError(key, f"expected true or false, got "
                                        f"{getattr(self, key)!r}")
+        if isinstance(self.esp_workers, bool) or not isinstance(self.esp_workers, int) \
+                or not 1 <= self.esp_workers <= 16:
+            raise ConfigValueError("esp_workers", f"expected an integer 1..16 (worker processes "
+                                   f"per direction), got {self.esp_workers!r}")
         for key, low in (("half_open_limit", 0), ("half_open_limit_per_ip", 0),
                          ("init_rate_threshold", 0), ("max_packet", 576),
                          ("max_proposals", 1), ("max_transforms", 1), ("max_payloads", 1),

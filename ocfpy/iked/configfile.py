@@ -427,6 +427,7 @@ DAEMON = Table({
     "keepalive_interval": duration,
     "udp_gso": boolean,
     "esp_offload": boolean,
+    "esp_workers": integer(1, 16),
     "half_open_limit": integer(0),
     "half_open_limit_per_ip": integer(0),
     "init_rate_threshold": integer(0),

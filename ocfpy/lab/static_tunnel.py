@@ -93,7 +93,7 @@ class StaticTunnel:
                  crypto_backend: str | None = None, calibration: str | None = None,
                  workdir: Path | None = None,
                  verbose: bool = False, gso: int = 0, udp_gso: bool = False,
-                 offload: bool = True,
+                 offload: bool = True, workers: int = 1,
                  outer: tuple[str, str] | None = None, inner: tuple[str, str] | None = None):
         import os
         import tempfile
@@ -113,6 +113,7 @@ class StaticTunnel:
         self.gso = gso
         self.udp_gso = udp_gso
         self.offload = offload
+        self.workers = workers
         self._own_dir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix=f"{lab.prefix}-static-"))
         self.procs: dict[str, object] = {}
@@ -140,6 +141,7 @@ class StaticTunnel:
             argv += ["--gso", str(self.gso)] if self.gso else []
             argv += ["--udp-gso"] if self.udp_gso else []
             argv += [] if self.offload else ["--no-offload"]
+            argv += ["--workers", str(self.workers)] if self.workers != 1 else []
             with open(self.dir / f"{side}.log", "w") as log_file:  # the child keeps a copy
                 self.procs[side] = self.lab.popen(self.ns[side], argv, stdout=log_file,
                                                   stderr=log_file)
@@ -217,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="UDP segmentation offload and GRO on the ESP-in-UDP socket")
     p.add_argument("--no-offload", dest="offload", action="store_false",
                    help="no per-run offloads (TUN TSO/USO and coalescing, UDP GSO/GRO)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="ESP worker processes per direction (multi-queue TUN; esp_workers)")
     p.add_argument("--crypto-backend", default=None, metavar="NAME",
                    help="force the SA's sessions onto one driver (default: the dispatcher picks)")
     p.add_argument("--calibration", metavar="PATH",
@@ -249,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.counters:
             c = dp.counters(spec.unique_id)
             data = {"sa": vars(c), "dataplane": dp.stats(), "time": time.time(),
+                    "lanes": [vars(x) for x in dp.lane_counters(spec.unique_id)],
                     "esp": args.esp, "encap": args.encap}
             tmp = args.counters.with_suffix(".tmp")
             tmp.write_text(json.dumps(data))
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, terminate)
     with UserspaceDataplane(dispatcher, tun_name=args.tun, mtu=args.mtu,
                             gso_max=args.gso, udp_gso=args.udp_gso,
-                            offload=args.offload) as dp:
+                            offload=args.offload, workers=args.workers) as dp:
         dp.install(spec)
         signal.signal(signal.SIGUSR1, dump)
         dump()

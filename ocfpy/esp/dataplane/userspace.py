@@ -2,8 +2,10 @@
 
 Process model (what the daemon sees): the daemon, an asyncio program, calls install(),
 remove(), counters() and attach_udp_encap() from its loop; each returns quickly. Behind them
-two worker processes, forked at start() so they inherit the dispatcher and its drivers, move
-packets: one per direction (see ocfpy/esp/worker.py). They get their orders over a
+worker processes, forked at start() so they inherit the dispatcher and its drivers, move
+packets: one per direction (see ocfpy/esp/worker.py), or with ``workers`` = N > 1 one
+outbound worker per queue of a multi-queue TUN device and one inbound worker
+(docs/dataplanes.md *Workers*). Every order goes to every worker of its direction. They get their orders over a
 SEQPACKET control socket each; their counters live in shared memory, so counters() costs no
 message. Lifetime events and IKE datagrams found on port 4500 come back through one reader
 thread here, and are handed to the daemon's loop with call_soon_threadsafe when the daemon
@@ -45,7 +47,7 @@ from ocfpy.esp.dataplane.base import (
 )
 from ocfpy.esp.netlink import NETLINK_ROUTE, NetlinkChannel, NetlinkError
 from ocfpy.esp.spec import ChildSaSpec, IPNetwork, Mode
-from ocfpy.esp.tun import TunError, enable_offloads, open_tun
+from ocfpy.esp.tun import MAX_QUEUES, TunError, attach_queue, enable_offloads, open_tun
 from ocfpy.esp.worker import ChannelError, WorkerContext, recv_msg, send_msg, worker_main
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,20 @@ WATCHDOG_INTERVAL = 1.0  # seconds between checks that the workers and the reade
 
 class DataplaneError(OcfError):
     """The dataplane could not do what was asked; the message says why and what to check."""
+
+
+def _role(name: str) -> str:
+    """A worker's direction from its name: "out", "in" (queue 0), "out1", "in1", ..."""
+    return "out" if name.startswith("out") else "in"
+
+
+def _lane(name: str) -> int:
+    return int(name[len(_role(name)):] or 0)
+
+
+def _label(name: str) -> str:
+    lane = _lane(name)
+    return f"{_role(name)}bound ESP worker" + (f" {lane}" if lane else "")
 
 
 @dataclass
@@ -73,9 +89,14 @@ class UserspaceDataplane(Dataplane):
     def __init__(
         self, dispatcher, *, tun_name: str = "ocfpy0", mtu: int = 1400, batch: int = 64,
         raw_esp: bool = True, install_routes: bool = True, max_sas: int = 1024,
-        gso_max: int = 0, udp_gso: bool = False, offload: bool = True,
+        gso_max: int = 0, udp_gso: bool = False, offload: bool = True, workers: int = 1,
     ):
+        if not 1 <= workers <= MAX_QUEUES:
+            raise DataplaneError(f"esp_workers = {workers}: expected 1..{MAX_QUEUES} (workers "
+                                 "per direction, one TUN queue each)")
         self.dispatcher = dispatcher
+        # outbound workers: N > 1 opens a multi-queue TUN device, one queue each
+        self.workers = workers
         self.tun_name = tun_name
         self.mtu = mtu
         self.batch = batch
@@ -89,7 +110,8 @@ class UserspaceDataplane(Dataplane):
         # in one ESP packet) replaces them
         self.offload = offload and not gso_max
         self._uso = False  # the TUN took UDP segmentation offload too
-        self.counter_block = CounterBlock(max_sas)
+        self.counter_block = CounterBlock(max_sas, lanes=workers)
+        self._tun_fds: list[int] = []
         self._installed: dict[int, _Installed] = {}
         # The driver serving each SA direction, by counter slot, as the workers report it: at
         # install, and again whenever the dispatcher moves a session to another driver.
@@ -141,7 +163,11 @@ class UserspaceDataplane(Dataplane):
                 raise DataplaneError("the dataplane was closed")
             try:
                 self._tun_fd = open_tun(self.tun_name, mtu=self.mtu, gso_max=self.gso_max,
-                                        vnet_hdr=self.offload)
+                                        vnet_hdr=self.offload, queues=self.workers)
+                self._tun_fds = [self._tun_fd]
+                for _ in range(1, self.workers):
+                    self._tun_fds.append(attach_queue(
+                        self.tun_name, vnet_hdr=bool(self.offload or self.gso_max)))
                 if self.offload:
                     try:
                         self._uso = enable_offloads(self._tun_fd)
@@ -160,8 +186,9 @@ class UserspaceDataplane(Dataplane):
                     except OSError as exc:
                         log.warning("no raw ESP socket for %s (%s): only UDP-encapsulated ESP "
                                     "will work", family.name, exc)
-            for role in ("out", "in"):
-                self._spawn(role)
+            for lane in range(self.workers):
+                self._spawn(f"out{lane or ''}")
+            self._spawn("in")  # one receiver per SA: its replay window stays in one process
             self._start_reader()
             self._watchdog = threading.Thread(target=self._watch, daemon=True,
                                               name="ocfpy-esp-watchdog")
@@ -169,20 +196,23 @@ class UserspaceDataplane(Dataplane):
             log.info("userspace dataplane on %s: workers %s", self.tun_name,
                      {r: p.pid for r, (p, _) in self._workers.items()})
 
-    def _spawn(self, role: str) -> None:
-        """Fork the worker for ``role`` (it inherits the TUN and raw sockets)."""
+    def _spawn(self, name: str) -> None:
+        """Fork worker ``name`` ("out", "in", "out1", ...: direction and queue; it inherits
+        the TUN queues and raw sockets)."""
         ctx = multiprocessing.get_context("fork")
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ours = [c.fileno() for r, (_, c) in self._workers.items() if r != role]
+        ours = [c.fileno() for r, (_, c) in self._workers.items() if r != name]
         ours.append(parent.fileno())
         if self._rtnl is not None:  # routes are the daemon's business, not a worker's
             ours.append(self._rtnl.fileno())
-        wctx = WorkerContext(role, self.dispatcher, self._tun_fd, child, self.counter_block,
-                             dict(self._raw), batch=self.batch, gso=bool(self.gso_max),
-                             udp_gso=self.udp_gso, offload=self.offload, uso=self._uso,
-                             mtu=self.mtu, close_fds=ours)
+        lane = _lane(name)
+        wctx = WorkerContext(_role(name), self.dispatcher, self._tun_fds[lane], child,
+                             self.counter_block, dict(self._raw), batch=self.batch,
+                             gso=bool(self.gso_max), udp_gso=self.udp_gso,
+                             offload=self.offload, uso=self._uso, mtu=self.mtu, close_fds=ours,
+                             lane=lane, tun_fds=list(self._tun_fds))
         proc = ctx.Process(target=worker_main, args=(wctx,), daemon=True,
-                           name=f"ocfpy-esp-{role}")
+                           name=f"ocfpy-esp-{name}")
         # The worker shares the daemon's heap copy-on-write; a full collection in either
         # process writes every tracked object's GC header and so copies every page of it
         # (the workers' private memory grew in 1.8 MB and 0.8 MB steps over a 25-minute soak,
@@ -190,7 +220,11 @@ class UserspaceDataplane(Dataplane):
         gc.freeze()
         proc.start()
         child.close()
-        self._workers[role] = (proc, parent)
+        self._workers[name] = (proc, parent)
+
+    def _names(self, role: str | None = None) -> list[str]:
+        """The workers of one direction (or all), queue 0 first."""
+        return [n for n in self._workers if role is None or _role(n) == role]
 
     def _start_reader(self) -> None:
         self._reader = threading.Thread(target=self._read_workers, daemon=True,
@@ -219,8 +253,8 @@ class UserspaceDataplane(Dataplane):
             for role, (proc, ctrl) in list(self._workers.items()):
                 if proc.is_alive():
                     continue
-                log.error("the %sbound ESP worker (pid %s) exited with %s: starting a new one",
-                          role, proc.pid, proc.exitcode)
+                log.error("the %s (pid %s) exited with %s: starting a new one",
+                          _label(role), proc.pid, proc.exitcode)
                 self.channel["worker_restarts"] += 1
                 ctrl.close()
                 self._spawn(role)
@@ -230,12 +264,12 @@ class UserspaceDataplane(Dataplane):
                     self._send(role, ("socket", req, sock.family, forward_ike, sock_id),
                                [sock.fileno()])
                     self._wait(req, role)
-                if role == "out":  # before the SAs: their installs release held packets
+                if _role(role) == "out":  # before the SAs: their installs release held packets
                     for trap, _ in self._traps.values():
                         self._request(role, "trap", trap)
                 for entry in self._installed.values():
                     self._request(role, "install", entry.spec, entry.slot, entry.active)
-                    if role == "in":
+                    if _role(role) == "in":
                         # the new inbound worker's replay windows start empty: packets
                         # captured earlier would pass once. Rekey each CHILD_SA now (a soft
                         # lifetime event), so fresh keys make old packets worthless.
@@ -270,9 +304,10 @@ class UserspaceDataplane(Dataplane):
                 self._reader.join(2)
             for s in (*self._raw.values(), *self._own_udp):
                 s.close()
-            if self._tun_fd is not None:
-                os.close(self._tun_fd)  # the TUN device disappears with its last fd
-                self._tun_fd = None
+            for fd in self._tun_fds:
+                os.close(fd)  # the TUN device disappears with its last fd
+            self._tun_fds = []
+            self._tun_fd = None
             if self._rtnl is not None:
                 self._rtnl.close()
             self._installed.clear()
@@ -317,14 +352,14 @@ class UserspaceDataplane(Dataplane):
         with self._lock:
             if spec.unique_id in self._installed:
                 self.remove(spec.unique_id)
-            slot = self.counter_block.allocate()
+            slot = self.counter_block.allocate()  # zeroes its counters and sequence counter
             entry = _Installed(spec, slot, active=outbound)
             self._drivers[slot] = {}  # filled by the workers' reports, before their acks
             try:
                 # both workers build their SA at the same time: one round trip, not two
                 # (issue 18: the daemon waits for this before a rekey's answer leaves)
-                reqs = {role: self._post(role, "install", spec, slot, outbound)
-                        for role in ("in", "out")}
+                reqs = {name: self._post(name, "install", spec, slot, outbound)
+                        for name in self._names()}
                 failed = []
                 for role, req in reqs.items():  # each ack taken, none left behind in _acks
                     try:
@@ -336,9 +371,9 @@ class UserspaceDataplane(Dataplane):
                 if self._routes is not None:
                     self._add_routes(entry)
             except Exception:
-                for role in ("in", "out"):
+                for name in self._names():
                     with contextlib.suppress(Exception):
-                        self._send(role, ("remove", None, spec.unique_id))
+                        self._send(name, ("remove", None, spec.unique_id))
                 self._remove_routes(entry)
                 self._drivers.pop(slot, None)
                 self.counter_block.release(slot)
@@ -359,16 +394,17 @@ class UserspaceDataplane(Dataplane):
             if entry is None or entry.active:
                 return
             entry.active = True
-            self._send("out", ("activate", None, unique_id))
+            for name in self._names("out"):
+                self._send(name, ("activate", None, unique_id))
 
     def remove(self, unique_id: int) -> None:
         with self._lock:
             entry = self._installed.pop(unique_id, None)
             if entry is None:
                 return
-            for role in ("out", "in"):
+            for name in self._names():
                 with contextlib.suppress(OSError):
-                    self._send(role, ("remove", None, unique_id))
+                    self._send(name, ("remove", None, unique_id))
             self._remove_routes(entry)
             self._drivers.pop(entry.slot, None)
             # The slot is not reused at once: a worker may still count a burst in flight.
@@ -399,7 +435,8 @@ class UserspaceDataplane(Dataplane):
                         for net in ts.networks():
                             self._routes.add(net, path, sources[net.version])
                             routes.append(net)
-                self._request("out", "trap", trap)
+                for name in self._names("out"):
+                    self._request(name, "trap", trap)
             except Exception as exc:
                 for net in routes:
                     with contextlib.suppress(Exception):
@@ -421,8 +458,9 @@ class UserspaceDataplane(Dataplane):
         with self._lock:
             if key not in self._traps:
                 return
-            with contextlib.suppress(OSError, DataplaneError):
-                self._request("out", "untrap", key)
+            for name in self._names("out"):
+                with contextlib.suppress(OSError, DataplaneError):
+                    self._request(name, "untrap", key)
             self._remove_trap_routes(key)
         log.info("trap %s removed", key)
 
@@ -437,7 +475,11 @@ class UserspaceDataplane(Dataplane):
     def trap_stats(self) -> dict[str, dict[str, int]]:
         if not self._traps or not self.started:
             return {}
-        return dict(self._request("out", "trapstats"))
+        total: dict[str, Counter[str]] = {}
+        for name in self._names("out"):  # each outbound worker holds its queue's packets
+            for key, counts in self._request(name, "trapstats").items():
+                total.setdefault(key, Counter()).update(counts)
+        return {key: dict(c) for key, c in total.items()}
 
     def counters(self, unique_id: int) -> SaCounters:
         entry = self._installed.get(unique_id)
@@ -446,6 +488,16 @@ class UserspaceDataplane(Dataplane):
         c = self.counter_block.sa_counters(entry.slot)
         c.drivers = dict(self._drivers.get(entry.slot, {}))
         return c
+
+    def lane_counters(self, unique_id: int) -> list[SaCounters]:
+        """An SA's counters per counter lane, queue 0 first: how its outbound traffic spread
+        over the outbound workers (the inbound worker counts in lane 0; counters() is the
+        sum)."""
+        entry = self._installed.get(unique_id)
+        if entry is None:
+            raise KeyError(f"no CHILD_SA with id {unique_id} is installed")
+        return [self.counter_block.lane_counters(entry.slot, lane)
+                for lane in range(self.workers)]
 
     def stats(self) -> dict[str, int]:
         """Dataplane-wide drops and counts that belong to no SA, and the worker channel's
@@ -480,10 +532,10 @@ class UserspaceDataplane(Dataplane):
         if on_ike is not None:
             self._ike_handlers[sock_id] = on_ike
         self._given.append((sock, forward_ike, sock_id))
-        for role in ("in", "out"):
+        for name in self._names():
             req = next(self._req)
-            self._send(role, ("socket", req, sock.family, forward_ike, sock_id), [sock.fileno()])
-            self._wait(req, role)
+            self._send(name, ("socket", req, sock.family, forward_ike, sock_id), [sock.fileno()])
+            self._wait(req, name)
 
     def _send(self, role: str, msg: tuple, fds: list[int] | None = None) -> None:
         send_msg(self._workers[role][1], msg, fds)
@@ -502,11 +554,11 @@ class UserspaceDataplane(Dataplane):
             ok = self._ack_cv.wait_for(lambda: req in self._acks, ACK_TIMEOUT)
             if not ok:
                 alive = self._workers[role][0].is_alive()
-                raise DataplaneError(f"the {role}bound ESP worker did not answer within "
+                raise DataplaneError(f"the {_label(role)} did not answer within "
                                      f"{ACK_TIMEOUT:.0f} s" + ("" if alive else " (it exited)"))
             success, info = self._acks.pop(req)
         if not success:
-            raise DataplaneError(f"{role}bound SA: {info}")
+            raise DataplaneError(f"{_role(role)}bound SA: {info}")
         return info
 
     def _read_workers(self) -> None:
@@ -539,28 +591,28 @@ class UserspaceDataplane(Dataplane):
                 except ChannelError as exc:
                     self.channel["channel_truncated" if "truncated" in str(exc)
                                  else "channel_errors"] += 1
-                    log.error("unreadable record from the %sbound ESP worker: %s", role, exc)
+                    log.error("unreadable record from the %s: %s", _label(role), exc)
                     continue
                 except OSError:
                     msg, fds = None, []
                 except Exception:
                     self.channel["channel_errors"] += 1
-                    log.exception("unreadable record from the %sbound ESP worker", role)
+                    log.exception("unreadable record from the %s", _label(role))
                     continue
                 for extra in fds:  # workers send none; never leak one
                     with contextlib.suppress(OSError):
                         os.close(extra)
                 if msg is None:
                     if not self._closed:
-                        log.error("the %sbound ESP worker exited", role)
+                        log.error("the %s exited", _label(role))
                     socks.pop(fd)  # the watchdog starts another and wakes us
                     continue
                 try:
                     self._dispatch(msg)
                 except Exception:
                     self.channel["reader_errors"] += 1
-                    log.exception("handling a %r record from the %sbound ESP worker",
-                                  msg[0] if isinstance(msg, tuple) and msg else msg, role)
+                    log.exception("handling a %r record from the %s",
+                                  msg[0] if isinstance(msg, tuple) and msg else msg, _label(role))
 
     def _dispatch(self, msg: tuple) -> None:
         kind = msg[0]
@@ -657,4 +709,5 @@ def create(dispatcher, config=None) -> UserspaceDataplane:
         mtu=getattr(opts, "tun_mtu", None) or 1400,
         udp_gso=bool(getattr(opts, "udp_gso", False)),
         offload=bool(getattr(opts, "esp_offload", True)),
+        workers=getattr(opts, "esp_workers", None) or 1,
     )

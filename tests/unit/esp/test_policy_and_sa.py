@@ -91,16 +91,16 @@ def test_sequence_numbers_never_cycle(dispatcher):
     spec = static_spec("a", local="192.0.2.1", remote="192.0.2.2", local_ts=["10.1.0.0/16"],
                        remote_ts=["10.2.0.0/16"], seed="x")
     sa = build_outbound(spec, dispatcher, 1)
-    sa.seq = 0xFFFFFFFF - 3
-    assert sa.take_seqs(10) == 3
-    sa.seq = 0xFFFFFFFF
-    assert sa.take_seqs(1) == 0
+    sa.seqs.cells[sa.seqs.index] = 0xFFFFFFFF - 3
+    assert sa.take_seqs(10) == (0xFFFFFFFF - 3, 3)
+    assert sa.seq == 0xFFFFFFFF
+    assert sa.take_seqs(1) == (0xFFFFFFFF, 0)
     esn_spec = static_spec("a", local="192.0.2.1", remote="192.0.2.2",
                            local_ts=["10.1.0.0/16"], remote_ts=["10.2.0.0/16"], seed="x",
                            esp="aes128gcm16-esn")
     esn = build_outbound(esn_spec, dispatcher, 1)
-    esn.seq = 0xFFFFFFFF
-    assert esn.take_seqs(5) == 5  # ESN goes on past 2^32
+    esn.seqs.cells[esn.seqs.index] = 0xFFFFFFFF
+    assert esn.take_seqs(5) == (0xFFFFFFFF, 5)  # ESN goes on past 2^32
 
 
 def test_parse_esp_proposals():
