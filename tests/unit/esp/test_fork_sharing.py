@@ -51,7 +51,7 @@ def test_the_dataplane_freezes_the_heap_before_forking_a_worker():
     gc.unfreeze()
     dp = UserspaceDataplane(Dispatcher(), max_sas=4)
     tun_r, tun_w = os.pipe()  # the outbound worker reads its "TUN": nothing comes
-    dp._tun_fd = tun_r
+    dp._tun_fds = [tun_r]
     try:
         dp._spawn("out")
         assert gc.get_freeze_count() > 0
