@@ -124,6 +124,9 @@ class Capture:
                 s.clear_inner += 1
             if ip.proto == 50:
                 s.esp_raw += 1
+                if ip.frag:  # a later fragment of an ESP packet: ESP bytes, no SPI of its own
+                    s.esp_flow(ip).bytes += ip.len
+                    continue
                 esp = bytes(ip.payload)
                 spis.add(s.esp_flow(ip).add(ip.len, int.from_bytes(esp[:4], "big")))
                 continue
