@@ -55,15 +55,19 @@ class WireSummary:
 class Capture:
     def __init__(self, host: Namespace, path: Path, bpf: str = "udp or esp or icmp or tcp",
                  *, snaplen: int | None = None, buffer_kib: int | None = None,
-                 start_timeout: float = 10.0) -> None:
+                 start_timeout: float = 10.0, direction: str | None = None) -> None:
         """``snaplen`` / ``buffer_kib``: tcpdump's -s / -B, for long captures on a slow or
         loaded machine (headers are what the summary reads; a bigger buffer drops less);
-        ``start_timeout``: how long tcpdump may take to attach (longer in an emulated guest)."""
+        ``start_timeout``: how long tcpdump may take to attach (longer in an emulated guest);
+        ``direction``: tcpdump's -Q (``out``: what this host sends; on a host with kernel
+        IPsec the inbound side also shows each decrypted packet again, as if it had arrived
+        in clear, so egress at both ends of a link is what the wire carried)."""
         if shutil.which("tcpdump") is None:
             raise RuntimeError("tcpdump missing (apt-get install tcpdump)")
         self.host, self.path, self.bpf = host, path, bpf
         self.options = ([f"-s{snaplen}"] if snaplen else []) + \
-            ([f"-B{buffer_kib}"] if buffer_kib else [])
+            ([f"-B{buffer_kib}"] if buffer_kib else []) + \
+            (["-Q", direction] if direction else [])
         self.start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._err = b""  # tcpdump's closing statistics, for failure messages

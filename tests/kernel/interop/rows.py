@@ -101,7 +101,7 @@ def _spi(value) -> int:
 def check_traffic(istar, peer, child: dict, record: dict) -> None:
     """TRANSFER_BYTES over TCP from ocfpy's protected host to the peer's, then as much back,
     each checked with SHA-256 at both ends (ocfpy.lab.netlab.tcp_transfer), while tcpdump
-    captures the link between the two gateways (in the peer's namespace; parsed with scapy,
+    captures what each gateway sends on the link between them (parsed with scapy,
     tests/interop/capture.py). The wire must show nothing but ESP (raw, or in UDP 4500 where
     NAT-T was negotiated) and IKE on UDP 500/4500 (DPD may run meanwhile); every ESP packet
     from ocfpy carries ocfpy's outbound SPI, every one from the peer ocfpy's inbound SPI
@@ -110,10 +110,16 @@ def check_traffic(istar, peer, child: dict, record: dict) -> None:
     site = peer.site
     ours, theirs = site.ocfpy_addr, site.peer_addr
     spi_out, spi_in = _spi(child["spi_out"]), _spi(child["spi_in"])
-    cap = Capture(peer.ns, peer.dir / "wire.pcap", "ip", snaplen=96, buffer_kib=16384,
-                  start_timeout=120)
+    # Each gateway's egress, one capture at each end of the link: together, what the wire
+    # carried. (Not the ingress: Linux shows each packet its XFRM input decrypted to a capture
+    # on the interface it arrived on, as if the inner packet had crossed the link in clear;
+    # measured, a capture of both directions in the peer's namespace "saw" every TCP segment
+    # from ocfpy twice, as ESP and as plain TCP.)
+    caps = [Capture(ns, peer.dir / f"wire-{side}.pcap", "ip", snaplen=96, buffer_kib=16384,
+                    start_timeout=120, direction="out")
+            for side, ns in (("ocfpy", peer.ns.hub_end), ("peer", peer.ns))]
     t0 = time.monotonic()
-    with cap:
+    with caps[0], caps[1]:
         there = tcp_transfer(istar.lab, istar.hub, OCFPY_HOST, peer.ns, site.peer_host,
                              TRANSFER_BYTES, port=5100 + site.index, timeout=180)
         back = tcp_transfer(istar.lab, peer.ns, site.peer_host, istar.hub, OCFPY_HOST,
@@ -121,31 +127,37 @@ def check_traffic(istar, peer, child: dict, record: dict) -> None:
     seconds = time.monotonic() - t0
     for way, t in (("ocfpy -> peer", there), ("peer -> ocfpy", back)):
         assert t.ok, f"TCP {way}: sent {t.sent}, received {t.received}"
-    wire = cap.summary((OCFPY_HOST, site.peer_host))
+    inner = (OCFPY_HOST, site.peer_host)
+    sums = [cap.summary(inner) for cap in caps]
+    flows_all = {k: v for w in sums for k, v in w.esp_flows.items()}
+    dropped = sum(cap.dropped for cap in caps)
+    ike = sum(w.ike_500 + w.ike_4500 for w in sums)
     flows = {k: (v.packets, v.bytes, sorted(f"{x:08x}" for x in v.spis))
-             for k, v in wire.esp_flows.items()}
-    seen = (f"ESP {flows}; IKE {wire.ike_500 + wire.ike_4500}; other {wire.other} "
-            f"(inner in clear {wire.clear_inner}); tcpdump dropped {cap.dropped}")
-    assert wire.clear_inner == 0, f"the inner flow crossed in clear: {seen}"
-    assert wire.other == 0, f"packets other than ESP and IKE between the gateways: {seen}"
-    assert set(flows) == {(ours, theirs), (theirs, ours)}, \
+             for k, v in flows_all.items()}
+    seen = (f"ESP {flows}; IKE {ike}; other {[w.other for w in sums]} (inner in clear "
+            f"{[w.clear_inner for w in sums]}); tcpdump dropped {dropped}")
+    assert not any(w.clear_inner for w in sums), f"the inner flow crossed in clear: {seen}"
+    assert not any(w.other for w in sums), \
+        f"packets other than ESP and IKE between the gateways: {seen}"
+    assert set(sums[0].esp_flows) == {(ours, theirs)} and \
+        set(sums[1].esp_flows) == {(theirs, ours)}, \
         f"ESP between other addresses than {ours} and {theirs}: {seen}"
-    assert wire.esp_flows[(ours, theirs)].spis == {spi_out}, \
+    assert flows_all[(ours, theirs)].spis == {spi_out}, \
         f"ocfpy -> peer ESP not (only) under ocfpy's outbound SPI {spi_out:08x}: {seen}"
-    assert wire.esp_flows[(theirs, ours)].spis == {spi_in}, \
+    assert flows_all[(theirs, ours)].spis == {spi_in}, \
         f"peer -> ocfpy ESP not (only) under ocfpy's inbound SPI {spi_in:08x}: {seen}"
     # A loaded capture may lose packets (tcpdump says how many): then half is enough to show
     # that the transfer went through this link.
-    least = TRANSFER_BYTES if not cap.dropped else TRANSFER_BYTES // 2
+    least = TRANSFER_BYTES if not dropped else TRANSFER_BYTES // 2
     for key in ((ours, theirs), (theirs, ours)):
-        assert wire.esp_flows[key].bytes >= least, f"too little ESP {key}: {seen}"
-    encap = "ESP-in-UDP" if wire.esp_in_udp else "ESP"
+        assert flows_all[key].bytes >= least, f"too little ESP {key}: {seen}"
+    encap = "ESP-in-UDP" if any(w.esp_in_udp for w in sums) else "ESP"
     record["transfer"] = (f"{TRANSFER_BYTES // 1000} kB each way, SHA-256 equal "
                           f"({there.mbit_per_s:.1f} / {back.mbit_per_s:.1f} Mbit/s)")
-    record["capture"] = (f"only {encap}: {wire.esp_flows[(ours, theirs)].packets} out under "
-                         f"{spi_out:08x}, {wire.esp_flows[(theirs, ours)].packets} in under "
-                         f"{spi_in:08x}; {wire.ike_500 + wire.ike_4500} IKE; no clear text"
-                         + (f"; tcpdump dropped {cap.dropped}" if cap.dropped else ""))
+    record["capture"] = (f"only {encap}: {flows_all[(ours, theirs)].packets} out under "
+                         f"{spi_out:08x}, {flows_all[(theirs, ours)].packets} in under "
+                         f"{spi_in:08x}; {ike} IKE; no clear text"
+                         + (f"; tcpdump dropped {dropped}" if dropped else ""))
     record["traffic_seconds"] = round(seconds, 1)
 
 

@@ -229,7 +229,10 @@ def star(lab: Lab, sites: list[Site]) -> tuple[Namespace, dict[str, Namespace]]:
     for site in sites:
         ns = lab.namespace(site.name)
         veth = lab.veth(hub, f"{site.ocfpy_addr}/24", ns, f"{site.peer_addr}/24")
-        ns.ifname = veth.b  # the link between the two gateways: the rows capture here
+        # The link between the two gateways, where the rows capture: its peer end, and ocfpy's
+        # end as a Namespace of its own (the hub has one such link per peer).
+        ns.ifname = veth.b
+        ns.hub_end = Namespace(hub.name, ifname=veth.a)
         m = site.matrix()
         lab.configure_link(hub, veth.a, f"{m.ocfpy_addr}/24")
         lab.configure_link(ns, veth.b, f"{m.peer_addr}/24")
