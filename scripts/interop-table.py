@@ -2,7 +2,8 @@
 """Render docs/interop.md's results table from the records the VM lane's interop rows wrote.
 
 Each row of tests/kernel/interop writes one JSON record (peer, version, role, row, dataplane,
-negotiated IKE and ESP suites, result, reason, date) to results/vm/interop/. This script puts
+negotiated IKE and ESP suites, the tunnel rows' TCP transfer, capture and listing checks,
+result, reason, date) to results/vm/interop/. This script puts
 them, sorted, between the ``<!-- interop-table:begin -->`` and ``<!-- interop-table:end -->``
 markers of docs/interop.md; everything else in that file is left as written. A failing or
 skipped row is shown as such, with its reason: the table says what the last run measured.
@@ -22,7 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- interop-table:begin -->", "<!-- interop-table:end -->"
 PEER_ORDER = {"libreswan": 0, "openiked": 1, "strongswan": 2}
 COLUMNS = ("peer", "version", "role", "dataplane", "row", "peer's configuration",
-           "IKE SA (ocfpy)", "CHILD SA (ocfpy)", "result", "date")
+           "IKE SA (ocfpy)", "CHILD SA (ocfpy)", "TCP through the tunnel",
+           "capture between the gateways", "peer's own listing vs ocfpy sa list", "result",
+           "date")
 
 
 def load(results: Path) -> list[dict]:
@@ -53,7 +56,8 @@ def render(records: list[dict]) -> str:
             result = f"{result} ({'; '.join(r['warnings'])})"
         lines.append("| " + " | ".join(_cell(v) for v in (
             r.get("peer"), r.get("version"), r.get("role"), r.get("dataplane"), r.get("row"),
-            r.get("peer_conf"), r.get("ike"), r.get("esp"), result, r.get("date"))) + " |")
+            r.get("peer_conf"), r.get("ike"), r.get("esp"), r.get("transfer"),
+            r.get("capture"), r.get("peer_listing"), result, r.get("date"))) + " |")
     if not records:
         lines.append("| (no records: run `bash scripts/vm-lane.sh -k interop`) |" +
                      " |" * (len(COLUMNS) - 1))

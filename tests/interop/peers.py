@@ -23,7 +23,8 @@ _ENCR = {("AES_GCM_16", "128"): "aes128gcm16", ("AES_GCM_16", "256"): "aes256gcm
          ("AES_GCM_16", "192"): "aes192gcm16", ("AES_CBC", "128"): "aes128",
          ("AES_CBC", "192"): "aes192", ("AES_CBC", "256"): "aes256",
          ("CHACHA20_POLY1305", "256"): "chacha20poly1305",
-         ("CHACHA20_POLY1305", None): "chacha20poly1305"}
+         ("CHACHA20_POLY1305", None): "chacha20poly1305",
+         ("AES_CTR", "128"): "aes128ctr", ("AES_CTR", "256"): "aes256ctr"}
 _INTEG = {"HMAC_SHA2_256_128": "sha256", "HMAC_SHA2_384_192": "sha384",
           "HMAC_SHA2_512_256": "sha512", "HMAC_SHA1_96": "sha1", "AES_XCBC_96": "aesxcbc"}
 _PRF = {"PRF_HMAC_SHA2_256": "prfsha256", "PRF_HMAC_SHA2_384": "prfsha384",

@@ -193,8 +193,8 @@ def _run(tmp_path: Path, encap: bool, offload: bool) -> tuple[Wire, int]:
         bpf = "udp port 4500" if encap else "ip proto 50"
         a_tun = dataclasses.replace(tun.a, ifname=tun.tun)
         # the TUN capture needs only lengths: the outer one every byte
-        with Capture(tun.b, outer, bpf=bpf, options=("-B", "131072")), \
-                Capture(a_tun, tun_cap, bpf="tcp", options=("-s", "64", "-B", "16384")):
+        with Capture(tun.b, outer, bpf=bpf, buffer_kib=131072), \
+                Capture(a_tun, tun_cap, bpf="tcp", snaplen=64, buffer_kib=16384):
             t = tcp_transfer(lab, tun.a, tun.INNER[0], tun.b, tun.INNER[1], SIZE, seed=SEED,
                              port=5403)
         assert t.ok, (t.sent, t.received, tun.log("a")[-2000:], tun.log("b")[-2000:])

@@ -20,7 +20,9 @@ def _records(tmp_path: Path) -> Path:
     rows = [
         {"peer": "strongswan", "version": "5.9.8", "role": "peer initiates", "dataplane": "xfrm",
          "row": "zero-config", "peer_conf": "(defaults)", "ike": "aes128-sha256-prfsha256-x25519",
-         "esp": "aes128gcm16", "result": "pass", "warnings": [], "date": "2026-12-02"},
+         "esp": "aes128gcm16", "result": "pass", "warnings": [], "date": "2026-12-02",
+         "transfer": "1000 kB each way, SHA-256 equal", "capture": "only ESP: 700 out under c0",
+         "peer_listing": "swanctl --list-sas: IKE SPIs equal"},
         {"peer": "libreswan", "version": "4.10", "role": "ocfpy initiates", "dataplane": "xfrm",
          "row": "Curve448", "result": "impossible", "reason": "no DH32 | in 4.10",
          "date": "2026-12-02"},
@@ -47,6 +49,12 @@ def test_render_orders_by_peer_and_shows_reasons(tmp_path):
     assert "**impossible**: no DH32 \\| in 4.10" in table  # a | inside a cell is escaped
     assert "**fail**: ping lost" in table
     assert "pass (weak transform sha1 warned in ocfpy's log)" in table
+    # the tunnel rows' per-check columns; rows without them show "-"
+    assert "TCP through the tunnel | capture between the gateways |" in lines[0]
+    zero = next(ln for ln in lines if "strongswan" in ln)
+    assert "| 1000 kB each way, SHA-256 equal | only ESP: 700 out under c0 | " \
+           "swanctl --list-sas: IKE SPIs equal | pass |" in zero
+    assert "| - | - | - | **impossible**" in table
 
 
 def test_splice_replaces_only_the_table_and_check_mode(tmp_path):

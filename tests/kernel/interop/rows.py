@@ -15,11 +15,14 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 
 from ocfpy.lab.iked_runner import wait_for
-from tests.kernel.peers import PeerError
+from ocfpy.lab.netlab import tcp_transfer
+from tests.interop.capture import Capture
+from tests.kernel.peers import OCFPY_HOST, PeerError
 from tests.vm.guest import results_dir
 
 # What the kernel calls ocfpy's transforms (``ip xfrm state``), to compare the two views.
@@ -32,6 +35,12 @@ KERNEL_NAMES = {
     "sha512": "hmac(sha512)/256",
 }
 ZERO_CONFIG = "zero-config (no algorithm lines either side)"
+
+# The TCP transfer of every tunnel row, in each direction (check_traffic). 1 MB is some 700
+# full-sized segments each way, plus their ACKs under the other SPI: a real TCP exchange
+# through both directions of the CHILD_SA, small enough for the emulated guest (measured:
+# docs/interop.md, "Lane time").
+TRANSFER_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,119 @@ def check_kernel_view(peer, child: dict) -> list[dict]:
     return states
 
 
+def _spi(value) -> int:
+    return value if isinstance(value, int) else int(str(value).removeprefix("0x"), 16)
+
+
+def check_traffic(istar, peer, child: dict, record: dict) -> None:
+    """TRANSFER_BYTES over TCP from ocfpy's protected host to the peer's, then as much back,
+    each checked with SHA-256 at both ends (ocfpy.lab.netlab.tcp_transfer), while tcpdump
+    captures what each gateway sends on the link between them (parsed with scapy,
+    tests/interop/capture.py). The wire must show nothing but ESP (raw, or in UDP 4500 where
+    NAT-T was negotiated) and IKE on UDP 500/4500 (DPD may run meanwhile); every ESP packet
+    from ocfpy carries ocfpy's outbound SPI, every one from the peer ocfpy's inbound SPI
+    (RFC 4303 2.1: the SPI names the receiver's SA), each direction carries at least the
+    transfer's bytes, and no packet of the inner flow appears in clear."""
+    site = peer.site
+    ours, theirs = site.ocfpy_addr, site.peer_addr
+    spi_out, spi_in = _spi(child["spi_out"]), _spi(child["spi_in"])
+    # Each gateway's egress, one capture at each end of the link: together, what the wire
+    # carried. (Not the ingress: Linux shows each packet its XFRM input decrypted to a capture
+    # on the interface it arrived on, as if the inner packet had crossed the link in clear;
+    # measured, a capture of both directions in the peer's namespace "saw" every TCP segment
+    # from ocfpy twice, as ESP and as plain TCP.)
+    caps = [Capture(ns, peer.dir / f"wire-{side}.pcap", "ip", snaplen=96, buffer_kib=16384,
+                    start_timeout=120, direction="out")
+            for side, ns in (("ocfpy", peer.ns.hub_end), ("peer", peer.ns))]
+    t0 = time.monotonic()
+    with caps[0], caps[1]:
+        there = tcp_transfer(istar.lab, istar.hub, OCFPY_HOST, peer.ns, site.peer_host,
+                             TRANSFER_BYTES, port=5100 + site.index, timeout=180)
+        back = tcp_transfer(istar.lab, peer.ns, site.peer_host, istar.hub, OCFPY_HOST,
+                            TRANSFER_BYTES, port=5200 + site.index, timeout=180)
+    seconds = time.monotonic() - t0
+    for way, t in (("ocfpy -> peer", there), ("peer -> ocfpy", back)):
+        assert t.ok, f"TCP {way}: sent {t.sent}, received {t.received}"
+    inner = (OCFPY_HOST, site.peer_host)
+    sums = [cap.summary(inner) for cap in caps]
+    flows_all = {k: v for w in sums for k, v in w.esp_flows.items()}
+    dropped = sum(cap.dropped for cap in caps)
+    ike = sum(w.ike_500 + w.ike_4500 for w in sums)
+    flows = {k: (v.packets, v.bytes, sorted(f"{x:08x}" for x in v.spis))
+             for k, v in flows_all.items()}
+    seen = (f"ESP {flows}; IKE {ike}; other {[w.other for w in sums]} (inner in clear "
+            f"{[w.clear_inner for w in sums]}); tcpdump dropped {dropped}")
+    assert not any(w.clear_inner for w in sums), f"the inner flow crossed in clear: {seen}"
+    assert not any(w.other for w in sums), \
+        f"packets other than ESP and IKE between the gateways: {seen}"
+    assert set(sums[0].esp_flows) == {(ours, theirs)} and \
+        set(sums[1].esp_flows) == {(theirs, ours)}, \
+        f"ESP between other addresses than {ours} and {theirs}: {seen}"
+    assert flows_all[(ours, theirs)].spis == {spi_out}, \
+        f"ocfpy -> peer ESP not (only) under ocfpy's outbound SPI {spi_out:08x}: {seen}"
+    assert flows_all[(theirs, ours)].spis == {spi_in}, \
+        f"peer -> ocfpy ESP not (only) under ocfpy's inbound SPI {spi_in:08x}: {seen}"
+    # A loaded capture may lose packets (tcpdump says how many): then half is enough to show
+    # that the transfer went through this link.
+    least = TRANSFER_BYTES if not dropped else TRANSFER_BYTES // 2
+    for key in ((ours, theirs), (theirs, ours)):
+        assert flows_all[key].bytes >= least, f"too little ESP {key}: {seen}"
+    encap = "ESP-in-UDP" if any(w.esp_in_udp for w in sums) else "ESP"
+    record["transfer"] = (f"{TRANSFER_BYTES // 1000} kB each way, SHA-256 equal "
+                          f"({there.mbit_per_s:.1f} / {back.mbit_per_s:.1f} Mbit/s)")
+    record["capture"] = (f"only {encap}: {flows_all[(ours, theirs)].packets} out under "
+                         f"{spi_out:08x}, {flows_all[(theirs, ours)].packets} in under "
+                         f"{spi_in:08x}; {ike} IKE; no clear text"
+                         + (f"; tcpdump dropped {dropped}" if dropped else ""))
+    record["traffic_seconds"] = round(seconds, 1)
+
+
+def check_peer_listing(peer, sa: dict, child: dict, record: dict) -> None:
+    """The peer's own tool (Peer.sa_view) lists what ``ocfpy sa list --json`` lists: IKE SPIs
+    and algorithms, the CHILD_SA's SPIs crossed (the peer's inbound is ocfpy's outbound) and
+    algorithms, ESN; each item the tool shows is compared. What it does not show, the peer's
+    kernel state (check_kernel_view: SPIs, algorithms, ICV length, ESN) stands for."""
+    # The peer's tool may list the CHILD_SA a moment after its kernel holds it: a few tries.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            record["peer_listing"] = _compare_listing(peer, sa, child)
+            return
+        except (AssertionError, PeerError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def _compare_listing(peer, sa: dict, child: dict) -> str:
+    from tests.interop.peers import ocfpy_algorithms
+
+    view = peer.sa_view()
+    shown = []
+    if view.ike_spis is not None:
+        assert view.ike_spis == (_spi(sa["spi_i"]), _spi(sa["spi_r"])), \
+            (view.tool, view.ike_spis, sa["spi_i"], sa["spi_r"])
+        shown.append("IKE SPIs")
+    if view.ike is not None:  # what the tool names (libreswan's names no IKE integrity)
+        ours = ocfpy_algorithms(sa)
+        assert view.ike == {k: ours.get(k) for k in view.ike} and set(view.ike) >= \
+            set(ours) - {"integ"}, (view.tool, view.ike, sa["algorithms"])
+        shown.append("IKE algorithms (" + "/".join(view.ike) + ")")
+    if view.child_spis is not None:
+        assert view.child_spis == (_spi(child["spi_out"]), _spi(child["spi_in"])), \
+            (view.tool, [f"{x:08x}" for x in view.child_spis], child)
+        shown.append("CHILD SPIs")
+    if view.child is not None:
+        ours = {k: v for k, v in ocfpy_algorithms(child).items() if k in ("encr", "integ")}
+        assert view.child == ours, (view.tool, view.child, child)
+        shown.append("CHILD algorithms")
+    if view.esn is not None:
+        assert view.esn == bool(child["esn"]), (view.tool, view.esn, child)
+        shown.append("ESN")
+    assert shown, f"{view.tool} showed nothing to compare"
+    return f"{view.tool}: {', '.join(shown)} equal"
+
+
 def _establish(istar, peer, role: str) -> dict:
     conn = peer.site.conn
     if role == "ocfpy initiates":
@@ -111,9 +233,11 @@ def run_tunnel_row(istar, peer, row: Row, record: dict) -> None:
     wait_for(lambda: len(peer.kernel_states()) >= 2, 30, "the peer's kernel states",
              on_fail=peer.log)
     check_kernel_view(peer, child)
+    check_peer_listing(peer, sa, child, record)
     ping = istar.ping(peer.site)
     assert ping.returncode == 0, (ping.stdout + ping.stderr, peer.listing()[-1500:],
                                   istar.ocfpy.log_tail(2000))
+    check_traffic(istar, peer, child, record)
     alg = sa["algorithms"]
     weak = [w for w in ("sha1", "prfsha1", "modp1024", "modp1536")
             if w in (child["encr"], child["integ"], alg["prf"], alg["ke"])]
@@ -186,8 +310,10 @@ def run_lifecycle_row(istar, peer, row: Row, record: dict) -> None:
     then one of LIFECYCLE:
 
     - rekey by ocfpy: CHILD_SA rekey, then IKE_SA rekey (CREATE_CHILD_SA, RFC 7296 1.3.3 and
-      2.8), each checked by new SPIs in ocfpy's list and the peer's kernel and a ping; then
-      the *peer* deletes (the other direction of "delete both ways" from rekey by the peer);
+      2.8), each checked by new SPIs in ocfpy's list and the peer's kernel and a ping; after
+      both, the peer's own listing (check_peer_listing) and the TCP transfer with its capture
+      (check_traffic) must show the rekeyed SAs' SPIs only; then the *peer* deletes (the
+      other direction of "delete both ways" from rekey by the peer);
     - rekey by the peer: the same, started by the peer's own tool; then ocfpy deletes;
     - DPD: the peer dies (SIGKILL); ocfpy's liveness checks (the matrix connections'
       dpd_delay) go unanswered and it closes the SA as a dead peer (RFC 7296 2.4)."""
@@ -217,6 +343,9 @@ def run_lifecycle_row(istar, peer, row: Row, record: dict) -> None:
             istar.ocfpy.call("rekey", name=conn, kind=kind, timeout=60)
         sa = _rekeyed(istar, peer, conn, kind, sa)
         steps.append(f"{kind.upper()}_SA rekey by {'the peer' if by_peer else 'ocfpy'}")
+    # What the rekeyed SAs carry: the peer's listing and the wire show the new SPIs only.
+    check_peer_listing(peer, sa, sa["children"][0], record)
+    check_traffic(istar, peer, sa["children"][0], record)
     if by_peer or not hasattr(peer, "terminate"):
         istar.clear(conn)
         steps.append("delete by ocfpy")

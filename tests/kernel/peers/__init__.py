@@ -76,6 +76,19 @@ class PeerError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class SaView:
+    """A peer's SAs as its own tool lists them, in ocfpy's keywords (``None``: that tool does
+    not show it; the peer's kernel state, compared for every row, covers it then)."""
+
+    tool: str  # the command, as a user would type it
+    ike_spis: tuple[int, int] | None = None  # (initiator's, responder's)
+    ike: dict[str, str] | None = None  # {encr, integ, prf, ke}
+    child_spis: tuple[int, int] | None = None  # (the peer's inbound, the peer's outbound)
+    child: dict[str, str] | None = None  # {encr, integ}
+    esn: bool | None = None
+
+
 class Peer:
     """What every peer harness offers the tests. ``ike``/``esp`` are the peer's own algorithm
     syntax (None: no algorithm line at all, the peer's defaults); ``extra`` is further
@@ -107,6 +120,10 @@ class Peer:
         raise NotImplementedError
 
     def log(self) -> str:
+        raise NotImplementedError
+
+    def sa_view(self) -> SaView:
+        """The one established IKE_SA and CHILD_SA as the peer's own tool lists them."""
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------------
@@ -212,6 +229,10 @@ def star(lab: Lab, sites: list[Site]) -> tuple[Namespace, dict[str, Namespace]]:
     for site in sites:
         ns = lab.namespace(site.name)
         veth = lab.veth(hub, f"{site.ocfpy_addr}/24", ns, f"{site.peer_addr}/24")
+        # The link between the two gateways, where the rows capture: its peer end, and ocfpy's
+        # end as a Namespace of its own (the hub has one such link per peer).
+        ns.ifname = veth.b
+        ns.hub_end = Namespace(hub.name, ifname=veth.a)
         m = site.matrix()
         lab.configure_link(hub, veth.a, f"{m.ocfpy_addr}/24")
         lab.configure_link(ns, veth.b, f"{m.peer_addr}/24")

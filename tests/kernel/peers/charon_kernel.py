@@ -14,7 +14,7 @@ from typing import Any
 from ocfpy.lab.charon import LOAD, Charon, child, psk_connection
 from ocfpy.lab.charon import unavailable_reason as _charon_reason
 from ocfpy.lab.netlab import Namespace
-from tests.kernel.peers import OCFPY_ID, OCFPY_NET, PSK, Peer, PeerError
+from tests.kernel.peers import OCFPY_ID, OCFPY_NET, PSK, Peer, PeerError, SaView
 
 KERNEL_LOAD = " ".join(p for p in LOAD.split() if p != "kernel-libipsec")
 
@@ -90,6 +90,26 @@ class CharonKernel(Peer):
         import json
 
         return json.dumps(self.charon.list_sas(), indent=1, default=str)
+
+    def sa_view(self) -> SaView:
+        """vici list-sas (what ``swanctl --list-sas`` prints): IKE SPIs and algorithms, the
+        CHILD_SA's SPIs, algorithms and ESN, in the host lane's vocabulary mapping."""
+        from tests.interop.peers import charon_algorithms, spi
+
+        assert self.charon is not None
+        ike = self.charon.list_sas().get("t")
+        kids = [c for c in (ike or {}).get("child-sas", {}).values()
+                if c.get("state") == "INSTALLED"]
+        if ike is None or len(kids) != 1:
+            raise PeerError(f"swanctl --list-sas: not one IKE_SA t with one installed "
+                            f"CHILD_SA: {self.listing()[-1500:]}")
+        (kid,) = kids
+        child = charon_algorithms(kid)
+        return SaView("swanctl --list-sas",
+                      (spi(ike["initiator-spi"]), spi(ike["responder-spi"])),
+                      charon_algorithms(ike), (spi(kid["spi-in"]), spi(kid["spi-out"])),
+                      {k: v for k, v in child.items() if k in ("encr", "integ")},
+                      kid.get("esn") == "1")
 
     def log(self) -> str:
         return self.charon.log_text() if self.charon is not None else ""

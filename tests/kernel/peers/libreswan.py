@@ -18,10 +18,28 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.kernel.peers import OCFPY_ID, OCFPY_NET, PSK, Peer, PeerError
+from tests.kernel.peers import OCFPY_ID, OCFPY_NET, PSK, Peer, PeerError, SaView
 
 ROOT = Path(os.environ.get("OCFPY_LIBRESWAN", "/opt/ocfpy-libreswan"))
 LIBEXEC = ROOT / "usr/libexec/ipsec"
+
+# libreswan's algorithm names (``whack --status``) -> ocfpy's (strongSwan's) keywords.
+ENCR = {"AES_GCM_16_128": "aes128gcm16", "AES_GCM_16_256": "aes256gcm16",
+        "AES_CBC_128": "aes128", "AES_CBC_256": "aes256", "AES_CTR_128": "aes128ctr",
+        "AES_CTR_256": "aes256ctr", "CHACHA20_POLY1305": "chacha20poly1305",
+        "CHACHA20_POLY1305_256": "chacha20poly1305"}
+INTEG = {"NONE": None, "HMAC_SHA1_96": "sha1", "HMAC_SHA2_256_128": "sha256",
+         "HMAC_SHA2_384_192": "sha384", "HMAC_SHA2_512_256": "sha512"}
+PRF = {"HMAC_SHA1": "prfsha1", "HMAC_SHA2_256": "prfsha256", "HMAC_SHA2_384": "prfsha384",
+       "HMAC_SHA2_512": "prfsha512"}
+KE = {"MODP2048": "modp2048", "MODP3072": "modp3072", "MODP4096": "modp4096",
+      "MODP8192": "modp8192", "DH19": "ecp256", "DH20": "ecp384", "DH21": "ecp521",
+      "DH31": "x25519", "DH32": "x448"}
+
+
+def _word(table: dict, name: str) -> str | None:
+    """ocfpy's keyword for one of libreswan's names; an unknown name stays visible."""
+    return table[name] if name in table else f"?{name}"
 
 
 def unavailable_reason() -> str | None:
@@ -123,6 +141,32 @@ class Libreswan(Peer):
         return self.whack("--trafficstatus", check=False).stdout + \
             "\n".join(ln for ln in self.whack("--status", check=False).stdout.splitlines()
                       if '"t"' in ln and ("ESP" in ln or "IKE" in ln or "established" in ln))
+
+    def sa_view(self) -> SaView:
+        """``whack --status``: the newest IKE SA's algorithms (``IKEv2 algorithm newest:
+        ENCR-PRF-DH``; no integrity algorithm, no SPIs), the newest IPsec SA's algorithms
+        (``ESP algorithm newest: ENCR-INTEG``) and its SPIs (``esp.SPI@DESTINATION``, one per
+        direction). ESN and the IKE SPIs are not in it: the kernel state stands for those."""
+        text = self.whack("--status", check=False).stdout
+        ike = re.search(r'"t":\s+IKEv2 algorithm newest: (\S+)-(\S+)-(\S+)', text)
+        esp = re.search(r'"t":\s+ESP algorithm newest: ([^-\s]+)-([^;\s]+)', text)
+        newest = re.search(r'"t":\s+newest IKE SA: #\d+; newest IPsec SA: #(\d+)', text)
+        if not (ike and esp and newest):
+            raise PeerError(f"whack --status shows no established SAs for t:\n{text[-2000:]}")
+        line = re.search(rf'#{newest.group(1)}: "t" (esp\.[^\n]*)', text)
+        spis = {addr: int(spi, 16) for spi, addr in
+                re.findall(r"esp\.([0-9a-f]+)@(\S+)", line.group(1) if line else "")}
+        s = self.site
+        if set(spis) != {s.peer_addr, s.ocfpy_addr}:
+            raise PeerError(f"whack --status: no esp.SPI@ for both ends of #{newest.group(1)}:"
+                            f"\n{text[-2000:]}")
+        integ = _word(INTEG, esp.group(2))
+        return SaView(
+            "whack --status",
+            ike={"encr": _word(ENCR, ike.group(1)), "prf": _word(PRF, ike.group(2)),
+                 "ke": _word(KE, ike.group(3))},
+            child_spis=(spis[s.peer_addr], spis[s.ocfpy_addr]),
+            child={"encr": _word(ENCR, esp.group(1)), **({"integ": integ} if integ else {})})
 
     def log(self) -> str:
         try:

@@ -13,11 +13,12 @@ be mode 600 and owned by root; each instance has its own control socket (``-s``)
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from tests.kernel.peers import OCFPY_ID, OCFPY_NET, PSK, Peer
+from tests.kernel.peers import OCFPY_ID, OCFPY_NET, PSK, Peer, PeerError, SaView
 
 IKED = Path("/usr/sbin/iked")
 IKECTL = Path("/usr/sbin/ikectl")
@@ -100,6 +101,25 @@ class OpenIked(Peer):
         if not shutil.which(str(IKECTL)):
             return ""
         return self.run(str(IKECTL), "-s", str(self.sock), "show", "sa", check=False).stdout
+
+    def sa_view(self) -> SaView:
+        """``ikectl show sa``: the established IKE SA's SPIs (``ispi``/``rspi``) and its CHILD
+        SA's SPIs per direction (``sa_childsas: ... ESP 0xSPI in|out``). It names no
+        algorithm: the kernel state (PF_KEY installs what iked negotiated) stands for those,
+        and for ESN."""
+        text = self.listing()
+        blocks = re.split(r"(?m)^(?=iked_sas: )", text)
+        ike = [b for b in blocks if b.startswith("iked_sas: ") and " ESTABLISHED " in
+               b.splitlines()[0]]
+        if len(ike) != 1:
+            raise PeerError(f"ikectl show sa: not one established IKE SA:\n{text[-2000:]}")
+        head = re.search(r"rspi 0x([0-9a-f]+) ispi 0x([0-9a-f]+)", ike[0])
+        kids = {d: [int(x, 16) for x in re.findall(rf"sa_childsas: \S+ ESP 0x([0-9a-f]+) {d} ",
+                                                   ike[0])] for d in ("in", "out")}
+        if head is None or len(kids["in"]) != 1 or len(kids["out"]) != 1:
+            raise PeerError(f"ikectl show sa: not one CHILD SA each way:\n{text[-2000:]}")
+        return SaView("ikectl show sa", ike_spis=(int(head.group(2), 16), int(head.group(1), 16)),
+                      child_spis=(kids["in"][0], kids["out"][0]))
 
     def log(self) -> str:
         try:
