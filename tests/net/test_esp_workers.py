@@ -123,7 +123,7 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((local, 4600))
 for seq in seqs:
     inner = bytes(IP(src=src, dst=dst) / ICMP(id=77, seq=seq % 65536) / b"crafted")
-    [wire] = sa.crypto.encapsulate_batch([(seq, inner, NEXT_HEADER_IPV4)])
+    [wire] = sa.crypto.encapsulate_batch(seq, [inner], NEXT_HEADER_IPV4)
     s.sendto(wire, (remote, 4500))
     time.sleep(0.01)
 print("sent")
