@@ -253,7 +253,8 @@ class IkeSa:
                 f"no connection accepts peer identity {peer}"
                 + (f" asking for our identity {wanted_local}" if wanted_local else "")
                 + " from " + self.remote[0])
-        self.conn = conn
+        old_name, self.conn = self.name, conn
+        self.ctx.table.renamed(self, old_name)
 
     def rekey_deadline(self, lifetime: float, now: float) -> float | None:
         """When to rekey something made now: ``lifetime`` minus up to 10% jitter, like

@@ -17,13 +17,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from ocfpy.esp.spec import TrafficSelector
     from ocfpy.ike.sa import ChildSa, IkeSa
+    from ocfpy.ike.sa_table import SaTable
 
 
-def predecessor(sas: Iterable[IkeSa], sa: IkeSa, child_name: str,
+def predecessor(table: SaTable, sa: IkeSa, child_name: str,
                 local_ts: list[TrafficSelector],
                 remote_ts: list[TrafficSelector]) -> ChildSa | None:
     """The CHILD_SA of another live IKE SA of the same connection and peer that a new
@@ -31,9 +30,8 @@ def predecessor(sas: Iterable[IkeSa], sa: IkeSa, child_name: str,
     sent on), or None. Only SAs that passed IKE_AUTH are looked at: nothing an unauthenticated
     peer sends gets here (add_child runs after the AUTH payload or the SK checksum passed)."""
     found = None
-    for other in sas:
-        if other is sa or other.is_closed or other.name != sa.name or \
-                other.remote[0] != sa.remote[0]:
+    for other in table.named(sa.name):  # not every SA: a lookup per CHILD_SA set up
+        if other is sa or other.is_closed or other.remote[0] != sa.remote[0]:
             continue
         for c in other.children:
             if c.cfg.name == child_name and not c.redundant and c.outbound_active and \
@@ -43,9 +41,10 @@ def predecessor(sas: Iterable[IkeSa], sa: IkeSa, child_name: str,
     return found
 
 
-def successors(sas: Iterable[IkeSa], unique_id: int,
-               exclude: IkeSa | None = None) -> list[tuple[IkeSa, ChildSa]]:
-    """The CHILD_SAs (with their IKE SAs) that replace CHILD_SA ``unique_id`` from another
-    IKE SA than ``exclude`` (a re-establishment's), oldest first."""
-    return [(other, c) for other in sas if other is not exclude and not other.is_closed
+def successors(table: SaTable, unique_id: int,
+               exclude: IkeSa) -> list[tuple[IkeSa, ChildSa]]:
+    """The CHILD_SAs (with their IKE SAs) that replace CHILD_SA ``unique_id`` of ``exclude``
+    from another IKE SA of the same connection (a re-establishment's), oldest first."""
+    return [(other, c) for other in table.named(exclude.name)
+            if other is not exclude and not other.is_closed
             for c in other.children if c.replaces == unique_id and not c.redundant]
