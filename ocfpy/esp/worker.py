@@ -595,6 +595,10 @@ class InboundLoop(_Loop):
         # SPIs removed lately -> (unique id, when): a packet for one is counted as
         # REMOVED_SPI, not UNKNOWN_SPI, and logged once with its CHILD_SA (issue 18)
         self.gone: dict[int, tuple[int, float]] = {}
+        # CHILD_SAs installed with their outbound side waiting (a rekey's or
+        # re-establishment's responder): the first packet authenticated under one is told to
+        # the daemon, which may switch to it then (RFC 7296 2.8). At most the installed SAs.
+        self.awaited: set[int] = set()
 
     def install(self, spec, slot, active: bool = True):
         if spec.inbound.spi in self.by_spi and self.by_spi[spec.inbound.spi].unique_id != \
@@ -605,9 +609,12 @@ class InboundLoop(_Loop):
         self.remove(spec.unique_id)
         self.by_spi[sa.spi] = sa
         self.by_uid[sa.unique_id] = sa
+        if not active:
+            self.awaited.add(sa.unique_id)
         return sa.crypto.drivers
 
     def remove(self, uid: int) -> None:
+        self.awaited.discard(uid)
         sa = self.by_uid.pop(uid, None)
         if sa is not None:
             self.by_spi.pop(sa.spi, None)
@@ -772,6 +779,12 @@ class InboundLoop(_Loop):
             if good:
                 cells[base + F.PACKETS_IN] += good
                 cells[base + F.BYTES_IN] += nbytes
+                if self.awaited and sa.unique_id in self.awaited:
+                    # only packets that passed the ICV (and replay, policy) count: nothing
+                    # unauthenticated can make the daemon switch
+                    self.awaited.discard(sa.unique_id)
+                    send_msg(self.ctx.ctrl, ("event", sa.unique_id, "inbound",
+                                             "inbound SA: first authenticated packet"))
                 expiry = self.lifetime(sa, good, nbytes, (F.PACKETS_IN, F.BYTES_IN))
                 if expiry is not None:
                     kind, reason = expiry

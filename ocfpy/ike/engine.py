@@ -224,6 +224,21 @@ class IkeEngine:
         except IkeUsageError as exc:
             log.info("lifetime %s of CHILD_SA #%d not acted on: %s", kind, unique_id, exc)
 
+    def child_sa_inbound(self, unique_id: int, now: float) -> None:
+        """The dataplane authenticated the first packet under CHILD_SA ``unique_id``'s
+        inbound SA (its ICV passed; nothing unauthenticated gets here). If its outbound SA
+        waits for the peer (a rekey's or a re-establishment's responder), send on it now
+        (RFC 7296 2.8; docs/ike.md *Rekeying*). Unknown ids are ignored (it raced a Delete)."""
+        for sa in self.sas:
+            child = sa.child_by_id(unique_id)
+            if child is not None:
+                if sa.inbound_seen(child):
+                    log.info("%s[%d]: CHILD_SA #%d: the peer sends on it: outbound switched",
+                             sa.name, sa.id, unique_id)
+                self.sas.touch(sa)
+                break
+        self._reschedule_touched(now)
+
     def terminate(self, name_or_id: str | int, now: float) -> None:
         """Delete IKE SAs (by id, or all of a connection name) or one CHILD_SA ("conn/child"
         or a child's unique id as "child:<n>") with an INFORMATIONAL Delete."""

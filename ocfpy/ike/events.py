@@ -30,7 +30,8 @@ class ChildSaEstablished:
 
     ``outbound`` False: install the outbound SA but do not send on it yet (the peer may not
     have the keys): a ChildSaOutbound follows when it can. ``replaces``: the unique id of
-    the CHILD_SA this one rekeys (the xfrm dataplane keeps its reqid)."""
+    the CHILD_SA this one rekeys or re-establishes from a new IKE SA (ike/succession.py),
+    still installed: the xfrm dataplane keeps its reqid."""
 
     ike_id: int
     spec: ChildSaSpec

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ocfpy.crypto.catalogue import Transform, TransformType
 from ocfpy.esp.spec import ChildSaSpec, Mode, SaKeys, TrafficSelector, UdpEncap
 from ocfpy.ike import keys as kdf
+from ocfpy.ike import succession
 from ocfpy.ike.codec.payloads import NotifyPayload
 from ocfpy.ike.codec.sk import SkCrypto
 from ocfpy.ike.config import ChildConfig, Connection
@@ -62,7 +63,8 @@ class ChildSa:
         self.rekey_at: float | None = None
         self.rekeyed = False  # our rekey of it completed; the old SA awaits its Delete
         self.peer_rekey_nonce: bytes | None = None  # lowest nonce of the peer's rekey of it
-        self.replaces: int | None = None  # the unique id of the CHILD_SA this one rekeys
+        # the unique id of the CHILD_SA this one rekeys or re-establishes (succession.py)
+        self.replaces: int | None = None
         self.outbound_active = True  # the dataplane sends on it (see IkeSa.activate_outbound)
         self.redundant = False  # it lost a rekey collision (RFC 7296 2.8.1): never sent on
         self.unique_id = unique_id
@@ -251,7 +253,8 @@ class IkeSa:
                 f"no connection accepts peer identity {peer}"
                 + (f" asking for our identity {wanted_local}" if wanted_local else "")
                 + " from " + self.remote[0])
-        self.conn = conn
+        old_name, self.conn = self.name, conn
+        self.ctx.table.renamed(self, old_name)
 
     def rekey_deadline(self, lifetime: float, now: float) -> float | None:
         """When to rekey something made now: ``lifetime`` minus up to 10% jitter, like
@@ -331,7 +334,7 @@ class IkeSa:
         if self.is_closed:
             return
         for child in list(self.children):
-            self.remove_child(child.unique_id, reason)
+            self.remove_child(child.unique_id, reason, self._hand_over(child))
         self.tasks.abort(self)
         self.transition("close")
         if self.crypto is not None:
@@ -387,9 +390,27 @@ class IkeSa:
         )
         child = ChildSa(uid, cfg, spi_in, spi_out, spec)
         child.rekey_at = self.rekey_deadline(cfg.rekey_time, self.last_in)
+        reestablishing = False
+        if replaces is None:
+            # not a rekey: a make-before-break re-establishment of a CHILD_SA that another
+            # IKE SA of this peer still carries? (succession.py)
+            replaces = succession.predecessor(self.ctx.table, self, cfg.name, spec.local_ts,
+                                              spec.remote_ts)
+            reestablishing = replaces is not None
+            if reestablishing:
+                self.ctx.out.count("children_reestablished")
+                log.info("%s[%d]: CHILD_SA %s #%d re-establishes #%d (same peer and "
+                         "selectors)%s", self.name, self.id, spec.name, uid,
+                         replaces.unique_id,  # type: ignore[union-attr]
+                         "" if exchange_initiator else ": sending on it once the peer "
+                         "is seen on it or the old one is deleted")
         if replaces is not None:
             child.replaces = replaces.unique_id
-            child.outbound_active = False
+            # A rekey's new SA waits for its task (initiator) or the Delete (responder). A
+            # re-establishment's exchange initiator sends at once: the responder installed
+            # the SA before its answer left; the responder waits as a rekey's does (RFC 7296
+            # 2.8; succession.py).
+            child.outbound_active = reestablishing and exchange_initiator
         self.children.append(child)
         self.ctx.out.emit(ChildSaEstablished(self.id, spec, child.outbound_active,
                                              child.replaces))
@@ -403,21 +424,47 @@ class IkeSa:
         self.ctx.out.count("child_outbound_switches")
         self.ctx.out.emit(ChildSaOutbound(self.id, child.unique_id))
 
+    def inbound_seen(self, child: ChildSa) -> bool:
+        """A packet authenticated under ``child``'s inbound SA arrived (its ICV passed, the
+        dataplane says): the peer has this SA, so a responder whose outbound waited for that
+        switches now (RFC 7296 2.8: the responder of a rekey or re-establishment may send
+        on the new SA once it has received valid traffic on it). True if it switched."""
+        if child.outbound_active or child.redundant or child.replaces is None:
+            return False
+        self.activate_outbound(child)
+        self.ctx.out.count("child_switches_on_inbound")
+        return True
+
     def retire_child(self, child: ChildSa, reason: str) -> None:
         """``child`` is deleted (by us or by the peer). If a rekey replaced it, the
         replacement now carries the outbound traffic (a responder's switch: the peer's Delete
         of the old SA tells that the peer has the new one, RFC 7296 2.8), and the old inbound
         SA keeps accepting for the grace period (packets still in flight)."""
-        successors = [c for c in self.children if c.replaces == child.unique_id
+        successors = [(self, c) for c in self.children if c.replaces == child.unique_id
                       and not c.redundant]
-        if successors and not any(c.outbound_active for c in successors):
-            self.activate_outbound(successors[-1])
-        # part of a rekey (replaced, or a collision's redundant SA, which a peer may have
-        # sent on): its inbound SA gets the grace period
-        rekeying = child.rekeyed or child.replaces is not None or any(
+        successors += succession.successors(self.ctx.table, child.unique_id, exclude=self)
+        if successors and not any(c.outbound_active for _, c in successors):
+            heir_sa, heir = successors[-1]
+            heir_sa.activate_outbound(heir)
+        # part of a rekey or re-establishment (replaced, or a collision's redundant SA, which
+        # a peer may have sent on): its inbound SA gets the grace period
+        rekeying = child.rekeyed or child.replaces is not None or bool(successors) or any(
             c.replaces == child.unique_id for c in self.children)
         self.remove_child(child.unique_id, reason,
                           self.ctx.options.rekey_grace if rekeying else 0.0)
+
+    def _hand_over(self, child: ChildSa) -> float:
+        """``child`` goes with this IKE SA. If another IKE SA re-established it
+        (make-before-break, succession.py), its successor carries the outbound traffic from
+        now on (a responder's switch, if no packet made it earlier) and ``child``'s inbound
+        SA keeps accepting for the grace period, as after a rekey. Returns that grace."""
+        heirs = succession.successors(self.ctx.table, child.unique_id, exclude=self)
+        if not heirs:
+            return 0.0
+        if not any(c.outbound_active for _, c in heirs):
+            heir_sa, heir = heirs[-1]
+            heir_sa.activate_outbound(heir)
+        return self.ctx.options.rekey_grace
 
     def child_by_id(self, unique_id: int) -> ChildSa | None:
         return next((c for c in self.children if c.unique_id == unique_id), None)

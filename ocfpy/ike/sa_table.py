@@ -20,12 +20,14 @@ HalfOpenKey = tuple[bytes, str]
 
 
 class SaTable:
-    __slots__ = ("_by_spi", "_by_id", "_half_open", "_per_ip", "_ids", "_touched",
+    __slots__ = ("_by_spi", "_by_id", "_by_name", "_half_open", "_per_ip", "_ids", "_touched",
                  "half_open_peak")
 
     def __init__(self) -> None:
         self._by_spi: dict[bytes, IkeSa] = {}
         self._by_id: dict[int, IkeSa] = {}
+        # connection name -> its SAs, oldest first (succession.py looks there, not at all SAs)
+        self._by_name: dict[str, dict[IkeSa, None]] = {}
         self._half_open: dict[HalfOpenKey, IkeSa] = {}
         self._per_ip: dict[str, int] = {}  # half-open SAs per peer address (block_threshold)
         self.half_open_peak = 0
@@ -41,6 +43,7 @@ class SaTable:
         closed one (keyingtries: a fresh attempt under the same id) replaces it in the id index."""
         self._by_spi[sa.our_spi] = sa
         self._by_id[sa.id] = sa
+        self._by_name.setdefault(sa.name, {})[sa] = None
         if half_open is not None:
             self._half_open[half_open] = sa
             sa.half_open_key = half_open
@@ -58,6 +61,11 @@ class SaTable:
             del self._by_spi[sa.our_spi]
         if self._by_id.get(sa.id) is sa:
             del self._by_id[sa.id]
+        named = self._by_name.get(sa.name)
+        if named is not None:
+            named.pop(sa, None)
+            if not named:
+                del self._by_name[sa.name]
         self._drop_half_open(sa)
 
     def _drop_half_open(self, sa: IkeSa) -> None:
@@ -72,6 +80,22 @@ class SaTable:
             sa.half_open_key = None
 
     # -- look-ups ------------------------------------------------------------------------------
+    def renamed(self, sa: IkeSa, old_name: str) -> None:
+        """``sa``'s connection was chosen again by the peer's identity (IKE_AUTH): move it
+        in the name index."""
+        if sa.name == old_name or self._by_id.get(sa.id) is not sa:
+            return
+        named = self._by_name.get(old_name)
+        if named is not None:
+            named.pop(sa, None)
+            if not named:
+                del self._by_name[old_name]
+        self._by_name.setdefault(sa.name, {})[sa] = None
+
+    def named(self, name: str) -> list[IkeSa]:
+        """The SAs of connection ``name`` in the table, oldest first."""
+        return list(self._by_name.get(name, ()))
+
     def by_spi(self, our_spi: bytes) -> IkeSa | None:
         return self._by_spi.get(our_spi)
 

@@ -5,9 +5,12 @@ Make-before-break (RFC 7296 2.8, docs/ike.md *Rekeying*), in the order the engin
 arrive (the pump delivers them before the datagram that tells the peer):
 
 - ``ChildSaEstablished`` with ``outbound``: a new CHILD_SA, both directions at once.
-- ``ChildSaEstablished`` without ``outbound``: a rekey; the new inbound SA accepts now, its
-  outbound SA waits (``install(spec, outbound=False, replaces=old)``);
-- ``ChildSaOutbound``: the peer can decrypt the new SA: ``activate`` switches sending to it;
+- ``ChildSaEstablished`` without ``outbound``: a rekey, or a re-establishment from a new
+  IKE SA (ike/succession.py); the new inbound SA accepts now, its outbound SA waits
+  (``install(spec, outbound=False, replaces=old)``);
+- ``ChildSaOutbound``: the peer can decrypt the new SA: ``activate`` switches sending to it
+  (the engine says so on the Delete of the old SA, or, userspace dataplane, on the first
+  packet authenticated under the new inbound SA: the dataplane's "inbound" event);
 - ``ChildSaClosed`` with ``grace``: the old SA's inbound side takes what is still in flight for
   ``grace`` seconds, then ``remove``; without ``grace``: ``remove`` at once.
 
@@ -55,10 +58,9 @@ class DataplaneBridge:
         self.up_at[spec.unique_id] = ctx.now()
         started = time.perf_counter()
         try:
-            if ev.outbound:
-                ctx.dataplane.install(spec)
-            else:  # a rekey: inbound now, outbound ready but unused until ChildSaOutbound
-                ctx.dataplane.install(spec, outbound=False, replaces=ev.replaces)
+            # a rekey's or re-establishment's responder (outbound False): inbound now,
+            # outbound ready but unused until ChildSaOutbound
+            ctx.dataplane.install(spec, outbound=ev.outbound, replaces=ev.replaces)
             self._timed("install", started)
             ctx.stats["children_installed"] += 1
             # charon's notation: name[IKE_SA id], name{CHILD_SA id}
@@ -117,9 +119,17 @@ class DataplaneBridge:
 
     # -- dataplane -> engine -------------------------------------------------------------------
     def on_lifetime(self, event: Any) -> None:
-        """A CHILD_SA lifetime limit (SaEvent soft/hard). May come from another thread."""
+        """A CHILD_SA lifetime limit (SaEvent soft/hard), or the first packet authenticated
+        under an SA whose outbound side waits (SaEvent inbound). May come from another
+        thread."""
         ctx = self.ctx
         if ctx.elsewhere(self.on_lifetime, event):
+            return
+        if event.kind == "inbound":
+            ctx.stats["dataplane_inbound"] += 1
+            ctx.engine.child_sa_inbound(event.unique_id,
+                                        ctx.loop.time())  # type: ignore[union-attr]
+            ctx.service()
             return
         ctx.stats[f"dataplane_{event.kind}"] += 1
         log.info("CHILD_SA #%d hit its %s lifetime (%s)", event.unique_id, event.kind,

@@ -134,6 +134,10 @@ def test_reload_adds_removes_changes_and_keeps_without_an_outage():
         assert new_change["spi_i"] != before_a["change"]["spi_i"]
         assert new_change["children"][0]["spi_in"] != before_a["change"]["children"][0]["spi_in"]
         assert "re-establishing under the new config" in pair.a.log()
+        # b, the responder, took the new CHILD_SA as the old one's successor: it kept sending
+        # on the old SA until a's first packet on the new one or the Delete (docs/ike.md)
+        assert "re-establishes #" in pair.b.log() and "sending on it once the peer" in \
+            pair.b.log(), pair.logs()
         assert _ids(_by_name(pair.a.sas())["keep"]) == _ids(before_a["keep"])  # still untouched
         # added: usable at once
         assert pair.a.call("initiate", name="new", wait=15, timeout=20)["state"] == "established"

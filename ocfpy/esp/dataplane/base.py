@@ -39,10 +39,14 @@ class SaCounters:
 
 @dataclass(frozen=True)
 class SaEvent:
-    """A lifetime limit was hit (soft: rekey now; hard: the SA was removed)."""
+    """A lifetime limit was hit (soft: rekey now; hard: the SA was removed), or (inbound)
+    the first packet that passed the ICV under the inbound SA of a CHILD_SA installed with
+    ``outbound=False`` arrived: the peer has it, its outbound side may be activated (RFC 7296
+    2.8; a dataplane that cannot tell never sends it, and the switch waits for the Delete of
+    the old SA). At most one per such install."""
 
     unique_id: int
-    kind: str  # "soft" | "hard"
+    kind: str  # "soft" | "hard" | "inbound"
     reason: str
 
 

@@ -623,7 +623,10 @@ class UserspaceDataplane(Dataplane):
         elif kind == "event":
             _, uid, what, reason = msg
             event = SaEvent(uid, what, reason)
-            log.info("CHILD_SA #%d: %s lifetime event: %s", uid, what, reason)
+            if what == "inbound":
+                log.info("CHILD_SA #%d: %s", uid, reason)
+            else:
+                log.info("CHILD_SA #%d: %s lifetime event: %s", uid, what, reason)
             if what == "hard":
                 # Not on this thread: remove() may wait for the lock an install() holds
                 # while it waits for an ack that only this thread can deliver.

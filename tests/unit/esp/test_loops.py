@@ -421,3 +421,33 @@ def test_two_outbound_workers_share_one_sequence_counter(dispatcher):
         for a, b in ctrl:
             a.close()
             b.close()
+def test_first_authenticated_packet_of_a_waiting_sa_is_told_once(rig):
+    """A CHILD_SA installed with its outbound side waiting (a rekey's or re-establishment's
+    responder) is reported to the daemon on the first packet that passed the ICV under its
+    inbound SA, once (docs/ike.md *Rekeying*): a forged or replayed packet reports nothing,
+    so nothing unauthenticated can make the daemon switch."""
+    inb = rig["in"]
+    inb.install(rig["spec_b"], rig["slot_b"], False)  # b's SA #2, outbound waiting
+    rig["tun_a"].send(_pkt("10.1.0.1", "10.2.0.1", 1))
+    rig["out"].on_readable(None)
+    esp = rig["udp_b"].recv(65535)
+    dest = rig["udp_b"].getsockname()
+    forged = bytearray(esp)
+    forged[-1] ^= 1  # the ICV
+    rig["udp_a"].sendto(bytes(forged), dest)
+    inb.on_readable(rig["udp_b"])
+
+    def told() -> list[tuple]:
+        return [m for m in _messages(rig["daemon_b"]) if m[0] == "event"]
+
+    assert told() == []
+    assert rig["counters"].sa_counters(rig["slot_b"]).auth_failures == 1
+    rig["udp_a"].sendto(esp, dest)  # the real one
+    rig["udp_a"].sendto(esp, dest)  # and its replay
+    inb.on_readable(rig["udp_b"])
+    assert [m[:3] for m in told()] == [("event", 2, "inbound")]
+    rig["tun_a"].send(_pkt("10.1.0.1", "10.2.0.1", 2))
+    rig["out"].on_readable(None)
+    inb.on_readable(rig["udp_b"])
+    assert told() == []  # once per install
+    assert len(_drain(rig["tun_b"])) == 2

@@ -274,3 +274,80 @@ def test_child_rekey_then_ike_rekey_hands_the_delete_to_the_new_ike_sa(wire):
         assert len(sa["children"]) == 1  # the old CHILD_SA is deleted on both sides
         assert [c[0] for c in w.models[side].calls] == \
             ["install_in", "install_out", "switch", "remove"]
+
+
+# -- re-establishment of a connection a reload changed (make-before-break) ---------------------
+def _changed(engine: IkeEngine):
+    """``engine``'s config with connection "home" changed (a reload: the SAs under the old
+    one are re-established at their next rekey)."""
+    import dataclasses
+
+    cfg = engine.config
+    home = dataclasses.replace(cfg.connections["home"], dpd_delay=123.0)
+    return dataclasses.replace(cfg, connections={**cfg.connections, "home": home})
+
+
+def test_reestablishment_keeps_the_responder_on_the_old_sa_until_the_delete(wire):
+    """The failure of tests/net/test_iked_service_live.py's reload test: the responder of the
+    new IKE SA sent on its new CHILD_SA before its IKE_AUTH answer left, so before the
+    initiator could accept it. Now it keeps sending on the old one until the old IKE SA's
+    Delete, and both old inbound SAs take packets for the grace period."""
+    w = wire
+    old = {s: _uids(w, s)[0] for s in "ir"}
+    old_ike = w.pair.i.sa_list()[0]["id"]
+    w.pair.i.reload(_changed(w.pair.i), w.pair.now)
+    w.pair.i.rekey_ike(old_ike, w.pair.now)  # its rekey: a re-establishment
+    w.run()  # w.check() after every message: each side sends on an SPI the other accepts
+    assert w.pair.i.stats["reestablished_after_reload"] == 1
+    new = {s: _uids(w, s)[1] for s in "ir"}
+    i_calls, r_calls = w.models["i"].calls, w.models["r"].calls
+    assert _steps(w.models["i"]) == ["install_in", "install_out", "switch", "remove"]
+    assert _steps(w.models["r"]) == ["install_in", "install_out", "switch", "remove"]
+    # the initiator sends on the new SA as soon as the IKE_AUTH answer is in (the responder
+    # installed before answering), before it sends the Delete of the old IKE SA
+    assert i_calls[2] == ("switch", new["i"], i_calls[0][2])
+    # the responder switched after its IKE_AUTH answer left (one datagram more), when the
+    # Delete of the old IKE SA arrived, and before the old SA went
+    assert r_calls[2] == ("switch", new["r"], r_calls[0][2] + 1)
+    for side in "ir":
+        assert w.models[side].calls[3] == ("remove", old[side], GRACE)
+        assert old[side] in w.models[side].inbound  # the grace period
+        assert w.engines[side].stats["children_reestablished"] == 1
+    w.advance(GRACE + 0.1)
+    for side in "ir":
+        assert old[side] not in w.models[side].inbound
+        assert w.models[side].sending_on == w.models[side].outbound[new[side]]
+
+
+def test_reestablishment_responder_switches_on_the_first_authenticated_packet(
+        initiator_and_responder):
+    """RFC 7296 2.8: a packet authenticated under the new inbound SA (the dataplane's
+    "inbound" event) shows that the peer has the SA: the responder switches then, before the
+    Delete of the old IKE SA; that Delete then only retires the old SA (with the grace)."""
+    pair = initiator_and_responder(esp=["aes128gcm16-x25519"])
+    pair.i.initiate("home", pair.now)
+    pair.run()
+    old_r = next(e.spec.unique_id for e in pair.events["r"] if isinstance(e, ChildSaEstablished))
+    old_ike = pair.i.sa_list()[0]["id"]
+    pair.i.reload(_changed(pair.i), pair.now)
+    pair.i.rekey_ike(old_ike, pair.now)
+    for src, dst in ((pair.i, pair.r), (pair.r, pair.i), (pair.i, pair.r)):  # INIT, AUTH
+        assert pair.deliver(src, dst) == 1
+    pair.collect()
+    (est,) = [e for e in pair.events["r"] if isinstance(e, ChildSaEstablished)
+              and e.spec.unique_id != old_r]
+    assert (est.outbound, est.replaces) == (False, old_r)
+    assert pair.deliver(pair.r, pair.i) == 1  # the IKE_AUTH answer; the Delete waits in i
+    pair.events["r"].clear()
+    pair.r.child_sa_inbound(old_r, pair.now)  # the old SA's traffic switches nothing
+    pair.collect()
+    assert pair.events["r"] == []
+    pair.r.child_sa_inbound(est.spec.unique_id, pair.now)
+    pair.collect()
+    assert pair.events["r"] == [ChildSaOutbound(est.ike_id, est.spec.unique_id)]
+    assert pair.r.stats["child_switches_on_inbound"] == 1
+    pair.events["r"].clear()
+    pair.run()  # the Delete of the old IKE SA
+    closed = [e for e in pair.events["r"] if isinstance(e, ChildSaClosed)]
+    assert [(e.unique_id, e.grace) for e in closed] == [(old_r, GRACE)]
+    assert not any(isinstance(e, ChildSaOutbound) for e in pair.events["r"])
