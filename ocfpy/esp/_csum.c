@@ -9,6 +9,26 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The folded (not complemented) 16-bit ones' complement sum of m bytes read as big-endian
+ * words, an odd last byte counting as if followed by a zero. Native-order 32-bit loads: the
+ * sum is byte-order independent up to a final byte swap (RFC 1071 2.B), and a 64-bit
+ * accumulator absorbs the carries. */
+static uint32_t
+add_words(const unsigned char *q, Py_ssize_t m)
+{
+    uint64_t acc = 0;
+    while (m >= 4) { uint32_t w; memcpy(&w, q, 4); acc += w; q += 4; m -= 4; }
+    if (m >= 2) { uint16_t w; memcpy(&w, q, 2); acc += w; q += 2; m -= 2; }
+    if (m) { uint16_t w = 0; memcpy(&w, q, 1); acc += w; } /* the byte first in memory */
+    while (acc >> 16)
+        acc = (acc & 0xFFFF) + (acc >> 16);
+    uint16_t s = (uint16_t)acc;
+#if PY_BIG_ENDIAN == 0
+    s = (uint16_t)((s >> 8) | (s << 8));
+#endif
+    return s;
+}
+
 /* sum16(buffer) -> int: the folded (not complemented) 16-bit ones' complement sum of the
  * bytes read as big-endian words; an odd last byte counts as if followed by a zero. */
 static PyObject *
@@ -17,36 +37,7 @@ sum16(PyObject *self, PyObject *arg)
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    const unsigned char *p = view.buf;
-    Py_ssize_t n = view.len;
-    uint64_t acc = 0;
-    /* Native-order 32-bit loads: the ones' complement sum is byte-order independent up to a
-     * final byte swap (RFC 1071 2.B), and a 64-bit accumulator absorbs the carries. */
-    while (n >= 4) {
-        uint32_t w;
-        memcpy(&w, p, 4);
-        acc += w;
-        p += 4;
-        n -= 4;
-    }
-    if (n >= 2) {
-        uint16_t w;
-        memcpy(&w, p, 2);
-        acc += w;
-        p += 2;
-        n -= 2;
-    }
-    if (n) {
-        uint16_t w = 0;
-        memcpy(&w, p, 1); /* the byte goes first in memory, i.e. the high half big-endian */
-        acc += w;
-    }
-    while (acc >> 16)
-        acc = (acc & 0xFFFF) + (acc >> 16);
-    uint16_t s = (uint16_t)acc;
-#if PY_BIG_ENDIAN == 0
-    s = (uint16_t)((s >> 8) | (s << 8));
-#endif
+    uint32_t s = add_words(view.buf, view.len);
     PyBuffer_Release(&view);
     return PyLong_FromUnsignedLong(s);
 }
@@ -77,18 +68,7 @@ complete(PyObject *self, PyObject *arg)
     if (out == NULL)
         return NULL;
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
-    uint64_t acc = 0;
-    const unsigned char *q = p + start;
-    Py_ssize_t m = n - start;
-    while (m >= 4) { uint32_t w; memcpy(&w, q, 4); acc += w; q += 4; m -= 4; }
-    if (m >= 2) { uint16_t w; memcpy(&w, q, 2); acc += w; q += 2; m -= 2; }
-    if (m) { uint16_t w = 0; memcpy(&w, q, 1); acc += w; }
-    while (acc >> 16)
-        acc = (acc & 0xFFFF) + (acc >> 16);
-    uint16_t s = (uint16_t)acc;
-#if PY_BIG_ENDIAN == 0
-    s = (uint16_t)((s >> 8) | (s << 8));
-#endif
+    uint16_t s = (uint16_t)add_words(p + start, n - start);
     s = (uint16_t)~s;
     if (s == 0 && off == 6)
         s = 0xFFFF; /* UDP: 0 means "no checksum" (RFC 768) */
@@ -97,21 +77,6 @@ complete(PyObject *self, PyObject *arg)
     return out;
 }
 
-static uint32_t
-add_words(const unsigned char *q, Py_ssize_t m)
-{
-    uint64_t acc = 0;
-    while (m >= 4) { uint32_t w; memcpy(&w, q, 4); acc += w; q += 4; m -= 4; }
-    if (m >= 2) { uint16_t w; memcpy(&w, q, 2); acc += w; q += 2; m -= 2; }
-    if (m) { uint16_t w = 0; memcpy(&w, q, 1); acc += w; }
-    while (acc >> 16)
-        acc = (acc & 0xFFFF) + (acc >> 16);
-    uint16_t s = (uint16_t)acc;
-#if PY_BIG_ENDIAN == 0
-    s = (uint16_t)((s >> 8) | (s << 8));
-#endif
-    return s;
-}
 
 /* whole(packet, proto) -> bool: whether the kernel would take this IPv4 (IHL 5) or IPv6 (no
  * extension header) TCP or UDP packet alone: IP length field == the packet's length

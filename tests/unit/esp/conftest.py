@@ -101,3 +101,16 @@ class StandInDriver(Driver):
 @pytest.fixture(scope="session")
 def dispatcher() -> Dispatcher:
     return esp_dispatcher()
+
+
+@pytest.fixture(params=["compiled", "python"])
+def csum(request, monkeypatch):
+    """Each test runs with the C helper (when built) and with the pure-Python sum."""
+    from ocfpy.esp import offload
+    from ocfpy.esp.gso import ones_complement_sum
+
+    if request.param == "python":
+        monkeypatch.setattr(offload, "sum16", ones_complement_sum)
+    elif offload.sum16 is ones_complement_sum:
+        pytest.skip("the compiled helper ocfpy.esp._csum is not built here")
+    return request.param

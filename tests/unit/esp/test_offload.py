@@ -25,16 +25,6 @@ from ocfpy.esp.gso import (
 _HDR = struct.Struct("<BBHHHH")
 
 
-@pytest.fixture(params=["compiled", "python"])
-def csum(request, monkeypatch):
-    """Each test runs with the C helper (when built) and with the pure-Python sum."""
-    if request.param == "python":
-        monkeypatch.setattr(offload, "sum16", ones_complement_sum)
-    elif offload.sum16 is ones_complement_sum:
-        pytest.skip("the compiled helper ocfpy.esp._csum is not built here")
-    return request.param
-
-
 def _ip(version, **kw):
     if version == 4:
         return IP(src="10.199.1.1", dst="10.199.2.1", id=0x4321, flags="DF", ttl=63, **kw)

@@ -24,15 +24,6 @@ from ocfpy.esp.gso import F_NEEDS_CSUM, GSO_TCPV4, PLAIN, ones_complement_sum
 _HDR = struct.Struct("<BBHHHH")
 
 
-@pytest.fixture(params=["compiled", "python"])
-def csum(request, monkeypatch):
-    if request.param == "python":
-        monkeypatch.setattr(offload, "sum16", ones_complement_sum)
-    elif offload.sum16 is ones_complement_sum:
-        pytest.skip("the compiled helper ocfpy.esp._csum is not built here")
-    return request.param
-
-
 def _ip(version):
     if version == 4:
         return IP(src="10.199.1.1", dst="10.199.2.1", flags="DF", ttl=63)
