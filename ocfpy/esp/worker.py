@@ -225,6 +225,8 @@ class _Loop:
                 _, req, trap = msg
                 self.trap(trap)
                 send_msg(self.ctx.ctrl, ("ack", req, True, None))
+            elif op == "release":  # every worker has the SAs: held packets may go out
+                self.release()
             elif op == "untrap":
                 _, req, key = msg
                 self.untrap(key)
@@ -459,7 +461,8 @@ class OutboundLoop(_Loop):
             # a negotiation finished: the next packet a trap catches (this SA closed early,
             # or did not cover it) is a new question for the daemon, not a repeat to hold back
             t.last_acquire = float("-inf")
-        self.release()
+        # held packets wait for the daemon's "release": it comes once every worker has the
+        # SA, so the peer's answer never reaches an inbound worker that does not have it yet
         return sa.crypto.drivers
 
     def activate(self, uid: int) -> None:
@@ -469,6 +472,7 @@ class OutboundLoop(_Loop):
         spec = self.staged.pop(uid, None)
         if spec is not None and uid in self.sas:
             self.spd.add(uid, spec.local_ts, spec.remote_ts, self.sas[uid])
+            self.release()
 
     def remove(self, uid: int) -> None:
         self.staged.pop(uid, None)

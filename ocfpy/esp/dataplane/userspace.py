@@ -264,7 +264,7 @@ class UserspaceDataplane(Dataplane):
                     self._send(role, ("socket", req, sock.family, forward_ike, sock_id),
                                [sock.fileno()])
                     self._wait(req, role)
-                if _role(role) == "out":  # before the SAs: their installs release held packets
+                if _role(role) == "out":  # before the SAs, so the release below finds the traps
                     for trap, _ in self._traps.values():
                         self._request(role, "trap", trap)
                 for entry in self._installed.values():
@@ -276,6 +276,8 @@ class UserspaceDataplane(Dataplane):
                         self._call(self._on_event, SaEvent(
                             entry.spec.unique_id, "soft",
                             "inbound ESP worker restarted (replay state lost): rekeying"))
+                if _role(role) == "out" and self._traps:
+                    self._send(role, ("release", None))
 
     def close(self) -> None:
         with self._lock:
@@ -370,6 +372,12 @@ class UserspaceDataplane(Dataplane):
                     raise failed[0]
                 if self._routes is not None:
                     self._add_routes(entry)
+                # only now may a trap's held packets go out on it: the first of them is
+                # often answered within a millisecond, and the answer must find the inbound
+                # worker holding the SA (a slow inbound install lost the first ping in CI)
+                if self._traps:
+                    for name in self._names("out"):
+                        self._send(name, ("release", None))
             except Exception:
                 for name in self._names():
                     with contextlib.suppress(Exception):

@@ -1,8 +1,8 @@
 """Trap policies in the userspace dataplane's outbound loop (issue 16), without root: the
 rig of test_loops.py (AF_UNIX datagram pairs for the TUN, ESP-in-UDP over loopback). A packet
 for a trapped selector with no CHILD_SA is held (bounded) and one acquire goes to the daemon;
-the install of the CHILD_SA releases what it covers, in order; the rest is dropped and
-counted (queue full, held too long, trap removed)."""
+the daemon's release, once every worker has the CHILD_SA, sends what it covers, in order; the
+rest is dropped and counted (queue full, held too long, trap removed)."""
 
 from __future__ import annotations
 
@@ -63,8 +63,14 @@ def test_held_until_the_child_sa_is_installed_then_released_in_order(rig):
 
     counters = rig["counters"]
     slot_a, slot_b = counters.allocate(), counters.allocate()
+    out.install(rig["spec_a"], slot_a)
+    # installed, but nothing leaves before the daemon's release: it comes once every worker
+    # has the SA, so the answer to a held packet never finds an inbound worker without it
+    with pytest.raises(BlockingIOError):
+        rig["udp_b"].recv(65535)
+    assert out.trap_stats()["c/net"]["holding"] == 2
     inb.install(rig["spec_b"], slot_b)
-    out.install(rig["spec_a"], slot_a)  # the CHILD_SA is up: the held packets leave through it
+    out.release()  # the CHILD_SA is up: the held packets leave through it
     inb.on_readable(rig["udp_b"])
     assert _drain(rig["tun_b"]) == packets[:2]  # the first two, in the order they came
     assert out.trap_stats()["c/net"] == {"queued": 2, "dropped_full": 2, "acquires": 1,
