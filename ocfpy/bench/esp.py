@@ -105,9 +105,9 @@ def tcp_mbit(path: Path2, seconds: float, streams: int = 1) -> tuple[float, int]
 
 def udp_pps(path: Path2, payload: int, seconds: float) -> tuple[float, int]:
     """Packets per second that reached the server; and their payload bytes."""
-    s = iperf(path, ["-u", "-b", "0", "-l", str(payload)], seconds)["end"]["sum"]
-    received = s["packets"] - s["lost_packets"]
-    return received / (s["seconds"] or seconds), received * payload
+    result = iperf(path, ["-u", "-b", "0", "-l", str(payload)], seconds)
+    pps, received = iperf3.udp_received(result, payload, seconds)
+    return pps, received * payload
 
 
 def measure(path: Path2, figures: Figures, seconds: float, mtu: int, streams: int = 1) -> int:

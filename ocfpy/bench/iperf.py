@@ -44,3 +44,18 @@ def run(client: Namespace, server: Namespace, args: list[str], seconds: float,
         except subprocess.TimeoutExpired:
             proc_server.kill()
             proc_server.wait(5)
+
+
+def udp_received(result: dict[str, Any], payload: int, seconds: float) -> tuple[float, int]:
+    """A UDP run's packets per second that reached the server, and how many did. The server's
+    own count (``sum_received``, iperf3 >= 3.9): the client's ``sum`` packets minus its
+    lost_packets counts the packets lost after the last one that arrived (a flood's tail,
+    still queued when the run stopped) as received."""
+    end = result["end"]
+    if "sum_received" in end:
+        s = end["sum_received"]
+        received = int(s["bytes"]) // payload
+    else:
+        s = end["sum"]
+        received = s["packets"] - s["lost_packets"]
+    return received / (s["seconds"] or seconds), received

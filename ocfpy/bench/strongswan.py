@@ -267,11 +267,11 @@ def esp_throughput(*, esp_proposal: str = "aes128gcm16",
                 tcp.append(r["end"]["sum_received"]["bits_per_second"] / 1e6)
                 delivered += r["end"]["sum_received"]["bytes"]
                 u = iperf3.run(moon, sun, ["-u", "-b", "0", "-l", str(udp_size)], seconds)
-                s = u["end"]["sum"]
-                secs = s["seconds"] or seconds
-                pps.append((s["packets"] - s["lost_packets"]) / secs)
-                sent.append(s["packets"] / secs)
-                delivered += (s["packets"] - s["lost_packets"]) * udp_size
+                rate, received = iperf3.udp_received(u, udp_size, seconds)
+                pps.append(rate)
+                s = u["end"].get("sum_sent", u["end"]["sum"])
+                sent.append(s["packets"] / (s["seconds"] or seconds))
+                delivered += received * udp_size
             notes = [] if encap else ["CHILD_SA is not UDP-encapsulated (expected with libipsec)"]
             # Proof that the traffic went through the ESP SA, not around it: the responder's
             # inbound counter must hold at least the payload iperf3 saw arrive.
