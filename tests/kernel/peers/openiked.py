@@ -97,6 +97,15 @@ class OpenIked(Peer):
         self.spawn([str(IKED), "-d", "-vv", "-f", str(self.dir / "iked.conf"), "-s",
                     str(self.sock)], self.log_path)
 
+    def terminate(self) -> None:
+        """``ikectl reset id FQDN/<ocfpy's ID>``: iked deletes every IKE SA with that peer
+        identity, sending the INFORMATIONAL Delete (ikev2_ctl_reset_id: ikev2_ikesa_delete as
+        the exchange's initiator), which takes the CHILD SAs with it (RFC 7296 1.4.1). The ID
+        is iked's own printing, ``<type>/<value>`` (ikev2_print_id)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return  # not after crash(): a dead iked's socket refuses, and nothing is left
+        self.run(str(IKECTL), "-s", str(self.sock), "reset", "id", f"FQDN/{OCFPY_ID}")
+
     def listing(self) -> str:
         if not shutil.which(str(IKECTL)):
             return ""
