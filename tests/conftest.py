@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if not peers and PEER_ROWS in item.nodeid:
             item.add_marker(pytest.mark.skip(
-                reason="VM-lane peer rows (issue 15, in progress): run with OCFPY_VM_PEERS=1"))
+                reason="VM-lane foreign-peer rows: on in CI, elsewhere OCFPY_VM_PEERS=1 (many minutes)"))
         if "net" in item.keywords and not root:
             item.add_marker(pytest.mark.skip(reason="net lane: needs root for network namespaces"))
         if "interop" in item.keywords and not (root and charon):
