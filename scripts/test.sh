@@ -12,7 +12,7 @@ status=0
 
 # The VM lane runs in the background, alongside the host lanes: on CI's 2 cores the wall
 # time is about the longer of the two, not their sum (the VM lane with the peer rows is the
-# longest lane; its guest has two vCPUs and keeps 1.0-1.7 cores busy, docs/testing.md).
+# longest lane; its guest has two vCPUs and keeps 0.7-1.7 cores busy, docs/testing.md).
 # Its output goes to results/vm-lane.log and is shown when it is waited for.
 # CI runs the VM lane's foreign-peer rows (tests/kernel/interop, issue 15); elsewhere they
 # are opt-in with OCFPY_VM_PEERS=1 (they add many minutes of emulated guest).
